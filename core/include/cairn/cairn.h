@@ -1,0 +1,9 @@
+/* cairn.h: the stable C API of Cairn, an offline-first sync engine. Include this header only.
+ * Conventions: cairn/common.h. Replicas: cairn/replica.h. */
+#ifndef CAIRN_H
+#define CAIRN_H
+
+#include "cairn/common.h"
+#include "cairn/replica.h"
+
+#endif /* CAIRN_H */

@@ -1,0 +1,107 @@
+/* cairn/replica.h: a local replica (one SQLite file: op log, merged CRDT state and the
+ * per-collection SQL tables). See README "C API" and core/docs/crdt-semantics.md.
+ *
+ * Thread-safety: a cairn_replica may be used from several threads; calls on one handle are
+ * serialized by the library. Freeing a handle while another thread uses it is undefined. */
+#ifndef CAIRN_REPLICA_H
+#define CAIRN_REPLICA_H
+
+#include "cairn/common.h"
+
+CAIRN_BEGIN_DECLS
+CAIRN_ASSUME_NONNULL_BEGIN
+
+typedef struct cairn_replica cairn_replica;
+typedef struct cairn_batch cairn_batch;
+
+typedef struct cairn_replica_options {
+  unsigned int version;      /* CAIRN_REPLICA_OPTIONS_VERSION */
+  int create;                /* non-zero: create the file when missing (default 1) */
+  int read_only;             /* non-zero: no writes (default 0) */
+  uint32_t busy_timeout_ms;  /* 0: default (5000) */
+} cairn_replica_options;
+#define CAIRN_REPLICA_OPTIONS_VERSION 1
+#define CAIRN_REPLICA_OPTIONS_INIT {CAIRN_REPLICA_OPTIONS_VERSION, 1, 0, 0}
+/** Fills `opts` with defaults. @return CAIRN_OK or CAIRN_EINVAL (unknown version). */
+CAIRN_API int cairn_replica_options_init(cairn_replica_options* opts, unsigned int version);
+
+/** Opens (creating when allowed) the replica stored at `path`. Thread-safe.
+ *  @param[out] out  receives a handle owned by the caller; NULL on failure.
+ *  @param opts      NULL for defaults.
+ *  @return CAIRN_OK, CAIRN_ENOTREPLICA (not a Cairn file), CAIRN_EVERSION (newer format),
+ *          CAIRN_EIO, CAIRN_EBUSY or CAIRN_ERROR. */
+CAIRN_API int cairn_replica_open(cairn_replica* CAIRN_NULLABLE* CAIRN_NONNULL out,
+                                 const char* path,
+                                 const cairn_replica_options* CAIRN_NULLABLE opts);
+/** Closes and frees; NULL is a no-op. Unsent ops stay in the file. */
+CAIRN_API void cairn_replica_free(cairn_replica* CAIRN_NULLABLE replica);
+
+/** Writes the replica's id as 32 lowercase hex characters and a NUL into `out`. */
+CAIRN_API int cairn_replica_id(char out[33], cairn_replica* replica);
+
+/** Sets the fields of a JSON object (at least one) on a document, in one transaction. Values
+ *  follow SPEC §7: null, bool, integers (int64), doubles, strings, {"$bytes":"<base64>"}.
+ *  @return CAIRN_OK or CAIRN_EINVAL (bad JSON, name, key or value; nothing written). */
+CAIRN_API int cairn_replica_put_json(cairn_replica* replica, const char* collection,
+                                     const char* key, const char* fields_json);
+/** Adds `delta` (wrapping int64) to a counter field. @return CAIRN_OK or CAIRN_EINVAL. */
+CAIRN_API int cairn_replica_increment(cairn_replica* replica, const char* collection,
+                                      const char* key, const char* field, int64_t delta);
+/** Deletes a document (later writes revive it with only their fields). */
+CAIRN_API int cairn_replica_delete(cairn_replica* replica, const char* collection,
+                                   const char* key);
+
+/** The visible document as canonical JSON in `out` (NUL-terminated).
+ *  @return CAIRN_OK, CAIRN_ENOTFOUND (not visible) or CAIRN_EINVAL. */
+CAIRN_API int cairn_replica_get_json(cairn_buf* out, cairn_replica* replica,
+                                     const char* collection, const char* key);
+/** Canonical JSON of all visible data, {"collection":{"key":{"field":value}}}. */
+CAIRN_API int cairn_replica_dump_json(cairn_buf* out, cairn_replica* replica);
+/** The SHA-256 of the canonical dump as 64 hex characters and a NUL. */
+CAIRN_API int cairn_replica_digest(char out[65], cairn_replica* replica);
+/** Runs one read-only SQL statement; `out` receives one canonical JSON object per row, each
+ *  followed by '\n'. @return CAIRN_OK, CAIRN_EREADONLY (would write) or CAIRN_EINVAL. */
+CAIRN_API int cairn_replica_query_json(cairn_buf* out, cairn_replica* replica, const char* sql);
+/** Status as canonical JSON: replica_id, seq, pending_ops, held_back_ops, rejected_ops, known. */
+CAIRN_API int cairn_replica_status_json(cairn_buf* out, cairn_replica* replica);
+
+/** Writes every op the replica has to `path` as protocol frames (an offline sync).
+ *  @param[out] ops_out  NULL, or receives the number of ops written. */
+CAIRN_API int cairn_replica_export(uint64_t* CAIRN_NULLABLE ops_out, cairn_replica* replica,
+                                   const char* path);
+/** Applies an export atomically: all of it or nothing.
+ *  @param[out] applied_out  NULL, or receives the number of ops merged.
+ *  @return CAIRN_OK, CAIRN_ECORRUPT (damaged or truncated), CAIRN_EVERSION, CAIRN_EIO. */
+CAIRN_API int cairn_replica_import(uint64_t* CAIRN_NULLABLE applied_out, cairn_replica* replica,
+                                   const char* path);
+
+/* --- Multi-op transactions -------------------------------------------------------------- */
+
+/** A list of changes applied atomically by cairn_replica_write. One thread at a time. */
+CAIRN_API int cairn_batch_new(cairn_batch* CAIRN_NULLABLE* CAIRN_NONNULL out);
+CAIRN_API void cairn_batch_free(cairn_batch* CAIRN_NULLABLE batch);
+CAIRN_API int cairn_batch_set_null(cairn_batch* b, const char* collection, const char* key,
+                                   const char* field);
+CAIRN_API int cairn_batch_set_bool(cairn_batch* b, const char* collection, const char* key,
+                                   const char* field, int value);
+CAIRN_API int cairn_batch_set_int(cairn_batch* b, const char* collection, const char* key,
+                                  const char* field, int64_t value);
+CAIRN_API int cairn_batch_set_double(cairn_batch* b, const char* collection, const char* key,
+                                     const char* field, double value);
+/** `value` is UTF-8 of `len` bytes (it may contain NUL). */
+CAIRN_API int cairn_batch_set_string(cairn_batch* b, const char* collection, const char* key,
+                                     const char* field, const char* value, size_t len);
+CAIRN_API int cairn_batch_set_bytes(cairn_batch* b, const char* collection, const char* key,
+                                    const char* field, const uint8_t* CAIRN_NULLABLE value,
+                                    size_t len);
+CAIRN_API int cairn_batch_increment(cairn_batch* b, const char* collection, const char* key,
+                                    const char* field, int64_t delta);
+CAIRN_API int cairn_batch_delete(cairn_batch* b, const char* collection, const char* key);
+/** Applies every change of `batch` in one transaction; the batch is left unchanged.
+ *  @return CAIRN_OK or CAIRN_EINVAL (nothing written). */
+CAIRN_API int cairn_replica_write(cairn_replica* replica, const cairn_batch* batch);
+
+CAIRN_ASSUME_NONNULL_END
+CAIRN_END_DECLS
+
+#endif /* CAIRN_REPLICA_H */

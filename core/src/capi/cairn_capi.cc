@@ -1,0 +1,377 @@
+// The C API (include/cairn/*.h) over cairn::Replica. The only code that sees both C and C++
+// types. Every function is noexcept and runs its body inside CAIRN_CAPI_GUARD, so no exception
+// crosses the boundary: bad_alloc becomes CAIRN_ENOMEM, anything else CAIRN_EINTERNAL.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "cairn/cairn.h"
+#include "replica/replica.h"
+
+struct cairn_replica {
+  std::unique_ptr<cairn::Replica> impl;
+};
+struct cairn_batch {
+  cairn::WriteBatch impl;
+};
+
+namespace {
+
+thread_local std::string t_error;
+
+int SetError(int code, const std::string& message) {
+  t_error = message;
+  return code;
+}
+
+int ToC(const cairn::Status& st) {
+  if (st.ok()) return CAIRN_OK;
+  return SetError(static_cast<int>(st.code()), st.ToString());
+}
+
+int Null(const char* what) { return SetError(CAIRN_EINVAL, std::string(what) + " is NULL"); }
+
+int FillBuf(cairn_buf* out, const std::string& s) {
+  auto* p = static_cast<uint8_t*>(std::malloc(s.size() + 1));
+  if (!p) return SetError(CAIRN_ENOMEM, "out of memory");
+  std::memcpy(p, s.data(), s.size());
+  p[s.size()] = 0;
+  out->data = p;
+  out->len = s.size();
+  return CAIRN_OK;
+}
+
+}  // namespace
+
+#define CAIRN_CAPI_GUARD                                  \
+  try {                                                   \
+    t_error.clear();
+#define CAIRN_CAPI_END                                    \
+  }                                                       \
+  catch (const std::bad_alloc&) {                         \
+    return SetError(CAIRN_ENOMEM, "out of memory");        \
+  }                                                       \
+  catch (const std::exception& e) {                       \
+    return SetError(CAIRN_EINTERNAL, e.what());            \
+  }                                                       \
+  catch (...) {                                           \
+    return SetError(CAIRN_EINTERNAL, "unknown exception"); \
+  }
+
+#define CHECK_ARG(p) \
+  if ((p) == nullptr) return Null(#p)
+
+extern "C" {
+
+CAIRN_API void cairn_buf_dispose(cairn_buf* buf) {
+  if (!buf) return;
+  std::free(buf->data);
+  buf->data = nullptr;
+  buf->len = 0;
+}
+
+CAIRN_API const char* cairn_error_last(void) { return t_error.c_str(); }
+
+CAIRN_API const char* cairn_strerror(int code) {
+  switch (code) {
+#define XX(name, num, retry, msg) \
+  case num:                       \
+    return msg;
+#include "cairn/errors.def"
+#undef XX
+    default:
+      return "unknown error";
+  }
+}
+
+CAIRN_API const char* cairn_version(void) { return "0.1.0"; }
+
+CAIRN_API int cairn_replica_options_init(cairn_replica_options* opts, unsigned int version) {
+  CHECK_ARG(opts);
+  if (version != CAIRN_REPLICA_OPTIONS_VERSION) {
+    return SetError(CAIRN_EINVAL, "unknown cairn_replica_options version");
+  }
+  *opts = cairn_replica_options CAIRN_REPLICA_OPTIONS_INIT;
+  return CAIRN_OK;
+}
+
+CAIRN_API int cairn_replica_open(cairn_replica** out, const char* path,
+                                 const cairn_replica_options* opts) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = nullptr;
+  CHECK_ARG(path);
+  cairn::ReplicaOptions o;
+  if (opts) {
+    if (opts->version != CAIRN_REPLICA_OPTIONS_VERSION) {
+      return SetError(CAIRN_EINVAL, "unknown cairn_replica_options version");
+    }
+    o.create = opts->create != 0;
+    o.read_only = opts->read_only != 0;
+    if (opts->busy_timeout_ms) o.busy_timeout_ms = opts->busy_timeout_ms;
+  }
+  auto r = cairn::Replica::Open(path, o);
+  if (!r.ok()) return ToC(r.status());
+  *out = new cairn_replica{std::move(r).value()};
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API void cairn_replica_free(cairn_replica* replica) {
+  try {
+    delete replica;
+  } catch (...) {
+  }
+}
+
+CAIRN_API int cairn_replica_id(char out[33], cairn_replica* replica) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  CHECK_ARG(replica);
+  std::string hex = replica->impl->id().Hex();
+  std::memcpy(out, hex.c_str(), 33);
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_put_json(cairn_replica* replica, const char* collection,
+                                     const char* key, const char* fields_json) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(replica);
+  CHECK_ARG(collection);
+  CHECK_ARG(key);
+  CHECK_ARG(fields_json);
+  auto fields = cairn::ParseFieldsJson(fields_json);
+  if (!fields.ok()) return ToC(fields.status());
+  return ToC(replica->impl->Put(collection, key, fields.value()));
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_increment(cairn_replica* replica, const char* collection,
+                                      const char* key, const char* field, int64_t delta) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(replica);
+  CHECK_ARG(collection);
+  CHECK_ARG(key);
+  CHECK_ARG(field);
+  return ToC(replica->impl->Increment(collection, key, field, delta));
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_delete(cairn_replica* replica, const char* collection,
+                                   const char* key) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(replica);
+  CHECK_ARG(collection);
+  CHECK_ARG(key);
+  return ToC(replica->impl->Delete(collection, key));
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_get_json(cairn_buf* out, cairn_replica* replica,
+                                     const char* collection, const char* key) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = cairn_buf{nullptr, 0};
+  CHECK_ARG(replica);
+  CHECK_ARG(collection);
+  CHECK_ARG(key);
+  auto doc = replica->impl->Get(collection, key);
+  if (!doc.ok()) return ToC(doc.status());
+  if (!doc.value()) {
+    return SetError(CAIRN_ENOTFOUND, std::string("ENOTFOUND: ") + collection + "/" + key +
+                                         " is not visible");
+  }
+  return FillBuf(out, cairn::CanonicalJson(cairn::FieldsToJson(*doc.value())));
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_dump_json(cairn_buf* out, cairn_replica* replica) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = cairn_buf{nullptr, 0};
+  CHECK_ARG(replica);
+  auto s = replica->impl->DumpString();
+  if (!s.ok()) return ToC(s.status());
+  return FillBuf(out, s.value());
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_digest(char out[65], cairn_replica* replica) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  CHECK_ARG(replica);
+  auto d = replica->impl->Digest();
+  if (!d.ok()) return ToC(d.status());
+  std::memcpy(out, d.value().c_str(), 65);
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_query_json(cairn_buf* out, cairn_replica* replica,
+                                       const char* sql) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = cairn_buf{nullptr, 0};
+  CHECK_ARG(replica);
+  CHECK_ARG(sql);
+  std::string lines;
+  cairn::Status st = replica->impl->Query(sql, [&](const std::string& row) {
+    lines += row;
+    lines += '\n';
+    return cairn::Status::OK();
+  });
+  if (!st.ok()) return ToC(st);
+  return FillBuf(out, lines);
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_status_json(cairn_buf* out, cairn_replica* replica) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = cairn_buf{nullptr, 0};
+  CHECK_ARG(replica);
+  auto s = replica->impl->GetStatus();
+  if (!s.ok()) return ToC(s.status());
+  cairn::Json known = cairn::Json::object();
+  for (const auto& [id, through] : s.value().known) known[id.Hex()] = through;
+  cairn::Json j = {{"replica_id", s.value().id.Hex()},
+                   {"seq", s.value().last_seq},
+                   {"pending_ops", s.value().pending_ops},
+                   {"held_back_ops", s.value().held_back_ops},
+                   {"rejected_ops", s.value().rejected_ops},
+                   {"known", known}};
+  return FillBuf(out, cairn::CanonicalJson(j));
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_export(uint64_t* ops_out, cairn_replica* replica,
+                                   const char* path) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(replica);
+  CHECK_ARG(path);
+  auto r = replica->impl->Export(path);
+  if (!r.ok()) return ToC(r.status());
+  if (ops_out) *ops_out = r.value().ops;
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_import(uint64_t* applied_out, cairn_replica* replica,
+                                   const char* path) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(replica);
+  CHECK_ARG(path);
+  auto r = replica->impl->Import(path);
+  if (!r.ok()) return ToC(r.status());
+  if (applied_out) *applied_out = r.value().applied;
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_batch_new(cairn_batch** out) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = new cairn_batch();
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API void cairn_batch_free(cairn_batch* batch) { delete batch; }
+
+#define BATCH_ARGS          \
+  CHECK_ARG(b);             \
+  CHECK_ARG(collection);    \
+  CHECK_ARG(key)
+
+CAIRN_API int cairn_batch_set_null(cairn_batch* b, const char* collection, const char* key,
+                                   const char* field) {
+  CAIRN_CAPI_GUARD
+  BATCH_ARGS;
+  CHECK_ARG(field);
+  b->impl.Set(collection, key, field, cairn::Value::Null());
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_batch_set_bool(cairn_batch* b, const char* collection, const char* key,
+                                   const char* field, int value) {
+  CAIRN_CAPI_GUARD
+  BATCH_ARGS;
+  CHECK_ARG(field);
+  b->impl.Set(collection, key, field, cairn::Value::Bool(value != 0));
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_batch_set_int(cairn_batch* b, const char* collection, const char* key,
+                                  const char* field, int64_t value) {
+  CAIRN_CAPI_GUARD
+  BATCH_ARGS;
+  CHECK_ARG(field);
+  b->impl.Set(collection, key, field, cairn::Value::Int(value));
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_batch_set_double(cairn_batch* b, const char* collection, const char* key,
+                                     const char* field, double value) {
+  CAIRN_CAPI_GUARD
+  BATCH_ARGS;
+  CHECK_ARG(field);
+  b->impl.Set(collection, key, field, cairn::Value::Double(value));
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_batch_set_string(cairn_batch* b, const char* collection, const char* key,
+                                     const char* field, const char* value, size_t len) {
+  CAIRN_CAPI_GUARD
+  BATCH_ARGS;
+  CHECK_ARG(field);
+  CHECK_ARG(value);
+  b->impl.Set(collection, key, field, cairn::Value::String(std::string(value, len)));
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_batch_set_bytes(cairn_batch* b, const char* collection, const char* key,
+                                    const char* field, const uint8_t* value, size_t len) {
+  CAIRN_CAPI_GUARD
+  BATCH_ARGS;
+  CHECK_ARG(field);
+  if (value == nullptr && len != 0) return Null("value");
+  std::string bytes = len ? std::string(reinterpret_cast<const char*>(value), len) : std::string();
+  b->impl.Set(collection, key, field, cairn::Value::Bytes(std::move(bytes)));
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_batch_increment(cairn_batch* b, const char* collection, const char* key,
+                                    const char* field, int64_t delta) {
+  CAIRN_CAPI_GUARD
+  BATCH_ARGS;
+  CHECK_ARG(field);
+  b->impl.Increment(collection, key, field, delta);
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_batch_delete(cairn_batch* b, const char* collection, const char* key) {
+  CAIRN_CAPI_GUARD
+  BATCH_ARGS;
+  b->impl.Delete(collection, key);
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_write(cairn_replica* replica, const cairn_batch* batch) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(replica);
+  CHECK_ARG(batch);
+  return ToC(replica->impl->Write(batch->impl));
+  CAIRN_CAPI_END
+}
+
+}  // extern "C"

@@ -1,0 +1,171 @@
+// cairn: the command-line tool over one replica file (SPEC §7).
+// Exit codes: 0 success, 1 not found, 2 usage error, 3 other error (message on stderr).
+// Everything printed as JSON is canonical (replica/json_codec.h).
+#include <sys/stat.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdio>
+#include <iostream>
+
+#include "replica/replica.h"
+
+namespace {
+
+constexpr int kExitNotFound = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitError = 3;
+
+int Fail(const cairn::Status& st) {
+  std::cerr << "cairn: " << st.ToString() << "\n";
+  switch (st.code()) {
+    case cairn::Code::kENOTFOUND:
+      return kExitNotFound;
+    case cairn::Code::kEINVAL:
+      return kExitUsage;
+    default:
+      return kExitError;
+  }
+}
+
+int Usage(const std::string& msg) {
+  std::cerr << "cairn: " << msg << "\n";
+  return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cairn: work with one Cairn replica file (offline-first sync engine)"};
+  app.set_version_flag("--version", "cairn 0.1.0");
+  std::string db;
+  app.add_option("--db", db, "the replica file")->required();
+  app.require_subcommand(1);
+
+  std::string coll, key, json, field, delta, sql, path;
+  auto* put = app.add_subcommand("put", "set the given fields (at least one), one transaction");
+  put->add_option("COLLECTION", coll)->required();
+  put->add_option("KEY", key)->required();
+  put->add_option("JSON_OBJECT", json)->required();
+  auto* inc = app.add_subcommand("inc", "add DELTA to a counter field");
+  inc->add_option("COLLECTION", coll)->required();
+  inc->add_option("KEY", key)->required();
+  inc->add_option("FIELD", field)->required();
+  inc->add_option("DELTA", delta)->required();
+  auto* del = app.add_subcommand("del", "delete a document");
+  del->add_option("COLLECTION", coll)->required();
+  del->add_option("KEY", key)->required();
+  auto* get = app.add_subcommand("get", "print the visible document (exit 1 if not visible)");
+  get->add_option("COLLECTION", coll)->required();
+  get->add_option("KEY", key)->required();
+  auto* dump = app.add_subcommand("dump", "print all visible data as canonical JSON");
+  auto* digest = app.add_subcommand("digest", "print the hex digest of the visible state");
+  auto* query = app.add_subcommand("query", "read-only SQL over the materialized tables");
+  query->add_option("SQL", sql)->required();
+  auto* log = app.add_subcommand("log", "print the op log as JSON lines");
+  auto* exp = app.add_subcommand("export", "write every op this replica has to a file");
+  exp->add_option("OUT_FILE", path)->required();
+  auto* imp = app.add_subcommand("import", "apply an export from another replica");
+  imp->add_option("IN_FILE", path)->required();
+  auto* status = app.add_subcommand("status", "print the replica's status as JSON");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+
+  const bool writes = put->parsed() || inc->parsed() || del->parsed() || imp->parsed();
+  int64_t delta_value = 0;
+  if (inc->parsed()) {
+    auto [p, ec] = std::from_chars(delta.data(), delta.data() + delta.size(), delta_value);
+    if (ec != std::errc() || p != delta.data() + delta.size()) {
+      return Usage("DELTA must be an integer in the int64 range, got '" + delta + "'");
+    }
+  }
+  cairn::Fields fields;
+  if (put->parsed()) {
+    auto f = cairn::ParseFieldsJson(json);
+    if (!f.ok()) return Fail(f.status());
+    fields = std::move(f).value();
+  }
+  struct stat sb;
+  if (!writes && ::stat(db.c_str(), &sb) != 0) {
+    std::cerr << "cairn: no replica at " << db << "\n";
+    return kExitError;
+  }
+  cairn::ReplicaOptions options;
+  options.create = writes;
+  auto opened = cairn::Replica::Open(db, options);
+  if (!opened.ok()) return Fail(opened.status());
+  cairn::Replica& r = *opened.value();
+
+  cairn::Status st;
+  if (put->parsed()) {
+    st = r.Put(coll, key, fields);
+  } else if (inc->parsed()) {
+    st = r.Increment(coll, key, field, delta_value);
+  } else if (del->parsed()) {
+    st = r.Delete(coll, key);
+  } else if (get->parsed()) {
+    auto doc = r.Get(coll, key);
+    if (!doc.ok()) return Fail(doc.status());
+    if (!doc.value()) return Fail(cairn::Status::NotFound(coll + "/" + key + " is not visible"));
+    std::cout << cairn::CanonicalJson(cairn::FieldsToJson(*doc.value())) << "\n";
+  } else if (dump->parsed()) {
+    st = r.Dump([](std::string_view s) { std::cout << s; });
+    if (st.ok()) std::cout << "\n";
+  } else if (digest->parsed()) {
+    auto d = r.Digest();
+    if (!d.ok()) return Fail(d.status());
+    std::cout << d.value() << "\n";
+  } else if (query->parsed()) {
+    st = r.Query(sql, [](const std::string& line) {
+      std::cout << line << "\n";
+      return cairn::Status::OK();
+    });
+  } else if (log->parsed()) {
+    st = r.Log([](const cairn::Op& op) {
+      std::cout << cairn::CanonicalJson(cairn::OpToJson(op)) << "\n";
+      return cairn::Status::OK();
+    });
+  } else if (exp->parsed()) {
+    auto s = r.Export(path);
+    if (!s.ok()) return Fail(s.status());
+    std::cout << cairn::CanonicalJson({{"batches", s.value().batches},
+                                       {"bytes", s.value().bytes},
+                                       {"ops", s.value().ops}})
+              << "\n";
+  } else if (imp->parsed()) {
+    auto s = r.Import(path);
+    if (!s.ok()) return Fail(s.status());
+    std::cout << cairn::CanonicalJson({{"applied", s.value().applied},
+                                       {"duplicates", s.value().duplicates},
+                                       {"held_back", s.value().held_back},
+                                       {"ops", s.value().ops}})
+              << "\n";
+  } else if (status->parsed()) {
+    auto s = r.GetStatus();
+    if (!s.ok()) return Fail(s.status());
+    cairn::Json known = cairn::Json::object();
+    for (const auto& [id, through] : s.value().known) known[id.Hex()] = through;
+    std::cout << cairn::CanonicalJson({{"replica_id", s.value().id.Hex()},
+                                       {"seq", s.value().last_seq},
+                                       {"pending_ops", s.value().pending_ops},
+                                       {"held_back_ops", s.value().held_back_ops},
+                                       {"rejected_ops", s.value().rejected_ops},
+                                       {"cursor", 0},
+                                       {"last_sync_ms", nullptr},
+                                       {"known", known}})
+              << "\n";
+  }
+  if (!st.ok()) return Fail(st);
+  st = r.Close();
+  if (!st.ok()) return Fail(st);
+  return 0;
+}

@@ -1,0 +1,117 @@
+#include "crdt/doc_state.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace cairn::crdt {
+
+static int64_t WrappingAdd(int64_t a, int64_t b) {
+  return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b));
+}
+
+OpId DocState::MaxOp() const {
+  OpId max;
+  for (const auto& [field, cell] : cells) max = std::max(max, cell.Deciding());
+  return max;
+}
+
+bool NeedsIncrements(const DocState& doc, const Op& op) {
+  if (op.kind != OpKind::kDelete || !(doc.del < op.id)) return false;
+  // A delete above every op wipes everything; no need to know the increments one by one.
+  return op.id < doc.MaxOp();
+}
+
+static bool ApplySet(DocState* doc, const Op& op) {
+  if (op.id < doc->del) return false;
+  Cell& cell = doc->cells[op.field];
+  if (!(cell.set_id < op.id)) return false;
+  cell.set_id = op.id;
+  cell.set_value = op.value;
+  doc->changes.dirty_fields.insert(op.field);
+  return true;
+}
+
+static bool ApplyIncrement(DocState* doc, const Op& op) {
+  if (op.id < doc->del) return false;
+  Cell& cell = doc->cells[op.field];
+  cell.counter = WrappingAdd(cell.counter, op.delta);
+  cell.inc_count++;
+  cell.inc_max = std::max(cell.inc_max, op.id);
+  IncEntry entry{op.id, op.delta};
+  if (doc->incs_loaded) doc->incs[op.field].push_back(entry);
+  doc->changes.added_incs.emplace_back(op.field, entry);
+  doc->changes.dirty_fields.insert(op.field);
+  return true;
+}
+
+static bool ApplyDelete(DocState* doc, const Op& op) {
+  if (!(doc->del < op.id)) return false;
+  const bool wipe = !(op.id < doc->MaxOp());
+  assert(wipe || doc->incs_loaded);
+  doc->del = op.id;
+  doc->changes.del_changed = true;
+  if (wipe) {
+    for (const auto& [field, cell] : doc->cells) doc->changes.dirty_fields.insert(field);
+    doc->cells.clear();
+    doc->incs.clear();
+    doc->changes.all_incs_removed = true;
+    doc->changes.added_incs.clear();
+    return true;
+  }
+  for (auto it = doc->cells.begin(); it != doc->cells.end();) {
+    const std::string& field = it->first;
+    Cell& cell = it->second;
+    bool dirty = false;
+    if (!cell.set_id.none() && cell.set_id < op.id) {
+      cell.set_id = OpId();
+      cell.set_value = Value();
+      dirty = true;
+    }
+    auto incs_it = doc->incs.find(field);
+    if (incs_it != doc->incs.end()) {
+      auto& incs = incs_it->second;
+      OpId new_max;
+      for (auto inc = incs.begin(); inc != incs.end();) {
+        if (inc->id < op.id) {
+          cell.counter = WrappingAdd(cell.counter, -inc->delta);
+          cell.inc_count--;
+          doc->changes.removed_incs.emplace_back(field, inc->id);
+          inc = incs.erase(inc);
+          dirty = true;
+        } else {
+          new_max = std::max(new_max, inc->id);
+          ++inc;
+        }
+      }
+      cell.inc_max = new_max;
+      if (incs.empty()) doc->incs.erase(incs_it);
+    }
+    if (dirty) doc->changes.dirty_fields.insert(field);
+    if (cell.empty()) {
+      it = doc->cells.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // An increment added earlier in this same batch and now removed must not be written back.
+  auto& added = doc->changes.added_incs;
+  added.erase(std::remove_if(added.begin(), added.end(),
+                             [&](const auto& a) { return a.second.id < op.id; }),
+              added.end());
+  return true;
+}
+
+bool ApplyOp(DocState* doc, const Op& op) {
+  switch (op.kind) {
+    case OpKind::kSet:
+      return ApplySet(doc, op);
+    case OpKind::kIncrement:
+      return ApplyIncrement(doc, op);
+    case OpKind::kDelete:
+      return ApplyDelete(doc, op);
+  }
+  return false;
+}
+
+}  // namespace cairn::crdt
+

@@ -1,0 +1,46 @@
+#include "oplog/op.h"
+
+#include <cstring>
+
+#include "base/strings.h"
+
+namespace cairn {
+
+std::string ReplicaId::Hex() const {
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+
+bool ReplicaId::FromHex(const std::string& hex, ReplicaId* out) {
+  std::string raw;
+  if (hex.size() != 32 || !HexDecode(hex, &raw)) return false;
+  return FromBytes(raw.data(), raw.size(), out);
+}
+
+bool ReplicaId::FromBytes(const void* data, size_t len, ReplicaId* out) {
+  if (len != 16) return false;
+  std::memcpy(out->bytes.data(), data, 16);
+  return true;
+}
+
+bool Value::operator==(const Value& o) const {
+  if (type_ != o.type_) return false;
+  if (type_ == ValueType::kDouble) {
+    double a = as_double(), b = o.as_double();
+    return std::memcmp(&a, &b, sizeof a) == 0;
+  }
+  return v_ == o.v_;
+}
+
+const char* OpKindName(OpKind kind) {
+  switch (kind) {
+    case OpKind::kSet:
+      return "set";
+    case OpKind::kIncrement:
+      return "inc";
+    case OpKind::kDelete:
+      return "del";
+  }
+  return "?";
+}
+
+}  // namespace cairn

@@ -1,0 +1,95 @@
+// Operations: the unit of change, replication and merge (SPEC §2).
+//
+// An op's identity is (origin, seq): origin is the 128-bit id of the replica that made it, seq
+// counts 1, 2, 3, ... per origin with no gaps. Ops are totally ordered by (hlc, origin bytes, seq);
+// the larger op wins every conflict.
+#ifndef CAIRN_OPLOG_OP_H_
+#define CAIRN_OPLOG_OP_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <variant>
+
+#include "clock/hlc.h"
+
+namespace cairn {
+
+// A 128-bit replica id, compared as 16 bytes (memcmp order), shown as 32 lowercase hex chars.
+struct ReplicaId {
+  std::array<uint8_t, 16> bytes{};
+  std::string Hex() const;
+  std::string Bytes() const { return std::string(bytes.begin(), bytes.end()); }
+  static bool FromHex(const std::string& hex, ReplicaId* out);
+  static bool FromBytes(const void* data, size_t len, ReplicaId* out);
+  bool operator==(const ReplicaId& o) const { return bytes == o.bytes; }
+  bool operator!=(const ReplicaId& o) const { return bytes != o.bytes; }
+  bool operator<(const ReplicaId& o) const { return bytes < o.bytes; }
+};
+
+// The identity and order key of an op. A default OpId (hlc 0) is smaller than every real op and
+// stands for "none".
+struct OpId {
+  Hlc hlc = 0;
+  ReplicaId origin;
+  uint64_t seq = 0;
+  bool none() const { return hlc == 0 && seq == 0; }
+  bool operator<(const OpId& o) const {
+    return std::tie(hlc, origin, seq) < std::tie(o.hlc, o.origin, o.seq);
+  }
+  bool operator>(const OpId& o) const { return o < *this; }
+  bool operator==(const OpId& o) const {
+    return hlc == o.hlc && origin == o.origin && seq == o.seq;
+  }
+  bool operator!=(const OpId& o) const { return !(*this == o); }
+};
+
+// Field values. Bytes and strings are both std::string; the type tag tells them apart.
+enum class ValueType : uint8_t { kNull = 0, kBool = 1, kInt = 2, kDouble = 3, kString = 4, kBytes = 5 };
+
+class Value {
+ public:
+  Value() = default;  // null
+  static Value Null() { return Value(); }
+  static Value Bool(bool b) { return Value(ValueType::kBool, b); }
+  static Value Int(int64_t i) { return Value(ValueType::kInt, i); }
+  static Value Double(double d) { return Value(ValueType::kDouble, d); }
+  static Value String(std::string s) { return Value(ValueType::kString, std::move(s)); }
+  static Value Bytes(std::string b) { return Value(ValueType::kBytes, std::move(b)); }
+
+  ValueType type() const { return type_; }
+  bool as_bool() const { return std::get<bool>(v_); }
+  int64_t as_int() const { return std::get<int64_t>(v_); }
+  double as_double() const { return std::get<double>(v_); }
+  const std::string& as_string() const { return std::get<std::string>(v_); }  // string or bytes
+  // Equality of type and content; doubles compare by bit pattern (so NaN == NaN, -0 != 0).
+  bool operator==(const Value& o) const;
+  bool operator!=(const Value& o) const { return !(*this == o); }
+
+ private:
+  template <class T>
+  Value(ValueType t, T v) : type_(t), v_(std::move(v)) {}
+  ValueType type_ = ValueType::kNull;
+  std::variant<std::monostate, bool, int64_t, double, std::string> v_;
+};
+
+enum class OpKind : uint8_t { kSet = 0, kIncrement = 1, kDelete = 2 };
+const char* OpKindName(OpKind kind);  // "set", "inc", "del"
+
+struct Op {
+  OpId id;
+  OpKind kind = OpKind::kSet;
+  std::string collection;
+  std::string key;
+  std::string field;     // empty for kDelete
+  Value value;           // kSet only
+  int64_t delta = 0;     // kIncrement only
+  // True when this op belongs to the same local transaction as the op before it from its origin
+  // (seq - 1): transactions are applied atomically everywhere.
+  bool continues_txn = false;
+};
+
+}  // namespace cairn
+
+#endif  // CAIRN_OPLOG_OP_H_

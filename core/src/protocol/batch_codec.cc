@@ -1,0 +1,285 @@
+#include "protocol/batch_codec.h"
+
+#include <cstring>
+
+#include "base/coding.h"
+#include "base/strings.h"
+#include "protocol/frame.h"
+
+namespace cairn::protocol {
+
+namespace {
+constexpr uint8_t kKindControl = 3;
+constexpr uint8_t kFlagDoc = 0x20;
+constexpr uint8_t kFlagCounter = 0x40;
+constexpr uint8_t kFlagTxn = 0x80;
+enum Tag : uint8_t { kNull = 0, kFalse = 1, kTrue = 2, kInt = 3, kDouble = 4, kStr = 5, kBytes = 6 };
+
+uint8_t TagOf(const Value& v) {
+  switch (v.type()) {
+    case ValueType::kNull:
+      return kNull;
+    case ValueType::kBool:
+      return v.as_bool() ? kTrue : kFalse;
+    case ValueType::kInt:
+      return kInt;
+    case ValueType::kDouble:
+      return kDouble;
+    case ValueType::kString:
+      return kStr;
+    case ValueType::kBytes:
+      return kBytes;
+  }
+  return kNull;
+}
+}  // namespace
+
+uint32_t BatchEncoder::Intern(std::vector<std::string>* table,
+                              std::unordered_map<std::string, uint32_t>* map,
+                              const std::string& s) {
+  auto [it, inserted] = map->emplace(s, static_cast<uint32_t>(table->size()));
+  if (inserted) table->push_back(s);
+  return it->second;
+}
+
+void BatchEncoder::Add(const Op& op) {
+  auto [st, first] = origin_state_.try_emplace(op.id.origin);
+  if (first) {
+    st->second = OriginState{static_cast<uint32_t>(origins_.size()), op.id.seq - 1,
+                             HlcPhysical(op.id.hlc)};
+    origins_.push_back(op.id.origin);
+  }
+  OriginState& os = st->second;
+  bool continues = op.continues_txn;
+  if (current_origin_ != static_cast<int64_t>(os.index)) {
+    ops_.push_back(static_cast<char>(kKindControl));
+    PutVarint(&ops_, os.index);
+    if (first) {
+      PutVarint(&ops_, os.last_seq);
+      PutVarint(&ops_, os.last_phys);
+    }
+    current_origin_ = os.index;
+    continues = false;  // a transaction never spans an origin switch
+  }
+  uint32_t coll = Intern(&collections_, &collection_index_, op.collection);
+  std::string doc_key = std::to_string(coll);
+  doc_key.push_back('\0');
+  doc_key += op.key;
+  bool same_doc = (doc_key == last_doc_);
+
+  uint8_t header = static_cast<uint8_t>(op.kind);
+  if (op.kind == OpKind::kSet) header = static_cast<uint8_t>(header | (TagOf(op.value) << 2));
+  if (!same_doc) header |= kFlagDoc;
+  if (HlcCounter(op.id.hlc) != 0) header |= kFlagCounter;
+  if (continues) header |= kFlagTxn;
+  ops_.push_back(static_cast<char>(header));
+  PutVarint(&ops_, op.id.seq - os.last_seq - 1);
+  uint64_t phys = HlcPhysical(op.id.hlc);
+  PutSignedVarint(&ops_, static_cast<int64_t>(phys - os.last_phys));
+  if (header & kFlagCounter) PutVarint(&ops_, HlcCounter(op.id.hlc));
+  if (!same_doc) {
+    auto [it, inserted] = doc_index_.emplace(doc_key, static_cast<uint32_t>(doc_index_.size() + 1));
+    if (inserted) {
+      PutVarint(&ops_, 0);
+      PutVarint(&ops_, coll);
+      PutVarint(&ops_, op.key.size());
+      ops_ += op.key;
+    } else {
+      PutVarint(&ops_, it->second);
+    }
+    last_doc_ = std::move(doc_key);
+  }
+  if (op.kind != OpKind::kDelete) PutVarint(&ops_, Intern(&fields_, &field_index_, op.field));
+  if (op.kind == OpKind::kIncrement) PutSignedVarint(&ops_, op.delta);
+  if (op.kind == OpKind::kSet) {
+    switch (op.value.type()) {
+      case ValueType::kInt:
+        PutSignedVarint(&ops_, op.value.as_int());
+        break;
+      case ValueType::kDouble: {
+        double d = op.value.as_double();
+        uint64_t bits;
+        std::memcpy(&bits, &d, 8);
+        PutFixed64(&ops_, bits);
+        break;
+      }
+      case ValueType::kString:
+      case ValueType::kBytes:
+        PutVarint(&ops_, op.value.as_string().size());
+        ops_ += op.value.as_string();
+        break;
+      default:
+        break;
+    }
+  }
+  os.last_seq = op.id.seq;
+  os.last_phys = phys;
+  op_count_++;
+}
+
+void BatchEncoder::FinishFrame(std::string* out, uint64_t cursor, uint64_t batch_id) {
+  flatbuffers::FlatBufferBuilder fbb(ops_.size() + 1024);
+  std::vector<wire::ReplicaId> ids;
+  ids.reserve(origins_.size());
+  for (const auto& o : origins_) ids.push_back(ToWire(o));
+  auto origins = fbb.CreateVectorOfStructs(ids);
+  auto colls = fbb.CreateVectorOfStrings(collections_);
+  auto fields = fbb.CreateVectorOfStrings(fields_);
+  auto ops = fbb.CreateVector(reinterpret_cast<const uint8_t*>(ops_.data()), ops_.size());
+  auto batch = wire::CreateOpBatch(fbb, origins, colls, fields, ops,
+                                   static_cast<uint32_t>(op_count_), cursor, batch_id);
+  fbb.Finish(wire::CreateFrame(fbb, wire::Body::OpBatch, batch.Union()), wire::FrameIdentifier());
+  AppendFrame(fbb, out);
+  *this = BatchEncoder();
+}
+
+Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
+                   const std::function<Status(const Op&)>& fn) {
+  auto corrupt = [](const std::string& what) { return Status::Corrupt("op batch: " + what); };
+  const auto* origins = batch.origins();
+  const auto* colls = batch.collections();
+  const auto* fields = batch.fields();
+  const auto* blob = batch.ops();
+  if (batch.op_count() > limits.max_ops) return corrupt("too many ops");
+  std::vector<std::string> coll_names, field_names;
+  if (colls) {
+    for (const auto* s : *colls) {
+      CAIRN_RETURN_IF_ERROR(ValidateCollectionName(s->string_view()));
+      coll_names.emplace_back(s->str());
+    }
+  }
+  if (fields) {
+    for (const auto* s : *fields) {
+      CAIRN_RETURN_IF_ERROR(ValidateFieldName(s->string_view()));
+      field_names.emplace_back(s->str());
+    }
+  }
+  struct OriginState {
+    bool seen = false;
+    uint64_t last_seq = 0;
+    uint64_t last_phys = 0;
+  };
+  std::vector<OriginState> states(origins ? origins->size() : 0);
+  std::vector<std::pair<uint32_t, std::string>> docs;
+  Reader r(blob ? blob->data() : nullptr, blob ? blob->size() : 0);
+  int64_t current = -1;
+  int64_t prev_doc = -1;
+  uint64_t count = 0;
+  Op op;
+  while (!r.done()) {
+    uint8_t header;
+    if (!r.GetByte(&header)) return corrupt("truncated record");
+    uint8_t kind = header & 3;
+    if (kind == kKindControl) {
+      uint64_t idx;
+      if ((header >> 2) != 0) return corrupt("unknown control record");
+      if (!r.GetVarint(&idx) || idx >= states.size()) return corrupt("bad origin index");
+      OriginState& os = states[idx];
+      if (!os.seen) {
+        if (!r.GetVarint(&os.last_seq) || !r.GetVarint(&os.last_phys)) {
+          return corrupt("truncated origin switch");
+        }
+        if (os.last_phys > kHlcMaxPhysical) return corrupt("bad base time");
+        os.seen = true;
+      }
+      current = static_cast<int64_t>(idx);
+      op.id.origin = FromWire(*origins->Get(static_cast<uint32_t>(idx)));
+      continue;
+    }
+    if (current < 0) return corrupt("op before any origin");
+    OriginState& os = states[static_cast<size_t>(current)];
+    uint64_t gap, counter = 0;
+    int64_t phys_delta;
+    if (!r.GetVarint(&gap) || !r.GetSignedVarint(&phys_delta)) return corrupt("truncated op");
+    if (gap >= UINT64_MAX - os.last_seq) return corrupt("seq overflow");
+    uint64_t seq = os.last_seq + 1 + gap;
+    uint64_t phys = os.last_phys + static_cast<uint64_t>(phys_delta);
+    if (phys > kHlcMaxPhysical) return corrupt("timestamp out of range");
+    if ((header & kFlagCounter) && (!r.GetVarint(&counter) || counter > kHlcCounterMask)) {
+      return corrupt("bad logical counter");
+    }
+    if (header & kFlagDoc) {
+      uint64_t ref;
+      if (!r.GetVarint(&ref)) return corrupt("truncated document reference");
+      if (ref == 0) {
+        uint64_t coll, len;
+        std::string_view key;
+        if (!r.GetVarint(&coll) || coll >= coll_names.size()) return corrupt("bad collection");
+        if (!r.GetVarint(&len) || len > kMaxKeyBytes || !r.GetBytes(len, &key)) {
+          return corrupt("bad key");
+        }
+        CAIRN_RETURN_IF_ERROR(ValidateKey(key));
+        docs.emplace_back(static_cast<uint32_t>(coll), std::string(key));
+        prev_doc = static_cast<int64_t>(docs.size() - 1);
+      } else {
+        if (ref > docs.size()) return corrupt("bad document reference");
+        prev_doc = static_cast<int64_t>(ref - 1);
+      }
+    } else if (prev_doc < 0) {
+      return corrupt("op without a document");
+    }
+    const auto& doc = docs[static_cast<size_t>(prev_doc)];
+    op.id.seq = seq;
+    op.id.hlc = MakeHlc(phys, counter);
+    op.kind = static_cast<OpKind>(kind);
+    op.collection = coll_names[doc.first];
+    op.key = doc.second;
+    op.continues_txn = (header & kFlagTxn) != 0;
+    op.field.clear();
+    op.value = Value();
+    op.delta = 0;
+    uint8_t tag = static_cast<uint8_t>((header >> 2) & 7);
+    if (op.kind != OpKind::kSet && tag != 0) return corrupt("value tag on a non-set op");
+    if (op.kind != OpKind::kDelete) {
+      uint64_t f;
+      if (!r.GetVarint(&f) || f >= field_names.size()) return corrupt("bad field index");
+      op.field = field_names[f];
+    }
+    if (op.kind == OpKind::kIncrement && !r.GetSignedVarint(&op.delta)) {
+      return corrupt("truncated delta");
+    }
+    if (op.kind == OpKind::kSet) {
+      switch (tag) {
+        case kNull:
+          break;
+        case kFalse:
+        case kTrue:
+          op.value = Value::Bool(tag == kTrue);
+          break;
+        case kInt: {
+          int64_t i;
+          if (!r.GetSignedVarint(&i)) return corrupt("truncated int");
+          op.value = Value::Int(i);
+          break;
+        }
+        case kDouble: {
+          uint64_t bits;
+          if (!r.GetFixed64(&bits)) return corrupt("truncated double");
+          double d;
+          std::memcpy(&d, &bits, 8);
+          op.value = Value::Double(d);
+          break;
+        }
+        case kStr:
+        case kBytes: {
+          uint64_t len;
+          std::string_view s;
+          if (!r.GetVarint(&len) || !r.GetBytes(len, &s)) return corrupt("truncated string");
+          if (tag == kStr && !IsValidUtf8(s)) return Status::Invalid("string value is not UTF-8");
+          op.value = tag == kStr ? Value::String(std::string(s)) : Value::Bytes(std::string(s));
+          break;
+        }
+        default:
+          return corrupt("unknown value tag");
+      }
+    }
+    os.last_seq = seq;
+    os.last_phys = phys;
+    if (++count > batch.op_count()) return corrupt("more ops than announced");
+    CAIRN_RETURN_IF_ERROR(fn(op));
+  }
+  if (count != batch.op_count()) return corrupt("fewer ops than announced");
+  return Status::OK();
+}
+
+}  // namespace cairn::protocol

@@ -1,0 +1,74 @@
+// Encoding of ops into an OpBatch and back (docs/protocol.md, "Op records").
+//
+// OpBatch.ops is a sequence of records. Each starts with a header byte:
+//   bits 0-1  kind: 0 set, 1 increment, 2 delete, 3 control
+//   control:  bits 2-7 subtype; 0 = origin switch: varint origin index, then, the first time
+//             this origin appears in the batch, varint base seq and varint base physical ms.
+//   ops:      bits 2-4 value tag (set only): 0 null, 1 false, 2 true, 3 int, 4 double,
+//             5 string, 6 bytes; bit 5 (K) an explicit document reference follows; bit 6 (C) a
+//             logical counter follows; bit 7 (T) same transaction as the previous record.
+// Then: varint seq gap (seq = previous seq of this origin + 1 + gap), signed varint physical ms
+// delta (from the previous op of this origin), [C] varint counter, [K] varint document reference
+// (0 = new document: varint collection index, varint key length, key bytes; n > 0 = the n-th new
+// document of this batch), field index (set and increment), the value (int: signed varint; double:
+// 8 bytes little-endian IEEE 754; string and bytes: varint length + bytes), the delta (increment:
+// signed varint). Varints are LEB128, signed ones ZigZag (base/coding.h).
+#ifndef CAIRN_PROTOCOL_BATCH_CODEC_H_
+#define CAIRN_PROTOCOL_BATCH_CODEC_H_
+
+#include <functional>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/status.h"
+#include "cairn_generated.h"
+#include "oplog/op.h"
+
+namespace cairn::protocol {
+
+// Collects ops into one OpBatch. Not thread-safe.
+class BatchEncoder {
+ public:
+  void Add(const Op& op);
+  size_t op_count() const { return op_count_; }
+  size_t ops_bytes() const { return ops_.size(); }
+  bool empty() const { return op_count_ == 0; }
+  // Appends the batch as one length-prefixed Frame to `out` and resets the encoder.
+  void FinishFrame(std::string* out, uint64_t cursor = 0, uint64_t batch_id = 0);
+
+ private:
+  struct OriginState {
+    uint32_t index;
+    uint64_t last_seq;
+    uint64_t last_phys;
+  };
+  uint32_t Intern(std::vector<std::string>* table, std::unordered_map<std::string, uint32_t>* map,
+                  const std::string& s);
+
+  std::string ops_;
+  size_t op_count_ = 0;
+  std::vector<ReplicaId> origins_;
+  std::map<ReplicaId, OriginState> origin_state_;
+  std::vector<std::string> collections_, fields_;
+  std::unordered_map<std::string, uint32_t> collection_index_, field_index_;
+  std::unordered_map<std::string, uint32_t> doc_index_;  // collection index + '\0' + key
+  int64_t current_origin_ = -1;
+  std::string last_doc_;  // doc_index_ key of the previous op
+};
+
+struct DecodeLimits {
+  uint32_t max_ops = 1u << 20;
+};
+
+// Decodes and validates every record of `batch` in order, calling `fn` for each op. Stops at the
+// first error: Corrupt for a malformed record, Invalid for a name, key or value that breaks the
+// rules of SPEC §2, or whatever `fn` returns. Nothing is assumed about the batch beyond the
+// Verifier having passed.
+Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
+                   const std::function<Status(const Op&)>& fn);
+
+}  // namespace cairn::protocol
+
+#endif  // CAIRN_PROTOCOL_BATCH_CODEC_H_

@@ -1,0 +1,63 @@
+#include "protocol/frame.h"
+
+namespace cairn::protocol {
+
+void AppendFrame(const flatbuffers::FlatBufferBuilder& fbb, std::string* out) {
+  uint32_t n = fbb.GetSize();
+  char prefix[4] = {static_cast<char>(n), static_cast<char>(n >> 8), static_cast<char>(n >> 16),
+                    static_cast<char>(n >> 24)};
+  out->append(prefix, 4);
+  out->append(reinterpret_cast<const char*>(fbb.GetBufferPointer()), n);
+}
+
+Result<const wire::Frame*> VerifyFrame(const std::string& payload, const FrameLimits& limits) {
+  if (payload.size() > limits.max_frame_bytes) {
+    return Status::Corrupt("frame of " + std::to_string(payload.size()) +
+                           " bytes exceeds the limit of " + std::to_string(limits.max_frame_bytes));
+  }
+  const auto* data = reinterpret_cast<const uint8_t*>(payload.data());
+  if (payload.size() < 8 || !wire::FrameBufferHasIdentifier(data)) {
+    return Status::Corrupt("not a Cairn frame (bad file identifier)");
+  }
+  flatbuffers::Verifier verifier(data, payload.size(), limits.max_depth, limits.max_tables);
+  if (!wire::VerifyFrameBuffer(verifier)) {
+    return Status::Corrupt("frame failed FlatBuffers verification");
+  }
+  const wire::Frame* frame = wire::GetFrame(data);
+  if (frame->body_type() == wire::Body::NONE || frame->body() == nullptr) {
+    return Status::Corrupt("frame has no message");
+  }
+  return frame;
+}
+
+Status FrameReader::Next(std::string* payload, bool* eof, std::string* raw) {
+  *eof = false;
+  unsigned char prefix[4];
+  size_t got = std::fread(prefix, 1, 4, in_);
+  if (got == 0 && std::feof(in_)) {
+    *eof = true;
+    return Status::OK();
+  }
+  if (got != 4) {
+    if (std::ferror(in_)) return Status::IOError("read error");
+    return Status::Corrupt("truncated frame length");
+  }
+  uint32_t n = uint32_t{prefix[0]} | uint32_t{prefix[1]} << 8 | uint32_t{prefix[2]} << 16 |
+               uint32_t{prefix[3]} << 24;
+  if (n > limits_.max_frame_bytes) {
+    return Status::Corrupt("frame of " + std::to_string(n) + " bytes exceeds the limit of " +
+                           std::to_string(limits_.max_frame_bytes));
+  }
+  payload->resize(n);
+  if (n > 0 && std::fread(payload->data(), 1, n, in_) != n) {
+    if (std::ferror(in_)) return Status::IOError("read error");
+    return Status::Corrupt("truncated frame (expected " + std::to_string(n) + " bytes)");
+  }
+  if (raw != nullptr) {
+    raw->assign(reinterpret_cast<const char*>(prefix), 4);
+    raw->append(*payload);
+  }
+  return Status::OK();
+}
+
+}  // namespace cairn::protocol

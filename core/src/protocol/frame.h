@@ -1,0 +1,59 @@
+// Framing (SPEC §4): a frame is a 4-byte little-endian length N, then N bytes holding one
+// FlatBuffers `cairn.wire.Frame` with file identifier "CRN1". The same frames go over TCP/TLS
+// and into export files. A receiver checks N against its limit before allocating and runs the
+// FlatBuffers Verifier (depth and table limits set) before reading any field.
+#ifndef CAIRN_PROTOCOL_FRAME_H_
+#define CAIRN_PROTOCOL_FRAME_H_
+
+#include <cstdint>
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "base/result.h"
+#include "cairn_generated.h"
+#include "oplog/op.h"
+
+namespace cairn::protocol {
+
+constexpr uint16_t kProtocolVersion = 1;
+constexpr uint32_t kDefaultMaxFrameBytes = 16u << 20;
+
+struct FrameLimits {
+  uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
+  uint32_t max_depth = 16;
+  uint32_t max_tables = 1u << 20;
+};
+
+inline wire::ReplicaId ToWire(const ReplicaId& id) {
+  return wire::ReplicaId(flatbuffers::span<const uint8_t, 16>(id.bytes.data(), 16));
+}
+inline ReplicaId FromWire(const wire::ReplicaId& id) {
+  ReplicaId out;
+  std::copy(id.bytes()->begin(), id.bytes()->end(), out.bytes.begin());
+  return out;
+}
+
+// Appends the length prefix and the finished builder's bytes to `out`.
+void AppendFrame(const flatbuffers::FlatBufferBuilder& fbb, std::string* out);
+
+// Checks one frame's payload (the bytes after the length prefix). The returned pointer points
+// into `payload`. Corrupt on any violation.
+Result<const wire::Frame*> VerifyFrame(const std::string& payload, const FrameLimits& limits);
+
+// Reads length-prefixed frames from a stdio stream (export files). Not thread-safe.
+class FrameReader {
+ public:
+  FrameReader(std::FILE* in, FrameLimits limits) : in_(in), limits_(limits) {}
+  // Reads the next frame into `payload` (without its prefix). Sets *eof at a clean end of file;
+  // a torn prefix or payload is Corrupt. `raw` (optional) receives prefix + payload.
+  Status Next(std::string* payload, bool* eof, std::string* raw = nullptr);
+
+ private:
+  std::FILE* in_;
+  FrameLimits limits_;
+};
+
+}  // namespace cairn::protocol
+
+#endif  // CAIRN_PROTOCOL_FRAME_H_

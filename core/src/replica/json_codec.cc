@@ -1,0 +1,143 @@
+#include "replica/json_codec.h"
+
+#include <mbedtls/base64.h>
+
+#include <cmath>
+#include <limits>
+
+#include "base/strings.h"
+
+namespace cairn {
+
+std::string Base64Encode(const std::string& bytes) {
+  size_t needed = 0;
+  const auto* src = reinterpret_cast<const unsigned char*>(bytes.data());
+  mbedtls_base64_encode(nullptr, 0, &needed, src, bytes.size());
+  std::string out(needed, '\0');
+  size_t written = 0;
+  mbedtls_base64_encode(reinterpret_cast<unsigned char*>(out.data()), out.size(), &written, src,
+                        bytes.size());
+  out.resize(written);
+  return out;
+}
+
+bool Base64Decode(const std::string& text, std::string* out) {
+  size_t needed = 0;
+  const auto* src = reinterpret_cast<const unsigned char*>(text.data());
+  int rc = mbedtls_base64_decode(nullptr, 0, &needed, src, text.size());
+  if (rc == MBEDTLS_ERR_BASE64_INVALID_CHARACTER) return false;
+  std::string buf(needed, '\0');
+  size_t written = 0;
+  rc = mbedtls_base64_decode(reinterpret_cast<unsigned char*>(buf.data()), buf.size(), &written,
+                             src, text.size());
+  if (rc != 0) return false;
+  buf.resize(written);
+  *out = std::move(buf);
+  return true;
+}
+
+Json ValueToJson(const Value& v) {
+  switch (v.type()) {
+    case ValueType::kNull:
+      return nullptr;
+    case ValueType::kBool:
+      return v.as_bool();
+    case ValueType::kInt:
+      return v.as_int();
+    case ValueType::kDouble:
+      return v.as_double();
+    case ValueType::kString:
+      return v.as_string();
+    case ValueType::kBytes:
+      return Json{{"$bytes", Base64Encode(v.as_string())}};
+  }
+  return nullptr;
+}
+
+Result<Value> ValueFromJson(const Json& j) {
+  switch (j.type()) {
+    case Json::value_t::null:
+      return Value::Null();
+    case Json::value_t::boolean:
+      return Value::Bool(j.get<bool>());
+    case Json::value_t::number_integer:
+      return Value::Int(j.get<int64_t>());
+    case Json::value_t::number_unsigned: {
+      uint64_t u = j.get<uint64_t>();
+      if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        return Status::Invalid("integer " + std::to_string(u) + " does not fit in int64");
+      }
+      return Value::Int(static_cast<int64_t>(u));
+    }
+    case Json::value_t::number_float: {
+      double d = j.get<double>();
+      if (!std::isfinite(d)) return Status::Invalid("number is not finite");
+      return Value::Double(d);
+    }
+    case Json::value_t::string: {
+      const auto& s = j.get_ref<const std::string&>();
+      if (!IsValidUtf8(s)) return Status::Invalid("string value is not UTF-8");
+      return Value::String(s);
+    }
+    case Json::value_t::object: {
+      if (j.size() == 1 && j.contains("$bytes") && j["$bytes"].is_string()) {
+        std::string raw;
+        if (!Base64Decode(j["$bytes"].get<std::string>(), &raw)) {
+          return Status::Invalid("$bytes is not valid base64");
+        }
+        return Value::Bytes(std::move(raw));
+      }
+      return Status::Invalid("unsupported value type: object (only {\"$bytes\":\"<base64>\"})");
+    }
+    case Json::value_t::array:
+      return Status::Invalid("unsupported value type: array");
+    default:
+      return Status::Invalid("unsupported value type");
+  }
+}
+
+Json FieldsToJson(const Fields& fields) {
+  Json out = Json::object();
+  for (const auto& [name, value] : fields) out[name] = ValueToJson(value);
+  return out;
+}
+
+Result<Fields> ParseFieldsJson(const std::string& text) {
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::Invalid("malformed JSON: " + text.substr(0, 80));
+  if (!j.is_object()) return Status::Invalid("expected a JSON object of fields");
+  if (j.empty()) return Status::Invalid("expected at least one field");
+  Fields fields;
+  for (const auto& [name, value] : j.items()) {
+    CAIRN_RETURN_IF_ERROR(ValidateFieldName(name));
+    auto v = ValueFromJson(value);
+    if (!v.ok()) return v.status().WithContext("field '" + name + "'");
+    fields[name] = std::move(v).value();
+  }
+  return fields;
+}
+
+std::string CanonicalJson(const Json& j) {
+  // nlohmann's object is a std::map: keys sorted bytewise; dump() has no spaces, writes integers
+  // as integers and doubles with the shortest digits that read back to the same double.
+  return j.dump(-1, ' ', false, Json::error_handler_t::strict);
+}
+
+Json OpToJson(const Op& op) {
+  Json j = {{"origin", op.id.origin.Hex()},
+            {"seq", op.id.seq},
+            {"hlc", op.id.hlc},
+            {"kind", OpKindName(op.kind)},
+            {"collection", op.collection},
+            {"key", op.key}};
+  if (op.kind == OpKind::kSet) {
+    j["field"] = op.field;
+    j["value"] = ValueToJson(op.value);
+  } else if (op.kind == OpKind::kIncrement) {
+    j["field"] = op.field;
+    j["delta"] = op.delta;
+  }
+  return j;
+}
+
+}  // namespace cairn

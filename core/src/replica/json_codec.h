@@ -1,0 +1,36 @@
+// Cairn's JSON conventions (SPEC §7): canonical output (keys sorted bytewise, no spaces, integers
+// as integers, doubles in round-trip form, bytes as {"$bytes":"<base64>"}) and the parsing of
+// field objects given by users. JSON itself is nlohmann/json; base64 is mbedTLS's.
+#ifndef CAIRN_REPLICA_JSON_CODEC_H_
+#define CAIRN_REPLICA_JSON_CODEC_H_
+
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "base/result.h"
+#include "oplog/op.h"
+
+namespace cairn {
+
+using Json = nlohmann::json;  // std::map-backed: objects come out with keys sorted bytewise
+using Fields = std::map<std::string, Value>;
+
+Json ValueToJson(const Value& v);
+// Invalid for arrays, objects other than {"$bytes": "..."}, unsigned integers above INT64_MAX,
+// non-finite doubles, strings that are not UTF-8, or bad base64.
+Result<Value> ValueFromJson(const Json& j);
+Json FieldsToJson(const Fields& fields);
+// Parses a JSON object of fields: at least one field, names valid (SPEC §2), values as above.
+Result<Fields> ParseFieldsJson(const std::string& text);
+// Canonical text of `j` (what every command-line tool prints).
+std::string CanonicalJson(const Json& j);
+Json OpToJson(const Op& op);
+
+std::string Base64Encode(const std::string& bytes);
+bool Base64Decode(const std::string& text, std::string* out);
+
+}  // namespace cairn
+
+#endif  // CAIRN_REPLICA_JSON_CODEC_H_

@@ -1,0 +1,568 @@
+#include "replica/replica.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "base/sha256.h"
+#include "base/strings.h"
+#include "port/port.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
+
+namespace cairn {
+
+namespace {
+
+// Export batches stay well below the frame limit: one op record is at most ~1.1 KiB of key plus
+// its value, so the byte cap is checked after each op.
+constexpr size_t kExportBatchOps = 1u << 16;
+constexpr size_t kExportBatchBytes = 4u << 20;
+constexpr uint16_t kExportFormatVersion = 1;
+
+struct FileCloser {
+  void operator()(std::FILE* f) const {
+    if (f) std::fclose(f);
+  }
+};
+using File = std::unique_ptr<std::FILE, FileCloser>;
+
+Status ValidateValue(const Value& v) {
+  if (v.type() == ValueType::kDouble && !std::isfinite(v.as_double())) {
+    return Status::Invalid("double value is not finite");
+  }
+  if (v.type() == ValueType::kString && !IsValidUtf8(v.as_string())) {
+    return Status::Invalid("string value is not UTF-8");
+  }
+  return Status::OK();
+}
+
+// Names, key and value of one op, as received from elsewhere (the decoder checked the names).
+Status ValidateOp(const Op& op) {
+  CAIRN_RETURN_IF_ERROR(ValidateCollectionName(op.collection));
+  CAIRN_RETURN_IF_ERROR(ValidateKey(op.key));
+  if (op.kind != OpKind::kDelete) CAIRN_RETURN_IF_ERROR(ValidateFieldName(op.field));
+  if (op.kind == OpKind::kSet) CAIRN_RETURN_IF_ERROR(ValidateValue(op.value));
+  return Status::OK();
+}
+
+}  // namespace
+
+WriteBatch& WriteBatch::Set(std::string collection, std::string key, std::string field,
+                            Value value) {
+  entries_.push_back(
+      {OpKind::kSet, std::move(collection), std::move(key), std::move(field), std::move(value), 0});
+  return *this;
+}
+
+WriteBatch& WriteBatch::Increment(std::string collection, std::string key, std::string field,
+                                  int64_t delta) {
+  entries_.push_back(
+      {OpKind::kIncrement, std::move(collection), std::move(key), std::move(field), Value(), delta});
+  return *this;
+}
+
+WriteBatch& WriteBatch::Delete(std::string collection, std::string key) {
+  entries_.push_back({OpKind::kDelete, std::move(collection), std::move(key), "", Value(), 0});
+  return *this;
+}
+
+Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
+                                               const ReplicaOptions& options) {
+  std::unique_ptr<Replica> r(new Replica());
+  r->clock_source_ = options.clock ? options.clock : Clock::System();
+  r->clock_ = std::make_unique<HybridClock>(r->clock_source_);
+  r->read_only_ = options.read_only;
+  ReplicaId new_id;
+  CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+  store::StoreOptions so;
+  so.create = options.create;
+  so.read_only = options.read_only;
+  so.busy_timeout_ms = options.busy_timeout_ms;
+  CAIRN_ASSIGN_OR_RETURN(r->store_,
+                         store::ReplicaStore::Open(path, so, new_id, r->clock_source_->NowMs()));
+  r->id_ = r->store_->replica_id();
+  r->clock_->Restore(r->store_->stored_hlc());
+  return r;
+}
+
+Replica::~Replica() { (void)Close(); }
+
+Status Replica::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!store_) return Status::OK();
+  Status st = store_->Close();
+  store_.reset();
+  return st;
+}
+
+Status Replica::CheckOpen() const {
+  if (!store_) return Status(Code::kECLOSED, "replica is closed");
+  return Status::OK();
+}
+
+Status Replica::ValidateBatch(const WriteBatch& batch) {
+  if (batch.empty()) return Status::Invalid("a write needs at least one change");
+  for (const auto& e : batch.entries_) {
+    CAIRN_RETURN_IF_ERROR(ValidateCollectionName(e.collection));
+    CAIRN_RETURN_IF_ERROR(ValidateKey(e.key));
+    std::string clash = store_->CollectionClash(e.collection);
+    if (!clash.empty()) {
+      return Status::Invalid("collection '" + e.collection +
+                             "' differs only in case from the existing collection '" + clash + "'");
+    }
+    if (e.kind != OpKind::kDelete) {
+      CAIRN_RETURN_IF_ERROR(ValidateFieldName(e.field));
+      clash = store_->FieldClash(e.field);
+      if (!clash.empty()) {
+        return Status::Invalid("field '" + e.field +
+                               "' differs only in case from the existing field '" + clash + "'");
+      }
+    }
+    if (e.kind == OpKind::kSet) CAIRN_RETURN_IF_ERROR(ValidateValue(e.value));
+  }
+  return Status::OK();
+}
+
+Status Replica::Write(const WriteBatch& batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(ValidateBatch(batch));
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  Op op;
+  op.id.origin = id_;
+  bool first = true;
+  for (const auto& e : batch.entries_) {
+    op.id.hlc = clock_->Now();
+    op.id.seq = store_->last_seq() + 1;
+    op.kind = e.kind;
+    op.collection = e.collection;
+    op.key = e.key;
+    op.field = e.field;
+    op.value = e.value;
+    op.delta = e.delta;
+    op.continues_txn = !first;
+    first = false;
+    Status st = store_->Apply(op, /*local=*/true);
+    if (!st.ok()) {
+      store_->Rollback();
+      return st;
+    }
+  }
+  return store_->Commit(clock_->last());
+}
+
+Status Replica::Put(const std::string& collection, const std::string& key, const Fields& fields) {
+  WriteBatch b;
+  for (const auto& [name, value] : fields) b.Set(collection, key, name, value);
+  if (b.empty()) return Status::Invalid("put needs at least one field");
+  return Write(b);
+}
+
+Status Replica::Increment(const std::string& collection, const std::string& key,
+                          const std::string& field, int64_t delta) {
+  WriteBatch b;
+  b.Increment(collection, key, field, delta);
+  return Write(b);
+}
+
+Status Replica::Delete(const std::string& collection, const std::string& key) {
+  WriteBatch b;
+  b.Delete(collection, key);
+  return Write(b);
+}
+
+Result<std::optional<Fields>> Replica::Get(const std::string& collection, const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(ValidateCollectionName(collection));
+  CAIRN_RETURN_IF_ERROR(ValidateKey(key));
+  return store_->GetDoc(collection, key);
+}
+
+Status Replica::Dump(const std::function<void(std::string_view)>& sink) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  std::string current;
+  bool first_doc = true;
+  sink("{");
+  Status st = store_->ForEachVisibleDoc(
+      [&](const std::string& coll, const std::string& key, const Fields& fields) {
+        if (coll != current) {
+          if (!current.empty()) sink("},");
+          sink(CanonicalJson(coll));
+          sink(":{");
+          current = coll;
+          first_doc = true;
+        }
+        if (!first_doc) sink(",");
+        first_doc = false;
+        sink(CanonicalJson(key));
+        sink(":");
+        sink(CanonicalJson(FieldsToJson(fields)));
+        return Status::OK();
+      });
+  CAIRN_RETURN_IF_ERROR(st);
+  if (!current.empty()) sink("}");
+  sink("}");
+  return Status::OK();
+}
+
+Result<std::string> Replica::DumpString() {
+  std::string out;
+  CAIRN_RETURN_IF_ERROR(Dump([&](std::string_view s) { out.append(s); }));
+  return out;
+}
+
+Result<std::string> Replica::Digest() {
+  Sha256 sha;
+  CAIRN_RETURN_IF_ERROR(Dump([&](std::string_view s) { sha.Update(s); }));
+  return HexEncode(sha.Finish());
+}
+
+Result<std::map<std::string, std::string>> Replica::CollectionDigests() {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  std::map<std::string, std::string> out;
+  std::string current;
+  std::unique_ptr<Sha256> sha;
+  auto finish = [&] {
+    if (sha) {
+      sha->Update("}");
+      out[current] = HexEncode(sha->Finish());
+    }
+  };
+  CAIRN_RETURN_IF_ERROR(store_->ForEachVisibleDoc(
+      [&](const std::string& coll, const std::string& key, const Fields& fields) {
+        if (!sha || coll != current) {
+          finish();
+          sha = std::make_unique<Sha256>();
+          current = coll;
+          sha->Update("{");
+        } else {
+          sha->Update(",");
+        }
+        sha->Update(CanonicalJson(key) + ":" + CanonicalJson(FieldsToJson(fields)));
+        return Status::OK();
+      }));
+  finish();
+  return out;
+}
+
+// Denies everything a read-only query has no business doing.
+static int QueryAuthorizer(void*, int action, const char*, const char*, const char*, const char*) {
+  switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_FUNCTION:
+    case SQLITE_RECURSIVE:
+      return SQLITE_OK;
+    default:
+      return SQLITE_DENY;
+  }
+}
+
+Status Replica::Query(const std::string& sql,
+                      const std::function<Status(const std::string&)>& row) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  sqlite3* db = store_->db()->raw();
+  sqlite3_stmt* raw = nullptr;
+  const char* tail = nullptr;
+  sqlite3_set_authorizer(db, QueryAuthorizer, nullptr);
+  int rc = sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &raw, &tail);
+  sqlite3_set_authorizer(db, nullptr, nullptr);
+  store::Stmt stmt(store_->db(), raw);
+  if (rc == SQLITE_AUTH) {
+    return Status(Code::kEREADONLY, "query must be a read-only SELECT: " +
+                                        std::string(sqlite3_errmsg(db)));
+  }
+  if (rc != SQLITE_OK) return store_->db()->Error("query", rc);
+  if (raw == nullptr) return Status::Invalid("empty query");
+  for (; tail && *tail; tail++) {
+    if (!std::isspace(static_cast<unsigned char>(*tail)) && *tail != ';') {
+      return Status::Invalid("query must be a single statement");
+    }
+  }
+  if (!sqlite3_stmt_readonly(raw)) {
+    return Status(Code::kEREADONLY, "query must be a read-only SELECT");
+  }
+  int n = stmt.ColumnCount();
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool has, stmt.Step());
+    if (!has) break;
+    Json obj = Json::object();
+    for (int i = 0; i < n; i++) {
+      Json& v = obj[stmt.ColumnName(i)];
+      switch (stmt.ColumnType(i)) {
+        case SQLITE_INTEGER:
+          v = stmt.Int(i);
+          break;
+        case SQLITE_FLOAT:
+          v = stmt.Double(i);
+          break;
+        case SQLITE_TEXT:
+          v = std::string(stmt.Text(i));
+          break;
+        case SQLITE_BLOB:
+          v = ValueToJson(Value::Bytes(std::string(stmt.Blob(i))));
+          break;
+        default:
+          v = nullptr;
+      }
+    }
+    std::string line;
+    try {
+      line = CanonicalJson(obj);
+    } catch (const Json::exception&) {
+      return Status::Invalid("query result holds text that is not UTF-8");
+    }
+    CAIRN_RETURN_IF_ERROR(row(line));
+  }
+  return Status::OK();
+}
+
+Status Replica::Log(const std::function<Status(const Op&)>& fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  return store_->ForEachLoggedOp(fn);
+}
+
+Status Replica::Rejected(const std::function<Status(const store::RejectedOp&)>& fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  return store_->ForEachRejected(fn);
+}
+
+VersionVector Replica::Known() {
+  std::lock_guard<std::mutex> lock(mu_);
+  VersionVector vv;
+  if (!store_) return vv;
+  for (const auto& o : store_->Origins()) vv[o.id] = o.through;
+  return vv;
+}
+
+Result<ReplicaStatus> Replica::GetStatus() {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  ReplicaStatus s;
+  s.id = id_;
+  s.last_seq = store_->last_seq();
+  s.hlc = clock_->last();
+  CAIRN_ASSIGN_OR_RETURN(s.pending_ops, store_->OutboxCount());
+  CAIRN_ASSIGN_OR_RETURN(s.held_back_ops, store_->PendingCount());
+  CAIRN_ASSIGN_OR_RETURN(s.rejected_ops, store_->RejectedCount());
+  for (const auto& o : store_->Origins()) s.known[o.id] = o.through;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export / import (core/docs/protocol.md, "Export files")
+
+Result<ExportStats> Replica::Export(const std::string& path, const VersionVector* since) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  std::string tmp = path + ".tmp";
+  File out(std::fopen(tmp.c_str(), "wb"));
+  if (!out) return Status::IOError("cannot write " + tmp + ": " + std::strerror(errno));
+  ExportStats stats;
+  Sha256 sha;
+  std::string buf;
+  auto emit = [&]() -> Status {
+    if (buf.empty()) return Status::OK();
+    sha.Update(buf);
+    stats.bytes += buf.size();
+    if (std::fwrite(buf.data(), 1, buf.size(), out.get()) != buf.size()) {
+      return Status::IOError("write to " + tmp + " failed");
+    }
+    buf.clear();
+    return Status::OK();
+  };
+  // A read transaction: the header's ranges and the ops come from one snapshot.
+  CAIRN_ASSIGN_OR_RETURN(auto txn, store::Txn::Begin(store_->db(), /*immediate=*/false));
+  std::vector<store::OriginInfo> origins = store_->Origins();
+  {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<wire::ReplicaId> ids;
+    std::vector<wire::SeqRange> ranges;
+    for (const auto& o : origins) {
+      uint64_t from = 0;
+      if (since) {
+        auto it = since->find(o.id);
+        if (it != since->end()) from = std::min(it->second, o.through);
+      }
+      if (o.through == 0 || from == o.through) continue;
+      ranges.emplace_back(static_cast<uint32_t>(ids.size()), from, o.through);
+      ids.push_back(protocol::ToWire(o.id));
+    }
+    wire::ReplicaId src = protocol::ToWire(id_);
+    auto hdr = wire::CreateExportHeader(fbb, kExportFormatVersion, &src,
+                                        clock_source_->NowMs(), fbb.CreateVectorOfStructs(ids),
+                                        fbb.CreateVectorOfStructs(ranges), clock_->last());
+    fbb.Finish(wire::CreateFrame(fbb, wire::Body::ExportHeader, hdr.Union()),
+               wire::FrameIdentifier());
+    protocol::AppendFrame(fbb, &buf);
+    CAIRN_RETURN_IF_ERROR(emit());
+  }
+  protocol::BatchEncoder enc;
+  Status st = store_->ForEachSurvivor([&](const Op& op) -> Status {
+    if (since) {
+      auto it = since->find(op.id.origin);
+      if (it != since->end() && op.id.seq <= it->second) return Status::OK();
+    }
+    enc.Add(op);
+    stats.ops++;
+    if (enc.op_count() >= kExportBatchOps || enc.ops_bytes() >= kExportBatchBytes) {
+      enc.FinishFrame(&buf);
+      stats.batches++;
+      return emit();
+    }
+    return Status::OK();
+  });
+  CAIRN_RETURN_IF_ERROR(st);
+  if (!enc.empty()) {
+    enc.FinishFrame(&buf);
+    stats.batches++;
+    CAIRN_RETURN_IF_ERROR(emit());
+  }
+  CAIRN_RETURN_IF_ERROR(txn->Commit());
+  {
+    std::string digest = sha.Finish();
+    flatbuffers::FlatBufferBuilder fbb;
+    auto end = wire::CreateExportEnd(
+        fbb, static_cast<uint32_t>(stats.batches), stats.ops,
+        fbb.CreateVector(reinterpret_cast<const uint8_t*>(digest.data()), digest.size()));
+    fbb.Finish(wire::CreateFrame(fbb, wire::Body::ExportEnd, end.Union()), wire::FrameIdentifier());
+    protocol::AppendFrame(fbb, &buf);
+    stats.bytes += buf.size();
+    if (std::fwrite(buf.data(), 1, buf.size(), out.get()) != buf.size()) {
+      return Status::IOError("write to " + tmp + " failed");
+    }
+  }
+  if (std::fflush(out.get()) != 0 || fsync(fileno(out.get())) != 0) {
+    return Status::IOError("cannot flush " + tmp + ": " + std::strerror(errno));
+  }
+  out.reset();
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return Status::IOError("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
+  }
+  return stats;
+}
+
+Result<ImportStats> Replica::Import(const std::string& path) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  File in(std::fopen(path.c_str(), "rb"));
+  if (!in) return Status::IOError("cannot read " + path + ": " + std::strerror(errno));
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  auto r = ImportLocked(in.get());
+  if (!r.ok()) {
+    store_->Rollback();
+    // Whatever is wrong inside the file (a bad name or value included) is a damaged import.
+    Status st = r.status().code() == Code::kEINVAL ? Status::Corrupt(r.status().message())
+                                                   : r.status();
+    return st.WithContext("import " + path);
+  }
+  return r;
+}
+
+Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
+  protocol::FrameLimits limits;
+  protocol::FrameReader reader(in, limits);
+  Sha256 sha;
+  std::string payload, raw;
+  bool eof = false;
+
+  // Header: what the file covers.
+  CAIRN_RETURN_IF_ERROR(reader.Next(&payload, &eof, &raw));
+  if (eof) return Status::Corrupt("empty file");
+  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, limits));
+  const wire::ExportHeader* hdr = frame->body_as_ExportHeader();
+  if (hdr == nullptr) return Status::Corrupt("not a Cairn export (no export header)");
+  if (hdr->format_version() > kExportFormatVersion) {
+    return Status(Code::kEVERSION, "export format " + std::to_string(hdr->format_version()) +
+                                       " is newer than this Cairn reads (" +
+                                       std::to_string(kExportFormatVersion) + "): upgrade Cairn");
+  }
+  struct Range {
+    uint64_t from, through;
+  };
+  std::map<ReplicaId, Range> ranges;
+  if (hdr->ranges()) {
+    for (const auto* rg : *hdr->ranges()) {
+      if (!hdr->origins() || rg->origin() >= hdr->origins()->size() ||
+          rg->from_seq() > rg->through_seq()) {
+        return Status::Corrupt("bad range in export header");
+      }
+      ReplicaId id = protocol::FromWire(*hdr->origins()->Get(rg->origin()));
+      if (!ranges.emplace(id, Range{rg->from_seq(), rg->through_seq()}).second) {
+        return Status::Corrupt("origin listed twice in export header");
+      }
+    }
+  }
+  sha.Update(raw);
+
+  ImportStats stats;
+  Hlc max_hlc = 0;
+  uint32_t batches = 0;
+  protocol::DecodeLimits dlimits;
+  for (;;) {
+    CAIRN_RETURN_IF_ERROR(reader.Next(&payload, &eof, &raw));
+    if (eof) return Status::Corrupt("truncated export (no end frame)");
+    CAIRN_ASSIGN_OR_RETURN(frame, protocol::VerifyFrame(payload, limits));
+    if (const wire::ExportEnd* end = frame->body_as_ExportEnd()) {
+      std::string digest = sha.Finish();
+      if (!end->sha256() || end->sha256()->size() != 32 ||
+          std::memcmp(end->sha256()->data(), digest.data(), 32) != 0) {
+        return Status::Corrupt("checksum mismatch: the file is damaged");
+      }
+      if (end->batch_count() != batches || end->op_count() != stats.ops) {
+        return Status::Corrupt("op or batch count mismatch");
+      }
+      break;
+    }
+    const wire::OpBatch* batch = frame->body_as_OpBatch();
+    if (batch == nullptr) return Status::Corrupt("unexpected message in export");
+    sha.Update(raw);
+    batches++;
+    CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, dlimits, [&](const Op& op) -> Status {
+      stats.ops++;
+      auto rg = ranges.find(op.id.origin);
+      if (rg == ranges.end() || op.id.seq <= rg->second.from || op.id.seq > rg->second.through) {
+        return Status::Corrupt("op " + op.id.origin.Hex() + ":" + std::to_string(op.id.seq) +
+                               " lies outside the ranges the file declares");
+      }
+      CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+      max_hlc = std::max(max_hlc, op.id.hlc);
+      uint64_t through = store_->Through(op.id.origin);
+      if (op.id.seq <= through) {
+        stats.duplicates++;
+        return Status::OK();
+      }
+      if (rg->second.from > through) {  // a gap before this range: hold back
+        stats.held_back++;
+        return store_->StagePending(op);
+      }
+      stats.applied++;
+      return store_->Apply(op, /*local=*/false);
+    }));
+  }
+  // Nothing may follow the end frame.
+  if (std::fgetc(in) != EOF) return Status::Corrupt("data after the end frame");
+  for (const auto& [origin, rg] : ranges) {
+    if (rg.from <= store_->Through(origin)) {
+      CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, rg.through));
+    } else {
+      CAIRN_RETURN_IF_ERROR(store_->StagePendingRange(origin, rg.from, rg.through));
+    }
+  }
+  CAIRN_RETURN_IF_ERROR(store_->DrainPending());
+  clock_->Observe(max_hlc);
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  return stats;
+}
+
+}  // namespace cairn

@@ -1,0 +1,143 @@
+// cairn::Replica: the C++ API of a local replica (SPEC §2, §3). One replica is one SQLite file.
+//
+// Every write is atomic and durable when the call returns OK (WAL, synchronous=FULL). Reads see
+// the last committed state. Export and Import move ops between replicas as protocol frames, so a
+// file can carry a sync. A Replica may be shared between threads: calls are serialized by an
+// internal mutex (the C API documents the same).
+#ifndef CAIRN_REPLICA_REPLICA_H_
+#define CAIRN_REPLICA_REPLICA_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "clock/hlc.h"
+#include "oplog/op.h"
+#include "replica/json_codec.h"
+#include "store/replica_store.h"
+
+namespace cairn {
+
+struct ReplicaOptions {
+  Clock* clock = nullptr;         // physical time source; nullptr: the system clock
+  bool create = true;             // create the file when it does not exist
+  bool read_only = false;         // open for reading only (no writes, no import)
+  uint32_t busy_timeout_ms = 5000;
+};
+
+// A list of changes applied atomically by Replica::Write (like leveldb's WriteBatch). Reads do
+// not see a batch until it is written.
+class WriteBatch {
+ public:
+  WriteBatch& Set(std::string collection, std::string key, std::string field, Value value);
+  WriteBatch& Increment(std::string collection, std::string key, std::string field, int64_t delta);
+  WriteBatch& Delete(std::string collection, std::string key);
+  size_t size() const { return entries_.size(); }
+  bool empty() const { return entries_.empty(); }
+  void Clear() { entries_.clear(); }
+
+ private:
+  friend class Replica;
+  struct Entry {
+    OpKind kind;
+    std::string collection, key, field;
+    Value value;
+    int64_t delta;
+  };
+  std::vector<Entry> entries_;
+};
+
+// For each origin, every op with seq <= the number is accounted for.
+using VersionVector = std::map<ReplicaId, uint64_t>;
+
+struct ReplicaStatus {
+  ReplicaId id;
+  uint64_t last_seq = 0;       // ops this replica has made
+  int64_t pending_ops = 0;     // local ops not yet acknowledged by a server (the outbox)
+  int64_t held_back_ops = 0;   // received ops waiting for a gap to be filled
+  int64_t rejected_ops = 0;
+  Hlc hlc = 0;
+  VersionVector known;
+};
+
+struct ExportStats {
+  uint64_t ops = 0;
+  uint64_t batches = 0;
+  uint64_t bytes = 0;
+};
+
+struct ImportStats {
+  uint64_t ops = 0;        // ops in the file
+  uint64_t applied = 0;    // merged into the state
+  uint64_t duplicates = 0; // already accounted for, skipped
+  uint64_t held_back = 0;  // staged until a gap is filled
+};
+
+class Replica {
+ public:
+  // Opens the replica at `path`, creating it when missing (unless !options.create).
+  // Errors: ENOTREPLICA (not a Cairn file), EVERSION (newer format), EIO, EBUSY.
+  static Result<std::unique_ptr<Replica>> Open(const std::string& path,
+                                               const ReplicaOptions& options = {});
+  ~Replica();
+  // Closes the file; later calls fail with ECLOSED.
+  Status Close();
+
+  const ReplicaId& id() const { return id_; }
+
+  // Applies the batch atomically. EINVAL (nothing written) for an empty batch, a bad name, key or
+  // value. Each entry becomes one op; together they form one transaction.
+  Status Write(const WriteBatch& batch);
+  Status Put(const std::string& collection, const std::string& key, const Fields& fields);
+  Status Increment(const std::string& collection, const std::string& key,
+                   const std::string& field, int64_t delta);
+  Status Delete(const std::string& collection, const std::string& key);
+
+  // The visible fields of a document, or nullopt when it is not visible.
+  Result<std::optional<Fields>> Get(const std::string& collection, const std::string& key);
+  // Canonical JSON of all visible data, {"collection":{"key":{"field":value}}}, in pieces.
+  Status Dump(const std::function<void(std::string_view)>& sink);
+  Result<std::string> DumpString();
+  // SHA-256 (hex) of the canonical dump; replicas that saw the same ops have the same digest.
+  Result<std::string> Digest();
+  // Per collection: SHA-256 (hex) of the canonical JSON of that collection's documents.
+  Result<std::map<std::string, std::string>> CollectionDigests();
+  // Runs one read-only SQL statement; `row` gets each row as a canonical JSON object.
+  // EREADONLY for a statement that would write; EINVAL for more than one statement.
+  Status Query(const std::string& sql, const std::function<Status(const std::string&)>& row);
+  // The op log: the ops the state depends on plus the unacknowledged local ops.
+  Status Log(const std::function<Status(const Op&)>& fn);
+  Status Rejected(const std::function<Status(const store::RejectedOp&)>& fn);
+
+  // Writes every op this replica has (after compaction: those the state depends on) to `path` as
+  // protocol frames. With `since`, leaves out what a replica at that version already has.
+  Result<ExportStats> Export(const std::string& path, const VersionVector* since = nullptr);
+  // Applies an export file atomically: all of it or, on any error, nothing. ECORRUPT for a
+  // truncated or damaged file, EVERSION for a file from a newer format.
+  Result<ImportStats> Import(const std::string& path);
+
+  Result<ReplicaStatus> GetStatus();
+  VersionVector Known();
+
+ private:
+  Replica() = default;
+  Status CheckOpen() const;
+  Status ValidateBatch(const WriteBatch& batch);
+  Result<ImportStats> ImportLocked(std::FILE* in);
+
+  mutable std::mutex mu_;
+  std::unique_ptr<store::ReplicaStore> store_;
+  std::unique_ptr<HybridClock> clock_;
+  Clock* clock_source_ = nullptr;
+  ReplicaId id_;
+  bool read_only_ = false;
+};
+
+}  // namespace cairn
+
+#endif  // CAIRN_REPLICA_REPLICA_H_

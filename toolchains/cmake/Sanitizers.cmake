@@ -1,0 +1,11 @@
+# CAIRN_SANITIZE: "" (off), "address" (ASan + UBSan) or "thread" (TSan). Applied to every target.
+set(CAIRN_SANITIZE "" CACHE STRING "Sanitizers: address (ASan+UBSan) or thread (TSan)")
+if(CAIRN_SANITIZE STREQUAL "address")
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=address,undefined)
+elseif(CAIRN_SANITIZE STREQUAL "thread")
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+elseif(NOT CAIRN_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "CAIRN_SANITIZE must be empty, address or thread")
+endif()
