@@ -1,5 +1,5 @@
 /* cairn/replica.h: a local replica (one SQLite file: op log, merged CRDT state and the
- * per-collection SQL tables). See README "C API" and core/docs/crdt-semantics.md.
+ * per-collection SQL tables). See README "C API" and docs/crdt-semantics.md.
  *
  * Thread-safety: a cairn_replica may be used from several threads; calls on one handle are
  * serialized by the library. Freeing a handle while another thread uses it is undefined. */

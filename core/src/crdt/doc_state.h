@@ -17,7 +17,7 @@
 //   A field's deciding op is its largest op of either kind: a set shows its value, an increment
 //   shows the counter. A field is visible iff its deciding op is larger than D (always true for a
 //   non-empty Cell, given the garbage collection); a document is visible iff a field is.
-// See core/docs/crdt-semantics.md for the proofs sketch and examples.
+// See docs/crdt-semantics.md for the proofs sketch and examples.
 #ifndef CAIRN_CRDT_DOC_STATE_H_
 #define CAIRN_CRDT_DOC_STATE_H_
 

@@ -358,7 +358,7 @@ Result<ReplicaStatus> Replica::GetStatus() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Export / import (core/docs/protocol.md, "Export files")
+// Export / import (docs/protocol.md, "Export files")
 
 Result<ExportStats> Replica::Export(const std::string& path, const VersionVector* since) {
   std::lock_guard<std::mutex> lock(mu_);

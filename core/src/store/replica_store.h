@@ -1,5 +1,5 @@
 // ReplicaStore: everything a replica keeps in its SQLite file, and the only code that knows the
-// storage format (core/docs/storage-format.md). It applies ops through the merge rules of
+// storage format (docs/storage-format.md). It applies ops through the merge rules of
 // crdt/doc_state.h, keeps the per-collection materialized tables in step, and records local ops
 // in the outbox.
 //

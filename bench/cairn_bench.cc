@@ -1,0 +1,943 @@
+// cairn_bench: Cairn's core (no network) on the shared docs trace (../shared/bench/README.md),
+// each figure beside raw SQLite doing the same writes in the same run.
+//
+//   cairn_bench [--trace FILE | --scale S] [--dir DIR] [--scenario 1,2,3,4]
+//
+// Scenarios (see docs/BENCHMARKS.md):
+//   1  A's ops in one transaction (one WriteBatch)     vs raw upserts in one transaction
+//   2  first 10,000 ops of A, one op per transaction   vs raw, one upsert per transaction
+//   3  merge: B (holding its own ops) imports A's export, then C's (timed)
+//                                                      vs raw applying A's then C's ops as upserts
+//      then A, B and C import each other's exports and must end with the same Digest()
+//   4  bytes of A's export (empty replica -> A's state), and of an incremental export made after
+//      the receiver already knows A's first half
+//   5  peak RSS: every engine of every scenario runs in its own child process (this program
+//      re-executed with --child), and the parent reads the child's ru_maxrss from wait4().
+//
+// The raw SQLite side: a WITHOUT ROWID table items(key TEXT PRIMARY KEY, f0..f4, n), prepared
+// statements, WAL and synchronous=FULL (what Cairn's store sets, store/replica_store.cc).
+// Replicas get a trace clock: the HLC of each op written follows the trace's `t`.
+#include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "base/sha256.h"
+#include "base/strings.h"
+#include "replica/replica.h"
+
+namespace {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kOneOpTxnOps = 10000;  // scenario 2: the first 10,000 ops of A
+constexpr int kA = 0, kB = 1, kC = 2;
+const char* const kFieldNames[] = {"f0", "f1", "f2", "f3", "f4", "n"};
+constexpr uint8_t kCounterField = 5;
+
+[[noreturn]] void Die(const std::string& msg) {
+  std::fprintf(stderr, "cairn_bench: FATAL: %s\n", msg.c_str());
+  std::fflush(stderr);
+  std::exit(2);
+}
+
+void Check(const cairn::Status& st, const std::string& what) {
+  if (!st.ok()) Die(what + ": " + st.ToString());
+}
+
+template <class T>
+T Must(cairn::Result<T> r, const std::string& what) {
+  if (!r.ok()) Die(what + ": " + r.status().ToString());
+  return std::move(r).value();
+}
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trace, held compactly (24 bytes an op plus the string bytes), so that the harness adds
+// little to the peak RSS of the process it measures.
+
+enum class Kind : uint8_t { kSet, kInc, kDel };
+enum class VType : uint8_t { kNone, kInt, kDouble, kString };
+
+struct TraceOp {
+  int64_t t;
+  union {
+    int64_t i;  // kInt value, or the inc delta
+    double d;
+    struct {
+      uint32_t off, len;  // kString: bytes in Trace::arena
+    } s;
+  } v;
+  uint32_t key;  // index into Trace::keys
+  Kind kind;
+  uint8_t field;  // index into kFieldNames
+  VType vtype;
+};
+
+struct Trace {
+  Json header;
+  std::array<std::vector<TraceOp>, 3> ops;  // A, B, C
+  std::vector<std::string> keys;
+  std::string arena;
+
+  std::string_view Str(const TraceOp& op) const {
+    return std::string_view(arena).substr(op.v.s.off, op.v.s.len);
+  }
+};
+
+int ReplicaIndex(std::string_view r) {
+  if (r == "A") return kA;
+  if (r == "B") return kB;
+  if (r == "C") return kC;
+  return -1;
+}
+
+// Loads the ops of the replicas in `want` (e.g. {true,false,false} for A only).
+Trace LoadTrace(const std::string& path, std::array<bool, 3> want) {
+  std::ifstream in(path);
+  if (!in) Die("cannot read trace " + path);
+  Trace tr;
+  std::unordered_map<std::string, uint32_t> key_index;
+  std::string line;
+  if (!std::getline(in, line)) Die("empty trace " + path);
+  tr.header = Json::parse(line);
+  if (tr.header.value("workload", "") != "docs") Die(path + " is not a docs trace");
+  size_t lineno = 1;
+  while (std::getline(in, line)) {
+    lineno++;
+    if (line.empty()) continue;
+    // Lines are compact JSON starting {"r":"X": skip unwanted replicas without parsing them.
+    if (line.compare(0, 6, "{\"r\":\"") == 0 && line.size() > 7) {
+      int r = ReplicaIndex(std::string_view(line).substr(6, 1));
+      if (r >= 0 && !want[static_cast<size_t>(r)]) continue;
+    }
+    Json j = Json::parse(line);
+    int r = ReplicaIndex(j.at("r").get<std::string>());
+    if (r < 0) Die("line " + std::to_string(lineno) + ": unknown replica");
+    if (!want[static_cast<size_t>(r)]) continue;
+    TraceOp op{};
+    op.t = j.at("t").get<int64_t>();
+    std::string key = j.at("k").get<std::string>();
+    auto [it, inserted] = key_index.emplace(key, static_cast<uint32_t>(tr.keys.size()));
+    if (inserted) tr.keys.push_back(key);
+    op.key = it->second;
+    std::string kind = j.at("op").get<std::string>();
+    if (kind == "del") {
+      op.kind = Kind::kDel;
+    } else {
+      std::string f = j.at("f").get<std::string>();
+      op.field = 255;
+      for (uint8_t i = 0; i < 6; i++) {
+        if (f == kFieldNames[i]) op.field = i;
+      }
+      if (op.field == 255) Die("line " + std::to_string(lineno) + ": unknown field " + f);
+      const Json& v = j.at("v");
+      if (kind == "inc") {
+        op.kind = Kind::kInc;
+        op.vtype = VType::kInt;
+        op.v.i = v.get<int64_t>();
+      } else if (kind == "set") {
+        op.kind = Kind::kSet;
+        if (v.is_number_integer()) {
+          op.vtype = VType::kInt;
+          op.v.i = v.get<int64_t>();
+        } else if (v.is_number_float()) {
+          op.vtype = VType::kDouble;
+          op.v.d = v.get<double>();
+        } else if (v.is_string()) {
+          const std::string& s = v.get_ref<const std::string&>();
+          op.vtype = VType::kString;
+          op.v.s.off = static_cast<uint32_t>(tr.arena.size());
+          op.v.s.len = static_cast<uint32_t>(s.size());
+          tr.arena += s;
+        } else {
+          Die("line " + std::to_string(lineno) + ": unsupported value");
+        }
+      } else {
+        Die("line " + std::to_string(lineno) + ": unknown op " + kind);
+      }
+    }
+    tr.ops[static_cast<size_t>(r)].push_back(op);
+  }
+  for (auto& v : tr.ops) v.shrink_to_fit();
+  tr.arena.shrink_to_fit();
+  return tr;
+}
+
+std::string FileSha256(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Die("cannot read " + path);
+  cairn::Sha256 sha;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    std::streamsize n = in.gcount();
+    if (n > 0) sha.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
+  }
+  return cairn::HexEncode(sha.Finish());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process memory
+
+int64_t StatusKb(const char* field) {  // VmRSS, VmHWM from /proc/self/status, in KiB
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  size_t n = std::strlen(field);
+  while (std::getline(in, line)) {
+    if (line.compare(0, n, field) == 0 && line.size() > n && line[n] == ':') {
+      return std::strtoll(line.c_str() + n + 1, nullptr, 10);
+    }
+  }
+  return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cairn side
+
+// The physical time source of a replica: while a write is under way, the i-th call returns the
+// `t` of the i-th op of that write (Replica::Write asks once per entry, in order); outside a
+// write it returns the `t` of the last op written (t0 before any).
+class TraceClock final : public cairn::Clock {
+ public:
+  explicit TraceClock(int64_t t0) : now_(t0) {}
+  int64_t NowMs() override {
+    if (next_ < end_) {
+      now_ = next_->t;
+      ++next_;
+    }
+    return now_;
+  }
+  void Expect(const TraceOp* begin, const TraceOp* end) {
+    next_ = begin;
+    end_ = end;
+  }
+  // True when every op of the last Expect() was handed out.
+  bool Drained() const { return next_ == end_; }
+
+ private:
+  int64_t now_;
+  const TraceOp* next_ = nullptr;
+  const TraceOp* end_ = nullptr;
+};
+
+void AddToBatch(const Trace& tr, const TraceOp& op, cairn::WriteBatch* b) {
+  const std::string& key = tr.keys[op.key];
+  switch (op.kind) {
+    case Kind::kSet: {
+      cairn::Value v;
+      switch (op.vtype) {
+        case VType::kInt:
+          v = cairn::Value::Int(op.v.i);
+          break;
+        case VType::kDouble:
+          v = cairn::Value::Double(op.v.d);
+          break;
+        case VType::kString:
+          v = cairn::Value::String(std::string(tr.Str(op)));
+          break;
+        case VType::kNone:
+          break;
+      }
+      b->Set("items", key, kFieldNames[op.field], std::move(v));
+      break;
+    }
+    case Kind::kInc:
+      b->Increment("items", key, kFieldNames[op.field], op.v.i);
+      break;
+    case Kind::kDel:
+      b->Delete("items", key);
+      break;
+  }
+}
+
+struct OpenReplica {
+  std::unique_ptr<TraceClock> clock;
+  std::unique_ptr<cairn::Replica> replica;
+};
+
+OpenReplica OpenCairn(const std::string& path, int64_t t0) {
+  OpenReplica r;
+  r.clock = std::make_unique<TraceClock>(t0);
+  cairn::ReplicaOptions opts;
+  opts.clock = r.clock.get();
+  r.replica = Must(cairn::Replica::Open(path, opts), "open " + path);
+  return r;
+}
+
+// Writes ops [begin, end) as one WriteBatch (one transaction).
+void WriteCairn(const Trace& tr, OpenReplica* r, const TraceOp* begin, const TraceOp* end) {
+  cairn::WriteBatch b;
+  for (const TraceOp* op = begin; op != end; ++op) AddToBatch(tr, *op, &b);
+  r->clock->Expect(begin, end);
+  Check(r->replica->Write(b), "write");
+  if (!r->clock->Drained()) Die("the trace clock was not asked once per op of the batch");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw SQLite side
+
+class RawDb {
+ public:
+  explicit RawDb(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+        SQLITE_OK) {
+      Die("raw open " + path + ": " + sqlite3_errmsg(db_));
+    }
+    Exec("PRAGMA journal_mode=WAL");
+    Exec("PRAGMA synchronous=FULL");
+    Exec("CREATE TABLE IF NOT EXISTS items(key TEXT PRIMARY KEY, f0, f1, f2, f3, f4, n) "
+         "WITHOUT ROWID");
+    for (uint8_t f = 0; f < 5; f++) {
+      std::string c = kFieldNames[f];
+      set_[f] = Prepare("INSERT INTO items(key, " + c + ") VALUES (?1, ?2) ON CONFLICT(key) DO "
+                        "UPDATE SET " + c + " = excluded." + c);
+    }
+    inc_ = Prepare("INSERT INTO items(key, n) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET "
+                   "n = coalesce(n, 0) + excluded.n");
+    del_ = Prepare("DELETE FROM items WHERE key = ?1");
+    begin_ = Prepare("BEGIN IMMEDIATE");
+    commit_ = Prepare("COMMIT");
+  }
+  ~RawDb() {
+    for (sqlite3_stmt* s : set_) sqlite3_finalize(s);
+    for (sqlite3_stmt* s : {inc_, del_, begin_, commit_}) sqlite3_finalize(s);
+    sqlite3_close(db_);
+  }
+  RawDb(const RawDb&) = delete;
+  RawDb& operator=(const RawDb&) = delete;
+
+  void Begin() { Step(begin_); }
+  void Commit() { Step(commit_); }
+  void Apply(const Trace& tr, const TraceOp& op) {
+    const std::string& key = tr.keys[op.key];
+    sqlite3_stmt* s = nullptr;
+    switch (op.kind) {
+      case Kind::kSet:
+        s = set_[op.field];
+        switch (op.vtype) {
+          case VType::kInt:
+            sqlite3_bind_int64(s, 2, op.v.i);
+            break;
+          case VType::kDouble:
+            sqlite3_bind_double(s, 2, op.v.d);
+            break;
+          case VType::kString: {
+            std::string_view v = tr.Str(op);
+            sqlite3_bind_text(s, 2, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+            break;
+          }
+          case VType::kNone:
+            sqlite3_bind_null(s, 2);
+            break;
+        }
+        break;
+      case Kind::kInc:
+        s = inc_;
+        sqlite3_bind_int64(s, 2, op.v.i);
+        break;
+      case Kind::kDel:
+        s = del_;
+        break;
+    }
+    sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    Step(s);
+  }
+  void ApplyTxn(const Trace& tr, const TraceOp* begin, const TraceOp* end) {
+    Begin();
+    for (const TraceOp* op = begin; op != end; ++op) Apply(tr, *op);
+    Commit();
+  }
+
+ private:
+  void Exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "?";
+      sqlite3_free(err);
+      Die("raw exec " + sql + ": " + msg);
+    }
+  }
+  sqlite3_stmt* Prepare(const std::string& sql) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) !=
+        SQLITE_OK) {
+      Die("raw prepare " + sql + ": " + sqlite3_errmsg(db_));
+    }
+    return s;
+  }
+  void Step(sqlite3_stmt* s) {
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) Die(std::string("raw step: ") + sqlite3_errmsg(db_));
+    sqlite3_reset(s);
+  }
+
+  sqlite3* db_ = nullptr;
+  std::array<sqlite3_stmt*, 5> set_{};
+  sqlite3_stmt *inc_ = nullptr, *del_ = nullptr, *begin_ = nullptr, *commit_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Child tasks: each runs in its own process and prints one JSON object on stdout.
+
+struct Ctx {
+  std::string trace;
+  std::string dir;
+};
+
+std::string P(const Ctx& c, const std::string& name) { return c.dir + "/" + name; }
+
+int64_t T0(const Trace& tr) { return tr.header.value("t0", int64_t{0}); }
+
+Json Timed(size_t ops, double secs) {
+  return Json{{"ops", ops}, {"seconds", secs}, {"ops_per_s", secs > 0 ? double(ops) / secs : 0}};
+}
+
+// Scenario 1: all of A's ops in one transaction.
+Json S1Cairn(const Ctx& c) {
+  Trace tr = LoadTrace(c.trace, {true, false, false});
+  int64_t base_kb = StatusKb("VmHWM");
+  const auto& a = tr.ops[kA];
+  OpenReplica r = OpenCairn(P(c, "s1-cairn.db"), T0(tr));
+  auto t0 = Clock::now();
+  cairn::WriteBatch b;
+  for (const TraceOp& op : a) AddToBatch(tr, op, &b);
+  auto t1 = Clock::now();
+  r.clock->Expect(a.data(), a.data() + a.size());
+  Check(r.replica->Write(b), "write");
+  auto t2 = Clock::now();
+  if (!r.clock->Drained()) Die("the trace clock was not asked once per op");
+  Json j = Timed(a.size(), Seconds(t0, t2));
+  j["batch_build_seconds"] = Seconds(t0, t1);
+  j["write_seconds"] = Seconds(t1, t2);
+  j["baseline_kb"] = base_kb;
+  return j;
+}
+
+Json S1Raw(const Ctx& c) {
+  Trace tr = LoadTrace(c.trace, {true, false, false});
+  int64_t base_kb = StatusKb("VmHWM");
+  const auto& a = tr.ops[kA];
+  RawDb db(P(c, "s1-raw.db"));
+  auto t0 = Clock::now();
+  db.ApplyTxn(tr, a.data(), a.data() + a.size());
+  auto t1 = Clock::now();
+  Json j = Timed(a.size(), Seconds(t0, t1));
+  j["baseline_kb"] = base_kb;
+  return j;
+}
+
+// Scenario 2: one op per transaction, the first 10,000 ops of A.
+Json S2Cairn(const Ctx& c) {
+  Trace tr = LoadTrace(c.trace, {true, false, false});
+  int64_t base_kb = StatusKb("VmHWM");
+  const auto& a = tr.ops[kA];
+  size_t n = std::min(kOneOpTxnOps, a.size());
+  OpenReplica r = OpenCairn(P(c, "s2-cairn.db"), T0(tr));
+  auto t0 = Clock::now();
+  for (size_t i = 0; i < n; i++) WriteCairn(tr, &r, &a[i], &a[i] + 1);
+  auto t1 = Clock::now();
+  Json j = Timed(n, Seconds(t0, t1));
+  j["baseline_kb"] = base_kb;
+  return j;
+}
+
+Json S2Raw(const Ctx& c) {
+  Trace tr = LoadTrace(c.trace, {true, false, false});
+  int64_t base_kb = StatusKb("VmHWM");
+  const auto& a = tr.ops[kA];
+  size_t n = std::min(kOneOpTxnOps, a.size());
+  RawDb db(P(c, "s2-raw.db"));
+  auto t0 = Clock::now();
+  for (size_t i = 0; i < n; i++) db.ApplyTxn(tr, &a[i], &a[i] + 1);
+  auto t1 = Clock::now();
+  Json j = Timed(n, Seconds(t0, t1));
+  j["baseline_kb"] = base_kb;
+  return j;
+}
+
+// Scenario 3, preparation (not timed): A, B and C each write their own ops (one transaction
+// each) and export them.
+Json S3PrepCairn(const Ctx& c) {
+  Trace tr = LoadTrace(c.trace, {true, true, true});
+  Json j;
+  const char* names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++) {
+    const auto& ops = tr.ops[static_cast<size_t>(i)];
+    OpenReplica r = OpenCairn(P(c, std::string("s3-") + names[i] + ".db"), T0(tr));
+    WriteCairn(tr, &r, ops.data(), ops.data() + ops.size());
+    cairn::ExportStats st =
+        Must(r.replica->Export(P(c, std::string("s3-") + names[i] + ".export")), "export");
+    j[names[i]] = Json{{"trace_ops", ops.size()}, {"export_ops", st.ops},
+                       {"export_bytes", st.bytes}};
+  }
+  return j;
+}
+
+// Scenario 3, timed: B imports A's export, then C's.
+Json S3Cairn(const Ctx& c) {
+  int64_t base_kb = StatusKb("VmHWM");
+  OpenReplica b = OpenCairn(P(c, "s3-b.db"), 0);
+  auto t0 = Clock::now();
+  cairn::ImportStats sa = Must(b.replica->Import(P(c, "s3-a.export")), "B imports A");
+  auto t1 = Clock::now();
+  cairn::ImportStats sc = Must(b.replica->Import(P(c, "s3-c.export")), "B imports C");
+  auto t2 = Clock::now();
+  if (sa.applied != sa.ops || sc.applied != sc.ops) {
+    Die("B did not apply every op it imported (duplicates or held back)");
+  }
+  Json j = Timed(sa.ops + sc.ops, Seconds(t0, t2));
+  j["import_a"] = Timed(sa.ops, Seconds(t0, t1));
+  j["import_c"] = Timed(sc.ops, Seconds(t1, t2));
+  j["baseline_kb"] = base_kb;
+  return j;
+}
+
+// Scenario 3, check (not timed): A and C import the others' exports; the three digests must match.
+Json S3CheckCairn(const Ctx& c) {
+  OpenReplica a = OpenCairn(P(c, "s3-a.db"), 0);
+  OpenReplica b = OpenCairn(P(c, "s3-b.db"), 0);
+  OpenReplica cc = OpenCairn(P(c, "s3-c.db"), 0);
+  Must(a.replica->Import(P(c, "s3-b.export")), "A imports B");
+  Must(a.replica->Import(P(c, "s3-c.export")), "A imports C");
+  Must(cc.replica->Import(P(c, "s3-a.export")), "C imports A");
+  Must(cc.replica->Import(P(c, "s3-b.export")), "C imports B");
+  Json j;
+  j["digest_a"] = Must(a.replica->Digest(), "digest A");
+  j["digest_b"] = Must(b.replica->Digest(), "digest B");
+  j["digest_c"] = Must(cc.replica->Digest(), "digest C");
+  j["converged"] = j["digest_a"] == j["digest_b"] && j["digest_b"] == j["digest_c"];
+  return j;
+}
+
+Json S3PrepRaw(const Ctx& c) {
+  Trace tr = LoadTrace(c.trace, {false, true, false});
+  RawDb db(P(c, "s3-raw.db"));
+  const auto& b = tr.ops[kB];
+  db.ApplyTxn(tr, b.data(), b.data() + b.size());
+  return Json{{"ops", b.size()}};
+}
+
+Json S3Raw(const Ctx& c) {
+  Trace tr = LoadTrace(c.trace, {true, false, true});
+  int64_t base_kb = StatusKb("VmHWM");
+  RawDb db(P(c, "s3-raw.db"));
+  const auto& a = tr.ops[kA];
+  const auto& cops = tr.ops[kC];
+  auto t0 = Clock::now();
+  db.ApplyTxn(tr, a.data(), a.data() + a.size());
+  auto t1 = Clock::now();
+  db.ApplyTxn(tr, cops.data(), cops.data() + cops.size());
+  auto t2 = Clock::now();
+  Json j = Timed(a.size() + cops.size(), Seconds(t0, t2));
+  j["apply_a"] = Timed(a.size(), Seconds(t0, t1));
+  j["apply_c"] = Timed(cops.size(), Seconds(t1, t2));
+  j["baseline_kb"] = base_kb;
+  return j;
+}
+
+// Scenario 4: export sizes. A writes its first half and exports it; X (empty) imports that; A
+// writes its second half. Then: A's full export (what an empty replica needs) and the export
+// since X.Known() (what X still needs). Both are imported and checked against A's digest.
+Json S4Cairn(const Ctx& c) {
+  Trace tr = LoadTrace(c.trace, {true, false, false});
+  int64_t base_kb = StatusKb("VmHWM");
+  const auto& ops = tr.ops[kA];
+  size_t half = ops.size() / 2;
+  OpenReplica a = OpenCairn(P(c, "s4-a.db"), T0(tr));
+  WriteCairn(tr, &a, ops.data(), ops.data() + half);
+  cairn::ExportStats h = Must(a.replica->Export(P(c, "s4-half.export")), "export half");
+  OpenReplica x = OpenCairn(P(c, "s4-x.db"), T0(tr));
+  Must(x.replica->Import(P(c, "s4-half.export")), "X imports half");
+  WriteCairn(tr, &a, ops.data() + half, ops.data() + ops.size());
+
+  auto t0 = Clock::now();
+  cairn::ExportStats full = Must(a.replica->Export(P(c, "s4-full.export")), "export full");
+  auto t1 = Clock::now();
+  cairn::VersionVector since = x.replica->Known();
+  cairn::ExportStats inc = Must(a.replica->Export(P(c, "s4-inc.export"), &since), "export inc");
+
+  std::string da = Must(a.replica->Digest(), "digest A");
+  OpenReplica y = OpenCairn(P(c, "s4-y.db"), T0(tr));
+  Must(y.replica->Import(P(c, "s4-full.export")), "Y imports full");
+  Must(x.replica->Import(P(c, "s4-inc.export")), "X imports incremental");
+  std::string dy = Must(y.replica->Digest(), "digest Y");
+  std::string dx = Must(x.replica->Digest(), "digest X");
+  if (dy != da) Die("an empty replica importing A's export does not reach A's digest");
+  if (dx != da) Die("the incremental export does not bring X to A's digest");
+
+  Json j;
+  j["trace_ops"] = ops.size();
+  j["half_ops"] = half;
+  j["half"] = Json{{"ops", h.ops}, {"bytes", h.bytes}};
+  j["full"] = Json{{"ops", full.ops}, {"bytes", full.bytes}, {"batches", full.batches},
+                   {"export_seconds", Seconds(t0, t1)}};
+  j["incremental"] = Json{{"ops", inc.ops}, {"bytes", inc.bytes}, {"trace_ops", ops.size() - half}};
+  j["digest"] = da;
+  j["baseline_kb"] = base_kb;
+  return j;
+}
+
+using Task = Json (*)(const Ctx&);
+const std::map<std::string, Task>& Tasks() {
+  static const std::map<std::string, Task> tasks = {
+      {"s1-cairn", S1Cairn},        {"s1-raw", S1Raw},     {"s2-cairn", S2Cairn},
+      {"s2-raw", S2Raw},            {"s3-prep-cairn", S3PrepCairn},
+      {"s3-cairn", S3Cairn},        {"s3-check-cairn", S3CheckCairn},
+      {"s3-prep-raw", S3PrepRaw},   {"s3-raw", S3Raw},     {"s4-cairn", S4Cairn},
+  };
+  return tasks;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent: runs each task in a child process and reads its peak RSS.
+
+struct ChildResult {
+  Json out;
+  int64_t maxrss_kb = 0;
+  double wall_s = 0;
+};
+
+ChildResult RunChild(const std::string& self, const std::string& task, const Ctx& c) {
+  int fds[2];
+  if (pipe(fds) != 0) Die("pipe");
+  std::fprintf(stderr, "  running %s ...\n", task.c_str());
+  auto t0 = Clock::now();
+  pid_t pid = fork();
+  if (pid < 0) Die("fork");
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<std::string> args = {self, "--child", task, "--trace", c.trace, "--dir", c.dir};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(self.c_str(), argv.data());
+    std::perror("execv");
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fds[0], buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fds[0]);
+  int status = 0;
+  struct rusage ru {};
+  if (wait4(pid, &status, 0, &ru) != pid) Die("wait4");
+  ChildResult r;
+  r.wall_s = Seconds(t0, Clock::now());
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    Die("task " + task + " failed (status " + std::to_string(status) + ")");
+  }
+  r.out = Json::parse(out);
+  r.maxrss_kb = ru.ru_maxrss;  // KiB on Linux
+  return r;
+}
+
+std::string Num(double v, int prec = 0) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
+  // Thousands separators for readability.
+  std::string s(buf);
+  size_t dot = s.find('.');
+  size_t end = dot == std::string::npos ? s.size() : dot;
+  size_t start = (s[0] == '-') ? 1 : 0;
+  for (size_t i = end; i > start + 3; i -= 3) s.insert(i - 3, ",");
+  return s;
+}
+
+std::string Mb(int64_t kb) { return Num(double(kb) / 1024.0, 1) + " MB"; }
+
+std::string Ratio(double cairn, double raw) { return raw > 0 ? Num(cairn / raw, 2) + "x" : "-"; }
+
+std::string MetStr(bool met) { return met ? "met" : "NOT met"; }
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: cairn_bench [--trace FILE | --scale S] [--dir DIR] [--scenario LIST]\n"
+               "  --trace FILE     the docs trace (default build/bench/trace-docs-s<scale>.jsonl)\n"
+               "  --scale S        the trace's scale, to find the default file (default 1)\n"
+               "  --dir DIR        work directory for the database and export files\n"
+               "                   (default: a fresh directory under /tmp, removed at the end)\n"
+               "  --scenario LIST  comma-separated scenarios to run, of 1,2,3,4 (default all;\n"
+               "                   peak RSS, scenario 5, is measured for every one that runs)\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Ctx c;
+  std::string scale = "1", child, scenarios = "1,2,3,4";
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        Usage();
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--trace") {
+      c.trace = next();
+    } else if (a == "--scale") {
+      scale = next();
+    } else if (a == "--dir") {
+      c.dir = next();
+    } else if (a == "--scenario") {
+      scenarios = next();
+    } else if (a == "--child") {
+      child = next();
+    } else if (a == "-h" || a == "--help") {
+      Usage();
+      return 0;
+    } else {
+      Usage();
+      return 2;
+    }
+  }
+
+  if (!child.empty()) {
+    auto it = Tasks().find(child);
+    if (it == Tasks().end()) Die("unknown task " + child);
+    Json j = it->second(c);
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+
+  if (c.trace.empty()) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", std::strtod(scale.c_str(), nullptr));
+    c.trace = std::string("build/bench/trace-docs-s") + buf + ".jsonl";
+  }
+  c.trace = std::filesystem::absolute(c.trace).string();
+  bool temp_dir = c.dir.empty();
+  if (temp_dir) {
+    char tmpl[] = "/tmp/cairn-bench-XXXXXX";
+    if (!mkdtemp(tmpl)) Die("mkdtemp");
+    c.dir = tmpl;
+  } else {
+    std::filesystem::create_directories(c.dir);
+    c.dir = std::filesystem::absolute(c.dir).string();
+  }
+  std::array<bool, 5> run{};
+  {
+    std::stringstream ss(scenarios);
+    std::string s;
+    while (std::getline(ss, s, ',')) {
+      int n = std::atoi(s.c_str());
+      if (n < 1 || n > 5) Die("unknown scenario " + s);
+      run[static_cast<size_t>(n - 1)] = true;
+    }
+  }
+  // Every file of a previous run in an explicit --dir would change the results: start clean.
+  for (const auto& e : std::filesystem::directory_iterator(c.dir)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind("s1-", 0) == 0 || name.rfind("s2-", 0) == 0 || name.rfind("s3-", 0) == 0 ||
+        name.rfind("s4-", 0) == 0) {
+      std::filesystem::remove(e.path());
+    }
+  }
+
+  std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::string sha = FileSha256(c.trace);
+  Json header;
+  {
+    std::ifstream in(c.trace);
+    std::string line;
+    std::getline(in, line);
+    header = Json::parse(line);
+  }
+  std::fprintf(stderr, "cairn_bench: trace %s (sha256 %s), work dir %s\n", c.trace.c_str(),
+               sha.c_str(), c.dir.c_str());
+
+  std::map<std::string, ChildResult> res;
+  auto run_task = [&](const std::string& t) { res[t] = RunChild(self, t, c); };
+  if (run[0]) {
+    run_task("s1-cairn");
+    run_task("s1-raw");
+  }
+  if (run[1]) {
+    run_task("s2-cairn");
+    run_task("s2-raw");
+  }
+  if (run[2]) {
+    run_task("s3-prep-cairn");
+    run_task("s3-prep-raw");
+    run_task("s3-cairn");
+    run_task("s3-raw");
+    run_task("s3-check-cairn");
+  }
+  if (run[3]) run_task("s4-cairn");
+
+  // ---- Report ----
+  char sqlite_ver[64];
+  std::snprintf(sqlite_ver, sizeof sqlite_ver, "%s", sqlite3_libversion());
+  std::printf("\n## cairn_bench results\n\n");
+  std::printf("- trace: `%s`, sha256 `%s`\n", c.trace.c_str(), sha.c_str());
+  std::printf("- scale %s, %s ops per replica, %s keys; SQLite %s, WAL, synchronous=FULL on both "
+              "sides\n\n",
+              header.value("scale", Json()).dump().c_str(),
+              header.value("ops_per_replica", Json()).dump().c_str(),
+              header.value("keys", Json()).dump().c_str(), sqlite_ver);
+  std::printf("| scenario | ops | Cairn ops/s | raw SQLite ops/s | ratio (Cairn/raw) | bytes/op | "
+              "peak RSS Cairn | peak RSS raw |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  bool ok = true;
+  std::vector<std::string> verdicts;
+  if (run[0]) {
+    const auto& cr = res["s1-cairn"];
+    const auto& rr = res["s1-raw"];
+    double cv = cr.out["ops_per_s"], rv = rr.out["ops_per_s"];
+    std::printf("| 1. A's ops, one transaction | %s | %s | %s | %s | - | %s | %s |\n",
+                Num(cr.out["ops"].get<double>()).c_str(), Num(cv).c_str(), Num(rv).c_str(),
+                Ratio(cv, rv).c_str(), Mb(cr.maxrss_kb).c_str(), Mb(rr.maxrss_kb).c_str());
+    verdicts.push_back("batch writes >= 0.5x raw: " + Ratio(cv, rv) + " -> " +
+                       MetStr(cv >= 0.5 * rv));
+  }
+  if (run[1]) {
+    const auto& cr = res["s2-cairn"];
+    const auto& rr = res["s2-raw"];
+    double cv = cr.out["ops_per_s"], rv = rr.out["ops_per_s"];
+    std::printf("| 2. one op per transaction (first %s of A) | %s | %s | %s | %s | - | %s | %s |\n",
+                Num(cr.out["ops"].get<double>()).c_str(), Num(cr.out["ops"].get<double>()).c_str(),
+                Num(cv).c_str(), Num(rv).c_str(), Ratio(cv, rv).c_str(), Mb(cr.maxrss_kb).c_str(),
+                Mb(rr.maxrss_kb).c_str());
+    verdicts.push_back("one-op transactions >= 0.8x raw: " + Ratio(cv, rv) + " -> " +
+                       MetStr(cv >= 0.8 * rv));
+  }
+  if (run[2]) {
+    const auto& cr = res["s3-cairn"];
+    const auto& rr = res["s3-raw"];
+    double cv = cr.out["ops_per_s"], rv = rr.out["ops_per_s"];
+    double ct = cr.out["seconds"], rt = rr.out["seconds"];
+    std::printf("| 3. merge: B imports A's then C's export (raw: upserts of A's then C's ops) | "
+                "%s in files / %s in trace | %s | %s | %s | - | %s | %s |\n",
+                Num(cr.out["ops"].get<double>()).c_str(), Num(rr.out["ops"].get<double>()).c_str(),
+                Num(cv).c_str(), Num(rv).c_str(), Ratio(cv, rv).c_str(), Mb(cr.maxrss_kb).c_str(),
+                Mb(rr.maxrss_kb).c_str());
+    verdicts.push_back("imports >= 0.5x raw: " + Ratio(cv, rv) + " (by ops/s; by wall time " +
+                       Ratio(rt, ct) + ") -> " + MetStr(cv >= 0.5 * rv));
+  }
+  if (run[3]) {
+    const auto& cr = res["s4-cairn"];
+    const Json& o = cr.out;
+    double trace_ops = o["trace_ops"];
+    double full_b = o["full"]["bytes"], inc_b = o["incremental"]["bytes"];
+    double inc_trace = o["incremental"]["trace_ops"];
+    std::printf("| 4. export: empty replica -> A's state | %s in file / %s in trace | - | - | - | "
+                "%s (%s bytes) | %s | - |\n",
+                Num(o["full"]["ops"].get<double>()).c_str(), Num(trace_ops).c_str(),
+                Num(full_b / trace_ops, 2).c_str(), Num(full_b).c_str(), Mb(cr.maxrss_kb).c_str());
+    std::printf("| 4b. incremental export: A's second half, receiver knows the first | %s in file "
+                "/ %s in trace | - | - | - | %s (%s bytes) | (same process) | - |\n",
+                Num(o["incremental"]["ops"].get<double>()).c_str(), Num(inc_trace).c_str(),
+                Num(inc_b / inc_trace, 2).c_str(), Num(inc_b).c_str());
+    verdicts.push_back("<= 10 bytes per op of A's trace to reach A's state: " +
+                       Num(full_b / trace_ops, 2) + " -> " + MetStr(full_b / trace_ops <= 10));
+  }
+  int64_t peak = 0;
+  std::string peak_task;
+  for (const auto& [t, r] : res) {
+    if (t.find("prep") != std::string::npos || t.find("check") != std::string::npos) continue;
+    if (t.find("cairn") != std::string::npos && r.maxrss_kb > peak) {
+      peak = r.maxrss_kb;
+      peak_task = t;
+    }
+  }
+  if (!res.empty()) {
+    verdicts.push_back("peak RSS <= 32 MB (largest Cairn process, " + peak_task + "): " + Mb(peak) +
+                       " -> " + MetStr(peak <= 32 * 1024));
+  }
+  std::printf("\nTargets:\n\n");
+  for (const auto& v : verdicts) std::printf("- %s\n", v.c_str());
+
+  std::printf("\nDetails:\n\n");
+  if (run[0]) {
+    const Json& o = res["s1-cairn"].out;
+    std::printf("- 1: Cairn %.3f s (building the WriteBatch %.3f s, Write %.3f s); raw %.3f s\n",
+                o["seconds"].get<double>(), o["batch_build_seconds"].get<double>(),
+                o["write_seconds"].get<double>(), res["s1-raw"].out["seconds"].get<double>());
+  }
+  if (run[1]) {
+    std::printf("- 2: Cairn %.3f s; raw %.3f s\n", res["s2-cairn"].out["seconds"].get<double>(),
+                res["s2-raw"].out["seconds"].get<double>());
+  }
+  if (run[2]) {
+    const Json& p = res["s3-prep-cairn"].out;
+    const Json& o = res["s3-cairn"].out;
+    const Json& r = res["s3-raw"].out;
+    std::printf("- 3: exports (ops in file / trace ops / bytes): A %s / %s / %s, B %s / %s / %s, "
+                "C %s / %s / %s\n",
+                p["a"]["export_ops"].dump().c_str(), p["a"]["trace_ops"].dump().c_str(),
+                p["a"]["export_bytes"].dump().c_str(), p["b"]["export_ops"].dump().c_str(),
+                p["b"]["trace_ops"].dump().c_str(), p["b"]["export_bytes"].dump().c_str(),
+                p["c"]["export_ops"].dump().c_str(), p["c"]["trace_ops"].dump().c_str(),
+                p["c"]["export_bytes"].dump().c_str());
+    std::printf("- 3: Cairn import of A %.3f s (%s ops/s), of C %.3f s (%s ops/s), total %.3f s; "
+                "raw A %.3f s, C %.3f s, total %.3f s\n",
+                o["import_a"]["seconds"].get<double>(),
+                Num(o["import_a"]["ops_per_s"].get<double>()).c_str(),
+                o["import_c"]["seconds"].get<double>(),
+                Num(o["import_c"]["ops_per_s"].get<double>()).c_str(), o["seconds"].get<double>(),
+                r["apply_a"]["seconds"].get<double>(), r["apply_c"]["seconds"].get<double>(),
+                r["seconds"].get<double>());
+    const Json& d = res["s3-check-cairn"].out;
+    std::printf("- 3: digests after A, B and C imported each other's exports:\n"
+                "  - A `%s`\n  - B `%s`\n  - C `%s`\n",
+                d["digest_a"].get<std::string>().c_str(), d["digest_b"].get<std::string>().c_str(),
+                d["digest_c"].get<std::string>().c_str());
+    if (!d["converged"].get<bool>()) {
+      std::printf("\n**FAIL: THE THREE REPLICAS DID NOT CONVERGE (digests differ)**\n");
+      std::fprintf(stderr, "cairn_bench: FAIL: A, B and C digests differ\n");
+      ok = false;
+    } else {
+      std::printf("  - converged: all three equal\n");
+    }
+  }
+  if (run[3]) {
+    const Json& o = res["s4-cairn"].out;
+    std::printf("- 4: full export %s ops in %s batches, written in %.3f s; the export of A's "
+                "first half was %s bytes; both exports imported and checked against A's digest\n",
+                o["full"]["ops"].dump().c_str(), o["full"]["batches"].dump().c_str(),
+                o["full"]["export_seconds"].get<double>(), o["half"]["bytes"].dump().c_str());
+  }
+  std::printf("- peak RSS is ru_maxrss of the process that ran the timed part (one per engine and "
+              "scenario); it includes the harness (the trace held in memory, about 24 bytes an op "
+              "plus strings), whose peak right before the timed part was:");
+  for (const auto& [t, r] : res) {
+    if (r.out.contains("baseline_kb")) {
+      std::printf(" %s %s;", t.c_str(), Mb(r.out["baseline_kb"].get<int64_t>()).c_str());
+    }
+  }
+  std::printf("\n");
+  if (temp_dir) std::filesystem::remove_all(c.dir);
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Cairn's two set-up commands (README "Set-up"):
+#   ./dev.sh demo   install what is missing, build, and run the offline three-replica demo
+#   ./dev.sh test   install what is missing, build, and run the whole test suite
+#                   (Debug build, then the same suite under ASan + UBSan)
+# Works on a fresh Debian 12 / Ubuntu machine; needs root or sudo for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(cmake ninja-build g++ pkg-config python3 sqlite3 libsqlite3-dev libflatbuffers-dev
+          flatbuffers-compiler libuv1-dev libmbedtls-dev libgtest-dev libgmock-dev
+          nlohmann-json3-dev libcli11-dev)
+
+install_deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+case "${1:-}" in
+  demo)
+    install_deps
+    cmake --preset release >/dev/null
+    cmake --build --preset release
+    examples/offline_demo.sh build/release/core/cairn
+    ;;
+  test)
+    install_deps
+    for preset in dev asan; do
+      echo "=== $preset: configure, build, test"
+      cmake --preset "$preset" >/dev/null
+      cmake --build --preset "$preset"
+      ctest --preset "$preset"
+    done
+    ;;
+  *)
+    echo "usage: ./dev.sh demo | test" >&2
+    exit 2
+    ;;
+esac

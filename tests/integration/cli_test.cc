@@ -1,0 +1,146 @@
+// The `cairn` tool as a user runs it: output, exit codes (0 ok, 1 not found, 2 usage, 3 error),
+// and bad input that must leave the replica unchanged.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "support/temp_dir.h"
+
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out;
+};
+
+std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  CliRun Cairn(const std::vector<std::string>& args) {
+    std::string cmd = std::string(CAIRN_CLI_PATH) + " --db " + Quote(db_);
+    for (const auto& a : args) cmd += " " + Quote(a);
+    cmd += " 2>" + Quote(dir_.File("stderr"));
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+    int status = pclose(p);
+    std::ifstream err(dir_.File("stderr"));
+    stderr_.assign(std::istreambuf_iterator<char>(err), std::istreambuf_iterator<char>());
+    return {WEXITSTATUS(status), out};
+  }
+  std::string Digest() { return Cairn({"digest"}).out; }
+
+  cairn::testing::TempDir dir_;
+  std::string db_ = dir_.File("r.db");
+  std::string stderr_;
+};
+
+TEST_F(CliTest, QuickStartFlow) {
+  EXPECT_EQ(Cairn({"put", "notes", "n1", R"({"title":"Hi","n":1,"d":0.5})"}).code, 0);
+  EXPECT_EQ(Cairn({"inc", "notes", "n1", "views", "3"}).code, 0);
+  EXPECT_EQ(Cairn({"get", "notes", "n1"}).out, "{\"d\":0.5,\"n\":1,\"title\":\"Hi\",\"views\":3}\n");
+  EXPECT_EQ(Cairn({"dump"}).out,
+            "{\"notes\":{\"n1\":{\"d\":0.5,\"n\":1,\"title\":\"Hi\",\"views\":3}}}\n");
+  EXPECT_EQ(Cairn({"query", "SELECT key, views FROM notes"}).out, "{\"key\":\"n1\",\"views\":3}\n");
+  EXPECT_EQ(Digest().size(), 65u);
+  EXPECT_EQ(Cairn({"del", "notes", "n1"}).code, 0);
+  CliRun get = Cairn({"get", "notes", "n1"});
+  EXPECT_EQ(get.code, 1);
+  EXPECT_EQ(get.out, "");
+  EXPECT_EQ(Cairn({"dump"}).out, "{}\n");
+  CliRun log = Cairn({"log"});
+  EXPECT_NE(log.out.find("\"kind\":\"del\""), std::string::npos);
+  EXPECT_NE(Cairn({"status"}).out.find("\"pending_ops\":5"), std::string::npos);
+}
+
+TEST_F(CliTest, UsageErrorsExitTwoAndChangeNothing) {
+  ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
+  std::string before = Digest();
+  const std::vector<std::vector<std::string>> bad = {
+      {"put", "notes", "n1", "{not json"},
+      {"put", "notes", "n1", "[1,2]"},
+      {"put", "notes", "n1", "{}"},
+      {"put", "notes", "n1", R"({"a":[1]})"},
+      {"put", "notes", "n1", R"({"a":{"b":1}})"},
+      {"put", "notes", "n1", R"({"bad-field":1})"},
+      {"put", "bad name", "n1", R"({"a":1})"},
+      {"put", "cairn_x", "n1", R"({"a":1})"},
+      {"put", "notes", std::string(1025, 'k'), R"({"a":1})"},
+      {"put", "notes", "", R"({"a":1})"},
+      {"put", "notes", "n1", R"({"a":18446744073709551615})"},
+      {"inc", "notes", "n1", "n", "1.5"},
+      {"inc", "notes", "n1", "n", "99999999999999999999"},
+      {"inc", "notes", "n1", "key", "1"},
+      {"frobnicate"},
+      {"put", "notes"},
+  };
+  for (const auto& args : bad) {
+    CliRun r = Cairn(args);
+    EXPECT_EQ(r.code, 2) << args[0] << " " << (args.size() > 3 ? args[3] : "");
+    EXPECT_FALSE(stderr_.empty());
+  }
+  EXPECT_EQ(Digest(), before);
+}
+
+TEST_F(CliTest, OtherErrorsExitThree) {
+  EXPECT_EQ(Cairn({"dump"}).code, 3);  // no replica yet: reading does not create one
+  EXPECT_NE(stderr_.find("no replica"), std::string::npos);
+  ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
+  std::string before = Digest();
+  EXPECT_EQ(Cairn({"query", "DELETE FROM notes"}).code, 3);
+  EXPECT_EQ(Cairn({"import", dir_.File("missing.cex")}).code, 3);
+  std::ofstream(dir_.File("junk.cex")) << "junk";
+  EXPECT_EQ(Cairn({"import", dir_.File("junk.cex")}).code, 3);
+  EXPECT_EQ(Digest(), before);
+  std::ofstream(dir_.File("text.db")) << "hello, I am not a replica, just a text file in the way\n";
+  db_ = dir_.File("text.db");
+  CliRun r = Cairn({"put", "notes", "n1", R"({"a":1})"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_NE(stderr_.find("ENOTREPLICA"), std::string::npos);
+}
+
+TEST_F(CliTest, NewerFormatIsRefused) {
+  ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(db_.c_str(), &db), SQLITE_OK);
+  sqlite3_exec(db, "PRAGMA user_version=2", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  EXPECT_EQ(Cairn({"dump"}).code, 3);
+  EXPECT_NE(stderr_.find("EVERSION"), std::string::npos);
+}
+
+TEST_F(CliTest, ExportImportCarriesASync) {
+  ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1,"b":{"$bytes":"AAEC"}})"}).code, 0);
+  std::string file = dir_.File("a.cex");
+  CliRun exp = Cairn({"export", file});
+  ASSERT_EQ(exp.code, 0);
+  EXPECT_NE(exp.out.find("\"ops\":2"), std::string::npos);
+  std::string a_digest = Digest();
+  db_ = dir_.File("b.db");
+  ASSERT_EQ(Cairn({"put", "other", "x", R"({"z":true})"}).code, 0);
+  std::string b_before = Digest();
+  // A damaged copy is refused and changes nothing.
+  std::ifstream in(file, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ofstream(dir_.File("cut.cex"), std::ios::binary) << bytes.substr(0, bytes.size() - 5);
+  EXPECT_EQ(Cairn({"import", dir_.File("cut.cex")}).code, 3);
+  EXPECT_EQ(Digest(), b_before);
+  CliRun imp = Cairn({"import", file});
+  ASSERT_EQ(imp.code, 0);
+  EXPECT_EQ(imp.out, "{\"applied\":2,\"duplicates\":0,\"held_back\":0,\"ops\":2}\n");
+  EXPECT_EQ(Cairn({"get", "notes", "n1"}).out, "{\"a\":1,\"b\":{\"$bytes\":\"AAEC\"}}\n");
+  EXPECT_NE(Digest(), a_digest);  // b also has its own document
+}
+
+}  // namespace

@@ -1,0 +1,43 @@
+// Test support: a fresh temporary directory removed at the end of the test, and a fake clock.
+#ifndef CAIRN_TESTS_SUPPORT_TEMP_DIR_H_
+#define CAIRN_TESTS_SUPPORT_TEMP_DIR_H_
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "clock/hlc.h"
+
+namespace cairn::testing {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "cairn-test-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+class FakeClock final : public Clock {
+ public:
+  explicit FakeClock(int64_t now_ms = 1700000000000) : now_ms_(now_ms) {}
+  int64_t NowMs() override { return now_ms_; }
+  void Set(int64_t ms) { now_ms_ = ms; }
+  void Advance(int64_t ms) { now_ms_ += ms; }
+
+ private:
+  int64_t now_ms_;
+};
+
+}  // namespace cairn::testing
+
+#endif  // CAIRN_TESTS_SUPPORT_TEMP_DIR_H_

@@ -1,0 +1,111 @@
+#include <gtest/gtest.h>
+
+#include "base/coding.h"
+#include "base/result.h"
+#include "base/sha256.h"
+#include "base/strings.h"
+
+namespace cairn {
+namespace {
+
+TEST(StatusTest, OkCarriesNoMessage) {
+  Status s;
+  EXPECT_TRUE(s.ok());
+  EXPECT_EQ(s.code(), Code::kOK);
+  EXPECT_EQ(s.ToString(), "OK");
+}
+
+TEST(StatusTest, ErrorKeepsCodeAndContext) {
+  Status s = Status::Invalid("bad name").WithContext("put");
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), Code::kEINVAL);
+  EXPECT_EQ(s.ToString(), "EINVAL: put: bad name");
+  EXPECT_EQ(CodeRetryClass(Code::kEBUSY), RetryClass::kTransient);
+  EXPECT_EQ(CodeRetryClass(Code::kEINVAL), RetryClass::kPermanent);
+}
+
+TEST(VarintTest, RoundTripsBoundaries) {
+  const uint64_t values[] = {0, 1, 127, 128, 16383, 16384, (1ull << 32), UINT64_MAX};
+  std::string buf;
+  for (uint64_t v : values) PutVarint(&buf, v);
+  Reader r(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+  for (uint64_t v : values) {
+    uint64_t got;
+    ASSERT_TRUE(r.GetVarint(&got));
+    EXPECT_EQ(got, v);
+  }
+  EXPECT_TRUE(r.done());
+}
+
+TEST(VarintTest, SignedSmallMagnitudesTakeOneByte) {
+  for (int64_t v : {0, -1, 1, -64, 63}) {
+    std::string buf;
+    PutSignedVarint(&buf, v);
+    EXPECT_EQ(buf.size(), 1u) << v;
+  }
+  for (int64_t v : {INT64_MIN, INT64_MAX, int64_t{-123456789}}) {
+    std::string buf;
+    PutSignedVarint(&buf, v);
+    Reader r(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+    int64_t got;
+    ASSERT_TRUE(r.GetSignedVarint(&got));
+    EXPECT_EQ(got, v);
+  }
+}
+
+TEST(VarintTest, TruncatedAndOverlongInputFail) {
+  std::string buf;
+  PutVarint(&buf, UINT64_MAX);
+  Reader truncated(reinterpret_cast<const uint8_t*>(buf.data()), buf.size() - 1);
+  uint64_t v;
+  EXPECT_FALSE(truncated.GetVarint(&v));
+  std::string overlong(11, '\xff');
+  Reader r(reinterpret_cast<const uint8_t*>(overlong.data()), overlong.size());
+  EXPECT_FALSE(r.GetVarint(&v));
+}
+
+TEST(NamesTest, FollowTheSpecRule) {
+  EXPECT_TRUE(ValidateCollectionName("notes").ok());
+  EXPECT_TRUE(ValidateCollectionName("_a9").ok());
+  EXPECT_TRUE(ValidateCollectionName(std::string(63, 'a')).ok());
+  EXPECT_FALSE(ValidateCollectionName(std::string(64, 'a')).ok());
+  EXPECT_FALSE(ValidateCollectionName("").ok());
+  EXPECT_FALSE(ValidateCollectionName("9lives").ok());
+  EXPECT_FALSE(ValidateCollectionName("a-b").ok());
+  EXPECT_FALSE(ValidateCollectionName("cairn_x").ok());
+  EXPECT_FALSE(ValidateCollectionName("CAIRNx").ok());
+  EXPECT_FALSE(ValidateFieldName("key").ok());
+  EXPECT_FALSE(ValidateFieldName("KEY").ok());
+  EXPECT_TRUE(ValidateFieldName("keys").ok());
+}
+
+TEST(KeysTest, AreUtf8OfOneTo1024Bytes) {
+  EXPECT_TRUE(ValidateKey("doc-1").ok());
+  EXPECT_TRUE(ValidateKey("\xc3\xa9t\xc3\xa9").ok());
+  EXPECT_TRUE(ValidateKey(std::string(1024, 'k')).ok());
+  EXPECT_FALSE(ValidateKey(std::string(1025, 'k')).ok());
+  EXPECT_FALSE(ValidateKey("").ok());
+  EXPECT_FALSE(ValidateKey("\xc3").ok());          // truncated sequence
+  EXPECT_FALSE(ValidateKey("\xc0\xaf").ok());      // overlong
+  EXPECT_FALSE(ValidateKey("\xed\xa0\x80").ok());  // surrogate
+  EXPECT_FALSE(ValidateKey(std::string("a\0b", 3)).ok());
+}
+
+TEST(HexTest, RoundTrips) {
+  std::string raw("\x00\x7f\xff", 3), back;
+  EXPECT_EQ(HexEncode(raw), "007fff");
+  ASSERT_TRUE(HexDecode("007FFF", &back));
+  EXPECT_EQ(back, raw);
+  EXPECT_FALSE(HexDecode("0g", &back));
+  EXPECT_FALSE(HexDecode("abc", &back));
+}
+
+TEST(Sha256Test, MatchesKnownVector) {
+  Sha256 sha;
+  sha.Update("abc");
+  EXPECT_EQ(HexEncode(sha.Finish()),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+}  // namespace
+}  // namespace cairn

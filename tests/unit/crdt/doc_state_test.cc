@@ -1,0 +1,152 @@
+#include "crdt/doc_state.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace cairn::crdt {
+namespace {
+
+ReplicaId Rid(uint8_t b) {
+  ReplicaId id;
+  id.bytes.fill(b);
+  return id;
+}
+
+Op Set(uint64_t t, uint8_t origin, uint64_t seq, const std::string& field, Value v) {
+  Op op;
+  op.id = OpId{MakeHlc(t, 0), Rid(origin), seq};
+  op.kind = OpKind::kSet;
+  op.collection = "c";
+  op.key = "k";
+  op.field = field;
+  op.value = std::move(v);
+  return op;
+}
+Op Inc(uint64_t t, uint8_t origin, uint64_t seq, const std::string& field, int64_t d) {
+  Op op = Set(t, origin, seq, field, Value());
+  op.kind = OpKind::kIncrement;
+  op.value = Value();
+  op.delta = d;
+  return op;
+}
+Op Del(uint64_t t, uint8_t origin, uint64_t seq) {
+  Op op = Set(t, origin, seq, "", Value());
+  op.kind = OpKind::kDelete;
+  op.field.clear();
+  return op;
+}
+
+// Applies ops in order, loading increments when asked (as the store does: incs_loaded means
+// "every stored increment is in doc.incs", true here since nothing is stored elsewhere).
+DocState ApplyAll(const std::vector<Op>& ops) {
+  DocState doc;
+  doc.incs_loaded = true;
+  for (const Op& op : ops) ApplyOp(&doc, op);
+  return doc;
+}
+
+std::map<std::string, Value> Visible(const DocState& doc) {
+  std::map<std::string, Value> out;
+  for (const auto& [f, cell] : doc.cells) out[f] = cell.Visible();
+  return out;
+}
+
+TEST(DocStateTest, LaterSetWins) {
+  DocState d = ApplyAll({Set(10, 1, 1, "a", Value::Int(1)), Set(20, 2, 1, "a", Value::Int(2))});
+  EXPECT_EQ(Visible(d).at("a"), Value::Int(2));
+  DocState e = ApplyAll({Set(20, 2, 1, "a", Value::Int(2)), Set(10, 1, 1, "a", Value::Int(1))});
+  EXPECT_EQ(Visible(e).at("a"), Value::Int(2));
+}
+
+TEST(DocStateTest, TiesBrokenByReplicaIdThenSeq) {
+  // Same HLC: the larger origin id wins, whatever the order of arrival.
+  for (bool swap : {false, true}) {
+    std::vector<Op> ops = {Set(10, 1, 5, "a", Value::String("low")),
+                           Set(10, 9, 1, "a", Value::String("high"))};
+    if (swap) std::swap(ops[0], ops[1]);
+    EXPECT_EQ(Visible(ApplyAll(ops)).at("a"), Value::String("high"));
+  }
+}
+
+TEST(DocStateTest, DeleteThenReviveShowsOnlyLaterFields) {
+  DocState d = ApplyAll({Set(10, 1, 1, "a", Value::Int(1)), Set(11, 1, 2, "b", Value::Int(2)),
+                         Del(20, 1, 3), Set(30, 1, 4, "b", Value::Int(3))});
+  auto v = Visible(d);
+  EXPECT_EQ(v.size(), 1u);
+  EXPECT_EQ(v.at("b"), Value::Int(3));
+}
+
+TEST(DocStateTest, SmallerWriteDoesNotReviveDeletedDocument) {
+  DocState d = ApplyAll({Del(20, 2, 1), Set(10, 1, 1, "a", Value::Int(1))});
+  EXPECT_FALSE(d.Visible());
+  DocState e = ApplyAll({Set(10, 1, 1, "a", Value::Int(1)), Del(20, 2, 1)});
+  EXPECT_FALSE(e.Visible());
+}
+
+TEST(DocStateTest, ConcurrentDeleteAndSetLargerWins) {
+  // The set is larger than the delete: the document stays visible with that field only.
+  DocState d = ApplyAll({Set(5, 1, 1, "x", Value::Int(0)), Set(21, 1, 2, "a", Value::Int(1)),
+                         Del(20, 2, 1)});
+  auto v = Visible(d);
+  EXPECT_EQ(v.size(), 1u);
+  EXPECT_EQ(v.at("a"), Value::Int(1));
+}
+
+TEST(DocStateTest, IncrementsSumAndWrap) {
+  DocState d = ApplyAll({Inc(1, 1, 1, "n", INT64_MAX), Inc(2, 2, 1, "n", 2)});
+  EXPECT_EQ(Visible(d).at("n"), Value::Int(INT64_MIN + 1));
+}
+
+TEST(DocStateTest, DeleteDropsOnlyIncrementsBelowIt) {
+  std::vector<Op> ops = {Inc(10, 1, 1, "n", 5), Inc(30, 2, 1, "n", 7), Del(20, 3, 1)};
+  std::sort(ops.begin(), ops.end(), [](const Op& a, const Op& b) { return a.id < b.id; });
+  do {
+    EXPECT_EQ(Visible(ApplyAll(ops)).at("n"), Value::Int(7));
+  } while (std::next_permutation(ops.begin(), ops.end(),
+                                 [](const Op& a, const Op& b) { return a.id < b.id; }));
+}
+
+TEST(DocStateTest, SetAndIncrementOnOneFieldLargestDecides) {
+  // set (t10), inc (t20): the counter shows, summing every delta larger than D (none here).
+  DocState d = ApplyAll({Inc(5, 1, 1, "f", 3), Set(10, 2, 1, "f", Value::String("s")),
+                         Inc(20, 1, 2, "f", 4)});
+  EXPECT_EQ(Visible(d).at("f"), Value::Int(7));
+  // a later set wins over the counter.
+  ApplyOp(&d, Set(30, 2, 2, "f", Value::String("t")));
+  EXPECT_EQ(Visible(d).at("f"), Value::String("t"));
+}
+
+TEST(DocStateTest, ApplyingASetOrDeleteTwiceChangesNothing) {
+  DocState d = ApplyAll({Set(10, 1, 1, "a", Value::Int(1)), Del(5, 2, 1)});
+  EXPECT_FALSE(ApplyOp(&d, Set(10, 1, 1, "a", Value::Int(1))));
+  EXPECT_FALSE(ApplyOp(&d, Del(5, 2, 1)));
+}
+
+TEST(DocStateTest, DeleteAboveEverythingDoesNotNeedIncrements) {
+  DocState d;
+  ApplyOp(&d, Inc(10, 1, 1, "n", 1));
+  EXPECT_FALSE(NeedsIncrements(d, Del(20, 1, 2)));
+  EXPECT_TRUE(NeedsIncrements(d, Del(5, 2, 1)));
+  ApplyOp(&d, Del(20, 1, 2));
+  EXPECT_FALSE(d.Visible());
+  EXPECT_TRUE(d.changes.all_incs_removed);
+}
+
+TEST(DocStateTest, EveryOrderGivesTheSameState) {
+  std::vector<Op> ops = {Set(10, 1, 1, "a", Value::Int(1)), Inc(12, 2, 1, "a", 2),
+                         Del(15, 3, 1), Set(16, 1, 2, "b", Value::Bool(true)),
+                         Inc(17, 3, 2, "a", 5), Set(14, 2, 2, "a", Value::Double(0.5))};
+  auto less = [](const Op& a, const Op& b) { return a.id < b.id; };
+  std::sort(ops.begin(), ops.end(), less);
+  auto expected = Visible(ApplyAll(ops));
+  EXPECT_EQ(expected.at("a"), Value::Int(5));
+  EXPECT_EQ(expected.at("b"), Value::Bool(true));
+  do {
+    EXPECT_EQ(Visible(ApplyAll(ops)), expected);
+  } while (std::next_permutation(ops.begin(), ops.end(), less));
+}
+
+}  // namespace
+}  // namespace cairn::crdt

@@ -1,0 +1,216 @@
+// Op batch encoding, framing and the JSON value conventions.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
+#include "replica/json_codec.h"
+
+namespace cairn {
+namespace {
+
+ReplicaId Rid(uint8_t b) {
+  ReplicaId id;
+  id.bytes.fill(b);
+  id.bytes[0] = 0x10;
+  return id;
+}
+
+Op MakeOp(uint8_t origin, uint64_t seq, Hlc hlc, OpKind kind, std::string key, std::string field,
+          Value v = Value(), int64_t delta = 0) {
+  Op op;
+  op.id = OpId{hlc, Rid(origin), seq};
+  op.kind = kind;
+  op.collection = "notes";
+  op.key = std::move(key);
+  op.field = std::move(field);
+  op.value = std::move(v);
+  op.delta = delta;
+  return op;
+}
+
+bool SameOp(const Op& a, const Op& b) {
+  return a.id == b.id && a.kind == b.kind && a.collection == b.collection && a.key == b.key &&
+         a.field == b.field && a.value == b.value && a.delta == b.delta;
+}
+
+// Encodes ops into one frame, verifies and decodes it.
+std::vector<Op> RoundTrip(const std::vector<Op>& ops, std::string* frame_out = nullptr) {
+  protocol::BatchEncoder enc;
+  for (const Op& op : ops) enc.Add(op);
+  std::string frame;
+  enc.FinishFrame(&frame);
+  if (frame_out) *frame_out = frame;
+  std::string payload = frame.substr(4);
+  auto f = protocol::VerifyFrame(payload, {});
+  EXPECT_TRUE(f.ok()) << f.status().ToString();
+  std::vector<Op> out;
+  if (!f.ok()) return out;
+  Status st = protocol::DecodeBatch(*f.value()->body_as_OpBatch(), {}, [&](const Op& op) {
+    out.push_back(op);
+    return Status::OK();
+  });
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return out;
+}
+
+TEST(BatchCodecTest, RoundTripsEveryValueTypeAndKind) {
+  const Hlc t = MakeHlc(1700000000000, 0);
+  std::vector<Op> ops = {
+      MakeOp(1, 1, t, OpKind::kSet, "k1", "a", Value::Null()),
+      MakeOp(1, 2, t + 1, OpKind::kSet, "k1", "b", Value::Bool(true)),
+      MakeOp(1, 3, t + 2, OpKind::kSet, "k1", "c", Value::Bool(false)),
+      MakeOp(1, 4, t + 3, OpKind::kSet, "k2", "a", Value::Int(INT64_MIN)),
+      MakeOp(1, 5, t + 4, OpKind::kSet, "k2", "b", Value::Int(INT64_MAX)),
+      MakeOp(1, 7, MakeHlc(1700000000500, 0), OpKind::kSet, "k2", "c", Value::Double(-0.0)),
+      MakeOp(1, 9, MakeHlc(1700000000400, 3), OpKind::kSet, "k1", "d", Value::Double(1e-300)),
+      MakeOp(2, 1, MakeHlc(1600000000000, 0), OpKind::kSet, "k\xc3\xa9", "s",
+             Value::String("h\xc3\xa9llo")),
+      MakeOp(2, 2, MakeHlc(1600000000001, 0), OpKind::kSet, "k1", "y",
+             Value::Bytes(std::string("\0\xff", 2))),
+      MakeOp(1, 10, MakeHlc(1700000000600, 0), OpKind::kIncrement, "k1", "n", Value(), -5),
+      MakeOp(2, 3, MakeHlc(1600000000002, 0), OpKind::kDelete, "k2", ""),
+  };
+  auto out = RoundTrip(ops);
+  ASSERT_EQ(out.size(), ops.size());
+  for (size_t i = 0; i < ops.size(); i++) EXPECT_TRUE(SameOp(ops[i], out[i])) << i;
+}
+
+TEST(BatchCodecTest, TypicalOpCostsAFewBytesPlusItsValue) {
+  std::vector<Op> ops;
+  for (uint64_t i = 1; i <= 1000; i++) {
+    ops.push_back(MakeOp(1, i, MakeHlc(1700000000000 + i * 100, 0), OpKind::kIncrement,
+                         "doc-" + std::to_string(i % 50), "n", Value(), 1));
+  }
+  std::string frame;
+  auto out = RoundTrip(ops, &frame);
+  ASSERT_EQ(out.size(), ops.size());
+  EXPECT_LT(frame.size(), 1000u * 8);  // header, seq, time, doc ref, field, delta
+}
+
+TEST(BatchCodecTest, RandomOpsRoundTrip) {
+  std::mt19937_64 rng(42);
+  std::vector<Op> ops;
+  std::map<uint8_t, uint64_t> seqs;
+  for (int i = 0; i < 2000; i++) {
+    uint8_t origin = static_cast<uint8_t>(rng() % 4);
+    uint64_t seq = seqs[origin] += 1 + rng() % 3;
+    Hlc hlc = MakeHlc(1700000000000 + rng() % 100000, rng() % 3);
+    auto kind = static_cast<OpKind>(rng() % 3);
+    std::string key = "k" + std::to_string(rng() % 20);
+    Value v = Value::Int(static_cast<int64_t>(rng()));
+    ops.push_back(MakeOp(origin, seq, hlc, kind, key, kind == OpKind::kDelete ? "" : "f",
+                         kind == OpKind::kSet ? v : Value(),
+                         kind == OpKind::kIncrement ? static_cast<int64_t>(rng()) : 0));
+  }
+  auto out = RoundTrip(ops);
+  ASSERT_EQ(out.size(), ops.size());
+  for (size_t i = 0; i < ops.size(); i++) EXPECT_TRUE(SameOp(ops[i], out[i])) << i;
+}
+
+std::string OneBatchFrame() {
+  protocol::BatchEncoder enc;
+  enc.Add(MakeOp(1, 1, MakeHlc(1000, 0), OpKind::kSet, "k", "f", Value::String("value")));
+  enc.Add(MakeOp(1, 2, MakeHlc(1001, 0), OpKind::kIncrement, "k", "n", Value(), 3));
+  std::string frame;
+  enc.FinishFrame(&frame);
+  return frame;
+}
+
+Status DecodeFrame(const std::string& payload) {
+  auto f = protocol::VerifyFrame(payload, {});
+  if (!f.ok()) return f.status();
+  const wire::OpBatch* b = f.value()->body_as_OpBatch();
+  if (!b) return Status::Corrupt("not a batch");
+  return protocol::DecodeBatch(*b, {}, [](const Op&) { return Status::OK(); });
+}
+
+TEST(FrameTest, GarbageTruncatedAndOversizedFramesAreRefused) {
+  std::string payload = OneBatchFrame().substr(4);
+  EXPECT_TRUE(DecodeFrame(payload).ok());
+  EXPECT_EQ(DecodeFrame("garbage that is not a frame").code(), Code::kECORRUPT);
+  EXPECT_EQ(DecodeFrame(payload.substr(0, payload.size() / 2)).code(), Code::kECORRUPT);
+  protocol::FrameLimits small;
+  small.max_frame_bytes = 16;
+  EXPECT_EQ(protocol::VerifyFrame(payload, small).status().code(), Code::kECORRUPT);
+}
+
+TEST(FrameTest, EveryBitFlipIsRefusedOrDecodesToValidOps) {
+  // The Verifier and the op decoder may accept a flip in a value byte (the file checksum
+  // catches those); what they must never do is crash or yield an op that breaks the rules.
+  std::string payload = OneBatchFrame().substr(4);
+  for (size_t i = 0; i < payload.size(); i++) {
+    for (int bit = 0; bit < 8; bit++) {
+      std::string p = payload;
+      p[i] = static_cast<char>(p[i] ^ (1 << bit));
+      auto f = protocol::VerifyFrame(p, {});
+      if (!f.ok() || !f.value()->body_as_OpBatch()) continue;
+      (void)protocol::DecodeBatch(*f.value()->body_as_OpBatch(), {}, [](const Op& op) {
+        EXPECT_FALSE(op.key.empty());
+        EXPECT_GE(op.id.seq, 1u);
+        return Status::OK();
+      });
+    }
+  }
+}
+
+TEST(FrameTest, TornStreamIsCorrupt) {
+  std::string frame = OneBatchFrame();
+  std::string path = ::testing::TempDir() + "/torn.bin";
+  FILE* f = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  std::fwrite(frame.data(), 1, frame.size() - 3, f);
+  std::fclose(f);
+  f = std::fopen(path.c_str(), "rb");
+  protocol::FrameReader reader(f, {});
+  std::string payload;
+  bool eof;
+  EXPECT_EQ(reader.Next(&payload, &eof).code(), Code::kECORRUPT);
+  std::fclose(f);
+}
+
+TEST(JsonValueTest, CanonicalForms) {
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Int(-3))), "-3");
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Double(0.1))), "0.1");
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Double(2.0))), "2.0");
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Double(1e21))), "1e+21");
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Bytes(std::string("\x00\x01\x02", 3)))),
+            "{\"$bytes\":\"AAEC\"}");
+  EXPECT_EQ(CanonicalJson(Json{{"b", 1}, {"a", Json{{"z", 1}, {"c", 2}}}}),
+            "{\"a\":{\"c\":2,\"z\":1},\"b\":1}");
+}
+
+TEST(JsonValueTest, DoublesRoundTrip) {
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 10000; i++) {
+    uint64_t bits = rng();
+    double d;
+    std::memcpy(&d, &bits, 8);
+    if (!std::isfinite(d)) continue;
+    std::string text = CanonicalJson(ValueToJson(Value::Double(d)));
+    auto back = ValueFromJson(Json::parse(text));
+    ASSERT_TRUE(back.ok()) << text;
+    EXPECT_EQ(back.value(), Value::Double(d)) << text;
+  }
+}
+
+TEST(JsonValueTest, RejectsUnsupportedValues) {
+  EXPECT_FALSE(ValueFromJson(Json::parse("[1,2]")).ok());
+  EXPECT_FALSE(ValueFromJson(Json::parse("{\"a\":1}")).ok());
+  EXPECT_FALSE(ValueFromJson(Json::parse("{\"$bytes\":\"@@@\"}")).ok());
+  EXPECT_FALSE(ValueFromJson(Json::parse("18446744073709551615")).ok());
+  EXPECT_TRUE(ValueFromJson(Json::parse("9223372036854775807")).ok());
+  EXPECT_FALSE(ParseFieldsJson("{}").ok());
+  EXPECT_FALSE(ParseFieldsJson("[]").ok());
+  EXPECT_FALSE(ParseFieldsJson("{\"a\":").ok());
+  EXPECT_FALSE(ParseFieldsJson("{\"bad-name\":1}").ok());
+  EXPECT_FALSE(ParseFieldsJson("{\"key\":1}").ok());
+  auto ok = ParseFieldsJson("{\"s\":\"x\",\"n\":1,\"d\":1.5,\"b\":false,\"z\":null}");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok.value().size(), 5u);
+}
+
+}  // namespace
+}  // namespace cairn

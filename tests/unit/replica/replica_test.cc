@@ -1,0 +1,260 @@
+#include "replica/replica.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <fstream>
+
+#include "support/temp_dir.h"
+
+namespace cairn {
+namespace {
+
+using testing::FakeClock;
+using testing::TempDir;
+
+class ReplicaTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Replica> Open(const std::string& name, Clock* clock = nullptr) {
+    ReplicaOptions o;
+    o.clock = clock ? clock : &clock_;
+    auto r = Replica::Open(dir_.File(name), o);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(r).value() : nullptr;
+  }
+  std::string Get(Replica* r, const std::string& coll, const std::string& key) {
+    auto d = r->Get(coll, key);
+    EXPECT_TRUE(d.ok());
+    if (!d.ok() || !d.value()) return "<none>";
+    return CanonicalJson(FieldsToJson(*d.value()));
+  }
+  std::string Dump(Replica* r) { return r->DumpString().value(); }
+  std::vector<std::string> Query(Replica* r, const std::string& sql) {
+    std::vector<std::string> rows;
+    Status st = r->Query(sql, [&](const std::string& row) {
+      rows.push_back(row);
+      return Status::OK();
+    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return rows;
+  }
+  // Exports `from` and imports into `to`.
+  ImportStats Sync(Replica* from, Replica* to) {
+    std::string path = dir_.File("x" + std::to_string(n_++) + ".cex");
+    EXPECT_TRUE(from->Export(path).ok());
+    auto r = to->Import(path);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? r.value() : ImportStats();
+  }
+
+  TempDir dir_;
+  FakeClock clock_;
+  int n_ = 0;
+};
+
+TEST_F(ReplicaTest, PutGetAndPersistAcrossReopen) {
+  auto r = Open("a.db");
+  ASSERT_TRUE(r->Put("notes", "n1", {{"title", Value::String("hi")}, {"n", Value::Int(2)}}).ok());
+  EXPECT_EQ(Get(r.get(), "notes", "n1"), R"({"n":2,"title":"hi"})");
+  ReplicaId id = r->id();
+  ASSERT_TRUE(r->Close().ok());
+  auto again = Open("a.db");
+  EXPECT_EQ(again->id(), id);
+  EXPECT_EQ(Get(again.get(), "notes", "n1"), R"({"n":2,"title":"hi"})");
+  EXPECT_EQ(Get(again.get(), "notes", "missing"), "<none>");
+}
+
+TEST_F(ReplicaTest, BatchIsAtomicAndInvalidBatchWritesNothing) {
+  auto r = Open("a.db");
+  WriteBatch bad;
+  bad.Set("notes", "a", "x", Value::Int(1)).Set("notes", "b", "bad-name", Value::Int(2));
+  EXPECT_EQ(r->Write(bad).code(), Code::kEINVAL);
+  EXPECT_EQ(Dump(r.get()), "{}");
+  EXPECT_EQ(r->GetStatus().value().last_seq, 0u);
+  WriteBatch good;
+  good.Set("notes", "a", "x", Value::Int(1)).Increment("notes", "a", "n", 4).Delete("notes", "b");
+  ASSERT_TRUE(r->Write(good).ok());
+  EXPECT_EQ(Get(r.get(), "notes", "a"), R"({"n":4,"x":1})");
+  EXPECT_EQ(r->GetStatus().value().last_seq, 3u);
+  EXPECT_EQ(r->GetStatus().value().pending_ops, 3);
+}
+
+TEST_F(ReplicaTest, RejectsBadInputWithNothingChanged) {
+  auto r = Open("a.db");
+  ASSERT_TRUE(r->Put("notes", "a", {{"x", Value::Int(1)}}).ok());
+  std::string before = r->Digest().value();
+  EXPECT_EQ(r->Put("cairn_meta", "a", {{"x", Value::Int(1)}}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", std::string(1025, 'k'), {{"x", Value::Int(1)}}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", "a", {{"key", Value::Int(1)}}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", "a", {{"x", Value::Double(NAN)}}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", "a", {{"x", Value::String("\xff")}}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("NOTES", "a", {{"x", Value::Int(1)}}).code(), Code::kEINVAL);  // case clash
+  EXPECT_EQ(r->Put("notes", "a", {{"X", Value::Int(1)}}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", "a", {}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Digest().value(), before);
+}
+
+TEST_F(ReplicaTest, MaterializedTableFollowsVisibleState) {
+  auto r = Open("a.db");
+  ASSERT_TRUE(r->Put("items", "k1", {{"a", Value::Int(1)}, {"b", Value::String("x")}}).ok());
+  ASSERT_TRUE(r->Put("items", "k2", {{"a", Value::Bool(true)}}).ok());
+  ASSERT_TRUE(r->Increment("items", "k2", "n", 5).ok());
+  EXPECT_EQ(Query(r.get(), "SELECT key, a, b, n FROM items ORDER BY key"),
+            (std::vector<std::string>{R"({"a":1,"b":"x","key":"k1","n":null})",
+                                      R"({"a":1,"b":null,"key":"k2","n":5})"}));
+  ASSERT_TRUE(r->Delete("items", "k1").ok());
+  ASSERT_TRUE(r->Put("items", "k2", {{"b", Value::Bytes("\x01")}}).ok());
+  EXPECT_EQ(Query(r.get(), "SELECT key, b FROM items"),
+            (std::vector<std::string>{R"({"b":{"$bytes":"AQ=="},"key":"k2"})"}));
+  ASSERT_TRUE(r->Put("items", "k1", {{"b", Value::Int(9)}}).ok());  // revived: only b
+  EXPECT_EQ(Query(r.get(), "SELECT key, a, b FROM items WHERE key = 'k1'"),
+            (std::vector<std::string>{R"({"a":null,"b":9,"key":"k1"})"}));
+}
+
+TEST_F(ReplicaTest, QueryIsReadOnly) {
+  auto r = Open("a.db");
+  ASSERT_TRUE(r->Put("items", "k1", {{"a", Value::Int(1)}}).ok());
+  auto fails = [&](const std::string& sql) {
+    return r->Query(sql, [](const std::string&) { return Status::OK(); }).code();
+  };
+  EXPECT_EQ(fails("DELETE FROM items"), Code::kEREADONLY);
+  EXPECT_EQ(fails("DROP TABLE items"), Code::kEREADONLY);
+  EXPECT_EQ(fails("PRAGMA journal_mode=DELETE"), Code::kEREADONLY);
+  EXPECT_EQ(fails("SELECT 1; DELETE FROM items"), Code::kEINVAL);
+  EXPECT_NE(fails("SELEC nonsense"), Code::kOK);
+  EXPECT_EQ(Query(r.get(), "SELECT count(*) AS c FROM items").at(0), R"({"c":1})");
+}
+
+TEST_F(ReplicaTest, ExchangeConvergesWithConflicts) {
+  FakeClock ca(1000), cb(1000);
+  auto a = Open("a.db", &ca);
+  auto b = Open("b.db", &cb);
+  ASSERT_TRUE(a->Put("c", "k", {{"f", Value::String("a")}, {"g", Value::Int(1)}}).ok());
+  cb.Set(2000);
+  ASSERT_TRUE(b->Put("c", "k", {{"f", Value::String("b")}}).ok());
+  ASSERT_TRUE(b->Increment("c", "k", "n", 2).ok());
+  ca.Set(3000);
+  ASSERT_TRUE(a->Delete("c", "k").ok());
+  cb.Set(4000);
+  ASSERT_TRUE(b->Increment("c", "k", "n", 5).ok());
+  Sync(a.get(), b.get());
+  Sync(b.get(), a.get());
+  EXPECT_EQ(Dump(a.get()), Dump(b.get()));
+  EXPECT_EQ(a->Digest().value(), b->Digest().value());
+  EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":5})");  // only the increment after the delete
+}
+
+TEST_F(ReplicaTest, ImportIsIdempotent) {
+  auto a = Open("a.db");
+  auto b = Open("b.db");
+  ASSERT_TRUE(a->Increment("c", "k", "n", 3).ok());
+  std::string path = dir_.File("a.cex");
+  ASSERT_TRUE(a->Export(path).ok());
+  EXPECT_EQ(b->Import(path).value().applied, 1u);
+  auto again = b->Import(path);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again.value().applied, 0u);
+  EXPECT_EQ(again.value().duplicates, 1u);
+  EXPECT_EQ(Get(b.get(), "c", "k"), R"({"n":3})");
+}
+
+TEST_F(ReplicaTest, GapIsHeldBackUntilFilled) {
+  auto a = Open("a.db");
+  auto b = Open("b.db");
+  ASSERT_TRUE(a->Increment("c", "k", "n", 1).ok());
+  std::string first = dir_.File("first.cex");
+  ASSERT_TRUE(a->Export(first).ok());
+  VersionVector after_first = a->Known();
+  ASSERT_TRUE(a->Increment("c", "k", "n", 10).ok());
+  std::string second = dir_.File("second.cex");
+  ASSERT_TRUE(a->Export(second, &after_first).ok());
+  // b never saw the first export: the second one leaves a gap and must wait.
+  auto held = b->Import(second);
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(held.value().held_back, 1u);
+  EXPECT_EQ(Get(b.get(), "c", "k"), "<none>");
+  EXPECT_EQ(b->GetStatus().value().held_back_ops, 1);
+  ASSERT_TRUE(b->Import(first).ok());
+  EXPECT_EQ(Get(b.get(), "c", "k"), R"({"n":11})");
+  EXPECT_EQ(b->GetStatus().value().held_back_ops, 0);
+  EXPECT_EQ(b->Digest().value(), a->Digest().value());
+}
+
+TEST_F(ReplicaTest, DamagedImportLeavesReplicaUnchanged) {
+  auto a = Open("a.db");
+  auto b = Open("b.db");
+  for (int i = 0; i < 50; i++) {
+    ASSERT_TRUE(a->Put("c", "k" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+  }
+  ASSERT_TRUE(b->Put("c", "mine", {{"v", Value::Int(1)}}).ok());
+  std::string path = dir_.File("a.cex");
+  ASSERT_TRUE(a->Export(path).ok());
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string before = b->Digest().value();
+  auto try_import = [&](const std::string& content) {
+    std::string p = dir_.File("bad.cex");
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << content;
+    return b->Import(p).status().code();
+  };
+  EXPECT_EQ(try_import(bytes.substr(0, bytes.size() - 10)), Code::kECORRUPT);
+  EXPECT_EQ(try_import(bytes.substr(0, bytes.size() / 2)), Code::kECORRUPT);
+  EXPECT_EQ(try_import(""), Code::kECORRUPT);
+  EXPECT_EQ(try_import(bytes + "x"), Code::kECORRUPT);
+  // Every byte before the end frame is under its SHA-256 (the end frame is ~90 bytes).
+  for (size_t pos : {size_t{10}, size_t{60}, bytes.size() / 3, bytes.size() / 2,
+                     bytes.size() - 120}) {
+    std::string flipped = bytes;
+    flipped[pos] = static_cast<char>(flipped[pos] ^ 0x04);
+    EXPECT_EQ(try_import(flipped), Code::kECORRUPT) << pos;
+  }
+  EXPECT_EQ(b->Digest().value(), before);
+  EXPECT_EQ(b->GetStatus().value().known.size(), 1u);
+  EXPECT_EQ(try_import(bytes), Code::kOK);  // the intact file still works afterwards
+}
+
+TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
+  std::string junk = dir_.File("junk.db");
+  std::ofstream(junk) << "this is not a database at all, not even close, just text here\n";
+  EXPECT_EQ(Replica::Open(junk).status().code(), Code::kENOTREPLICA);
+  // A plain SQLite database of some other application.
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(dir_.File("other.db").c_str(), &db), SQLITE_OK);
+  sqlite3_exec(db, "CREATE TABLE t(x)", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  EXPECT_EQ(Replica::Open(dir_.File("other.db")).status().code(), Code::kENOTREPLICA);
+  // A replica written by a newer Cairn.
+  { auto r = Open("new.db"); }
+  ASSERT_EQ(sqlite3_open(dir_.File("new.db").c_str(), &db), SQLITE_OK);
+  sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  auto r = Replica::Open(dir_.File("new.db"));
+  EXPECT_EQ(r.status().code(), Code::kEVERSION);
+  EXPECT_NE(r.status().message().find("upgrade"), std::string::npos);
+}
+
+TEST_F(ReplicaTest, RestoredBackupNeverReusesSeqs) {
+  auto a = Open("a.db");
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(a->Close().ok());
+  std::filesystem::copy_file(dir_.File("a.db"), dir_.File("backup.db"));
+  a = Open("a.db");
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(2)}}).ok());
+  std::string path = dir_.File("a.cex");
+  ASSERT_TRUE(a->Export(path).ok());
+  auto restored = Open("backup.db");
+  ASSERT_TRUE(restored->Import(path).ok());  // its own newer op comes back from elsewhere
+  EXPECT_EQ(restored->GetStatus().value().last_seq, 2u);
+  ASSERT_TRUE(restored->Put("c", "k", {{"v", Value::Int(3)}}).ok());
+  EXPECT_EQ(restored->GetStatus().value().last_seq, 3u);
+}
+
+TEST_F(ReplicaTest, ClosedReplicaFailsCleanly) {
+  auto r = Open("a.db");
+  ASSERT_TRUE(r->Close().ok());
+  EXPECT_EQ(r->Put("c", "k", {{"v", Value::Int(1)}}).code(), Code::kECLOSED);
+  EXPECT_EQ(r->Digest().status().code(), Code::kECLOSED);
+}
+
+}  // namespace
+}  // namespace cairn
