@@ -1,7 +1,7 @@
 // cairn_bench: Cairn's core (no network) on the shared docs trace (../shared/bench/README.md),
 // each figure beside raw SQLite doing the same writes in the same run.
 //
-//   cairn_bench [--trace FILE | --scale S] [--dir DIR] [--scenario 1,2,3,4]
+//   cairn_bench [--trace FILE | --scale S] [--dir DIR] [--scenario 1,2,3,4] [--repeat N]
 //
 // Scenarios (see docs/BENCHMARKS.md):
 //   1  A's ops in one transaction (one WriteBatch)     vs raw upserts in one transaction
@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cinttypes>
@@ -75,6 +76,14 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+// CPU time (user + system) of this process so far, in seconds.
+double CpuSeconds() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  auto s = [](const timeval& tv) { return double(tv.tv_sec) + double(tv.tv_usec) / 1e6; };
+  return s(ru.ru_utime) + s(ru.ru_stime);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The trace, held compactly (24 bytes an op plus the string bytes), so that the harness adds
 // little to the peak RSS of the process it measures.
@@ -125,6 +134,15 @@ Trace LoadTrace(const std::string& path, std::array<bool, 3> want) {
   if (!std::getline(in, line)) Die("empty trace " + path);
   tr.header = Json::parse(line);
   if (tr.header.value("workload", "") != "docs") Die(path + " is not a docs trace");
+  // Reserve up front: growing by doubling would leave the harness's own peak in every figure.
+  size_t per_replica = tr.header.value("ops_per_replica", size_t{0});
+  for (size_t r = 0; r < 3; r++) {
+    if (want[r]) tr.ops[r].reserve(per_replica);
+  }
+  tr.keys.reserve(tr.header.value("keys", size_t{0}));
+  key_index.reserve(tr.header.value("keys", size_t{0}));
+  size_t wanted = size_t{want[0]} + size_t{want[1]} + size_t{want[2]};
+  tr.arena.reserve(per_replica * wanted * 8);  // 28% of ops carry 16-32 chars: ~6.7 bytes an op
   size_t lineno = 1;
   while (std::getline(in, line)) {
     lineno++;
@@ -182,8 +200,6 @@ Trace LoadTrace(const std::string& path, std::array<bool, 3> want) {
     }
     tr.ops[static_cast<size_t>(r)].push_back(op);
   }
-  for (auto& v : tr.ops) v.shrink_to_fit();
-  tr.arena.shrink_to_fit();
   return tr;
 }
 
@@ -422,18 +438,24 @@ Json S1Cairn(const Ctx& c) {
   int64_t base_kb = StatusKb("VmHWM");
   const auto& a = tr.ops[kA];
   OpenReplica r = OpenCairn(P(c, "s1-cairn.db"), T0(tr));
+  double c0 = CpuSeconds();
   auto t0 = Clock::now();
   cairn::WriteBatch b;
   for (const TraceOp& op : a) AddToBatch(tr, op, &b);
   auto t1 = Clock::now();
+  int64_t batch_kb = StatusKb("VmHWM");
+  int64_t batch_rss_kb = StatusKb("VmRSS");
   r.clock->Expect(a.data(), a.data() + a.size());
   Check(r.replica->Write(b), "write");
   auto t2 = Clock::now();
   if (!r.clock->Drained()) Die("the trace clock was not asked once per op");
   Json j = Timed(a.size(), Seconds(t0, t2));
+  j["cpu_seconds"] = CpuSeconds() - c0;
   j["batch_build_seconds"] = Seconds(t0, t1);
   j["write_seconds"] = Seconds(t1, t2);
   j["baseline_kb"] = base_kb;
+  j["after_batch_hwm_kb"] = batch_kb;
+  j["after_batch_rss_kb"] = batch_rss_kb;
   return j;
 }
 
@@ -442,10 +464,12 @@ Json S1Raw(const Ctx& c) {
   int64_t base_kb = StatusKb("VmHWM");
   const auto& a = tr.ops[kA];
   RawDb db(P(c, "s1-raw.db"));
+  double c0 = CpuSeconds();
   auto t0 = Clock::now();
   db.ApplyTxn(tr, a.data(), a.data() + a.size());
   auto t1 = Clock::now();
   Json j = Timed(a.size(), Seconds(t0, t1));
+  j["cpu_seconds"] = CpuSeconds() - c0;
   j["baseline_kb"] = base_kb;
   return j;
 }
@@ -457,10 +481,12 @@ Json S2Cairn(const Ctx& c) {
   const auto& a = tr.ops[kA];
   size_t n = std::min(kOneOpTxnOps, a.size());
   OpenReplica r = OpenCairn(P(c, "s2-cairn.db"), T0(tr));
+  double c0 = CpuSeconds();
   auto t0 = Clock::now();
   for (size_t i = 0; i < n; i++) WriteCairn(tr, &r, &a[i], &a[i] + 1);
   auto t1 = Clock::now();
   Json j = Timed(n, Seconds(t0, t1));
+  j["cpu_seconds"] = CpuSeconds() - c0;
   j["baseline_kb"] = base_kb;
   return j;
 }
@@ -471,10 +497,12 @@ Json S2Raw(const Ctx& c) {
   const auto& a = tr.ops[kA];
   size_t n = std::min(kOneOpTxnOps, a.size());
   RawDb db(P(c, "s2-raw.db"));
+  double c0 = CpuSeconds();
   auto t0 = Clock::now();
   for (size_t i = 0; i < n; i++) db.ApplyTxn(tr, &a[i], &a[i] + 1);
   auto t1 = Clock::now();
   Json j = Timed(n, Seconds(t0, t1));
+  j["cpu_seconds"] = CpuSeconds() - c0;
   j["baseline_kb"] = base_kb;
   return j;
 }
@@ -501,6 +529,7 @@ Json S3PrepCairn(const Ctx& c) {
 Json S3Cairn(const Ctx& c) {
   int64_t base_kb = StatusKb("VmHWM");
   OpenReplica b = OpenCairn(P(c, "s3-b.db"), 0);
+  double c0 = CpuSeconds();
   auto t0 = Clock::now();
   cairn::ImportStats sa = Must(b.replica->Import(P(c, "s3-a.export")), "B imports A");
   auto t1 = Clock::now();
@@ -510,6 +539,7 @@ Json S3Cairn(const Ctx& c) {
     Die("B did not apply every op it imported (duplicates or held back)");
   }
   Json j = Timed(sa.ops + sc.ops, Seconds(t0, t2));
+  j["cpu_seconds"] = CpuSeconds() - c0;
   j["import_a"] = Timed(sa.ops, Seconds(t0, t1));
   j["import_c"] = Timed(sc.ops, Seconds(t1, t2));
   j["baseline_kb"] = base_kb;
@@ -547,12 +577,14 @@ Json S3Raw(const Ctx& c) {
   RawDb db(P(c, "s3-raw.db"));
   const auto& a = tr.ops[kA];
   const auto& cops = tr.ops[kC];
+  double c0 = CpuSeconds();
   auto t0 = Clock::now();
   db.ApplyTxn(tr, a.data(), a.data() + a.size());
   auto t1 = Clock::now();
   db.ApplyTxn(tr, cops.data(), cops.data() + cops.size());
   auto t2 = Clock::now();
   Json j = Timed(a.size() + cops.size(), Seconds(t0, t2));
+  j["cpu_seconds"] = CpuSeconds() - c0;
   j["apply_a"] = Timed(a.size(), Seconds(t0, t1));
   j["apply_c"] = Timed(cops.size(), Seconds(t1, t2));
   j["baseline_kb"] = base_kb;
@@ -561,7 +593,8 @@ Json S3Raw(const Ctx& c) {
 
 // Scenario 4: export sizes. A writes its first half and exports it; X (empty) imports that; A
 // writes its second half. Then: A's full export (what an empty replica needs) and the export
-// since X.Known() (what X still needs). Both are imported and checked against A's digest.
+// since X.Known() (what X still needs). Both are imported (by a new replica Y, and by X) and
+// checked against A's digest. At most two replicas are open at a time.
 Json S4Cairn(const Ctx& c) {
   Trace tr = LoadTrace(c.trace, {true, false, false});
   int64_t base_kb = StatusKb("VmHWM");
@@ -570,22 +603,34 @@ Json S4Cairn(const Ctx& c) {
   OpenReplica a = OpenCairn(P(c, "s4-a.db"), T0(tr));
   WriteCairn(tr, &a, ops.data(), ops.data() + half);
   cairn::ExportStats h = Must(a.replica->Export(P(c, "s4-half.export")), "export half");
-  OpenReplica x = OpenCairn(P(c, "s4-x.db"), T0(tr));
-  Must(x.replica->Import(P(c, "s4-half.export")), "X imports half");
+  cairn::VersionVector since;
+  {
+    OpenReplica x = OpenCairn(P(c, "s4-x.db"), T0(tr));
+    Must(x.replica->Import(P(c, "s4-half.export")), "X imports half");
+    since = x.replica->Known();
+  }
   WriteCairn(tr, &a, ops.data() + half, ops.data() + ops.size());
+  int64_t writes_kb = StatusKb("VmHWM");
 
   auto t0 = Clock::now();
   cairn::ExportStats full = Must(a.replica->Export(P(c, "s4-full.export")), "export full");
   auto t1 = Clock::now();
-  cairn::VersionVector since = x.replica->Known();
   cairn::ExportStats inc = Must(a.replica->Export(P(c, "s4-inc.export"), &since), "export inc");
-
+  int64_t exports_kb = StatusKb("VmHWM");
   std::string da = Must(a.replica->Digest(), "digest A");
-  OpenReplica y = OpenCairn(P(c, "s4-y.db"), T0(tr));
-  Must(y.replica->Import(P(c, "s4-full.export")), "Y imports full");
-  Must(x.replica->Import(P(c, "s4-inc.export")), "X imports incremental");
-  std::string dy = Must(y.replica->Digest(), "digest Y");
-  std::string dx = Must(x.replica->Digest(), "digest X");
+  a.replica.reset();  // close A
+
+  std::string dy, dx;
+  {
+    OpenReplica y = OpenCairn(P(c, "s4-y.db"), T0(tr));
+    Must(y.replica->Import(P(c, "s4-full.export")), "Y imports full");
+    dy = Must(y.replica->Digest(), "digest Y");
+  }
+  {
+    OpenReplica x = OpenCairn(P(c, "s4-x.db"), T0(tr));
+    Must(x.replica->Import(P(c, "s4-inc.export")), "X imports incremental");
+    dx = Must(x.replica->Digest(), "digest X");
+  }
   if (dy != da) Die("an empty replica importing A's export does not reach A's digest");
   if (dx != da) Die("the incremental export does not bring X to A's digest");
 
@@ -598,6 +643,8 @@ Json S4Cairn(const Ctx& c) {
   j["incremental"] = Json{{"ops", inc.ops}, {"bytes", inc.bytes}, {"trace_ops", ops.size() - half}};
   j["digest"] = da;
   j["baseline_kb"] = base_kb;
+  j["after_writes_hwm_kb"] = writes_kb;
+  j["after_exports_hwm_kb"] = exports_kb;
   return j;
 }
 
@@ -683,12 +730,15 @@ std::string MetStr(bool met) { return met ? "met" : "NOT met"; }
 void Usage() {
   std::fprintf(stderr,
                "usage: cairn_bench [--trace FILE | --scale S] [--dir DIR] [--scenario LIST]\n"
+               "                   [--repeat N]\n"
                "  --trace FILE     the docs trace (default build/bench/trace-docs-s<scale>.jsonl)\n"
                "  --scale S        the trace's scale, to find the default file (default 1)\n"
                "  --dir DIR        work directory for the database and export files\n"
                "                   (default: a fresh directory under /tmp, removed at the end)\n"
                "  --scenario LIST  comma-separated scenarios to run, of 1,2,3,4 (default all;\n"
-               "                   peak RSS, scenario 5, is measured for every one that runs)\n");
+               "                   peak RSS, scenario 5, is measured for every one that runs)\n"
+               "  --repeat N       runs of each timed part, Cairn and raw alternating; the\n"
+               "                   report shows the median run and the range (default 3)\n");
 }
 
 }  // namespace
@@ -696,6 +746,7 @@ void Usage() {
 int main(int argc, char** argv) {
   Ctx c;
   std::string scale = "1", child, scenarios = "1,2,3,4";
+  int repeat = 3;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -713,6 +764,8 @@ int main(int argc, char** argv) {
       c.dir = next();
     } else if (a == "--scenario") {
       scenarios = next();
+    } else if (a == "--repeat") {
+      repeat = std::max(1, std::atoi(next().c_str()));
     } else if (a == "--child") {
       child = next();
     } else if (a == "-h" || a == "--help") {
@@ -778,24 +831,88 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "cairn_bench: trace %s (sha256 %s), work dir %s\n", c.trace.c_str(),
                sha.c_str(), c.dir.c_str());
 
-  std::map<std::string, ChildResult> res;
-  auto run_task = [&](const std::string& t) { res[t] = RunChild(self, t, c); };
-  if (run[0]) {
-    run_task("s1-cairn");
-    run_task("s1-raw");
+  // Each timed task runs `repeat` times, Cairn and raw alternating so that a change in the
+  // machine's load hits both; the report shows the run with the median ops/s, the range, and the
+  // largest peak RSS over the repeats.
+  namespace fs = std::filesystem;
+  auto remove_db = [&](const std::string& base) {
+    for (const char* ext : {"", "-wal", "-shm", "-journal"}) fs::remove(P(c, base + ext));
+  };
+  auto snapshot = [&](const std::string& base) {
+    for (const char* ext : {"", "-wal"}) {
+      fs::remove(P(c, base + ".snapshot" + ext));
+      if (fs::exists(P(c, base + ext))) {
+        fs::copy_file(P(c, base + ext), P(c, base + ".snapshot" + ext));
+      }
+    }
+  };
+  auto restore = [&](const std::string& base) {
+    remove_db(base);
+    for (const char* ext : {"", "-wal"}) {
+      if (fs::exists(P(c, base + ".snapshot" + ext))) {
+        fs::copy_file(P(c, base + ".snapshot" + ext), P(c, base + ext));
+      }
+    }
+  };
+  std::map<std::string, std::vector<ChildResult>> all;
+  auto run_task = [&](const std::string& t) { all[t].push_back(RunChild(self, t, c)); };
+  for (int rep = 0; rep < repeat; rep++) {
+    if (run[0]) {
+      remove_db("s1-cairn.db");
+      run_task("s1-cairn");
+      remove_db("s1-raw.db");
+      run_task("s1-raw");
+    }
+    if (run[1]) {
+      remove_db("s2-cairn.db");
+      run_task("s2-cairn");
+      remove_db("s2-raw.db");
+      run_task("s2-raw");
+    }
+    if (run[2]) {
+      if (rep == 0) {
+        run_task("s3-prep-cairn");
+        run_task("s3-prep-raw");
+        snapshot("s3-b.db");
+        snapshot("s3-raw.db");
+      }
+      restore("s3-b.db");
+      run_task("s3-cairn");
+      restore("s3-raw.db");
+      run_task("s3-raw");
+    }
   }
-  if (run[1]) {
-    run_task("s2-cairn");
-    run_task("s2-raw");
-  }
-  if (run[2]) {
-    run_task("s3-prep-cairn");
-    run_task("s3-prep-raw");
-    run_task("s3-cairn");
-    run_task("s3-raw");
-    run_task("s3-check-cairn");
-  }
+  if (run[2]) run_task("s3-check-cairn");
   if (run[3]) run_task("s4-cairn");
+
+  std::map<std::string, ChildResult> res;  // per task: the median run, with the largest peak RSS
+  for (auto& [t, runs] : all) {
+    std::vector<ChildResult> sorted = runs;
+    std::sort(sorted.begin(), sorted.end(), [](const ChildResult& x, const ChildResult& y) {
+      return x.out.value("ops_per_s", 0.0) < y.out.value("ops_per_s", 0.0);
+    });
+    ChildResult m = sorted[sorted.size() / 2];
+    for (const auto& r : runs) m.maxrss_kb = std::max(m.maxrss_kb, r.maxrss_kb);
+    res[t] = m;
+  }
+  auto range = [&](const std::string& t) {
+    const auto& runs = all[t];
+    double lo = 1e300, hi = 0;
+    for (const auto& r : runs) {
+      lo = std::min(lo, r.out["ops_per_s"].get<double>());
+      hi = std::max(hi, r.out["ops_per_s"].get<double>());
+    }
+    return Num(lo) + " - " + Num(hi);
+  };
+  auto ratios = [&](const std::string& ct, const std::string& rt) {
+    std::string out;
+    for (size_t i = 0; i < all[ct].size() && i < all[rt].size(); i++) {
+      if (!out.empty()) out += ", ";
+      out += Ratio(all[ct][i].out["ops_per_s"].get<double>(),
+                   all[rt][i].out["ops_per_s"].get<double>());
+    }
+    return out;
+  };
 
   // ---- Report ----
   char sqlite_ver[64];
@@ -879,16 +996,35 @@ int main(int argc, char** argv) {
   std::printf("\nTargets:\n\n");
   for (const auto& v : verdicts) std::printf("- %s\n", v.c_str());
 
-  std::printf("\nDetails:\n\n");
+  std::printf("\nDetails (the table shows the median of %d runs of each timed part):\n\n", repeat);
+  for (const auto& [ct, rt] : std::vector<std::pair<std::string, std::string>>{
+           {"s1-cairn", "s1-raw"}, {"s2-cairn", "s2-raw"}, {"s3-cairn", "s3-raw"}}) {
+    if (!all.count(ct)) continue;
+    std::printf("- %c: ops/s over the runs: Cairn %s, raw %s; ratio per run: %s\n", ct[1],
+                range(ct).c_str(), range(rt).c_str(), ratios(ct, rt).c_str());
+  }
   if (run[0]) {
     const Json& o = res["s1-cairn"].out;
-    std::printf("- 1: Cairn %.3f s (building the WriteBatch %.3f s, Write %.3f s); raw %.3f s\n",
-                o["seconds"].get<double>(), o["batch_build_seconds"].get<double>(),
-                o["write_seconds"].get<double>(), res["s1-raw"].out["seconds"].get<double>());
+    std::printf("- 1: Cairn %.3f s (CPU %.3f s; building the WriteBatch %.3f s, Write %.3f s); "
+                "raw %.3f s (CPU %.3f s)\n",
+                o["seconds"].get<double>(), o["cpu_seconds"].get<double>(),
+                o["batch_build_seconds"].get<double>(), o["write_seconds"].get<double>(),
+                res["s1-raw"].out["seconds"].get<double>(),
+                res["s1-raw"].out["cpu_seconds"].get<double>());
+    std::printf("- 1: Cairn memory: %s before the batch (harness + trace), %s peak once the "
+                "WriteBatch of %s entries was built (RSS then %s), %s peak after Write\n",
+                Mb(o["baseline_kb"].get<int64_t>()).c_str(),
+                Mb(o["after_batch_hwm_kb"].get<int64_t>()).c_str(),
+                Num(o["ops"].get<double>()).c_str(),
+                Mb(o["after_batch_rss_kb"].get<int64_t>()).c_str(),
+                Mb(res["s1-cairn"].maxrss_kb).c_str());
   }
   if (run[1]) {
-    std::printf("- 2: Cairn %.3f s; raw %.3f s\n", res["s2-cairn"].out["seconds"].get<double>(),
-                res["s2-raw"].out["seconds"].get<double>());
+    std::printf("- 2: Cairn %.3f s (CPU %.3f s); raw %.3f s (CPU %.3f s)\n",
+                res["s2-cairn"].out["seconds"].get<double>(),
+                res["s2-cairn"].out["cpu_seconds"].get<double>(),
+                res["s2-raw"].out["seconds"].get<double>(),
+                res["s2-raw"].out["cpu_seconds"].get<double>());
   }
   if (run[2]) {
     const Json& p = res["s3-prep-cairn"].out;
@@ -901,14 +1037,15 @@ int main(int argc, char** argv) {
                 p["b"]["trace_ops"].dump().c_str(), p["b"]["export_bytes"].dump().c_str(),
                 p["c"]["export_ops"].dump().c_str(), p["c"]["trace_ops"].dump().c_str(),
                 p["c"]["export_bytes"].dump().c_str());
-    std::printf("- 3: Cairn import of A %.3f s (%s ops/s), of C %.3f s (%s ops/s), total %.3f s; "
-                "raw A %.3f s, C %.3f s, total %.3f s\n",
+    std::printf("- 3: Cairn import of A %.3f s (%s ops/s), of C %.3f s (%s ops/s), total %.3f s "
+                "(CPU %.3f s); raw A %.3f s, C %.3f s, total %.3f s (CPU %.3f s)\n",
                 o["import_a"]["seconds"].get<double>(),
                 Num(o["import_a"]["ops_per_s"].get<double>()).c_str(),
                 o["import_c"]["seconds"].get<double>(),
                 Num(o["import_c"]["ops_per_s"].get<double>()).c_str(), o["seconds"].get<double>(),
-                r["apply_a"]["seconds"].get<double>(), r["apply_c"]["seconds"].get<double>(),
-                r["seconds"].get<double>());
+                o["cpu_seconds"].get<double>(), r["apply_a"]["seconds"].get<double>(),
+                r["apply_c"]["seconds"].get<double>(), r["seconds"].get<double>(),
+                r["cpu_seconds"].get<double>());
     const Json& d = res["s3-check-cairn"].out;
     std::printf("- 3: digests after A, B and C imported each other's exports:\n"
                 "  - A `%s`\n  - B `%s`\n  - C `%s`\n",
@@ -928,6 +1065,14 @@ int main(int argc, char** argv) {
                 "first half was %s bytes; both exports imported and checked against A's digest\n",
                 o["full"]["ops"].dump().c_str(), o["full"]["batches"].dump().c_str(),
                 o["full"]["export_seconds"].get<double>(), o["half"]["bytes"].dump().c_str());
+    std::printf("- 4: memory (peak so far): %s with the trace loaded, %s after A's two "
+                "WriteBatches of %s ops and X's import, %s after the two exports, %s at the end "
+                "(Y and X importing)\n",
+                Mb(o["baseline_kb"].get<int64_t>()).c_str(),
+                Mb(o["after_writes_hwm_kb"].get<int64_t>()).c_str(),
+                Num(o["half_ops"].get<double>()).c_str(),
+                Mb(o["after_exports_hwm_kb"].get<int64_t>()).c_str(),
+                Mb(res["s4-cairn"].maxrss_kb).c_str());
   }
   std::printf("- peak RSS is ru_maxrss of the process that ran the timed part (one per engine and "
               "scenario); it includes the harness (the trace held in memory, about 24 bytes an op "

@@ -8,11 +8,25 @@ namespace cairn::crdt {
 static int64_t WrappingAdd(int64_t a, int64_t b) {
   return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b));
 }
+// a - b, wrapping (negating INT64_MIN in int64 would be undefined).
+static int64_t WrappingSub(int64_t a, int64_t b) {
+  return static_cast<int64_t>(static_cast<uint64_t>(a) - static_cast<uint64_t>(b));
+}
 
 OpId DocState::MaxOp() const {
   OpId max;
   for (const auto& [field, cell] : cells) max = std::max(max, cell.Deciding());
   return max;
+}
+
+void DocState::ClearChanges() {
+  for (auto& [field, cell] : cells) cell.dirty = false;
+  changes = DocChanges();
+}
+
+static void MarkDirty(DocState* doc, Cell* cell) {
+  cell->dirty = true;
+  doc->changes.cells_changed = true;
 }
 
 bool NeedsIncrements(const DocState& doc, const Op& op) {
@@ -27,7 +41,7 @@ static bool ApplySet(DocState* doc, const Op& op) {
   if (!(cell.set_id < op.id)) return false;
   cell.set_id = op.id;
   cell.set_value = op.value;
-  doc->changes.dirty_fields.insert(op.field);
+  MarkDirty(doc, &cell);
   return true;
 }
 
@@ -40,7 +54,7 @@ static bool ApplyIncrement(DocState* doc, const Op& op) {
   IncEntry entry{op.id, op.delta};
   if (doc->incs_loaded) doc->incs[op.field].push_back(entry);
   doc->changes.added_incs.emplace_back(op.field, entry);
-  doc->changes.dirty_fields.insert(op.field);
+  MarkDirty(doc, &cell);
   return true;
 }
 
@@ -51,7 +65,8 @@ static bool ApplyDelete(DocState* doc, const Op& op) {
   doc->del = op.id;
   doc->changes.del_changed = true;
   if (wipe) {
-    for (const auto& [field, cell] : doc->cells) doc->changes.dirty_fields.insert(field);
+    for (const auto& [field, cell] : doc->cells) doc->changes.removed_fields.push_back(field);
+    doc->changes.cells_changed = !doc->cells.empty() || doc->changes.cells_changed;
     doc->cells.clear();
     doc->incs.clear();
     doc->changes.all_incs_removed = true;
@@ -73,7 +88,7 @@ static bool ApplyDelete(DocState* doc, const Op& op) {
       OpId new_max;
       for (auto inc = incs.begin(); inc != incs.end();) {
         if (inc->id < op.id) {
-          cell.counter = WrappingAdd(cell.counter, -inc->delta);
+          cell.counter = WrappingSub(cell.counter, inc->delta);
           cell.inc_count--;
           doc->changes.removed_incs.emplace_back(field, inc->id);
           inc = incs.erase(inc);
@@ -86,8 +101,9 @@ static bool ApplyDelete(DocState* doc, const Op& op) {
       cell.inc_max = new_max;
       if (incs.empty()) doc->incs.erase(incs_it);
     }
-    if (dirty) doc->changes.dirty_fields.insert(field);
+    if (dirty) MarkDirty(doc, &cell);
     if (cell.empty()) {
+      doc->changes.removed_fields.push_back(field);
       it = doc->cells.erase(it);
     } else {
       ++it;

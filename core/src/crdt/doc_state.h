@@ -21,8 +21,8 @@
 #ifndef CAIRN_CRDT_DOC_STATE_H_
 #define CAIRN_CRDT_DOC_STATE_H_
 
+#include <algorithm>
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -41,6 +41,7 @@ struct Cell {
   OpId inc_max;            // largest increment larger than D; none() when inc_count == 0
   int64_t counter = 0;     // wrapping sum of the deltas larger than D
   int64_t inc_count = 0;   // how many increments larger than D the field has
+  bool dirty = false;      // changed since the store last wrote it back
   bool empty() const { return set_id.none() && inc_count == 0; }
   OpId Deciding() const { return set_id < inc_max ? inc_max : set_id; }
   // The value the field shows (REQUIRES: !empty()).
@@ -50,17 +51,61 @@ struct Cell {
 // What one apply changed, for a store that writes back only what is dirty.
 struct DocChanges {
   bool del_changed = false;
-  std::set<std::string> dirty_fields;              // cells changed, added or removed
+  bool cells_changed = false;                      // some Cell::dirty, or removed_fields
+  std::vector<std::string> removed_fields;         // cells that became empty and were dropped
   std::vector<std::pair<std::string, IncEntry>> added_incs;
   std::vector<std::pair<std::string, OpId>> removed_incs;
   bool all_incs_removed = false;                   // every stored increment is below D now
-  bool any() const { return del_changed || !dirty_fields.empty(); }
-  void Clear() { *this = DocChanges(); }
+  bool any() const { return del_changed || cells_changed; }
+};
+
+// The cells of a document, sorted by field name: a flat map (documents have few fields, and a
+// store may cache many documents, so no per-field tree node).
+class CellMap {
+ public:
+  using Entry = std::pair<std::string, Cell>;
+  using iterator = std::vector<Entry>::iterator;
+  using const_iterator = std::vector<Entry>::const_iterator;
+  iterator begin() { return v_.begin(); }
+  iterator end() { return v_.end(); }
+  const_iterator begin() const { return v_.begin(); }
+  const_iterator end() const { return v_.end(); }
+  size_t size() const { return v_.size(); }
+  bool empty() const { return v_.empty(); }
+  void clear() { v_.clear(); }
+  iterator erase(iterator it) { return v_.erase(it); }
+  iterator find(const std::string& field) {
+    auto it = LowerBound(field);
+    return it != v_.end() && it->first == field ? it : v_.end();
+  }
+  const_iterator find(const std::string& field) const {
+    return const_cast<CellMap*>(this)->find(field);
+  }
+  size_t count(const std::string& field) const { return find(field) != end() ? 1 : 0; }
+  Cell& operator[](const std::string& field) {
+    auto it = LowerBound(field);
+    if (it == v_.end() || it->first != field) {
+      if (v_.size() == v_.capacity()) {  // grow by one: documents have few fields
+        auto pos = it - v_.begin();
+        v_.reserve(v_.size() + 1);
+        it = v_.begin() + pos;
+      }
+      it = v_.emplace(it, field, Cell());
+    }
+    return it->second;
+  }
+
+ private:
+  iterator LowerBound(const std::string& field) {
+    return std::lower_bound(v_.begin(), v_.end(), field,
+                            [](const Entry& e, const std::string& f) { return e.first < f; });
+  }
+  std::vector<Entry> v_;
 };
 
 struct DocState {
-  OpId del;                          // largest delete; none() if never deleted
-  std::map<std::string, Cell> cells;  // by field name; only non-empty cells
+  OpId del;       // largest delete; none() if never deleted
+  CellMap cells;  // by field name; only non-empty cells
   // The stored increments larger than D, per field. Only needed when a delete lands below some
   // existing op; `incs_loaded` says whether the store filled it (see NeedsIncrements).
   std::map<std::string, std::vector<IncEntry>> incs;
@@ -68,6 +113,8 @@ struct DocState {
   DocChanges changes;
 
   bool Visible() const { return !cells.empty(); }
+  // Forgets what changed (after the store wrote it back).
+  void ClearChanges();
   OpId MaxOp() const;  // largest deciding op over all fields; none() if no cell
 };
 

@@ -4,6 +4,7 @@
 
 #include "base/coding.h"
 #include "base/strings.h"
+#include "oplog/value_codec.h"
 #include "protocol/frame.h"
 
 namespace cairn::protocol {
@@ -13,25 +14,6 @@ constexpr uint8_t kKindControl = 3;
 constexpr uint8_t kFlagDoc = 0x20;
 constexpr uint8_t kFlagCounter = 0x40;
 constexpr uint8_t kFlagTxn = 0x80;
-enum Tag : uint8_t { kNull = 0, kFalse = 1, kTrue = 2, kInt = 3, kDouble = 4, kStr = 5, kBytes = 6 };
-
-uint8_t TagOf(const Value& v) {
-  switch (v.type()) {
-    case ValueType::kNull:
-      return kNull;
-    case ValueType::kBool:
-      return v.as_bool() ? kTrue : kFalse;
-    case ValueType::kInt:
-      return kInt;
-    case ValueType::kDouble:
-      return kDouble;
-    case ValueType::kString:
-      return kStr;
-    case ValueType::kBytes:
-      return kBytes;
-  }
-  return kNull;
-}
 }  // namespace
 
 uint32_t BatchEncoder::Intern(std::vector<std::string>* table,
@@ -61,14 +43,15 @@ void BatchEncoder::Add(const Op& op) {
     current_origin_ = os.index;
     continues = false;  // a transaction never spans an origin switch
   }
-  uint32_t coll = Intern(&collections_, &collection_index_, op.collection);
-  std::string doc_key = std::to_string(coll);
-  doc_key.push_back('\0');
-  doc_key += op.key;
-  bool same_doc = (doc_key == last_doc_);
+  if (op_count_ == 0 || op.collection != last_collection_) {
+    last_coll_idx_ = Intern(&collections_, &collection_index_, op.collection);
+    last_collection_ = op.collection;
+  }
+  const uint32_t coll = last_coll_idx_;
+  bool same_doc = static_cast<int64_t>(coll) == last_doc_coll_ && op.key == last_doc_key_;
 
   uint8_t header = static_cast<uint8_t>(op.kind);
-  if (op.kind == OpKind::kSet) header = static_cast<uint8_t>(header | (TagOf(op.value) << 2));
+  if (op.kind == OpKind::kSet) header = static_cast<uint8_t>(header | (TagOfValue(op.value) << 2));
   if (!same_doc) header |= kFlagDoc;
   if (HlcCounter(op.id.hlc) != 0) header |= kFlagCounter;
   if (continues) header |= kFlagTxn;
@@ -78,8 +61,9 @@ void BatchEncoder::Add(const Op& op) {
   PutSignedVarint(&ops_, static_cast<int64_t>(phys - os.last_phys));
   if (header & kFlagCounter) PutVarint(&ops_, HlcCounter(op.id.hlc));
   if (!same_doc) {
-    auto [it, inserted] = doc_index_.emplace(doc_key, static_cast<uint32_t>(doc_index_.size() + 1));
+    auto [it, inserted] = doc_index_[coll].emplace(op.key, docs_ + 1);
     if (inserted) {
+      docs_++;
       PutVarint(&ops_, 0);
       PutVarint(&ops_, coll);
       PutVarint(&ops_, op.key.size());
@@ -87,50 +71,43 @@ void BatchEncoder::Add(const Op& op) {
     } else {
       PutVarint(&ops_, it->second);
     }
-    last_doc_ = std::move(doc_key);
+    last_doc_coll_ = coll;
+    last_doc_key_ = op.key;
   }
-  if (op.kind != OpKind::kDelete) PutVarint(&ops_, Intern(&fields_, &field_index_, op.field));
-  if (op.kind == OpKind::kIncrement) PutSignedVarint(&ops_, op.delta);
-  if (op.kind == OpKind::kSet) {
-    switch (op.value.type()) {
-      case ValueType::kInt:
-        PutSignedVarint(&ops_, op.value.as_int());
-        break;
-      case ValueType::kDouble: {
-        double d = op.value.as_double();
-        uint64_t bits;
-        std::memcpy(&bits, &d, 8);
-        PutFixed64(&ops_, bits);
-        break;
-      }
-      case ValueType::kString:
-      case ValueType::kBytes:
-        PutVarint(&ops_, op.value.as_string().size());
-        ops_ += op.value.as_string();
-        break;
-      default:
-        break;
+  if (op.kind != OpKind::kDelete) {
+    if (op_count_ == 0 || op.field != last_field_) {
+      last_field_idx_ = Intern(&fields_, &field_index_, op.field);
+      last_field_ = op.field;
     }
+    PutVarint(&ops_, last_field_idx_);
   }
+  if (op.kind == OpKind::kIncrement) PutSignedVarint(&ops_, op.delta);
+  if (op.kind == OpKind::kSet) PutValuePayload(&ops_, op.value);
   os.last_seq = op.id.seq;
   os.last_phys = phys;
   op_count_++;
 }
 
-void BatchEncoder::FinishFrame(std::string* out, uint64_t cursor, uint64_t batch_id) {
-  flatbuffers::FlatBufferBuilder fbb(ops_.size() + 1024);
+void BatchEncoder::Finish(flatbuffers::FlatBufferBuilder* fbb, uint64_t cursor,
+                          uint64_t batch_id) {
   std::vector<wire::ReplicaId> ids;
   ids.reserve(origins_.size());
   for (const auto& o : origins_) ids.push_back(ToWire(o));
-  auto origins = fbb.CreateVectorOfStructs(ids);
-  auto colls = fbb.CreateVectorOfStrings(collections_);
-  auto fields = fbb.CreateVectorOfStrings(fields_);
-  auto ops = fbb.CreateVector(reinterpret_cast<const uint8_t*>(ops_.data()), ops_.size());
-  auto batch = wire::CreateOpBatch(fbb, origins, colls, fields, ops,
-                                   static_cast<uint32_t>(op_count_), cursor, batch_id);
-  fbb.Finish(wire::CreateFrame(fbb, wire::Body::OpBatch, batch.Union()), wire::FrameIdentifier());
+  auto origins = fbb->CreateVectorOfStructs(ids);
+  auto colls = fbb->CreateVectorOfStrings(collections_);
+  auto fields = fbb->CreateVectorOfStrings(fields_);
+  auto ops = fbb->CreateVector(reinterpret_cast<const uint8_t*>(ops_.data()), ops_.size());
+  const auto count = static_cast<uint32_t>(op_count_);
+  *this = BatchEncoder();  // release the encoder's memory before the frame is used
+  auto batch = wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id);
+  fbb->Finish(wire::CreateFrame(*fbb, wire::Body::OpBatch, batch.Union()),
+              wire::FrameIdentifier());
+}
+
+void BatchEncoder::FinishFrame(std::string* out, uint64_t cursor, uint64_t batch_id) {
+  flatbuffers::FlatBufferBuilder fbb(ops_.size() + 1024);
+  Finish(&fbb, cursor, batch_id);
   AppendFrame(fbb, out);
-  *this = BatchEncoder();
 }
 
 Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
@@ -238,40 +215,8 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
     if (op.kind == OpKind::kIncrement && !r.GetSignedVarint(&op.delta)) {
       return corrupt("truncated delta");
     }
-    if (op.kind == OpKind::kSet) {
-      switch (tag) {
-        case kNull:
-          break;
-        case kFalse:
-        case kTrue:
-          op.value = Value::Bool(tag == kTrue);
-          break;
-        case kInt: {
-          int64_t i;
-          if (!r.GetSignedVarint(&i)) return corrupt("truncated int");
-          op.value = Value::Int(i);
-          break;
-        }
-        case kDouble: {
-          uint64_t bits;
-          if (!r.GetFixed64(&bits)) return corrupt("truncated double");
-          double d;
-          std::memcpy(&d, &bits, 8);
-          op.value = Value::Double(d);
-          break;
-        }
-        case kStr:
-        case kBytes: {
-          uint64_t len;
-          std::string_view s;
-          if (!r.GetVarint(&len) || !r.GetBytes(len, &s)) return corrupt("truncated string");
-          if (tag == kStr && !IsValidUtf8(s)) return Status::Invalid("string value is not UTF-8");
-          op.value = tag == kStr ? Value::String(std::string(s)) : Value::Bytes(std::string(s));
-          break;
-        }
-        default:
-          return corrupt("unknown value tag");
-      }
+    if (op.kind == OpKind::kSet && !GetValuePayload(&r, tag, /*check_utf8=*/true, &op.value)) {
+      return corrupt("bad value");
     }
     os.last_seq = seq;
     os.last_phys = phys;

@@ -37,6 +37,8 @@ class BatchEncoder {
   bool empty() const { return op_count_ == 0; }
   // Appends the batch as one length-prefixed Frame to `out` and resets the encoder.
   void FinishFrame(std::string* out, uint64_t cursor = 0, uint64_t batch_id = 0);
+  // Finishes the batch into `fbb` (a Frame without its length prefix) and resets the encoder.
+  void Finish(flatbuffers::FlatBufferBuilder* fbb, uint64_t cursor = 0, uint64_t batch_id = 0);
 
  private:
   struct OriginState {
@@ -53,9 +55,14 @@ class BatchEncoder {
   std::map<ReplicaId, OriginState> origin_state_;
   std::vector<std::string> collections_, fields_;
   std::unordered_map<std::string, uint32_t> collection_index_, field_index_;
-  std::unordered_map<std::string, uint32_t> doc_index_;  // collection index + '\0' + key
+  // Per collection index: key -> document reference (1-based, in order of first use).
+  std::unordered_map<uint32_t, std::unordered_map<std::string, uint32_t>> doc_index_;
+  uint32_t docs_ = 0;
   int64_t current_origin_ = -1;
-  std::string last_doc_;  // doc_index_ key of the previous op
+  int64_t last_doc_coll_ = -1;  // the previous op's document
+  std::string last_doc_key_;
+  std::string last_collection_, last_field_;  // the previous op's names, resolved
+  uint32_t last_coll_idx_ = 0, last_field_idx_ = 0;
 };
 
 struct DecodeLimits {

@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/coding.h"
 #include "base/sha256.h"
 #include "base/strings.h"
+#include "oplog/value_codec.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
@@ -48,23 +50,56 @@ Status ValidateOp(const Op& op) {
 
 }  // namespace
 
-WriteBatch& WriteBatch::Set(std::string collection, std::string key, std::string field,
-                            Value value) {
-  entries_.push_back(
-      {OpKind::kSet, std::move(collection), std::move(key), std::move(field), std::move(value), 0});
+// WriteBatch encoding: per entry, kind byte, length-prefixed collection and key, then for set
+// and increment the length-prefixed field, then the value (set) or signed varint delta.
+WriteBatch& WriteBatch::Set(std::string_view collection, std::string_view key,
+                            std::string_view field, const Value& value) {
+  rep_.push_back(static_cast<char>(OpKind::kSet));
+  PutLengthPrefixed(&rep_, collection);
+  PutLengthPrefixed(&rep_, key);
+  PutLengthPrefixed(&rep_, field);
+  PutValue(&rep_, value);
+  count_++;
   return *this;
 }
 
-WriteBatch& WriteBatch::Increment(std::string collection, std::string key, std::string field,
-                                  int64_t delta) {
-  entries_.push_back(
-      {OpKind::kIncrement, std::move(collection), std::move(key), std::move(field), Value(), delta});
+WriteBatch& WriteBatch::Increment(std::string_view collection, std::string_view key,
+                                  std::string_view field, int64_t delta) {
+  rep_.push_back(static_cast<char>(OpKind::kIncrement));
+  PutLengthPrefixed(&rep_, collection);
+  PutLengthPrefixed(&rep_, key);
+  PutLengthPrefixed(&rep_, field);
+  PutSignedVarint(&rep_, delta);
+  count_++;
   return *this;
 }
 
-WriteBatch& WriteBatch::Delete(std::string collection, std::string key) {
-  entries_.push_back({OpKind::kDelete, std::move(collection), std::move(key), "", Value(), 0});
+WriteBatch& WriteBatch::Delete(std::string_view collection, std::string_view key) {
+  rep_.push_back(static_cast<char>(OpKind::kDelete));
+  PutLengthPrefixed(&rep_, collection);
+  PutLengthPrefixed(&rep_, key);
+  count_++;
   return *this;
+}
+
+Status WriteBatch::ForEach(const std::function<Status(const Entry&)>& fn) const {
+  Reader r(reinterpret_cast<const uint8_t*>(rep_.data()), rep_.size());
+  Entry e{OpKind::kSet, {}, {}, {}, Value(), 0};
+  while (!r.done()) {
+    uint8_t kind;
+    bool ok = r.GetByte(&kind) && kind <= 2 && GetLengthPrefixed(&r, &e.collection) &&
+              GetLengthPrefixed(&r, &e.key);
+    e.kind = static_cast<OpKind>(kind);
+    e.field = {};
+    e.value = Value();
+    e.delta = 0;
+    if (ok && e.kind != OpKind::kDelete) ok = GetLengthPrefixed(&r, &e.field);
+    if (ok && e.kind == OpKind::kSet) ok = GetValue(&r, false, &e.value);
+    if (ok && e.kind == OpKind::kIncrement) ok = r.GetSignedVarint(&e.delta);
+    if (!ok) return Status::Internal("malformed write batch");
+    CAIRN_RETURN_IF_ERROR(fn(e));
+  }
+  return Status::OK();
 }
 
 Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
@@ -74,7 +109,11 @@ Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
   r->clock_ = std::make_unique<HybridClock>(r->clock_source_);
   r->read_only_ = options.read_only;
   ReplicaId new_id;
-  CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+  if (options.new_id) {
+    new_id = *options.new_id;
+  } else {
+    CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+  }
   store::StoreOptions so;
   so.create = options.create;
   so.read_only = options.read_only;
@@ -103,25 +142,34 @@ Status Replica::CheckOpen() const {
 
 Status Replica::ValidateBatch(const WriteBatch& batch) {
   if (batch.empty()) return Status::Invalid("a write needs at least one change");
-  for (const auto& e : batch.entries_) {
-    CAIRN_RETURN_IF_ERROR(ValidateCollectionName(e.collection));
-    CAIRN_RETURN_IF_ERROR(ValidateKey(e.key));
-    std::string clash = store_->CollectionClash(e.collection);
-    if (!clash.empty()) {
-      return Status::Invalid("collection '" + e.collection +
-                             "' differs only in case from the existing collection '" + clash + "'");
-    }
-    if (e.kind != OpKind::kDelete) {
-      CAIRN_RETURN_IF_ERROR(ValidateFieldName(e.field));
-      clash = store_->FieldClash(e.field);
+  // Names repeat across a batch: check each distinct one once.
+  std::string last_coll, last_field;
+  return batch.ForEach([&](const WriteBatch::Entry& e) -> Status {
+    if (e.collection != last_coll) {
+      CAIRN_RETURN_IF_ERROR(ValidateCollectionName(e.collection));
+      std::string name(e.collection);
+      std::string clash = store_->CollectionClash(name);
       if (!clash.empty()) {
-        return Status::Invalid("field '" + e.field +
+        return Status::Invalid("collection '" + name +
+                               "' differs only in case from the existing collection '" + clash +
+                               "'");
+      }
+      last_coll = std::move(name);
+    }
+    CAIRN_RETURN_IF_ERROR(ValidateKey(e.key));
+    if (e.kind != OpKind::kDelete && e.field != last_field) {
+      CAIRN_RETURN_IF_ERROR(ValidateFieldName(e.field));
+      std::string name(e.field);
+      std::string clash = store_->FieldClash(name);
+      if (!clash.empty()) {
+        return Status::Invalid("field '" + name +
                                "' differs only in case from the existing field '" + clash + "'");
       }
+      last_field = std::move(name);
     }
     if (e.kind == OpKind::kSet) CAIRN_RETURN_IF_ERROR(ValidateValue(e.value));
-  }
-  return Status::OK();
+    return Status::OK();
+  });
 }
 
 Status Replica::Write(const WriteBatch& batch) {
@@ -130,25 +178,35 @@ Status Replica::Write(const WriteBatch& batch) {
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(ValidateBatch(batch));
   CAIRN_RETURN_IF_ERROR(store_->Begin());
+  // Every op goes through the merge rules and into one outbox row: the transaction's OpBatch,
+  // ready to be pushed as it is.
+  protocol::BatchEncoder outbox;
   Op op;
   op.id.origin = id_;
-  bool first = true;
-  for (const auto& e : batch.entries_) {
+  const uint64_t first_seq = store_->last_seq() + 1;
+  Status st = batch.ForEach([&](const WriteBatch::Entry& e) -> Status {
     op.id.hlc = clock_->Now();
     op.id.seq = store_->last_seq() + 1;
     op.kind = e.kind;
-    op.collection = e.collection;
-    op.key = e.key;
-    op.field = e.field;
+    op.collection.assign(e.collection);
+    op.key.assign(e.key);
+    op.field.assign(e.field);
     op.value = e.value;
     op.delta = e.delta;
-    op.continues_txn = !first;
-    first = false;
-    Status st = store_->Apply(op, /*local=*/true);
-    if (!st.ok()) {
-      store_->Rollback();
-      return st;
-    }
+    op.continues_txn = op.id.seq != first_seq;
+    outbox.Add(op);
+    return store_->Apply(op, /*local=*/true);
+  });
+  if (st.ok()) {
+    flatbuffers::FlatBufferBuilder fbb(outbox.ops_bytes() + 1024);
+    outbox.Finish(&fbb);
+    st = store_->AppendOutbox(
+        first_seq, store_->last_seq(), clock_->last(),
+        std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()));
+  }
+  if (!st.ok()) {
+    store_->Rollback();
+    return st;
   }
   return store_->Commit(clock_->last());
 }
@@ -326,7 +384,22 @@ Status Replica::Query(const std::string& sql,
 Status Replica::Log(const std::function<Status(const Op&)>& fn) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
-  return store_->ForEachLoggedOp(fn);
+  // The unacknowledged local transactions, whole, then the other ops the state depends on.
+  uint64_t outbox_first = 0;
+  CAIRN_RETURN_IF_ERROR(store_->ForEachOutbox(
+      [&](uint64_t first, uint64_t, std::string_view batch) -> Status {
+        if (outbox_first == 0) outbox_first = first;
+        std::string payload(batch);
+        CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+        if (!frame->body_as_OpBatch()) return Status::Corrupt("outbox entry is not a batch");
+        return protocol::DecodeBatch(*frame->body_as_OpBatch(), {}, fn);
+      }));
+  return store_->ForEachSurvivor([&](const Op& op) -> Status {
+    if (op.id.origin == id_ && outbox_first != 0 && op.id.seq >= outbox_first) {
+      return Status::OK();  // listed above with its transaction
+    }
+    return fn(op);
+  });
 }
 
 Status Replica::Rejected(const std::function<Status(const store::RejectedOp&)>& fn) {
@@ -392,7 +465,9 @@ Result<ExportStats> Replica::Export(const std::string& path, const VersionVector
         auto it = since->find(o.id);
         if (it != since->end()) from = std::min(it->second, o.through);
       }
-      if (o.through == 0 || from == o.through) continue;
+      // Every origin is listed, even with nothing new (from == through): `from` is what this
+      // file assumes the receiver has, and the receiver checks all of it before applying.
+      if (o.through == 0) continue;
       ranges.emplace_back(static_cast<uint32_t>(ids.size()), from, o.through);
       ids.push_back(protocol::ToWire(o.id));
     }
@@ -507,6 +582,15 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
 
   ImportStats stats;
   Hlc max_hlc = 0;
+  // The file's ops are complete only together with what it assumes this replica has (each
+  // range's `from`). If anything is missing, the whole file is held back as one unit: applying
+  // part of it could count an op as received whose dominating op has not arrived.
+  bool hold = false;
+  for (const auto& [origin, rg] : ranges) hold = hold || rg.from > store_->Through(origin);
+  int64_t unit = 0;
+  if (hold) {
+    CAIRN_ASSIGN_OR_RETURN(unit, store_->NewPendingUnit());
+  }
   uint32_t batches = 0;
   protocol::DecodeLimits dlimits;
   for (;;) {
@@ -537,14 +621,13 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
       }
       CAIRN_RETURN_IF_ERROR(ValidateOp(op));
       max_hlc = std::max(max_hlc, op.id.hlc);
-      uint64_t through = store_->Through(op.id.origin);
-      if (op.id.seq <= through) {
+      if (hold) {
+        stats.held_back++;
+        return store_->StagePending(unit, op);
+      }
+      if (op.id.seq <= store_->Through(op.id.origin)) {
         stats.duplicates++;
         return Status::OK();
-      }
-      if (rg->second.from > through) {  // a gap before this range: hold back
-        stats.held_back++;
-        return store_->StagePending(op);
       }
       stats.applied++;
       return store_->Apply(op, /*local=*/false);
@@ -553,10 +636,10 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
   // Nothing may follow the end frame.
   if (std::fgetc(in) != EOF) return Status::Corrupt("data after the end frame");
   for (const auto& [origin, rg] : ranges) {
-    if (rg.from <= store_->Through(origin)) {
-      CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, rg.through));
+    if (hold) {
+      CAIRN_RETURN_IF_ERROR(store_->StagePendingRange(unit, origin, rg.from, rg.through));
     } else {
-      CAIRN_RETURN_IF_ERROR(store_->StagePendingRange(origin, rg.from, rg.through));
+      CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, rg.through));
     }
   }
   CAIRN_RETURN_IF_ERROR(store_->DrainPending());

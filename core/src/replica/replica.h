@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -28,28 +29,40 @@ struct ReplicaOptions {
   bool create = true;             // create the file when it does not exist
   bool read_only = false;         // open for reading only (no writes, no import)
   uint32_t busy_timeout_ms = 5000;
+  // The id given to the replica when the file is created (tests that replay a history exactly);
+  // nullopt: a random one. Ignored when the file exists.
+  std::optional<ReplicaId> new_id;
 };
 
 // A list of changes applied atomically by Replica::Write (like leveldb's WriteBatch). Reads do
-// not see a batch until it is written.
+// not see a batch until it is written. Entries are kept encoded (about 10 bytes plus names and
+// value per entry), so a batch of 100,000 changes stays small.
 class WriteBatch {
  public:
-  WriteBatch& Set(std::string collection, std::string key, std::string field, Value value);
-  WriteBatch& Increment(std::string collection, std::string key, std::string field, int64_t delta);
-  WriteBatch& Delete(std::string collection, std::string key);
-  size_t size() const { return entries_.size(); }
-  bool empty() const { return entries_.empty(); }
-  void Clear() { entries_.clear(); }
+  WriteBatch& Set(std::string_view collection, std::string_view key, std::string_view field,
+                  const Value& value);
+  WriteBatch& Increment(std::string_view collection, std::string_view key,
+                        std::string_view field, int64_t delta);
+  WriteBatch& Delete(std::string_view collection, std::string_view key);
+  size_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  void Clear() {
+    rep_.clear();
+    count_ = 0;
+  }
 
- private:
-  friend class Replica;
   struct Entry {
     OpKind kind;
-    std::string collection, key, field;
+    std::string_view collection, key, field;
     Value value;
     int64_t delta;
   };
-  std::vector<Entry> entries_;
+  // Calls fn for each entry in order (views valid during the call).
+  Status ForEach(const std::function<Status(const Entry&)>& fn) const;
+
+ private:
+  std::string rep_;
+  size_t count_ = 0;
 };
 
 // For each origin, every op with seq <= the number is accounted for.

@@ -1,17 +1,21 @@
 #include "store/replica_store.h"
 
 #include <algorithm>
+#include <set>
 
+#include "base/coding.h"
 #include "base/strings.h"
+#include "oplog/value_codec.h"
 
 namespace cairn::store {
 
 namespace {
 
+// Storage format 1 (docs/storage-format.md).
 const char* const kSchema = R"sql(
 CREATE TABLE cairn_state(
   id INTEGER PRIMARY KEY CHECK (id = 1), replica_id BLOB NOT NULL, hlc INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL, next_doc INTEGER NOT NULL, created_ms INTEGER NOT NULL);
+  last_seq INTEGER NOT NULL, created_ms INTEGER NOT NULL);
 CREATE TABLE cairn_origins(
   idx INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, through INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE cairn_collections(
@@ -22,40 +26,35 @@ CREATE TABLE cairn_columns(
   PRIMARY KEY (coll, field)) WITHOUT ROWID;
 CREATE TABLE cairn_docs(
   coll INTEGER NOT NULL, key TEXT NOT NULL, id INTEGER NOT NULL,
-  del_hlc INTEGER, del_origin INTEGER, del_seq INTEGER,
+  del_hlc INTEGER, del_origin INTEGER, del_seq INTEGER, cells BLOB,
   PRIMARY KEY (coll, key)) WITHOUT ROWID;
 CREATE UNIQUE INDEX cairn_docs_by_id ON cairn_docs(id);
-CREATE TABLE cairn_cells(
-  doc INTEGER NOT NULL, field INTEGER NOT NULL,
-  set_hlc INTEGER, set_origin INTEGER, set_seq INTEGER, vtype INTEGER, value,
-  inc_hlc INTEGER, inc_origin INTEGER, inc_seq INTEGER,
-  counter INTEGER NOT NULL, inc_count INTEGER NOT NULL,
-  PRIMARY KEY (doc, field)) WITHOUT ROWID;
 CREATE TABLE cairn_incs(
   doc INTEGER NOT NULL, field INTEGER NOT NULL, origin INTEGER NOT NULL, seq INTEGER NOT NULL,
   hlc INTEGER NOT NULL, delta INTEGER NOT NULL,
   PRIMARY KEY (doc, field, origin, seq)) WITHOUT ROWID;
 CREATE TABLE cairn_outbox(
-  seq INTEGER PRIMARY KEY, hlc INTEGER NOT NULL, txn INTEGER NOT NULL, kind INTEGER NOT NULL,
-  coll INTEGER NOT NULL, key TEXT NOT NULL, field INTEGER, vtype INTEGER, value, delta INTEGER);
+  first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, max_hlc INTEGER NOT NULL,
+  batch BLOB NOT NULL);
 CREATE TABLE cairn_rejected(
   id INTEGER PRIMARY KEY, origin BLOB NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL,
   kind INTEGER NOT NULL, collection TEXT NOT NULL, key TEXT NOT NULL, field TEXT,
   vtype INTEGER, value, delta INTEGER, code INTEGER NOT NULL, reason TEXT NOT NULL,
   at_ms INTEGER NOT NULL);
 CREATE TABLE cairn_pending_ops(
-  origin INTEGER NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, kind INTEGER NOT NULL,
-  collection TEXT NOT NULL, key TEXT NOT NULL, field TEXT, vtype INTEGER, value, delta INTEGER,
-  PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+  unit INTEGER NOT NULL, origin INTEGER NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL,
+  kind INTEGER NOT NULL, collection TEXT NOT NULL, key TEXT NOT NULL, field TEXT,
+  vtype INTEGER, value, delta INTEGER,
+  PRIMARY KEY (unit, origin, seq)) WITHOUT ROWID;
 CREATE TABLE cairn_pending_ranges(
-  origin INTEGER NOT NULL, from_seq INTEGER NOT NULL, through_seq INTEGER NOT NULL,
-  PRIMARY KEY (origin, from_seq, through_seq)) WITHOUT ROWID;
+  unit INTEGER NOT NULL, origin INTEGER NOT NULL, from_seq INTEGER NOT NULL,
+  through_seq INTEGER NOT NULL, PRIMARY KEY (unit, origin)) WITHOUT ROWID;
 )sql";
 
 int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 
-// Binds `v` as (vtype, value) at columns i, i+1.
+// Binds `v` as (vtype, value) at columns i, i+1 (the pending and rejected tables).
 void BindValue(Stmt* s, int i, const Value& v) {
   s->BindInt(i, static_cast<int>(v.type()));
   switch (v.type()) {
@@ -80,30 +79,6 @@ void BindValue(Stmt* s, int i, const Value& v) {
   }
 }
 
-// The materialized (SQL-visible) form of a value.
-void BindSqlValue(Stmt* s, int i, const Value& v) {
-  switch (v.type()) {
-    case ValueType::kNull:
-      s->BindNull(i);
-      break;
-    case ValueType::kBool:
-      s->BindInt(i, v.as_bool() ? 1 : 0);
-      break;
-    case ValueType::kInt:
-      s->BindInt(i, v.as_int());
-      break;
-    case ValueType::kDouble:
-      s->BindDouble(i, v.as_double());
-      break;
-    case ValueType::kString:
-      s->BindStaticText(i, v.as_string());
-      break;
-    case ValueType::kBytes:
-      s->BindStaticBlob(i, v.as_string());
-      break;
-  }
-}
-
 Value ReadValue(const Stmt& s, int i) {
   switch (static_cast<ValueType>(s.Int(i))) {
     case ValueType::kNull:
@@ -122,12 +97,33 @@ Value ReadValue(const Stmt& s, int i) {
   return Value::Null();
 }
 
-std::string CacheKey(int64_t coll, const std::string& key) {
-  std::string k = std::to_string(coll);
-  k.push_back('\0');
-  k += key;
-  return k;
+// The materialized (SQL-visible) form of a value: bools are 0/1.
+void BindSqlValue(Stmt* s, int i, const Value& v) {
+  if (v.type() == ValueType::kBool) {
+    s->BindInt(i, v.as_bool() ? 1 : 0);
+    return;
+  }
+  switch (v.type()) {
+    case ValueType::kInt:
+      s->BindInt(i, v.as_int());
+      break;
+    case ValueType::kDouble:
+      s->BindDouble(i, v.as_double());
+      break;
+    case ValueType::kString:
+      s->BindStaticText(i, v.as_string());
+      break;
+    case ValueType::kBytes:
+      s->BindStaticBlob(i, v.as_string());
+      break;
+    default:
+      s->BindNull(i);
+  }
 }
+
+// Cells blob flags.
+constexpr uint8_t kCellHasSet = 1;
+constexpr uint8_t kCellHasInc = 2;
 
 }  // namespace
 
@@ -141,21 +137,16 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
                                 : SQLITE_OPEN_READWRITE | (options.create ? SQLITE_OPEN_CREATE : 0);
   CAIRN_RETURN_IF_ERROR(s->db_.Open(path, flags));
   sqlite3_busy_timeout(s->db_.raw(), static_cast<int>(options.busy_timeout_ms));
-  // Probe the header: a file that is not SQLite fails here with SQLITE_NOTADB.
-  CAIRN_ASSIGN_OR_RETURN(Stmt probe, s->db_.Prepare("PRAGMA application_id"));
-  CAIRN_ASSIGN_OR_RETURN(bool has_row, probe.Step());
-  int64_t app_id = has_row ? probe.Int(0) : 0;
-  probe = Stmt();
-  CAIRN_ASSIGN_OR_RETURN(Stmt uv, s->db_.Prepare("PRAGMA user_version"));
-  CAIRN_ASSIGN_OR_RETURN(has_row, uv.Step());
-  int64_t version = has_row ? uv.Int(0) : 0;
-  uv = Stmt();
-  CAIRN_ASSIGN_OR_RETURN(Stmt tables, s->db_.Prepare("SELECT count(*) FROM sqlite_schema"));
-  CAIRN_ASSIGN_OR_RETURN(has_row, tables.Step());
-  int64_t table_count = tables.Int(0);
-  tables = Stmt();
-
-  if (app_id == 0 && version == 0 && table_count == 0) {
+  auto pragma = [&](const char* sql) -> Result<int64_t> {
+    CAIRN_ASSIGN_OR_RETURN(Stmt st, s->db_.Prepare(sql));
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    return row ? st.Int(0) : 0;
+  };
+  // Reading the header: a file that is not SQLite fails here with ENOTREPLICA.
+  CAIRN_ASSIGN_OR_RETURN(int64_t app_id, pragma("PRAGMA application_id"));
+  CAIRN_ASSIGN_OR_RETURN(int64_t version, pragma("PRAGMA user_version"));
+  CAIRN_ASSIGN_OR_RETURN(int64_t tables, pragma("SELECT count(*) FROM sqlite_schema"));
+  if (app_id == 0 && version == 0 && tables == 0) {
     if (options.read_only) return Status(Code::kENOTREPLICA, path + " is an empty file");
     CAIRN_RETURN_IF_ERROR(s->InitSchema(new_id, now_ms));
   } else if (app_id != kApplicationId) {
@@ -179,13 +170,14 @@ ReplicaStore::~ReplicaStore() { (void)Close(); }
 
 Status ReplicaStore::Close() {
   if (!db_.is_open()) return Status::OK();
-  if (txn_) Rollback();
-  for (Stmt* s : {&find_doc_, &load_cells_, &load_incs_, &insert_doc_, &update_doc_, &put_cell_,
-                  &del_cell_, &put_inc_, &del_inc_, &del_incs_, &put_outbox_, &save_state_,
+  if (in_txn_) Rollback();
+  for (Stmt* s : {&begin_, &commit_, &rollback_, &find_doc_, &load_incs_, &insert_doc_,
+                  &update_doc_, &put_inc_, &del_inc_, &del_incs_, &put_outbox_, &save_state_,
                   &set_through_, &stage_op_}) {
     *s = Stmt();
   }
   materialize_.clear();
+  delete_row_.clear();
   return db_.Close();
 }
 
@@ -194,7 +186,7 @@ Status ReplicaStore::InitSchema(const ReplicaId& new_id, int64_t now_ms) {
   CAIRN_RETURN_IF_ERROR(db_.Exec(kSchema));
   CAIRN_RETURN_IF_ERROR(db_.Exec("PRAGMA application_id=" + std::to_string(kApplicationId) +
                                  "; PRAGMA user_version=" + std::to_string(kFormatVersion)));
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state VALUES (1, ?, 0, 0, 1, ?)"));
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state VALUES (1, ?, 0, 0, ?)"));
   st.BindBlob(1, new_id.Bytes());
   st.BindInt(2, now_ms);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -206,6 +198,7 @@ Status ReplicaStore::InitSchema(const ReplicaId& new_id, int64_t now_ms) {
 
 Status ReplicaStore::LoadRegistry() {
   collections_.clear();
+  collection_names_.clear();
   collections_lower_.clear();
   fields_.clear();
   fields_lower_.clear();
@@ -213,21 +206,28 @@ Status ReplicaStore::LoadRegistry() {
   columns_.clear();
   origin_index_.clear();
   origins_.clear();
-  CAIRN_ASSIGN_OR_RETURN(
-      Stmt st, db_.Prepare("SELECT replica_id, hlc, last_seq, next_doc FROM cairn_state"));
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "SELECT replica_id, hlc, last_seq, "
+      "(SELECT max(max_hlc) FROM cairn_outbox), (SELECT max(last_seq) FROM cairn_outbox), "
+      "(SELECT coalesce(max(id), 0) + 1 FROM cairn_docs) FROM cairn_state"));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row || !ReplicaId::FromBytes(st.Blob(0).data(), st.Blob(0).size(), &replica_id_)) {
     return Status::Corrupt("replica state row is missing or malformed");
   }
-  hlc_ = U(st.Int(1));
-  last_seq_ = U(st.Int(2));
-  next_doc_ = st.Int(3);
+  // Local writes do not rewrite the state row: the outbox's newest transaction implies the
+  // clock and the seq (docs/storage-format.md, "Write path").
+  persisted_hlc_ = std::max(U(st.Int(1)), U(st.Int(3)));
+  persisted_seq_ = std::max(U(st.Int(2)), U(st.Int(4)));
+  hlc_ = persisted_hlc_;
+  last_seq_ = persisted_seq_;
+  next_doc_ = st.Int(5);
   CAIRN_ASSIGN_OR_RETURN(Stmt c, db_.Prepare("SELECT idx, name, materialized FROM cairn_collections"));
   for (;;) {
     CAIRN_ASSIGN_OR_RETURN(row, c.Step());
     if (!row) break;
     std::string name(c.Text(1));
     collections_lower_[AsciiLower(name)] = name;
+    collection_names_[c.Int(0)] = name;
     collections_[name] = Collection{c.Int(0), name, c.Int(2) != 0};
   }
   CAIRN_ASSIGN_OR_RETURN(Stmt f, db_.Prepare("SELECT idx, name FROM cairn_fields"));
@@ -260,7 +260,7 @@ Status ReplicaStore::LoadRegistry() {
   auto it = origin_index_.find(replica_id_);
   if (it == origin_index_.end()) return Status::Corrupt("local origin missing");
   local_origin_ = it->second;
-  origins_[local_origin_].through = last_seq_;
+  origins_[local_origin_].through = last_seq_;  // the local watermark is last_seq, not stored
   return Status::OK();
 }
 
@@ -269,71 +269,76 @@ Status ReplicaStore::Prepare() {
     CAIRN_ASSIGN_OR_RETURN(*s, db_.Prepare(sql));
     return Status::OK();
   };
+  CAIRN_RETURN_IF_ERROR(prep(&begin_, "BEGIN IMMEDIATE"));
+  CAIRN_RETURN_IF_ERROR(prep(&commit_, "COMMIT"));
+  CAIRN_RETURN_IF_ERROR(prep(&rollback_, "ROLLBACK"));
   CAIRN_RETURN_IF_ERROR(prep(&find_doc_,
-      "SELECT id, del_hlc, del_origin, del_seq FROM cairn_docs WHERE coll = ? AND key = ?"));
-  CAIRN_RETURN_IF_ERROR(prep(&load_cells_,
-      "SELECT field, set_hlc, set_origin, set_seq, vtype, value, inc_hlc, inc_origin, inc_seq, "
-      "counter, inc_count FROM cairn_cells WHERE doc = ?"));
+      "SELECT id, del_hlc, del_origin, del_seq, cells FROM cairn_docs WHERE coll = ? AND key = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&load_incs_,
       "SELECT field, hlc, origin, seq, delta FROM cairn_incs WHERE doc = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&insert_doc_,
-      "INSERT INTO cairn_docs(coll, key, id, del_hlc, del_origin, del_seq) VALUES (?,?,?,?,?,?)"));
+      "INSERT INTO cairn_docs(coll, key, id, del_hlc, del_origin, del_seq, cells) "
+      "VALUES (?,?,?,?,?,?,?)"));
   CAIRN_RETURN_IF_ERROR(prep(&update_doc_,
-      "UPDATE cairn_docs SET del_hlc = ?, del_origin = ?, del_seq = ? WHERE coll = ? AND key = ?"));
-  CAIRN_RETURN_IF_ERROR(prep(&put_cell_,
-      "INSERT OR REPLACE INTO cairn_cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"));
-  CAIRN_RETURN_IF_ERROR(prep(&del_cell_, "DELETE FROM cairn_cells WHERE doc = ? AND field = ?"));
+      "UPDATE cairn_docs SET del_hlc = ?, del_origin = ?, del_seq = ?, cells = ? "
+      "WHERE coll = ? AND key = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&put_inc_, "INSERT OR IGNORE INTO cairn_incs VALUES (?,?,?,?,?,?)"));
   CAIRN_RETURN_IF_ERROR(prep(&del_inc_,
       "DELETE FROM cairn_incs WHERE doc = ? AND field = ? AND origin = ? AND seq = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&del_incs_, "DELETE FROM cairn_incs WHERE doc = ?"));
-  CAIRN_RETURN_IF_ERROR(prep(&put_outbox_,
-      "INSERT INTO cairn_outbox VALUES (?,?,?,?,?,?,?,?,?,?)"));
+  CAIRN_RETURN_IF_ERROR(prep(&put_outbox_, "INSERT INTO cairn_outbox VALUES (?,?,?,?)"));
   CAIRN_RETURN_IF_ERROR(prep(&save_state_,
-      "UPDATE cairn_state SET hlc = ?, last_seq = ?, next_doc = ? WHERE id = 1"));
+      "UPDATE cairn_state SET hlc = ?, last_seq = ? WHERE id = 1"));
   CAIRN_RETURN_IF_ERROR(prep(&set_through_, "UPDATE cairn_origins SET through = ? WHERE idx = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&stage_op_,
-      "INSERT OR IGNORE INTO cairn_pending_ops VALUES (?,?,?,?,?,?,?,?,?,?)"));
+      "INSERT OR IGNORE INTO cairn_pending_ops VALUES (?,?,?,?,?,?,?,?,?,?,?)"));
   return Status::OK();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Transactions
 
-Status ReplicaStore::Begin() {
-  if (txn_) return Status::Internal("transaction already open");
-  CAIRN_ASSIGN_OR_RETURN(txn_, Txn::Begin(&db_));
+void ReplicaStore::ClearCache() {
   cache_.clear();
+  cache_count_ = 0;
+  last_coll_idx_ = last_field_idx_ = -1;
+}
+
+Status ReplicaStore::Begin() {
+  if (in_txn_) return Status::Internal("transaction already open");
+  if (!begin_.valid()) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(begin_.Run());
+  in_txn_ = true;
+  ClearCache();
   return Status::OK();
 }
 
 Status ReplicaStore::Commit(Hlc hlc) {
   Status st = FlushAll();
-  if (st.ok()) {
-    hlc_ = std::max(hlc_, hlc);
+  hlc_ = std::max(hlc_, hlc);
+  if (st.ok() && (hlc_ > persisted_hlc_ || last_seq_ > persisted_seq_)) {
     save_state_.BindInt(1, I(hlc_));
     save_state_.BindInt(2, I(last_seq_));
-    save_state_.BindInt(3, next_doc_);
     st = save_state_.Run();
   }
-  if (st.ok()) {
-    set_through_.BindInt(1, I(last_seq_));
-    set_through_.BindInt(2, local_origin_);
-    st = set_through_.Run();
-  }
-  if (st.ok()) st = txn_->Commit();
+  if (st.ok()) st = commit_.Run();
   if (!st.ok()) {
     Rollback();
     return st;
   }
-  txn_.reset();
+  persisted_hlc_ = hlc_;
+  persisted_seq_ = last_seq_;
+  in_txn_ = false;
+  ClearCache();
   return Status::OK();
 }
 
 void ReplicaStore::Rollback() {
-  txn_.reset();  // ROLLBACK
-  cache_.clear();
+  if (in_txn_ && sqlite3_get_autocommit(db_.raw()) == 0) (void)rollback_.Run();
+  in_txn_ = false;
+  ClearCache();
   materialize_.clear();  // DDL of the transaction is gone
+  delete_row_.clear();
   Status st = LoadRegistry();
   (void)st;  // the registry is re-read from the file; a failure here shows on the next call
 }
@@ -349,6 +354,10 @@ std::string ReplicaStore::CollectionClash(const std::string& name) const {
 std::string ReplicaStore::FieldClash(const std::string& name) const {
   auto it = fields_lower_.find(AsciiLower(name));
   return it != fields_lower_.end() && it->second != name ? it->second : std::string();
+}
+
+const ReplicaStore::Collection& ReplicaStore::CollectionByIndex(int64_t idx) const {
+  return collections_.at(collection_names_.at(idx));
 }
 
 Result<int64_t> ReplicaStore::EnsureCollection(const std::string& name) {
@@ -368,6 +377,7 @@ Result<int64_t> ReplicaStore::EnsureCollection(const std::string& name) {
                                    " (key TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID"));
   }
   collections_[name] = Collection{idx, name, materialize};
+  collection_names_[idx] = name;
   collections_lower_.emplace(AsciiLower(name), name);
   return idx;
 }
@@ -387,13 +397,9 @@ Result<int64_t> ReplicaStore::EnsureField(const std::string& name) {
 
 Status ReplicaStore::EnsureColumn(int64_t coll, int64_t field) {
   if (columns_.count({coll, field})) return Status::OK();
-  const Collection* c = nullptr;
-  for (const auto& [name, info] : collections_) {
-    if (info.idx == coll) c = &info;
-  }
-  if (c == nullptr) return Status::Internal("unknown collection index");
+  const Collection& c = CollectionByIndex(coll);
   // A field whose name clashes in case with another column of this table is not materialized.
-  bool materialize = c->materialized;
+  bool materialize = c.materialized;
   const std::string& fname = FieldName(field);
   for (const auto& [key, mat] : columns_) {
     if (key.first == coll && mat && AsciiLower(FieldName(key.second)) == AsciiLower(fname)) {
@@ -406,7 +412,7 @@ Status ReplicaStore::EnsureColumn(int64_t coll, int64_t field) {
   st.BindInt(3, materialize ? 1 : 0);
   CAIRN_RETURN_IF_ERROR(st.Run());
   if (materialize) {
-    CAIRN_RETURN_IF_ERROR(db_.Exec("ALTER TABLE " + QuoteIdent(c->name) + " ADD COLUMN " +
+    CAIRN_RETURN_IF_ERROR(db_.Exec("ALTER TABLE " + QuoteIdent(c.name) + " ADD COLUMN " +
                                    QuoteIdent(fname)));
   }
   columns_[{coll, field}] = materialize;
@@ -453,54 +459,108 @@ std::vector<OriginInfo> ReplicaStore::Origins() const {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Cells blob: varint count, then per cell: varint field index, flags byte (1 set, 2 increments),
+// [set] varint hlc, varint origin index, varint seq, value (tag + payload);
+// [increments] varint hlc, varint origin index, varint seq of the largest, signed varint counter,
+// varint count.
+
+OpId ReplicaStore::MakeOpId(int64_t hlc, int64_t origin, int64_t seq) const {
+  auto it = origins_.find(origin);
+  return OpId{U(hlc), it == origins_.end() ? ReplicaId() : it->second.id, U(seq)};
+}
+
+std::string ReplicaStore::EncodeCells(const crdt::DocState& state) const {
+  std::string out;
+  PutVarint(&out, state.cells.size());
+  auto put_id = [&](const OpId& id) {
+    PutVarint(&out, id.hlc);
+    PutVarint(&out, U(origin_index_.at(id.origin)));
+    PutVarint(&out, id.seq);
+  };
+  for (const auto& [field, cell] : state.cells) {
+    PutVarint(&out, U(fields_.at(field)));
+    uint8_t flags = static_cast<uint8_t>((cell.set_id.none() ? 0 : kCellHasSet) |
+                                         (cell.inc_count > 0 ? kCellHasInc : 0));
+    out.push_back(static_cast<char>(flags));
+    if (flags & kCellHasSet) {
+      put_id(cell.set_id);
+      PutValue(&out, cell.set_value);
+    }
+    if (flags & kCellHasInc) {
+      put_id(cell.inc_max);
+      PutSignedVarint(&out, cell.counter);
+      PutVarint(&out, U(cell.inc_count));
+    }
+  }
+  return out;
+}
+
+bool ReplicaStore::DecodeCells(std::string_view blob,
+                               crdt::CellMap* cells) const {
+  Reader r(reinterpret_cast<const uint8_t*>(blob.data()), blob.size());
+  uint64_t n;
+  if (!r.GetVarint(&n)) return false;
+  auto get_id = [&](OpId* id) {
+    uint64_t hlc, origin, seq;
+    if (!r.GetVarint(&hlc) || !r.GetVarint(&origin) || !r.GetVarint(&seq)) return false;
+    *id = MakeOpId(I(hlc), I(origin), I(seq));
+    return true;
+  };
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t field;
+    uint8_t flags;
+    if (!r.GetVarint(&field) || !r.GetByte(&flags)) return false;
+    auto name = field_names_.find(I(field));
+    if (name == field_names_.end()) return false;
+    crdt::Cell cell;
+    if ((flags & kCellHasSet) && (!get_id(&cell.set_id) || !GetValue(&r, false, &cell.set_value))) {
+      return false;
+    }
+    if (flags & kCellHasInc) {
+      uint64_t count;
+      if (!get_id(&cell.inc_max) || !r.GetSignedVarint(&cell.counter) || !r.GetVarint(&count)) {
+        return false;
+      }
+      cell.inc_count = I(count);
+    }
+    (*cells)[name->second] = std::move(cell);
+  }
+  return r.done();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Applying ops
 
-Result<ReplicaStore::CachedDoc*> ReplicaStore::LoadDoc(const std::string& collection,
-                                                        const std::string& key) {
-  int64_t coll = collections_.at(collection).idx;
-  std::string ck = CacheKey(coll, key);
-  auto it = cache_.find(ck);
-  if (it != cache_.end()) return &it->second;
+Result<ReplicaStore::CachedDoc*> ReplicaStore::LoadDoc(int64_t coll, const std::string& key) {
+  auto& docs = cache_[coll];
+  auto it = docs.find(key);
+  if (it != docs.end()) {
+    it->second.last_used = ++tick_;
+    return &it->second;
+  }
+  const std::string& collection = collection_names_.at(coll);
   CachedDoc doc;
   doc.coll = coll;
-  doc.collection = collection;
   doc.key = key;
+  doc.last_used = ++tick_;
   find_doc_.BindInt(1, coll);
   find_doc_.BindStaticText(2, key);
-  CAIRN_ASSIGN_OR_RETURN(bool found, find_doc_.Step());
-  if (found) {
+  auto found = find_doc_.Step();
+  if (!found.ok()) return found.status();
+  if (found.value()) {
     doc.doc_id = find_doc_.Int(0);
     if (!find_doc_.IsNull(3)) {
-      doc.state.del = OpId{U(find_doc_.Int(1)), origins_[find_doc_.Int(2)].id, U(find_doc_.Int(3))};
+      doc.state.del = MakeOpId(find_doc_.Int(1), find_doc_.Int(2), find_doc_.Int(3));
     }
+    if (!find_doc_.IsNull(4) && !DecodeCells(find_doc_.Blob(4), &doc.state.cells)) {
+      find_doc_.Reset();
+      return Status::Corrupt("malformed cells of " + collection + "/" + key);
+    }
+    doc.was_visible = doc.state.Visible();
   }
   find_doc_.Reset();
-  if (found) {
-    load_cells_.BindInt(1, doc.doc_id);
-    for (;;) {
-      auto row = load_cells_.Step();
-      if (!row.ok()) {
-        load_cells_.Reset();
-        return row.status();
-      }
-      if (!row.value()) break;
-      crdt::Cell cell;
-      if (!load_cells_.IsNull(3)) {
-        cell.set_id = OpId{U(load_cells_.Int(1)), origins_[load_cells_.Int(2)].id,
-                           U(load_cells_.Int(3))};
-        cell.set_value = ReadValue(load_cells_, 4);
-      }
-      if (!load_cells_.IsNull(8)) {
-        cell.inc_max = OpId{U(load_cells_.Int(6)), origins_[load_cells_.Int(7)].id,
-                            U(load_cells_.Int(8))};
-      }
-      cell.counter = load_cells_.Int(9);
-      cell.inc_count = load_cells_.Int(10);
-      doc.state.cells[FieldName(load_cells_.Int(0))] = std::move(cell);
-    }
-    load_cells_.Reset();
-  }
-  return &cache_.emplace(std::move(ck), std::move(doc)).first->second;
+  cache_count_++;
+  return &docs.emplace(key, std::move(doc)).first->second;
 }
 
 Status ReplicaStore::LoadIncs(CachedDoc* doc) {
@@ -515,8 +575,7 @@ Status ReplicaStore::LoadIncs(CachedDoc* doc) {
         return row.status();
       }
       if (!row.value()) break;
-      crdt::IncEntry e{OpId{U(load_incs_.Int(1)), origins_[load_incs_.Int(2)].id,
-                            U(load_incs_.Int(3))},
+      crdt::IncEntry e{MakeOpId(load_incs_.Int(1), load_incs_.Int(2), load_incs_.Int(3)),
                        load_incs_.Int(4)};
       incs[FieldName(load_incs_.Int(0))].push_back(e);
     }
@@ -528,72 +587,72 @@ Status ReplicaStore::LoadIncs(CachedDoc* doc) {
   return Status::OK();
 }
 
-Status ReplicaStore::AppendOutbox(const Op& op, int64_t coll, int64_t field) {
-  Stmt& s = put_outbox_;
-  s.BindInt(1, I(op.id.seq));
-  s.BindInt(2, I(op.id.hlc));
-  s.BindInt(3, op.continues_txn ? 1 : 0);
-  s.BindInt(4, static_cast<int>(op.kind));
-  s.BindInt(5, coll);
-  s.BindStaticText(6, op.key);
-  if (op.kind == OpKind::kDelete) {
-    s.BindNull(7);
-  } else {
-    s.BindInt(7, field);
-  }
-  if (op.kind == OpKind::kSet) {
-    BindValue(&s, 8, op.value);
-  } else {
-    s.BindNull(8);
-    s.BindNull(9);
-  }
-  s.BindInt(10, op.delta);
-  return s.Run();
-}
-
 Status ReplicaStore::Apply(const Op& op, bool local) {
-  if (!txn_) return Status::Internal("Apply outside a transaction");
-  CAIRN_ASSIGN_OR_RETURN(int64_t coll, EnsureCollection(op.collection));
-  int64_t field = 0;
-  if (op.kind != OpKind::kDelete) {
-    CAIRN_ASSIGN_OR_RETURN(field, EnsureField(op.field));
-    CAIRN_RETURN_IF_ERROR(EnsureColumn(coll, field));
+  if (!in_txn_) return Status::Internal("Apply outside a transaction");
+  if (op.collection != last_collection_ || last_coll_idx_ < 0) {
+    CAIRN_ASSIGN_OR_RETURN(last_coll_idx_, EnsureCollection(op.collection));
+    last_collection_ = op.collection;
+    last_field_idx_ = -1;
   }
-  CAIRN_RETURN_IF_ERROR(EnsureOrigin(op.id.origin).status());
+  const int64_t coll = last_coll_idx_;
+  if (op.kind != OpKind::kDelete && (op.field != last_field_ || last_field_idx_ < 0)) {
+    CAIRN_ASSIGN_OR_RETURN(int64_t field, EnsureField(op.field));
+    CAIRN_RETURN_IF_ERROR(EnsureColumn(coll, field));
+    last_field_ = op.field;
+    last_field_idx_ = field;
+  }
+  if (!local) CAIRN_RETURN_IF_ERROR(EnsureOrigin(op.id.origin).status());
   if (local) {
     if (op.id.seq != last_seq_ + 1 || op.id.origin != replica_id_) {
       return Status::Internal("local op out of sequence");
     }
-    CAIRN_RETURN_IF_ERROR(AppendOutbox(op, coll, field));
     last_seq_ = op.id.seq;
     origins_[local_origin_].through = last_seq_;
   }
-  CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(op.collection, op.key));
+  CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(coll, op.key));
   if (crdt::NeedsIncrements(doc->state, op) && !doc->state.incs_loaded) {
     CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
   }
   crdt::ApplyOp(&doc->state, op);
-  if (cache_.size() > options_.cache_docs) CAIRN_RETURN_IF_ERROR(FlushAll());
+  if (cache_count_ > options_.cache_docs) CAIRN_RETURN_IF_ERROR(TrimCache());
   return Status::OK();
 }
 
-Result<Stmt*> ReplicaStore::MaterializeStmt(int64_t coll, int64_t field) {
-  auto it = materialize_.find({coll, field});
+Status ReplicaStore::AppendOutbox(uint64_t first_seq, uint64_t last_seq, Hlc max_hlc,
+                                  std::string_view batch) {
+  put_outbox_.BindInt(1, I(first_seq));
+  put_outbox_.BindInt(2, I(last_seq));
+  put_outbox_.BindInt(3, I(max_hlc));
+  put_outbox_.BindStaticBlob(4, batch);
+  return put_outbox_.Run();
+}
+
+Result<Stmt*> ReplicaStore::MaterializeStmt(int64_t coll, const std::vector<int64_t>& fields) {
+  auto key = std::make_pair(coll, fields);
+  auto it = materialize_.find(key);
   if (it != materialize_.end()) return &it->second;
-  std::string table;
-  for (const auto& [name, info] : collections_) {
-    if (info.idx == coll) table = QuoteIdent(name);
+  std::string table = QuoteIdent(CollectionByIndex(coll).name);
+  std::string cols, params, sets;
+  int i = 2;
+  for (int64_t f : fields) {
+    std::string c = QuoteIdent(FieldName(f));
+    cols += ", " + c;
+    params += ", ?" + std::to_string(i++);
+    sets += (sets.empty() ? "" : ", ") + c + " = excluded." + c;
   }
-  std::string sql;
-  if (field < 0) {
-    sql = "DELETE FROM " + table + " WHERE key = ?1";
-  } else {
-    std::string col = QuoteIdent(FieldName(field));
-    sql = "INSERT INTO " + table + " (key, " + col + ") VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET " +
-          col + " = excluded." + col;
-  }
+  std::string sql = "INSERT INTO " + table + " (key" + cols + ") VALUES (?1" + params +
+                    ") ON CONFLICT(key) DO " + (sets.empty() ? "NOTHING" : "UPDATE SET " + sets);
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(sql));
-  return &materialize_.emplace(std::make_pair(coll, field), std::move(st)).first->second;
+  return &materialize_.emplace(std::move(key), std::move(st)).first->second;
+}
+
+Result<Stmt*> ReplicaStore::DeleteRowStmt(int64_t coll) {
+  auto it = delete_row_.find(coll);
+  if (it != delete_row_.end()) return &it->second;
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("DELETE FROM " +
+                                              QuoteIdent(CollectionByIndex(coll).name) +
+                                              " WHERE key = ?1"));
+  return &delete_row_.emplace(coll, std::move(st)).first->second;
 }
 
 Status ReplicaStore::FlushDoc(CachedDoc* doc) {
@@ -611,17 +670,29 @@ Status ReplicaStore::FlushDoc(CachedDoc* doc) {
       st->BindInt(i + 2, I(id.seq));
     }
   };
+  const bool visible = s.Visible();
+  std::string cells = visible ? EncodeCells(s) : std::string();
   if (doc->doc_id == 0) {
     doc->doc_id = next_doc_++;
     insert_doc_.BindInt(1, doc->coll);
     insert_doc_.BindStaticText(2, doc->key);
     insert_doc_.BindInt(3, doc->doc_id);
     bind_id(&insert_doc_, 4, s.del);
+    if (visible) {
+      insert_doc_.BindStaticBlob(7, cells);
+    } else {
+      insert_doc_.BindNull(7);
+    }
     CAIRN_RETURN_IF_ERROR(insert_doc_.Run());
-  } else if (ch.del_changed) {
+  } else {
     bind_id(&update_doc_, 1, s.del);
-    update_doc_.BindInt(4, doc->coll);
-    update_doc_.BindStaticText(5, doc->key);
+    if (visible) {
+      update_doc_.BindStaticBlob(4, cells);
+    } else {
+      update_doc_.BindNull(4);
+    }
+    update_doc_.BindInt(5, doc->coll);
+    update_doc_.BindStaticText(6, doc->key);
     CAIRN_RETURN_IF_ERROR(update_doc_.Run());
   }
   if (ch.all_incs_removed) {
@@ -644,172 +715,220 @@ Status ReplicaStore::FlushDoc(CachedDoc* doc) {
     put_inc_.BindInt(6, e.delta);
     CAIRN_RETURN_IF_ERROR(put_inc_.Run());
   }
-  const bool visible = s.Visible();
-  if (!visible && collections_.at(doc->collection).materialized) {
-    CAIRN_ASSIGN_OR_RETURN(Stmt * del, MaterializeStmt(doc->coll, -1));
-    del->BindStaticText(1, doc->key);
-    CAIRN_RETURN_IF_ERROR(del->Run());
-  }
-  for (const std::string& field : ch.dirty_fields) {
-    int64_t fidx = fields_.at(field);
-    auto cell = s.cells.find(field);
-    if (cell == s.cells.end()) {
-      del_cell_.BindInt(1, doc->doc_id);
-      del_cell_.BindInt(2, fidx);
-      CAIRN_RETURN_IF_ERROR(del_cell_.Run());
-    } else {
-      const crdt::Cell& c = cell->second;
-      put_cell_.BindInt(1, doc->doc_id);
-      put_cell_.BindInt(2, fidx);
-      bind_id(&put_cell_, 3, c.set_id);
-      if (c.set_id.none()) {
-        put_cell_.BindNull(6);
-        put_cell_.BindNull(7);
-      } else {
-        BindValue(&put_cell_, 6, c.set_value);
+  // The SQL table: one statement per document.
+  if (CollectionByIndex(doc->coll).materialized) {
+    if (!visible && doc->was_visible) {
+      CAIRN_ASSIGN_OR_RETURN(Stmt * del, DeleteRowStmt(doc->coll));
+      del->BindStaticText(1, doc->key);
+      CAIRN_RETURN_IF_ERROR(del->Run());
+    } else if (visible) {
+      std::vector<int64_t> cols;
+      std::vector<Value> values;
+      auto add = [&](const std::string& field, const Value& v) {
+        int64_t fidx = fields_.at(field);
+        if (!columns_.at({doc->coll, fidx})) return;
+        // Removed then re-added within one batch: the cell's value wins (it comes later).
+        auto dup = std::find(cols.begin(), cols.end(), fidx);
+        if (dup != cols.end()) {
+          values[static_cast<size_t>(dup - cols.begin())] = v;
+          return;
+        }
+        cols.push_back(fidx);
+        values.push_back(v);
+      };
+      for (const std::string& field : ch.removed_fields) {
+        if (!s.cells.count(field)) add(field, Value::Null());
       }
-      bind_id(&put_cell_, 8, c.inc_max);
-      put_cell_.BindInt(11, c.counter);
-      put_cell_.BindInt(12, c.inc_count);
-      CAIRN_RETURN_IF_ERROR(put_cell_.Run());
-    }
-    if (visible && columns_.at({doc->coll, fidx})) {
-      CAIRN_ASSIGN_OR_RETURN(Stmt * up, MaterializeStmt(doc->coll, fidx));
-      Value shown = cell == s.cells.end() ? Value::Null() : cell->second.Visible();
-      up->BindStaticText(1, doc->key);
-      BindSqlValue(up, 2, shown);
-      CAIRN_RETURN_IF_ERROR(up->Run());
+      for (const auto& [field, cell] : s.cells) {
+        if (cell.dirty) add(field, cell.Visible());
+      }
+      std::vector<size_t> order(cols.size());
+      for (size_t i = 0; i < order.size(); i++) order[i] = i;
+      std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cols[a] < cols[b]; });
+      std::vector<int64_t> sorted_cols;
+      std::vector<Value> sorted_values;
+      for (size_t i : order) {
+        sorted_cols.push_back(cols[i]);
+        sorted_values.push_back(std::move(values[i]));
+      }
+      cols.swap(sorted_cols);
+      values.swap(sorted_values);
+      if (!cols.empty() || !doc->was_visible) {
+        CAIRN_ASSIGN_OR_RETURN(Stmt * up, MaterializeStmt(doc->coll, cols));
+        up->BindStaticText(1, doc->key);
+        for (size_t i = 0; i < values.size(); i++) {
+          BindSqlValue(up, static_cast<int>(i) + 2, values[i]);
+        }
+        CAIRN_RETURN_IF_ERROR(up->Run());
+      }
     }
   }
-  ch.Clear();
+  doc->was_visible = visible;
+  s.ClearChanges();
   return Status::OK();
 }
 
 Status ReplicaStore::FlushAll() {
-  for (auto& [k, doc] : cache_) CAIRN_RETURN_IF_ERROR(FlushDoc(&doc));
-  cache_.clear();
+  for (auto& [coll, docs] : cache_) {
+    for (auto& [key, doc] : docs) CAIRN_RETURN_IF_ERROR(FlushDoc(&doc));
+  }
+  return Status::OK();
+}
+
+// Writes back every changed document, then drops the least recently used half of the cache.
+Status ReplicaStore::TrimCache() {
+  CAIRN_RETURN_IF_ERROR(FlushAll());
+  std::vector<uint64_t> ages;
+  ages.reserve(cache_count_);
+  for (const auto& [coll, docs] : cache_) {
+    for (const auto& [key, doc] : docs) ages.push_back(doc.last_used);
+  }
+  auto mid = ages.begin() + static_cast<std::ptrdiff_t>(ages.size() / 2);
+  std::nth_element(ages.begin(), mid, ages.end());
+  uint64_t cutoff = *mid;
+  for (auto& [coll, docs] : cache_) {
+    for (auto it = docs.begin(); it != docs.end();) {
+      if (it->second.last_used < cutoff) {
+        it = docs.erase(it);
+        cache_count_--;
+      } else {
+        ++it;
+      }
+    }
+  }
   return Status::OK();
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pending (held-back) ops
+// Pending (held-back) units: a received file whose assumptions this replica does not meet yet
+// is kept whole, and applied whole once they are met (docs/crdt-semantics.md, "Gaps").
 
-Status ReplicaStore::StagePending(const Op& op) {
+Result<int64_t> ReplicaStore::NewPendingUnit() {
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "SELECT coalesce(max(unit), 0) + 1 FROM cairn_pending_ranges"));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.Int(0) : 1;
+}
+
+Status ReplicaStore::StagePending(int64_t unit, const Op& op) {
   CAIRN_ASSIGN_OR_RETURN(int64_t origin, EnsureOrigin(op.id.origin));
   Stmt& s = stage_op_;
-  s.BindInt(1, origin);
-  s.BindInt(2, I(op.id.seq));
-  s.BindInt(3, I(op.id.hlc));
-  s.BindInt(4, static_cast<int>(op.kind));
-  s.BindStaticText(5, op.collection);
-  s.BindStaticText(6, op.key);
+  s.BindInt(1, unit);
+  s.BindInt(2, origin);
+  s.BindInt(3, I(op.id.seq));
+  s.BindInt(4, I(op.id.hlc));
+  s.BindInt(5, static_cast<int>(op.kind));
+  s.BindStaticText(6, op.collection);
+  s.BindStaticText(7, op.key);
   if (op.kind == OpKind::kDelete) {
-    s.BindNull(7);
+    s.BindNull(8);
   } else {
-    s.BindStaticText(7, op.field);
+    s.BindStaticText(8, op.field);
   }
   if (op.kind == OpKind::kSet) {
-    BindValue(&s, 8, op.value);
+    BindValue(&s, 9, op.value);
   } else {
-    s.BindNull(8);
     s.BindNull(9);
+    s.BindNull(10);
   }
-  s.BindInt(10, op.delta);
+  s.BindInt(11, op.delta);
   return s.Run();
 }
 
-Status ReplicaStore::StagePendingRange(const ReplicaId& origin, uint64_t from, uint64_t through) {
+Status ReplicaStore::StagePendingRange(int64_t unit, const ReplicaId& origin, uint64_t from,
+                                       uint64_t through) {
   CAIRN_ASSIGN_OR_RETURN(int64_t idx, EnsureOrigin(origin));
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "INSERT OR IGNORE INTO cairn_pending_ranges VALUES (?, ?, ?)"));
-  st.BindInt(1, idx);
-  st.BindInt(2, I(from));
-  st.BindInt(3, I(through));
+      "INSERT OR REPLACE INTO cairn_pending_ranges VALUES (?, ?, ?, ?)"));
+  st.BindInt(1, unit);
+  st.BindInt(2, idx);
+  st.BindInt(3, I(from));
+  st.BindInt(4, I(through));
   return st.Run();
 }
 
 Status ReplicaStore::DrainPending() {
   for (bool progress = true; progress;) {
     progress = false;
-    CAIRN_ASSIGN_OR_RETURN(Stmt ranges, db_.Prepare(
-        "SELECT origin, from_seq, through_seq FROM cairn_pending_ranges ORDER BY origin, from_seq"));
-    std::vector<std::tuple<int64_t, uint64_t, uint64_t>> ready;
-    for (;;) {
-      CAIRN_ASSIGN_OR_RETURN(bool row, ranges.Step());
-      if (!row) break;
-      int64_t origin = ranges.Int(0);
-      if (U(ranges.Int(1)) <= origins_[origin].through) {
-        ready.emplace_back(origin, U(ranges.Int(1)), U(ranges.Int(2)));
+    // Units whose every assumption (from_seq) is now covered by this replica's watermarks.
+    std::map<int64_t, std::vector<std::pair<int64_t, uint64_t>>> units;  // unit -> (origin, through)
+    std::set<int64_t> blocked;
+    {
+      CAIRN_ASSIGN_OR_RETURN(Stmt ranges, db_.Prepare(
+          "SELECT unit, origin, from_seq, through_seq FROM cairn_pending_ranges ORDER BY unit"));
+      for (;;) {
+        CAIRN_ASSIGN_OR_RETURN(bool row, ranges.Step());
+        if (!row) break;
+        int64_t unit = ranges.Int(0), origin = ranges.Int(1);
+        if (U(ranges.Int(2)) > origins_[origin].through) blocked.insert(unit);
+        units[unit].emplace_back(origin, U(ranges.Int(3)));
       }
     }
-    ranges = Stmt();
-    for (const auto& [origin, from, through] : ready) {
-      const OriginInfo info = origins_[origin];
+    for (const auto& [unit, ranges] : units) {
+      if (blocked.count(unit)) continue;
       CAIRN_ASSIGN_OR_RETURN(Stmt ops, db_.Prepare(
-          "SELECT seq, hlc, kind, collection, key, field, vtype, value, delta "
-          "FROM cairn_pending_ops WHERE origin = ? AND seq > ? AND seq <= ? ORDER BY seq"));
-      ops.BindInt(1, origin);
-      ops.BindInt(2, I(info.through));
-      ops.BindInt(3, I(through));
+          "SELECT origin, seq, hlc, kind, collection, key, field, vtype, value, delta "
+          "FROM cairn_pending_ops WHERE unit = ? ORDER BY origin, seq"));
+      ops.BindInt(1, unit);
       for (;;) {
         CAIRN_ASSIGN_OR_RETURN(bool row, ops.Step());
         if (!row) break;
+        const OriginInfo& info = origins_[ops.Int(0)];
+        if (U(ops.Int(1)) <= info.through) continue;  // accounted for meanwhile
         Op op;
-        op.id = OpId{U(ops.Int(1)), info.id, U(ops.Int(0))};
-        op.kind = static_cast<OpKind>(ops.Int(2));
-        op.collection = std::string(ops.Text(3));
-        op.key = std::string(ops.Text(4));
-        op.field = std::string(ops.Text(5));
-        if (op.kind == OpKind::kSet) op.value = ReadValue(ops, 6);
-        op.delta = ops.Int(8);
+        op.id = OpId{U(ops.Int(2)), info.id, U(ops.Int(1))};
+        op.kind = static_cast<OpKind>(ops.Int(3));
+        op.collection = std::string(ops.Text(4));
+        op.key = std::string(ops.Text(5));
+        op.field = std::string(ops.Text(6));
+        if (op.kind == OpKind::kSet) op.value = ReadValue(ops, 7);
+        op.delta = ops.Int(9);
         CAIRN_RETURN_IF_ERROR(Apply(op, /*local=*/false));
       }
       ops = Stmt();
-      CAIRN_RETURN_IF_ERROR(SetThrough(info.id, through));
-      CAIRN_ASSIGN_OR_RETURN(Stmt del, db_.Prepare(
-          "DELETE FROM cairn_pending_ops WHERE origin = ? AND seq <= ?"));
-      del.BindInt(1, origin);
-      del.BindInt(2, I(origins_[origin].through));
-      CAIRN_RETURN_IF_ERROR(del.Run());
-      CAIRN_ASSIGN_OR_RETURN(Stmt delr, db_.Prepare(
-          "DELETE FROM cairn_pending_ranges WHERE origin = ? AND through_seq <= ?"));
-      delr.BindInt(1, origin);
-      delr.BindInt(2, I(origins_[origin].through));
-      CAIRN_RETURN_IF_ERROR(delr.Run());
+      for (const auto& [origin, through] : ranges) {
+        CAIRN_RETURN_IF_ERROR(SetThrough(origins_[origin].id, through));
+      }
+      for (const char* sql : {"DELETE FROM cairn_pending_ops WHERE unit = ?",
+                              "DELETE FROM cairn_pending_ranges WHERE unit = ?"}) {
+        CAIRN_ASSIGN_OR_RETURN(Stmt del, db_.Prepare(sql));
+        del.BindInt(1, unit);
+        CAIRN_RETURN_IF_ERROR(del.Run());
+      }
       progress = true;
     }
   }
   return Status::OK();
 }
 
+Result<int64_t> ReplicaStore::PendingCount() {
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("SELECT count(*) FROM cairn_pending_ops"));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.Int(0) : 0;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reading
+
+static Fields VisibleFields(const crdt::CellMap& cells) {
+  Fields out;
+  for (const auto& [name, cell] : cells) out.emplace(name, cell.Visible());
+  return out;
+}
 
 Result<std::optional<Fields>> ReplicaStore::GetDoc(const std::string& collection,
                                                     const std::string& key) {
   auto c = collections_.find(collection);
   if (c == collections_.end()) return std::optional<Fields>();
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "SELECT f.name, c.set_hlc, c.set_origin, c.set_seq, c.vtype, c.value, c.inc_hlc, "
-      "c.inc_origin, c.inc_seq, c.counter FROM cairn_docs d JOIN cairn_cells c ON c.doc = d.id "
-      "JOIN cairn_fields f ON f.idx = c.field WHERE d.coll = ? AND d.key = ?"));
+      "SELECT cells FROM cairn_docs WHERE coll = ? AND key = ? AND cells IS NOT NULL"));
   st.BindInt(1, c->second.idx);
   st.BindText(2, key);
-  Fields fields;
-  for (;;) {
-    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    crdt::Cell cell;
-    if (!st.IsNull(3)) {
-      cell.set_id = OpId{U(st.Int(1)), origins_[st.Int(2)].id, U(st.Int(3))};
-      cell.set_value = ReadValue(st, 4);
-    }
-    if (!st.IsNull(8)) cell.inc_max = OpId{U(st.Int(6)), origins_[st.Int(7)].id, U(st.Int(8))};
-    cell.counter = st.Int(9);
-    fields[std::string(st.Text(0))] = cell.Visible();
-  }
-  if (fields.empty()) return std::optional<Fields>();
-  return std::optional<Fields>(std::move(fields));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<Fields>();
+  crdt::CellMap cells;
+  if (!DecodeCells(st.Blob(0), &cells)) return Status::Corrupt("malformed cells");
+  return std::optional<Fields>(VisibleFields(cells));
 }
 
 Status ReplicaStore::ForEachVisibleDoc(
@@ -817,92 +936,103 @@ Status ReplicaStore::ForEachVisibleDoc(
   std::map<std::string, int64_t> sorted;
   for (const auto& [name, info] : collections_) sorted[name] = info.idx;
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "SELECT d.key, f.name, c.set_hlc, c.set_origin, c.set_seq, c.vtype, c.value, c.inc_hlc, "
-      "c.inc_origin, c.inc_seq, c.counter FROM cairn_docs d JOIN cairn_cells c ON c.doc = d.id "
-      "JOIN cairn_fields f ON f.idx = c.field WHERE d.coll = ? ORDER BY d.key"));
+      "SELECT key, cells FROM cairn_docs WHERE coll = ? AND cells IS NOT NULL ORDER BY key"));
   for (const auto& [name, idx] : sorted) {
     st.BindInt(1, idx);
-    std::string key;
-    Fields fields;
     for (;;) {
-      auto row = st.Step();
-      if (!row.ok()) {
-        st.Reset();
-        return row.status();
-      }
-      if (!row.value() || st.Text(0) != key) {
-        if (!fields.empty()) {
-          Status s = fn(name, key, fields);
-          if (!s.ok()) {
-            st.Reset();
-            return s;
-          }
-          fields.clear();
-        }
-        if (!row.value()) break;
-        key = std::string(st.Text(0));
-      }
-      crdt::Cell cell;
-      if (!st.IsNull(4)) {
-        cell.set_id = OpId{U(st.Int(2)), origins_[st.Int(3)].id, U(st.Int(4))};
-        cell.set_value = ReadValue(st, 5);
-      }
-      if (!st.IsNull(9)) cell.inc_max = OpId{U(st.Int(7)), origins_[st.Int(8)].id, U(st.Int(9))};
-      cell.counter = st.Int(10);
-      fields[std::string(st.Text(1))] = cell.Visible();
+      CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      crdt::CellMap cells;
+      if (!DecodeCells(st.Blob(1), &cells)) return Status::Corrupt("malformed cells");
+      CAIRN_RETURN_IF_ERROR(fn(name, std::string(st.Text(0)), VisibleFields(cells)));
     }
     st.Reset();
   }
   return Status::OK();
 }
 
-// Columns: origin idx, seq, hlc, kind, collection, key, field, vtype, value, delta.
-Status ReplicaStore::ScanOps(Stmt* st, const std::function<Status(const Op&)>& fn) {
-  Op op;
+Status ReplicaStore::ForEachSurvivor(const std::function<Status(const Op&)>& fn) {
+  // Sets live inside the cells blobs, so the survivors are gathered into a temporary table
+  // (SQLite spills it to disk when large: memory stays bounded) and read back in (origin, seq)
+  // order, which the op batch encoding compresses best.
+  CAIRN_RETURN_IF_ERROR(db_.Exec(
+      "DROP TABLE IF EXISTS temp.cairn_survivors;"
+      "CREATE TEMP TABLE cairn_survivors(origin INTEGER, seq INTEGER, hlc INTEGER, kind INTEGER,"
+      " coll INTEGER, key TEXT, field INTEGER, value BLOB, delta INTEGER,"
+      " PRIMARY KEY (origin, seq)) WITHOUT ROWID;"
+      "INSERT INTO temp.cairn_survivors SELECT i.origin, i.seq, i.hlc, 1, d.coll, d.key, i.field,"
+      " NULL, i.delta FROM cairn_incs i JOIN cairn_docs d ON d.id = i.doc;"
+      "INSERT INTO temp.cairn_survivors SELECT del_origin, del_seq, del_hlc, 2, coll, key, NULL,"
+      " NULL, 0 FROM cairn_docs WHERE del_seq IS NOT NULL;"));
+  Status st;
+  {
+    CAIRN_ASSIGN_OR_RETURN(Stmt docs, db_.Prepare(
+        "SELECT coll, key, cells FROM cairn_docs WHERE cells IS NOT NULL"));
+    CAIRN_ASSIGN_OR_RETURN(Stmt put, db_.Prepare(
+        "INSERT INTO temp.cairn_survivors VALUES (?, ?, ?, 0, ?, ?, ?, ?, 0)"));
+    for (;;) {
+      CAIRN_ASSIGN_OR_RETURN(bool row, docs.Step());
+      if (!row) break;
+      crdt::CellMap cells;
+      if (!DecodeCells(docs.Blob(2), &cells)) return Status::Corrupt("malformed cells");
+      for (const auto& [field, cell] : cells) {
+        if (cell.set_id.none()) continue;
+        std::string value;
+        PutValue(&value, cell.set_value);
+        put.BindInt(1, origin_index_.at(cell.set_id.origin));
+        put.BindInt(2, I(cell.set_id.seq));
+        put.BindInt(3, I(cell.set_id.hlc));
+        put.BindInt(4, docs.Int(0));
+        put.BindText(5, docs.Text(1));
+        put.BindInt(6, fields_.at(field));
+        put.BindBlob(7, value);
+        CAIRN_RETURN_IF_ERROR(put.Run());
+      }
+    }
+    CAIRN_ASSIGN_OR_RETURN(Stmt scan, db_.Prepare(
+        "SELECT origin, seq, hlc, kind, coll, key, field, value, delta "
+        "FROM temp.cairn_survivors ORDER BY origin, seq"));
+    Op op;
+    for (;;) {
+      auto row = scan.Step();
+      if (!row.ok() || !row.value()) {
+        st = row.status();
+        break;
+      }
+      op.id = MakeOpId(scan.Int(2), scan.Int(0), scan.Int(1));
+      op.kind = static_cast<OpKind>(scan.Int(3));
+      op.collection = collection_names_.at(scan.Int(4));
+      op.key = std::string(scan.Text(5));
+      op.field = op.kind == OpKind::kDelete ? std::string() : FieldName(scan.Int(6));
+      op.value = Value();
+      if (op.kind == OpKind::kSet) {
+        std::string_view blob = scan.Blob(7);
+        Reader r(reinterpret_cast<const uint8_t*>(blob.data()), blob.size());
+        if (!GetValue(&r, false, &op.value)) {
+          st = Status::Corrupt("malformed value");
+          break;
+        }
+      }
+      op.delta = scan.Int(8);
+      op.continues_txn = false;
+      st = fn(op);
+      if (!st.ok()) break;
+    }
+  }
+  Status drop = db_.Exec("DROP TABLE IF EXISTS temp.cairn_survivors");
+  return st.ok() ? drop : st;
+}
+
+Status ReplicaStore::ForEachOutbox(
+    const std::function<Status(uint64_t, uint64_t, std::string_view)>& fn) {
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "SELECT first_seq, last_seq, batch FROM cairn_outbox ORDER BY first_seq"));
   for (;;) {
-    CAIRN_ASSIGN_OR_RETURN(bool row, st->Step());
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
-    op.id = OpId{U(st->Int(2)), origins_[st->Int(0)].id, U(st->Int(1))};
-    op.kind = static_cast<OpKind>(st->Int(3));
-    op.collection = std::string(st->Text(4));
-    op.key = std::string(st->Text(5));
-    op.field = op.kind == OpKind::kDelete ? std::string() : std::string(st->Text(6));
-    op.value = op.kind == OpKind::kSet ? ReadValue(*st, 7) : Value();
-    op.delta = op.kind == OpKind::kIncrement ? st->Int(9) : 0;
-    op.continues_txn = false;
-    CAIRN_RETURN_IF_ERROR(fn(op));
+    CAIRN_RETURN_IF_ERROR(fn(U(st.Int(0)), U(st.Int(1)), st.Blob(2)));
   }
   return Status::OK();
-}
-
-static const char* const kSurvivorsSql = R"sql(
-SELECT s.origin, s.seq, s.hlc, s.kind, c.name, d.key, f.name, s.vtype, s.value, s.delta FROM (
-  SELECT set_origin AS origin, set_seq AS seq, set_hlc AS hlc, 0 AS kind, doc, field,
-         vtype, value, 0 AS delta FROM cairn_cells WHERE set_seq IS NOT NULL
-  UNION ALL
-  SELECT origin, seq, hlc, 1, doc, field, NULL, NULL, delta FROM cairn_incs
-  UNION ALL
-  SELECT del_origin, del_seq, del_hlc, 2, id, NULL, NULL, NULL, 0 FROM cairn_docs
-   WHERE del_seq IS NOT NULL
-) s JOIN cairn_docs d ON d.id = s.doc JOIN cairn_collections c ON c.idx = d.coll
-  LEFT JOIN cairn_fields f ON f.idx = s.field
-)sql";
-
-Status ReplicaStore::ForEachSurvivor(const std::function<Status(const Op&)>& fn) {
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(std::string(kSurvivorsSql) + " ORDER BY 1, 2"));
-  return ScanOps(&st, fn);
-}
-
-Status ReplicaStore::ForEachLoggedOp(const std::function<Status(const Op&)>& fn) {
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(std::string(kSurvivorsSql) + R"sql(
-UNION
-SELECT ?1, o.seq, o.hlc, o.kind, c.name, o.key, f.name, o.vtype, o.value,
-       CASE o.kind WHEN 1 THEN o.delta ELSE 0 END
-  FROM cairn_outbox o JOIN cairn_collections c ON c.idx = o.coll
-  LEFT JOIN cairn_fields f ON f.idx = o.field
-ORDER BY 1, 2)sql"));
-  st.BindInt(1, local_origin_);
-  return ScanOps(&st, fn);
 }
 
 Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& reason,
@@ -967,13 +1097,10 @@ static Result<int64_t> Count(Db* db, const char* sql) {
 }
 
 Result<int64_t> ReplicaStore::OutboxCount() {
-  return Count(&db_, "SELECT count(*) FROM cairn_outbox");
+  return Count(&db_, "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM cairn_outbox");
 }
 Result<int64_t> ReplicaStore::RejectedCount() {
   return Count(&db_, "SELECT count(*) FROM cairn_rejected");
-}
-Result<int64_t> ReplicaStore::PendingCount() {
-  return Count(&db_, "SELECT count(*) FROM cairn_pending_ops");
 }
 
 }  // namespace cairn::store

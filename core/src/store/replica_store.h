@@ -34,7 +34,7 @@ struct StoreOptions {
   bool create = true;        // create the file when missing
   bool read_only = false;
   uint32_t busy_timeout_ms = 5000;
-  size_t cache_docs = 4096;  // write-back cache size before an intermediate flush
+  size_t cache_docs = 16384;  // documents kept in the write-back cache of a transaction
 };
 
 struct OriginInfo {
@@ -68,23 +68,29 @@ class ReplicaStore {
 
   // --- Writing (REQUIRES: inside Begin/Commit) ---
   Status Begin();
-  // Flushes, persists `hlc` and the local seq, commits. On failure the transaction is rolled back.
+  // Flushes, persists the clock and seq when the outbox does not already imply them, commits.
+  // On failure the transaction is rolled back.
   Status Commit(Hlc hlc);
   void Rollback();
-  bool in_transaction() const { return txn_ != nullptr; }
+  bool in_transaction() const { return in_txn_; }
 
-  // Applies a validated op through the merge rules. A local op (origin == replica_id()) also goes
-  // to the outbox and advances the local seq (REQUIRES: op.id.seq == last_seq() + 1).
+  // Applies a validated op through the merge rules. A local op (made by this replica) advances
+  // the local seq (REQUIRES: op.id.seq == last_seq() + 1); the caller records it in the outbox.
   Status Apply(const Op& op, bool local);
+  // Records one local transaction (ops first_seq..last_seq) as an encoded OpBatch frame.
+  Status AppendOutbox(uint64_t first_seq, uint64_t last_seq, Hlc max_hlc, std::string_view batch);
   uint64_t Through(const ReplicaId& origin);
   Status SetThrough(const ReplicaId& origin, uint64_t through);
   // Case-insensitive clash of a new name with an existing, different one ("" if none).
   std::string CollectionClash(const std::string& name) const;
   std::string FieldClash(const std::string& name) const;
-  // Gap handling (SPEC §2: a gap is held back until filled).
-  Status StagePending(const Op& op);
-  Status StagePendingRange(const ReplicaId& origin, uint64_t from, uint64_t through);
-  // Applies every staged range that now connects to its origin's watermark.
+  // Gap handling (SPEC §2: a gap is held back until filled). A held-back unit is one received
+  // file (or batch) kept whole: its ops, and per origin the range (from, through] it covers,
+  // where `from` is what the sender assumed this replica already has.
+  Result<int64_t> NewPendingUnit();
+  Status StagePending(int64_t unit, const Op& op);
+  Status StagePendingRange(int64_t unit, const ReplicaId& origin, uint64_t from, uint64_t through);
+  // Applies, whole, every held-back unit whose assumptions this replica now meets.
   Status DrainPending();
 
   // --- Reading ---
@@ -95,8 +101,9 @@ class ReplicaStore {
       const std::function<Status(const std::string&, const std::string&, const Fields&)>& fn);
   // The ops the state still depends on (the compacted log), ordered by origin then seq.
   Status ForEachSurvivor(const std::function<Status(const Op&)>& fn);
-  // Survivors plus the unacknowledged local ops (outbox), ordered by origin then seq.
-  Status ForEachLoggedOp(const std::function<Status(const Op&)>& fn);
+  // The outbox, oldest transaction first: (first seq, last seq, encoded OpBatch frame).
+  Status ForEachOutbox(
+      const std::function<Status(uint64_t, uint64_t, std::string_view)>& fn);
   Status ForEachRejected(const std::function<Status(const RejectedOp&)>& fn);
   Status RecordRejected(const Op& op, int code, const std::string& reason, int64_t now_ms);
   std::vector<OriginInfo> Origins() const;
@@ -109,7 +116,9 @@ class ReplicaStore {
   struct CachedDoc {
     int64_t doc_id = 0;  // 0: not in the file yet
     int64_t coll = 0;
-    std::string collection, key;
+    std::string key;
+    bool was_visible = false;  // visible as last written to the file
+    uint64_t last_used = 0;
     crdt::DocState state;
   };
   struct Collection {
@@ -126,25 +135,35 @@ class ReplicaStore {
   Result<int64_t> EnsureField(const std::string& name);
   Status EnsureColumn(int64_t coll, int64_t field);
   Result<int64_t> EnsureOrigin(const ReplicaId& id);
-  Result<CachedDoc*> LoadDoc(const std::string& collection, const std::string& key);
+  Result<CachedDoc*> LoadDoc(int64_t coll, const std::string& key);
   Status LoadIncs(CachedDoc* doc);
   Status FlushDoc(CachedDoc* doc);
   Status FlushAll();
-  Status AppendOutbox(const Op& op, int64_t coll, int64_t field);
-  Result<Stmt*> MaterializeStmt(int64_t coll, int64_t field);
+  Status TrimCache();
+  void ClearCache();
+  Result<Stmt*> MaterializeStmt(int64_t coll, const std::vector<int64_t>& fields);
+  Result<Stmt*> DeleteRowStmt(int64_t coll);
   const std::string& FieldName(int64_t idx) const { return field_names_.at(idx); }
-  Status ScanOps(Stmt* stmt, const std::function<Status(const Op&)>& fn);
+  const Collection& CollectionByIndex(int64_t idx) const;
+  std::string EncodeCells(const crdt::DocState& state) const;
+  bool DecodeCells(std::string_view blob, crdt::CellMap* cells) const;
+  OpId MakeOpId(int64_t hlc, int64_t origin, int64_t seq) const;
 
   Db db_;
   StoreOptions options_;
-  std::unique_ptr<Txn> txn_;
+  bool in_txn_ = false;
   ReplicaId replica_id_;
   int64_t local_origin_ = 0;
   Hlc hlc_ = 0;
   uint64_t last_seq_ = 0;
+  // What the file already implies: the state row, and the newest outbox transaction.
+  Hlc persisted_hlc_ = 0;
+  uint64_t persisted_seq_ = 0;
   int64_t next_doc_ = 1;
+  uint64_t tick_ = 0;
 
   std::unordered_map<std::string, Collection> collections_;  // by exact name
+  std::unordered_map<int64_t, std::string> collection_names_;
   std::unordered_map<std::string, std::string> collections_lower_;
   std::unordered_map<std::string, int64_t> fields_;
   std::unordered_map<std::string, std::string> fields_lower_;
@@ -152,12 +171,18 @@ class ReplicaStore {
   std::map<std::pair<int64_t, int64_t>, bool> columns_;  // (coll, field) -> materialized
   std::map<ReplicaId, int64_t> origin_index_;
   std::unordered_map<int64_t, OriginInfo> origins_;
-  std::map<std::pair<int64_t, int64_t>, Stmt> materialize_;
+  std::map<std::pair<int64_t, std::vector<int64_t>>, Stmt> materialize_;
+  std::map<int64_t, Stmt> delete_row_;
 
-  std::unordered_map<std::string, CachedDoc> cache_;
+  // The write-back cache of the open transaction: collection index -> key -> document.
+  std::unordered_map<int64_t, std::unordered_map<std::string, CachedDoc>> cache_;
+  size_t cache_count_ = 0;
+  // The names of the previous op, resolved (most ops of a batch share them).
+  std::string last_collection_, last_field_;
+  int64_t last_coll_idx_ = -1, last_field_idx_ = -1;
 
-  Stmt find_doc_, load_cells_, load_incs_, insert_doc_, update_doc_, put_cell_, del_cell_,
-      put_inc_, del_inc_, del_incs_, put_outbox_, save_state_, set_through_, stage_op_;
+  Stmt begin_, commit_, rollback_, find_doc_, load_incs_, insert_doc_, update_doc_, put_inc_,
+      del_inc_, del_incs_, put_outbox_, save_state_, set_through_, stage_op_;
 };
 
 }  // namespace cairn::store
