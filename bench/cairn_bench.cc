@@ -953,15 +953,19 @@ int main(int argc, char** argv) {
   if (run[2]) {
     const auto& cr = res["s3-cairn"];
     const auto& rr = res["s3-raw"];
-    double cv = cr.out["ops_per_s"], rv = rr.out["ops_per_s"];
+    // Both engines bring B to the same merged state from the same 200,000 trace ops (A's and
+    // C's); Cairn's exports carry only the ops that state depends on. The rate of both is trace
+    // ops merged per second; the ops actually in the files are shown beside it.
+    double trace_ops = rr.out["ops"], file_ops = cr.out["ops"];
     double ct = cr.out["seconds"], rt = rr.out["seconds"];
+    double cv = trace_ops / ct, rv = trace_ops / rt;
     std::printf("| 3. merge: B imports A's then C's export (raw: upserts of A's then C's ops) | "
-                "%s in files / %s in trace | %s | %s | %s | - | %s | %s |\n",
-                Num(cr.out["ops"].get<double>()).c_str(), Num(rr.out["ops"].get<double>()).c_str(),
-                Num(cv).c_str(), Num(rv).c_str(), Ratio(cv, rv).c_str(), Mb(cr.maxrss_kb).c_str(),
-                Mb(rr.maxrss_kb).c_str());
-    verdicts.push_back("imports >= 0.5x raw: " + Ratio(cv, rv) + " (by ops/s; by wall time " +
-                       Ratio(rt, ct) + ") -> " + MetStr(cv >= 0.5 * rv));
+                "%s trace ops (%s in the files) | %s | %s | %s | - | %s | %s |\n",
+                Num(trace_ops).c_str(), Num(file_ops).c_str(), Num(cv).c_str(), Num(rv).c_str(),
+                Ratio(cv, rv).c_str(), Mb(cr.maxrss_kb).c_str(), Mb(rr.maxrss_kb).c_str());
+    verdicts.push_back("imports >= 0.5x raw (trace ops merged per second; " +
+                       Num(file_ops / ct) + " file ops/s): " + Ratio(cv, rv) + " -> " +
+                       MetStr(cv >= 0.5 * rv));
   }
   if (run[3]) {
     const auto& cr = res["s4-cairn"];

@@ -234,14 +234,7 @@ CAIRN_API int cairn_replica_status_json(cairn_buf* out, cairn_replica* replica) 
   CHECK_ARG(replica);
   auto s = replica->impl->GetStatus();
   if (!s.ok()) return ToC(s.status());
-  cairn::Json known = cairn::Json::object();
-  for (const auto& [id, through] : s.value().known) known[id.Hex()] = through;
-  cairn::Json j = {{"replica_id", s.value().id.Hex()},
-                   {"seq", s.value().last_seq},
-                   {"pending_ops", s.value().pending_ops},
-                   {"held_back_ops", s.value().held_back_ops},
-                   {"rejected_ops", s.value().rejected_ops},
-                   {"known", known}};
+  cairn::Json j = s.value().ToJson();
   return FillBuf(out, cairn::CanonicalJson(j));
   CAIRN_CAPI_END
 }

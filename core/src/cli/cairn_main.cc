@@ -152,16 +152,7 @@ int main(int argc, char** argv) {
   } else if (status->parsed()) {
     auto s = r.GetStatus();
     if (!s.ok()) return Fail(s.status());
-    cairn::Json known = cairn::Json::object();
-    for (const auto& [id, through] : s.value().known) known[id.Hex()] = through;
-    std::cout << cairn::CanonicalJson({{"replica_id", s.value().id.Hex()},
-                                       {"seq", s.value().last_seq},
-                                       {"pending_ops", s.value().pending_ops},
-                                       {"held_back_ops", s.value().held_back_ops},
-                                       {"rejected_ops", s.value().rejected_ops},
-                                       {"cursor", 0},
-                                       {"last_sync_ms", nullptr},
-                                       {"known", known}})
+    std::cout << cairn::CanonicalJson(s.value().ToJson())
               << "\n";
   }
   if (!st.ok()) return Fail(st);

@@ -412,8 +412,19 @@ VersionVector Replica::Known() {
   std::lock_guard<std::mutex> lock(mu_);
   VersionVector vv;
   if (!store_) return vv;
-  for (const auto& o : store_->Origins()) vv[o.id] = o.through;
+  for (const auto& o : store_->Origins()) {
+    if (o.through > 0) vv[o.id] = o.through;  // an origin known only from a held-back file: none
+  }
   return vv;
+}
+
+Json ReplicaStatus::ToJson() const {
+  Json known_json = Json::object();
+  for (const auto& [origin, through] : known) known_json[origin.Hex()] = through;
+  return Json{{"replica_id", id.Hex()},     {"seq", last_seq},
+              {"pending_ops", pending_ops}, {"held_back_ops", held_back_ops},
+              {"rejected_ops", rejected_ops}, {"cursor", 0},
+              {"last_sync_ms", nullptr},    {"known", known_json}};
 }
 
 Result<ReplicaStatus> Replica::GetStatus() {
@@ -426,7 +437,9 @@ Result<ReplicaStatus> Replica::GetStatus() {
   CAIRN_ASSIGN_OR_RETURN(s.pending_ops, store_->OutboxCount());
   CAIRN_ASSIGN_OR_RETURN(s.held_back_ops, store_->PendingCount());
   CAIRN_ASSIGN_OR_RETURN(s.rejected_ops, store_->RejectedCount());
-  for (const auto& o : store_->Origins()) s.known[o.id] = o.through;
+  for (const auto& o : store_->Origins()) {
+    if (o.through > 0) s.known[o.id] = o.through;
+  }
   return s;
 }
 

@@ -76,6 +76,10 @@ struct ReplicaStatus {
   int64_t rejected_ops = 0;
   Hlc hlc = 0;
   VersionVector known;
+  // {"cursor":0,"held_back_ops":..,"known":{"<origin hex>":through},"last_sync_ms":null,
+  //  "pending_ops":..,"rejected_ops":..,"replica_id":"..","seq":..} (cursor and last sync: the
+  // sync issue fills them).
+  Json ToJson() const;
 };
 
 struct ExportStats {

@@ -25,14 +25,13 @@ CREATE TABLE cairn_columns(
   coll INTEGER NOT NULL, field INTEGER NOT NULL, materialized INTEGER NOT NULL,
   PRIMARY KEY (coll, field)) WITHOUT ROWID;
 CREATE TABLE cairn_docs(
-  coll INTEGER NOT NULL, key TEXT NOT NULL, id INTEGER NOT NULL,
+  coll INTEGER NOT NULL, key TEXT NOT NULL,
   del_hlc INTEGER, del_origin INTEGER, del_seq INTEGER, cells BLOB,
   PRIMARY KEY (coll, key)) WITHOUT ROWID;
-CREATE UNIQUE INDEX cairn_docs_by_id ON cairn_docs(id);
 CREATE TABLE cairn_incs(
-  doc INTEGER NOT NULL, field INTEGER NOT NULL, origin INTEGER NOT NULL, seq INTEGER NOT NULL,
-  hlc INTEGER NOT NULL, delta INTEGER NOT NULL,
-  PRIMARY KEY (doc, field, origin, seq)) WITHOUT ROWID;
+  coll INTEGER NOT NULL, key TEXT NOT NULL, field INTEGER NOT NULL, origin INTEGER NOT NULL,
+  seq INTEGER NOT NULL, hlc INTEGER NOT NULL, delta INTEGER NOT NULL,
+  PRIMARY KEY (coll, key, field, origin, seq)) WITHOUT ROWID;
 CREATE TABLE cairn_outbox(
   first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, max_hlc INTEGER NOT NULL,
   batch BLOB NOT NULL);
@@ -208,8 +207,8 @@ Status ReplicaStore::LoadRegistry() {
   origins_.clear();
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
       "SELECT replica_id, hlc, last_seq, "
-      "(SELECT max(max_hlc) FROM cairn_outbox), (SELECT max(last_seq) FROM cairn_outbox), "
-      "(SELECT coalesce(max(id), 0) + 1 FROM cairn_docs) FROM cairn_state"));
+      "(SELECT max(max_hlc) FROM cairn_outbox), (SELECT max(last_seq) FROM cairn_outbox) "
+      "FROM cairn_state"));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row || !ReplicaId::FromBytes(st.Blob(0).data(), st.Blob(0).size(), &replica_id_)) {
     return Status::Corrupt("replica state row is missing or malformed");
@@ -220,7 +219,6 @@ Status ReplicaStore::LoadRegistry() {
   persisted_seq_ = std::max(U(st.Int(2)), U(st.Int(4)));
   hlc_ = persisted_hlc_;
   last_seq_ = persisted_seq_;
-  next_doc_ = st.Int(5);
   CAIRN_ASSIGN_OR_RETURN(Stmt c, db_.Prepare("SELECT idx, name, materialized FROM cairn_collections"));
   for (;;) {
     CAIRN_ASSIGN_OR_RETURN(row, c.Step());
@@ -273,19 +271,20 @@ Status ReplicaStore::Prepare() {
   CAIRN_RETURN_IF_ERROR(prep(&commit_, "COMMIT"));
   CAIRN_RETURN_IF_ERROR(prep(&rollback_, "ROLLBACK"));
   CAIRN_RETURN_IF_ERROR(prep(&find_doc_,
-      "SELECT id, del_hlc, del_origin, del_seq, cells FROM cairn_docs WHERE coll = ? AND key = ?"));
+      "SELECT del_hlc, del_origin, del_seq, cells FROM cairn_docs WHERE coll = ? AND key = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&load_incs_,
-      "SELECT field, hlc, origin, seq, delta FROM cairn_incs WHERE doc = ?"));
+      "SELECT field, hlc, origin, seq, delta FROM cairn_incs WHERE coll = ? AND key = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&insert_doc_,
-      "INSERT INTO cairn_docs(coll, key, id, del_hlc, del_origin, del_seq, cells) "
-      "VALUES (?,?,?,?,?,?,?)"));
+      "INSERT INTO cairn_docs(coll, key, del_hlc, del_origin, del_seq, cells) "
+      "VALUES (?,?,?,?,?,?)"));
   CAIRN_RETURN_IF_ERROR(prep(&update_doc_,
       "UPDATE cairn_docs SET del_hlc = ?, del_origin = ?, del_seq = ?, cells = ? "
       "WHERE coll = ? AND key = ?"));
-  CAIRN_RETURN_IF_ERROR(prep(&put_inc_, "INSERT OR IGNORE INTO cairn_incs VALUES (?,?,?,?,?,?)"));
+  CAIRN_RETURN_IF_ERROR(prep(&put_inc_,
+      "INSERT OR IGNORE INTO cairn_incs VALUES (?,?,?,?,?,?,?)"));
   CAIRN_RETURN_IF_ERROR(prep(&del_inc_,
-      "DELETE FROM cairn_incs WHERE doc = ? AND field = ? AND origin = ? AND seq = ?"));
-  CAIRN_RETURN_IF_ERROR(prep(&del_incs_, "DELETE FROM cairn_incs WHERE doc = ?"));
+      "DELETE FROM cairn_incs WHERE coll = ? AND key = ? AND field = ? AND origin = ? AND seq = ?"));
+  CAIRN_RETURN_IF_ERROR(prep(&del_incs_, "DELETE FROM cairn_incs WHERE coll = ? AND key = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&put_outbox_, "INSERT INTO cairn_outbox VALUES (?,?,?,?)"));
   CAIRN_RETURN_IF_ERROR(prep(&save_state_,
       "UPDATE cairn_state SET hlc = ?, last_seq = ? WHERE id = 1"));
@@ -309,6 +308,8 @@ Status ReplicaStore::Begin() {
   if (!begin_.valid()) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(begin_.Run());
   in_txn_ = true;
+  outbox_hlc_ = 0;
+  outbox_seq_ = 0;
   ClearCache();
   return Status::OK();
 }
@@ -316,7 +317,9 @@ Status ReplicaStore::Begin() {
 Status ReplicaStore::Commit(Hlc hlc) {
   Status st = FlushAll();
   hlc_ = std::max(hlc_, hlc);
-  if (st.ok() && (hlc_ > persisted_hlc_ || last_seq_ > persisted_seq_)) {
+  const Hlc implied_hlc = std::max(persisted_hlc_, outbox_hlc_);
+  const uint64_t implied_seq = std::max(persisted_seq_, outbox_seq_);
+  if (st.ok() && (hlc_ > implied_hlc || last_seq_ > implied_seq)) {
     save_state_.BindInt(1, I(hlc_));
     save_state_.BindInt(2, I(last_seq_));
     st = save_state_.Run();
@@ -548,11 +551,11 @@ Result<ReplicaStore::CachedDoc*> ReplicaStore::LoadDoc(int64_t coll, const std::
   auto found = find_doc_.Step();
   if (!found.ok()) return found.status();
   if (found.value()) {
-    doc.doc_id = find_doc_.Int(0);
-    if (!find_doc_.IsNull(3)) {
-      doc.state.del = MakeOpId(find_doc_.Int(1), find_doc_.Int(2), find_doc_.Int(3));
+    doc.in_file = true;
+    if (!find_doc_.IsNull(2)) {
+      doc.state.del = MakeOpId(find_doc_.Int(0), find_doc_.Int(1), find_doc_.Int(2));
     }
-    if (!find_doc_.IsNull(4) && !DecodeCells(find_doc_.Blob(4), &doc.state.cells)) {
+    if (!find_doc_.IsNull(3) && !DecodeCells(find_doc_.Blob(3), &doc.state.cells)) {
       find_doc_.Reset();
       return Status::Corrupt("malformed cells of " + collection + "/" + key);
     }
@@ -566,8 +569,9 @@ Result<ReplicaStore::CachedDoc*> ReplicaStore::LoadDoc(int64_t coll, const std::
 Status ReplicaStore::LoadIncs(CachedDoc* doc) {
   auto& incs = doc->state.incs;
   incs.clear();
-  if (doc->doc_id != 0 && !doc->state.changes.all_incs_removed) {
-    load_incs_.BindInt(1, doc->doc_id);
+  if (doc->in_file && !doc->state.changes.all_incs_removed) {
+    load_incs_.BindInt(1, doc->coll);
+    load_incs_.BindStaticText(2, doc->key);
     for (;;) {
       auto row = load_incs_.Step();
       if (!row.ok()) {
@@ -620,6 +624,8 @@ Status ReplicaStore::Apply(const Op& op, bool local) {
 
 Status ReplicaStore::AppendOutbox(uint64_t first_seq, uint64_t last_seq, Hlc max_hlc,
                                   std::string_view batch) {
+  outbox_hlc_ = std::max(outbox_hlc_, max_hlc);  // what the file will imply once committed
+  outbox_seq_ = std::max(outbox_seq_, last_seq);
   put_outbox_.BindInt(1, I(first_seq));
   put_outbox_.BindInt(2, I(last_seq));
   put_outbox_.BindInt(3, I(max_hlc));
@@ -672,18 +678,17 @@ Status ReplicaStore::FlushDoc(CachedDoc* doc) {
   };
   const bool visible = s.Visible();
   std::string cells = visible ? EncodeCells(s) : std::string();
-  if (doc->doc_id == 0) {
-    doc->doc_id = next_doc_++;
+  if (!doc->in_file) {
     insert_doc_.BindInt(1, doc->coll);
     insert_doc_.BindStaticText(2, doc->key);
-    insert_doc_.BindInt(3, doc->doc_id);
-    bind_id(&insert_doc_, 4, s.del);
+    bind_id(&insert_doc_, 3, s.del);
     if (visible) {
-      insert_doc_.BindStaticBlob(7, cells);
+      insert_doc_.BindStaticBlob(6, cells);
     } else {
-      insert_doc_.BindNull(7);
+      insert_doc_.BindNull(6);
     }
     CAIRN_RETURN_IF_ERROR(insert_doc_.Run());
+    doc->in_file = true;
   } else {
     bind_id(&update_doc_, 1, s.del);
     if (visible) {
@@ -696,23 +701,26 @@ Status ReplicaStore::FlushDoc(CachedDoc* doc) {
     CAIRN_RETURN_IF_ERROR(update_doc_.Run());
   }
   if (ch.all_incs_removed) {
-    del_incs_.BindInt(1, doc->doc_id);
+    del_incs_.BindInt(1, doc->coll);
+    del_incs_.BindStaticText(2, doc->key);
     CAIRN_RETURN_IF_ERROR(del_incs_.Run());
   }
   for (const auto& [field, id] : ch.removed_incs) {
-    del_inc_.BindInt(1, doc->doc_id);
-    del_inc_.BindInt(2, fields_.at(field));
-    del_inc_.BindInt(3, origin_index_.at(id.origin));
-    del_inc_.BindInt(4, I(id.seq));
+    del_inc_.BindInt(1, doc->coll);
+    del_inc_.BindStaticText(2, doc->key);
+    del_inc_.BindInt(3, fields_.at(field));
+    del_inc_.BindInt(4, origin_index_.at(id.origin));
+    del_inc_.BindInt(5, I(id.seq));
     CAIRN_RETURN_IF_ERROR(del_inc_.Run());
   }
   for (const auto& [field, e] : ch.added_incs) {
-    put_inc_.BindInt(1, doc->doc_id);
-    put_inc_.BindInt(2, fields_.at(field));
-    put_inc_.BindInt(3, origin_index_.at(e.id.origin));
-    put_inc_.BindInt(4, I(e.id.seq));
-    put_inc_.BindInt(5, I(e.id.hlc));
-    put_inc_.BindInt(6, e.delta);
+    put_inc_.BindInt(1, doc->coll);
+    put_inc_.BindStaticText(2, doc->key);
+    put_inc_.BindInt(3, fields_.at(field));
+    put_inc_.BindInt(4, origin_index_.at(e.id.origin));
+    put_inc_.BindInt(5, I(e.id.seq));
+    put_inc_.BindInt(6, I(e.id.hlc));
+    put_inc_.BindInt(7, e.delta);
     CAIRN_RETURN_IF_ERROR(put_inc_.Run());
   }
   // The SQL table: one statement per document.
@@ -960,8 +968,8 @@ Status ReplicaStore::ForEachSurvivor(const std::function<Status(const Op&)>& fn)
       "CREATE TEMP TABLE cairn_survivors(origin INTEGER, seq INTEGER, hlc INTEGER, kind INTEGER,"
       " coll INTEGER, key TEXT, field INTEGER, value BLOB, delta INTEGER,"
       " PRIMARY KEY (origin, seq)) WITHOUT ROWID;"
-      "INSERT INTO temp.cairn_survivors SELECT i.origin, i.seq, i.hlc, 1, d.coll, d.key, i.field,"
-      " NULL, i.delta FROM cairn_incs i JOIN cairn_docs d ON d.id = i.doc;"
+      "INSERT INTO temp.cairn_survivors SELECT origin, seq, hlc, 1, coll, key, field, NULL, delta"
+      " FROM cairn_incs;"
       "INSERT INTO temp.cairn_survivors SELECT del_origin, del_seq, del_hlc, 2, coll, key, NULL,"
       " NULL, 0 FROM cairn_docs WHERE del_seq IS NOT NULL;"));
   Status st;

@@ -114,7 +114,7 @@ class ReplicaStore {
 
  private:
   struct CachedDoc {
-    int64_t doc_id = 0;  // 0: not in the file yet
+    bool in_file = false;  // has a cairn_docs row
     int64_t coll = 0;
     std::string key;
     bool was_visible = false;  // visible as last written to the file
@@ -159,7 +159,9 @@ class ReplicaStore {
   // What the file already implies: the state row, and the newest outbox transaction.
   Hlc persisted_hlc_ = 0;
   uint64_t persisted_seq_ = 0;
-  int64_t next_doc_ = 1;
+  // What this transaction's outbox rows imply, once committed.
+  Hlc outbox_hlc_ = 0;
+  uint64_t outbox_seq_ = 0;
   uint64_t tick_ = 0;
 
   std::unordered_map<std::string, Collection> collections_;  // by exact name
