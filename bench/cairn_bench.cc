@@ -241,23 +241,22 @@ class TraceClock final : public cairn::Clock {
  public:
   explicit TraceClock(int64_t t0) : now_(t0) {}
   int64_t NowMs() override {
-    if (next_ < end_) {
-      now_ = next_->t;
-      ++next_;
-    }
+    if (next_ < times_.size()) now_ = times_[next_++];
     return now_;
   }
+  // Copies the ops' times, so the trace itself may be released before the timed write.
   void Expect(const TraceOp* begin, const TraceOp* end) {
-    next_ = begin;
-    end_ = end;
+    times_.clear();
+    for (const TraceOp* op = begin; op != end; ++op) times_.push_back(op->t);
+    next_ = 0;
   }
   // True when every op of the last Expect() was handed out.
-  bool Drained() const { return next_ == end_; }
+  bool Drained() const { return next_ == times_.size(); }
 
  private:
   int64_t now_;
-  const TraceOp* next_ = nullptr;
-  const TraceOp* end_ = nullptr;
+  std::vector<int64_t> times_;
+  size_t next_ = 0;
 };
 
 void AddToBatch(const Trace& tr, const TraceOp& op, cairn::WriteBatch* b) {
@@ -438,18 +437,21 @@ Json S1Cairn(const Ctx& c) {
   int64_t base_kb = StatusKb("VmHWM");
   const auto& a = tr.ops[kA];
   OpenReplica r = OpenCairn(P(c, "s1-cairn.db"), T0(tr));
+  r.clock->Expect(a.data(), a.data() + a.size());
+  const size_t op_count = a.size();
   double c0 = CpuSeconds();
   auto t0 = Clock::now();
   cairn::WriteBatch b;
   for (const TraceOp& op : a) AddToBatch(tr, op, &b);
+  // An app holds its batch, not a parsed trace: release the trace before the write.
+  tr = Trace();
   auto t1 = Clock::now();
   int64_t batch_kb = StatusKb("VmHWM");
   int64_t batch_rss_kb = StatusKb("VmRSS");
-  r.clock->Expect(a.data(), a.data() + a.size());
   Check(r.replica->Write(b), "write");
   auto t2 = Clock::now();
   if (!r.clock->Drained()) Die("the trace clock was not asked once per op");
-  Json j = Timed(a.size(), Seconds(t0, t2));
+  Json j = Timed(op_count, Seconds(t0, t2));
   j["cpu_seconds"] = CpuSeconds() - c0;
   j["batch_build_seconds"] = Seconds(t0, t1);
   j["write_seconds"] = Seconds(t1, t2);
@@ -1004,8 +1006,13 @@ int main(int argc, char** argv) {
   for (const auto& [ct, rt] : std::vector<std::pair<std::string, std::string>>{
            {"s1-cairn", "s1-raw"}, {"s2-cairn", "s2-raw"}, {"s3-cairn", "s3-raw"}}) {
     if (!all.count(ct)) continue;
-    std::printf("- %c: ops/s over the runs: Cairn %s, raw %s; ratio per run: %s\n", ct[1],
-                range(ct).c_str(), range(rt).c_str(), ratios(ct, rt).c_str());
+    // Scenario 3's per-run rates count the ops each engine processed (Cairn: the ops in the
+    // export files; raw: the trace ops), unlike its table row, which counts trace ops for both.
+    std::printf("- %c: ops/s over the runs: Cairn %s, raw %s; ratio per run: %s%s\n", ct[1],
+                range(ct).c_str(), range(rt).c_str(), ratios(ct, rt).c_str(),
+                ct == "s3-cairn" ? " (processed ops, not trace ops: see the table for the "
+                                   "like-for-like rate)"
+                                 : "");
   }
   if (run[0]) {
     const Json& o = res["s1-cairn"].out;

@@ -90,6 +90,7 @@ void BatchEncoder::Add(const Op& op) {
 
 void BatchEncoder::Finish(flatbuffers::FlatBufferBuilder* fbb, uint64_t cursor,
                           uint64_t batch_id) {
+  doc_index_.clear();  // not needed to finish: free it before the copy into `fbb`
   std::vector<wire::ReplicaId> ids;
   ids.reserve(origins_.size());
   for (const auto& o : origins_) ids.push_back(ToWire(o));

@@ -197,6 +197,7 @@ Status Replica::Write(const WriteBatch& batch) {
     outbox.Add(op);
     return store_->Apply(op, /*local=*/true);
   });
+  if (st.ok()) st = store_->WriteBack();
   if (st.ok()) {
     flatbuffers::FlatBufferBuilder fbb(outbox.ops_bytes() + 1024);
     outbox.Finish(&fbb);

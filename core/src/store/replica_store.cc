@@ -622,6 +622,12 @@ Status ReplicaStore::Apply(const Op& op, bool local) {
   return Status::OK();
 }
 
+Status ReplicaStore::WriteBack() {
+  CAIRN_RETURN_IF_ERROR(FlushAll());
+  ClearCache();
+  return Status::OK();
+}
+
 Status ReplicaStore::AppendOutbox(uint64_t first_seq, uint64_t last_seq, Hlc max_hlc,
                                   std::string_view batch) {
   outbox_hlc_ = std::max(outbox_hlc_, max_hlc);  // what the file will imply once committed

@@ -77,6 +77,9 @@ class ReplicaStore {
   // Applies a validated op through the merge rules. A local op (made by this replica) advances
   // the local seq (REQUIRES: op.id.seq == last_seq() + 1); the caller records it in the outbox.
   Status Apply(const Op& op, bool local);
+  // Writes every changed document back to the file and empties the cache (a large transaction
+  // calls it before building its outbox frame, so both are never in memory at once).
+  Status WriteBack();
   // Records one local transaction (ops first_seq..last_seq) as an encoded OpBatch frame.
   Status AppendOutbox(uint64_t first_seq, uint64_t last_seq, Hlc max_hlc, std::string_view batch);
   uint64_t Through(const ReplicaId& origin);
