@@ -607,6 +607,9 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
   }
   uint32_t batches = 0;
   protocol::DecodeLimits dlimits;
+  // Per origin, the last seq read: a file lists each origin's ops in increasing seq order (the
+  // watermarks advance only at the end, so a repeated op would otherwise be applied twice).
+  std::map<ReplicaId, uint64_t> last_seq;
   for (;;) {
     CAIRN_RETURN_IF_ERROR(reader.Next(&payload, &eof, &raw));
     if (eof) return Status::Corrupt("truncated export (no end frame)");
@@ -633,6 +636,12 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
         return Status::Corrupt("op " + op.id.origin.Hex() + ":" + std::to_string(op.id.seq) +
                                " lies outside the ranges the file declares");
       }
+      uint64_t& last = last_seq[op.id.origin];
+      if (op.id.seq <= last) {
+        return Status::Corrupt("op " + op.id.origin.Hex() + ":" + std::to_string(op.id.seq) +
+                               " repeated or out of order");
+      }
+      last = op.id.seq;
       CAIRN_RETURN_IF_ERROR(ValidateOp(op));
       max_hlc = std::max(max_hlc, op.id.hlc);
       if (hold) {

@@ -53,49 +53,6 @@ CREATE TABLE cairn_pending_ranges(
 int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 
-// Binds `v` as (vtype, value) at columns i, i+1 (the pending and rejected tables).
-void BindValue(Stmt* s, int i, const Value& v) {
-  s->BindInt(i, static_cast<int>(v.type()));
-  switch (v.type()) {
-    case ValueType::kNull:
-      s->BindNull(i + 1);
-      break;
-    case ValueType::kBool:
-      s->BindInt(i + 1, v.as_bool() ? 1 : 0);
-      break;
-    case ValueType::kInt:
-      s->BindInt(i + 1, v.as_int());
-      break;
-    case ValueType::kDouble:
-      s->BindDouble(i + 1, v.as_double());
-      break;
-    case ValueType::kString:
-      s->BindStaticText(i + 1, v.as_string());
-      break;
-    case ValueType::kBytes:
-      s->BindStaticBlob(i + 1, v.as_string());
-      break;
-  }
-}
-
-Value ReadValue(const Stmt& s, int i) {
-  switch (static_cast<ValueType>(s.Int(i))) {
-    case ValueType::kNull:
-      return Value::Null();
-    case ValueType::kBool:
-      return Value::Bool(s.Int(i + 1) != 0);
-    case ValueType::kInt:
-      return Value::Int(s.Int(i + 1));
-    case ValueType::kDouble:
-      return Value::Double(s.Double(i + 1));
-    case ValueType::kString:
-      return Value::String(std::string(s.Text(i + 1)));
-    case ValueType::kBytes:
-      return Value::Bytes(std::string(s.Blob(i + 1)));
-  }
-  return Value::Null();
-}
-
 // The materialized (SQL-visible) form of a value: bools are 0/1.
 void BindSqlValue(Stmt* s, int i, const Value& v) {
   if (v.type() == ValueType::kBool) {
@@ -118,6 +75,30 @@ void BindSqlValue(Stmt* s, int i, const Value& v) {
     default:
       s->BindNull(i);
   }
+}
+
+// Binds `v` as (vtype, value) at columns i, i+1 (the pending and rejected tables).
+void BindValue(Stmt* s, int i, const Value& v) {
+  s->BindInt(i, static_cast<int>(v.type()));
+  BindSqlValue(s, i + 1, v);
+}
+
+Value ReadValue(const Stmt& s, int i) {
+  switch (static_cast<ValueType>(s.Int(i))) {
+    case ValueType::kNull:
+      return Value::Null();
+    case ValueType::kBool:
+      return Value::Bool(s.Int(i + 1) != 0);
+    case ValueType::kInt:
+      return Value::Int(s.Int(i + 1));
+    case ValueType::kDouble:
+      return Value::Double(s.Double(i + 1));
+    case ValueType::kString:
+      return Value::String(std::string(s.Text(i + 1)));
+    case ValueType::kBytes:
+      return Value::Bytes(std::string(s.Blob(i + 1)));
+  }
+  return Value::Null();
 }
 
 // Cells blob flags.

@@ -5,6 +5,9 @@
 
 #include <fstream>
 
+#include "base/sha256.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
 #include "support/temp_dir.h"
 
 namespace cairn {
@@ -211,6 +214,52 @@ TEST_F(ReplicaTest, DamagedImportLeavesReplicaUnchanged) {
   EXPECT_EQ(b->Digest().value(), before);
   EXPECT_EQ(b->GetStatus().value().known.size(), 1u);
   EXPECT_EQ(try_import(bytes), Code::kOK);  // the intact file still works afterwards
+}
+
+// A hand-made export (valid frames, checksum and counts) whose two batches carry the same
+// increment: applying both would count it twice. The file must be refused.
+TEST_F(ReplicaTest, ImportRefusesAnOpRepeatedAcrossBatches) {
+  ReplicaId origin;
+  origin.bytes.fill(7);
+  Op inc;
+  inc.id = OpId{MakeHlc(1700000000000, 0), origin, 1};
+  inc.kind = OpKind::kIncrement;
+  inc.collection = "c";
+  inc.key = "k";
+  inc.field = "n";
+  inc.delta = 5;
+  std::string file;
+  {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<wire::ReplicaId> ids = {protocol::ToWire(origin)};
+    std::vector<wire::SeqRange> ranges = {wire::SeqRange(0, 0, 1)};
+    wire::ReplicaId src = protocol::ToWire(origin);
+    auto hdr = wire::CreateExportHeader(fbb, 1, &src, 0, fbb.CreateVectorOfStructs(ids),
+                                        fbb.CreateVectorOfStructs(ranges), inc.id.hlc);
+    fbb.Finish(wire::CreateFrame(fbb, wire::Body::ExportHeader, hdr.Union()),
+               wire::FrameIdentifier());
+    protocol::AppendFrame(fbb, &file);
+  }
+  for (int i = 0; i < 2; i++) {
+    protocol::BatchEncoder enc;
+    enc.Add(inc);
+    enc.FinishFrame(&file);
+  }
+  {
+    Sha256 sha;
+    sha.Update(file);
+    std::string digest = sha.Finish();
+    flatbuffers::FlatBufferBuilder fbb;
+    auto end = wire::CreateExportEnd(
+        fbb, 2, 2, fbb.CreateVector(reinterpret_cast<const uint8_t*>(digest.data()), 32));
+    fbb.Finish(wire::CreateFrame(fbb, wire::Body::ExportEnd, end.Union()), wire::FrameIdentifier());
+    protocol::AppendFrame(fbb, &file);
+  }
+  std::string path = dir_.File("twice.cex");
+  std::ofstream(path, std::ios::binary) << file;
+  auto b = Open("b.db");
+  EXPECT_EQ(b->Import(path).status().code(), Code::kECORRUPT);
+  EXPECT_EQ(Dump(b.get()), "{}");
 }
 
 TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
