@@ -2,6 +2,7 @@
 
 #include <mbedtls/base64.h>
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 
@@ -117,10 +118,55 @@ Result<Fields> ParseFieldsJson(const std::string& text) {
   return fields;
 }
 
+// Canonical text: nlohmann/json writes the structure, strings (escaping, UTF-8 checked) and
+// integers; doubles go through std::to_chars, which C++17 defines as the shortest text that reads
+// back to the same double (nlohmann's Grisu2 is sometimes a digit longer). A double whose text
+// has no '.' or exponent gets ".0", so it reads back as a double.
+static void AppendCanonical(const Json& j, std::string* out) {
+  switch (j.type()) {
+    case Json::value_t::object: {
+      out->push_back('{');
+      bool first = true;
+      for (const auto& [key, value] : j.items()) {  // std::map: keys in bytewise order
+        if (!first) out->push_back(',');
+        first = false;
+        *out += Json(key).dump(-1, ' ', false, Json::error_handler_t::strict);
+        out->push_back(':');
+        AppendCanonical(value, out);
+      }
+      out->push_back('}');
+      return;
+    }
+    case Json::value_t::array: {
+      out->push_back('[');
+      for (size_t i = 0; i < j.size(); i++) {
+        if (i > 0) out->push_back(',');
+        AppendCanonical(j[i], out);
+      }
+      out->push_back(']');
+      return;
+    }
+    case Json::value_t::number_float: {
+      if (!std::isfinite(j.get<double>())) {  // only SQL results can be: JSON has no such number
+        *out += "null";
+        return;
+      }
+      char buf[32];
+      auto r = std::to_chars(buf, buf + sizeof buf, j.get<double>());
+      std::string_view text(buf, static_cast<size_t>(r.ptr - buf));
+      *out += text;
+      if (text.find_first_of(".e") == std::string_view::npos) *out += ".0";
+      return;
+    }
+    default:
+      *out += j.dump(-1, ' ', false, Json::error_handler_t::strict);
+  }
+}
+
 std::string CanonicalJson(const Json& j) {
-  // nlohmann's object is a std::map: keys sorted bytewise; dump() has no spaces, writes integers
-  // as integers and doubles with the shortest digits that read back to the same double.
-  return j.dump(-1, ' ', false, Json::error_handler_t::strict);
+  std::string out;
+  AppendCanonical(j, &out);
+  return out;
 }
 
 Json OpToJson(const Op& op) {

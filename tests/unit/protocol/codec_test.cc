@@ -182,6 +182,17 @@ TEST(JsonValueTest, CanonicalForms) {
             "{\"a\":{\"c\":2,\"z\":1},\"b\":1}");
 }
 
+TEST(JsonValueTest, DoublesUseTheShortestRoundTripDigits) {
+  // Grisu2 (nlohmann's own output) gives 312.97071378092693 here; 16 digits suffice.
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Double(312.9707137809269))), "312.9707137809269");
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Double(5.829268727717799e-06))),
+            "5.829268727717799e-06");
+  EXPECT_EQ(CanonicalJson(Json{{"d", -1.645837086224035e+283}}), "{\"d\":-1.645837086224035e+283}");
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Double(-0.0))), "-0.0");
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Double(123456789012.0))), "123456789012.0");
+  EXPECT_EQ(CanonicalJson(ValueToJson(Value::Double(5e-324))), "5e-324");
+}
+
 TEST(JsonValueTest, DoublesRoundTrip) {
   std::mt19937_64 rng(7);
   for (int i = 0; i < 10000; i++) {

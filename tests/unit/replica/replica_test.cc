@@ -126,6 +126,7 @@ TEST_F(ReplicaTest, QueryIsReadOnly) {
   EXPECT_EQ(fails("SELECT 1; DELETE FROM items"), Code::kEINVAL);
   EXPECT_NE(fails("SELEC nonsense"), Code::kOK);
   EXPECT_EQ(Query(r.get(), "SELECT count(*) AS c FROM items").at(0), R"({"c":1})");
+  EXPECT_EQ(Query(r.get(), "SELECT 1e999 AS big, 0.5 AS half").at(0), R"({"big":null,"half":0.5})");
 }
 
 TEST_F(ReplicaTest, ExchangeConvergesWithConflicts) {
