@@ -110,6 +110,13 @@ TEST_F(CliTest, OtherErrorsExitThree) {
   EXPECT_NE(stderr_.find("ENOTREPLICA"), std::string::npos);
 }
 
+TEST_F(CliTest, BadInputDoesNotCreateTheReplica) {
+  EXPECT_EQ(Cairn({"put", "bad name", "n1", R"({"a":1})"}).code, 2);
+  EXPECT_EQ(Cairn({"inc", "notes", "n1", "bad-field", "1"}).code, 2);
+  EXPECT_EQ(Cairn({"import", dir_.File("missing.cex")}).code, 3);
+  EXPECT_FALSE(std::ifstream(db_).good());
+}
+
 TEST_F(CliTest, NewerFormatIsRefused) {
   ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
   sqlite3* db;

@@ -79,7 +79,14 @@ static Status ValidateName(std::string_view what, std::string_view name) {
   return Status::OK();
 }
 
-Status ValidateCollectionName(std::string_view name) { return ValidateName("collection", name); }
+Status ValidateCollectionName(std::string_view name) {
+  CAIRN_RETURN_IF_ERROR(ValidateName("collection", name));
+  if (AsciiLower(name.substr(0, 7)) == "sqlite_") {
+    return Status::Invalid("collection name '" + std::string(name) +
+                           "' is reserved (SQLite reserves names starting with 'sqlite_')");
+  }
+  return Status::OK();
+}
 
 Status ValidateFieldName(std::string_view name) {
   CAIRN_RETURN_IF_ERROR(ValidateName("field", name));

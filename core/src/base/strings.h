@@ -17,7 +17,8 @@ bool HexDecode(std::string_view hex, std::string* out);
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
 bool IsValidUtf8(std::string_view s);
 
-// Collection and field names: [A-Za-z_][A-Za-z0-9_]{0,62}, not starting with "cairn" in any case.
+// Collection and field names: [A-Za-z_][A-Za-z0-9_]{0,62}, not starting with "cairn" in any case;
+// collection names also not with "sqlite_" (SQLite reserves such table names).
 // Field names also may not be "key" in any case (the materialized tables' key column).
 Status ValidateCollectionName(std::string_view name);
 Status ValidateFieldName(std::string_view name);

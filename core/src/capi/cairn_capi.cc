@@ -20,17 +20,28 @@ namespace {
 
 thread_local std::string t_error;
 
-int SetError(int code, const std::string& message) {
-  t_error = message;
+int SetError(int code, const char* message) noexcept {
+  try {
+    t_error = message;
+  } catch (...) {  // out of memory for the message: keep the code, drop the text
+    t_error.clear();
+  }
   return code;
 }
+int SetError(int code, const std::string& message) noexcept { return SetError(code, message.c_str()); }
 
 int ToC(const cairn::Status& st) {
   if (st.ok()) return CAIRN_OK;
   return SetError(static_cast<int>(st.code()), st.ToString());
 }
 
-int Null(const char* what) { return SetError(CAIRN_EINVAL, std::string(what) + " is NULL"); }
+int Null(const char* what) noexcept {
+  try {
+    return SetError(CAIRN_EINVAL, std::string(what) + " is NULL");
+  } catch (...) {
+    return SetError(CAIRN_EINVAL, "an argument is NULL");
+  }
+}
 
 int FillBuf(cairn_buf* out, const std::string& s) {
   auto* p = static_cast<uint8_t*>(std::malloc(s.size() + 1));

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "base/strings.h"
 #include "replica/replica.h"
 
 namespace {
@@ -35,7 +36,18 @@ int Usage(const std::string& msg) {
 
 }  // namespace
 
+static int Run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {  // bad_alloc and the like: an error, never an abort
+    std::cerr << "cairn: EINTERNAL: " << e.what() << "\n";
+    return kExitError;
+  }
+}
+
+static int Run(int argc, char** argv) {
   CLI::App app{"cairn: work with one Cairn replica file (offline-first sync engine)"};
   app.set_version_flag("--version", "cairn 0.1.0");
   std::string db;
@@ -94,7 +106,18 @@ int main(int argc, char** argv) {
     if (!f.ok()) return Fail(f.status());
     fields = std::move(f).value();
   }
+  // Bad names and keys are usage errors, found before the replica file is created or opened.
+  if (put->parsed() || inc->parsed() || del->parsed()) {
+    cairn::Status bad = cairn::ValidateCollectionName(coll);
+    if (bad.ok()) bad = cairn::ValidateKey(key);
+    if (bad.ok() && inc->parsed()) bad = cairn::ValidateFieldName(field);
+    if (!bad.ok()) return Fail(bad);
+  }
   struct stat sb;
+  if (imp->parsed() && ::stat(path.c_str(), &sb) != 0) {
+    std::cerr << "cairn: cannot read " << path << "\n";
+    return kExitError;
+  }
   if (!writes && ::stat(db.c_str(), &sb) != 0) {
     std::cerr << "cairn: no replica at " << db << "\n";
     return kExitError;
@@ -156,6 +179,11 @@ int main(int argc, char** argv) {
               << "\n";
   }
   if (!st.ok()) return Fail(st);
+  std::cout.flush();
+  if (!std::cout) {
+    std::cerr << "cairn: cannot write the output\n";
+    return kExitError;
+  }
   st = r.Close();
   if (!st.ok()) return Fail(st);
   return 0;

@@ -3,7 +3,8 @@
 // whose lower 16 bits are a logical counter.
 //
 // Invariants: every timestamp a clock hands out is strictly larger than every timestamp it handed
-// out or observed before, whatever the wall clock does (it may go backwards). When the counter
+// out or observed before, whatever the wall clock does (it may go backwards), except at the very
+// largest timestamp, where it saturates instead of wrapping. When the counter
 // would pass 0xFFFF the physical part is advanced by 1 ms and the counter restarts at 0, so the
 // order stays strict; the physical part then runs ahead of the wall clock by at most that carry.
 #ifndef CAIRN_CLOCK_HLC_H_

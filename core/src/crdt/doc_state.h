@@ -85,9 +85,9 @@ class CellMap {
   Cell& operator[](const std::string& field) {
     auto it = LowerBound(field);
     if (it == v_.end() || it->first != field) {
-      if (v_.size() == v_.capacity()) {  // grow by one: documents have few fields
+      if (v_.size() == v_.capacity()) {  // documents have few fields: grow by one, then by half
         auto pos = it - v_.begin();
-        v_.reserve(v_.size() + 1);
+        v_.reserve(v_.size() < 8 ? v_.size() + 1 : v_.size() + v_.size() / 2);
         it = v_.begin() + pos;
       }
       it = v_.emplace(it, field, Cell());

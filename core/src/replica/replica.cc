@@ -22,6 +22,23 @@ constexpr size_t kExportBatchOps = 1u << 16;
 constexpr size_t kExportBatchBytes = 4u << 20;
 constexpr uint16_t kExportFormatVersion = 1;
 
+// Rolls the store's open transaction back when the call leaves without committing (an error
+// return, or an exception such as bad_alloc), so a replica never stays locked in a half-done
+// transaction. A no-op once committed or rolled back.
+class RollbackUnlessCommitted {
+ public:
+  explicit RollbackUnlessCommitted(store::ReplicaStore* store) : store_(store) {}
+  ~RollbackUnlessCommitted() {
+    try {
+      if (store_->in_transaction()) store_->Rollback();
+    } catch (...) {
+    }
+  }
+
+ private:
+  store::ReplicaStore* store_;
+};
+
 struct FileCloser {
   void operator()(std::FILE* f) const {
     if (f) std::fclose(f);
@@ -32,6 +49,11 @@ using File = std::unique_ptr<std::FILE, FileCloser>;
 Status ValidateValue(const Value& v) {
   if (v.type() == ValueType::kDouble && !std::isfinite(v.as_double())) {
     return Status::Invalid("double value is not finite");
+  }
+  if ((v.type() == ValueType::kString || v.type() == ValueType::kBytes) &&
+      v.as_string().size() > kMaxValueBytes) {
+    return Status::Invalid("value of " + std::to_string(v.as_string().size()) +
+                           " bytes exceeds the limit of " + std::to_string(kMaxValueBytes));
   }
   if (v.type() == ValueType::kString && !IsValidUtf8(v.as_string())) {
     return Status::Invalid("string value is not UTF-8");
@@ -142,8 +164,22 @@ Status Replica::CheckOpen() const {
 
 Status Replica::ValidateBatch(const WriteBatch& batch) {
   if (batch.empty()) return Status::Invalid("a write needs at least one change");
-  // Names repeat across a batch: check each distinct one once.
+  if (batch.size() > kMaxTransactionOps) {
+    return Status::Invalid("a transaction of " + std::to_string(batch.size()) +
+                           " changes exceeds the limit of " + std::to_string(kMaxTransactionOps));
+  }
+  // Names repeat across a batch: check each distinct one once. New names must not clash in case
+  // with existing ones, nor with each other.
   std::string last_coll, last_field;
+  std::map<std::string, std::string> new_lower;  // lower(name) -> name, per kind
+  auto clash_in_batch = [&](const char* kind, const std::string& name) -> Status {
+    auto [it, inserted] = new_lower.emplace(std::string(kind) + ":" + AsciiLower(name), name);
+    if (!inserted && it->second != name) {
+      return Status::Invalid(std::string(kind) + " '" + name + "' differs only in case from '" +
+                             it->second + "' in the same write");
+    }
+    return Status::OK();
+  };
   return batch.ForEach([&](const WriteBatch::Entry& e) -> Status {
     if (e.collection != last_coll) {
       CAIRN_RETURN_IF_ERROR(ValidateCollectionName(e.collection));
@@ -154,6 +190,7 @@ Status Replica::ValidateBatch(const WriteBatch& batch) {
                                "' differs only in case from the existing collection '" + clash +
                                "'");
       }
+      CAIRN_RETURN_IF_ERROR(clash_in_batch("collection", name));
       last_coll = std::move(name);
     }
     CAIRN_RETURN_IF_ERROR(ValidateKey(e.key));
@@ -165,6 +202,7 @@ Status Replica::ValidateBatch(const WriteBatch& batch) {
         return Status::Invalid("field '" + name +
                                "' differs only in case from the existing field '" + clash + "'");
       }
+      CAIRN_RETURN_IF_ERROR(clash_in_batch("field", name));
       last_field = std::move(name);
     }
     if (e.kind == OpKind::kSet) CAIRN_RETURN_IF_ERROR(ValidateValue(e.value));
@@ -176,8 +214,10 @@ Status Replica::Write(const WriteBatch& batch) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
-  CAIRN_RETURN_IF_ERROR(ValidateBatch(batch));
   CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  // Validated under the write lock, against the registry as it is now.
+  CAIRN_RETURN_IF_ERROR(ValidateBatch(batch));
   // Every op goes through the merge rules and into one outbox row: the transaction's OpBatch,
   // ready to be pushed as it is.
   protocol::BatchEncoder outbox;
@@ -201,6 +241,13 @@ Status Replica::Write(const WriteBatch& batch) {
   if (st.ok()) {
     flatbuffers::FlatBufferBuilder fbb(outbox.ops_bytes() + 1024);
     outbox.Finish(&fbb);
+    // The transaction travels as one frame: it must fit the frame limit every peer enforces.
+    if (fbb.GetSize() > protocol::kDefaultMaxFrameBytes) {
+      store_->Rollback();
+      return Status::Invalid("transaction of " + std::to_string(fbb.GetSize()) +
+                             " bytes encoded exceeds the frame limit of " +
+                             std::to_string(protocol::kDefaultMaxFrameBytes) + ": split it");
+    }
     st = store_->AppendOutbox(
         first_seq, store_->last_seq(), clock_->last(),
         std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()));
@@ -235,6 +282,7 @@ Status Replica::Delete(const std::string& collection, const std::string& key) {
 Result<std::optional<Fields>> Replica::Get(const std::string& collection, const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
   CAIRN_RETURN_IF_ERROR(ValidateCollectionName(collection));
   CAIRN_RETURN_IF_ERROR(ValidateKey(key));
   return store_->GetDoc(collection, key);
@@ -243,6 +291,7 @@ Result<std::optional<Fields>> Replica::Get(const std::string& collection, const 
 Status Replica::Dump(const std::function<void(std::string_view)>& sink) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
   std::string current;
   bool first_doc = true;
   sink("{");
@@ -283,6 +332,7 @@ Result<std::string> Replica::Digest() {
 Result<std::map<std::string, std::string>> Replica::CollectionDigests() {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
   std::map<std::string, std::string> out;
   std::string current;
   std::unique_ptr<Sha256> sha;
@@ -385,6 +435,7 @@ Status Replica::Query(const std::string& sql,
 Status Replica::Log(const std::function<Status(const Op&)>& fn) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
   // The unacknowledged local transactions, whole, then the other ops the state depends on.
   uint64_t outbox_first = 0;
   CAIRN_RETURN_IF_ERROR(store_->ForEachOutbox(
@@ -412,7 +463,7 @@ Status Replica::Rejected(const std::function<Status(const store::RejectedOp&)>& 
 VersionVector Replica::Known() {
   std::lock_guard<std::mutex> lock(mu_);
   VersionVector vv;
-  if (!store_) return vv;
+  if (!store_ || !store_->Refresh().ok()) return vv;
   for (const auto& o : store_->Origins()) {
     if (o.through > 0) vv[o.id] = o.through;  // an origin known only from a held-back file: none
   }
@@ -431,6 +482,7 @@ Json ReplicaStatus::ToJson() const {
 Result<ReplicaStatus> Replica::GetStatus() {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
   ReplicaStatus s;
   s.id = id_;
   s.last_seq = store_->last_seq();
@@ -453,6 +505,14 @@ Result<ExportStats> Replica::Export(const std::string& path, const VersionVector
   std::string tmp = path + ".tmp";
   File out(std::fopen(tmp.c_str(), "wb"));
   if (!out) return Status::IOError("cannot write " + tmp + ": " + std::strerror(errno));
+  // On any failure the half-written temporary file goes away.
+  struct RemoveTmp {
+    const std::string& path;
+    bool keep = false;
+    ~RemoveTmp() {
+      if (!keep) std::remove(path.c_str());
+    }
+  } remove_tmp{tmp};
   ExportStats stats;
   Sha256 sha;
   std::string buf;
@@ -468,6 +528,7 @@ Result<ExportStats> Replica::Export(const std::string& path, const VersionVector
   };
   // A read transaction: the header's ranges and the ops come from one snapshot.
   CAIRN_ASSIGN_OR_RETURN(auto txn, store::Txn::Begin(store_->db(), /*immediate=*/false));
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
   std::vector<store::OriginInfo> origins = store_->Origins();
   {
     flatbuffers::FlatBufferBuilder fbb;
@@ -534,9 +595,9 @@ Result<ExportStats> Replica::Export(const std::string& path, const VersionVector
   }
   out.reset();
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
     return Status::IOError("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
   }
+  remove_tmp.keep = true;
   return stats;
 }
 
@@ -547,6 +608,7 @@ Result<ImportStats> Replica::Import(const std::string& path) {
   File in(std::fopen(path.c_str(), "rb"));
   if (!in) return Status::IOError("cannot read " + path + ": " + std::strerror(errno));
   CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
   auto r = ImportLocked(in.get());
   if (!r.ok()) {
     store_->Rollback();

@@ -24,6 +24,10 @@
 
 namespace cairn {
 
+// Limits that keep every change shippable in one frame (docs/protocol.md).
+constexpr size_t kMaxValueBytes = 4u << 20;          // a string or bytes value
+constexpr size_t kMaxTransactionOps = 1u << 20;      // changes in one WriteBatch
+
 struct ReplicaOptions {
   Clock* clock = nullptr;         // physical time source; nullptr: the system clock
   bool create = true;             // create the file when it does not exist

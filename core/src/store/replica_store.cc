@@ -141,7 +141,7 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
     // WAL, and synchronous=FULL: a committed write survives power loss (storage-format.md).
     CAIRN_RETURN_IF_ERROR(s->db_.Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"));
   }
-  CAIRN_RETURN_IF_ERROR(s->LoadRegistry());
+  CAIRN_RETURN_IF_ERROR(s->Refresh());
   if (!options.read_only) CAIRN_RETURN_IF_ERROR(s->Prepare());
   return s;
 }
@@ -153,7 +153,7 @@ Status ReplicaStore::Close() {
   if (in_txn_) Rollback();
   for (Stmt* s : {&begin_, &commit_, &rollback_, &find_doc_, &load_incs_, &insert_doc_,
                   &update_doc_, &put_inc_, &del_inc_, &del_incs_, &put_outbox_, &save_state_,
-                  &set_through_, &stage_op_}) {
+                  &set_through_, &stage_op_, &data_version_stmt_}) {
     *s = Stmt();
   }
   materialize_.clear();
@@ -184,6 +184,7 @@ Status ReplicaStore::LoadRegistry() {
   fields_lower_.clear();
   field_names_.clear();
   columns_.clear();
+  columns_lower_.clear();
   origin_index_.clear();
   origins_.clear();
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
@@ -223,6 +224,7 @@ Status ReplicaStore::LoadRegistry() {
     CAIRN_ASSIGN_OR_RETURN(row, col.Step());
     if (!row) break;
     columns_[{col.Int(0), col.Int(1)}] = col.Int(2) != 0;
+    if (col.Int(2) != 0) columns_lower_.emplace(col.Int(0), AsciiLower(FieldName(col.Int(1))));
   }
   CAIRN_ASSIGN_OR_RETURN(Stmt o, db_.Prepare("SELECT idx, id, through FROM cairn_origins"));
   for (;;) {
@@ -278,6 +280,22 @@ Status ReplicaStore::Prepare() {
 // ---------------------------------------------------------------------------------------------
 // Transactions
 
+Status ReplicaStore::Refresh() {
+  if (!data_version_stmt_.valid()) {
+    CAIRN_ASSIGN_OR_RETURN(data_version_stmt_, db_.Prepare("PRAGMA data_version"));
+  }
+  auto row = data_version_stmt_.Step();
+  int64_t version = row.ok() && row.value() ? data_version_stmt_.Int(0) : -1;
+  data_version_stmt_.Reset();
+  if (!row.ok()) return row.status();
+  if (version == data_version_) return Status::OK();
+  materialize_.clear();
+  delete_row_.clear();
+  CAIRN_RETURN_IF_ERROR(LoadRegistry());
+  data_version_ = version;
+  return Status::OK();
+}
+
 void ReplicaStore::ClearCache() {
   cache_.clear();
   cache_count_ = 0;
@@ -289,6 +307,11 @@ Status ReplicaStore::Begin() {
   if (!begin_.valid()) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(begin_.Run());
   in_txn_ = true;
+  Status fresh = Refresh();  // under the write lock: nobody else can commit now
+  if (!fresh.ok()) {
+    Rollback();
+    return fresh;
+  }
   outbox_hlc_ = 0;
   outbox_seq_ = 0;
   ClearCache();
@@ -383,13 +406,8 @@ Status ReplicaStore::EnsureColumn(int64_t coll, int64_t field) {
   if (columns_.count({coll, field})) return Status::OK();
   const Collection& c = CollectionByIndex(coll);
   // A field whose name clashes in case with another column of this table is not materialized.
-  bool materialize = c.materialized;
   const std::string& fname = FieldName(field);
-  for (const auto& [key, mat] : columns_) {
-    if (key.first == coll && mat && AsciiLower(FieldName(key.second)) == AsciiLower(fname)) {
-      materialize = false;
-    }
-  }
+  const bool materialize = c.materialized && !columns_lower_.count({coll, AsciiLower(fname)});
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_columns VALUES (?, ?, ?)"));
   st.BindInt(1, coll);
   st.BindInt(2, field);
@@ -400,6 +418,7 @@ Status ReplicaStore::EnsureColumn(int64_t coll, int64_t field) {
                                    QuoteIdent(fname)));
   }
   columns_[{coll, field}] = materialize;
+  if (materialize) columns_lower_.emplace(coll, AsciiLower(fname));
   return Status::OK();
 }
 

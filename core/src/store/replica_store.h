@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -65,6 +66,11 @@ class ReplicaStore {
   const ReplicaId& replica_id() const { return replica_id_; }
   Hlc stored_hlc() const { return hlc_; }
   uint64_t last_seq() const { return last_seq_; }
+
+  // Re-reads the registry (names, origins, clock, seq) when another connection committed to the
+  // file since it was read (PRAGMA data_version), e.g. the `cairn` tool while an app has it open.
+  // Begin() does it under the write lock; readers call it first.
+  Status Refresh();
 
   // --- Writing (REQUIRES: inside Begin/Commit) ---
   Status Begin();
@@ -174,6 +180,9 @@ class ReplicaStore {
   std::unordered_map<std::string, std::string> fields_lower_;
   std::unordered_map<int64_t, std::string> field_names_;
   std::map<std::pair<int64_t, int64_t>, bool> columns_;  // (coll, field) -> materialized
+  std::set<std::pair<int64_t, std::string>> columns_lower_;  // materialized (coll, lower(field))
+  int64_t data_version_ = -1;
+  Stmt data_version_stmt_;
   std::map<ReplicaId, int64_t> origin_index_;
   std::unordered_map<int64_t, OriginInfo> origins_;
   std::map<std::pair<int64_t, std::vector<int64_t>>, Stmt> materialize_;

@@ -53,6 +53,16 @@ TEST(HlcTest, CounterOverflowCarriesIntoPhysical) {
   EXPECT_EQ(HlcCounter(b), 0u);
 }
 
+TEST(HlcTest, SaturatesAtTheLargestTimestampInsteadOfWrapping) {
+  FakeClock wall(1000);
+  HybridClock hlc(&wall);
+  hlc.Observe(MakeHlc(kHlcMaxPhysical, kHlcCounterMask - 1));  // e.g. an op from a broken clock
+  Hlc a = hlc.Now();
+  Hlc b = hlc.Now();
+  EXPECT_EQ(a, MakeHlc(kHlcMaxPhysical, kHlcCounterMask));
+  EXPECT_EQ(b, a);  // saturated, not wrapped to 0
+}
+
 TEST(HlcTest, ObservedRemoteTimestampOrdersLaterEventsAfterIt) {
   FakeClock wall(1000);
   HybridClock hlc(&wall);

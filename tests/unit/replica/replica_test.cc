@@ -299,6 +299,46 @@ TEST_F(ReplicaTest, RestoredBackupNeverReusesSeqs) {
   EXPECT_EQ(restored->GetStatus().value().last_seq, 3u);
 }
 
+// The `cairn` tool (another connection) writes to a file an app has open: the app must see the new
+// collection, field and origin, and keep writing, instead of using its stale registry.
+TEST_F(ReplicaTest, SeesWhatAnotherConnectionCommitted) {
+  auto app = Open("shared.db");
+  ASSERT_TRUE(app->Put("notes", "n1", {{"a", Value::Int(1)}}).ok());
+  auto other = Open("b.db");
+  ASSERT_TRUE(other->Put("tasks", "t1", {{"title", Value::String("x")}}).ok());
+  ASSERT_TRUE(other->Increment("tasks", "t1", "n", 2).ok());
+  std::string file = dir_.File("b.cex");
+  ASSERT_TRUE(other->Export(file).ok());
+  {
+    auto tool = Open("shared.db");  // a second connection to the app's file
+    ASSERT_TRUE(tool->Import(file).ok());
+    ASSERT_TRUE(tool->Put("notes", "n1", {{"z", Value::Bool(true)}}).ok());
+  }
+  EXPECT_EQ(Get(app.get(), "tasks", "t1"), R"({"n":2,"title":"x"})");
+  EXPECT_EQ(Get(app.get(), "notes", "n1"), R"({"a":1,"z":true})");
+  ASSERT_TRUE(app->Increment("tasks", "t1", "n", 3).ok());
+  ASSERT_TRUE(app->Put("notes", "n1", {{"z", Value::Bool(false)}}).ok());
+  EXPECT_EQ(Get(app.get(), "tasks", "t1"), R"({"n":5,"title":"x"})");
+  EXPECT_EQ(app->GetStatus().value().last_seq, 4u);  // 1 + 1 by the tool + 2: no seq reused
+  auto fresh = Open("shared.db");
+  EXPECT_EQ(fresh->Digest().value(), app->Digest().value());
+}
+
+TEST_F(ReplicaTest, ValueAndBatchLimits) {
+  auto r = Open("a.db");
+  EXPECT_EQ(r->Put("c", "k", {{"big", Value::Bytes(std::string(kMaxValueBytes + 1, 'x'))}}).code(),
+            Code::kEINVAL);
+  WriteBatch clash;
+  clash.Set("Notes", "k", "a", Value::Int(1)).Set("notes", "k", "a", Value::Int(2));
+  EXPECT_EQ(r->Write(clash).code(), Code::kEINVAL);
+  WriteBatch field_clash;
+  field_clash.Set("c", "k", "Title", Value::Int(1)).Set("c", "k", "title", Value::Int(2));
+  EXPECT_EQ(r->Write(field_clash).code(), Code::kEINVAL);
+  EXPECT_EQ(Dump(r.get()), "{}");
+  EXPECT_EQ(r->Put("sqlite_stat1", "k", {{"a", Value::Int(1)}}).code(), Code::kEINVAL);
+  ASSERT_TRUE(r->Put("c", "k", {{"a", Value::Int(1)}}).ok());  // still writable afterwards
+}
+
 TEST_F(ReplicaTest, ClosedReplicaFailsCleanly) {
   auto r = Open("a.db");
   ASSERT_TRUE(r->Close().ok());
