@@ -21,6 +21,8 @@ namespace {
 constexpr size_t kExportBatchOps = 1u << 16;
 constexpr size_t kExportBatchBytes = 4u << 20;
 constexpr uint16_t kExportFormatVersion = 1;
+// No replica makes 2^62 ops; a larger seq in a file is damage (and would wrap counters).
+constexpr uint64_t kMaxSeq = uint64_t{1} << 62;
 
 // Rolls the store's open transaction back when the call leaves without committing (an error
 // return, or an exception such as bad_alloc), so a replica never stays locked in a half-done
@@ -645,7 +647,7 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
   if (hdr->ranges()) {
     for (const auto* rg : *hdr->ranges()) {
       if (!hdr->origins() || rg->origin() >= hdr->origins()->size() ||
-          rg->from_seq() > rg->through_seq()) {
+          rg->from_seq() > rg->through_seq() || rg->through_seq() > kMaxSeq) {
         return Status::Corrupt("bad range in export header");
       }
       ReplicaId id = protocol::FromWire(*hdr->origins()->Get(rg->origin()));

@@ -217,50 +217,70 @@ TEST_F(ReplicaTest, DamagedImportLeavesReplicaUnchanged) {
   EXPECT_EQ(try_import(bytes), Code::kOK);  // the intact file still works afterwards
 }
 
-// A hand-made export (valid frames, checksum and counts) whose two batches carry the same
-// increment: applying both would count it twice. The file must be refused.
-TEST_F(ReplicaTest, ImportRefusesAnOpRepeatedAcrossBatches) {
-  ReplicaId origin;
-  origin.bytes.fill(7);
+// A hand-made export: valid frames, counts and checksum, with the given range for `origin` and
+// one batch per entry of `batches`.
+std::string CraftExport(const ReplicaId& origin, uint64_t from, uint64_t through,
+                        const std::vector<std::vector<Op>>& batches) {
+  std::string file;
+  flatbuffers::FlatBufferBuilder hdr_fbb;
+  std::vector<wire::ReplicaId> ids = {protocol::ToWire(origin)};
+  std::vector<wire::SeqRange> ranges = {wire::SeqRange(0, from, through)};
+  wire::ReplicaId src = protocol::ToWire(origin);
+  auto hdr = wire::CreateExportHeader(hdr_fbb, 1, &src, 0, hdr_fbb.CreateVectorOfStructs(ids),
+                                      hdr_fbb.CreateVectorOfStructs(ranges), 0);
+  hdr_fbb.Finish(wire::CreateFrame(hdr_fbb, wire::Body::ExportHeader, hdr.Union()),
+                 wire::FrameIdentifier());
+  protocol::AppendFrame(hdr_fbb, &file);
+  uint64_t ops = 0;
+  for (const auto& batch : batches) {
+    protocol::BatchEncoder enc;
+    for (const Op& op : batch) enc.Add(op);
+    ops += batch.size();
+    enc.FinishFrame(&file);
+  }
+  Sha256 sha;
+  sha.Update(file);
+  std::string digest = sha.Finish();
+  flatbuffers::FlatBufferBuilder fbb;
+  auto end = wire::CreateExportEnd(
+      fbb, static_cast<uint32_t>(batches.size()), ops,
+      fbb.CreateVector(reinterpret_cast<const uint8_t*>(digest.data()), 32));
+  fbb.Finish(wire::CreateFrame(fbb, wire::Body::ExportEnd, end.Union()), wire::FrameIdentifier());
+  protocol::AppendFrame(fbb, &file);
+  return file;
+}
+
+Op IncOp(const ReplicaId& origin, uint64_t seq) {
   Op inc;
-  inc.id = OpId{MakeHlc(1700000000000, 0), origin, 1};
+  inc.id = OpId{MakeHlc(1700000000000, 0), origin, seq};
   inc.kind = OpKind::kIncrement;
   inc.collection = "c";
   inc.key = "k";
   inc.field = "n";
   inc.delta = 5;
-  std::string file;
-  {
-    flatbuffers::FlatBufferBuilder fbb;
-    std::vector<wire::ReplicaId> ids = {protocol::ToWire(origin)};
-    std::vector<wire::SeqRange> ranges = {wire::SeqRange(0, 0, 1)};
-    wire::ReplicaId src = protocol::ToWire(origin);
-    auto hdr = wire::CreateExportHeader(fbb, 1, &src, 0, fbb.CreateVectorOfStructs(ids),
-                                        fbb.CreateVectorOfStructs(ranges), inc.id.hlc);
-    fbb.Finish(wire::CreateFrame(fbb, wire::Body::ExportHeader, hdr.Union()),
-               wire::FrameIdentifier());
-    protocol::AppendFrame(fbb, &file);
-  }
-  for (int i = 0; i < 2; i++) {
-    protocol::BatchEncoder enc;
-    enc.Add(inc);
-    enc.FinishFrame(&file);
-  }
-  {
-    Sha256 sha;
-    sha.Update(file);
-    std::string digest = sha.Finish();
-    flatbuffers::FlatBufferBuilder fbb;
-    auto end = wire::CreateExportEnd(
-        fbb, 2, 2, fbb.CreateVector(reinterpret_cast<const uint8_t*>(digest.data()), 32));
-    fbb.Finish(wire::CreateFrame(fbb, wire::Body::ExportEnd, end.Union()), wire::FrameIdentifier());
-    protocol::AppendFrame(fbb, &file);
-  }
+  return inc;
+}
+
+// Two batches of one file carrying the same increment: applying both would count it twice.
+TEST_F(ReplicaTest, ImportRefusesAnOpRepeatedAcrossBatches) {
+  ReplicaId origin;
+  origin.bytes.fill(7);
   std::string path = dir_.File("twice.cex");
-  std::ofstream(path, std::ios::binary) << file;
+  std::ofstream(path, std::ios::binary) << CraftExport(origin, 0, 1, {{IncOp(origin, 1)},
+                                                                      {IncOp(origin, 1)}});
   auto b = Open("b.db");
   EXPECT_EQ(b->Import(path).status().code(), Code::kECORRUPT);
   EXPECT_EQ(Dump(b.get()), "{}");
+}
+
+// A file claiming seqs near 2^64 of this replica's own origin would wrap its seq counter.
+TEST_F(ReplicaTest, ImportRefusesAbsurdSeqs) {
+  auto b = Open("b.db");
+  std::string path = dir_.File("huge.cex");
+  std::ofstream(path, std::ios::binary) << CraftExport(b->id(), 0, UINT64_MAX - 1, {});
+  EXPECT_EQ(b->Import(path).status().code(), Code::kECORRUPT);
+  ASSERT_TRUE(b->Put("c", "k", {{"a", Value::Int(1)}}).ok());
+  EXPECT_EQ(b->GetStatus().value().last_seq, 1u);
 }
 
 TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
