@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <tuple>
 #include <variant>
@@ -89,6 +90,9 @@ struct Op {
   // (seq - 1): transactions are applied atomically everywhere.
   bool continues_txn = false;
 };
+
+// A document's visible fields, by name (sorted bytewise).
+using Fields = std::map<std::string, Value>;
 
 }  // namespace cairn
 

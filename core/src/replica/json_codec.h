@@ -15,7 +15,6 @@
 namespace cairn {
 
 using Json = nlohmann::json;  // std::map-backed: objects come out with keys sorted bytewise
-using Fields = std::map<std::string, Value>;
 
 Json ValueToJson(const Value& v);
 // Invalid for arrays, objects other than {"$bytes": "..."}, unsigned integers above INT64_MAX,

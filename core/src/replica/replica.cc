@@ -76,33 +76,31 @@ Status ValidateOp(const Op& op) {
 
 // WriteBatch encoding: per entry, kind byte, length-prefixed collection and key, then for set
 // and increment the length-prefixed field, then the value (set) or signed varint delta.
-WriteBatch& WriteBatch::Set(std::string_view collection, std::string_view key,
-                            std::string_view field, const Value& value) {
-  rep_.push_back(static_cast<char>(OpKind::kSet));
+void WriteBatch::AddEntry(OpKind kind, std::string_view collection, std::string_view key) {
+  rep_.push_back(static_cast<char>(kind));
   PutLengthPrefixed(&rep_, collection);
   PutLengthPrefixed(&rep_, key);
+  count_++;
+}
+
+WriteBatch& WriteBatch::Set(std::string_view collection, std::string_view key,
+                            std::string_view field, const Value& value) {
+  AddEntry(OpKind::kSet, collection, key);
   PutLengthPrefixed(&rep_, field);
   PutValue(&rep_, value);
-  count_++;
   return *this;
 }
 
 WriteBatch& WriteBatch::Increment(std::string_view collection, std::string_view key,
                                   std::string_view field, int64_t delta) {
-  rep_.push_back(static_cast<char>(OpKind::kIncrement));
-  PutLengthPrefixed(&rep_, collection);
-  PutLengthPrefixed(&rep_, key);
+  AddEntry(OpKind::kIncrement, collection, key);
   PutLengthPrefixed(&rep_, field);
   PutSignedVarint(&rep_, delta);
-  count_++;
   return *this;
 }
 
 WriteBatch& WriteBatch::Delete(std::string_view collection, std::string_view key) {
-  rep_.push_back(static_cast<char>(OpKind::kDelete));
-  PutLengthPrefixed(&rep_, collection);
-  PutLengthPrefixed(&rep_, key);
-  count_++;
+  AddEntry(OpKind::kDelete, collection, key);
   return *this;
 }
 
@@ -264,7 +262,6 @@ Status Replica::Write(const WriteBatch& batch) {
 Status Replica::Put(const std::string& collection, const std::string& key, const Fields& fields) {
   WriteBatch b;
   for (const auto& [name, value] : fields) b.Set(collection, key, name, value);
-  if (b.empty()) return Status::Invalid("put needs at least one field");
   return Write(b);
 }
 

@@ -65,6 +65,8 @@ class WriteBatch {
   Status ForEach(const std::function<Status(const Entry&)>& fn) const;
 
  private:
+  // Appends an entry's kind, collection and key; the caller appends the rest.
+  void AddEntry(OpKind kind, std::string_view collection, std::string_view key);
   std::string rep_;
   size_t count_ = 0;
 };

@@ -915,11 +915,6 @@ Status ReplicaStore::DrainPending() {
   return Status::OK();
 }
 
-Result<int64_t> ReplicaStore::PendingCount() {
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("SELECT count(*) FROM cairn_pending_ops"));
-  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
-  return row ? st.Int(0) : 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Reading
@@ -1115,6 +1110,9 @@ Result<int64_t> ReplicaStore::OutboxCount() {
 }
 Result<int64_t> ReplicaStore::RejectedCount() {
   return Count(&db_, "SELECT count(*) FROM cairn_rejected");
+}
+Result<int64_t> ReplicaStore::PendingCount() {
+  return Count(&db_, "SELECT count(*) FROM cairn_pending_ops");
 }
 
 }  // namespace cairn::store

@@ -43,8 +43,6 @@ struct OriginInfo {
   uint64_t through = 0;  // every op of this origin with seq <= through is accounted for
 };
 
-using Fields = std::map<std::string, Value>;
-
 struct RejectedOp {
   int64_t id = 0;
   Op op;
