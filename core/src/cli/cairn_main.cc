@@ -8,8 +8,11 @@
 #include <cstdio>
 #include <iostream>
 
+#include <csignal>
+
 #include "base/strings.h"
 #include "replica/replica.h"
+#include "sync/sync_client.h"
 
 namespace {
 
@@ -80,6 +83,21 @@ static int Run(int argc, char** argv) {
   auto* imp = app.add_subcommand("import", "apply an export from another replica");
   imp->add_option("IN_FILE", path)->required();
   auto* status = app.add_subcommand("status", "print the replica's status as JSON");
+  cairn::sync::SyncOptions sync_opts;
+  std::string only;
+  bool sync_once = false, sync_watch = false;
+  uint32_t sync_timeout_ms = 0;
+  auto* sync = app.add_subcommand("sync", "sync with a cairn-server (push the outbox, pull the rest)");
+  sync->add_option("--server", sync_opts.server, "HOST:PORT of the server")->required();
+  sync->add_option("--token", sync_opts.token, "bearer token (JWT) the server checks");
+  sync->add_flag("--tls", sync_opts.tls, "use TLS (certificate and host name verified)");
+  sync->add_option("--ca", sync_opts.ca_file, "PEM file of the CAs to trust (default: system)");
+  sync->add_option("--server-name", sync_opts.server_name,
+                   "name the server certificate must carry (default: HOST)");
+  sync->add_option("--only", only, "comma-separated collections to sync (default: all)");
+  sync->add_flag("--once", sync_once, "one exchange, then exit (the default)");
+  sync->add_flag("--watch", sync_watch, "keep syncing live until SIGINT/SIGTERM");
+  sync->add_option("--timeout-ms", sync_timeout_ms, "--once: give up after this long (0: never)");
 
   try {
     app.parse(argc, argv);
@@ -92,7 +110,25 @@ static int Run(int argc, char** argv) {
     return kExitUsage;
   }
 
-  const bool writes = put->parsed() || inc->parsed() || del->parsed() || imp->parsed();
+  if (sync->parsed()) {
+    if (sync_once && sync_watch) return Usage("sync: --once and --watch exclude each other");
+    if (!sync_opts.ca_file.empty() && !sync_opts.tls) return Usage("sync: --ca needs --tls");
+    std::string h;
+    uint16_t p;
+    cairn::Status bad = cairn::net::ParseHostPort(sync_opts.server, &h, &p);
+    if (!bad.ok()) return Fail(bad);
+    for (size_t start = 0; !only.empty() && start <= only.size();) {
+      size_t comma = only.find(',', start);
+      if (comma == std::string::npos) comma = only.size();
+      std::string name = only.substr(start, comma - start);
+      bad = cairn::ValidateCollectionName(name);
+      if (!bad.ok()) return Fail(bad.WithContext("--only"));
+      sync_opts.only.push_back(name);
+      start = comma + 1;
+    }
+  }
+  const bool writes = put->parsed() || inc->parsed() || del->parsed() || imp->parsed() ||
+                      sync->parsed();
   int64_t delta_value = 0;
   if (inc->parsed()) {
     auto [p, ec] = std::from_chars(delta.data(), delta.data() + delta.size(), delta_value);
@@ -172,6 +208,25 @@ static int Run(int argc, char** argv) {
                                        {"held_back", s.value().held_back},
                                        {"ops", s.value().ops}})
               << "\n";
+  } else if (sync->parsed()) {
+    cairn::sync::SyncClient client(&r, sync_opts);
+    if (sync_watch) {
+      // Live until a signal: block SIGINT/SIGTERM here and wait for one.
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, SIGINT);
+      sigaddset(&set, SIGTERM);
+      pthread_sigmask(SIG_BLOCK, &set, nullptr);
+      st = client.Start();
+      if (st.ok()) {
+        int sig = 0;
+        sigwait(&set, &sig);
+        client.Stop();
+      }
+    } else {
+      st = client.SyncOnce(sync_timeout_ms);
+    }
+    if (st.ok()) std::cout << client.status().ToJson() << "\n";
   } else if (status->parsed()) {
     auto s = r.GetStatus();
     if (!s.ok()) return Fail(s.status());

@@ -63,7 +63,8 @@ Status ValidateValue(const Value& v) {
   return Status::OK();
 }
 
-// Names, key and value of one op, as received from elsewhere (the decoder checked the names).
+}  // namespace
+
 Status ValidateOp(const Op& op) {
   CAIRN_RETURN_IF_ERROR(ValidateCollectionName(op.collection));
   CAIRN_RETURN_IF_ERROR(ValidateKey(op.key));
@@ -71,8 +72,6 @@ Status ValidateOp(const Op& op) {
   if (op.kind == OpKind::kSet) CAIRN_RETURN_IF_ERROR(ValidateValue(op.value));
   return Status::OK();
 }
-
-}  // namespace
 
 // WriteBatch encoding: per entry, kind byte, length-prefixed collection and key, then for set
 // and increment the length-prefixed field, then the value (set) or signed varint delta.
@@ -210,7 +209,7 @@ Status Replica::ValidateBatch(const WriteBatch& batch) {
   });
 }
 
-Status Replica::Write(const WriteBatch& batch) {
+Status Replica::WriteLocked(const WriteBatch& batch) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
@@ -257,6 +256,22 @@ Status Replica::Write(const WriteBatch& batch) {
     return st;
   }
   return store_->Commit(clock_->last());
+}
+
+Status Replica::Write(const WriteBatch& batch) {
+  CAIRN_RETURN_IF_ERROR(WriteLocked(batch));
+  std::function<void()> listener;
+  {
+    std::lock_guard<std::mutex> lock(listener_mu_);
+    listener = write_listener_;
+  }
+  if (listener) listener();
+  return Status::OK();
+}
+
+void Replica::SetWriteListener(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(listener_mu_);
+  write_listener_ = std::move(fn);
 }
 
 Status Replica::Put(const std::string& collection, const std::string& key, const Fields& fields) {
@@ -474,8 +489,9 @@ Json ReplicaStatus::ToJson() const {
   for (const auto& [origin, through] : known) known_json[origin.Hex()] = through;
   return Json{{"replica_id", id.Hex()},     {"seq", last_seq},
               {"pending_ops", pending_ops}, {"held_back_ops", held_back_ops},
-              {"rejected_ops", rejected_ops}, {"cursor", 0},
-              {"last_sync_ms", nullptr},    {"known", known_json}};
+              {"rejected_ops", rejected_ops}, {"cursor", cursor},
+              {"last_sync_ms", last_sync_ms ? Json(*last_sync_ms) : Json(nullptr)},
+              {"known", known_json}};
 }
 
 Result<ReplicaStatus> Replica::GetStatus() {
@@ -489,6 +505,9 @@ Result<ReplicaStatus> Replica::GetStatus() {
   CAIRN_ASSIGN_OR_RETURN(s.pending_ops, store_->OutboxCount());
   CAIRN_ASSIGN_OR_RETURN(s.held_back_ops, store_->PendingCount());
   CAIRN_ASSIGN_OR_RETURN(s.rejected_ops, store_->RejectedCount());
+  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+  s.cursor = pos.cursor;
+  s.last_sync_ms = pos.last_sync_ms;
   for (const auto& o : store_->Origins()) {
     if (o.through > 0) s.known[o.id] = o.through;
   }
@@ -730,6 +749,146 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
   clock_->Observe(max_hlc);
   CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
   return stats;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync support (docs/protocol.md, "Exchange")
+
+Result<store::SyncPosition> Replica::GetSyncPosition() {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  return store_->GetSyncPosition();
+}
+
+Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, uint64_t cursor,
+                                                   const ReplicaId& server) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  ServerBatchStats stats;
+  Hlc max_hlc = 0;
+  // Per origin, the watermark as this batch advances it (written once at the end).
+  std::map<ReplicaId, uint64_t> through;
+  Status st = protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+    stats.ops++;
+    CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+    auto it = through.find(op.id.origin);
+    if (it == through.end()) it = through.emplace(op.id.origin, store_->Through(op.id.origin)).first;
+    if (op.id.seq <= it->second) {
+      stats.duplicates++;
+      return Status::OK();
+    }
+    if (op.id.seq != it->second + 1) {
+      return Status::Corrupt("server sent op " + op.id.origin.Hex() + ":" +
+                             std::to_string(op.id.seq) + " after seq " +
+                             std::to_string(it->second) + " (a gap)");
+    }
+    it->second = op.id.seq;
+    max_hlc = std::max(max_hlc, op.id.hlc);
+    stats.applied++;
+    return store_->Apply(op, /*local=*/false);
+  });
+  for (const auto& [origin, seq] : through) {
+    if (!st.ok()) break;
+    st = store_->SetThrough(origin, seq);
+  }
+  if (st.ok()) {
+    auto pos = store_->GetSyncPosition();
+    if (!pos.ok()) {
+      st = pos.status();
+    } else {
+      pos->cursor = cursor;
+      pos->server_id = server;
+      st = store_->SetSyncPosition(*pos);
+    }
+  }
+  if (st.ok()) st = store_->DrainPending();
+  if (!st.ok()) {
+    store_->Rollback();
+    return st;
+  }
+  clock_->Observe(max_hlc);
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  return stats;
+}
+
+Status Replica::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
+                                std::optional<int64_t> synced_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+  pos.cursor = cursor;
+  pos.server_id = server;
+  if (synced_ms) pos.last_sync_ms = synced_ms;
+  CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
+  return store_->Commit(clock_->last());
+}
+
+Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
+                                     protocol::BatchEncoder* enc) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
+  uint64_t last = after_seq;
+  // Rows are whole transactions; stop after the one that reaches max_ops. Rows are read a few
+  // at a time, so a huge outbox is never in memory at once.
+  for (;;) {
+    bool more = false;
+    CAIRN_RETURN_IF_ERROR(store_->ForEachOutboxAfter(
+        last, 16, [&](uint64_t first, uint64_t through, std::string_view blob) -> Status {
+          if (enc->op_count() >= max_ops) return Status::OK();
+          if (first <= last) {
+            return Status::Corrupt("outbox rows overlap at seq " + std::to_string(first));
+          }
+          std::string payload(blob);
+          CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+          if (!frame->body_as_OpBatch()) return Status::Corrupt("outbox entry is not a batch");
+          CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*frame->body_as_OpBatch(), {},
+                                                      [&](const Op& op) -> Status {
+                                                        enc->Add(op);
+                                                        return Status::OK();
+                                                      }));
+          last = through;
+          more = true;
+          return Status::OK();
+        }));
+    if (!more || enc->op_count() >= max_ops) break;
+  }
+  return last;
+}
+
+Status Replica::AckOutbox(uint64_t through) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  CAIRN_RETURN_IF_ERROR(store_->AckOutbox(through));
+  return store_->Commit(clock_->last());
+}
+
+Status Replica::RecordRejected(const std::vector<Op>& ops, int code, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  const int64_t now = clock_source_->NowMs();
+  for (const Op& op : ops) CAIRN_RETURN_IF_ERROR(store_->RecordRejected(op, code, reason, now));
+  return store_->Commit(clock_->last());
+}
+
+void Replica::SetClockOffset(int64_t offset_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  clock_->set_offset_ms(offset_ms);
+}
+
+int64_t Replica::NowMs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return clock_source_->NowMs() + clock_->offset_ms();
 }
 
 }  // namespace cairn

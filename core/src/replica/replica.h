@@ -28,6 +28,9 @@ namespace cairn {
 constexpr size_t kMaxValueBytes = 4u << 20;          // a string or bytes value
 constexpr size_t kMaxTransactionOps = 1u << 20;      // changes in one WriteBatch
 
+// Names, key and value of an op received from elsewhere (SPEC §2); EINVAL when one is bad.
+Status ValidateOp(const Op& op);
+
 struct ReplicaOptions {
   Clock* clock = nullptr;         // physical time source; nullptr: the system clock
   bool create = true;             // create the file when it does not exist
@@ -82,9 +85,10 @@ struct ReplicaStatus {
   int64_t rejected_ops = 0;
   Hlc hlc = 0;
   VersionVector known;
-  // {"cursor":0,"held_back_ops":..,"known":{"<origin hex>":through},"last_sync_ms":null,
-  //  "pending_ops":..,"rejected_ops":..,"replica_id":"..","seq":..} (cursor and last sync: the
-  // sync issue fills them).
+  uint64_t cursor = 0;                  // the sync server's cursor this replica has reached
+  std::optional<int64_t> last_sync_ms;  // last completed exchange with the server
+  // {"cursor":..,"held_back_ops":..,"known":{"<origin hex>":through},"last_sync_ms":..|null,
+  //  "pending_ops":..,"rejected_ops":..,"replica_id":"..","seq":..}
   Json ToJson() const;
 };
 
@@ -100,6 +104,19 @@ struct ImportStats {
   uint64_t duplicates = 0; // already accounted for, skipped
   uint64_t held_back = 0;  // staged until a gap is filled
 };
+
+struct ServerBatchStats {
+  uint64_t ops = 0;
+  uint64_t applied = 0;
+  uint64_t duplicates = 0;
+};
+
+namespace protocol {
+class BatchEncoder;
+}
+namespace wire {
+struct OpBatch;
+}
 
 class Replica {
  public:
@@ -147,13 +164,41 @@ class Replica {
   Result<ReplicaStatus> GetStatus();
   VersionVector Known();
 
+  // --- Sync support (sync::SyncClient; docs/protocol.md "Exchange") ---
+  Result<store::SyncPosition> GetSyncPosition();
+  // Applies one batch the server sent, atomically, and stores `cursor` (and the server's id) in
+  // the same transaction. Ops already accounted for are skipped; an op past a gap in its
+  // origin's seqs is refused (ECORRUPT, nothing applied): the server sends each origin in order.
+  Result<ServerBatchStats> ApplyServerBatch(const wire::OpBatch& batch, uint64_t cursor,
+                                            const ReplicaId& server);
+  // Records the cursor the server reported with CaughtUp and, when `synced_ms` is set, the time
+  // of a completed exchange.
+  Status SetSyncPosition(uint64_t cursor, const ReplicaId& server,
+                         std::optional<int64_t> synced_ms);
+  // Adds the outbox's transactions after local seq `after_seq` to `enc`, whole, until it holds
+  // at least `max_ops` ops. Returns the last local seq added (after_seq when none).
+  Result<uint64_t> ReadOutbox(uint64_t after_seq, size_t max_ops, protocol::BatchEncoder* enc);
+  // The server made every local op up to `through` durable: they leave the outbox.
+  Status AckOutbox(uint64_t through);
+  // Records ops the server refused (kept in the rejected-ops table, SPEC §2).
+  Status RecordRejected(const std::vector<Op>& ops, int code, const std::string& reason);
+  // `fn` runs after each committed local write (on the writer's thread, outside the lock), so a
+  // sync client can push at once. One listener; nullptr removes it.
+  void SetWriteListener(std::function<void()> fn);
+  // Corrects the clock source by the server's offset (SPEC §2 "Clock safety").
+  void SetClockOffset(int64_t offset_ms);
+  int64_t NowMs();
+
  private:
   Replica() = default;
   Status CheckOpen() const;
   Status ValidateBatch(const WriteBatch& batch);
+  Status WriteLocked(const WriteBatch& batch);
   Result<ImportStats> ImportLocked(std::FILE* in);
 
   mutable std::mutex mu_;
+  std::mutex listener_mu_;
+  std::function<void()> write_listener_;
   std::unique_ptr<store::ReplicaStore> store_;
   std::unique_ptr<HybridClock> clock_;
   Clock* clock_source_ = nullptr;

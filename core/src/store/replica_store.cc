@@ -11,7 +11,15 @@ namespace cairn::store {
 
 namespace {
 
-// Storage format 1 (docs/storage-format.md).
+// What format 2 added to format 1: the sync position (docs/storage-format.md).
+const char* const kSyncSchema = R"sql(
+CREATE TABLE cairn_sync(
+  id INTEGER PRIMARY KEY CHECK (id = 1), server_id BLOB, cursor INTEGER NOT NULL,
+  subscriptions TEXT, last_sync_ms INTEGER);
+INSERT INTO cairn_sync(id, cursor) VALUES (1, 0);
+)sql";
+
+// Storage format 2 (docs/storage-format.md): format 1's tables, then kSyncSchema.
 const char* const kSchema = R"sql(
 CREATE TABLE cairn_state(
   id INTEGER PRIMARY KEY CHECK (id = 1), replica_id BLOB NOT NULL, hlc INTEGER NOT NULL,
@@ -136,7 +144,14 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
                                        "; this Cairn reads formats up to " +
                                        std::to_string(kFormatVersion) + ": upgrade Cairn");
   }
-  // Migrations from older formats go here (format 1 is the first).
+  s->has_sync_table_ = version >= 2 || tables == 0;
+  if (version == 1 && !options.read_only) {
+    // Format 1 -> 2: the sync position table, in one transaction.
+    CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&s->db_));
+    CAIRN_RETURN_IF_ERROR(s->db_.Exec(std::string(kSyncSchema) + "PRAGMA user_version=2;"));
+    CAIRN_RETURN_IF_ERROR(txn->Commit());
+    s->has_sync_table_ = true;
+  }
   if (!options.read_only) {
     // WAL, and synchronous=FULL: a committed write survives power loss (storage-format.md).
     CAIRN_RETURN_IF_ERROR(s->db_.Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"));
@@ -153,7 +168,7 @@ Status ReplicaStore::Close() {
   if (in_txn_) Rollback();
   for (Stmt* s : {&begin_, &commit_, &rollback_, &find_doc_, &load_incs_, &insert_doc_,
                   &update_doc_, &put_inc_, &del_inc_, &del_incs_, &put_outbox_, &save_state_,
-                  &set_through_, &stage_op_, &data_version_stmt_}) {
+                  &set_through_, &stage_op_, &data_version_stmt_, &outbox_after_, &set_sync_}) {
     *s = Stmt();
   }
   materialize_.clear();
@@ -163,7 +178,7 @@ Status ReplicaStore::Close() {
 
 Status ReplicaStore::InitSchema(const ReplicaId& new_id, int64_t now_ms) {
   CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&db_));
-  CAIRN_RETURN_IF_ERROR(db_.Exec(kSchema));
+  CAIRN_RETURN_IF_ERROR(db_.Exec(std::string(kSchema) + kSyncSchema));
   CAIRN_RETURN_IF_ERROR(db_.Exec("PRAGMA application_id=" + std::to_string(kApplicationId) +
                                  "; PRAGMA user_version=" + std::to_string(kFormatVersion)));
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state VALUES (1, ?, 0, 0, ?)"));
@@ -1042,6 +1057,92 @@ Status ReplicaStore::ForEachOutbox(
     CAIRN_RETURN_IF_ERROR(fn(U(st.Int(0)), U(st.Int(1)), st.Blob(2)));
   }
   return Status::OK();
+}
+
+Status ReplicaStore::ForEachOutboxAfter(
+    uint64_t after_seq, size_t max_rows,
+    const std::function<Status(uint64_t, uint64_t, std::string_view)>& fn) {
+  if (!outbox_after_.valid()) {
+    CAIRN_ASSIGN_OR_RETURN(outbox_after_, db_.Prepare(
+        "SELECT first_seq, last_seq, batch FROM cairn_outbox WHERE last_seq > ? "
+        "ORDER BY first_seq LIMIT ?"));
+  }
+  Stmt& st = outbox_after_;
+  st.BindInt(1, I(after_seq));
+  st.BindInt(2, static_cast<int64_t>(max_rows));
+  Status result;
+  for (;;) {
+    auto row = st.Step();
+    if (!row.ok()) {
+      result = row.status();
+      break;
+    }
+    if (!row.value()) break;
+    result = fn(U(st.Int(0)), U(st.Int(1)), st.Blob(2));
+    if (!result.ok()) break;
+  }
+  st.Reset();
+  return result;
+}
+
+Status ReplicaStore::AckOutbox(uint64_t through) {
+  if (!in_txn_) return Status::Internal("AckOutbox outside a transaction");
+  if (through > last_seq_) {
+    return Status::Corrupt("acknowledgement of seq " + std::to_string(through) +
+                           " beyond the last local op " + std::to_string(last_seq_));
+  }
+  // The outbox rows imply the clock and the seq (see Commit): persist both before they go.
+  save_state_.BindInt(1, I(hlc_));
+  save_state_.BindInt(2, I(last_seq_));
+  CAIRN_RETURN_IF_ERROR(save_state_.Run());
+  persisted_hlc_ = hlc_;
+  persisted_seq_ = last_seq_;
+  CAIRN_ASSIGN_OR_RETURN(Stmt del, db_.Prepare("DELETE FROM cairn_outbox WHERE last_seq <= ?"));
+  del.BindInt(1, I(through));
+  return del.Run();
+}
+
+Result<SyncPosition> ReplicaStore::GetSyncPosition() {
+  SyncPosition pos;
+  if (!has_sync_table_) return pos;  // a format 1 file opened read-only: never synced
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "SELECT server_id, cursor, subscriptions, last_sync_ms FROM cairn_sync WHERE id = 1"));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return pos;
+  if (!st.IsNull(0)) {
+    ReplicaId id;
+    if (ReplicaId::FromBytes(st.Blob(0).data(), st.Blob(0).size(), &id)) pos.server_id = id;
+  }
+  pos.cursor = U(st.Int(1));
+  if (!st.IsNull(2)) pos.subscriptions = std::string(st.Text(2));
+  if (!st.IsNull(3)) pos.last_sync_ms = st.Int(3);
+  return pos;
+}
+
+Status ReplicaStore::SetSyncPosition(const SyncPosition& pos) {
+  if (!in_txn_) return Status::Internal("SetSyncPosition outside a transaction");
+  if (!set_sync_.valid()) {
+    CAIRN_ASSIGN_OR_RETURN(set_sync_, db_.Prepare(
+        "UPDATE cairn_sync SET server_id = ?, cursor = ?, subscriptions = ?, last_sync_ms = ? "
+        "WHERE id = 1"));
+  }
+  if (pos.server_id) {
+    set_sync_.BindBlob(1, pos.server_id->Bytes());
+  } else {
+    set_sync_.BindNull(1);
+  }
+  set_sync_.BindInt(2, I(pos.cursor));
+  if (pos.subscriptions) {
+    set_sync_.BindText(3, *pos.subscriptions);
+  } else {
+    set_sync_.BindNull(3);
+  }
+  if (pos.last_sync_ms) {
+    set_sync_.BindInt(4, *pos.last_sync_ms);
+  } else {
+    set_sync_.BindNull(4);
+  }
+  return set_sync_.Run();
 }
 
 Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& reason,

@@ -27,7 +27,7 @@
 namespace cairn::store {
 
 // Storage format version (PRAGMA user_version). A file with a larger number is refused.
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 // PRAGMA application_id of a Cairn replica: "CRN1" as a big-endian 32-bit integer.
 constexpr int32_t kApplicationId = 0x43524E31;
 
@@ -41,6 +41,14 @@ struct StoreOptions {
 struct OriginInfo {
   ReplicaId id;
   uint64_t through = 0;  // every op of this origin with seq <= through is accounted for
+};
+
+// Where this replica stands with its sync server (format 2, table cairn_sync).
+struct SyncPosition {
+  std::optional<ReplicaId> server_id;          // the server the cursor belongs to
+  uint64_t cursor = 0;                         // every server op up to here was received
+  std::optional<std::string> subscriptions;    // collections the cursor covers; nullopt: all
+  std::optional<int64_t> last_sync_ms;         // last completed exchange
 };
 
 struct RejectedOp {
@@ -111,6 +119,14 @@ class ReplicaStore {
   // The outbox, oldest transaction first: (first seq, last seq, encoded OpBatch frame).
   Status ForEachOutbox(
       const std::function<Status(uint64_t, uint64_t, std::string_view)>& fn);
+  // Outbox rows whose last seq is above `after_seq`, oldest first, at most `max_rows`.
+  Status ForEachOutboxAfter(uint64_t after_seq, size_t max_rows,
+                            const std::function<Status(uint64_t, uint64_t, std::string_view)>& fn);
+  // The server made every local op up to `through` durable: drops those outbox rows, after
+  // persisting the clock and seq they implied (REQUIRES: inside Begin/Commit).
+  Status AckOutbox(uint64_t through);
+  Result<SyncPosition> GetSyncPosition();
+  Status SetSyncPosition(const SyncPosition& pos);  // REQUIRES: inside Begin/Commit
   Status ForEachRejected(const std::function<Status(const RejectedOp&)>& fn);
   Status RecordRejected(const Op& op, int code, const std::string& reason, int64_t now_ms);
   std::vector<OriginInfo> Origins() const;
@@ -193,6 +209,8 @@ class ReplicaStore {
   std::string last_collection_, last_field_;
   int64_t last_coll_idx_ = -1, last_field_idx_ = -1;
 
+  bool has_sync_table_ = true;
+  Stmt outbox_after_, set_sync_;
   Stmt begin_, commit_, rollback_, find_doc_, load_incs_, insert_doc_, update_doc_, put_inc_,
       del_inc_, del_incs_, put_outbox_, save_state_, set_through_, stage_op_;
 };

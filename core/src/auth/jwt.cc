@@ -1,0 +1,127 @@
+#include "auth/jwt.h"
+
+#include <mbedtls/md.h>
+
+#include <algorithm>
+
+#include "base/strings.h"
+#include "replica/json_codec.h"
+
+namespace cairn::auth {
+
+namespace {
+
+// base64url (RFC 4648 §5) without padding, over mbedTLS's standard base64.
+std::string B64UrlEncode(const std::string& bytes) {
+  std::string s = Base64Encode(bytes);
+  while (!s.empty() && s.back() == '=') s.pop_back();
+  std::replace(s.begin(), s.end(), '+', '-');
+  std::replace(s.begin(), s.end(), '/', '_');
+  return s;
+}
+
+bool B64UrlDecode(std::string s, std::string* out) {
+  if (s.find_first_of("+/=") != std::string::npos) return false;
+  std::replace(s.begin(), s.end(), '-', '+');
+  std::replace(s.begin(), s.end(), '_', '/');
+  if (s.size() % 4 == 1) return false;
+  while (s.size() % 4 != 0) s.push_back('=');
+  return Base64Decode(s, out);
+}
+
+std::string HmacSha256(const std::string& key, const std::string& data) {
+  unsigned char mac[32];
+  mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256),
+                  reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                  reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac);
+  return std::string(reinterpret_cast<const char*>(mac), sizeof(mac));
+}
+
+bool ConstantTimeEqual(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    diff = static_cast<unsigned char>(diff | (static_cast<unsigned char>(a[i]) ^
+                                              static_cast<unsigned char>(b[i])));
+  }
+  return diff == 0;
+}
+
+bool Allows(const std::vector<std::string>& list, const std::string& collection) {
+  for (const auto& c : list) {
+    if (c == "*" || c == collection) return true;
+  }
+  return false;
+}
+
+Result<std::vector<std::string>> CollectionList(const Json& claims, const char* name) {
+  std::vector<std::string> out;
+  if (!claims.contains(name)) return out;
+  const Json& j = claims[name];
+  if (!j.is_array()) return Status::Invalid(std::string("token claim '") + name + "' is not a list");
+  for (const auto& c : j) {
+    if (!c.is_string()) {
+      return Status::Invalid(std::string("token claim '") + name + "' holds a non-string");
+    }
+    out.push_back(c.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace
+
+bool Claims::MayRead(const std::string& collection) const { return Allows(read, collection); }
+bool Claims::MayWrite(const std::string& collection) const { return Allows(write, collection); }
+
+std::string MintToken(const Claims& claims, const std::string& secret) {
+  Json payload = {{"sub", claims.subject}, {"exp", claims.expires_s},
+                  {"read", claims.read},   {"write", claims.write}};
+  if (claims.replica_id) payload["rid"] = *claims.replica_id;
+  std::string signing = B64UrlEncode(R"({"alg":"HS256","typ":"JWT"})") + "." +
+                        B64UrlEncode(payload.dump());
+  return signing + "." + B64UrlEncode(HmacSha256(secret, signing));
+}
+
+Result<Claims> VerifyToken(const std::string& token, const std::string& secret, int64_t now_s) {
+  size_t dot1 = token.find('.');
+  size_t dot2 = dot1 == std::string::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string::npos || token.find('.', dot2 + 1) != std::string::npos) {
+    return Status::Invalid("token is not a JWT (header.payload.signature)");
+  }
+  std::string header_raw, payload_raw, sig;
+  if (!B64UrlDecode(token.substr(0, dot1), &header_raw) ||
+      !B64UrlDecode(token.substr(dot1 + 1, dot2 - dot1 - 1), &payload_raw) ||
+      !B64UrlDecode(token.substr(dot2 + 1), &sig)) {
+    return Status::Invalid("token is not valid base64url");
+  }
+  // The signature first: nothing from an unsigned token is trusted, not even its header.
+  if (!ConstantTimeEqual(sig, HmacSha256(secret, token.substr(0, dot2)))) {
+    return Status::Invalid("token has a bad signature");
+  }
+  Json header = Json::parse(header_raw, nullptr, /*allow_exceptions=*/false);
+  Json payload = Json::parse(payload_raw, nullptr, /*allow_exceptions=*/false);
+  if (!header.is_object() || !payload.is_object()) return Status::Invalid("token is not JSON");
+  if (!header.contains("alg") || header["alg"] != "HS256") {
+    return Status::Invalid("token algorithm must be HS256");
+  }
+  Claims c;
+  if (!payload.contains("sub") || !payload["sub"].is_string() ||
+      payload["sub"].get<std::string>().empty()) {
+    return Status::Invalid("token has no subject");
+  }
+  c.subject = payload["sub"].get<std::string>();
+  if (!payload.contains("exp") || !payload["exp"].is_number_integer()) {
+    return Status::Invalid("token has no expiry");
+  }
+  c.expires_s = payload["exp"].get<int64_t>();
+  if (c.expires_s <= now_s) return Status::Invalid("token expired");
+  CAIRN_ASSIGN_OR_RETURN(c.read, CollectionList(payload, "read"));
+  CAIRN_ASSIGN_OR_RETURN(c.write, CollectionList(payload, "write"));
+  if (payload.contains("rid")) {
+    if (!payload["rid"].is_string()) return Status::Invalid("token claim 'rid' is not a string");
+    c.replica_id = payload["rid"].get<std::string>();
+  }
+  return c;
+}
+
+}  // namespace cairn::auth

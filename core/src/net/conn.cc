@@ -1,0 +1,258 @@
+#include "net/conn.h"
+
+#include <cstring>
+
+#include "net/tls.h"
+
+namespace cairn::net {
+
+namespace {
+
+struct WriteReq {
+  uv_write_t req;
+  std::string data;
+  Conn* conn;
+};
+
+}  // namespace
+
+Conn::Conn(uv_loop_t* loop, Delegate* delegate, const ConnOptions& options)
+    : loop_(loop), delegate_(delegate), options_(options) {
+  uv_tcp_init(loop_, &tcp_);
+  uv_timer_init(loop_, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+}
+
+Conn::~Conn() = default;
+
+void Conn::Start(std::unique_ptr<TlsSession> tls) {
+  sockaddr_storage addr;
+  int len = sizeof(addr);
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    char ip[64] = "";
+    int port = 0;
+    if (addr.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+      uv_ip4_name(a, ip, sizeof(ip));
+      port = ntohs(a->sin_port);
+    } else if (addr.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+      uv_ip6_name(a, ip, sizeof(ip));
+      port = ntohs(a->sin6_port);
+    }
+    peer_ = std::string(ip) + ":" + std::to_string(port);
+  }
+  uv_tcp_nodelay(&tcp_, 1);
+  last_recv_ms_ = last_send_ms_ = uv_now(loop_);
+  uv_timer_start(&timer_, TimerCb, options_.tick_ms, options_.tick_ms);
+  int rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), AllocCb, ReadCb);
+  if (rc != 0) {
+    Close(Status::IOError(std::string("read: ") + uv_strerror(rc)));
+    return;
+  }
+  tls_ = std::move(tls);
+  if (tls_) {
+    Status st = tls_->Start(this);
+    if (!st.ok()) Close(st);
+    return;
+  }
+  delegate_->OnOpen(this);
+}
+
+void Conn::OnTlsOpen() {
+  if (!closing_) delegate_->OnOpen(this);
+}
+
+void Conn::AllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* c = static_cast<Conn*>(h->data);
+  buf->base = c->read_buf_;
+  buf->len = sizeof(c->read_buf_);
+}
+
+void Conn::ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  auto* c = static_cast<Conn*>(s->data);
+  if (n < 0) {
+    c->Close(n == UV_EOF ? Status(Code::kEIO, "connection closed by the peer")
+                         : Status::IOError(std::string("read: ") + uv_strerror(static_cast<int>(n))));
+    return;
+  }
+  if (n == 0 || c->closing_) return;
+  c->wire_in_ += static_cast<uint64_t>(n);
+  if (c->tls_) {
+    Status st = c->tls_->OnCiphertext(buf->base, static_cast<size_t>(n));
+    if (!st.ok()) c->Close(st);
+    return;
+  }
+  c->OnPlaintext(buf->base, static_cast<size_t>(n));
+}
+
+void Conn::OnPlaintext(const char* data, size_t len) {
+  if (closing_ || close_after_flush_) return;
+  in_.append(data, len);
+  ParseFrames();
+}
+
+void Conn::ParseFrames() {
+  const uint64_t now = uv_now(loop_);
+  while (!closing_ && !close_after_flush_) {
+    size_t avail = in_.size() - in_pos_;
+    if (avail < 4) break;
+    const auto* p = reinterpret_cast<const unsigned char*>(in_.data() + in_pos_);
+    uint32_t n = uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 |
+                 uint32_t{p[3]} << 24;
+    if (n > options_.limits.max_frame_bytes) {
+      SendErrorAndClose(Code::kECORRUPT, "frame of " + std::to_string(n) +
+                                             " bytes exceeds the limit of " +
+                                             std::to_string(options_.limits.max_frame_bytes));
+      return;
+    }
+    if (avail < 4 + size_t{n}) break;
+    std::string payload = in_.substr(in_pos_ + 4, n);
+    in_pos_ += 4 + size_t{n};
+    last_recv_ms_ = now;
+    auto frame = protocol::VerifyFrame(payload, options_.limits);
+    if (!frame.ok()) {
+      SendErrorAndClose(Code::kECORRUPT, frame.status().message());
+      return;
+    }
+    delegate_->OnFrame(this, *frame.value());
+  }
+  if (in_pos_ == in_.size()) {
+    in_.clear();
+    in_pos_ = 0;
+    partial_since_ms_ = 0;
+  } else {
+    if (in_pos_ > 0) {
+      in_.erase(0, in_pos_);
+      in_pos_ = 0;
+    }
+    if (partial_since_ms_ == 0) partial_since_ms_ = now;
+  }
+}
+
+void Conn::Send(std::string frame) {
+  if (closing_ || close_after_flush_) return;
+  last_send_ms_ = uv_now(loop_);
+  if (tls_) {
+    Status st = tls_->Write(frame);
+    if (!st.ok()) Close(st);
+    return;
+  }
+  WriteRaw(std::move(frame));
+}
+
+void Conn::WriteRaw(std::string bytes) {
+  if (closing_ || bytes.empty()) return;
+  auto* w = new WriteReq;
+  w->data = std::move(bytes);
+  w->conn = this;
+  queued_ += w->data.size();
+  wire_out_ += w->data.size();
+  if (queued_ >= options_.drained_bytes) above_drained_ = true;
+  uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, WriteCb);
+  if (rc != 0) {
+    queued_ -= w->data.size();
+    delete w;
+    Close(Status::IOError(std::string("write: ") + uv_strerror(rc)));
+  }
+}
+
+void Conn::WriteCb(uv_write_t* req, int status) {
+  auto* w = reinterpret_cast<WriteReq*>(req);
+  Conn* c = w->conn;
+  c->queued_ -= w->data.size();
+  delete w;
+  if (status != 0) {
+    c->Close(Status::IOError(std::string("write: ") + uv_strerror(status)));
+    return;
+  }
+  if (c->closing_) return;
+  if (c->close_after_flush_ && c->queued_ == 0) {
+    c->Close(c->close_reason_);
+    return;
+  }
+  if (c->above_drained_ && c->queued_ < c->options_.drained_bytes) {
+    c->above_drained_ = false;
+    c->delegate_->OnDrained(c);
+  }
+}
+
+void Conn::SendErrorAndClose(Code code, const std::string& message) {
+  if (closing_ || close_after_flush_) return;
+  flatbuffers::FlatBufferBuilder fbb;
+  auto err = wire::CreateError(fbb, static_cast<int32_t>(code), fbb.CreateString(message));
+  fbb.Finish(wire::CreateFrame(fbb, wire::Body::Error, err.Union()), wire::FrameIdentifier());
+  std::string frame;
+  protocol::AppendFrame(fbb, &frame);
+  Send(std::move(frame));
+  close_reason_ = Status(code, message);
+  close_after_flush_ = true;
+  if (queued_ == 0) Close(close_reason_);
+  // A peer that does not read must not keep us: the frame timeout bounds the wait.
+  SetDeadline(options_.frame_timeout_ms, "sending the error message");
+}
+
+void Conn::SetDeadline(uint64_t ms_from_now, const char* what) {
+  deadline_ms_ = ms_from_now == 0 ? 0 : uv_now(loop_) + ms_from_now;
+  deadline_what_ = what;
+}
+
+void Conn::TimerCb(uv_timer_t* t) {
+  auto* c = static_cast<Conn*>(t->data);
+  if (c->closing_) return;
+  const uint64_t now = uv_now(c->loop_);
+  if (c->deadline_ms_ != 0 && now >= c->deadline_ms_) {
+    c->Close(Status(Code::kEIO, std::string("timed out ") + c->deadline_what_));
+    return;
+  }
+  if (c->close_after_flush_) return;
+  if (c->partial_since_ms_ != 0 && now - c->partial_since_ms_ >= c->options_.frame_timeout_ms) {
+    c->Close(Status(Code::kEIO, "frame timeout: a frame started and did not complete"));
+    return;
+  }
+  if (now - c->last_recv_ms_ >= c->options_.idle_timeout_ms) {
+    c->Close(Status(Code::kEIO, "idle timeout: nothing received for " +
+                                    std::to_string(now - c->last_recv_ms_) + " ms"));
+    return;
+  }
+  c->delegate_->OnTick(c, now);
+}
+
+void Conn::Close(const Status& why) {
+  if (closing_) return;
+  closing_ = true;
+  close_reason_ = why;
+  uv_timer_stop(&timer_);
+  pending_closes_ = 2;
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), CloseCb);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), CloseCb);
+}
+
+void Conn::CloseCb(uv_handle_t* h) {
+  auto* c = static_cast<Conn*>(h->data);
+  if (--c->pending_closes_ > 0) return;
+  c->delegate_->OnClosed(c, c->close_reason_);
+  delete c;
+}
+
+Status ParseHostPort(const std::string& s, std::string* host, uint16_t* port) {
+  size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {
+    return Status::Invalid("expected HOST:PORT, got '" + s + "'");
+  }
+  std::string h = s.substr(0, colon);
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  unsigned long p = 0;
+  for (size_t i = colon + 1; i < s.size(); i++) {
+    if (s[i] < '0' || s[i] > '9') return Status::Invalid("bad port in '" + s + "'");
+    p = p * 10 + static_cast<unsigned long>(s[i] - '0');
+    if (p > 65535) return Status::Invalid("port out of range in '" + s + "'");
+  }
+  *host = h;
+  *port = static_cast<uint16_t>(p);
+  return Status::OK();
+}
+
+}  // namespace cairn::net

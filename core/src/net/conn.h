@@ -1,0 +1,126 @@
+// net::Conn: one framed connection (SPEC §4) on a libuv TCP handle, used by the sync server and
+// the sync client alike, so both enforce the same rules on every received frame:
+//   - the 4-byte length is checked against the frame limit before anything is buffered for it;
+//   - the payload goes through the FlatBuffers Verifier (protocol::VerifyFrame) before the
+//     delegate sees it;
+//   - a frame that has started must complete within `frame_timeout_ms`, and some frame must
+//     arrive every `idle_timeout_ms` (the peers Ping when they have nothing else to say);
+//   - a deadline (the handshake) can be armed by the owner.
+// Any violation closes the connection with a Status the delegate receives in OnClosed.
+//
+// Writes are queued in libuv; queued_bytes() is what has not reached the kernel yet, and the
+// owner uses it for backpressure (it produces more only when the queue has drained below its
+// mark; OnDrained tells it when).
+//
+// Lifetime: a Conn is created with new and deletes itself after OnClosed returns. Owners keep a
+// raw pointer until OnClosed. Single-threaded: every call on the loop's thread.
+#ifndef CAIRN_NET_CONN_H_
+#define CAIRN_NET_CONN_H_
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "protocol/frame.h"
+
+namespace cairn::net {
+
+struct ConnOptions {
+  protocol::FrameLimits limits;
+  uint32_t idle_timeout_ms = 60000;   // no frame received for this long: close
+  uint32_t frame_timeout_ms = 30000;  // a started frame not complete after this long: close
+  uint32_t tick_ms = 1000;            // how often the timeouts are checked
+  size_t drained_bytes = 256u << 10;  // OnDrained fires when the queue falls below this
+};
+
+class TlsSession;  // net/tls.h
+
+class Conn {
+ public:
+  class Delegate {
+   public:
+    virtual ~Delegate() = default;
+    // A verified frame. The pointer is valid during the call only.
+    virtual void OnFrame(Conn* conn, const wire::Frame& frame) = 0;
+    // The connection is established (after the TLS handshake, when there is one).
+    virtual void OnOpen(Conn*) {}
+    // The write queue fell below options.drained_bytes.
+    virtual void OnDrained(Conn*) {}
+    // Every tick (options.tick_ms), with uv_now.
+    virtual void OnTick(Conn*, uint64_t /*now_ms*/) {}
+    // The connection is gone (why: OK for a close asked by the owner). Last call; the Conn is
+    // deleted right after it returns.
+    virtual void OnClosed(Conn* conn, const Status& why) = 0;
+  };
+
+  Conn(uv_loop_t* loop, Delegate* delegate, const ConnOptions& options);
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  uv_tcp_t* tcp() { return &tcp_; }
+  uv_loop_t* loop() const { return loop_; }
+  // Starts reading and the timers, on an accepted or connected handle. With `tls`, frames go
+  // through it (the handshake runs first; OnOpen follows it).
+  void Start(std::unique_ptr<TlsSession> tls = nullptr);
+  // Queues one complete frame (length prefix included).
+  void Send(std::string frame);
+  // Sends an Error message, then closes once it has been written.
+  void SendErrorAndClose(Code code, const std::string& message);
+  size_t queued_bytes() const { return queued_; }
+  // Arms (or, with 0, clears) a deadline in ms from now; when it passes, the conn closes with
+  // `what` as the reason.
+  void SetDeadline(uint64_t ms_from_now, const char* what);
+  uint64_t last_send_ms() const { return last_send_ms_; }
+  // Closes (idempotent). OnClosed follows on a later loop turn.
+  void Close(const Status& why);
+  bool closing() const { return closing_; }
+  const std::string& peer() const { return peer_; }
+  // Test hooks: bytes sent and received on the wire (after TLS).
+  uint64_t wire_bytes_out() const { return wire_out_; }
+  uint64_t wire_bytes_in() const { return wire_in_; }
+
+  // For TlsSession: ciphertext to the socket, and plaintext from it.
+  void WriteRaw(std::string bytes);
+  void OnPlaintext(const char* data, size_t len);
+  void OnTlsOpen();
+
+ private:
+  ~Conn();
+  static void AllocCb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void WriteCb(uv_write_t* req, int status);
+  static void TimerCb(uv_timer_t* t);
+  static void CloseCb(uv_handle_t* h);
+  void ParseFrames();
+
+  uv_loop_t* loop_;
+  Delegate* delegate_;
+  ConnOptions options_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  std::unique_ptr<TlsSession> tls_;
+  std::string in_;
+  size_t in_pos_ = 0;         // start of the unparsed bytes in in_
+  char read_buf_[64 * 1024];
+  size_t queued_ = 0;
+  bool above_drained_ = false;
+  uint64_t last_recv_ms_ = 0, last_send_ms_ = 0, partial_since_ms_ = 0;
+  uint64_t deadline_ms_ = 0;
+  const char* deadline_what_ = "";
+  bool closing_ = false;
+  bool close_after_flush_ = false;
+  int pending_closes_ = 0;
+  Status close_reason_;
+  std::string peer_;
+  uint64_t wire_out_ = 0, wire_in_ = 0;
+};
+
+// "host:port" -> (host, port). EINVAL when malformed.
+Status ParseHostPort(const std::string& s, std::string* host, uint16_t* port);
+
+}  // namespace cairn::net
+
+#endif  // CAIRN_NET_CONN_H_

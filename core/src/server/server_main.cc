@@ -1,0 +1,138 @@
+// cairn-server: the sync server (SPEC §5, §7).
+//   cairn-server --db FILE --listen HOST:PORT [--tls-cert F --tls-key F] [--token-secret FILE]
+//   cairn-server token --token-secret FILE --sub SUBJECT [--read C,..] [--write C,..] [--ttl S]
+// Exit codes: 0 success (stopped by SIGTERM/SIGINT), 2 usage error, 3 other error.
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "auth/jwt.h"
+#include "port/port.h"
+#include "server/sync_server.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr int kExitError = 3;
+
+int Fail(const cairn::Status& st) {
+  std::cerr << "cairn-server: " << st.ToString() << "\n";
+  return st.code() == cairn::Code::kEINVAL ? kExitUsage : kExitError;
+}
+
+// The secret is the file's content with trailing white space removed; at least 32 bytes.
+cairn::Result<std::string> ReadSecret(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return cairn::Status::Invalid("cannot read the token secret file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  if (s.size() < 32) {
+    return cairn::Status::Invalid("token secret in " + path + " is shorter than 32 bytes");
+  }
+  return s;
+}
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"cairn-server: the Cairn sync server"};
+  app.set_version_flag("--version", "cairn-server 0.1.0");
+  cairn::server::ServerOptions o;
+  std::string listen = "127.0.0.1:7420", secret_file;
+  app.add_option("--db", o.db_path, "the server's SQLite file (created when missing)");
+  app.add_option("--listen", listen, "HOST:PORT to listen on (default 127.0.0.1:7420)");
+  app.add_option("--tls-cert", o.tls_cert_file, "PEM certificate chain: serve TLS");
+  app.add_option("--tls-key", o.tls_key_file, "PEM private key of --tls-cert");
+  app.add_option("--token-secret", secret_file, "file holding the HS256 secret (>= 32 bytes)");
+  app.add_option("--keep-log", o.store.keep_log_ops,
+                 "ops kept in the global log for resuming clients (default 1000000)");
+  app.add_option("--max-drift-ms", o.store.max_drift_ms,
+                 "refuse ops stamped further ahead of the server clock (default 60000)");
+  app.add_option("--idle-timeout-ms", o.conn.idle_timeout_ms,
+                 "close a connection silent this long (default 60000)");
+  app.add_option("--handshake-timeout-ms", o.handshake_timeout_ms,
+                 "close a connection without Hello after this long (default 10000)");
+  app.add_option("--frame-timeout-ms", o.conn.frame_timeout_ms,
+                 "close a connection whose frame does not complete (default 30000)");
+  app.add_option("--max-frame-bytes", o.conn.limits.max_frame_bytes,
+                 "largest frame accepted (default 16 MiB)");
+
+  auto* token = app.add_subcommand("token", "mint a development token and print it");
+  std::string sub, read = "*", write = "*", rid;
+  int64_t ttl = 24 * 3600;
+  token->add_option("--sub", sub, "subject (user or device)")->required();
+  token->add_option("--read", read, "collections it may read, comma-separated (default *)");
+  token->add_option("--write", write, "collections it may write, comma-separated (default *)");
+  token->add_option("--ttl", ttl, "seconds until it expires (default 86400; may be negative)");
+  token->add_option("--rid", rid, "the only replica id (32 hex) it may sync as");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (!secret_file.empty()) {
+    auto s = ReadSecret(secret_file);
+    if (!s.ok()) return Fail(s.status());
+    o.token_secret = s.value();
+  }
+  if (token->parsed()) {
+    if (o.token_secret.empty()) {
+      std::cerr << "cairn-server: token needs --token-secret FILE\n";
+      return kExitUsage;
+    }
+    cairn::auth::Claims c;
+    c.subject = sub;
+    c.expires_s = cairn::port::WallClockMs() / 1000 + ttl;
+    c.read = SplitList(read);
+    c.write = SplitList(write);
+    if (!rid.empty()) c.replica_id = rid;
+    std::cout << cairn::auth::MintToken(c, o.token_secret) << "\n";
+    return 0;
+  }
+  if (o.db_path.empty()) {
+    std::cerr << "cairn-server: --db FILE is required\n";
+    return kExitUsage;
+  }
+  std::string host;
+  uint16_t port = 0;
+  cairn::Status st = cairn::net::ParseHostPort(listen, &host, &port);
+  if (!st.ok()) return Fail(st);
+  o.host = host;
+  o.port = port;
+  o.handle_signals = true;
+  auto server = cairn::server::SyncServer::Create(o);
+  if (!server.ok()) return Fail(server.status());
+  st = server.value()->Listen();
+  if (!st.ok()) return Fail(st);
+  st = server.value()->Run();
+  if (!st.ok()) return Fail(st);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "cairn-server: EINTERNAL: " << e.what() << "\n";
+    return kExitError;
+  }
+}

@@ -1,0 +1,198 @@
+#include "server/server_store.h"
+
+#include <map>
+
+#include "port/port.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
+#include "replica/replica.h"
+
+namespace cairn::server {
+
+namespace {
+
+// The server's tables, beside the replica tables of its file (docs/storage-format.md,
+// "Server file").
+const char* const kServerSchema = R"sql(
+CREATE TABLE IF NOT EXISTS cairn_server_log(
+  cursor INTEGER PRIMARY KEY AUTOINCREMENT, origin BLOB NOT NULL, first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL, op_count INTEGER NOT NULL, batch BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cairn_server_meta(
+  id INTEGER PRIMARY KEY CHECK (id = 1), floor INTEGER NOT NULL);
+INSERT OR IGNORE INTO cairn_server_meta VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS cairn_server_replicas(
+  replica_id BLOB PRIMARY KEY, subject TEXT NOT NULL, first_seen_ms INTEGER NOT NULL)
+  WITHOUT ROWID;
+)sql";
+
+int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
+uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
+
+}  // namespace
+
+Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
+                                                       const ServerStoreOptions& options) {
+  std::unique_ptr<ServerStore> s(new ServerStore());
+  s->options_ = options;
+  s->clock_source_ = options.clock ? options.clock : Clock::System();
+  s->clock_ = std::make_unique<HybridClock>(s->clock_source_);
+  ReplicaId new_id;
+  CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+  CAIRN_ASSIGN_OR_RETURN(s->store_, store::ReplicaStore::Open(path, store::StoreOptions(), new_id,
+                                                              s->clock_source_->NowMs()));
+  s->clock_->Restore(s->store_->stored_hlc());
+  store::Db* db = s->store_->db();
+  CAIRN_RETURN_IF_ERROR(db->Exec(kServerSchema));
+  {
+    CAIRN_ASSIGN_OR_RETURN(store::Stmt st, db->Prepare(
+        "SELECT (SELECT floor FROM cairn_server_meta), "
+        "(SELECT coalesce(max(cursor), 0) FROM cairn_server_log), "
+        "(SELECT coalesce(sum(op_count), 0) FROM cairn_server_log), "
+        "(SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'cairn_server_log')"));
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return Status::Corrupt("server metadata missing");
+    s->floor_ = U(st.Int(0));
+    // AUTOINCREMENT never reuses a cursor, even when the log is empty after a trim.
+    s->head_ = std::max({U(st.Int(1)), U(st.Int(3)), s->floor_});
+    s->log_ops_ = U(st.Int(2));
+  }
+  CAIRN_ASSIGN_OR_RETURN(s->put_log_, db->Prepare(
+      "INSERT INTO cairn_server_log(origin, first_seq, last_seq, op_count, batch) "
+      "VALUES (?,?,?,?,?)"));
+  CAIRN_ASSIGN_OR_RETURN(s->read_log_, db->Prepare(
+      "SELECT cursor, batch FROM cairn_server_log WHERE cursor > ? ORDER BY cursor LIMIT ?"));
+  return s;
+}
+
+Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch) {
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  struct Guard {
+    store::ReplicaStore* s;
+    ~Guard() {
+      if (s->in_transaction()) s->Rollback();
+    }
+  } guard{store_.get()};
+  PushResult result;
+  uint64_t through = store_->Through(origin);
+  uint64_t first = 0;
+  Hlc max_hlc = 0;
+  protocol::BatchEncoder accepted;
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+    if (op.id.origin != origin) {
+      return Status::Invalid("op of origin " + op.id.origin.Hex() +
+                             " pushed by replica " + origin.Hex() +
+                             ": a replica pushes only its own ops");
+    }
+    CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+    if (op.id.seq <= through) {
+      result.duplicates++;
+      return Status::OK();
+    }
+    if (op.id.seq != through + 1) {
+      return Status::Corrupt("op " + origin.Hex() + ":" + std::to_string(op.id.seq) +
+                             " follows seq " + std::to_string(through) + " (a gap)");
+    }
+    through = op.id.seq;
+    if (first == 0) first = op.id.seq;
+    max_hlc = std::max(max_hlc, op.id.hlc);
+    accepted.Add(op);
+    result.applied++;
+    return store_->Apply(op, /*local=*/false);
+  }));
+  result.through = through;
+  if (result.applied > 0) {
+    CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, through));
+    flatbuffers::FlatBufferBuilder fbb(accepted.ops_bytes() + 1024);
+    accepted.Finish(&fbb);
+    put_log_.BindBlob(1, origin.Bytes());
+    put_log_.BindInt(2, I(first));
+    put_log_.BindInt(3, I(through));
+    put_log_.BindInt(4, I(result.applied));
+    put_log_.BindStaticBlob(
+        5, std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()));
+    CAIRN_RETURN_IF_ERROR(put_log_.Run());
+    const uint64_t cursor = U(sqlite3_last_insert_rowid(store_->db()->raw()));
+    uint64_t new_floor = floor_, log_ops = log_ops_ + result.applied;
+    CAIRN_RETURN_IF_ERROR(TrimLog(&new_floor, &log_ops));
+    clock_->Observe(max_hlc);
+    CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+    head_ = cursor;
+    floor_ = new_floor;
+    log_ops_ = log_ops;
+  } else {
+    store_->Rollback();  // nothing new: a retry after a lost Ack
+  }
+  result.cursor = head_;
+  return result;
+}
+
+Status ServerStore::TrimLog(uint64_t* floor, uint64_t* log_ops) {
+  if (*log_ops <= options_.keep_log_ops) return Status::OK();
+  // Oldest entries first, keeping at least the newest one.
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt st, store_->db()->Prepare(
+      "SELECT cursor, op_count FROM cairn_server_log ORDER BY cursor"));
+  uint64_t remaining = *log_ops, new_floor = *floor;
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row || remaining <= options_.keep_log_ops) break;
+    if (remaining == U(st.Int(1))) break;  // the newest entry stays
+    new_floor = U(st.Int(0));
+    remaining -= U(st.Int(1));
+  }
+  st = store::Stmt();
+  if (new_floor == *floor) return Status::OK();
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt del,
+                         store_->db()->Prepare("DELETE FROM cairn_server_log WHERE cursor <= ?"));
+  del.BindInt(1, I(new_floor));
+  CAIRN_RETURN_IF_ERROR(del.Run());
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt meta,
+                         store_->db()->Prepare("UPDATE cairn_server_meta SET floor = ?"));
+  meta.BindInt(1, I(new_floor));
+  CAIRN_RETURN_IF_ERROR(meta.Run());
+  *floor = new_floor;
+  *log_ops = remaining;
+  return Status::OK();
+}
+
+Status ServerStore::ReadLog(uint64_t after, size_t max_rows,
+                            const std::function<Status(uint64_t, std::string_view)>& fn) {
+  read_log_.BindInt(1, I(after));
+  read_log_.BindInt(2, static_cast<int64_t>(max_rows));
+  Status result;
+  for (;;) {
+    auto row = read_log_.Step();
+    if (!row.ok()) {
+      result = row.status();
+      break;
+    }
+    if (!row.value()) break;
+    result = fn(U(read_log_.Int(0)), read_log_.Blob(1));
+    if (!result.ok()) break;
+  }
+  read_log_.Reset();
+  return result;
+}
+
+Status ServerStore::BindReplica(const ReplicaId& replica, const std::string& subject) {
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt find, store_->db()->Prepare(
+      "SELECT subject FROM cairn_server_replicas WHERE replica_id = ?"));
+  find.BindBlob(1, replica.Bytes());
+  CAIRN_ASSIGN_OR_RETURN(bool row, find.Step());
+  if (row) {
+    if (find.Text(0) == subject) return Status::OK();
+    return Status(Code::kEPERM, "replica " + replica.Hex() + " belongs to another subject");
+  }
+  find = store::Stmt();
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt put, store_->db()->Prepare(
+      "INSERT INTO cairn_server_replicas VALUES (?,?,?)"));
+  put.BindBlob(1, replica.Bytes());
+  put.BindText(2, subject);
+  put.BindInt(3, clock_source_->NowMs());
+  return put.Run();
+}
+
+Status ServerStore::ForEachSurvivor(const std::function<Status(const Op&)>& fn) {
+  return store_->ForEachSurvivor(fn);
+}
+
+}  // namespace cairn::server

@@ -1,0 +1,405 @@
+#include "server/sync_server.h"
+
+#include <cstdio>
+#include <set>
+#include <unordered_set>
+
+#include "auth/jwt.h"
+#include "net/tls.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
+
+namespace cairn::server {
+
+namespace {
+
+template <typename T>
+std::string MakeFrame(flatbuffers::FlatBufferBuilder* fbb, wire::Body type,
+                      flatbuffers::Offset<T> body) {
+  fbb->Finish(wire::CreateFrame(*fbb, type, body.Union()), wire::FrameIdentifier());
+  std::string out;
+  protocol::AppendFrame(*fbb, &out);
+  return out;
+}
+
+const char* BodyName(wire::Body b) { return wire::EnumNameBody(b); }
+
+}  // namespace
+
+class Session;
+
+struct SyncServer::Impl {
+  ServerOptions options;
+  std::unique_ptr<ServerStore> store;
+  std::unique_ptr<net::TlsConfig> tls;
+  uv_loop_t loop;
+  uv_tcp_t listener;
+  uv_async_t stop_async;
+  uv_signal_t sigterm, sigint;
+  bool stopping = false;
+  std::unordered_set<Session*> sessions;
+
+  void Log(const std::string& msg) {
+    if (options.log) {
+      options.log(msg);
+    } else {
+      std::fprintf(stderr, "cairn-server: %s\n", msg.c_str());
+    }
+  }
+  static void OnConnection(uv_stream_t* server, int status);
+  void StopNow();
+  void PumpAll();
+};
+
+// One client connection: the exchange of docs/protocol.md from the server's side.
+class Session : public net::Conn::Delegate {
+ public:
+  explicit Session(SyncServer::Impl* server) : server_(server) {}
+  net::Conn* conn = nullptr;
+  void Pump();
+
+  void OnOpen(net::Conn* c) override {
+    c->SetDeadline(server_->options.handshake_timeout_ms, "waiting for Hello");
+  }
+  void OnFrame(net::Conn* c, const wire::Frame& frame) override;
+  void OnDrained(net::Conn*) override { Pump(); }
+  void OnClosed(net::Conn*, const Status& why) override {
+    if (live_ || !why.ok()) {
+      server_->Log("session " + (live_ ? replica_.Hex() : std::string("(no hello)")) + " from " +
+                   conn->peer() + " closed: " + (why.ok() ? "by the server" : why.ToString()));
+    }
+    server_->sessions.erase(this);
+    delete this;
+  }
+
+ private:
+  void OnHello(const wire::Hello& hello);
+  void OnBatch(const wire::OpBatch& batch);
+  bool Wants(const std::string& collection) const {
+    return all_collections_ || subscriptions_.count(collection) > 0;
+  }
+
+  SyncServer::Impl* server_;
+  bool live_ = false;            // Hello accepted
+  ReplicaId replica_;
+  uint64_t sent_ = 0;            // every log entry up to this cursor was sent or skipped
+  bool caught_up_sent_ = false;
+  bool all_collections_ = true;
+  std::set<std::string> subscriptions_;  // when !all_collections_
+  std::optional<auth::Claims> claims_;   // when the server has a secret
+};
+
+void Session::OnFrame(net::Conn* c, const wire::Frame& frame) {
+  const wire::Body type = frame.body_type();
+  if (!live_ && type != wire::Body::Hello) {
+    c->SendErrorAndClose(Code::kEINVAL, std::string("expected Hello, got ") + BodyName(type));
+    return;
+  }
+  switch (type) {
+    case wire::Body::Hello:
+      if (live_) {
+        c->SendErrorAndClose(Code::kEINVAL, "Hello sent twice");
+        return;
+      }
+      OnHello(*frame.body_as_Hello());
+      return;
+    case wire::Body::OpBatch:
+      OnBatch(*frame.body_as_OpBatch());
+      return;
+    case wire::Body::Ping: {
+      flatbuffers::FlatBufferBuilder fbb(64);
+      auto pong = wire::CreatePong(fbb, server_->store->NowMs());
+      c->Send(MakeFrame(&fbb, wire::Body::Pong, pong));
+      return;
+    }
+    case wire::Body::Pong:
+      return;
+    case wire::Body::Error: {
+      const wire::Error* e = frame.body_as_Error();
+      c->Close(Status(Code::kEIO, "client reported an error: " +
+                                      (e->message() ? e->message()->str() : std::string())));
+      return;
+    }
+    default:
+      c->SendErrorAndClose(Code::kEINVAL,
+                           std::string("unexpected message from a client: ") + BodyName(type));
+  }
+}
+
+void Session::OnHello(const wire::Hello& hello) {
+  if (hello.protocol_version() != protocol::kProtocolVersion) {
+    conn->SendErrorAndClose(Code::kEVERSION,
+                            "protocol version " + std::to_string(hello.protocol_version()) +
+                                " is not supported (this server speaks " +
+                                std::to_string(protocol::kProtocolVersion) + ")");
+    return;
+  }
+  if (hello.replica_id() == nullptr) {
+    conn->SendErrorAndClose(Code::kEINVAL, "Hello without a replica id");
+    return;
+  }
+  replica_ = protocol::FromWire(*hello.replica_id());
+  ServerStore* store = server_->store.get();
+  const std::string& secret = server_->options.token_secret;
+  if (!secret.empty()) {
+    const std::string token = hello.token() ? hello.token()->str() : std::string();
+    if (token.empty()) {
+      conn->SendErrorAndClose(Code::kEPERM, "this server requires a token");
+      return;
+    }
+    auto claims = auth::VerifyToken(token, secret, store->NowMs() / 1000);
+    if (!claims.ok()) {
+      conn->SendErrorAndClose(Code::kEPERM, claims.status().message());
+      return;
+    }
+    if (claims->replica_id && *claims->replica_id != replica_.Hex()) {
+      conn->SendErrorAndClose(Code::kEPERM, "the token is for replica " + *claims->replica_id);
+      return;
+    }
+    Status bound = store->BindReplica(replica_, claims->subject);
+    if (!bound.ok()) {
+      conn->SendErrorAndClose(bound.code(), bound.message());
+      return;
+    }
+    claims_ = std::move(claims.value());
+  }
+  // Subscriptions: the collections named, or all the token allows.
+  if (hello.subscriptions() && hello.subscriptions()->size() > 0) {
+    all_collections_ = false;
+    for (const auto* name : *hello.subscriptions()) {
+      std::string n = name->str();
+      if (claims_ && !claims_->MayRead(n)) {
+        conn->SendErrorAndClose(Code::kEPERM, "the token does not allow reading '" + n + "'");
+        return;
+      }
+      subscriptions_.insert(n);
+    }
+  } else if (claims_ && !claims_->MayRead("*")) {
+    all_collections_ = false;
+    subscriptions_.insert(claims_->read.begin(), claims_->read.end());
+  }
+  // The cursor counts only on the server that issued it.
+  uint64_t cursor = hello.cursor();
+  if (hello.server_id() == nullptr || protocol::FromWire(*hello.server_id()) != store->id() ||
+      cursor > store->head()) {
+    cursor = 0;
+  }
+  if (cursor < store->floor()) {
+    // TODO(sync): snapshot of the state for a client behind the trimmed log (next step).
+    conn->SendErrorAndClose(Code::kEINTERNAL, "cursor is behind the kept log");
+    return;
+  }
+  sent_ = cursor;
+  live_ = true;
+  conn->SetDeadline(0, "");
+  flatbuffers::FlatBufferBuilder fbb(256);
+  wire::ReplicaId sid = protocol::ToWire(store->id());
+  auto welcome = wire::CreateWelcome(fbb, protocol::kProtocolVersion, &sid, store->NowMs(),
+                                     server_->options.conn.limits.max_frame_bytes,
+                                     server_->options.max_batch_ops,
+                                     server_->options.window_batches);
+  conn->Send(MakeFrame(&fbb, wire::Body::Welcome, welcome));
+  server_->Log("session " + replica_.Hex() + " from " + conn->peer() + " at cursor " +
+               std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()));
+  Pump();
+}
+
+void Session::OnBatch(const wire::OpBatch& batch) {
+  ServerStore* store = server_->store.get();
+  auto pushed = store->ApplyPush(replica_, batch);
+  if (!pushed.ok()) {
+    conn->SendErrorAndClose(pushed.status().code(),
+                            "push refused: " + pushed.status().message());
+    return;
+  }
+  flatbuffers::FlatBufferBuilder fbb(128);
+  wire::AckEntry entry(protocol::ToWire(replica_), pushed->through);
+  auto ack = wire::CreateAck(fbb, fbb.CreateVectorOfStructs(&entry, 1), batch.batch_id());
+  conn->Send(MakeFrame(&fbb, wire::Body::Ack, ack));
+  caught_up_sent_ = false;  // the client learns the exchange completed by the next CaughtUp
+  server_->PumpAll();
+}
+
+void Session::Pump() {
+  if (!live_ || conn->closing()) return;
+  ServerStore* store = server_->store.get();
+  const size_t max_queued = server_->options.max_queued_bytes;
+  const uint32_t max_ops = server_->options.max_batch_ops;
+  while (conn->queued_bytes() < max_queued && sent_ < store->head()) {
+    protocol::BatchEncoder enc;
+    uint64_t last = sent_;
+    Status st = store->ReadLog(sent_, 64, [&](uint64_t cursor, std::string_view blob) -> Status {
+      if (enc.op_count() >= max_ops) return Status(Code::kEBUSY, "batch full");  // stop here
+      std::string payload(blob);
+      CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+      const wire::OpBatch* b = frame->body_as_OpBatch();
+      if (b == nullptr) return Status::Corrupt("log entry is not a batch");
+      CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*b, {}, [&](const Op& op) -> Status {
+        // A client never gets its own ops back, nor what it did not subscribe to.
+        if (op.id.origin != replica_ && Wants(op.collection)) enc.Add(op);
+        return Status::OK();
+      }));
+      last = cursor;
+      return Status::OK();
+    });
+    if (!st.ok() && st.code() != Code::kEBUSY) {
+      server_->Log("reading the log failed: " + st.ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");
+      return;
+    }
+    if (last == sent_) break;
+    if (!enc.empty()) {
+      std::string frame;
+      enc.FinishFrame(&frame, last);
+      conn->Send(std::move(frame));
+      caught_up_sent_ = false;
+    }
+    sent_ = last;
+  }
+  if (sent_ >= store->head() && !caught_up_sent_ && conn->queued_bytes() < max_queued) {
+    flatbuffers::FlatBufferBuilder fbb(64);
+    auto cu = wire::CreateCaughtUp(fbb, sent_, store->NowMs());
+    conn->Send(MakeFrame(&fbb, wire::Body::CaughtUp, cu));
+    caught_up_sent_ = true;
+  }
+}
+
+void SyncServer::Impl::PumpAll() {
+  // A session may close (and leave the set) while pumping: iterate over a copy.
+  std::vector<Session*> all(sessions.begin(), sessions.end());
+  for (Session* s : all) {
+    if (sessions.count(s)) s->Pump();
+  }
+}
+
+void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
+  auto* impl = static_cast<Impl*>(listener->data);
+  if (status != 0) {
+    impl->Log(std::string("accept failed: ") + uv_strerror(status));
+    return;
+  }
+  auto* session = new Session(impl);
+  auto* conn = new net::Conn(&impl->loop, session, impl->options.conn);
+  session->conn = conn;
+  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
+    impl->sessions.insert(session);
+    conn->Close(Status(Code::kEIO, "accept failed"));
+    return;
+  }
+  impl->sessions.insert(session);
+  std::unique_ptr<net::TlsSession> tls;
+  if (impl->tls) {
+    auto t = net::TlsSession::Create(impl->tls.get(), "");
+    if (!t.ok()) {
+      conn->Close(t.status());
+      return;
+    }
+    tls = std::move(t.value());
+  }
+  conn->Start(std::move(tls));
+}
+
+void SyncServer::Impl::StopNow() {
+  if (stopping) return;
+  stopping = true;
+  Log("stopping");
+  uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&stop_async), nullptr);
+  if (options.handle_signals) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
+  }
+  std::vector<Session*> all(sessions.begin(), sessions.end());
+  for (Session* s : all) s->conn->Close(Status::OK());
+}
+
+SyncServer::SyncServer() : impl_(std::make_unique<Impl>()) {}
+
+SyncServer::~SyncServer() {
+  if (impl_) {
+    if (!impl_->stopping) {
+      impl_->StopNow();
+      uv_run(&impl_->loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&impl_->loop);
+  }
+}
+
+Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& options) {
+  std::unique_ptr<SyncServer> s(new SyncServer());
+  Impl* i = s->impl_.get();
+  i->options = options;
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return Status::Invalid("TLS needs both a certificate and a key");
+  }
+  if (!options.tls_cert_file.empty()) {
+    CAIRN_ASSIGN_OR_RETURN(i->tls,
+                           net::TlsConfig::Server(options.tls_cert_file, options.tls_key_file));
+  }
+  CAIRN_ASSIGN_OR_RETURN(i->store, ServerStore::Open(options.db_path, options.store));
+  uv_loop_init(&i->loop);
+  uv_tcp_init(&i->loop, &i->listener);
+  i->listener.data = i;
+  uv_async_init(&i->loop, &i->stop_async, [](uv_async_t* a) {
+    static_cast<Impl*>(a->data)->StopNow();
+  });
+  i->stop_async.data = i;
+  if (options.handle_signals) {
+    for (uv_signal_t* sig : {&i->sigterm, &i->sigint}) {
+      uv_signal_init(&i->loop, sig);
+      sig->data = i;
+    }
+    auto on_signal = [](uv_signal_t* sig, int signum) {
+      auto* impl = static_cast<Impl*>(sig->data);
+      impl->Log(std::string("received ") + (signum == SIGTERM ? "SIGTERM" : "SIGINT"));
+      impl->StopNow();
+    };
+    uv_signal_start(&i->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&i->sigint, on_signal, SIGINT);
+  }
+  return s;
+}
+
+const ReplicaId& SyncServer::id() const { return impl_->store->id(); }
+
+size_t SyncServer::session_count() const { return impl_->sessions.size(); }
+
+Status SyncServer::Listen() {
+  Impl* i = impl_.get();
+  sockaddr_storage addr;
+  int rc = uv_ip4_addr(i->options.host.c_str(), i->options.port,
+                       reinterpret_cast<sockaddr_in*>(&addr));
+  if (rc != 0) {
+    rc = uv_ip6_addr(i->options.host.c_str(), i->options.port,
+                     reinterpret_cast<sockaddr_in6*>(&addr));
+  }
+  if (rc != 0) return Status::Invalid("listen address '" + i->options.host + "' is not an IP");
+  rc = uv_tcp_bind(&i->listener, reinterpret_cast<const sockaddr*>(&addr), 0);
+  if (rc == 0) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&i->listener), 1024, Impl::OnConnection);
+  }
+  if (rc != 0) {
+    return Status(Code::kEIO, "cannot listen on " + i->options.host + ":" +
+                                  std::to_string(i->options.port) + ": " + uv_strerror(rc));
+  }
+  int len = sizeof(addr);
+  uv_tcp_getsockname(&i->listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                           : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  i->Log("listening on " + i->options.host + ":" + std::to_string(port_) +
+         (i->tls ? " (TLS)" : " (plain TCP, no TLS)") + ", server id " + i->store->id().Hex());
+  if (i->options.token_secret.empty()) {
+    i->Log("WARNING: no token secret: the server is OPEN, anyone who can connect may read and "
+           "write everything. Use --token-secret FILE outside development.");
+  }
+  return Status::OK();
+}
+
+Status SyncServer::Run() {
+  uv_run(&impl_->loop, UV_RUN_DEFAULT);
+  return Status::OK();
+}
+
+void SyncServer::Stop() { uv_async_send(&impl_->stop_async); }
+
+}  // namespace cairn::server

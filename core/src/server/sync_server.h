@@ -1,0 +1,64 @@
+// SyncServer: cairn-server's network side (SPEC §4, §5). One libuv loop on one thread accepts
+// TCP (or TLS) connections, runs the exchange of docs/protocol.md with each, commits pushed
+// batches to the ServerStore, acknowledges them only after the commit, and streams the global
+// log to every session from its cursor (live once caught up).
+//
+// Backpressure: a session is fed from the log (on disk) only while its write queue is below
+// `max_queued_bytes`, so a slow client costs a bounded buffer and a cursor, never a copy of the
+// log. Stop() (or SIGTERM/SIGINT with handle_signals) closes the listener and every session;
+// every acknowledged batch is already committed, so nothing is lost.
+#ifndef CAIRN_SERVER_SYNC_SERVER_H_
+#define CAIRN_SERVER_SYNC_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "net/conn.h"
+#include "server/server_store.h"
+
+namespace cairn::server {
+
+struct ServerOptions {
+  std::string db_path;
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;                 // 0: any free port (see SyncServer::port())
+  std::string tls_cert_file, tls_key_file;  // both set: TLS
+  std::string token_secret;          // empty: open server (no authentication), said loudly
+  ServerStoreOptions store;
+  net::ConnOptions conn;             // frame limit, idle and frame timeouts
+  uint32_t handshake_timeout_ms = 10000;
+  size_t max_queued_bytes = 1u << 20;  // per session: the log is read only below this
+  uint32_t max_batch_ops = 8192;       // ops per batch the server sends
+  uint32_t window_batches = 8;         // unacknowledged pushes a client may have in flight
+  bool handle_signals = false;         // stop on SIGTERM / SIGINT
+  // Where messages go; default: stderr, prefixed "cairn-server: ".
+  std::function<void(const std::string&)> log;
+};
+
+class SyncServer {
+ public:
+  static Result<std::unique_ptr<SyncServer>> Create(const ServerOptions& options);
+  ~SyncServer();
+  // Binds and listens; port() is known afterwards.
+  Status Listen();
+  uint16_t port() const { return port_; }
+  const ReplicaId& id() const;
+  // Runs the loop until Stop(); returns after every connection closed.
+  Status Run();
+  // Thread-safe and async-signal-safe.
+  void Stop();
+  size_t session_count() const;
+
+  struct Impl;
+
+ private:
+  SyncServer();
+  std::unique_ptr<Impl> impl_;
+  uint16_t port_ = 0;
+};
+
+}  // namespace cairn::server
+
+#endif  // CAIRN_SERVER_SYNC_SERVER_H_

@@ -1,0 +1,562 @@
+#include "sync/sync_client.h"
+
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "net/tls.h"
+#include "port/port.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
+
+namespace cairn::sync {
+
+const char* SyncStateName(SyncState s) {
+  switch (s) {
+    case SyncState::kOffline:
+      return "offline";
+    case SyncState::kConnecting:
+      return "connecting";
+    case SyncState::kSyncing:
+      return "syncing";
+    case SyncState::kIdle:
+      return "idle";
+  }
+  return "offline";
+}
+
+std::string SyncStatus::ToJson() const {
+  Json j = {{"state", SyncStateName(state)},
+            {"pending_ops", pending_ops},
+            {"last_error", last_error.empty() ? Json(nullptr) : Json(last_error)},
+            {"last_sync_ms", last_sync_ms ? Json(*last_sync_ms) : Json(nullptr)},
+            {"cursor", cursor},
+            {"bytes_sent", bytes_sent},
+            {"bytes_received", bytes_received},
+            {"ops_pushed", ops_pushed},
+            {"ops_received", ops_received},
+            {"reconnects", reconnects}};
+  return CanonicalJson(j);
+}
+
+namespace {
+
+template <typename T>
+std::string MakeFrame(flatbuffers::FlatBufferBuilder* fbb, wire::Body type,
+                      flatbuffers::Offset<T> body) {
+  fbb->Finish(wire::CreateFrame(*fbb, type, body.Union()), wire::FrameIdentifier());
+  std::string out;
+  protocol::AppendFrame(*fbb, &out);
+  return out;
+}
+
+}  // namespace
+
+// Runs on one loop (SyncOnce: the caller's thread; Start: the background thread).
+struct SyncClient::Engine : net::Conn::Delegate {
+  Replica* replica;
+  SyncOptions options;
+  std::string host;
+  uint16_t port = 0;
+  std::unique_ptr<net::TlsConfig> tls;
+
+  mutable std::mutex mu;  // guards status and durable_cb
+  SyncStatus st;
+  DurableCallback durable_cb;
+
+  // Loop state (loop thread only).
+  uv_loop_t* loop = nullptr;
+  uv_async_t wake;               // writes, NetworkChanged, Stop
+  uv_timer_t retry_timer, poll_timer, deadline_timer;
+  uv_connect_t connect_req;
+  net::Conn* conn = nullptr;
+  bool once = false;
+  bool done = false;             // once: finished (result in `result`)
+  Status result;
+  std::atomic<bool> stop_requested{false};
+  std::atomic<bool> network_changed{false};
+  std::atomic<bool> local_write{false};
+  uint32_t attempt = 0;
+  std::mt19937_64 rng{static_cast<uint64_t>(port::WallClockMs())};
+
+  // Session state.
+  bool welcomed = false;
+  ReplicaId server_id;
+  std::optional<ReplicaId> known_server;
+  uint64_t pushed_through = 0;   // highest local seq sent in this session
+  std::deque<uint64_t> inflight;  // last seq of each unacknowledged batch
+  bool caught_up = false;        // a CaughtUp arrived after the last Ack
+  uint64_t cursor = 0;
+  uint64_t stored_cursor = 0;
+
+  void SetState(SyncState s) {
+    std::lock_guard<std::mutex> lock(mu);
+    st.state = s;
+  }
+  void SetError(const std::string& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    st.last_error = e;
+  }
+
+  Status Init() {
+    CAIRN_RETURN_IF_ERROR(net::ParseHostPort(options.server, &host, &port));
+    if (options.tls) {
+      CAIRN_ASSIGN_OR_RETURN(tls, net::TlsConfig::Client(options.ca_file));
+    }
+    auto pos = replica->GetSyncPosition();
+    if (pos.ok()) {
+      std::lock_guard<std::mutex> lock(mu);
+      st.cursor = pos->cursor;
+      st.last_sync_ms = pos->last_sync_ms;
+    }
+    auto rs = replica->GetStatus();
+    if (rs.ok()) {
+      std::lock_guard<std::mutex> lock(mu);
+      st.pending_ops = rs->pending_ops;
+    }
+    return Status::OK();
+  }
+
+  void OpenLoop(uv_loop_t* l) {
+    loop = l;
+    uv_async_init(loop, &wake, [](uv_async_t* a) { static_cast<Engine*>(a->data)->OnWake(); });
+    wake.data = this;
+    for (uv_timer_t* t : {&retry_timer, &poll_timer, &deadline_timer}) {
+      uv_timer_init(loop, t);
+      t->data = this;
+    }
+    std::lock_guard<std::mutex> lock(wake_mu);
+    wake_ready = true;
+  }
+
+  // Guards wake_ready: other threads signal `wake` only while the loop can receive it.
+  std::mutex wake_mu;
+  bool wake_ready = false;
+  std::thread thread;
+
+  void Signal() {
+    std::lock_guard<std::mutex> lock(wake_mu);
+    if (wake_ready) uv_async_send(&wake);
+  }
+
+  void CloseLoopHandles() {
+    {
+      std::lock_guard<std::mutex> lock(wake_mu);
+      wake_ready = false;
+    }
+    for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&wake),
+                           reinterpret_cast<uv_handle_t*>(&retry_timer),
+                           reinterpret_cast<uv_handle_t*>(&poll_timer),
+                           reinterpret_cast<uv_handle_t*>(&deadline_timer)}) {
+      if (!uv_is_closing(h)) uv_close(h, nullptr);
+    }
+  }
+
+  void Finish(const Status& s) {
+    if (done) return;
+    done = true;
+    result = s;
+    if (conn) conn->Close(Status::OK());
+    CloseLoopHandles();
+  }
+
+  void OnWake() {
+    if (stop_requested) {
+      Finish(Status::OK());
+      return;
+    }
+    if (network_changed.exchange(false) && conn == nullptr && !done) {
+      uv_timer_stop(&retry_timer);
+      attempt = 0;
+      Connect();
+    }
+    if (local_write.exchange(false)) {
+      caught_up = false;
+      Push();
+    }
+  }
+
+  // --- Connecting ---
+
+  void Connect() {
+    if (done || conn != nullptr) return;
+    SetState(SyncState::kConnecting);
+    welcomed = false;
+    inflight.clear();
+    pushed_through = 0;
+    caught_up = false;
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    uv_getaddrinfo_t req;
+    int rc = uv_getaddrinfo(loop, &req, nullptr, host.c_str(), std::to_string(port).c_str(),
+                            &hints);
+    if (rc != 0) {
+      Failed(Status(Code::kENETWORK, "cannot resolve " + host + ": " + uv_strerror(rc)));
+      return;
+    }
+    conn = new net::Conn(loop, this, options.conn);
+    connect_req.data = this;
+    rc = uv_tcp_connect(&connect_req, conn->tcp(), req.addrinfo->ai_addr, OnConnected);
+    uv_freeaddrinfo(req.addrinfo);
+    if (rc != 0) {
+      conn->Close(Status(Code::kENETWORK, std::string("connect: ") + uv_strerror(rc)));
+      return;
+    }
+    uv_timer_start(&deadline_timer, [](uv_timer_t* t) {
+      auto* e = static_cast<Engine*>(t->data);
+      if (e->conn && !e->welcomed) {
+        e->conn->Close(Status(Code::kETIMEDOUT, "timed out connecting to " + e->options.server));
+      }
+    }, options.connect_timeout_ms + options.handshake_timeout_ms, 0);
+  }
+
+  static void OnConnected(uv_connect_t* req, int status) {
+    auto* e = static_cast<Engine*>(req->data);
+    if (e->conn == nullptr) return;
+    if (status != 0) {
+      e->conn->Close(Status(Code::kENETWORK, "cannot connect to " + e->options.server + ": " +
+                                                 uv_strerror(status)));
+      return;
+    }
+    if (e->conn->closing()) return;
+    std::unique_ptr<net::TlsSession> session;
+    if (e->tls) {
+      auto s = net::TlsSession::Create(
+          e->tls.get(), e->options.server_name.empty() ? e->host : e->options.server_name);
+      if (!s.ok()) {
+        e->conn->Close(s.status());
+        return;
+      }
+      session = std::move(s.value());
+    }
+    e->conn->Start(std::move(session));
+  }
+
+  void OnOpen(net::Conn* c) override {
+    auto pos = replica->GetSyncPosition();
+    if (!pos.ok()) {
+      c->Close(pos.status());
+      return;
+    }
+    cursor = stored_cursor = pos->cursor;
+    known_server = pos->server_id;
+    flatbuffers::FlatBufferBuilder fbb(512);
+    wire::ReplicaId rid = protocol::ToWire(replica->id());
+    std::vector<flatbuffers::Offset<flatbuffers::String>> subs;
+    for (const auto& s : options.only) subs.push_back(fbb.CreateString(s));
+    auto token = fbb.CreateString(options.token);
+    auto subs_vec = fbb.CreateVector(subs);
+    wire::HelloBuilder hello(fbb);
+    hello.add_protocol_version(protocol::kProtocolVersion);
+    hello.add_replica_id(&rid);
+    hello.add_token(token);
+    hello.add_cursor(cursor);
+    hello.add_subscriptions(subs_vec);
+    hello.add_client_time_ms(port::WallClockMs());
+    wire::ReplicaId sid;
+    if (known_server) {
+      sid = protocol::ToWire(*known_server);
+      hello.add_server_id(&sid);
+    }
+    c->Send(MakeFrame(&fbb, wire::Body::Hello, hello.Finish()));
+  }
+
+  // --- The exchange ---
+
+  void OnFrame(net::Conn* c, const wire::Frame& frame) override {
+    if (!welcomed && frame.body_type() != wire::Body::Welcome &&
+        frame.body_type() != wire::Body::Error) {
+      c->SendErrorAndClose(Code::kEINVAL, std::string("expected Welcome, got ") +
+                                              wire::EnumNameBody(frame.body_type()));
+      return;
+    }
+    switch (frame.body_type()) {
+      case wire::Body::Welcome:
+        OnWelcome(*frame.body_as_Welcome());
+        return;
+      case wire::Body::Ack:
+        OnAck(*frame.body_as_Ack());
+        return;
+      case wire::Body::OpBatch:
+        OnBatch(*frame.body_as_OpBatch());
+        return;
+      case wire::Body::CaughtUp:
+        OnCaughtUp(*frame.body_as_CaughtUp());
+        return;
+      case wire::Body::Pong:
+        return;
+      case wire::Body::Ping: {
+        flatbuffers::FlatBufferBuilder fbb(64);
+        c->Send(MakeFrame(&fbb, wire::Body::Pong, wire::CreatePong(fbb, port::WallClockMs())));
+        return;
+      }
+      case wire::Body::Error: {
+        const wire::Error* e = frame.body_as_Error();
+        int code = e->code();
+        Code cc = code < 0 && code >= -15 ? static_cast<Code>(code) : Code::kERROR;
+        c->Close(Status(cc, "server: " + (e->message() ? e->message()->str() : std::string())));
+        return;
+      }
+      default:
+        c->SendErrorAndClose(Code::kEINVAL, std::string("unexpected message from the server: ") +
+                                                wire::EnumNameBody(frame.body_type()));
+    }
+  }
+
+  void OnWelcome(const wire::Welcome& w) {
+    if (w.server_id() == nullptr) {
+      conn->SendErrorAndClose(Code::kEINVAL, "Welcome without a server id");
+      return;
+    }
+    welcomed = true;
+    uv_timer_stop(&deadline_timer);
+    server_id = protocol::FromWire(*w.server_id());
+    if (known_server && *known_server != server_id) cursor = 0;  // another server: start over
+    // SPEC §2 clock safety: correct the HLC's physical source by the server's time.
+    replica->SetClockOffset(w.server_time_ms() - port::WallClockMs());
+    if (w.window_batches() > 0) options.window = std::min(options.window, w.window_batches());
+    if (w.max_batch_ops() > 0) {
+      options.max_batch_ops = std::min(options.max_batch_ops, w.max_batch_ops());
+    }
+    attempt = 0;
+    SetState(SyncState::kSyncing);
+    SetError("");
+    Push();
+  }
+
+  void Push() {
+    if (conn == nullptr || !welcomed || conn->closing()) return;
+    while (inflight.size() < options.window) {
+      protocol::BatchEncoder enc;
+      auto last = replica->ReadOutbox(pushed_through, options.max_batch_ops, &enc);
+      if (!last.ok()) {
+        conn->Close(last.status());
+        return;
+      }
+      if (enc.empty()) break;
+      std::string frame;
+      const size_t n = enc.op_count();
+      enc.FinishFrame(&frame, 0, *last);
+      conn->Send(std::move(frame));
+      inflight.push_back(*last);
+      pushed_through = *last;
+      std::lock_guard<std::mutex> lock(mu);
+      st.ops_pushed += n;
+      st.state = SyncState::kSyncing;
+    }
+  }
+
+  void OnAck(const wire::Ack& ack) {
+    uint64_t through = 0;
+    if (ack.entries()) {
+      for (const auto* e : *ack.entries()) {
+        if (protocol::FromWire(e->origin()) == replica->id()) through = e->through_seq();
+      }
+    }
+    if (through > pushed_through) {
+      conn->SendErrorAndClose(Code::kECORRUPT, "Ack beyond what was pushed");
+      return;
+    }
+    Status s = replica->AckOutbox(through);
+    if (!s.ok()) {
+      conn->Close(s);
+      return;
+    }
+    while (!inflight.empty() && inflight.front() <= through) inflight.pop_front();
+    caught_up = false;
+    DurableCallback cb;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      cb = durable_cb;
+    }
+    if (cb) cb(through);
+    Push();
+  }
+
+  void OnBatch(const wire::OpBatch& batch) {
+    if (batch.cursor() <= cursor) {
+      conn->SendErrorAndClose(Code::kECORRUPT, "batch cursor did not advance");
+      return;
+    }
+    auto applied = replica->ApplyServerBatch(batch, batch.cursor(), server_id);
+    if (!applied.ok()) {
+      conn->SendErrorAndClose(applied.status().code(),
+                              "client could not apply a batch: " + applied.status().message());
+      return;
+    }
+    cursor = stored_cursor = batch.cursor();
+    std::lock_guard<std::mutex> lock(mu);
+    st.ops_received += applied->applied;
+    st.cursor = cursor;
+  }
+
+  void OnCaughtUp(const wire::CaughtUp& cu) {
+    if (cu.cursor() < cursor) {
+      conn->SendErrorAndClose(Code::kECORRUPT, "CaughtUp cursor went backwards");
+      return;
+    }
+    cursor = cu.cursor();
+    caught_up = true;
+    auto rs = replica->GetStatus();
+    if (!rs.ok()) {
+      conn->Close(rs.status());
+      return;
+    }
+    const bool idle = inflight.empty() && rs->pending_ops == 0;
+    std::optional<int64_t> synced;
+    if (idle) synced = port::WallClockMs();
+    if (cursor != stored_cursor || idle) {
+      Status s = replica->SetSyncPosition(cursor, server_id, synced);
+      if (!s.ok()) {
+        conn->Close(s);
+        return;
+      }
+      stored_cursor = cursor;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      st.pending_ops = rs->pending_ops;
+      st.cursor = cursor;
+      if (idle) {
+        st.state = SyncState::kIdle;
+        st.last_sync_ms = synced;
+      }
+    }
+    if (idle && once) {
+      Finish(Status::OK());
+      return;
+    }
+    if (!idle) Push();
+  }
+
+  void OnTick(net::Conn* c, uint64_t now) override {
+    if (welcomed && now - c->last_send_ms() >= options.conn.idle_timeout_ms / 3) {
+      flatbuffers::FlatBufferBuilder fbb(64);
+      c->Send(MakeFrame(&fbb, wire::Body::Ping, wire::CreatePing(fbb, port::WallClockMs())));
+    }
+  }
+
+  void OnClosed(net::Conn* c, const Status& why) override {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      st.bytes_sent += c->wire_bytes_out();
+      st.bytes_received += c->wire_bytes_in();
+      st.state = SyncState::kOffline;
+      if (!why.ok()) st.last_error = why.ToString();
+    }
+    conn = nullptr;
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&deadline_timer))) {
+      uv_timer_stop(&deadline_timer);
+    }
+    if (done) return;
+    Status failure = why.ok() ? Status(Code::kENETWORK, "connection closed") : why;
+    if (failure.code() == Code::kEIO) failure = Status(Code::kENETWORK, failure.message());
+    Failed(failure);
+  }
+
+  void Failed(const Status& why) {
+    SetError(why.ToString());
+    SetState(SyncState::kOffline);
+    if (once) {
+      Finish(why);
+      return;
+    }
+    // Exponential backoff with jitter: a uniform delay in [d/2, d], d doubling per failure.
+    uint64_t d = options.backoff_min_ms;
+    for (uint32_t i = 0; i < attempt && d < options.backoff_max_ms; i++) d *= 2;
+    d = std::min<uint64_t>(d, options.backoff_max_ms);
+    std::uniform_int_distribution<uint64_t> jitter(d / 2, d);
+    attempt++;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      st.reconnects++;
+    }
+    uv_timer_start(&retry_timer, [](uv_timer_t* t) { static_cast<Engine*>(t->data)->Connect(); },
+                   jitter(rng), 0);
+  }
+
+  // Runs a loop until Finish (once) or Stop (live).
+  Status RunLoop(bool run_once, uint32_t timeout_ms) {
+    uv_loop_t l;
+    uv_loop_init(&l);
+    OpenLoop(&l);
+    once = run_once;
+    done = false;
+    result = Status::OK();
+    if (!run_once) {
+      uv_timer_start(&poll_timer, [](uv_timer_t* t) {
+        auto* e = static_cast<Engine*>(t->data);
+        e->Push();
+      }, options.poll_ms, options.poll_ms);
+    }
+    if (timeout_ms > 0) {
+      uv_timer_start(&retry_timer, [](uv_timer_t* t) {
+        auto* e = static_cast<Engine*>(t->data);
+        e->Finish(Status(Code::kETIMEDOUT, "sync did not complete in time"));
+      }, timeout_ms, 0);
+    }
+    Connect();
+    if (stop_requested) Finish(Status::OK());
+    uv_run(&l, UV_RUN_DEFAULT);
+    uv_loop_close(&l);
+    loop = nullptr;
+    return result;
+  }
+};
+
+SyncClient::SyncClient(Replica* replica, SyncOptions options)
+    : engine_(std::make_unique<Engine>()) {
+  engine_->replica = replica;
+  engine_->options = std::move(options);
+}
+
+SyncClient::~SyncClient() { Stop(); }
+
+Status SyncClient::SyncOnce(uint32_t timeout_ms) {
+  if (engine_->thread.joinable()) return Status(Code::kEBUSY, "live sync is running");
+  CAIRN_RETURN_IF_ERROR(engine_->Init());
+  engine_->stop_requested = false;
+  return engine_->RunLoop(/*run_once=*/true, timeout_ms);
+}
+
+Status SyncClient::Start() {
+  if (engine_->thread.joinable()) return Status(Code::kEBUSY, "live sync is already running");
+  CAIRN_RETURN_IF_ERROR(engine_->Init());
+  engine_->stop_requested = false;
+  Engine* e = engine_.get();
+  e->replica->SetWriteListener([e] {
+    e->local_write = true;
+    e->Signal();
+  });
+  e->thread = std::thread([e] { (void)e->RunLoop(/*run_once=*/false, 0); });
+  return Status::OK();
+}
+
+void SyncClient::Stop() {
+  Engine* e = engine_.get();
+  if (!e->thread.joinable()) return;
+  e->replica->SetWriteListener(nullptr);
+  e->stop_requested = true;
+  e->Signal();
+  e->thread.join();
+}
+
+void SyncClient::NetworkChanged() {
+  engine_->network_changed = true;
+  engine_->Signal();
+}
+
+SyncStatus SyncClient::status() const {
+  std::lock_guard<std::mutex> lock(engine_->mu);
+  return engine_->st;
+}
+
+void SyncClient::SetDurableCallback(DurableCallback cb) {
+  std::lock_guard<std::mutex> lock(engine_->mu);
+  engine_->durable_cb = std::move(cb);
+}
+
+}  // namespace cairn::sync

@@ -1,0 +1,92 @@
+// SyncClient: a replica's side of the exchange (SPEC §4, docs/protocol.md "Exchange").
+//
+//   Hello(cursor) -> Welcome(server time)      the clock offset is applied to the replica's HLC
+//   push: the outbox in batches, at most `window` unacknowledged; an op counts as durable on the
+//         server only when its Ack arrives (then it leaves the outbox and the durable callback
+//         fires); after a lost Ack the same ops are pushed again and the server skips them
+//   pull: every batch the server sends is applied atomically with its cursor
+//   idle: everything local acknowledged and a CaughtUp received after the last Ack
+//
+// SyncOnce() runs one exchange on the calling thread and returns when idle (or on the first
+// error). Start() keeps a background thread syncing (live), reconnecting after failures with
+// exponential backoff and jitter; NetworkChanged() reconnects at once. Thread-safe.
+#ifndef CAIRN_SYNC_SYNC_CLIENT_H_
+#define CAIRN_SYNC_SYNC_CLIENT_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "net/conn.h"
+#include "replica/replica.h"
+
+namespace cairn::sync {
+
+struct SyncOptions {
+  std::string server;           // HOST:PORT
+  std::string token;            // bearer token for the server (JWT)
+  bool tls = false;
+  std::string ca_file;          // trusted CAs (PEM); empty: the system's bundle
+  std::string server_name;      // name the certificate must carry; empty: the host of `server`
+  std::vector<std::string> only;  // collections to sync; empty: all the token may read
+  uint32_t max_batch_ops = 8192;  // ops per pushed batch (whole transactions)
+  uint32_t window = 8;            // unacknowledged batches in flight
+  net::ConnOptions conn;
+  uint32_t connect_timeout_ms = 10000;
+  uint32_t handshake_timeout_ms = 10000;
+  uint32_t backoff_min_ms = 250;
+  uint32_t backoff_max_ms = 30000;
+  uint32_t poll_ms = 500;         // live mode: how often the outbox is checked for writes made
+                                  // by other processes (writes through this Replica wake it)
+};
+
+enum class SyncState { kOffline, kConnecting, kSyncing, kIdle };
+const char* SyncStateName(SyncState s);
+
+struct SyncStatus {
+  SyncState state = SyncState::kOffline;
+  int64_t pending_ops = 0;               // local ops not yet acknowledged
+  std::string last_error;                // "" when the last attempt did not fail
+  std::optional<int64_t> last_sync_ms;   // last completed exchange
+  uint64_t cursor = 0;
+  uint64_t bytes_sent = 0, bytes_received = 0;  // on the wire, this client's lifetime
+  uint64_t ops_pushed = 0, ops_received = 0;
+  uint32_t reconnects = 0;
+  std::string ToJson() const;
+};
+
+// Called on the sync thread when the server made the local ops up to `through_seq` durable.
+using DurableCallback = std::function<void(uint64_t through_seq)>;
+
+class SyncClient {
+ public:
+  // `replica` must outlive the client.
+  SyncClient(Replica* replica, SyncOptions options);
+  ~SyncClient();
+  SyncClient(const SyncClient&) = delete;
+  SyncClient& operator=(const SyncClient&) = delete;
+
+  // One exchange: connect, push everything, pull everything, return once idle. timeout_ms = 0:
+  // no limit. Errors: ENETWORK (connection failed or lost), ETIMEDOUT, EPERM (refused by the
+  // server), ECORRUPT (a bad frame), or the server's code.
+  Status SyncOnce(uint32_t timeout_ms = 0);
+  // Live sync on a background thread until Stop().
+  Status Start();
+  void Stop();
+  // The network came back: reconnect now instead of waiting for the backoff.
+  void NetworkChanged();
+  SyncStatus status() const;
+  void SetDurableCallback(DurableCallback cb);
+
+  struct Engine;
+
+ private:
+  std::unique_ptr<Engine> engine_;
+};
+
+}  // namespace cairn::sync
+
+#endif  // CAIRN_SYNC_SYNC_CLIENT_H_
