@@ -121,7 +121,7 @@ TEST_F(CliTest, NewerFormatIsRefused) {
   ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
   sqlite3* db;
   ASSERT_EQ(sqlite3_open(db_.c_str(), &db), SQLITE_OK);
-  sqlite3_exec(db, "PRAGMA user_version=2", nullptr, nullptr, nullptr);
+  sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr);
   sqlite3_close(db);
   EXPECT_EQ(Cairn({"dump"}).code, 3);
   EXPECT_NE(stderr_.find("EVERSION"), std::string::npos);

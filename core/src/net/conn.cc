@@ -237,6 +237,25 @@ void Conn::CloseCb(uv_handle_t* h) {
   delete c;
 }
 
+ScopedSigpipeBlock::ScopedSigpipeBlock() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, &old_);
+  was_blocked_ = sigismember(&old_, SIGPIPE) == 1;
+}
+
+ScopedSigpipeBlock::~ScopedSigpipeBlock() {
+  if (was_blocked_) return;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  timespec zero{0, 0};
+  while (sigtimedwait(&set, nullptr, &zero) == SIGPIPE) {
+  }
+  pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+}
+
 Status ParseHostPort(const std::string& s, std::string* host, uint16_t* port) {
   size_t colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {

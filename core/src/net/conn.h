@@ -17,6 +17,7 @@
 #ifndef CAIRN_NET_CONN_H_
 #define CAIRN_NET_CONN_H_
 
+#include <signal.h>
 #include <uv.h>
 
 #include <cstdint>
@@ -116,6 +117,22 @@ class Conn {
   Status close_reason_;
   std::string peer_;
   uint64_t wire_out_ = 0, wire_in_ = 0;
+};
+
+// Blocks SIGPIPE on the calling thread for its lifetime, so a write to a socket the peer closed
+// fails with EPIPE instead of killing the process (libuv writes with write(2), and Linux has no
+// per-socket way out). A SIGPIPE left pending is consumed before the mask is restored. Every loop
+// thread of the client and the server runs under one; the process's own handlers are untouched.
+class ScopedSigpipeBlock {
+ public:
+  ScopedSigpipeBlock();
+  ~ScopedSigpipeBlock();
+  ScopedSigpipeBlock(const ScopedSigpipeBlock&) = delete;
+  ScopedSigpipeBlock& operator=(const ScopedSigpipeBlock&) = delete;
+
+ private:
+  sigset_t old_;
+  bool was_blocked_ = false;
 };
 
 // "host:port" -> (host, port). EINVAL when malformed.

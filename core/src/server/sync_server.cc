@@ -396,6 +396,7 @@ Status SyncServer::Listen() {
 }
 
 Status SyncServer::Run() {
+  net::ScopedSigpipeBlock no_sigpipe;
   uv_run(&impl_->loop, UV_RUN_DEFAULT);
   return Status::OK();
 }

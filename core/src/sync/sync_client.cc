@@ -480,6 +480,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
 
   // Runs a loop until Finish (once) or Stop (live).
   Status RunLoop(bool run_once, uint32_t timeout_ms) {
+    net::ScopedSigpipeBlock no_sigpipe;
     uv_loop_t l;
     uv_loop_init(&l);
     OpenLoop(&l);

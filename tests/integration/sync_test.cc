@@ -1,0 +1,407 @@
+// Sync through a real cairn server on 127.0.0.1 (in-process, its own loop thread), with real
+// sockets, a fault-injecting proxy, TLS with certificates made at test time, and tokens.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "auth/jwt.h"
+#include "port/port.h"
+#include "protocol/batch_codec.h"
+#include "replica/replica.h"
+#include "server/sync_server.h"
+#include "support/fault_proxy.h"
+#include "support/temp_dir.h"
+#include "sync/sync_client.h"
+
+namespace cairn {
+namespace {
+
+using testing::FaultProxy;
+using testing::Faults;
+using testing::TempDir;
+
+class ServerThread {
+ public:
+  explicit ServerThread(server::ServerOptions o) {
+    o.log = [](const std::string&) {};
+    auto s = server::SyncServer::Create(o);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(s.value());
+    Status st = server_->Listen();
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    thread_ = std::thread([this] { (void)server_->Run(); });
+  }
+  ~ServerThread() {
+    server_->Stop();
+    thread_.join();
+  }
+  uint16_t port() const { return server_->port(); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
+
+ private:
+  std::unique_ptr<server::SyncServer> server_;
+  std::thread thread_;
+};
+
+server::ServerOptions Options(const TempDir& dir) {
+  server::ServerOptions o;
+  o.db_path = dir.File("server.db");
+  o.conn.tick_ms = 50;
+  return o;
+}
+
+std::unique_ptr<Replica> OpenReplica(const std::string& path) {
+  auto r = Replica::Open(path);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return std::move(r.value());
+}
+
+Status SyncOnce(Replica* r, const std::string& server, sync::SyncOptions o = {}) {
+  o.server = server;
+  o.backoff_min_ms = 10;
+  sync::SyncClient c(r, o);
+  return c.SyncOnce(20000);
+}
+
+// The server's file is a replica: its visible state, read while the server runs.
+std::string ServerDigest(const TempDir& dir, const std::string& collection = "") {
+  ReplicaOptions ro;
+  ro.read_only = true;
+  auto r = Replica::Open(dir.File("server.db"), ro);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  if (collection.empty()) return r.value()->Digest().value();
+  auto d = r.value()->CollectionDigests().value();
+  return d.count(collection) ? d[collection] : "";
+}
+
+int64_t Counter(Replica* r, const std::string& coll, const std::string& key,
+                const std::string& field) {
+  auto doc = r->Get(coll, key).value();
+  if (!doc || !doc->count(field)) return 0;
+  return doc->at(field).as_int();
+}
+
+TEST(Sync, TwoReplicasExchangeThroughTheServer) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  auto a = OpenReplica(dir.File("a.db"));
+  auto b = OpenReplica(dir.File("b.db"));
+  ASSERT_TRUE(a->Put("notes", "n1", {{"title", Value::String("from a")}}).ok());
+  ASSERT_TRUE(a->Increment("stats", "s", "hits", 5).ok());
+  ASSERT_TRUE(b->Increment("stats", "s", "hits", 7).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  EXPECT_EQ(a->DumpString().value(), b->DumpString().value());
+  EXPECT_EQ(Counter(a.get(), "stats", "s", "hits"), 12);
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+  auto st = a->GetStatus().value();
+  EXPECT_EQ(st.pending_ops, 0);
+  EXPECT_GT(st.cursor, 0u);
+  EXPECT_TRUE(st.last_sync_ms.has_value());
+}
+
+// Three replicas make random ops and sync at random moments; at the end all equal the server,
+// and a collection written only with increments holds the exact sums.
+TEST(Sync, ThreeClientsRandomOpsConverge) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  std::vector<std::unique_ptr<Replica>> rs;
+  for (int i = 0; i < 3; i++) rs.push_back(OpenReplica(dir.File("r" + std::to_string(i))));
+  std::mt19937 rng(1234);
+  std::map<std::string, int64_t> sums;
+  for (int step = 0; step < 300; step++) {
+    Replica* r = rs[rng() % 3].get();
+    const std::string key = "k" + std::to_string(rng() % 8);
+    switch (rng() % 6) {
+      case 0:
+      case 1:
+        ASSERT_TRUE(r->Put("docs", key, {{"v", Value::Int(step)},
+                                         {"by", Value::String(r->id().Hex().substr(0, 4))}})
+                        .ok());
+        break;
+      case 2:
+        ASSERT_TRUE(r->Delete("docs", key).ok());
+        break;
+      case 3:
+      case 4: {
+        int64_t d = static_cast<int64_t>(rng() % 100) - 30;
+        ASSERT_TRUE(r->Increment("counters", key, "n", d).ok());
+        sums[key] += d;
+        break;
+      }
+      default:
+        ASSERT_TRUE(SyncOnce(r, server.address()).ok());
+    }
+  }
+  for (int round = 0; round < 2; round++) {
+    for (auto& r : rs) ASSERT_TRUE(SyncOnce(r.get(), server.address()).ok());
+  }
+  const std::string want = ServerDigest(dir);
+  for (auto& r : rs) {
+    EXPECT_EQ(r->Digest().value(), want);
+    for (const auto& [key, sum] : sums) EXPECT_EQ(Counter(r.get(), "counters", key, "n"), sum);
+  }
+}
+
+// The connection is cut after the server committed a push and before the client got the Ack:
+// the client pushes the same ops again, and the server applies them once.
+TEST(Sync, LostAckDuplicatesNothing) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  // Server frames to a new client: Welcome, CaughtUp, then the Ack of its push (frame 2).
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 2;
+    return f;
+  });
+  auto a = OpenReplica(dir.File("a.db"));
+  for (int i = 0; i < 10; i++) ASSERT_TRUE(a->Increment("c", "k", "n", 1).ok());
+  Status first = SyncOnce(a.get(), "127.0.0.1:" + std::to_string(proxy.port()));
+  EXPECT_FALSE(first.ok());
+  EXPECT_EQ(proxy.cuts(), 1);
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 10);  // not acknowledged: still queued
+  ASSERT_TRUE(SyncOnce(a.get(), "127.0.0.1:" + std::to_string(proxy.port())).ok());
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 0);
+  auto b = OpenReplica(dir.File("b.db"));
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_EQ(Counter(b.get(), "c", "k", "n"), 10);
+  EXPECT_EQ(b->Digest().value(), ServerDigest(dir));
+}
+
+// Random cuts, stalls and slow links between clients and the server, 100 runs: each run's
+// replicas retry until they get through and end equal to the server, counters exact.
+TEST(Sync, FaultProxyRandomizedRuns) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  std::mt19937 rng(42);
+  FaultProxy proxy(server.port(), [&rng](int) {
+    Faults f;
+    switch (rng() % 5) {
+      case 0:
+        f.cut_up_after = rng() % 600;
+        break;
+      case 1:
+        f.cut_down_after = rng() % 600;
+        break;
+      case 2:
+        f.chunk_bytes = static_cast<size_t>(1 + rng() % 64);
+        f.chunk_delay_ms = 1;
+        break;
+      case 3:
+        f.stall_down_at = rng() % 300;
+        f.stall_ms = static_cast<uint32_t>(20 + rng() % 50);
+        break;
+      default:
+        break;  // a clean link
+    }
+    return f;
+  });
+  const std::string via = "127.0.0.1:" + std::to_string(proxy.port());
+  int failures = 0;
+  for (int run = 0; run < 100; run++) {
+    const std::string coll = "run" + std::to_string(run);
+    std::vector<std::unique_ptr<Replica>> rs;
+    int64_t sum = 0;
+    for (int i = 0; i < 2; i++) {
+      rs.push_back(OpenReplica(dir.File(coll + "_" + std::to_string(i))));
+      for (int k = 0; k < 3; k++) {
+        int64_t d = 1 + static_cast<int64_t>(rng() % 9);
+        ASSERT_TRUE(rs.back()->Increment(coll, "ctr", "n", d).ok());
+        sum += d;
+      }
+      ASSERT_TRUE(rs.back()->Put(coll, "doc" + std::to_string(rng() % 2),
+                                 {{"v", Value::Int(run * 10 + i)}}).ok());
+    }
+    sync::SyncOptions o;
+    o.only = {coll};
+    // Everybody pushes, then everybody pulls; each sync retried until it gets through.
+    for (int pass = 0; pass < 2; pass++) {
+      for (auto& r : rs) {
+        int attempts = 0;
+        for (Status s = SyncOnce(r.get(), via, o); !s.ok(); s = SyncOnce(r.get(), via, o)) {
+          if (getenv("CAIRN_VERBOSE")) fprintf(stderr, "run %d: %s\n", run, s.ToString().c_str());
+          failures++;
+          ASSERT_LT(++attempts, 50) << "run " << run << " never got through";
+        }
+      }
+    }
+    const std::string want = ServerDigest(dir, coll);
+    for (auto& r : rs) {
+      EXPECT_EQ(r->CollectionDigests().value()[coll], want) << "run " << run;
+      EXPECT_EQ(Counter(r.get(), coll, "ctr", "n"), sum) << "run " << run;
+      EXPECT_EQ(r->GetStatus().value().pending_ops, 0);
+    }
+  }
+  EXPECT_GT(failures, 10);  // the faults did happen
+  EXPECT_GT(proxy.cuts(), 10);
+}
+
+// Raw sockets sending bad frames: the server answers with an Error and closes; it keeps
+// serving others, and nothing changes.
+int Connect(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+// Reads until the server closes; returns the Error code it sent (0 if none).
+int ReadErrorAndEof(int fd) {
+  std::string in;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    in.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (getenv("CAIRN_VERBOSE")) fprintf(stderr, "read %zu bytes (errno %d)\n", in.size(), errno);
+  if (in.size() < 4) return 0;
+  const std::string payload = in.substr(4);
+  auto f = protocol::VerifyFrame(payload, {});
+  if (!f.ok() || !f.value()->body_as_Error()) return 0;
+  return f.value()->body_as_Error()->code();
+}
+
+TEST(Sync, MalformedFramesGetAnErrorAndTheServerKeepsServing) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  auto a = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  const std::string before = ServerDigest(dir);
+
+  auto send = [&](const std::string& bytes) {
+    int fd = Connect(server.port());
+    EXPECT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    return ReadErrorAndEof(fd);
+  };
+  // Oversized length prefix: refused before any allocation.
+  EXPECT_EQ(send(std::string("\xff\xff\xff\x7f", 4)), static_cast<int>(Code::kECORRUPT));
+  // Garbage of a plausible length.
+  EXPECT_EQ(send(std::string("\x10\x00\x00\x00", 4) + std::string(16, 'x')),
+            static_cast<int>(Code::kECORRUPT));
+  // A valid frame of the wrong type (an Ack before Hello).
+  {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto ack = wire::CreateAck(fbb);
+    fbb.Finish(wire::CreateFrame(fbb, wire::Body::Ack, ack.Union()), wire::FrameIdentifier());
+    std::string frame;
+    protocol::AppendFrame(fbb, &frame);
+    EXPECT_EQ(send(frame), static_cast<int>(Code::kEINVAL));
+  }
+  // Truncated: half a frame, then silence: the frame timeout closes it (no Error needed).
+  {
+    server::ServerOptions o = Options(dir);
+    int fd = Connect(server.port());
+    EXPECT_EQ(write(fd, "\x40\x00\x00\x00" "abc", 7), 7);
+    shutdown(fd, SHUT_WR);
+    ReadErrorAndEof(fd);
+  }
+  EXPECT_EQ(ServerDigest(dir), before);
+  // Still serving.
+  auto b = OpenReplica(dir.File("b.db"));
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_EQ(b->Digest().value(), before);
+}
+
+// The frame timeout closes a connection whose frame never completes.
+TEST(Sync, FrameAndHandshakeTimeouts) {
+  TempDir dir;
+  server::ServerOptions o = Options(dir);
+  o.conn.frame_timeout_ms = 200;
+  o.handshake_timeout_ms = 300;
+  ServerThread server(o);
+  int fd = Connect(server.port());
+  ASSERT_EQ(write(fd, "\x40\x00\x00\x00" "abc", 7), 7);
+  auto t0 = std::chrono::steady_clock::now();
+  ReadErrorAndEof(fd);  // returns at the server's close, long before the 5 s read timeout
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+  fd = Connect(server.port());  // connects, says nothing
+  t0 = std::chrono::steady_clock::now();
+  ReadErrorAndEof(fd);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+}
+
+TEST(Sync, LiveSyncPushesNewWritesToOtherClients) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  auto a = OpenReplica(dir.File("a.db"));
+  auto b = OpenReplica(dir.File("b.db"));
+  sync::SyncOptions o;
+  o.server = server.address();
+  sync::SyncClient ca(a.get(), o), cb(b.get(), o);
+  std::atomic<uint64_t> durable{0};
+  ca.SetDurableCallback([&](uint64_t through) { durable = through; });
+  ASSERT_TRUE(ca.Start().ok());
+  ASSERT_TRUE(cb.Start().ok());
+  ASSERT_TRUE(a->Put("live", "x", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(a->Increment("live", "x", "n", 3).ok());
+  bool seen = false;
+  for (int i = 0; i < 500 && !seen; i++) {
+    auto doc = b->Get("live", "x").value();
+    seen = doc && doc->count("n") && doc->at("n").as_int() == 3;
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(seen);
+  EXPECT_EQ(durable.load(), 2u);
+  for (int i = 0; i < 200 && cb.status().state != sync::SyncState::kIdle; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(cb.status().state, sync::SyncState::kIdle);
+  ca.Stop();
+  cb.Stop();
+  EXPECT_EQ(ca.status().state, sync::SyncState::kOffline);
+}
+
+TEST(Sync, ReconnectsWithBackoffAndAtOnceWhenTheNetworkComesBack) {
+  TempDir dir;
+  auto a = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(1)}}).ok());
+  // Nothing listens yet: find a free port by starting and stopping a server.
+  uint16_t port;
+  {
+    ServerThread probe(Options(dir));
+    port = probe.port();
+  }
+  sync::SyncOptions o;
+  o.server = "127.0.0.1:" + std::to_string(port);
+  o.backoff_min_ms = 20;
+  o.backoff_max_ms = 60000;  // the backoff grows large: NetworkChanged must cut it short
+  sync::SyncClient c(a.get(), o);
+  ASSERT_TRUE(c.Start().ok());
+  // After the 8th failure the next attempt waits at least 1,280 ms (20 ms doubled, jittered
+  // down to half at most).
+  for (int i = 0; i < 600 && c.status().reconnects < 8; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(c.status().reconnects, 8u);
+  EXPECT_EQ(c.status().state, sync::SyncState::kOffline);
+  EXPECT_FALSE(c.status().last_error.empty());
+  server::ServerOptions so = Options(dir);
+  so.port = port;
+  ServerThread server(so);
+  c.NetworkChanged();
+  for (int i = 0; i < 100 && c.status().state != sync::SyncState::kIdle; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(c.status().state, sync::SyncState::kIdle);
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 0);
+  c.Stop();
+}
+
+}  // namespace
+}  // namespace cairn
