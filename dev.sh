@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cairn's two set-up commands (README "Set-up"):
-#   ./dev.sh demo   install what is missing, build, and run the offline three-replica demo
+#   ./dev.sh demo   install what is missing, build, and run the sync demo (a TLS server and
+#                   three replicas that edit offline, then sync and converge)
 #   ./dev.sh test   install what is missing, build, and run the whole test suite
 #                   (Debug build, then the same suite under ASan + UBSan)
 # Works on a fresh Debian 12 / Ubuntu machine; needs root or sudo for apt-get.
@@ -9,7 +10,7 @@ cd "$(dirname "$0")"
 
 PACKAGES=(cmake ninja-build g++ pkg-config python3 sqlite3 libsqlite3-dev libflatbuffers-dev
           flatbuffers-compiler libuv1-dev libmbedtls-dev libgtest-dev libgmock-dev
-          nlohmann-json3-dev libcli11-dev)
+          nlohmann-json3-dev libcli11-dev python3-cryptography)
 
 install_deps() {
   local missing=()
@@ -29,7 +30,7 @@ case "${1:-}" in
     install_deps
     cmake --preset release >/dev/null
     cmake --build --preset release
-    examples/offline_demo.sh build/release/core/cairn
+    examples/sync_demo.sh build/release/core/cairn build/release/core/cairn-server
     ;;
   test)
     install_deps

@@ -69,6 +69,7 @@ int Run(int argc, char** argv) {
                  "largest frame accepted (default 16 MiB)");
 
   auto* token = app.add_subcommand("token", "mint a development token and print it");
+  token->fallthrough();  // --token-secret may follow the subcommand
   std::string sub, read = "*", write = "*", rid;
   int64_t ttl = 24 * 3600;
   token->add_option("--sub", sub, "subject (user or device)")->required();
