@@ -94,6 +94,9 @@ struct Link {
   void Close() {
     if (closing) return;
     closing = true;
+    // Every handle's data is this link from now on (the timers' callbacks are gone once closed).
+    up.timer.data = this;
+    down.timer.data = this;
     auto close = [this](uv_handle_t* h) {
       if (!uv_is_closing(h)) {
         open_handles++;

@@ -183,10 +183,7 @@ void Conn::SendErrorAndClose(Code code, const std::string& message) {
   if (closing_ || close_after_flush_) return;
   flatbuffers::FlatBufferBuilder fbb;
   auto err = wire::CreateError(fbb, static_cast<int32_t>(code), fbb.CreateString(message));
-  fbb.Finish(wire::CreateFrame(fbb, wire::Body::Error, err.Union()), wire::FrameIdentifier());
-  std::string frame;
-  protocol::AppendFrame(fbb, &frame);
-  Send(std::move(frame));
+  Send(protocol::FinishFrame(&fbb, wire::Body::Error, err));
   close_reason_ = Status(code, message);
   close_after_flush_ = true;
   if (queued_ == 0) Close(close_reason_);

@@ -37,6 +37,16 @@ inline ReplicaId FromWire(const wire::ReplicaId& id) {
 // Appends the length prefix and the finished builder's bytes to `out`.
 void AppendFrame(const flatbuffers::FlatBufferBuilder& fbb, std::string* out);
 
+// Finishes `fbb` as a Frame holding `body` and returns it with its length prefix.
+template <typename T>
+std::string FinishFrame(flatbuffers::FlatBufferBuilder* fbb, wire::Body type,
+                        flatbuffers::Offset<T> body) {
+  fbb->Finish(wire::CreateFrame(*fbb, type, body.Union()), wire::FrameIdentifier());
+  std::string out;
+  AppendFrame(*fbb, &out);
+  return out;
+}
+
 // Checks one frame's payload (the bytes after the length prefix). The returned pointer points
 // into `payload`. Corrupt on any violation.
 Result<const wire::Frame*> VerifyFrame(const std::string& payload, const FrameLimits& limits);

@@ -13,14 +13,7 @@ namespace cairn::server {
 
 namespace {
 
-template <typename T>
-std::string MakeFrame(flatbuffers::FlatBufferBuilder* fbb, wire::Body type,
-                      flatbuffers::Offset<T> body) {
-  fbb->Finish(wire::CreateFrame(*fbb, type, body.Union()), wire::FrameIdentifier());
-  std::string out;
-  protocol::AppendFrame(*fbb, &out);
-  return out;
-}
+using protocol::FinishFrame;
 
 const char* BodyName(wire::Body b) { return wire::EnumNameBody(b); }
 
@@ -109,7 +102,7 @@ void Session::OnFrame(net::Conn* c, const wire::Frame& frame) {
     case wire::Body::Ping: {
       flatbuffers::FlatBufferBuilder fbb(64);
       auto pong = wire::CreatePong(fbb, server_->store->NowMs());
-      c->Send(MakeFrame(&fbb, wire::Body::Pong, pong));
+      c->Send(FinishFrame(&fbb, wire::Body::Pong, pong));
       return;
     }
     case wire::Body::Pong:
@@ -198,7 +191,7 @@ void Session::OnHello(const wire::Hello& hello) {
                                      server_->options.conn.limits.max_frame_bytes,
                                      server_->options.max_batch_ops,
                                      server_->options.window_batches);
-  conn->Send(MakeFrame(&fbb, wire::Body::Welcome, welcome));
+  conn->Send(FinishFrame(&fbb, wire::Body::Welcome, welcome));
   server_->Log("session " + replica_.Hex() + " from " + conn->peer() + " at cursor " +
                std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()));
   Pump();
@@ -215,7 +208,7 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   flatbuffers::FlatBufferBuilder fbb(128);
   wire::AckEntry entry(protocol::ToWire(replica_), pushed->through);
   auto ack = wire::CreateAck(fbb, fbb.CreateVectorOfStructs(&entry, 1), batch.batch_id());
-  conn->Send(MakeFrame(&fbb, wire::Body::Ack, ack));
+  conn->Send(FinishFrame(&fbb, wire::Body::Ack, ack));
   caught_up_sent_ = false;  // the client learns the exchange completed by the next CaughtUp
   server_->PumpAll();
 }
@@ -259,7 +252,7 @@ void Session::Pump() {
   if (sent_ >= store->head() && !caught_up_sent_ && conn->queued_bytes() < max_queued) {
     flatbuffers::FlatBufferBuilder fbb(64);
     auto cu = wire::CreateCaughtUp(fbb, sent_, store->NowMs());
-    conn->Send(MakeFrame(&fbb, wire::Body::CaughtUp, cu));
+    conn->Send(FinishFrame(&fbb, wire::Body::CaughtUp, cu));
     caught_up_sent_ = true;
   }
 }

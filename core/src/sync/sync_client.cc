@@ -43,14 +43,7 @@ std::string SyncStatus::ToJson() const {
 
 namespace {
 
-template <typename T>
-std::string MakeFrame(flatbuffers::FlatBufferBuilder* fbb, wire::Body type,
-                      flatbuffers::Offset<T> body) {
-  fbb->Finish(wire::CreateFrame(*fbb, type, body.Union()), wire::FrameIdentifier());
-  std::string out;
-  protocol::AppendFrame(*fbb, &out);
-  return out;
-}
+using protocol::FinishFrame;
 
 }  // namespace
 
@@ -261,7 +254,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       sid = protocol::ToWire(*known_server);
       hello.add_server_id(&sid);
     }
-    c->Send(MakeFrame(&fbb, wire::Body::Hello, hello.Finish()));
+    c->Send(FinishFrame(&fbb, wire::Body::Hello, hello.Finish()));
   }
 
   // --- The exchange ---
@@ -290,7 +283,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
         return;
       case wire::Body::Ping: {
         flatbuffers::FlatBufferBuilder fbb(64);
-        c->Send(MakeFrame(&fbb, wire::Body::Pong, wire::CreatePong(fbb, port::WallClockMs())));
+        c->Send(FinishFrame(&fbb, wire::Body::Pong, wire::CreatePong(fbb, port::WallClockMs())));
         return;
       }
       case wire::Body::Error: {
@@ -435,7 +428,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
   void OnTick(net::Conn* c, uint64_t now) override {
     if (welcomed && now - c->last_send_ms() >= options.conn.idle_timeout_ms / 3) {
       flatbuffers::FlatBufferBuilder fbb(64);
-      c->Send(MakeFrame(&fbb, wire::Body::Ping, wire::CreatePing(fbb, port::WallClockMs())));
+      c->Send(FinishFrame(&fbb, wire::Body::Ping, wire::CreatePing(fbb, port::WallClockMs())));
     }
   }
 
