@@ -151,6 +151,28 @@ TEST(Sync, ThreeClientsRandomOpsConverge) {
   }
 }
 
+// SPEC §2 clock safety: a device whose clock runs a year ahead stamps its writes with the
+// server's time once it has connected (the offset is taken against the replica's own clock).
+TEST(Sync, ClientClockIsCorrectedByTheServerTime) {
+  TempDir dir;
+  ServerThread server(Options(dir));  // the system clock
+  testing::FakeClock ahead(port::WallClockMs() + int64_t{365} * 24 * 3600 * 1000);
+  ReplicaOptions ro;
+  ro.clock = &ahead;
+  auto opened = Replica::Open(dir.File("a.db"), ro);
+  ASSERT_TRUE(opened.ok());
+  auto a = std::move(opened.value());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(1)}}).ok());
+  Hlc hlc = 0;
+  ASSERT_TRUE(a->Log([&](const Op& op) {
+                  hlc = op.id.hlc;
+                  return Status::OK();
+                }).ok());
+  const int64_t skew = static_cast<int64_t>(HlcPhysical(hlc)) - port::WallClockMs();
+  EXPECT_LT(std::llabs(skew), 60000) << "write stamped " << skew << " ms from the server's time";
+}
+
 // The connection is cut after the server committed a push and before the client got the Ack:
 // the client pushes the same ops again, and the server applies them once.
 TEST(Sync, LostAckDuplicatesNothing) {

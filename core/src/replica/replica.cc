@@ -881,14 +881,9 @@ Status Replica::RecordRejected(const std::vector<Op>& ops, int code, const std::
   return store_->Commit(clock_->last());
 }
 
-void Replica::SetClockOffset(int64_t offset_ms) {
+void Replica::CorrectClock(int64_t server_time_ms) {
   std::lock_guard<std::mutex> lock(mu_);
-  clock_->set_offset_ms(offset_ms);
-}
-
-int64_t Replica::NowMs() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return clock_source_->NowMs() + clock_->offset_ms();
+  clock_->set_offset_ms(server_time_ms - clock_source_->NowMs());
 }
 
 }  // namespace cairn

@@ -185,9 +185,9 @@ class Replica {
   // `fn` runs after each committed local write (on the writer's thread, outside the lock), so a
   // sync client can push at once. One listener; nullptr removes it.
   void SetWriteListener(std::function<void()> fn);
-  // Corrects the clock source by the server's offset (SPEC §2 "Clock safety").
-  void SetClockOffset(int64_t offset_ms);
-  int64_t NowMs();
+  // SPEC §2 "Clock safety": from now on the HLC's physical time follows the server's clock
+  // (`server_time_ms`, as the server reported it) instead of this replica's clock source.
+  void CorrectClock(int64_t server_time_ms);
 
  private:
   Replica() = default;

@@ -309,7 +309,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
     server_id = protocol::FromWire(*w.server_id());
     if (known_server && *known_server != server_id) cursor = 0;  // another server: start over
     // SPEC §2 clock safety: correct the HLC's physical source by the server's time.
-    replica->SetClockOffset(w.server_time_ms() - port::WallClockMs());
+    replica->CorrectClock(w.server_time_ms());
     if (w.window_batches() > 0) options.window = std::min(options.window, w.window_batches());
     if (w.max_batch_ops() > 0) {
       options.max_batch_ops = std::min(options.max_batch_ops, w.max_batch_ops());
