@@ -7,6 +7,7 @@ CAIRN=${1:?usage: offline_demo.sh PATH_TO_CAIRN}
 DIR=$(mktemp -d -t cairn-demo-XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
 c() { local who=$1; shift; "$CAIRN" --db "$DIR/$who.db" "$@"; }
+. "$(dirname "$0")/demo_edits.sh"
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 
 say "1. Alice, Bob and Carol start from the same shared list (Alice exports it to the others)."
@@ -19,14 +20,7 @@ c carol import "$DIR/seed.cex" >/dev/null
 c bob dump
 
 say "2. Everyone goes offline and edits the same documents."
-sleep 0.01; c alice put tasks groceries '{"done":true}'               ; echo "alice: groceries done"
-sleep 0.01; c bob   put tasks groceries '{"title":"Buy groceries + milk"}'; echo "bob:   renames groceries"
-sleep 0.01; c carol del tasks groceries                               ; echo "carol: deletes groceries"
-sleep 0.01; c bob   put tasks groceries '{"owner":"bob"}'             ; echo "bob:   takes groceries after carol's delete: revives it"
-sleep 0.01; c alice inc tasks tent votes 2                            ; echo "alice: +2 votes on tent"
-sleep 0.01; c carol inc tasks tent votes 5                            ; echo "carol: +5 votes on tent"
-sleep 0.01; c bob   inc tasks tent votes -1                           ; echo "bob:   -1 vote on tent"
-sleep 0.01; c carol put tasks stove '{"title":"Bring the stove","weight_kg":1.5}'; echo "carol: adds stove"
+offline_edits
 
 say "3. They meet and swap export files, each in a different order."
 for who in alice bob carol; do c $who export "$DIR/$who.cex" >/dev/null; done

@@ -12,6 +12,7 @@ SERVER_PID=
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; rm -rf "$DIR"; }
 trap cleanup EXIT
 c() { local who=$1; shift; "$CAIRN" --db "$DIR/$who.db" "$@"; }
+. "$(dirname "$0")/demo_edits.sh"
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
@@ -40,14 +41,7 @@ sync alice >/dev/null; sync bob >/dev/null; sync carol >/dev/null
 c carol dump
 
 say "3. The network goes away. Everyone edits the same documents offline."
-sleep 0.01; c alice put tasks groceries '{"done":true}'               ; echo "alice: groceries done"
-sleep 0.01; c bob   put tasks groceries '{"title":"Buy groceries + milk"}'; echo "bob:   renames groceries"
-sleep 0.01; c carol del tasks groceries                               ; echo "carol: deletes groceries"
-sleep 0.01; c bob   put tasks groceries '{"owner":"bob"}'             ; echo "bob:   takes groceries after carol's delete: revives it"
-sleep 0.01; c alice inc tasks tent votes 2                            ; echo "alice: +2 votes on tent"
-sleep 0.01; c carol inc tasks tent votes 5                            ; echo "carol: +5 votes on tent"
-sleep 0.01; c bob   inc tasks tent votes -1                           ; echo "bob:   -1 vote on tent"
-sleep 0.01; c carol put tasks stove '{"title":"Bring the stove","weight_kg":1.5}'; echo "carol: adds stove"
+offline_edits
 for who in alice bob carol; do
   printf '%-6s pending ops: %s\n' "$who" \
     "$(c $who status | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_ops"])')"

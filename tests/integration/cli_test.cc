@@ -151,3 +151,20 @@ TEST_F(CliTest, ExportImportCarriesASync) {
 }
 
 }  // namespace
+
+// `sync` checks its arguments before touching the replica, and a server that is not there is an
+// error (exit 3) that leaves the outbox as it was.
+TEST_F(CliTest, SyncUsageAndUnreachableServer) {
+  ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
+  const std::string before = Digest();
+  EXPECT_EQ(Cairn({"sync", "--server", "127.0.0.1:1", "--once", "--watch"}).code, 2);
+  EXPECT_EQ(Cairn({"sync", "--server", "127.0.0.1:1", "--ca", "ca.pem"}).code, 2);
+  EXPECT_EQ(Cairn({"sync", "--server", "no-port"}).code, 2);
+  EXPECT_EQ(Cairn({"sync", "--server", "127.0.0.1:70000"}).code, 2);
+  EXPECT_EQ(Cairn({"sync", "--server", "127.0.0.1:1", "--only", "ok,bad name"}).code, 2);
+  CliRun down = Cairn({"sync", "--server", "127.0.0.1:1", "--once"});  // nothing listens on 1
+  EXPECT_EQ(down.code, 3);
+  EXPECT_NE(stderr_.find("ENETWORK"), std::string::npos) << stderr_;
+  EXPECT_EQ(Digest(), before);
+  EXPECT_NE(Cairn({"status"}).out.find("\"pending_ops\":1"), std::string::npos);
+}

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <map>
 #include <random>
@@ -280,15 +281,15 @@ int Connect(uint16_t port) {
   return fd;
 }
 
-// Reads until the server closes; returns the Error code it sent (0 if none).
-int ReadErrorAndEof(int fd) {
+// Reads until the server closes; returns the Error code it sent (0 if none). *closed_by_server
+// tells whether the read ended at the server's close rather than at our 5 s read timeout.
+int ReadErrorAndEof(int fd, bool* closed_by_server = nullptr) {
   std::string in;
   char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    in.append(buf, static_cast<size_t>(n));
-  }
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) in.append(buf, static_cast<size_t>(n));
+  const bool timed_out = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  if (closed_by_server) *closed_by_server = !timed_out;
   close(fd);
   if (getenv("CAIRN_VERBOSE")) fprintf(stderr, "read %zu bytes (errno %d)\n", in.size(), errno);
   if (in.size() < 4) return 0;
@@ -327,7 +328,6 @@ TEST(Sync, MalformedFramesGetAnErrorAndTheServerKeepsServing) {
   }
   // Truncated: half a frame, then silence: the frame timeout closes it (no Error needed).
   {
-    server::ServerOptions o = Options(dir);
     int fd = Connect(server.port());
     EXPECT_EQ(write(fd, "\x40\x00\x00\x00" "abc", 7), 7);
     shutdown(fd, SHUT_WR);
@@ -340,7 +340,8 @@ TEST(Sync, MalformedFramesGetAnErrorAndTheServerKeepsServing) {
   EXPECT_EQ(b->Digest().value(), before);
 }
 
-// The frame timeout closes a connection whose frame never completes.
+// The frame timeout closes a connection whose frame never completes, the handshake timeout one
+// that never says Hello: the server closes them itself, before the client's read gives up.
 TEST(Sync, FrameAndHandshakeTimeouts) {
   TempDir dir;
   server::ServerOptions o = Options(dir);
@@ -349,13 +350,13 @@ TEST(Sync, FrameAndHandshakeTimeouts) {
   ServerThread server(o);
   int fd = Connect(server.port());
   ASSERT_EQ(write(fd, "\x40\x00\x00\x00" "abc", 7), 7);
-  auto t0 = std::chrono::steady_clock::now();
-  ReadErrorAndEof(fd);  // returns at the server's close, long before the 5 s read timeout
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+  bool closed = false;
+  ReadErrorAndEof(fd, &closed);
+  EXPECT_TRUE(closed) << "a half frame was kept open";
   fd = Connect(server.port());  // connects, says nothing
-  t0 = std::chrono::steady_clock::now();
-  ReadErrorAndEof(fd);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+  closed = false;
+  ReadErrorAndEof(fd, &closed);
+  EXPECT_TRUE(closed) << "a silent connection was kept open";
 }
 
 TEST(Sync, LiveSyncPushesNewWritesToOtherClients) {
@@ -379,6 +380,10 @@ TEST(Sync, LiveSyncPushesNewWritesToOtherClients) {
     if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(seen);
+  // B may see the ops before A has processed its Ack: wait for the notification.
+  for (int i = 0; i < 500 && durable.load() < 2; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_EQ(durable.load(), 2u);
   for (int i = 0; i < 200 && cb.status().state != sync::SyncState::kIdle; i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

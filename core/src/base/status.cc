@@ -2,6 +2,17 @@
 
 namespace cairn {
 
+Code CodeFromInt(int n) {
+  switch (n) {
+#define XX(name, num, retry, msg) \
+  case num:                       \
+    return Code::k##name;
+#include "cairn/errors.def"
+#undef XX
+  }
+  return Code::kERROR;
+}
+
 const char* CodeName(Code code) {
   switch (code) {
 #define XX(name, num, retry, msg) \

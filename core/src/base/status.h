@@ -20,6 +20,8 @@ enum class Code : int {
 // How a caller should react to a failed call (abseil's status guidance, (a)/(b)/(c)).
 enum class RetryClass { kPermanent, kTransient, kAborted };
 
+// The code numbered `n` (a code received from a peer); kERROR for a number that is none.
+Code CodeFromInt(int n);
 const char* CodeName(Code code);          // "EINVAL"
 const char* CodeMessage(Code code);       // "invalid argument"
 RetryClass CodeRetryClass(Code code);

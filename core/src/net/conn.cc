@@ -48,7 +48,7 @@ void Conn::Start(std::unique_ptr<TlsSession> tls) {
   uv_timer_start(&timer_, TimerCb, options_.tick_ms, options_.tick_ms);
   int rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), AllocCb, ReadCb);
   if (rc != 0) {
-    Close(Status::IOError(std::string("read: ") + uv_strerror(rc)));
+    Close(Status(Code::kENETWORK, std::string("read: ") + uv_strerror(rc)));
     return;
   }
   tls_ = std::move(tls);
@@ -73,8 +73,8 @@ void Conn::AllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void Conn::ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   auto* c = static_cast<Conn*>(s->data);
   if (n < 0) {
-    c->Close(n == UV_EOF ? Status(Code::kEIO, "connection closed by the peer")
-                         : Status::IOError(std::string("read: ") + uv_strerror(static_cast<int>(n))));
+    c->Close(n == UV_EOF ? Status(Code::kENETWORK, "connection closed by the peer")
+                         : Status(Code::kENETWORK, std::string("read: ") + uv_strerror(static_cast<int>(n))));
     return;
   }
   if (n == 0 || c->closing_) return;
@@ -155,7 +155,7 @@ void Conn::WriteRaw(std::string bytes) {
   if (rc != 0) {
     queued_ -= w->data.size();
     delete w;
-    Close(Status::IOError(std::string("write: ") + uv_strerror(rc)));
+    Close(Status(Code::kENETWORK, std::string("write: ") + uv_strerror(rc)));
   }
 }
 
@@ -165,7 +165,7 @@ void Conn::WriteCb(uv_write_t* req, int status) {
   c->queued_ -= w->data.size();
   delete w;
   if (status != 0) {
-    c->Close(Status::IOError(std::string("write: ") + uv_strerror(status)));
+    c->Close(Status(Code::kENETWORK, std::string("write: ") + uv_strerror(status)));
     return;
   }
   if (c->closing_) return;
@@ -201,16 +201,16 @@ void Conn::TimerCb(uv_timer_t* t) {
   if (c->closing_) return;
   const uint64_t now = uv_now(c->loop_);
   if (c->deadline_ms_ != 0 && now >= c->deadline_ms_) {
-    c->Close(Status(Code::kEIO, std::string("timed out ") + c->deadline_what_));
+    c->Close(Status(Code::kETIMEDOUT, std::string("timed out ") + c->deadline_what_));
     return;
   }
   if (c->close_after_flush_) return;
   if (c->partial_since_ms_ != 0 && now - c->partial_since_ms_ >= c->options_.frame_timeout_ms) {
-    c->Close(Status(Code::kEIO, "frame timeout: a frame started and did not complete"));
+    c->Close(Status(Code::kETIMEDOUT, "frame timeout: a frame started and did not complete"));
     return;
   }
   if (now - c->last_recv_ms_ >= c->options_.idle_timeout_ms) {
-    c->Close(Status(Code::kEIO, "idle timeout: nothing received for " +
+    c->Close(Status(Code::kETIMEDOUT, "idle timeout: nothing received for " +
                                     std::to_string(now - c->last_recv_ms_) + " ms"));
     return;
   }

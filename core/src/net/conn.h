@@ -79,7 +79,7 @@ class Conn {
   void Close(const Status& why);
   bool closing() const { return closing_; }
   const std::string& peer() const { return peer_; }
-  // Test hooks: bytes sent and received on the wire (after TLS).
+  // Bytes sent and received on the wire (TLS records included), for the sync status.
   uint64_t wire_bytes_out() const { return wire_out_; }
   uint64_t wire_bytes_in() const { return wire_in_; }
 

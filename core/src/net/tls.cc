@@ -24,7 +24,7 @@ std::string MbedError(int rc) {
 }
 
 Status TlsError(const std::string& what, int rc) {
-  return Status(Code::kEIO, "TLS " + what + ": " + MbedError(rc));
+  return Status(Code::kENETWORK, "TLS " + what + ": " + MbedError(rc));
 }
 
 }  // namespace
@@ -149,7 +149,7 @@ struct TlsSession::Impl {
       for (char& ch : why) {
         if (ch == '\n') ch = ';';
       }
-      return Status(Code::kEIO, "TLS: the server's certificate was refused: " + why);
+      return Status(Code::kENETWORK, "TLS: the server's certificate was refused: " + why);
     }
     return TlsError("handshake failed (is the peer speaking TLS?)", rc);
   }
@@ -195,7 +195,7 @@ Status TlsSession::OnCiphertext(const char* data, size_t len) {
     }
     if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return Status::OK();
     if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
-      return Status(Code::kEIO, "connection closed by the peer");
+      return Status(Code::kENETWORK, "connection closed by the peer");
     }
     return TlsError("read", rc);
   }

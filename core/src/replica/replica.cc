@@ -871,16 +871,6 @@ Status Replica::AckOutbox(uint64_t through) {
   return store_->Commit(clock_->last());
 }
 
-Status Replica::RecordRejected(const std::vector<Op>& ops, int code, const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mu_);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackUnlessCommitted guard(store_.get());
-  const int64_t now = clock_source_->NowMs();
-  for (const Op& op : ops) CAIRN_RETURN_IF_ERROR(store_->RecordRejected(op, code, reason, now));
-  return store_->Commit(clock_->last());
-}
-
 void Replica::CorrectClock(int64_t server_time_ms) {
   std::lock_guard<std::mutex> lock(mu_);
   clock_->set_offset_ms(server_time_ms - clock_source_->NowMs());

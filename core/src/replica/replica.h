@@ -180,8 +180,6 @@ class Replica {
   Result<uint64_t> ReadOutbox(uint64_t after_seq, size_t max_ops, protocol::BatchEncoder* enc);
   // The server made every local op up to `through` durable: they leave the outbox.
   Status AckOutbox(uint64_t through);
-  // Records ops the server refused (kept in the rejected-ops table, SPEC §2).
-  Status RecordRejected(const std::vector<Op>& ops, int code, const std::string& reason);
   // `fn` runs after each committed local write (on the writer's thread, outside the lock), so a
   // sync client can push at once. One listener; nullptr removes it.
   void SetWriteListener(std::function<void()> fn);

@@ -57,8 +57,6 @@ int Run(int argc, char** argv) {
   app.add_option("--token-secret", secret_file, "file holding the HS256 secret (>= 32 bytes)");
   app.add_option("--keep-log", o.store.keep_log_ops,
                  "ops kept in the global log for resuming clients (default 1000000)");
-  app.add_option("--max-drift-ms", o.store.max_drift_ms,
-                 "refuse ops stamped further ahead of the server clock (default 60000)");
   app.add_option("--idle-timeout-ms", o.conn.idle_timeout_ms,
                  "close a connection silent this long (default 60000)");
   app.add_option("--handshake-timeout-ms", o.handshake_timeout_ms,

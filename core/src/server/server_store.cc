@@ -191,8 +191,4 @@ Status ServerStore::BindReplica(const ReplicaId& replica, const std::string& sub
   return put.Run();
 }
 
-Status ServerStore::ForEachSurvivor(const std::function<Status(const Op&)>& fn) {
-  return store_->ForEachSurvivor(fn);
-}
-
 }  // namespace cairn::server

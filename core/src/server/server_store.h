@@ -12,7 +12,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "base/result.h"
 #include "clock/hlc.h"
@@ -24,7 +23,6 @@ namespace cairn::server {
 
 struct ServerStoreOptions {
   uint64_t keep_log_ops = 1000000;  // ops kept in the global log (at least the newest batch)
-  int64_t max_drift_ms = 60000;     // SPEC §2 clock safety
   Clock* clock = nullptr;           // nullptr: the system clock
 };
 
@@ -33,8 +31,6 @@ struct PushResult {
   uint64_t cursor = 0;     // the log's head after the push
   uint64_t applied = 0;
   uint64_t duplicates = 0;
-  std::vector<Op> rejected;  // refused ops (drift), each reported to the origin
-  std::string reject_reason;
 };
 
 class ServerStore {
@@ -48,7 +44,7 @@ class ServerStore {
   int64_t NowMs() { return clock_source_->NowMs(); }
 
   // Applies a batch pushed by `origin` (the authenticated replica) atomically. Every op must be
-  // the origin's own (EACCES-like EINVAL otherwise, nothing applied); ops already received are
+  // the origin's own (EINVAL otherwise, nothing applied); ops already received are
   // skipped; an op past a gap is refused (ECORRUPT). Accepted ops get the next cursor.
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch);
 
@@ -58,9 +54,6 @@ class ServerStore {
   // Binds a replica id to the subject that first synced it; EPERM when another subject
   // presents it (a device cannot push as another's replica).
   Status BindReplica(const ReplicaId& replica, const std::string& subject);
-  // The current state as ops (the compacted log), for snapshots.
-  Status ForEachSurvivor(const std::function<Status(const Op&)>& fn);
-  store::ReplicaStore* replica_store() { return store_.get(); }
 
  private:
   ServerStore() = default;

@@ -109,7 +109,7 @@ void Session::OnFrame(net::Conn* c, const wire::Frame& frame) {
       return;
     case wire::Body::Error: {
       const wire::Error* e = frame.body_as_Error();
-      c->Close(Status(Code::kEIO, "client reported an error: " +
+      c->Close(Status(Code::kENETWORK, "client reported an error: " +
                                       (e->message() ? e->message()->str() : std::string())));
       return;
     }
@@ -276,7 +276,7 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
   session->conn = conn;
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
     impl->sessions.insert(session);
-    conn->Close(Status(Code::kEIO, "accept failed"));
+    conn->Close(Status(Code::kENETWORK, "accept failed"));
     return;
   }
   impl->sessions.insert(session);
@@ -372,7 +372,7 @@ Status SyncServer::Listen() {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&i->listener), 1024, Impl::OnConnection);
   }
   if (rc != 0) {
-    return Status(Code::kEIO, "cannot listen on " + i->options.host + ":" +
+    return Status(Code::kENETWORK, "cannot listen on " + i->options.host + ":" +
                                   std::to_string(i->options.port) + ": " + uv_strerror(rc));
   }
   int len = sizeof(addr);

@@ -80,7 +80,6 @@ struct SyncClient::Engine : net::Conn::Delegate {
   std::optional<ReplicaId> known_server;
   uint64_t pushed_through = 0;   // highest local seq sent in this session
   std::deque<uint64_t> inflight;  // last seq of each unacknowledged batch
-  bool caught_up = false;        // a CaughtUp arrived after the last Ack
   uint64_t cursor = 0;
   uint64_t stored_cursor = 0;
 
@@ -165,10 +164,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       attempt = 0;
       Connect();
     }
-    if (local_write.exchange(false)) {
-      caught_up = false;
-      Push();
-    }
+    if (local_write.exchange(false)) Push();
   }
 
   // --- Connecting ---
@@ -179,7 +175,6 @@ struct SyncClient::Engine : net::Conn::Delegate {
     welcomed = false;
     inflight.clear();
     pushed_through = 0;
-    caught_up = false;
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -288,9 +283,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       }
       case wire::Body::Error: {
         const wire::Error* e = frame.body_as_Error();
-        int code = e->code();
-        Code cc = code < 0 && code >= -15 ? static_cast<Code>(code) : Code::kERROR;
-        c->Close(Status(cc, "server: " + (e->message() ? e->message()->str() : std::string())));
+        c->Close(Status(CodeFromInt(e->code()), "server: " + (e->message() ? e->message()->str() : std::string())));
         return;
       }
       default:
@@ -359,7 +352,6 @@ struct SyncClient::Engine : net::Conn::Delegate {
       return;
     }
     while (!inflight.empty() && inflight.front() <= through) inflight.pop_front();
-    caught_up = false;
     DurableCallback cb;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -392,7 +384,6 @@ struct SyncClient::Engine : net::Conn::Delegate {
       return;
     }
     cursor = cu.cursor();
-    caught_up = true;
     auto rs = replica->GetStatus();
     if (!rs.ok()) {
       conn->Close(rs.status());
@@ -445,9 +436,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       uv_timer_stop(&deadline_timer);
     }
     if (done) return;
-    Status failure = why.ok() ? Status(Code::kENETWORK, "connection closed") : why;
-    if (failure.code() == Code::kEIO) failure = Status(Code::kENETWORK, failure.message());
-    Failed(failure);
+    Failed(why.ok() ? Status(Code::kENETWORK, "connection closed") : why);
   }
 
   void Failed(const Status& why) {

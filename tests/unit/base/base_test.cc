@@ -24,6 +24,15 @@ TEST(StatusTest, ErrorKeepsCodeAndContext) {
   EXPECT_EQ(CodeRetryClass(Code::kEINVAL), RetryClass::kPermanent);
 }
 
+// Codes received from a peer: every known number maps back to its code, anything else is ERROR.
+TEST(StatusTest, CodeFromIntRoundTripsEveryCode) {
+#define XX(name, num, retry, msg) EXPECT_EQ(CodeFromInt(num), Code::k##name);
+#include "cairn/errors.def"
+#undef XX
+  EXPECT_EQ(CodeFromInt(-9999), Code::kERROR);
+  EXPECT_EQ(CodeFromInt(7), Code::kERROR);
+}
+
 TEST(VarintTest, RoundTripsBoundaries) {
   const uint64_t values[] = {0, 1, 127, 128, 16383, 16384, (1ull << 32), UINT64_MAX};
   std::string buf;
