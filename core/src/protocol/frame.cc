@@ -10,6 +10,12 @@ void AppendFrame(const flatbuffers::FlatBufferBuilder& fbb, std::string* out) {
   out->append(reinterpret_cast<const char*>(fbb.GetBufferPointer()), n);
 }
 
+Status ErrorFromWire(const wire::Error* error, std::string_view who) {
+  if (error == nullptr) return Status(Code::kERROR, std::string(who) + ": (no error message)");
+  return Status(CodeFromInt(error->code()),
+                std::string(who) + ": " + (error->message() ? error->message()->str() : ""));
+}
+
 Result<const wire::Frame*> VerifyFrame(const std::string& payload, const FrameLimits& limits) {
   if (payload.size() > limits.max_frame_bytes) {
     return Status::Corrupt("frame of " + std::to_string(payload.size()) +

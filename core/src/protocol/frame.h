@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 #include "base/result.h"
 #include "cairn_generated.h"
@@ -46,6 +47,10 @@ std::string FinishFrame(flatbuffers::FlatBufferBuilder* fbb, wire::Body type,
   AppendFrame(*fbb, &out);
   return out;
 }
+
+// The Status a received Error message stands for: its code (CodeFromInt) and `who` + ": " + its
+// message. A missing message is an empty one.
+Status ErrorFromWire(const wire::Error* error, std::string_view who);
 
 // Checks one frame's payload (the bytes after the length prefix). The returned pointer points
 // into `payload`. Corrupt on any violation.

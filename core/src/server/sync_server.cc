@@ -107,12 +107,9 @@ void Session::OnFrame(net::Conn* c, const wire::Frame& frame) {
     }
     case wire::Body::Pong:
       return;
-    case wire::Body::Error: {
-      const wire::Error* e = frame.body_as_Error();
-      c->Close(Status(Code::kENETWORK, "client reported an error: " +
-                                      (e->message() ? e->message()->str() : std::string())));
+    case wire::Body::Error:
+      c->Close(protocol::ErrorFromWire(frame.body_as_Error(), "client reported an error"));
       return;
-    }
     default:
       c->SendErrorAndClose(Code::kEINVAL,
                            std::string("unexpected message from a client: ") + BodyName(type));

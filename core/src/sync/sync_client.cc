@@ -281,11 +281,9 @@ struct SyncClient::Engine : net::Conn::Delegate {
         c->Send(FinishFrame(&fbb, wire::Body::Pong, wire::CreatePong(fbb, port::WallClockMs())));
         return;
       }
-      case wire::Body::Error: {
-        const wire::Error* e = frame.body_as_Error();
-        c->Close(Status(CodeFromInt(e->code()), "server: " + (e->message() ? e->message()->str() : std::string())));
+      case wire::Body::Error:
+        c->Close(protocol::ErrorFromWire(frame.body_as_Error(), "server"));
         return;
-      }
       default:
         c->SendErrorAndClose(Code::kEINVAL, std::string("unexpected message from the server: ") +
                                                 wire::EnumNameBody(frame.body_type()));
