@@ -88,6 +88,11 @@ void BatchEncoder::Add(const Op& op) {
   op_count_++;
 }
 
+void BatchEncoder::Cover(const ReplicaId& origin, uint64_t from, uint64_t through) {
+  auto [it, first] = covers_.try_emplace(origin, from, through);
+  if (!first) it->second.second = through;
+}
+
 void BatchEncoder::Finish(flatbuffers::FlatBufferBuilder* fbb, uint64_t cursor,
                           uint64_t batch_id) {
   doc_index_.clear();  // not needed to finish: free it before the copy into `fbb`
@@ -99,8 +104,17 @@ void BatchEncoder::Finish(flatbuffers::FlatBufferBuilder* fbb, uint64_t cursor,
   auto fields = fbb->CreateVectorOfStrings(fields_);
   auto ops = fbb->CreateVector(reinterpret_cast<const uint8_t*>(ops_.data()), ops_.size());
   const auto count = static_cast<uint32_t>(op_count_);
+  flatbuffers::Offset<flatbuffers::Vector<const wire::Coverage*>> covers;
+  if (!covers_.empty()) {
+    std::vector<wire::Coverage> v;
+    for (const auto& [origin, range] : covers_) {
+      v.emplace_back(ToWire(origin), range.first, range.second);
+    }
+    covers = fbb->CreateVectorOfStructs(v);
+  }
   *this = BatchEncoder();  // release the encoder's memory before the frame is used
-  auto batch = wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id);
+  auto batch =
+      wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id, covers);
   fbb->Finish(wire::CreateFrame(*fbb, wire::Body::OpBatch, batch.Union()),
               wire::FrameIdentifier());
 }

@@ -35,6 +35,10 @@ class BatchEncoder {
   size_t op_count() const { return op_count_; }
   size_t ops_bytes() const { return ops_.size(); }
   bool empty() const { return op_count_ == 0; }
+  // Declares that the batch accounts for `origin`'s seqs (from, through] (OpBatch.covers);
+  // ranges of one origin declared in order extend each other.
+  void Cover(const ReplicaId& origin, uint64_t from, uint64_t through);
+  bool has_covers() const { return !covers_.empty(); }
   // Appends the batch as one length-prefixed Frame to `out` and resets the encoder.
   void FinishFrame(std::string* out, uint64_t cursor = 0, uint64_t batch_id = 0);
   // Finishes the batch into `fbb` (a Frame without its length prefix) and resets the encoder.
@@ -51,6 +55,7 @@ class BatchEncoder {
 
   std::string ops_;
   size_t op_count_ = 0;
+  std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covers_;
   std::vector<ReplicaId> origins_;
   std::map<ReplicaId, OriginState> origin_state_;
   std::vector<std::string> collections_, fields_;

@@ -769,27 +769,76 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
   RollbackUnlessCommitted guard(store_.get());
   ServerBatchStats stats;
   Hlc max_hlc = 0;
-  // Per origin, the watermark as this batch advances it (written once at the end).
-  std::map<ReplicaId, uint64_t> through;
-  Status st = protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+  // Per origin: the watermark before the batch, the last seq seen in it, and the seqs the
+  // server says it covers (ops skipped for this client: docs/protocol.md, "Partial sync").
+  struct Track {
+    uint64_t through = 0, last = 0;
+    bool covered = false;
+    uint64_t from = 0, to = 0;
+  };
+  std::map<ReplicaId, Track> tracks;
+  auto track = [&](const ReplicaId& origin) -> Track& {
+    auto [it, first] = tracks.try_emplace(origin);
+    if (first) it->second.through = it->second.last = store_->Through(origin);
+    return it->second;
+  };
+  Status st;
+  if (batch.covers()) {
+    for (const wire::Coverage* c : *batch.covers()) {
+      const ReplicaId origin = protocol::FromWire(c->origin());
+      Track& t = track(origin);
+      if (t.covered || c->from_seq() > c->through_seq() || c->through_seq() > kMaxSeq ||
+          origin == id_) {
+        st = Status::Corrupt("bad coverage for origin " + origin.Hex() + " in a server batch");
+        break;
+      }
+      if (c->from_seq() > t.through) {
+        st = Status::Corrupt("server skipped origin " + origin.Hex() + " from seq " +
+                             std::to_string(c->from_seq()) + " but this replica has only " +
+                             std::to_string(t.through) + " (a gap)");
+        break;
+      }
+      t.covered = true;
+      t.last = t.from = c->from_seq();
+      t.to = c->through_seq();
+    }
+  }
+  if (st.ok()) st = protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
     stats.ops++;
     CAIRN_RETURN_IF_ERROR(ValidateOp(op));
-    auto it = through.find(op.id.origin);
-    if (it == through.end()) it = through.emplace(op.id.origin, store_->Through(op.id.origin)).first;
-    if (op.id.seq <= it->second) {
-      stats.duplicates++;
-      return Status::OK();
+    Track& t = track(op.id.origin);
+    const std::string name = op.id.origin.Hex() + ":" + std::to_string(op.id.seq);
+    if (t.covered) {
+      // Inside the declared range, in increasing order; what this replica has is a duplicate.
+      if (op.id.seq <= t.from || op.id.seq > t.to || op.id.seq <= t.last) {
+        return Status::Corrupt("server sent op " + name + " outside or out of order in the "
+                               "range it declared");
+      }
+      t.last = op.id.seq;
+      if (op.id.seq <= t.through) {
+        stats.duplicates++;
+        return Status::OK();
+      }
+    } else {
+      if (op.id.seq <= t.last) {
+        stats.duplicates++;
+        return Status::OK();
+      }
+      if (op.id.seq != t.last + 1) {
+        return Status::Corrupt("server sent op " + name + " after seq " + std::to_string(t.last) +
+                               " (a gap)");
+      }
+      t.last = op.id.seq;
     }
-    if (op.id.seq != it->second + 1) {
-      return Status::Corrupt("server sent op " + op.id.origin.Hex() + ":" +
-                             std::to_string(op.id.seq) + " after seq " +
-                             std::to_string(it->second) + " (a gap)");
-    }
-    it->second = op.id.seq;
     max_hlc = std::max(max_hlc, op.id.hlc);
     stats.applied++;
     return store_->Apply(op, /*local=*/false);
   });
+  std::map<ReplicaId, uint64_t> through;
+  for (const auto& [origin, t] : tracks) {
+    const uint64_t after = t.covered ? std::max(t.through, t.to) : t.last;
+    if (after > t.through) through[origin] = after;
+  }
   for (const auto& [origin, seq] : through) {
     if (!st.ok()) break;
     st = store_->SetThrough(origin, seq);

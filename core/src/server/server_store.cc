@@ -1,5 +1,6 @@
 #include "server/server_store.h"
 
+#include <cstring>
 #include <map>
 
 #include "port/port.h"
@@ -60,7 +61,8 @@ Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
       "INSERT INTO cairn_server_log(origin, first_seq, last_seq, op_count, batch) "
       "VALUES (?,?,?,?,?)"));
   CAIRN_ASSIGN_OR_RETURN(s->read_log_, db->Prepare(
-      "SELECT cursor, batch FROM cairn_server_log WHERE cursor > ? ORDER BY cursor LIMIT ?"));
+      "SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_server_log "
+      "WHERE cursor > ? ORDER BY cursor LIMIT ?"));
   return s;
 }
 
@@ -155,7 +157,7 @@ Status ServerStore::TrimLog(uint64_t* floor, uint64_t* log_ops) {
 }
 
 Status ServerStore::ReadLog(uint64_t after, size_t max_rows,
-                            const std::function<Status(uint64_t, std::string_view)>& fn) {
+                            const std::function<Status(const LogEntry&)>& fn) {
   read_log_.BindInt(1, I(after));
   read_log_.BindInt(2, static_cast<int64_t>(max_rows));
   Status result;
@@ -166,7 +168,18 @@ Status ServerStore::ReadLog(uint64_t after, size_t max_rows,
       break;
     }
     if (!row.value()) break;
-    result = fn(U(read_log_.Int(0)), read_log_.Blob(1));
+    LogEntry e;
+    e.cursor = U(read_log_.Int(0));
+    std::string_view origin = read_log_.Blob(1);
+    if (origin.size() != e.origin.bytes.size()) {
+      result = Status::Corrupt("log entry " + std::to_string(e.cursor) + " has a bad origin");
+      break;
+    }
+    std::memcpy(e.origin.bytes.data(), origin.data(), origin.size());
+    e.first_seq = U(read_log_.Int(2));
+    e.last_seq = U(read_log_.Int(3));
+    e.batch = read_log_.Blob(4);
+    result = fn(e);
     if (!result.ok()) break;
   }
   read_log_.Reset();

@@ -33,6 +33,14 @@ struct PushResult {
   uint64_t duplicates = 0;
 };
 
+// One entry of the global log: a batch pushed by `origin`, its ops first_seq..last_seq.
+struct LogEntry {
+  uint64_t cursor = 0;
+  ReplicaId origin;
+  uint64_t first_seq = 0, last_seq = 0;
+  std::string_view batch;  // an OpBatch frame; valid during the callback only
+};
+
 class ServerStore {
  public:
   static Result<std::unique_ptr<ServerStore>> Open(const std::string& path,
@@ -48,9 +56,9 @@ class ServerStore {
   // skipped; an op past a gap is refused (ECORRUPT). Accepted ops get the next cursor.
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch);
 
-  // Log entries with cursor > after, oldest first, at most max_rows: (cursor, batch frame).
+  // Log entries with cursor > after, oldest first, at most max_rows.
   Status ReadLog(uint64_t after, size_t max_rows,
-                 const std::function<Status(uint64_t, std::string_view)>& fn);
+                 const std::function<Status(const LogEntry&)>& fn);
   // Binds a replica id to the subject that first synced it; EPERM when another subject
   // presents it (a device cannot push as another's replica).
   Status BindReplica(const ReplicaId& replica, const std::string& subject);

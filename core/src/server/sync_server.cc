@@ -1,6 +1,7 @@
 #include "server/sync_server.h"
 
 #include <cstdio>
+#include <map>
 #include <set>
 #include <unordered_set>
 
@@ -218,18 +219,31 @@ void Session::Pump() {
   while (conn->queued_bytes() < max_queued && sent_ < store->head()) {
     protocol::BatchEncoder enc;
     uint64_t last = sent_;
-    Status st = store->ReadLog(sent_, 64, [&](uint64_t cursor, std::string_view blob) -> Status {
+    // Per origin, the seqs this batch accounts for; which origins had ops skipped.
+    std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covered;
+    std::set<ReplicaId> skipped_origins;
+    Status st = store->ReadLog(sent_, 64, [&](const LogEntry& e) -> Status {
       if (enc.op_count() >= max_ops) return Status(Code::kEBUSY, "batch full");  // stop here
-      std::string payload(blob);
+      last = e.cursor;
+      if (e.origin == replica_) return Status::OK();  // a client never gets its own ops back
+      std::string payload(e.batch);
       CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
       const wire::OpBatch* b = frame->body_as_OpBatch();
       if (b == nullptr) return Status::Corrupt("log entry is not a batch");
+      bool skipped = false;
       CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*b, {}, [&](const Op& op) -> Status {
-        // A client never gets its own ops back, nor what it did not subscribe to.
-        if (op.id.origin != replica_ && Wants(op.collection)) enc.Add(op);
+        if (Wants(op.collection)) {
+          enc.Add(op);
+        } else {
+          skipped = true;
+        }
         return Status::OK();
       }));
-      last = cursor;
+      // The client must learn that the seqs it did not get were skipped, not lost.
+      auto& range = covered[e.origin];
+      if (range.first == 0 && range.second == 0) range.first = e.first_seq - 1;
+      range.second = e.last_seq;
+      if (skipped) skipped_origins.insert(e.origin);
       return Status::OK();
     });
     if (!st.ok() && st.code() != Code::kEBUSY) {
@@ -238,7 +252,10 @@ void Session::Pump() {
       return;
     }
     if (last == sent_) break;
-    if (!enc.empty()) {
+    for (const ReplicaId& origin : skipped_origins) {
+      enc.Cover(origin, covered[origin].first, covered[origin].second);
+    }
+    if (!enc.empty() || enc.has_covers()) {
       std::string frame;
       enc.FinishFrame(&frame, last);
       conn->Send(std::move(frame));

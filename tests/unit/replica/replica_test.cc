@@ -273,6 +273,38 @@ TEST_F(ReplicaTest, ImportRefusesAnOpRepeatedAcrossBatches) {
   EXPECT_EQ(Dump(b.get()), "{}");
 }
 
+// A server batch's coverage (ops skipped for a partial client): the client advances over the
+// declared range, refuses a range that starts past what it has, and ops outside the range.
+TEST_F(ReplicaTest, ServerBatchCoverage) {
+  ReplicaId origin, server;
+  origin.bytes.fill(7);
+  server.bytes.fill(9);
+  auto b = Open("b.db");
+  auto apply = [&](std::vector<uint64_t> seqs, uint64_t from, uint64_t through) {
+    protocol::BatchEncoder enc;
+    for (uint64_t s : seqs) enc.Add(IncOp(origin, s));
+    enc.Cover(origin, from, through);
+    flatbuffers::FlatBufferBuilder fbb;
+    enc.Finish(&fbb, /*cursor=*/through);
+    auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
+    return b->ApplyServerBatch(*frame->body_as_OpBatch(), through, server).status();
+  };
+  // Seqs 1-2 skipped (another collection), 3 sent, 4-5 skipped.
+  ASSERT_TRUE(apply({3}, 0, 5).ok());
+  EXPECT_EQ(Get(b.get(), "c", "k"), R"({"n":5})");
+  // A range that assumes seqs 6-7 arrived: a gap, nothing applied.
+  EXPECT_EQ(apply({9}, 7, 9).code(), Code::kECORRUPT);
+  // An op outside its range, or repeated within it.
+  EXPECT_EQ(apply({8}, 5, 7).code(), Code::kECORRUPT);
+  EXPECT_EQ(apply({6, 6}, 5, 7).code(), Code::kECORRUPT);
+  EXPECT_EQ(Get(b.get(), "c", "k"), R"({"n":5})");
+  // A range overlapping what the replica has: the ops it has are duplicates.
+  Status overlap = apply({3, 6}, 2, 6);
+  ASSERT_TRUE(overlap.ok()) << overlap.ToString();
+  EXPECT_EQ(Get(b.get(), "c", "k"), R"({"n":10})");
+  EXPECT_EQ(b->GetSyncPosition().value().cursor, 6u);
+}
+
 // A file claiming seqs near 2^64 of this replica's own origin would wrap its seq counter.
 TEST_F(ReplicaTest, ImportRefusesAbsurdSeqs) {
   auto b = Open("b.db");
