@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -31,7 +32,10 @@ using testing::TempDir;
 class ServerThread {
  public:
   explicit ServerThread(server::ServerOptions o) {
-    o.log = [](const std::string&) {};
+    o.log = [this](const std::string& line) {
+      std::lock_guard<std::mutex> lock(log_mu_);
+      log_ += line + "\n";
+    };
     auto s = server::SyncServer::Create(o);
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     server_ = std::move(s.value());
@@ -45,8 +49,14 @@ class ServerThread {
   }
   uint16_t port() const { return server_->port(); }
   std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
+  std::string log() {
+    std::lock_guard<std::mutex> lock(log_mu_);
+    return log_;
+  }
 
  private:
+  std::mutex log_mu_;
+  std::string log_;
   std::unique_ptr<server::SyncServer> server_;
   std::thread thread_;
 };
@@ -297,6 +307,189 @@ TEST(Sync, PartialSyncGetsOnlyItsCollections) {
   EXPECT_EQ(digests["tasks"], ServerDigest(dir, "tasks"));
   EXPECT_EQ(Counter(b.get(), "tasks", "count", "n"), 3);
   EXPECT_TRUE(b->Get("tasks", "t9").value().has_value());
+}
+
+// Writes `n` rounds of edits from `r` (sets, deletes, increments over 20 documents), syncing
+// after each round; adds the increments to `sums`.
+void EditAndSync(Replica* r, const std::string& server, int rounds, std::mt19937* rng,
+                 std::map<std::string, int64_t>* sums) {
+  for (int round = 0; round < rounds; round++) {
+    for (int i = 0; i < 10; i++) {
+      const std::string key = "k" + std::to_string((*rng)() % 20);
+      switch ((*rng)() % 4) {
+        case 0:
+          ASSERT_TRUE(r->Put("docs", key, {{"v", Value::Int(round * 100 + i)}}).ok());
+          break;
+        case 1:
+          ASSERT_TRUE(r->Delete("docs", key).ok());
+          break;
+        default: {
+          const int64_t d = 1 + static_cast<int64_t>((*rng)() % 5);
+          ASSERT_TRUE(r->Increment("counters", key, "n", d).ok());
+          (*sums)[key] += d;
+        }
+      }
+    }
+    ASSERT_TRUE(SyncOnce(r, server).ok());
+  }
+}
+
+void ExpectSums(Replica* r, const std::map<std::string, int64_t>& sums) {
+  for (const auto& [key, sum] : sums) EXPECT_EQ(Counter(r, "counters", key, "n"), sum) << key;
+}
+
+// The server keeps 20 ops of log: a new replica joins after it trimmed the rest and gets a
+// snapshot of the state, then the log from the snapshot's cursor.
+TEST(SyncSnapshot, NewReplicaJoinsAfterTheLogWasTrimmed) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.store.keep_log_ops = 20;
+  ServerThread server(so);
+  std::mt19937 rng(7);
+  std::map<std::string, int64_t> sums;
+  auto a = OpenReplica(dir.File("a.db"));
+  EditAndSync(a.get(), server.address(), 10, &rng, &sums);
+  auto b = OpenReplica(dir.File("b.db"));
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_NE(server.log().find(", snapshot"), std::string::npos);
+  EXPECT_EQ(b->Digest().value(), ServerDigest(dir));
+  ExpectSums(b.get(), sums);
+  // And it goes on from the snapshot's cursor.
+  EditAndSync(a.get(), server.address(), 1, &rng, &sums);
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_EQ(b->Digest().value(), a->Digest().value());
+  ExpectSums(b.get(), sums);
+}
+
+// A replica offline for longer than the kept log: it gets a snapshot, keeps the ops it made
+// offline, and pushes them afterwards; everyone converges with exact counters.
+TEST(SyncSnapshot, ReplicaOfflineLongerThanTheLogKeepsItsOps) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.store.keep_log_ops = 20;
+  ServerThread server(so);
+  std::mt19937 rng(8);
+  std::map<std::string, int64_t> sums;
+  auto a = OpenReplica(dir.File("a.db"));
+  auto c = OpenReplica(dir.File("c.db"));
+  EditAndSync(a.get(), server.address(), 2, &rng, &sums);
+  ASSERT_TRUE(SyncOnce(c.get(), server.address()).ok());
+  // c edits offline (the same documents) while a writes far more than the server keeps.
+  for (int i = 0; i < 30; i++) {
+    const std::string key = "k" + std::to_string(rng() % 20);
+    if (i % 3 == 0) {
+      ASSERT_TRUE(c->Delete("docs", key).ok());
+    } else {
+      ASSERT_TRUE(c->Increment("counters", key, "n", 1000).ok());
+      sums[key] += 1000;
+    }
+  }
+  EditAndSync(a.get(), server.address(), 10, &rng, &sums);
+  ASSERT_TRUE(SyncOnce(c.get(), server.address()).ok());
+  EXPECT_NE(server.log().find(", snapshot"), std::string::npos);
+  EXPECT_EQ(c->GetStatus().value().pending_ops, 0);
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  EXPECT_EQ(c->Digest().value(), ServerDigest(dir));
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+  ExpectSums(a.get(), sums);
+  ExpectSums(c.get(), sums);
+}
+
+// A snapshot cut in the middle resumes after the last document the client staged, even though
+// the server's state moved on meanwhile; nothing is counted twice.
+TEST(SyncSnapshot, CutSnapshotResumes) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.store.keep_log_ops = 20;  // two rounds of edits
+  so.max_batch_ops = 8;  // many small chunks
+  ServerThread server(so);
+  // Frames to the joining client: Welcome, SnapshotBegin, chunks...: cut before the 5th chunk.
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n <= 1) f.cut_down_before_frame = 6;
+    return f;
+  });
+  std::mt19937 rng(9);
+  std::map<std::string, int64_t> sums;
+  auto a = OpenReplica(dir.File("a.db"));
+  EditAndSync(a.get(), server.address(), 10, &rng, &sums);
+  auto b = OpenReplica(dir.File("b.db"));
+  EXPECT_FALSE(SyncOnce(b.get(), "127.0.0.1:" + std::to_string(proxy.port())).ok());
+  auto staged = b->GetSnapshot().value();
+  ASSERT_TRUE(staged.has_value());
+  EXPECT_FALSE(staged->after_key.empty());
+  EXPECT_EQ(b->DumpString().value(), "{}");  // nothing applied before the snapshot is whole
+  // The state moves on (the log still holds the snapshot's cursor), then the client is back.
+  EditAndSync(a.get(), server.address(), 1, &rng, &sums);
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_NE(server.log().find("(resumed)"), std::string::npos);
+  EXPECT_FALSE(b->GetSnapshot().value().has_value());
+  EXPECT_EQ(b->Digest().value(), ServerDigest(dir));
+  ExpectSums(b.get(), sums);
+  // Cut again, and this time the log moves past the snapshot's cursor: a new snapshot.
+  auto c = OpenReplica(dir.File("c.db"));
+  EXPECT_FALSE(SyncOnce(c.get(), "127.0.0.1:" + std::to_string(proxy.port())).ok());
+  ASSERT_TRUE(c->GetSnapshot().value().has_value());
+  EditAndSync(a.get(), server.address(), 3, &rng, &sums);
+  ASSERT_TRUE(SyncOnce(c.get(), server.address()).ok());
+  EXPECT_EQ(c->Digest().value(), ServerDigest(dir));
+  ExpectSums(c.get(), sums);
+}
+
+// Partial sync: adding a collection brings its current state; asking for everything brings
+// the rest; removing one keeps the others going.
+TEST(SyncPartial, AddingACollectionBringsItsState) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  auto a = OpenReplica(dir.File("a.db"));
+  auto b = OpenReplica(dir.File("b.db"));
+  auto sync_b = [&](std::vector<std::string> only) {
+    sync::SyncOptions o;
+    o.only = std::move(only);
+    return SyncOnce(b.get(), server.address(), o);
+  };
+  for (int i = 0; i < 5; i++) {
+    ASSERT_TRUE(a->Put("tasks", "t" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+    ASSERT_TRUE(a->Put("notes", "n" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+    ASSERT_TRUE(a->Increment("stats", "s", "n", 1).ok());
+  }
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(sync_b({"tasks"}).ok());
+  EXPECT_EQ(b->CollectionDigests().value().count("notes"), 0u);
+  // Meanwhile a writes to both; then b adds notes.
+  ASSERT_TRUE(a->Delete("notes", "n1").ok());
+  ASSERT_TRUE(a->Put("tasks", "t9", {{"v", Value::Int(9)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(sync_b({"tasks", "notes"}).ok());
+  EXPECT_NE(server.log().find("snapshot of added collections"), std::string::npos);
+  auto digests = b->CollectionDigests().value();
+  EXPECT_EQ(digests["notes"], ServerDigest(dir, "notes"));
+  EXPECT_EQ(digests["tasks"], ServerDigest(dir, "tasks"));
+  EXPECT_EQ(digests.count("stats"), 0u);
+  // Later ops of the added collection arrive once (a later set and a delete).
+  ASSERT_TRUE(a->Put("notes", "n2", {{"v", Value::Int(20)}}).ok());
+  ASSERT_TRUE(a->Delete("notes", "n3").ok());
+  ASSERT_TRUE(a->Increment("stats", "s", "n", 1).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(sync_b({"tasks", "notes"}).ok());
+  EXPECT_EQ(b->CollectionDigests().value()["notes"], ServerDigest(dir, "notes"));
+  // Everything: the rest comes as a snapshot, counters exact.
+  ASSERT_TRUE(sync_b({}).ok());
+  EXPECT_EQ(b->Digest().value(), ServerDigest(dir));
+  EXPECT_EQ(Counter(b.get(), "stats", "s", "n"), 6);
+  ASSERT_TRUE(a->Increment("stats", "s", "n", 1).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(sync_b({}).ok());
+  EXPECT_EQ(Counter(b.get(), "stats", "s", "n"), 7);
+  // Removing a collection: its updates stop, the others go on.
+  ASSERT_TRUE(a->Put("tasks", "t1", {{"v", Value::Int(100)}}).ok());
+  ASSERT_TRUE(a->Put("notes", "n0", {{"v", Value::Int(100)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(sync_b({"tasks"}).ok());
+  EXPECT_EQ(b->CollectionDigests().value()["tasks"], ServerDigest(dir, "tasks"));
+  EXPECT_NE(b->CollectionDigests().value()["notes"], ServerDigest(dir, "notes"));
+  // A partial replica cannot export (its receipts cover ops it skipped).
+  EXPECT_EQ(b->Export(dir.File("b.cex")).status().code(), Code::kEINVAL);
 }
 
 // Raw sockets sending bad frames: the server answers with an Error and closes; it keeps

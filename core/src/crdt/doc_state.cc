@@ -58,6 +58,16 @@ static bool ApplyIncrement(DocState* doc, const Op& op) {
   return true;
 }
 
+bool HasIncrement(const DocState& doc, const Op& op) {
+  if (op.id < doc.del) return true;
+  auto it = doc.incs.find(op.field);
+  if (it == doc.incs.end()) return false;
+  for (const IncEntry& e : it->second) {
+    if (e.id == op.id) return true;
+  }
+  return false;
+}
+
 static bool ApplyDelete(DocState* doc, const Op& op) {
   if (!(doc->del < op.id)) return false;
   const bool wipe = !(op.id < doc->MaxOp());

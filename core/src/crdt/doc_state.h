@@ -122,6 +122,11 @@ struct DocState {
 // some existing op must subtract the increments it covers.
 bool NeedsIncrements(const DocState& doc, const Op& op);
 
+// True when the increment `op` is already counted in `doc`, or below its delete (applying it
+// again would count it twice; REQUIRES: doc.incs_loaded). Snapshots apply ops whose identity
+// the receiver's watermark does not settle, so they ask first.
+bool HasIncrement(const DocState& doc, const Op& op);
+
 // Applies one op (REQUIRES: !NeedsIncrements(*doc, op) || doc->incs_loaded). Records what changed
 // in doc->changes. Returns true when the CRDT state changed.
 bool ApplyOp(DocState* doc, const Op& op);

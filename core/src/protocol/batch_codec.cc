@@ -95,6 +95,13 @@ void BatchEncoder::Cover(const ReplicaId& origin, uint64_t from, uint64_t throug
 
 void BatchEncoder::Finish(flatbuffers::FlatBufferBuilder* fbb, uint64_t cursor,
                           uint64_t batch_id) {
+  auto batch = Build(fbb, cursor, batch_id);
+  fbb->Finish(wire::CreateFrame(*fbb, wire::Body::OpBatch, batch.Union()),
+              wire::FrameIdentifier());
+}
+
+flatbuffers::Offset<wire::OpBatch> BatchEncoder::Build(flatbuffers::FlatBufferBuilder* fbb,
+                                                       uint64_t cursor, uint64_t batch_id) {
   doc_index_.clear();  // not needed to finish: free it before the copy into `fbb`
   std::vector<wire::ReplicaId> ids;
   ids.reserve(origins_.size());
@@ -113,10 +120,7 @@ void BatchEncoder::Finish(flatbuffers::FlatBufferBuilder* fbb, uint64_t cursor,
     covers = fbb->CreateVectorOfStructs(v);
   }
   *this = BatchEncoder();  // release the encoder's memory before the frame is used
-  auto batch =
-      wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id, covers);
-  fbb->Finish(wire::CreateFrame(*fbb, wire::Body::OpBatch, batch.Union()),
-              wire::FrameIdentifier());
+  return wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id, covers);
 }
 
 void BatchEncoder::FinishFrame(std::string* out, uint64_t cursor, uint64_t batch_id) {

@@ -43,6 +43,9 @@ class BatchEncoder {
   void FinishFrame(std::string* out, uint64_t cursor = 0, uint64_t batch_id = 0);
   // Finishes the batch into `fbb` (a Frame without its length prefix) and resets the encoder.
   void Finish(flatbuffers::FlatBufferBuilder* fbb, uint64_t cursor = 0, uint64_t batch_id = 0);
+  // Builds the OpBatch table in `fbb` (to nest in another message) and resets the encoder.
+  flatbuffers::Offset<wire::OpBatch> Build(flatbuffers::FlatBufferBuilder* fbb,
+                                           uint64_t cursor = 0, uint64_t batch_id = 0);
 
  private:
   struct OriginState {

@@ -520,6 +520,15 @@ Result<ReplicaStatus> Replica::GetStatus() {
 Result<ExportStats> Replica::Export(const std::string& path, const VersionVector* since) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
+  {
+    // A partial replica's receipts count ops of collections it skipped: a file from it would
+    // tell the receiver it has ops it never gets.
+    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+    if (pos.subscriptions) {
+      return Status::Invalid("this replica syncs only some collections (partial sync): it "
+                             "cannot export; export from a replica that syncs everything");
+    }
+  }
   std::string tmp = path + ".tmp";
   File out(std::fopen(tmp.c_str(), "wb"));
   if (!out) return Status::IOError("cannot write " + tmp + ": " + std::strerror(errno));
@@ -918,6 +927,100 @@ Status Replica::AckOutbox(uint64_t through) {
   RollbackUnlessCommitted guard(store_.get());
   CAIRN_RETURN_IF_ERROR(store_->AckOutbox(through));
   return store_->Commit(clock_->last());
+}
+
+Status Replica::SetCoverage(const std::optional<std::string>& coverage) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+  pos.subscriptions = coverage;
+  CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
+  return store_->Commit(clock_->last());
+}
+
+Result<std::optional<store::SnapshotState>> Replica::GetSnapshot() {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  return store_->GetSnapshot();
+}
+
+Status Replica::BeginSnapshot(const store::SnapshotState& snap) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
+  CAIRN_RETURN_IF_ERROR(store_->SetSnapshot(snap));
+  // The cursor belongs to this server from now on (a cut snapshot resumes only with it).
+  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+  if (pos.server_id != snap.server_id) {
+    pos.server_id = snap.server_id;
+    pos.cursor = 0;
+    CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
+  }
+  return store_->Commit(clock_->last());
+}
+
+Status Replica::StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
+                                   const std::string& after_key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, store_->GetSnapshot());
+  if (!snap) return Status::Invalid("a snapshot chunk without a snapshot");
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+    CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+    return store_->StagePending(store::kSnapshotUnit, op);
+  }));
+  snap->after_collection = after_collection;
+  snap->after_key = after_key;
+  CAIRN_RETURN_IF_ERROR(store_->SetSnapshot(*snap));
+  return store_->Commit(clock_->last());
+}
+
+Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& coverage) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, store_->GetSnapshot());
+  if (!snap) return Status::Invalid("no snapshot to finish");
+  uint64_t applied = 0;
+  Hlc max_hlc = 0;
+  CAIRN_RETURN_IF_ERROR(store_->ForEachPendingOp(store::kSnapshotUnit, [&](const Op& op) -> Status {
+    if (op.id.origin == id_) return Status::OK();  // this replica has all its own ops
+    // Ops the server received after the snapshot's cursor come again from its log (a resumed
+    // snapshot reads a later state): applying them here too would count an increment twice.
+    auto w = snap->watermarks.find(op.id.origin);
+    if (w == snap->watermarks.end() || op.id.seq > w->second) return Status::OK();
+    max_hlc = std::max(max_hlc, op.id.hlc);
+    applied++;
+    return store_->ApplyIdempotent(op);
+  }));
+  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+  if (snap->rebase) {
+    for (const auto& [origin, through] : snap->watermarks) {
+      if (origin != id_ && through > store_->Through(origin)) {
+        CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, through));
+      }
+    }
+    pos.cursor = snap->cursor;
+  }
+  pos.server_id = snap->server_id;
+  pos.subscriptions = coverage;
+  CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
+  CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
+  CAIRN_RETURN_IF_ERROR(store_->DrainPending());
+  clock_->Observe(max_hlc);
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  return applied;
 }
 
 void Replica::CorrectClock(int64_t server_time_ms) {

@@ -183,6 +183,22 @@ class Replica {
   // `fn` runs after each committed local write (on the writer's thread, outside the lock), so a
   // sync client can push at once. One listener; nullptr removes it.
   void SetWriteListener(std::function<void()> fn);
+  // Stores what this replica holds of the server's collections (SyncPosition::subscriptions:
+  // nullopt = every collection; else a JSON object collection -> since-cursor, "*" = the rest).
+  Status SetCoverage(const std::optional<std::string>& coverage);
+  // Snapshots (docs/protocol.md "Snapshots"): a snapshot is staged chunk by chunk (each chunk
+  // committed with its position, so a cut connection resumes) and applied whole at the end.
+  Result<std::optional<store::SnapshotState>> GetSnapshot();
+  // Starts a new snapshot: forgets an earlier one and what it staged.
+  Status BeginSnapshot(const store::SnapshotState& snap);
+  // Stages one chunk (validated, not applied) and records its last document.
+  Status StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
+                            const std::string& after_key);
+  // Applies the staged snapshot in one transaction: ops above the snapshot's watermarks are
+  // left to the log that follows, the rest applied idempotently (a snapshot may repeat ops this
+  // replica has); a rebase raises the watermarks and stores the snapshot's cursor; `coverage`
+  // is stored. Returns the ops applied.
+  Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage);
   // SPEC §2 "Clock safety": from now on the HLC's physical time follows the server's clock
   // (`server_time_ms`, as the server reported it) instead of this replica's clock source.
   void CorrectClock(int64_t server_time_ms);

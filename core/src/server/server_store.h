@@ -59,6 +59,8 @@ class ServerStore {
   // Log entries with cursor > after, oldest first, at most max_rows.
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn);
+  // The server's state, for snapshots (store::ReplicaStore).
+  store::ReplicaStore* state() { return store_.get(); }
   // Binds a replica id to the subject that first synced it; EPERM when another subject
   // presents it (a device cannot push as another's replica).
   Status BindReplica(const ReplicaId& replica, const std::string& subject);

@@ -1,5 +1,6 @@
 #include "server/sync_server.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -69,9 +70,33 @@ class Session : public net::Conn::Delegate {
  private:
   void OnHello(const wire::Hello& hello);
   void OnBatch(const wire::OpBatch& batch);
-  bool Wants(const std::string& collection) const {
-    return all_collections_ || subscriptions_.count(collection) > 0;
+  // Whether the client gets `collection`'s ops from the log entry at `cursor`.
+  bool Wants(const std::string& collection, uint64_t cursor) const {
+    if (!all_collections_ && subscriptions_.count(collection) == 0) return false;
+    if (holds_.empty()) return true;
+    auto it = holds_.find(collection);
+    if (it == holds_.end()) it = holds_.find("*");
+    return it == holds_.end() || cursor > it->second;
   }
+  bool Reads(const std::string& collection) const {
+    return all_collections_ ? !claims_ || claims_->MayRead(collection)
+                            : subscriptions_.count(collection) > 0;
+  }
+  // Decides whether the client needs a snapshot (docs/protocol.md "Snapshots").
+  Status PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_t cursor);
+  // Sends the snapshot's frames while the write queue has room; true when it is complete.
+  bool PumpSnapshot();
+
+  // A snapshot being sent.
+  struct Snapshot {
+    bool begun = false, rebase = false, resumed = false;
+    uint64_t cursor = 0;
+    std::vector<std::string> announced;   // SnapshotBegin.collections
+    std::vector<std::string> collections;  // the collections read, sorted
+    size_t next = 0;                       // index into collections
+    std::string after_key;                 // in collections[next]
+    std::map<ReplicaId, uint64_t> watermarks;
+  };
 
   SyncServer::Impl* server_;
   bool live_ = false;            // Hello accepted
@@ -80,6 +105,10 @@ class Session : public net::Conn::Delegate {
   bool caught_up_sent_ = false;
   bool all_collections_ = true;
   std::set<std::string> subscriptions_;  // when !all_collections_
+  // A partial client: collection -> the cursor after which it needs that collection's ops
+  // ("*": every other collection). Empty: it gets every collection it reads in full.
+  std::map<std::string, uint64_t> holds_;
+  std::optional<Snapshot> snapshot_;
   std::optional<auth::Claims> claims_;   // when the server has a secret
 };
 
@@ -171,15 +200,16 @@ void Session::OnHello(const wire::Hello& hello) {
   }
   // The cursor counts only on the server that issued it.
   uint64_t cursor = hello.cursor();
-  if (hello.server_id() == nullptr || protocol::FromWire(*hello.server_id()) != store->id() ||
-      cursor > store->head()) {
-    cursor = 0;
-  }
-  if (cursor < store->floor()) {
-    // TODO(sync): snapshot of the state for a client behind the trimmed log (next step).
-    conn->SendErrorAndClose(Code::kEINTERNAL, "cursor is behind the kept log");
+  const bool same_server = hello.server_id() != nullptr &&
+                           protocol::FromWire(*hello.server_id()) == store->id() &&
+                           cursor <= store->head();
+  if (!same_server) cursor = 0;
+  Status planned = PlanSnapshot(hello, same_server, cursor);
+  if (!planned.ok()) {
+    conn->SendErrorAndClose(planned.code(), planned.message());
     return;
   }
+  if (snapshot_ && snapshot_->rebase) cursor = snapshot_->cursor;
   sent_ = cursor;
   live_ = true;
   conn->SetDeadline(0, "");
@@ -191,7 +221,10 @@ void Session::OnHello(const wire::Hello& hello) {
                                      server_->options.window_batches);
   conn->Send(FinishFrame(&fbb, wire::Body::Welcome, welcome));
   server_->Log("session " + replica_.Hex() + " from " + conn->peer() + " at cursor " +
-               std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()));
+               std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()) +
+               (snapshot_ ? (snapshot_->rebase ? ", snapshot" : ", snapshot of added collections") +
+                                std::string(snapshot_->resumed ? " (resumed)" : "")
+                          : std::string()));
   Pump();
 }
 
@@ -211,8 +244,142 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   server_->PumpAll();
 }
 
+Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_t cursor) {
+  ServerStore* store = server_->store.get();
+  // What the client holds: everything it reads (from its cursor), or the collections listed.
+  holds_.clear();
+  const bool partial = hello.partial() && same_server;
+  if (partial && hello.holds()) {
+    for (const wire::Holding* h : *hello.holds()) {
+      if (h->collection() == nullptr) return Status::Invalid("a holding without a collection");
+      holds_[h->collection()->str()] = h->since();
+    }
+  }
+  Snapshot snap;
+  snap.cursor = store->head();
+  std::vector<std::string> existing = store->state()->CollectionNames();
+  if (cursor < store->floor()) {
+    // Behind the kept log: the state of every collection it reads, then the log from there.
+    snap.rebase = true;
+    holds_.clear();
+    for (const std::string& c : existing) {
+      if (Reads(c)) snap.collections.push_back(c);
+    }
+  } else if (partial) {
+    // Collections it asks for and does not hold: their state, then their ops after it.
+    if (all_collections_) {
+      if (holds_.count("*") == 0) {
+        snap.announced = {"*"};
+        for (const std::string& c : existing) {
+          if (Reads(c) && holds_.count(c) == 0) snap.collections.push_back(c);
+        }
+      }
+    } else {
+      for (const std::string& c : subscriptions_) {
+        if (holds_.count(c) == 0 && holds_.count("*") == 0) {
+          snap.announced.push_back(c);
+          if (std::binary_search(existing.begin(), existing.end(), c)) {
+            snap.collections.push_back(c);
+          }
+        }
+      }
+    }
+    if (snap.announced.empty()) return Status::OK();
+  } else {
+    return Status::OK();
+  }
+  // A snapshot cut earlier resumes where it stopped, if the log still covers its cursor.
+  const wire::SnapshotResume* resume = hello.resume();
+  if (resume && same_server && resume->cursor() >= store->floor() &&
+      resume->cursor() <= store->head()) {
+    snap.resumed = true;
+    snap.cursor = resume->cursor();
+    const std::string after = resume->after_collection() ? resume->after_collection()->str() : "";
+    while (snap.next < snap.collections.size() && snap.collections[snap.next] < after) snap.next++;
+    if (snap.next < snap.collections.size() && snap.collections[snap.next] == after) {
+      snap.after_key = resume->after_key() ? resume->after_key()->str() : "";
+    }
+  }
+  for (const auto& o : store->state()->Origins()) snap.watermarks[o.id] = o.through;
+  if (!snap.rebase) {
+    for (const std::string& c : snap.announced) holds_[c] = snap.cursor;
+  }
+  snapshot_ = std::move(snap);
+  return Status::OK();
+}
+
+bool Session::PumpSnapshot() {
+  Snapshot& snap = *snapshot_;
+  const size_t max_queued = server_->options.max_queued_bytes;
+  const uint32_t max_ops = server_->options.max_batch_ops;
+  if (!snap.begun) {
+    flatbuffers::FlatBufferBuilder fbb(1024);
+    std::vector<wire::AckEntry> marks;
+    for (const auto& [origin, through] : snap.watermarks) {
+      marks.emplace_back(protocol::ToWire(origin), through);
+    }
+    auto colls = fbb.CreateVectorOfStrings(snap.rebase ? snap.collections : snap.announced);
+    auto begin = wire::CreateSnapshotBegin(fbb, snap.cursor, snap.rebase, colls,
+                                           fbb.CreateVectorOfStructs(marks), snap.resumed);
+    conn->Send(FinishFrame(&fbb, wire::Body::SnapshotBegin, begin));
+    snap.begun = true;
+  }
+  store::ReplicaStore* state = server_->store->state();
+  std::vector<Op> chunk;
+  while (conn->queued_bytes() < max_queued && snap.next < snap.collections.size()) {
+    const std::string& coll = snap.collections[snap.next];
+    chunk.clear();
+    std::string last_key;
+    size_t docs = 0;
+    const size_t max_docs = 256;
+    Status st = state->ForEachDocSurvivors(
+        coll, snap.after_key, max_docs, [&](const std::string& key, std::vector<Op>* ops) {
+          docs++;
+          last_key = key;
+          for (Op& op : *ops) {
+            // Not the client's own ops; nothing past the snapshot's receipts (the log has them).
+            auto w = snap.watermarks.find(op.id.origin);
+            if (op.id.origin == replica_ || w == snap.watermarks.end() || op.id.seq > w->second) {
+              continue;
+            }
+            chunk.push_back(std::move(op));
+          }
+          return chunk.size() >= max_ops ? Status(Code::kEBUSY, "chunk full") : Status::OK();
+        });
+    if (!st.ok() && st.code() != Code::kEBUSY) {
+      server_->Log("reading a snapshot failed: " + st.ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
+      return false;
+    }
+    if (docs == 0 || (docs < max_docs && st.ok())) {
+      snap.next++;  // this collection is done
+      snap.after_key.clear();
+    } else {
+      snap.after_key = last_key;
+    }
+    if (chunk.empty()) continue;
+    // The encoding wants each origin's ops in seq order.
+    std::sort(chunk.begin(), chunk.end(), [](const Op& a, const Op& b) {
+      return a.id.origin < b.id.origin || (a.id.origin == b.id.origin && a.id.seq < b.id.seq);
+    });
+    protocol::BatchEncoder enc;
+    for (const Op& op : chunk) enc.Add(op);
+    flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
+    auto batch = enc.Build(&fbb);
+    auto c = wire::CreateSnapshotChunk(fbb, batch, fbb.CreateString(coll),
+                                       fbb.CreateString(last_key));
+    conn->Send(FinishFrame(&fbb, wire::Body::SnapshotChunk, c));
+  }
+  if (snap.next < snap.collections.size() || conn->queued_bytes() >= max_queued) return false;
+  flatbuffers::FlatBufferBuilder fbb(64);
+  conn->Send(FinishFrame(&fbb, wire::Body::SnapshotEnd, wire::CreateSnapshotEnd(fbb, snap.cursor)));
+  snapshot_.reset();
+  return true;
+}
+
 void Session::Pump() {
   if (!live_ || conn->closing()) return;
+  if (snapshot_ && !PumpSnapshot()) return;
   ServerStore* store = server_->store.get();
   const size_t max_queued = server_->options.max_queued_bytes;
   const uint32_t max_ops = server_->options.max_batch_ops;
@@ -232,7 +399,7 @@ void Session::Pump() {
       if (b == nullptr) return Status::Corrupt("log entry is not a batch");
       bool skipped = false;
       CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*b, {}, [&](const Op& op) -> Status {
-        if (Wants(op.collection)) {
+        if (Wants(op.collection, e.cursor)) {
           enc.Add(op);
         } else {
           skipped = true;

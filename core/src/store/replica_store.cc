@@ -19,7 +19,16 @@ CREATE TABLE cairn_sync(
 INSERT INTO cairn_sync(id, cursor) VALUES (1, 0);
 )sql";
 
-// Storage format 2 (docs/storage-format.md): format 1's tables, then kSyncSchema.
+// What format 3 added to format 2: a snapshot being received (docs/storage-format.md).
+const char* const kSnapshotSchema = R"sql(
+CREATE TABLE cairn_snapshot(
+  id INTEGER PRIMARY KEY CHECK (id = 1), server_id BLOB NOT NULL, cursor INTEGER NOT NULL,
+  rebase INTEGER NOT NULL, collections TEXT NOT NULL, wanted TEXT NOT NULL,
+  watermarks BLOB NOT NULL, after_collection TEXT NOT NULL, after_key TEXT NOT NULL);
+)sql";
+
+// Storage format 3 (docs/storage-format.md): format 1's tables, then kSyncSchema and
+// kSnapshotSchema.
 const char* const kSchema = R"sql(
 CREATE TABLE cairn_state(
   id INTEGER PRIMARY KEY CHECK (id = 1), replica_id BLOB NOT NULL, hlc INTEGER NOT NULL,
@@ -145,12 +154,17 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
                                        std::to_string(kFormatVersion) + ": upgrade Cairn");
   }
   s->has_sync_table_ = version >= 2 || tables == 0;
-  if (version == 1 && !options.read_only) {
-    // Format 1 -> 2: the sync position table, in one transaction.
+  s->has_snapshot_table_ = version >= 3 || tables == 0;
+  if (version < kFormatVersion && tables > 0 && !options.read_only) {
+    // Format 1 -> 2: the sync position; 2 -> 3: the snapshot being received. One transaction.
     CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&s->db_));
-    CAIRN_RETURN_IF_ERROR(s->db_.Exec(std::string(kSyncSchema) + "PRAGMA user_version=2;"));
+    std::string sql;
+    if (version < 2) sql += kSyncSchema;
+    if (version < 3) sql += kSnapshotSchema;
+    sql += "PRAGMA user_version=" + std::to_string(kFormatVersion) + ";";
+    CAIRN_RETURN_IF_ERROR(s->db_.Exec(sql));
     CAIRN_RETURN_IF_ERROR(txn->Commit());
-    s->has_sync_table_ = true;
+    s->has_sync_table_ = s->has_snapshot_table_ = true;
   }
   if (!options.read_only) {
     // WAL, and synchronous=FULL: a committed write survives power loss (storage-format.md).
@@ -178,7 +192,7 @@ Status ReplicaStore::Close() {
 
 Status ReplicaStore::InitSchema(const ReplicaId& new_id, int64_t now_ms) {
   CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&db_));
-  CAIRN_RETURN_IF_ERROR(db_.Exec(std::string(kSchema) + kSyncSchema));
+  CAIRN_RETURN_IF_ERROR(db_.Exec(std::string(kSchema) + kSyncSchema + kSnapshotSchema));
   CAIRN_RETURN_IF_ERROR(db_.Exec("PRAGMA application_id=" + std::to_string(kApplicationId) +
                                  "; PRAGMA user_version=" + std::to_string(kFormatVersion)));
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state VALUES (1, ?, 0, 0, ?)"));
@@ -895,26 +909,10 @@ Status ReplicaStore::DrainPending() {
     }
     for (const auto& [unit, ranges] : units) {
       if (blocked.count(unit)) continue;
-      CAIRN_ASSIGN_OR_RETURN(Stmt ops, db_.Prepare(
-          "SELECT origin, seq, hlc, kind, collection, key, field, vtype, value, delta "
-          "FROM cairn_pending_ops WHERE unit = ? ORDER BY origin, seq"));
-      ops.BindInt(1, unit);
-      for (;;) {
-        CAIRN_ASSIGN_OR_RETURN(bool row, ops.Step());
-        if (!row) break;
-        const OriginInfo& info = origins_[ops.Int(0)];
-        if (U(ops.Int(1)) <= info.through) continue;  // accounted for meanwhile
-        Op op;
-        op.id = OpId{U(ops.Int(2)), info.id, U(ops.Int(1))};
-        op.kind = static_cast<OpKind>(ops.Int(3));
-        op.collection = std::string(ops.Text(4));
-        op.key = std::string(ops.Text(5));
-        op.field = std::string(ops.Text(6));
-        if (op.kind == OpKind::kSet) op.value = ReadValue(ops, 7);
-        op.delta = ops.Int(9);
-        CAIRN_RETURN_IF_ERROR(Apply(op, /*local=*/false));
-      }
-      ops = Stmt();
+      CAIRN_RETURN_IF_ERROR(ForEachPendingOp(unit, [&](const Op& op) -> Status {
+        if (op.id.seq <= Through(op.id.origin)) return Status::OK();  // accounted for meanwhile
+        return Apply(op, /*local=*/false);
+      }));
       for (const auto& [origin, through] : ranges) {
         CAIRN_RETURN_IF_ERROR(SetThrough(origins_[origin].id, through));
       }
@@ -1213,7 +1211,161 @@ Result<int64_t> ReplicaStore::RejectedCount() {
   return Count(&db_, "SELECT count(*) FROM cairn_rejected");
 }
 Result<int64_t> ReplicaStore::PendingCount() {
-  return Count(&db_, "SELECT count(*) FROM cairn_pending_ops");
+  return Count(&db_, "SELECT count(*) FROM cairn_pending_ops WHERE unit != 0");
+}
+
+Status ReplicaStore::ForEachPendingOp(int64_t unit, const std::function<Status(const Op&)>& fn) {
+  CAIRN_ASSIGN_OR_RETURN(Stmt ops, db_.Prepare(
+      "SELECT origin, seq, hlc, kind, collection, key, field, vtype, value, delta "
+      "FROM cairn_pending_ops WHERE unit = ? ORDER BY origin, seq"));
+  ops.BindInt(1, unit);
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, ops.Step());
+    if (!row) break;
+    Op op;
+    op.id = MakeOpId(ops.Int(2), ops.Int(0), ops.Int(1));
+    op.kind = static_cast<OpKind>(ops.Int(3));
+    op.collection = std::string(ops.Text(4));
+    op.key = std::string(ops.Text(5));
+    op.field = std::string(ops.Text(6));
+    if (op.kind == OpKind::kSet) op.value = ReadValue(ops, 7);
+    op.delta = ops.Int(9);
+    CAIRN_RETURN_IF_ERROR(fn(op));
+  }
+  return Status::OK();
+}
+
+Status ReplicaStore::ApplyIdempotent(const Op& op) {
+  if (op.kind == OpKind::kIncrement) {
+    CAIRN_ASSIGN_OR_RETURN(int64_t coll, EnsureCollection(op.collection));
+    CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(coll, op.key));
+    if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
+    if (crdt::HasIncrement(doc->state, op)) return Status::OK();
+  }
+  return Apply(op, /*local=*/false);
+}
+
+Result<std::optional<SnapshotState>> ReplicaStore::GetSnapshot() {
+  std::optional<SnapshotState> out;
+  if (!has_snapshot_table_) return out;
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "SELECT server_id, cursor, rebase, collections, wanted, watermarks, after_collection, "
+      "after_key FROM cairn_snapshot WHERE id = 1"));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return out;
+  SnapshotState s;
+  std::string_view w = st.Blob(5);
+  if (!ReplicaId::FromBytes(st.Blob(0).data(), st.Blob(0).size(), &s.server_id) ||
+      w.size() % 24 != 0) {
+    return Status::Corrupt("malformed cairn_snapshot row");
+  }
+  s.cursor = U(st.Int(1));
+  s.rebase = st.Int(2) != 0;
+  s.collections = std::string(st.Text(3));
+  s.wanted = std::string(st.Text(4));
+  Reader r(reinterpret_cast<const uint8_t*>(w.data()), w.size());
+  while (!r.done()) {
+    ReplicaId id;
+    uint64_t seq = 0;
+    for (auto& b : id.bytes) r.GetByte(&b);
+    if (!r.GetFixed64(&seq)) return Status::Corrupt("malformed snapshot watermarks");
+    s.watermarks[id] = seq;
+  }
+  s.after_collection = std::string(st.Text(6));
+  s.after_key = std::string(st.Text(7));
+  out = std::move(s);
+  return out;
+}
+
+Status ReplicaStore::SetSnapshot(const SnapshotState& snap) {
+  if (!in_txn_) return Status::Internal("SetSnapshot outside a transaction");
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "INSERT OR REPLACE INTO cairn_snapshot VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  std::string w;
+  for (const auto& [id, seq] : snap.watermarks) {
+    w.append(reinterpret_cast<const char*>(id.bytes.data()), id.bytes.size());
+    PutFixed64(&w, seq);
+  }
+  st.BindBlob(1, snap.server_id.Bytes());
+  st.BindInt(2, I(snap.cursor));
+  st.BindInt(3, snap.rebase ? 1 : 0);
+  st.BindText(4, snap.collections);
+  st.BindText(5, snap.wanted);
+  st.BindBlob(6, w);
+  st.BindText(7, snap.after_collection);
+  st.BindText(8, snap.after_key);
+  return st.Run();
+}
+
+Status ReplicaStore::ClearSnapshot() {
+  if (!in_txn_) return Status::Internal("ClearSnapshot outside a transaction");
+  return db_.Exec("DELETE FROM cairn_snapshot; DELETE FROM cairn_pending_ops WHERE unit = 0;");
+}
+
+std::vector<std::string> ReplicaStore::CollectionNames() const {
+  std::vector<std::string> names;
+  for (const auto& [name, c] : collections_) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Status ReplicaStore::ForEachDocSurvivors(
+    const std::string& collection, const std::string& after_key, size_t max_docs,
+    const std::function<Status(const std::string&, std::vector<Op>*)>& fn) {
+  auto c = collections_.find(collection);
+  if (c == collections_.end()) return Status::OK();
+  const int64_t coll = c->second.idx;
+  CAIRN_ASSIGN_OR_RETURN(Stmt docs, db_.Prepare(
+      "SELECT key, del_hlc, del_origin, del_seq, cells FROM cairn_docs "
+      "WHERE coll = ? AND key > ? ORDER BY key LIMIT ?"));
+  CAIRN_ASSIGN_OR_RETURN(Stmt incs, db_.Prepare(
+      "SELECT field, hlc, origin, seq, delta FROM cairn_incs WHERE coll = ? AND key = ?"));
+  docs.BindInt(1, coll);
+  docs.BindText(2, after_key);
+  docs.BindInt(3, static_cast<int64_t>(max_docs));
+  std::vector<Op> ops;
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, docs.Step());
+    if (!row) break;
+    ops.clear();
+    const std::string key(docs.Text(0));
+    Op op;
+    op.collection = collection;
+    op.key = key;
+    if (!docs.IsNull(3)) {
+      op.kind = OpKind::kDelete;
+      op.id = MakeOpId(docs.Int(1), docs.Int(2), docs.Int(3));
+      ops.push_back(op);
+    }
+    if (!docs.IsNull(4)) {
+      crdt::CellMap cells;
+      if (!DecodeCells(docs.Blob(4), &cells)) return Status::Corrupt("malformed cells");
+      for (const auto& [field, cell] : cells) {
+        if (cell.set_id.none()) continue;
+        op.kind = OpKind::kSet;
+        op.id = cell.set_id;
+        op.field = field;
+        op.value = cell.set_value;
+        ops.push_back(op);
+      }
+    }
+    op.value = Value();
+    incs.BindInt(1, coll);
+    incs.BindText(2, key);
+    for (;;) {
+      CAIRN_ASSIGN_OR_RETURN(bool inc, incs.Step());
+      if (!inc) break;
+      op.kind = OpKind::kIncrement;
+      op.field = FieldName(incs.Int(0));
+      op.id = MakeOpId(incs.Int(1), incs.Int(2), incs.Int(3));
+      op.delta = incs.Int(4);
+      ops.push_back(op);
+    }
+    incs.Reset();
+    op.delta = 0;
+    CAIRN_RETURN_IF_ERROR(fn(key, &ops));
+  }
+  return Status::OK();
 }
 
 }  // namespace cairn::store

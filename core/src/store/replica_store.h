@@ -27,7 +27,7 @@
 namespace cairn::store {
 
 // Storage format version (PRAGMA user_version). A file with a larger number is refused.
-constexpr int kFormatVersion = 2;
+constexpr int kFormatVersion = 3;
 // PRAGMA application_id of a Cairn replica: "CRN1" as a big-endian 32-bit integer.
 constexpr int32_t kApplicationId = 0x43524E31;
 
@@ -50,6 +50,20 @@ struct SyncPosition {
   std::optional<std::string> subscriptions;    // collections the cursor covers; nullopt: all
   std::optional<int64_t> last_sync_ms;         // last completed exchange
 };
+
+// A snapshot being received from the sync server (format 3, table cairn_snapshot). Its ops are
+// staged as held-back unit kSnapshotUnit until the whole snapshot arrived (docs/protocol.md,
+// "Snapshots").
+struct SnapshotState {
+  ReplicaId server_id;
+  uint64_t cursor = 0;                       // the server cursor the snapshot was started at
+  bool rebase = false;                       // replaces the cursor (else: adds collections)
+  std::string collections;                   // JSON array of the collections it brings
+  std::string wanted;                        // the subscription request it answers
+  std::map<ReplicaId, uint64_t> watermarks;  // the server's per-origin receipts at `cursor`
+  std::string after_collection, after_key;   // the last document staged
+};
+constexpr int64_t kSnapshotUnit = 0;
 
 struct RejectedOp {
   int64_t id = 0;
@@ -107,6 +121,16 @@ class ReplicaStore {
   Status StagePendingRange(int64_t unit, const ReplicaId& origin, uint64_t from, uint64_t through);
   // Applies, whole, every held-back unit whose assumptions this replica now meets.
   Status DrainPending();
+  // The ops of a held-back unit, ordered by origin then seq.
+  Status ForEachPendingOp(int64_t unit, const std::function<Status(const Op&)>& fn);
+  // Applies a remote op whose identity may already be represented here (a snapshot's ops):
+  // sets and deletes are idempotent by the merge rules; an increment already stored (or below
+  // the document's delete) is skipped (REQUIRES: inside Begin/Commit).
+  Status ApplyIdempotent(const Op& op);
+  Result<std::optional<SnapshotState>> GetSnapshot();
+  Status SetSnapshot(const SnapshotState& snap);  // REQUIRES: inside Begin/Commit
+  // Forgets the snapshot being received and its staged ops (REQUIRES: inside Begin/Commit).
+  Status ClearSnapshot();
 
   // --- Reading ---
   // The visible fields of a document; nullopt when not visible.
@@ -116,6 +140,12 @@ class ReplicaStore {
       const std::function<Status(const std::string&, const std::string&, const Fields&)>& fn);
   // The ops the state still depends on (the compacted log), ordered by origin then seq.
   Status ForEachSurvivor(const std::function<Status(const Op&)>& fn);
+  // The same per document: the documents of `collection` with key > after_key in key order
+  // (at most max_docs), each with the ops its state depends on, in no particular order.
+  Status ForEachDocSurvivors(const std::string& collection, const std::string& after_key,
+                             size_t max_docs,
+                             const std::function<Status(const std::string&, std::vector<Op>*)>& fn);
+  std::vector<std::string> CollectionNames() const;  // sorted
   // The outbox, oldest transaction first: (first seq, last seq, encoded OpBatch frame).
   Status ForEachOutbox(
       const std::function<Status(uint64_t, uint64_t, std::string_view)>& fn);
@@ -210,6 +240,7 @@ class ReplicaStore {
   int64_t last_coll_idx_ = -1, last_field_idx_ = -1;
 
   bool has_sync_table_ = true;
+  bool has_snapshot_table_ = true;
   Stmt outbox_after_, set_sync_;
   Stmt begin_, commit_, rollback_, find_doc_, load_incs_, insert_doc_, update_doc_, put_inc_,
       del_inc_, del_incs_, put_outbox_, save_state_, set_through_, stage_op_;

@@ -1,6 +1,8 @@
 #include "sync/sync_client.h"
 
+#include <algorithm>
 #include <atomic>
+#include <map>
 #include <deque>
 #include <mutex>
 #include <random>
@@ -45,6 +47,30 @@ namespace {
 
 using protocol::FinishFrame;
 
+// What a replica holds of the server's collections (SyncPosition::subscriptions): nullopt =
+// everything it reads; else collection -> the cursor after which it needs that collection's
+// ops, "*" = every collection not named (docs/protocol.md "Partial sync").
+using Coverage = std::optional<std::map<std::string, uint64_t>>;
+
+Coverage ParseCoverage(const std::optional<std::string>& text) {
+  if (!text) return std::nullopt;
+  std::map<std::string, uint64_t> out;
+  Json j = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object()) {
+    for (const auto& [name, since] : j.items()) {
+      if (since.is_number_unsigned()) out[name] = since.get<uint64_t>();
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> CoverageText(const Coverage& c) {
+  if (!c) return std::nullopt;
+  Json j = Json::object();
+  for (const auto& [name, since] : *c) j[name] = since;
+  return CanonicalJson(j);
+}
+
 }  // namespace
 
 // Runs on one loop (SyncOnce: the caller's thread; Start: the background thread).
@@ -82,6 +108,13 @@ struct SyncClient::Engine : net::Conn::Delegate {
   std::deque<uint64_t> inflight;  // last seq of each unacknowledged batch
   uint64_t cursor = 0;
   uint64_t stored_cursor = 0;
+  Coverage coverage;             // as stored
+  std::string wanted;            // options.only as a canonical JSON array
+  // A snapshot being received (SnapshotBegin .. SnapshotEnd).
+  bool in_snapshot = false;
+  bool snapshot_rebase = false;
+  uint64_t snapshot_cursor = 0;
+  std::vector<std::string> snapshot_collections;
 
   void SetState(SyncState s) {
     std::lock_guard<std::mutex> lock(mu);
@@ -231,13 +264,41 @@ struct SyncClient::Engine : net::Conn::Delegate {
     }
     cursor = stored_cursor = pos->cursor;
     known_server = pos->server_id;
+    coverage = ParseCoverage(pos->subscriptions);
+    std::vector<std::string> only = options.only;
+    std::sort(only.begin(), only.end());
+    only.erase(std::unique(only.begin(), only.end()), only.end());
+    wanted = CanonicalJson(Json(only));
+    in_snapshot = false;
+    auto snap = replica->GetSnapshot();
+    if (!snap.ok()) {
+      c->Close(snap.status());
+      return;
+    }
     flatbuffers::FlatBufferBuilder fbb(512);
     wire::ReplicaId rid = protocol::ToWire(replica->id());
     std::vector<flatbuffers::Offset<flatbuffers::String>> subs;
-    for (const auto& s : options.only) subs.push_back(fbb.CreateString(s));
+    for (const auto& s : only) subs.push_back(fbb.CreateString(s));
     auto token = fbb.CreateString(options.token);
     auto subs_vec = fbb.CreateVector(subs);
+    std::vector<flatbuffers::Offset<wire::Holding>> holds;
+    if (coverage) {
+      for (const auto& [name, since] : *coverage) {
+        holds.push_back(wire::CreateHolding(fbb, fbb.CreateString(name), since));
+      }
+    }
+    auto holds_vec = fbb.CreateVector(holds);
+    flatbuffers::Offset<wire::SnapshotResume> resume;
+    const store::SnapshotState* staged = snap->has_value() ? &snap->value() : nullptr;
+    if (staged && known_server && staged->server_id == *known_server && staged->wanted == wanted) {
+      resume = wire::CreateSnapshotResume(fbb, staged->cursor,
+                                          fbb.CreateString(staged->after_collection),
+                                          fbb.CreateString(staged->after_key));
+    }
     wire::HelloBuilder hello(fbb);
+    hello.add_partial(coverage.has_value());
+    hello.add_holds(holds_vec);
+    if (!resume.IsNull()) hello.add_resume(resume);
     hello.add_protocol_version(protocol::kProtocolVersion);
     hello.add_replica_id(&rid);
     hello.add_token(token);
@@ -274,6 +335,15 @@ struct SyncClient::Engine : net::Conn::Delegate {
       case wire::Body::CaughtUp:
         OnCaughtUp(*frame.body_as_CaughtUp());
         return;
+      case wire::Body::SnapshotBegin:
+        OnSnapshotBegin(*frame.body_as_SnapshotBegin());
+        return;
+      case wire::Body::SnapshotChunk:
+        OnSnapshotChunk(*frame.body_as_SnapshotChunk());
+        return;
+      case wire::Body::SnapshotEnd:
+        OnSnapshotEnd(*frame.body_as_SnapshotEnd());
+        return;
       case wire::Body::Pong:
         return;
       case wire::Body::Ping: {
@@ -299,6 +369,34 @@ struct SyncClient::Engine : net::Conn::Delegate {
     uv_timer_stop(&deadline_timer);
     server_id = protocol::FromWire(*w.server_id());
     if (known_server && *known_server != server_id) cursor = 0;  // another server: start over
+    // What this replica holds from now on: only the collections it asks for. (Those it asks
+    // for and lacks come in a snapshot and are added when it completes.)
+    Coverage held = coverage;
+    if (!known_server || *known_server != server_id) {
+      held = std::nullopt;
+      if (!options.only.empty()) held.emplace();
+      for (const auto& c : options.only) (*held)[c] = 0;
+    } else if (!options.only.empty()) {
+      Coverage kept{std::map<std::string, uint64_t>()};
+      for (const auto& c : options.only) {
+        if (!coverage) {
+          (*kept)[c] = 0;
+        } else if (coverage->count(c)) {
+          (*kept)[c] = coverage->at(c);
+        } else if (coverage->count("*")) {
+          (*kept)[c] = coverage->at("*");
+        }
+      }
+      held = kept;
+    }
+    if (held != coverage) {
+      Status s = replica->SetCoverage(CoverageText(held));
+      if (!s.ok()) {
+        conn->Close(s);
+        return;
+      }
+      coverage = held;
+    }
     // SPEC §2 clock safety: correct the HLC's physical source by the server's time.
     replica->CorrectClock(w.server_time_ms());
     if (w.window_batches() > 0) options.window = std::min(options.window, w.window_batches());
@@ -360,6 +458,10 @@ struct SyncClient::Engine : net::Conn::Delegate {
   }
 
   void OnBatch(const wire::OpBatch& batch) {
+    if (in_snapshot) {
+      conn->SendErrorAndClose(Code::kEINVAL, "a batch inside a snapshot");
+      return;
+    }
     if (batch.cursor() <= cursor) {
       conn->SendErrorAndClose(Code::kECORRUPT, "batch cursor did not advance");
       return;
@@ -373,6 +475,89 @@ struct SyncClient::Engine : net::Conn::Delegate {
     cursor = stored_cursor = batch.cursor();
     std::lock_guard<std::mutex> lock(mu);
     st.ops_received += applied->applied;
+    st.cursor = cursor;
+  }
+
+  // --- Snapshots (docs/protocol.md "Snapshots") ---
+
+  void OnSnapshotBegin(const wire::SnapshotBegin& b) {
+    if (in_snapshot) {
+      conn->SendErrorAndClose(Code::kEINVAL, "SnapshotBegin inside a snapshot");
+      return;
+    }
+    snapshot_collections.clear();
+    if (b.collections()) {
+      for (const auto* c : *b.collections()) snapshot_collections.push_back(c->str());
+    }
+    if (b.resumed()) {
+      auto staged = replica->GetSnapshot();
+      if (!staged.ok() || !staged->has_value() || staged->value().cursor != b.cursor() ||
+          staged->value().rebase != b.rebase() || staged->value().server_id != server_id) {
+        conn->SendErrorAndClose(Code::kECORRUPT,
+                                "the server resumed a snapshot this replica does not have");
+        return;
+      }
+    } else {
+      store::SnapshotState snap;
+      snap.server_id = server_id;
+      snap.cursor = b.cursor();
+      snap.rebase = b.rebase();
+      snap.collections = CanonicalJson(Json(snapshot_collections));
+      snap.wanted = wanted;
+      if (b.watermarks()) {
+        for (const auto* e : *b.watermarks()) {
+          snap.watermarks[protocol::FromWire(e->origin())] = e->through_seq();
+        }
+      }
+      Status s = replica->BeginSnapshot(snap);
+      if (!s.ok()) {
+        conn->Close(s);
+        return;
+      }
+    }
+    in_snapshot = true;
+    snapshot_rebase = b.rebase();
+    snapshot_cursor = b.cursor();
+  }
+
+  void OnSnapshotChunk(const wire::SnapshotChunk& chunk) {
+    if (!in_snapshot || chunk.batch() == nullptr) {
+      conn->SendErrorAndClose(Code::kEINVAL, "a snapshot chunk outside a snapshot");
+      return;
+    }
+    Status s = replica->StageSnapshotChunk(
+        *chunk.batch(), chunk.after_collection() ? chunk.after_collection()->str() : "",
+        chunk.after_key() ? chunk.after_key()->str() : "");
+    if (!s.ok()) {
+      conn->SendErrorAndClose(s.code(), "client could not stage a snapshot: " + s.message());
+    }
+  }
+
+  void OnSnapshotEnd(const wire::SnapshotEnd& end) {
+    if (!in_snapshot || end.cursor() != snapshot_cursor) {
+      conn->SendErrorAndClose(Code::kEINVAL, "SnapshotEnd does not match SnapshotBegin");
+      return;
+    }
+    Coverage after = coverage;
+    if (snapshot_rebase) {
+      after = std::nullopt;
+      if (!options.only.empty()) after.emplace();
+      for (const auto& c : options.only) (*after)[c] = 0;
+    } else {
+      if (!after) after.emplace();
+      for (const auto& c : snapshot_collections) (*after)[c] = snapshot_cursor;
+    }
+    auto applied = replica->FinishSnapshot(CoverageText(after));
+    if (!applied.ok()) {
+      conn->SendErrorAndClose(applied.status().code(),
+                              "client could not apply a snapshot: " + applied.status().message());
+      return;
+    }
+    in_snapshot = false;
+    coverage = after;
+    if (snapshot_rebase) cursor = stored_cursor = snapshot_cursor;
+    std::lock_guard<std::mutex> lock(mu);
+    st.ops_received += *applied;
     st.cursor = cursor;
   }
 

@@ -337,35 +337,48 @@ TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
 
 // A file of storage format 1 (before the sync position existed) is migrated on open: its data
 // stays, it gains the cairn_sync table, and a read-only open of an unmigrated one still works.
-TEST_F(ReplicaTest, MigratesFormat1) {
-  {
-    auto r = Open("old.db");
-    ASSERT_TRUE(r->Put("c", "k", {{"v", Value::Int(7)}}).ok());
+// Files of formats 1 (no sync tables) and 2 (no snapshot table) open and migrate.
+TEST_F(ReplicaTest, MigratesOlderFormats) {
+  const char* downgrade[] = {
+      "DROP TABLE cairn_sync; DROP TABLE cairn_snapshot; PRAGMA user_version=1",
+      "DROP TABLE cairn_snapshot; PRAGMA user_version=2"};
+  for (int version = 1; version <= 2; version++) {
+    const std::string name = "old" + std::to_string(version) + ".db";
+    {
+      auto r = Open(name);
+      ASSERT_TRUE(r->Put("c", "k", {{"v", Value::Int(7)}}).ok());
+    }
+    sqlite3* db;
+    ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, downgrade[version - 1], nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+    {
+      ReplicaOptions ro;
+      ro.read_only = true;
+      auto r = Replica::Open(dir_.File(name), ro);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ(r.value()->GetStatus().value().cursor, 0u);
+      EXPECT_FALSE(r.value()->GetSnapshot().value().has_value());
+    }
+    auto r = Open(name);
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(r->Get("c", "k").value()->at("v").as_int(), 7);
+    EXPECT_EQ(r->GetStatus().value().cursor, 0u);
+    ASSERT_TRUE(r->SetSyncPosition(5, r->id(), 1234).ok());
+    EXPECT_EQ(r->GetStatus().value().cursor, 5u);
+    store::SnapshotState snap;
+    snap.server_id = r->id();
+    snap.cursor = 9;
+    ASSERT_TRUE(r->BeginSnapshot(snap).ok());
+    EXPECT_EQ(r->GetSnapshot().value()->cursor, 9u);
+    ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st;
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int(st, 0), store::kFormatVersion);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
   }
-  sqlite3* db;
-  ASSERT_EQ(sqlite3_open(dir_.File("old.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE cairn_sync; PRAGMA user_version=1", nullptr, nullptr,
-                         nullptr), SQLITE_OK);
-  sqlite3_close(db);
-  {
-    ReplicaOptions ro;
-    ro.read_only = true;
-    auto r = Replica::Open(dir_.File("old.db"), ro);
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_EQ(r.value()->GetStatus().value().cursor, 0u);
-  }
-  auto r = Open("old.db");
-  EXPECT_EQ(r->Get("c", "k").value()->at("v").as_int(), 7);
-  EXPECT_EQ(r->GetStatus().value().cursor, 0u);
-  ASSERT_TRUE(r->SetSyncPosition(5, r->id(), 1234).ok());
-  EXPECT_EQ(r->GetStatus().value().cursor, 5u);
-  ASSERT_EQ(sqlite3_open(dir_.File("old.db").c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* st;
-  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
-  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(st, 0), store::kFormatVersion);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
 }
 
 TEST_F(ReplicaTest, RestoredBackupNeverReusesSeqs) {
