@@ -1,11 +1,19 @@
 /* Tests of the C API written in C, using only cairn.h (as leveldb's db/c_test.c).
- * Usage: capi_test WORK_DIR. Prints "N passed, N failed". */
+ * Usage: capi_test WORK_DIR [CAIRN_SERVER]: with the server binary, sync through a real
+ * cairn-server too. Prints "N passed, N failed". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cairn/cairn.h"
+
+extern char** environ;
 
 static int g_passed, g_failed;
 
@@ -123,11 +131,148 @@ static void test_batch_and_exchange(void) {
   cairn_replica_free(b);
 }
 
+/* Starts `server_bin` on a free port of 127.0.0.1; returns its pid and writes "127.0.0.1:PORT"
+ * into `address` (0 on failure). */
+static pid_t start_server(const char* server_bin, char* address, size_t len) {
+  char db[1024], log[1024];
+  snprintf(db, sizeof db, "%s", path_of("capi_server.db"));
+  snprintf(log, sizeof log, "%s", path_of("capi_server.log"));
+  unlink(db);
+  unlink(log);
+  char* argv[] = {(char*)server_bin, "--db", db, "--listen", "127.0.0.1:0", NULL};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, server_bin, &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return 0;
+  for (int i = 0; i < 500; i++) {
+    char text[4096] = {0};
+    FILE* f = fopen(log, "r");
+    if (f) {
+      size_t n = fread(text, 1, sizeof text - 1, f);
+      text[n] = 0;
+      fclose(f);
+      const char* at = strstr(text, "listening on 127.0.0.1:");
+      if (at) {
+        snprintf(address, len, "127.0.0.1:%d", atoi(at + strlen("listening on 127.0.0.1:")));
+        return pid;
+      }
+    }
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return 0;
+}
+
+static uint64_t g_durable_through;
+static int g_contexts_freed;
+static void on_durable(void* ctx, uint64_t through) {
+  *(uint64_t*)ctx = through;
+}
+static void free_context(void* ctx) {
+  (void)ctx;
+  g_contexts_freed++;
+}
+
+static void test_sync(const char* server_bin) {
+  char address[64];
+  pid_t server = start_server(server_bin, address, sizeof address);
+  CHECK(server != 0);
+  if (server == 0) return;
+  cairn_replica *a = NULL, *b = NULL;
+  unlink(path_of("capi_sync_a.db"));
+  unlink(path_of("capi_sync_b.db"));
+  CHECK(cairn_replica_open(&a, path_of("capi_sync_a.db"), NULL) == CAIRN_OK);
+  CHECK(cairn_replica_open(&b, path_of("capi_sync_b.db"), NULL) == CAIRN_OK);
+  cairn_sync_options o;
+  CHECK(cairn_sync_options_init(&o, CAIRN_SYNC_OPTIONS_VERSION) == CAIRN_OK);
+  cairn_sync *sa = NULL, *sb = NULL, *bad = NULL;
+  /* Bad options: nothing is created. */
+  CHECK(cairn_sync_new(&bad, a, &o) == CAIRN_EINVAL && bad == NULL);
+  o.server = "no-port";
+  CHECK(cairn_sync_new(&bad, a, &o) == CAIRN_EINVAL && bad == NULL);
+  o.server = address;
+  o.only = "ok,bad name";
+  CHECK(cairn_sync_new(&bad, a, &o) == CAIRN_EINVAL && bad == NULL);
+  o.only = NULL;
+  CHECK(cairn_sync_new(&sa, a, &o) == CAIRN_OK && sa != NULL);
+  CHECK(cairn_sync_new(&sb, b, &o) == CAIRN_OK && sb != NULL);
+  CHECK(cairn_sync_set_durable_callback(sa, on_durable, &g_durable_through, free_context) ==
+        CAIRN_OK);
+  /* a writes two transactions offline, b one; both sync; a syncs again to get b's. */
+  CHECK(cairn_replica_put_json(a, "notes", "n1", "{\"title\":\"from a\"}") == CAIRN_OK);
+  CHECK(cairn_replica_increment(a, "stats", "s", "hits", 5) == CAIRN_OK);
+  CHECK(cairn_replica_increment(b, "stats", "s", "hits", 7) == CAIRN_OK);
+  CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
+  CHECK(g_durable_through == 2);
+  CHECK(cairn_sync_once(sb, 20000) == CAIRN_OK);
+  CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
+  char da[65], db[65];
+  CHECK(cairn_replica_digest(da, a) == CAIRN_OK && cairn_replica_digest(db, b) == CAIRN_OK);
+  CHECK(strcmp(da, db) == 0);
+  cairn_buf buf = {NULL, 0};
+  CHECK(cairn_replica_get_json(&buf, b, "stats", "s") == CAIRN_OK);
+  CHECK(buf.data && strcmp((const char*)buf.data, "{\"hits\":12}") == 0);
+  cairn_buf_dispose(&buf);
+  CHECK(cairn_sync_status_json(&buf, sa) == CAIRN_OK);
+  /* Disconnected after the exchange ("offline"), which completed: no error, nothing pending. */
+  CHECK(buf.data && strstr((const char*)buf.data, "\"state\":\"offline\"") != NULL);
+  CHECK(buf.data && strstr((const char*)buf.data, "\"pending_ops\":0") != NULL);
+  CHECK(buf.data && strstr((const char*)buf.data, "\"last_error\":null") != NULL);
+  CHECK(buf.data && strstr((const char*)buf.data, "\"last_sync_ms\":null") == NULL);
+  cairn_buf_dispose(&buf);
+  /* Live sync: b receives a's next write without asking. */
+  CHECK(cairn_sync_start(sb) == CAIRN_OK);
+  CHECK(cairn_sync_start(sb) == CAIRN_EBUSY);
+  CHECK(cairn_sync_once(sb, 1000) == CAIRN_EBUSY);
+  CHECK(cairn_replica_put_json(a, "notes", "n2", "{\"title\":\"live\"}") == CAIRN_OK);
+  CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
+  CHECK(g_durable_through == 3);
+  int seen = 0;
+  for (int i = 0; i < 500 && !seen; i++) {
+    seen = cairn_replica_get_json(&buf, b, "notes", "n2") == CAIRN_OK;
+    cairn_buf_dispose(&buf);
+    if (!seen) {
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  CHECK(seen);
+  CHECK(cairn_sync_network_changed(sb) == CAIRN_OK);
+  CHECK(cairn_sync_stop(sb) == CAIRN_OK);
+  /* Replacing the callback frees the old context; freeing the handle frees the current one. */
+  CHECK(cairn_sync_set_durable_callback(sa, on_durable, &g_durable_through, free_context) ==
+        CAIRN_OK);
+  CHECK(g_contexts_freed == 1);
+  cairn_sync_free(sa);
+  CHECK(g_contexts_freed == 2);
+  cairn_sync_free(sb);
+  cairn_sync_free(NULL);
+  /* The server gone: a network error, the write kept. */
+  kill(server, SIGTERM);
+  waitpid(server, NULL, 0);
+  CHECK(cairn_replica_put_json(a, "notes", "n3", "{\"x\":1}") == CAIRN_OK);
+  CHECK(cairn_sync_new(&sa, a, &o) == CAIRN_OK);
+  CHECK(cairn_sync_once(sa, 20000) == CAIRN_ENETWORK);
+  CHECK(strlen(cairn_error_last()) > 0);
+  cairn_sync_free(sa);
+  CHECK(cairn_replica_status_json(&buf, a) == CAIRN_OK);
+  CHECK(buf.data && strstr((const char*)buf.data, "\"pending_ops\":1") != NULL);
+  cairn_buf_dispose(&buf);
+  cairn_replica_free(a);
+  cairn_replica_free(b);
+}
+
 int main(int argc, char** argv) {
   snprintf(g_dir, sizeof g_dir, "%s", argc > 1 ? argv[1] : ".");
   test_crud();
   test_errors();
   test_batch_and_exchange();
+  if (argc > 2) test_sync(argv[2]);
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

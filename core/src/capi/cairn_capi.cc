@@ -6,72 +6,14 @@
 #include <new>
 #include <string>
 
-#include "cairn/cairn.h"
-#include "replica/replica.h"
 
-struct cairn_replica {
-  std::unique_ptr<cairn::Replica> impl;
-};
-struct cairn_batch {
-  cairn::WriteBatch impl;
-};
+#include "capi/capi_internal.h"
 
-namespace {
-
-thread_local std::string t_error;
-
-int SetError(int code, const char* message) noexcept {
-  try {
-    t_error = message;
-  } catch (...) {  // out of memory for the message: keep the code, drop the text
-    t_error.clear();
-  }
-  return code;
-}
-int SetError(int code, const std::string& message) noexcept { return SetError(code, message.c_str()); }
-
-int ToC(const cairn::Status& st) {
-  if (st.ok()) return CAIRN_OK;
-  return SetError(static_cast<int>(st.code()), st.ToString());
-}
-
-int Null(const char* what) noexcept {
-  try {
-    return SetError(CAIRN_EINVAL, std::string(what) + " is NULL");
-  } catch (...) {
-    return SetError(CAIRN_EINVAL, "an argument is NULL");
-  }
-}
-
-int FillBuf(cairn_buf* out, const std::string& s) {
-  auto* p = static_cast<uint8_t*>(std::malloc(s.size() + 1));
-  if (!p) return SetError(CAIRN_ENOMEM, "out of memory");
-  std::memcpy(p, s.data(), s.size());
-  p[s.size()] = 0;
-  out->data = p;
-  out->len = s.size();
-  return CAIRN_OK;
-}
-
-}  // namespace
-
-#define CAIRN_CAPI_GUARD                                  \
-  try {                                                   \
-    t_error.clear();
-#define CAIRN_CAPI_END                                    \
-  }                                                       \
-  catch (const std::bad_alloc&) {                         \
-    return SetError(CAIRN_ENOMEM, "out of memory");        \
-  }                                                       \
-  catch (const std::exception& e) {                       \
-    return SetError(CAIRN_EINTERNAL, e.what());            \
-  }                                                       \
-  catch (...) {                                           \
-    return SetError(CAIRN_EINTERNAL, "unknown exception"); \
-  }
-
-#define CHECK_ARG(p) \
-  if ((p) == nullptr) return Null(#p)
+using cairn::capi::FillBuf;
+using cairn::capi::Null;
+using cairn::capi::SetError;
+using cairn::capi::ToC;
+using cairn::capi::t_error;
 
 extern "C" {
 

@@ -117,15 +117,9 @@ static int Run(int argc, char** argv) {
     uint16_t p;
     cairn::Status bad = cairn::net::ParseHostPort(sync_opts.server, &h, &p);
     if (!bad.ok()) return Fail(bad);
-    for (size_t start = 0; !only.empty() && start <= only.size();) {
-      size_t comma = only.find(',', start);
-      if (comma == std::string::npos) comma = only.size();
-      std::string name = only.substr(start, comma - start);
-      bad = cairn::ValidateCollectionName(name);
-      if (!bad.ok()) return Fail(bad.WithContext("--only"));
-      sync_opts.only.push_back(name);
-      start = comma + 1;
-    }
+    auto collections = cairn::sync::ParseCollectionList(only);
+    if (!collections.ok()) return Fail(collections.status().WithContext("--only"));
+    sync_opts.only = std::move(collections.value());
   }
   const bool writes = put->parsed() || inc->parsed() || del->parsed() || imp->parsed() ||
                       sync->parsed();

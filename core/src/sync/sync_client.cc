@@ -8,12 +8,26 @@
 #include <random>
 #include <thread>
 
+#include "base/strings.h"
 #include "net/tls.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 
 namespace cairn::sync {
+
+Result<std::vector<std::string>> ParseCollectionList(const std::string& list) {
+  std::vector<std::string> out;
+  for (size_t start = 0; !list.empty() && start <= list.size();) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string name = list.substr(start, comma - start);
+    CAIRN_RETURN_IF_ERROR(cairn::ValidateCollectionName(name));
+    out.push_back(std::move(name));
+    start = comma + 1;
+  }
+  return out;
+}
 
 const char* SyncStateName(SyncState s) {
   switch (s) {

@@ -43,6 +43,10 @@ struct SyncOptions {
                                   // by other processes (writes through this Replica wake it)
 };
 
+// "tasks,notes" -> {"tasks", "notes"} (SyncOptions::only); "" -> {}. EINVAL for a name that
+// breaks SPEC §2.
+Result<std::vector<std::string>> ParseCollectionList(const std::string& list);
+
 enum class SyncState { kOffline, kConnecting, kSyncing, kIdle };
 const char* SyncStateName(SyncState s);
 

@@ -1,0 +1,66 @@
+/* cairn/sync.h: syncing a replica with a cairn-server (docs/protocol.md). A cairn_sync runs
+ * either one exchange on the calling thread (cairn_sync_once) or live sync on a background
+ * thread of its own (cairn_sync_start .. cairn_sync_stop), reconnecting with backoff.
+ *
+ * Thread-safety: every function may be called from any thread. Callbacks run on the sync
+ * thread (live sync) or the thread inside cairn_sync_once; they must not call cairn_sync_stop
+ * or cairn_sync_free on their own handle. */
+#ifndef CAIRN_SYNC_H
+#define CAIRN_SYNC_H
+
+#include "cairn/common.h"
+#include "cairn/replica.h"
+
+CAIRN_BEGIN_DECLS
+CAIRN_ASSUME_NONNULL_BEGIN
+
+typedef struct cairn_sync cairn_sync;
+
+typedef struct cairn_sync_options {
+  unsigned int version;                    /* CAIRN_SYNC_OPTIONS_VERSION */
+  const char* CAIRN_NULLABLE server;       /* "HOST:PORT" (required) */
+  const char* CAIRN_NULLABLE token;        /* bearer token (JWT); NULL: none */
+  int tls;                                 /* non-zero: TLS, certificate and name verified */
+  const char* CAIRN_NULLABLE ca_file;      /* PEM CA bundle; NULL: the system's */
+  const char* CAIRN_NULLABLE server_name;  /* name to verify; NULL: the host of `server` */
+  /* Partial sync: the collections to sync, comma-separated ("tasks,notes"); NULL: all. */
+  const char* CAIRN_NULLABLE only;
+} cairn_sync_options;
+#define CAIRN_SYNC_OPTIONS_VERSION 1
+/** Fills `opts` with defaults. @return CAIRN_OK or CAIRN_EINVAL (unknown version). */
+CAIRN_API int cairn_sync_options_init(cairn_sync_options* opts, unsigned int version);
+
+/** Creates a sync handle for `replica` (which must outlive it). Nothing connects yet.
+ *  @return CAIRN_OK or CAIRN_EINVAL (no server, bad HOST:PORT, bad collection name). */
+CAIRN_API int cairn_sync_new(cairn_sync* CAIRN_NULLABLE* CAIRN_NONNULL out,
+                             cairn_replica* replica, const cairn_sync_options* opts);
+/** Stops live sync if running and frees; NULL is a no-op. */
+CAIRN_API void cairn_sync_free(cairn_sync* CAIRN_NULLABLE sync);
+
+/** One exchange: pushes every local op, pulls everything the server has, returns when both are
+ *  done (CAIRN_OK), on an error (CAIRN_ENETWORK, CAIRN_ETIMEDOUT, CAIRN_EPERM, ...: the
+ *  server's or the connection's) or after `timeout_ms` (0: no limit). CAIRN_EBUSY while live
+ *  sync runs. */
+CAIRN_API int cairn_sync_once(cairn_sync* sync, uint32_t timeout_ms);
+/** Starts live sync on a background thread. @return CAIRN_OK or CAIRN_EBUSY (running). */
+CAIRN_API int cairn_sync_start(cairn_sync* sync);
+/** Stops live sync and waits for its thread; no-op when not running. */
+CAIRN_API int cairn_sync_stop(cairn_sync* sync);
+/** The app says the network is back: a waiting live sync reconnects at once. */
+CAIRN_API int cairn_sync_network_changed(cairn_sync* sync);
+/** The status as JSON: {"state":"offline|connecting|syncing|idle","pending_ops":N,
+ *  "last_error":..., "last_sync_ms":..., "cursor":N, "bytes_sent":N, ...}. */
+CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync);
+
+/** Called when the server made every local op up to `through_seq` durable. */
+typedef void (*cairn_durable_fn)(void* CAIRN_NULLABLE ctx, uint64_t through_seq);
+/** Sets (or, with fn NULL, removes) the durable notification. `free_ctx`, if not NULL, is
+ *  called on `ctx` when the callback is replaced, removed or the handle freed. */
+CAIRN_API int cairn_sync_set_durable_callback(
+    cairn_sync* sync, cairn_durable_fn CAIRN_NULLABLE fn, void* CAIRN_NULLABLE ctx,
+    void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));
+
+CAIRN_ASSUME_NONNULL_END
+CAIRN_END_DECLS
+
+#endif /* CAIRN_SYNC_H */

@@ -1,0 +1,148 @@
+// The C API of sync (include/cairn/sync.h) over sync::SyncClient. Same rules as cairn_capi.cc:
+// every function is guarded, no exception crosses the boundary.
+#include <mutex>
+
+#include "capi/capi_internal.h"
+#include "net/conn.h"
+#include "sync/sync_client.h"
+
+using cairn::capi::FillBuf;
+using cairn::capi::Null;
+using cairn::capi::SetError;
+using cairn::capi::ToC;
+using cairn::capi::t_error;
+
+namespace {
+
+// The app's durable callback and its context, freed with free_ctx when replaced or dropped.
+struct DurableHook {
+  cairn_durable_fn fn = nullptr;
+  void* ctx = nullptr;
+  void (*free_ctx)(void*) = nullptr;
+  ~DurableHook() {
+    if (free_ctx) free_ctx(ctx);
+  }
+};
+
+}  // namespace
+
+struct cairn_sync {
+  std::unique_ptr<cairn::sync::SyncClient> impl;
+  std::shared_ptr<DurableHook> durable;
+};
+
+extern "C" {
+
+CAIRN_API int cairn_sync_options_init(cairn_sync_options* opts, unsigned int version) {
+  CHECK_ARG(opts);
+  if (version != CAIRN_SYNC_OPTIONS_VERSION) {
+    return SetError(CAIRN_EINVAL, "unknown cairn_sync_options version");
+  }
+  *opts = cairn_sync_options{};
+  opts->version = CAIRN_SYNC_OPTIONS_VERSION;
+  return CAIRN_OK;
+}
+
+CAIRN_API int cairn_sync_new(cairn_sync** out, cairn_replica* replica,
+                             const cairn_sync_options* opts) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = nullptr;
+  CHECK_ARG(replica);
+  CHECK_ARG(opts);
+  if (opts->version != CAIRN_SYNC_OPTIONS_VERSION) {
+    return SetError(CAIRN_EINVAL, "unknown cairn_sync_options version");
+  }
+  if (opts->server == nullptr) return Null("opts->server");
+  cairn::sync::SyncOptions o;
+  o.server = opts->server;
+  std::string host;
+  uint16_t port = 0;
+  cairn::Status st = cairn::net::ParseHostPort(o.server, &host, &port);
+  if (!st.ok()) return ToC(st);
+  if (opts->token) o.token = opts->token;
+  o.tls = opts->tls != 0;
+  if (opts->ca_file) o.ca_file = opts->ca_file;
+  if (opts->server_name) o.server_name = opts->server_name;
+  if (opts->only) {
+    auto only = cairn::sync::ParseCollectionList(opts->only);
+    if (!only.ok()) return ToC(only.status().WithContext("only"));
+    o.only = std::move(only.value());
+  }
+  auto s = std::make_unique<cairn_sync>();
+  s->impl = std::make_unique<cairn::sync::SyncClient>(replica->impl.get(), std::move(o));
+  *out = s.release();
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API void cairn_sync_free(cairn_sync* sync) {
+  if (!sync) return;
+  try {
+    sync->impl.reset();  // stops live sync first: no callback runs afterwards
+  } catch (...) {
+  }
+  delete sync;
+}
+
+CAIRN_API int cairn_sync_once(cairn_sync* sync, uint32_t timeout_ms) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(sync);
+  return ToC(sync->impl->SyncOnce(timeout_ms));
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_sync_start(cairn_sync* sync) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(sync);
+  return ToC(sync->impl->Start());
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_sync_stop(cairn_sync* sync) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(sync);
+  sync->impl->Stop();
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_sync_network_changed(cairn_sync* sync) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(sync);
+  sync->impl->NetworkChanged();
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = cairn_buf{nullptr, 0};
+  CHECK_ARG(sync);
+  return FillBuf(out, sync->impl->status().ToJson());
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_sync_set_durable_callback(cairn_sync* sync, cairn_durable_fn fn, void* ctx,
+                                              void (*free_ctx)(void*)) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(sync);
+  if (fn == nullptr) {
+    sync->impl->SetDurableCallback(nullptr);
+    sync->durable.reset();
+    if (free_ctx) free_ctx(ctx);
+    return CAIRN_OK;
+  }
+  auto hook = std::make_shared<DurableHook>();
+  hook->fn = fn;
+  hook->ctx = ctx;
+  hook->free_ctx = free_ctx;
+  // The client holds the hook too, so a callback running while it is replaced stays valid.
+  sync->impl->SetDurableCallback([hook](uint64_t through) { hook->fn(hook->ctx, through); });
+  sync->durable = std::move(hook);
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+}  // extern "C"
