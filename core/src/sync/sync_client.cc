@@ -61,27 +61,39 @@ namespace {
 
 using protocol::FinishFrame;
 
-// What a replica holds of the server's collections (SyncPosition::subscriptions): nullopt =
-// everything it reads; else collection -> the cursor after which it needs that collection's
-// ops, "*" = every collection not named (docs/protocol.md "Partial sync").
-using Coverage = std::optional<std::map<std::string, uint64_t>>;
+// What a replica holds of the server's collections (SyncPosition::subscriptions): everything
+// it reads, or (partial) collection -> the cursor after which it needs that collection's ops,
+// "*" = every collection not named (docs/protocol.md "Partial sync").
+struct Coverage {
+  bool partial = false;
+  std::map<std::string, uint64_t> holds;  // when partial
+  bool operator==(const Coverage& o) const { return partial == o.partial && holds == o.holds; }
+  // What a replica asking for `only` holds when it starts from scratch (or a rebase).
+  static Coverage Fresh(const std::vector<std::string>& only) {
+    Coverage c;
+    c.partial = !only.empty();
+    for (const auto& name : only) c.holds[name] = 0;
+    return c;
+  }
+};
 
 Coverage ParseCoverage(const std::optional<std::string>& text) {
-  if (!text) return std::nullopt;
-  std::map<std::string, uint64_t> out;
+  Coverage c;
+  if (!text) return c;
+  c.partial = true;
   Json j = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (j.is_object()) {
     for (const auto& [name, since] : j.items()) {
-      if (since.is_number_unsigned()) out[name] = since.get<uint64_t>();
+      if (since.is_number_unsigned()) c.holds[name] = since.get<uint64_t>();
     }
   }
-  return out;
+  return c;
 }
 
 std::optional<std::string> CoverageText(const Coverage& c) {
-  if (!c) return std::nullopt;
+  if (!c.partial) return std::nullopt;
   Json j = Json::object();
-  for (const auto& [name, since] : *c) j[name] = since;
+  for (const auto& [name, since] : c.holds) j[name] = since;
   return CanonicalJson(j);
 }
 
@@ -296,8 +308,8 @@ struct SyncClient::Engine : net::Conn::Delegate {
     auto token = fbb.CreateString(options.token);
     auto subs_vec = fbb.CreateVector(subs);
     std::vector<flatbuffers::Offset<wire::Holding>> holds;
-    if (coverage) {
-      for (const auto& [name, since] : *coverage) {
+    if (coverage.partial) {
+      for (const auto& [name, since] : coverage.holds) {
         holds.push_back(wire::CreateHolding(fbb, fbb.CreateString(name), since));
       }
     }
@@ -310,7 +322,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
                                           fbb.CreateString(staged->after_key));
     }
     wire::HelloBuilder hello(fbb);
-    hello.add_partial(coverage.has_value());
+    hello.add_partial(coverage.partial);
     hello.add_holds(holds_vec);
     if (!resume.IsNull()) hello.add_resume(resume);
     hello.add_protocol_version(protocol::kProtocolVersion);
@@ -387,23 +399,20 @@ struct SyncClient::Engine : net::Conn::Delegate {
     // for and lacks come in a snapshot and are added when it completes.)
     Coverage held = coverage;
     if (!known_server || *known_server != server_id) {
-      held = std::nullopt;
-      if (!options.only.empty()) held.emplace();
-      for (const auto& c : options.only) (*held)[c] = 0;
+      held = Coverage::Fresh(options.only);
     } else if (!options.only.empty()) {
-      Coverage kept{std::map<std::string, uint64_t>()};
+      held = Coverage{true, {}};
       for (const auto& c : options.only) {
-        if (!coverage) {
-          (*kept)[c] = 0;
-        } else if (coverage->count(c)) {
-          (*kept)[c] = coverage->at(c);
-        } else if (coverage->count("*")) {
-          (*kept)[c] = coverage->at("*");
+        auto it = coverage.holds.find(c);
+        if (it == coverage.holds.end()) it = coverage.holds.find("*");
+        if (!coverage.partial) {
+          held.holds[c] = 0;
+        } else if (it != coverage.holds.end()) {
+          held.holds[c] = it->second;
         }
       }
-      held = kept;
     }
-    if (held != coverage) {
+    if (!(held == coverage)) {
       Status s = replica->SetCoverage(CoverageText(held));
       if (!s.ok()) {
         conn->Close(s);
@@ -554,12 +563,10 @@ struct SyncClient::Engine : net::Conn::Delegate {
     }
     Coverage after = coverage;
     if (snapshot_rebase) {
-      after = std::nullopt;
-      if (!options.only.empty()) after.emplace();
-      for (const auto& c : options.only) (*after)[c] = 0;
+      after = Coverage::Fresh(options.only);
     } else {
-      if (!after) after.emplace();
-      for (const auto& c : snapshot_collections) (*after)[c] = snapshot_cursor;
+      after.partial = true;
+      for (const auto& c : snapshot_collections) after.holds[c] = snapshot_cursor;
     }
     auto applied = replica->FinishSnapshot(CoverageText(after));
     if (!applied.ok()) {

@@ -1,0 +1,516 @@
+// sync_bench: Cairn's sync end to end on the shared docs trace (../shared/bench/README.md), with
+// the real cairn-server over TLS on 127.0.0.1, beside raw SQLite in the same run; and the memory a
+// server spends per idle TLS connection.
+//
+//   sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH] [--idle N]
+//              [--scenario e2e,idle]
+//
+// e2e   Replicas A, B and C each write their trace ops offline (transactions of 100 ops, not
+//       timed), then all three sync through one cairn-server (TLS, a certificate made for the
+//       run) at once: each pushes its ops and pulls the others' until it holds all 3 x N ops.
+//       Timed: from the common start until the last replica holds everything. Reported: trace
+//       ops per second (3 x N / time), bytes on the wire per op (TLS records, both directions,
+//       all clients), the peak RSS of each client and of the server; all three digests and the
+//       server's must agree. Raw SQLite, same run: the same 3 x N ops as prepared upserts into
+//       one table, transactions of 100 ops (what a central database would do for them).
+// idle  One server; a client process opens N TLS connections (each a Hello of a new replica,
+//       answered by Welcome and CaughtUp) and holds them. Reported: the server's RSS growth per
+//       connection (VmRSS from /proc before and after).
+//
+// Each client, the raw side and the idle client run in child processes (this program
+// re-executed with --child); peak RSS comes from wait4().
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "bench_util.h"
+#include "net/conn.h"
+#include "net/tls.h"
+#include "port/port.h"
+#include "protocol/frame.h"
+#include "sync/sync_client.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace cairn::bench;  // NOLINT: the harness is written against it
+
+constexpr size_t kTxnOps = 100;  // ops per local transaction of the trace's replicas
+
+struct Args {
+  std::string trace, dir, server_bin, scenario = "e2e,idle", child, replica;
+  std::string address, ca;
+  size_t idle = 2000;
+};
+
+void RaiseFileLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+std::string ReadFile(const std::string& path) {
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    std::fclose(f);
+  }
+  return out;
+}
+
+struct Server {
+  pid_t pid = -1;
+  std::string address;
+};
+
+Server StartServer(const Args& a, const std::string& name) {
+  const std::string db = a.dir + "/" + name + ".db", log = a.dir + "/" + name + ".log";
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(db + ext);
+  std::vector<std::string> args = {a.server_bin,     "--db",       db,
+                                   "--listen",       "127.0.0.1:0", "--tls-cert",
+                                   a.dir + "/server.pem", "--tls-key", a.dir + "/server.key"};
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  Server s;
+  if (posix_spawn(&s.pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) {
+    Die("cannot start " + a.server_bin);
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  const std::regex re("listening on 127\\.0\\.0\\.1:([0-9]+)");
+  for (int i = 0; i < 1000 && s.address.empty(); i++) {
+    const std::string text = ReadFile(log);
+    std::smatch m;
+    if (std::regex_search(text, m, re)) {
+      s.address = "localhost:" + m[1].str();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  if (s.address.empty()) Die("cairn-server did not start (see " + log + ")");
+  return s;
+}
+
+int64_t ProcessRssKb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtoll(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
+
+// Stops the server (SIGTERM) and returns its peak RSS in KiB.
+int64_t StopServer(Server* s) {
+  kill(s->pid, SIGTERM);
+  int status = 0;
+  rusage ru{};
+  wait4(s->pid, &status, 0, &ru);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("cairn-server did not stop cleanly");
+  return ru.ru_maxrss;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: told when to start (a byte on stdin), they answer with JSON lines on stdout.
+
+struct Child {
+  pid_t pid = -1;
+  FILE* in = nullptr;   // the child's stdin
+  FILE* out = nullptr;  // the child's stdout
+  int64_t maxrss_kb = 0;
+};
+
+Child SpawnChild(const std::string& self, std::vector<std::string> args) {
+  int to[2], from[2];
+  if (pipe(to) != 0 || pipe(from) != 0) Die("pipe");
+  Child c;
+  c.pid = fork();
+  if (c.pid < 0) Die("fork");
+  if (c.pid == 0) {
+    dup2(to[0], STDIN_FILENO);
+    dup2(from[1], STDOUT_FILENO);
+    for (int fd : {to[0], to[1], from[0], from[1]}) close(fd);
+    args.insert(args.begin(), self);
+    std::vector<char*> argv;
+    for (auto& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    execv(self.c_str(), argv.data());
+    _exit(127);
+  }
+  close(to[0]);
+  close(from[1]);
+  c.in = fdopen(to[1], "w");
+  c.out = fdopen(from[0], "r");
+  return c;
+}
+
+Json ReadLine(Child* c) {
+  char buf[1 << 16];
+  if (!std::fgets(buf, sizeof buf, c->out)) Die("a child ended early");
+  return Json::parse(buf);
+}
+
+void Tell(Child* c) {
+  std::fputc('g', c->in);
+  std::fflush(c->in);
+}
+
+void Reap(Child* c) {
+  std::fclose(c->in);
+  std::fclose(c->out);
+  int status = 0;
+  rusage ru{};
+  wait4(c->pid, &status, 0, &ru);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("a child failed");
+  c->maxrss_kb = ru.ru_maxrss;
+}
+
+void WaitForParent() {
+  if (std::fgetc(stdin) == EOF) Die("the parent went away");
+}
+
+void Emit(const Json& j) {
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+// One replica of the trace: writes its ops offline, then syncs until it holds all three
+// replicas' ops.
+void ClientChild(const Args& a) {
+  const int r = a.replica == "A" ? kA : a.replica == "B" ? kB : kC;
+  std::array<bool, 3> want{};
+  want[static_cast<size_t>(r)] = true;
+  Trace tr = LoadTrace(a.trace, want);
+  const auto& ops = tr.ops[static_cast<size_t>(r)];
+  const uint64_t per_replica = ops.size();
+  OpenReplica rep = OpenCairn(a.dir + "/client-" + a.replica + ".db", T0(tr));
+  for (size_t i = 0; i < ops.size(); i += kTxnOps) {
+    WriteCairn(tr, &rep, ops.data() + i, ops.data() + std::min(ops.size(), i + kTxnOps));
+  }
+  tr = Trace();
+  Emit(Json{{"ready", true}});
+  WaitForParent();
+  cairn::sync::SyncOptions o;
+  o.server = a.address;
+  o.tls = true;
+  o.ca_file = a.ca;
+  auto t0 = Clock::now();
+  int syncs = 0;
+  uint64_t sent = 0, received = 0;
+  for (;;) {
+    cairn::sync::SyncClient c(rep.replica.get(), o);
+    Check(c.SyncOnce(120000), "sync");
+    syncs++;
+    sent += c.status().bytes_sent;
+    received += c.status().bytes_received;
+    size_t complete = 0;
+    for (const auto& [origin, seq] : rep.replica->Known()) complete += seq == per_replica;
+    if (complete >= 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const double secs = Seconds(t0, Clock::now());
+  Emit(Json{{"seconds", secs},
+            {"syncs", syncs},
+            {"bytes_sent", sent},
+            {"bytes_received", received},
+            {"digest", Must(rep.replica->Digest(), "digest")}});
+}
+
+// Raw SQLite: all three replicas' ops as upserts, transactions of kTxnOps.
+void RawChild(const Args& a) {
+  Trace tr = LoadTrace(a.trace, {true, true, true});
+  const std::string path = a.dir + "/raw.db";
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+  RawDb db(path);
+  Emit(Json{{"ready", true}});
+  WaitForParent();
+  auto t0 = Clock::now();
+  size_t n = 0;
+  for (const auto& ops : tr.ops) {
+    for (size_t i = 0; i < ops.size(); i += kTxnOps) {
+      db.ApplyTxn(tr, ops.data() + i, ops.data() + std::min(ops.size(), i + kTxnOps));
+    }
+    n += ops.size();
+  }
+  const double secs = Seconds(t0, Clock::now());
+  Emit(Json{{"ops", n}, {"seconds", secs}, {"ops_per_s", double(n) / secs}});
+}
+
+// N idle TLS connections, each a Hello of a new replica; held until the parent says so.
+class IdleConn : public cairn::net::Conn::Delegate {
+ public:
+  explicit IdleConn(size_t* ready) : ready_(ready) {}
+  void OnOpen(cairn::net::Conn* c) override {
+    flatbuffers::FlatBufferBuilder fbb(256);
+    cairn::ReplicaId id;
+    Check(cairn::port::SecureRandom(id.bytes.data(), id.bytes.size()), "random");
+    cairn::wire::ReplicaId rid = cairn::protocol::ToWire(id);
+    cairn::wire::HelloBuilder hello(fbb);
+    hello.add_protocol_version(cairn::protocol::kProtocolVersion);
+    hello.add_replica_id(&rid);
+    c->Send(cairn::protocol::FinishFrame(&fbb, cairn::wire::Body::Hello, hello.Finish()));
+  }
+  void OnFrame(cairn::net::Conn*, const cairn::wire::Frame& f) override {
+    if (f.body_type() == cairn::wire::Body::CaughtUp && !counted_) {
+      counted_ = true;
+      (*ready_)++;
+    }
+    if (f.body_type() == cairn::wire::Body::Error) Die("the server refused an idle connection");
+  }
+  void OnClosed(cairn::net::Conn*, const cairn::Status& why) override {
+    if (!why.ok()) Die("an idle connection closed: " + why.ToString());
+  }
+
+ private:
+  size_t* ready_;
+  bool counted_ = false;
+};
+
+void IdleChild(const Args& a) {
+  RaiseFileLimit();
+  cairn::net::ScopedSigpipeBlock no_sigpipe;
+  auto tls = Must(cairn::net::TlsConfig::Client(a.ca), "TLS config");
+  std::string host;
+  uint16_t port = 0;
+  Check(cairn::net::ParseHostPort(a.address, &host, &port), "address");
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sockaddr_in addr{};
+  uv_ip4_addr("127.0.0.1", port, &addr);
+  size_t ready = 0;
+  std::vector<std::unique_ptr<IdleConn>> delegates;
+  std::vector<cairn::net::Conn*> conns;
+  std::vector<uv_connect_t> reqs(a.idle);
+  cairn::net::ConnOptions copts;
+  copts.idle_timeout_ms = 600000;  // idle: no pings needed while measuring
+  struct Pending {
+    cairn::net::Conn* conn;
+    cairn::net::TlsConfig* tls;
+  };
+  std::vector<Pending> pending(a.idle);
+  for (size_t i = 0; i < a.idle; i++) {
+    delegates.push_back(std::make_unique<IdleConn>(&ready));
+    auto* conn = new cairn::net::Conn(&loop, delegates.back().get(), copts);
+    conns.push_back(conn);
+    pending[i] = Pending{conn, tls.get()};
+    reqs[i].data = &pending[i];
+    int rc = uv_tcp_connect(&reqs[i], conn->tcp(), reinterpret_cast<const sockaddr*>(&addr),
+                            [](uv_connect_t* req, int status) {
+                              auto* p = static_cast<Pending*>(req->data);
+                              if (status != 0) Die(std::string("connect: ") + uv_strerror(status));
+                              p->conn->Start(Must(cairn::net::TlsSession::Create(p->tls, "localhost"),
+                                                  "TLS session"));
+                            });
+    if (rc != 0) Die(std::string("connect: ") + uv_strerror(rc));
+    // Do not open thousands of handshakes at once: let the loop work every 50.
+    if (i % 50 == 49) {
+      while (ready + 50 < i + 1) uv_run(&loop, UV_RUN_ONCE);
+    }
+  }
+  while (ready < a.idle) uv_run(&loop, UV_RUN_ONCE);
+  Emit(Json{{"connections", ready}});
+  WaitForParent();
+  for (auto* c : conns) c->Close(cairn::Status::OK());
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH]\n"
+               "                  [--idle N] [--scenario e2e,idle]\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  std::string scale = "1";
+  for (int i = 1; i < argc; i++) {
+    std::string f = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        Usage();
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (f == "--trace") {
+      a.trace = next();
+    } else if (f == "--scale") {
+      scale = next();
+    } else if (f == "--dir") {
+      a.dir = next();
+    } else if (f == "--server-bin") {
+      a.server_bin = next();
+    } else if (f == "--idle") {
+      a.idle = std::strtoul(next().c_str(), nullptr, 10);
+    } else if (f == "--scenario") {
+      a.scenario = next();
+    } else if (f == "--child") {
+      a.child = next();
+    } else if (f == "--replica") {
+      a.replica = next();
+    } else if (f == "--address") {
+      a.address = next();
+    } else if (f == "--ca") {
+      a.ca = next();
+    } else {
+      Usage();
+      return 2;
+    }
+  }
+  if (a.child == "client") {
+    ClientChild(a);
+    return 0;
+  }
+  if (a.child == "raw") {
+    RawChild(a);
+    return 0;
+  }
+  if (a.child == "idle") {
+    IdleChild(a);
+    return 0;
+  }
+
+  namespace fs = std::filesystem;
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  if (a.server_bin.empty()) {
+    a.server_bin = (fs::path(self).parent_path().parent_path() / "core" / "cairn-server").string();
+  }
+  if (a.trace.empty()) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", std::strtod(scale.c_str(), nullptr));
+    a.trace = std::string("build/bench/trace-docs-s") + buf + ".jsonl";
+  }
+  a.trace = fs::absolute(a.trace).string();
+  const bool temp_dir = a.dir.empty();
+  if (temp_dir) {
+    char tmpl[] = "/tmp/cairn-sync-bench-XXXXXX";
+    if (!mkdtemp(tmpl)) Die("mkdtemp");
+    a.dir = tmpl;
+  } else {
+    fs::create_directories(a.dir);
+    a.dir = fs::absolute(a.dir).string();
+  }
+  a.ca = a.dir + "/ca.pem";
+  const std::string certs =
+      "python3 " CAIRN_SOURCE_DIR "/examples/make_dev_certs.py " + a.dir + " >/dev/null";
+  if (std::system(certs.c_str()) != 0) Die("making the TLS certificates failed");
+  RaiseFileLimit();
+  std::fprintf(stderr, "sync_bench: trace %s (sha256 %s), work dir %s\n", a.trace.c_str(),
+               FileSha256(a.trace).c_str(), a.dir.c_str());
+  std::printf("\n## sync_bench results\n\n- trace `%s`, sha256 `%s`\n", a.trace.c_str(),
+              FileSha256(a.trace).c_str());
+
+  if (a.scenario.find("e2e") != std::string::npos) {
+    // Raw SQLite first (its own process), then the three clients through the server.
+    Child raw = SpawnChild(self, {"--child", "raw", "--trace", a.trace, "--dir", a.dir});
+    ReadLine(&raw);
+    Tell(&raw);
+    Json raw_out = ReadLine(&raw);
+    Reap(&raw);
+
+    Server server = StartServer(a, "server");
+    std::vector<Child> clients;
+    for (const char* r : {"A", "B", "C"}) {
+      clients.push_back(SpawnChild(self, {"--child", "client", "--replica", r, "--trace",
+                                          a.trace, "--dir", a.dir, "--address", server.address,
+                                          "--ca", a.ca}));
+    }
+    for (auto& c : clients) ReadLine(&c);  // written offline, ready
+    auto t0 = Clock::now();
+    for (auto& c : clients) Tell(&c);
+    std::vector<Json> outs;
+    for (auto& c : clients) outs.push_back(ReadLine(&c));
+    const double secs = Seconds(t0, Clock::now());
+    for (auto& c : clients) Reap(&c);
+    const int64_t server_kb = StopServer(&server);
+    std::string server_digest;
+    {
+      cairn::ReplicaOptions ro;
+      ro.read_only = true;
+      auto srv = Must(cairn::Replica::Open(a.dir + "/server.db", ro), "open server file");
+      server_digest = Must(srv->Digest(), "server digest");
+    }
+    uint64_t bytes = 0, sent = 0, received = 0;
+    bool agree = true;
+    for (const auto& o : outs) {
+      sent += o["bytes_sent"].get<uint64_t>();
+      received += o["bytes_received"].get<uint64_t>();
+      agree = agree && o["digest"] == server_digest;
+    }
+    bytes = sent + received;
+    const double trace_ops = raw_out["ops"].get<double>();
+    const double ops_s = trace_ops / secs;
+    std::printf("\n### End to end: A, B and C through one cairn-server over TLS (127.0.0.1)\n\n");
+    std::printf("| | value |\n|---|---:|\n");
+    std::printf("| trace ops (A + B + C) | %s |\n", Num(trace_ops).c_str());
+    std::printf("| time until all three hold everything | %s s |\n", Num(secs, 3).c_str());
+    std::printf("| Cairn end to end | %s ops/s |\n", Num(ops_s).c_str());
+    std::printf("| raw SQLite upserts of the same ops, same run | %s ops/s |\n",
+                Num(raw_out["ops_per_s"].get<double>()).c_str());
+    std::printf("| ratio | %s |\n", Ratio(ops_s, raw_out["ops_per_s"].get<double>()).c_str());
+    std::printf("| bytes on the wire per trace op (TLS, both ways, all clients) | %s |\n",
+                Num(double(bytes) / trace_ops, 2).c_str());
+    std::printf("| of which pushed / pulled | %s / %s |\n",
+                Num(double(sent) / trace_ops, 2).c_str(),
+                Num(double(received) / trace_ops, 2).c_str());
+    for (size_t i = 0; i < clients.size(); i++) {
+      std::printf("| client %c: peak RSS, syncs, seconds | %s, %d, %s s |\n", "ABC"[i],
+                  Mb(clients[i].maxrss_kb).c_str(), outs[i]["syncs"].get<int>(),
+                  Num(outs[i]["seconds"].get<double>(), 3).c_str());
+    }
+    std::printf("| server peak RSS | %s |\n", Mb(server_kb).c_str());
+    std::printf("| raw SQLite process peak RSS | %s |\n", Mb(raw.maxrss_kb).c_str());
+    std::printf("| digests of A, B, C and the server | %s |\n",
+                agree ? ("all `" + server_digest.substr(0, 16) + "...`").c_str() : "DIFFER");
+    if (!agree) Die("the replicas did not converge");
+  }
+
+  if (a.scenario.find("idle") != std::string::npos) {
+    Server server = StartServer(a, "idle-server");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const int64_t before = ProcessRssKb(server.pid);
+    Child idle = SpawnChild(self, {"--child", "idle", "--address", server.address, "--ca", a.ca,
+                                   "--idle", std::to_string(a.idle)});
+    Json got = ReadLine(&idle);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const int64_t after = ProcessRssKb(server.pid);
+    Tell(&idle);
+    Reap(&idle);
+    StopServer(&server);
+    const double per = double(after - before) * 1024.0 / double(a.idle);
+    std::printf("\n### Idle TLS connections on one server\n\n");
+    std::printf("| connections | server RSS before | after | per connection |\n"
+                "|---:|---:|---:|---:|\n");
+    std::printf("| %s | %s | %s | %s KiB |\n", Num(got["connections"].get<double>()).c_str(),
+                Mb(before).c_str(), Mb(after).c_str(), Num(per / 1024.0, 1).c_str());
+  }
+  if (temp_dir) fs::remove_all(a.dir);
+  return 0;
+}
