@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <fstream>
 #include <map>
@@ -490,6 +491,126 @@ TEST(SyncPartial, AddingACollectionBringsItsState) {
   EXPECT_NE(b->CollectionDigests().value()["notes"], ServerDigest(dir, "notes"));
   // A partial replica cannot export (its receipts cover ops it skipped).
   EXPECT_EQ(b->Export(dir.File("b.cex")).status().code(), Code::kEINVAL);
+}
+
+// The log is trimmed while a client is still receiving its snapshot (the server reads one
+// document per loop turn here, and another client pushes meanwhile): the server notices the
+// session fell behind the log and sends a snapshot again, in the same session.
+TEST(SyncSnapshot, LogTrimmedDuringASnapshot) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.store.keep_log_ops = 20;
+  so.snapshot_docs_per_turn = 1;
+  ServerThread server(so);
+  auto a = OpenReplica(dir.File("a.db"));
+  int64_t sum = 0;
+  WriteBatch big;
+  for (int i = 0; i < 3000; i++) big.Increment("counters", "k" + std::to_string(i), "n", 1);
+  ASSERT_TRUE(a->Write(big).ok());
+  sum += 3000;
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  auto w = OpenReplica(dir.File("w.db"));
+  auto push = [&] {
+    for (int i = 0; i < 10; i++) ASSERT_TRUE(w->Increment("counters", "w", "n", 1).ok());
+    (void)SyncOnce(w.get(), server.address());
+  };
+  push();  // the big batch leaves the log: a new replica needs a snapshot
+  auto b = OpenReplica(dir.File("b.db"));
+  // 15 small pushes while b receives its snapshot: each trims the log. (Pushing for as long as
+  // a snapshot takes would starve it: each new one would fall behind again.)
+  std::thread writer([&] {
+    for (int i = 0; i < 15; i++) push();
+  });
+  Status s = SyncOnce(b.get(), server.address());
+  writer.join();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_NE(server.log().find("fell behind the kept log"), std::string::npos);
+  ASSERT_TRUE(SyncOnce(w.get(), server.address()).ok());
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_EQ(b->Digest().value(), ServerDigest(dir));
+  EXPECT_EQ(Counter(b.get(), "counters", "w", "n"), Counter(w.get(), "counters", "w", "n"));
+  EXPECT_EQ(Counter(b.get(), "counters", "k0", "n"), 1);
+  EXPECT_EQ(sum, 3000);
+}
+
+// An add snapshot is cut; the client then syncs without that collection (the log moves on and
+// its ops are skipped for it), then asks for it again: it must get everything, not resume a
+// snapshot whose cursor it has left.
+TEST(SyncPartial, StaleSnapshotIsNotResumed) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.max_batch_ops = 8;
+  ServerThread server(so);
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 4;  // Welcome, SnapshotBegin, 2 chunks, cut
+    return f;
+  });
+  auto a = OpenReplica(dir.File("a.db"));
+  auto b = OpenReplica(dir.File("b.db"));
+  auto sync_b = [&](std::vector<std::string> only, const std::string& via) {
+    sync::SyncOptions o;
+    o.only = std::move(only);
+    return SyncOnce(b.get(), via, o);
+  };
+  int64_t sum = 0;
+  for (int i = 0; i < 40; i++) {
+    ASSERT_TRUE(a->Increment("notes", "n" + std::to_string(i), "c", 1).ok());
+    sum++;
+  }
+  ASSERT_TRUE(a->Put("tasks", "t", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(sync_b({"tasks"}, server.address()).ok());
+  const std::string via = "127.0.0.1:" + std::to_string(proxy.port());
+  EXPECT_FALSE(sync_b({"tasks", "notes"}, via).ok());
+  ASSERT_TRUE(b->GetSnapshot().value().has_value());
+  // Without notes for a while; a writes to notes meanwhile.
+  for (int i = 0; i < 40; i++) {
+    ASSERT_TRUE(a->Increment("notes", "n" + std::to_string(i), "c", 1).ok());
+    sum++;
+  }
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(sync_b({"tasks"}, server.address()).ok());
+  EXPECT_FALSE(b->GetSnapshot().value().has_value());  // stale: dropped
+  ASSERT_TRUE(sync_b({"tasks", "notes"}, server.address()).ok());
+  EXPECT_EQ(b->CollectionDigests().value()["notes"], ServerDigest(dir, "notes"));
+  int64_t total = 0;
+  for (int i = 0; i < 40; i++) total += Counter(b.get(), "notes", "n" + std::to_string(i), "c");
+  EXPECT_EQ(total, sum);
+}
+
+// After an add snapshot, the client's state is exactly what its receipts count: a file from a
+// full replica imported before the log caught up counts nothing twice.
+TEST(SyncPartial, AddSnapshotKeepsReceiptsExact) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 4;  // Welcome, Begin, Chunk, End; cut before the log
+    return f;
+  });
+  auto a = OpenReplica(dir.File("a.db"));
+  auto p = OpenReplica(dir.File("p.db"));
+  sync::SyncOptions tasks_only;
+  tasks_only.only = {"tasks"};
+  ASSERT_TRUE(a->Increment("notes", "n", "c", 1).ok());
+  ASSERT_TRUE(a->Put("tasks", "t", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(SyncOnce(p.get(), server.address(), tasks_only).ok());
+  // a goes on: notes increments the partial replica's receipts do not count yet.
+  for (int i = 0; i < 5; i++) ASSERT_TRUE(a->Increment("notes", "n", "c", 10).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  sync::SyncOptions both;
+  both.only = {"tasks", "notes"};
+  EXPECT_FALSE(SyncOnce(p.get(), "127.0.0.1:" + std::to_string(proxy.port()), both).ok());
+  EXPECT_FALSE(p->GetSnapshot().value().has_value());  // the snapshot was applied
+  // A file from a full replica, then the log: every increment counted once.
+  ASSERT_TRUE(a->Export(dir.File("a.cex")).ok());
+  ASSERT_TRUE(p->Import(dir.File("a.cex")).ok());
+  EXPECT_EQ(Counter(p.get(), "notes", "n", "c"), 51);
+  ASSERT_TRUE(SyncOnce(p.get(), server.address(), both).ok());
+  EXPECT_EQ(Counter(p.get(), "notes", "n", "c"), 51);
+  EXPECT_EQ(p->CollectionDigests().value()["notes"], ServerDigest(dir, "notes"));
 }
 
 // Raw sockets sending bad frames: the server answers with an Error and closes; it keeps

@@ -17,7 +17,7 @@
 
 namespace cairn::protocol {
 
-constexpr uint16_t kProtocolVersion = 1;
+constexpr uint16_t kProtocolVersion = 2;  // 2: coverage, snapshots, partial holds
 constexpr uint32_t kDefaultMaxFrameBytes = 16u << 20;
 
 struct FrameLimits {

@@ -965,6 +965,16 @@ Status Replica::BeginSnapshot(const store::SnapshotState& snap) {
   return store_->Commit(clock_->last());
 }
 
+Status Replica::DiscardSnapshot() {
+  std::lock_guard<std::mutex> lock(mu_);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackUnlessCommitted guard(store_.get());
+  CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
+  return store_->Commit(clock_->last());
+}
+
 Status Replica::StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
                                    const std::string& after_key) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -996,10 +1006,16 @@ Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& cover
   Hlc max_hlc = 0;
   CAIRN_RETURN_IF_ERROR(store_->ForEachPendingOp(store::kSnapshotUnit, [&](const Op& op) -> Status {
     if (op.id.origin == id_) return Status::OK();  // this replica has all its own ops
-    // Ops the server received after the snapshot's cursor come again from its log (a resumed
-    // snapshot reads a later state): applying them here too would count an increment twice.
-    auto w = snap->watermarks.find(op.id.origin);
-    if (w == snap->watermarks.end() || op.id.seq > w->second) return Status::OK();
+    // Ops above the limit come from the log that follows (a resumed snapshot reads a later
+    // state): applying them here too would count an increment twice.
+    uint64_t limit = 0;
+    if (snap->rebase) {
+      auto w = snap->watermarks.find(op.id.origin);
+      if (w != snap->watermarks.end()) limit = w->second;
+    } else {
+      limit = store_->Through(op.id.origin);
+    }
+    if (op.id.seq > limit) return Status::OK();
     max_hlc = std::max(max_hlc, op.id.hlc);
     applied++;
     return store_->ApplyIdempotent(op);

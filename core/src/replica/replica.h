@@ -191,13 +191,17 @@ class Replica {
   Result<std::optional<store::SnapshotState>> GetSnapshot();
   // Starts a new snapshot: forgets an earlier one and what it staged.
   Status BeginSnapshot(const store::SnapshotState& snap);
+  // Forgets a staged snapshot (the server went on without it: it is stale).
+  Status DiscardSnapshot();
   // Stages one chunk (validated, not applied) and records its last document.
   Status StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
                             const std::string& after_key);
-  // Applies the staged snapshot in one transaction: ops above the snapshot's watermarks are
-  // left to the log that follows, the rest applied idempotently (a snapshot may repeat ops this
-  // replica has); a rebase raises the watermarks and stores the snapshot's cursor; `coverage`
-  // is stored. Returns the ops applied.
+  // Applies the staged snapshot in one transaction, idempotently (a snapshot may repeat ops
+  // this replica has). A rebase applies the ops up to the snapshot's watermarks, raises this
+  // replica's watermarks to them and stores the snapshot's cursor; a snapshot that adds
+  // collections applies only the ops up to this replica's own watermarks (the log from its
+  // cursor brings the rest), so its state stays exactly what its watermarks count. Ops above
+  // the limit are left to the log. `coverage` is stored. Returns the ops applied.
   Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage);
   // SPEC §2 "Clock safety": from now on the HLC's physical time follows the server's clock
   // (`server_time_ms`, as the server reported it) instead of this replica's clock source.

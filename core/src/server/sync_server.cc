@@ -19,6 +19,7 @@ using protocol::FinishFrame;
 
 const char* BodyName(wire::Body b) { return wire::EnumNameBody(b); }
 
+
 }  // namespace
 
 class Session;
@@ -33,6 +34,9 @@ struct SyncServer::Impl {
   uv_signal_t sigterm, sigint;
   bool stopping = false;
   std::unordered_set<Session*> sessions;
+  // Sessions whose snapshot yielded the loop (a scan budget spent): pumped again next turn.
+  uv_idle_t repump;
+  std::unordered_set<Session*> repump_sessions;
 
   void Log(const std::string& msg) {
     if (options.log) {
@@ -42,6 +46,11 @@ struct SyncServer::Impl {
     }
   }
   static void OnConnection(uv_stream_t* server, int status);
+  void Repump(Session* s) {
+    if (repump_sessions.empty()) uv_idle_start(&repump, OnRepump);
+    repump_sessions.insert(s);
+  }
+  static void OnRepump(uv_idle_t* idle);
   void StopNow();
   void PumpAll();
 };
@@ -64,6 +73,7 @@ class Session : public net::Conn::Delegate {
                    conn->peer() + " closed: " + (why.ok() ? "by the server" : why.ToString()));
     }
     server_->sessions.erase(this);
+    server_->repump_sessions.erase(this);
     delete this;
   }
 
@@ -84,6 +94,9 @@ class Session : public net::Conn::Delegate {
   }
   // Decides whether the client needs a snapshot (docs/protocol.md "Snapshots").
   Status PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_t cursor);
+  // The state of every collection the client reads, at the log's head.
+  struct Snapshot;
+  Snapshot RebaseSnapshot();
   // Sends the snapshot's frames while the write queue has room; true when it is complete.
   bool PumpSnapshot();
 
@@ -257,16 +270,15 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
   }
   Snapshot snap;
   snap.cursor = store->head();
-  std::vector<std::string> existing = store->state()->CollectionNames();
-  if (cursor < store->floor()) {
-    // Behind the kept log: the state of every collection it reads, then the log from there.
-    snap.rebase = true;
-    holds_.clear();
-    for (const std::string& c : existing) {
-      if (Reads(c)) snap.collections.push_back(c);
-    }
+  if (cursor < store->floor() || (hello.partial() && !same_server)) {
+    // Behind the kept log, or a partial replica new to this server (its receipts count ops it
+    // skipped elsewhere): the state of every collection it reads, then the log from there.
+    snap = RebaseSnapshot();
   } else if (partial) {
-    // Collections it asks for and does not hold: their state, then their ops after it.
+    // Collections it asks for and does not hold: their state, then their ops after its cursor
+    // (the client keeps only the snapshot's ops its receipts already count: the log from its
+    // cursor brings the others, once).
+    std::vector<std::string> existing = store->state()->CollectionNames();
     if (all_collections_) {
       if (holds_.count("*") == 0) {
         snap.announced = {"*"};
@@ -285,13 +297,16 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
       }
     }
     if (snap.announced.empty()) return Status::OK();
+    for (const auto& o : store->state()->Origins()) snap.watermarks[o.id] = o.through;
+    for (const std::string& c : snap.announced) holds_[c] = cursor;
   } else {
     return Status::OK();
   }
-  // A snapshot cut earlier resumes where it stopped, if the log still covers its cursor.
+  // A snapshot of the same kind cut earlier resumes where it stopped, if the log still covers
+  // its cursor.
   const wire::SnapshotResume* resume = hello.resume();
-  if (resume && same_server && resume->cursor() >= store->floor() &&
-      resume->cursor() <= store->head()) {
+  if (resume && same_server && resume->rebase() == snap.rebase &&
+      resume->cursor() >= store->floor() && resume->cursor() <= store->head()) {
     snap.resumed = true;
     snap.cursor = resume->cursor();
     const std::string after = resume->after_collection() ? resume->after_collection()->str() : "";
@@ -300,12 +315,21 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
       snap.after_key = resume->after_key() ? resume->after_key()->str() : "";
     }
   }
-  for (const auto& o : store->state()->Origins()) snap.watermarks[o.id] = o.through;
-  if (!snap.rebase) {
-    for (const std::string& c : snap.announced) holds_[c] = snap.cursor;
-  }
   snapshot_ = std::move(snap);
   return Status::OK();
+}
+
+Session::Snapshot Session::RebaseSnapshot() {
+  ServerStore* store = server_->store.get();
+  Snapshot snap;
+  snap.rebase = true;
+  snap.cursor = store->head();
+  holds_.clear();
+  for (const std::string& c : store->state()->CollectionNames()) {
+    if (Reads(c)) snap.collections.push_back(c);
+  }
+  for (const auto& o : store->state()->Origins()) snap.watermarks[o.id] = o.through;
+  return snap;
 }
 
 bool Session::PumpSnapshot() {
@@ -326,15 +350,21 @@ bool Session::PumpSnapshot() {
   }
   store::ReplicaStore* state = server_->store->state();
   std::vector<Op> chunk;
+  size_t scanned = 0;  // documents read in this call: other sessions wait meanwhile
   while (conn->queued_bytes() < max_queued && snap.next < snap.collections.size()) {
+    if (scanned >= server_->options.snapshot_docs_per_turn) {
+      server_->Repump(this);
+      return false;
+    }
     const std::string& coll = snap.collections[snap.next];
     chunk.clear();
     std::string last_key;
     size_t docs = 0;
-    const size_t max_docs = 256;
+    const size_t max_docs = std::min<size_t>(256, server_->options.snapshot_docs_per_turn);
     Status st = state->ForEachDocSurvivors(
         coll, snap.after_key, max_docs, [&](const std::string& key, std::vector<Op>* ops) {
           docs++;
+          scanned++;
           last_key = key;
           for (Op& op : *ops) {
             // Not the client's own ops; nothing past the snapshot's receipts (the log has them).
@@ -379,7 +409,17 @@ bool Session::PumpSnapshot() {
 
 void Session::Pump() {
   if (!live_ || conn->closing()) return;
-  if (snapshot_ && !PumpSnapshot()) return;
+  for (;;) {
+    if (!snapshot_ && sent_ < server_->store->floor()) {
+      // The log was trimmed past this session while it waited (a slow client, or one receiving
+      // a snapshot): what it lacks is no longer in the log. A snapshot again, then the log.
+      snapshot_ = RebaseSnapshot();
+      sent_ = snapshot_->cursor;
+      server_->Log("session " + replica_.Hex() + " fell behind the kept log: snapshot");
+    }
+    if (!snapshot_) break;
+    if (!PumpSnapshot()) return;
+  }
   ServerStore* store = server_->store.get();
   const size_t max_queued = server_->options.max_queued_bytes;
   const uint32_t max_ops = server_->options.max_batch_ops;
@@ -438,6 +478,16 @@ void Session::Pump() {
   }
 }
 
+void SyncServer::Impl::OnRepump(uv_idle_t* idle) {
+  auto* impl = static_cast<Impl*>(idle->data);
+  std::vector<Session*> due(impl->repump_sessions.begin(), impl->repump_sessions.end());
+  impl->repump_sessions.clear();
+  uv_idle_stop(idle);
+  for (Session* s : due) {
+    if (impl->sessions.count(s)) s->Pump();
+  }
+}
+
 void SyncServer::Impl::PumpAll() {
   // A session may close (and leave the set) while pumping: iterate over a copy.
   std::vector<Session*> all(sessions.begin(), sessions.end());
@@ -479,6 +529,7 @@ void SyncServer::Impl::StopNow() {
   Log("stopping");
   uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&repump), nullptr);
   if (options.handle_signals) {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
@@ -514,6 +565,8 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
   uv_loop_init(&i->loop);
   uv_tcp_init(&i->loop, &i->listener);
   i->listener.data = i;
+  uv_idle_init(&i->loop, &i->repump);
+  i->repump.data = i;
   uv_async_init(&i->loop, &i->stop_async, [](uv_async_t* a) {
     static_cast<Impl*>(a->data)->StopNow();
   });

@@ -32,6 +32,7 @@ struct ServerOptions {
   size_t max_queued_bytes = 1u << 20;  // per session: the log is read only below this
   uint32_t max_batch_ops = 8192;       // ops per batch the server sends
   uint32_t window_batches = 8;         // unacknowledged pushes a client may have in flight
+  size_t snapshot_docs_per_turn = 4096;  // documents a snapshot reads before serving others
   bool handle_signals = false;         // stop on SIGTERM / SIGINT
   // Where messages go; default: stderr, prefixed "cairn-server: ".
   std::function<void(const std::string&)> log;

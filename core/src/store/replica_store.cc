@@ -13,15 +13,15 @@ namespace {
 
 // What format 2 added to format 1: the sync position (docs/storage-format.md).
 const char* const kSyncSchema = R"sql(
-CREATE TABLE cairn_sync(
+CREATE TABLE IF NOT EXISTS cairn_sync(
   id INTEGER PRIMARY KEY CHECK (id = 1), server_id BLOB, cursor INTEGER NOT NULL,
   subscriptions TEXT, last_sync_ms INTEGER);
-INSERT INTO cairn_sync(id, cursor) VALUES (1, 0);
+INSERT OR IGNORE INTO cairn_sync(id, cursor) VALUES (1, 0);
 )sql";
 
 // What format 3 added to format 2: a snapshot being received (docs/storage-format.md).
 const char* const kSnapshotSchema = R"sql(
-CREATE TABLE cairn_snapshot(
+CREATE TABLE IF NOT EXISTS cairn_snapshot(
   id INTEGER PRIMARY KEY CHECK (id = 1), server_id BLOB NOT NULL, cursor INTEGER NOT NULL,
   rebase INTEGER NOT NULL, collections TEXT NOT NULL, wanted TEXT NOT NULL,
   watermarks BLOB NOT NULL, after_collection TEXT NOT NULL, after_key TEXT NOT NULL);

@@ -138,6 +138,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
   std::string wanted;            // options.only as a canonical JSON array
   // A snapshot being received (SnapshotBegin .. SnapshotEnd).
   bool in_snapshot = false;
+  bool stale_snapshot = false;   // a staged snapshot this session has not (yet) continued
   bool snapshot_rebase = false;
   uint64_t snapshot_cursor = 0;
   std::vector<std::string> snapshot_collections;
@@ -316,10 +317,11 @@ struct SyncClient::Engine : net::Conn::Delegate {
     auto holds_vec = fbb.CreateVector(holds);
     flatbuffers::Offset<wire::SnapshotResume> resume;
     const store::SnapshotState* staged = snap->has_value() ? &snap->value() : nullptr;
+    stale_snapshot = staged != nullptr;
     if (staged && known_server && staged->server_id == *known_server && staged->wanted == wanted) {
       resume = wire::CreateSnapshotResume(fbb, staged->cursor,
                                           fbb.CreateString(staged->after_collection),
-                                          fbb.CreateString(staged->after_key));
+                                          fbb.CreateString(staged->after_key), staged->rebase);
     }
     wire::HelloBuilder hello(fbb);
     hello.add_partial(coverage.partial);
@@ -480,11 +482,27 @@ struct SyncClient::Engine : net::Conn::Delegate {
     Push();
   }
 
-  void OnBatch(const wire::OpBatch& batch) {
+  // The server sends a snapshot before anything else of a session: one staged earlier and not
+  // continued by now is stale (the client asked for something else, or the server no longer
+  // has its cursor) and must not be resumed later against a moved cursor.
+  bool SessionGoesOn(const char* what) {
     if (in_snapshot) {
-      conn->SendErrorAndClose(Code::kEINVAL, "a batch inside a snapshot");
-      return;
+      conn->SendErrorAndClose(Code::kEINVAL, std::string(what) + " inside a snapshot");
+      return false;
     }
+    if (stale_snapshot) {
+      Status s = replica->DiscardSnapshot();
+      if (!s.ok()) {
+        conn->Close(s);
+        return false;
+      }
+      stale_snapshot = false;
+    }
+    return true;
+  }
+
+  void OnBatch(const wire::OpBatch& batch) {
+    if (!SessionGoesOn("a batch")) return;
     if (batch.cursor() <= cursor) {
       conn->SendErrorAndClose(Code::kECORRUPT, "batch cursor did not advance");
       return;
@@ -539,6 +557,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       }
     }
     in_snapshot = true;
+    stale_snapshot = false;
     snapshot_rebase = b.rebase();
     snapshot_cursor = b.cursor();
   }
@@ -565,8 +584,10 @@ struct SyncClient::Engine : net::Conn::Delegate {
     if (snapshot_rebase) {
       after = Coverage::Fresh(options.only);
     } else {
+      // Held from this replica's cursor: the snapshot brought what its receipts count, the log
+      // from here brings the rest.
       after.partial = true;
-      for (const auto& c : snapshot_collections) after.holds[c] = snapshot_cursor;
+      for (const auto& c : snapshot_collections) after.holds[c] = cursor;
     }
     auto applied = replica->FinishSnapshot(CoverageText(after));
     if (!applied.ok()) {
@@ -583,6 +604,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
   }
 
   void OnCaughtUp(const wire::CaughtUp& cu) {
+    if (!SessionGoesOn("CaughtUp")) return;
     if (cu.cursor() < cursor) {
       conn->SendErrorAndClose(Code::kECORRUPT, "CaughtUp cursor went backwards");
       return;
