@@ -335,6 +335,13 @@ void EditAndSync(Replica* r, const std::string& server, int rounds, std::mt19937
   }
 }
 
+// A server that keeps 20 ops of log: two rounds of EditAndSync.
+server::ServerOptions ShortLog(const TempDir& dir) {
+  server::ServerOptions o = Options(dir);
+  o.store.keep_log_ops = 20;
+  return o;
+}
+
 void ExpectSums(Replica* r, const std::map<std::string, int64_t>& sums) {
   for (const auto& [key, sum] : sums) EXPECT_EQ(Counter(r, "counters", key, "n"), sum) << key;
 }
@@ -343,8 +350,7 @@ void ExpectSums(Replica* r, const std::map<std::string, int64_t>& sums) {
 // snapshot of the state, then the log from the snapshot's cursor.
 TEST(SyncSnapshot, NewReplicaJoinsAfterTheLogWasTrimmed) {
   TempDir dir;
-  server::ServerOptions so = Options(dir);
-  so.store.keep_log_ops = 20;
+  server::ServerOptions so = ShortLog(dir);
   ServerThread server(so);
   std::mt19937 rng(7);
   std::map<std::string, int64_t> sums;
@@ -366,8 +372,7 @@ TEST(SyncSnapshot, NewReplicaJoinsAfterTheLogWasTrimmed) {
 // offline, and pushes them afterwards; everyone converges with exact counters.
 TEST(SyncSnapshot, ReplicaOfflineLongerThanTheLogKeepsItsOps) {
   TempDir dir;
-  server::ServerOptions so = Options(dir);
-  so.store.keep_log_ops = 20;
+  server::ServerOptions so = ShortLog(dir);
   ServerThread server(so);
   std::mt19937 rng(8);
   std::map<std::string, int64_t> sums;
@@ -400,8 +405,7 @@ TEST(SyncSnapshot, ReplicaOfflineLongerThanTheLogKeepsItsOps) {
 // the server's state moved on meanwhile; nothing is counted twice.
 TEST(SyncSnapshot, CutSnapshotResumes) {
   TempDir dir;
-  server::ServerOptions so = Options(dir);
-  so.store.keep_log_ops = 20;  // two rounds of edits
+  server::ServerOptions so = ShortLog(dir);
   so.max_batch_ops = 8;  // many small chunks
   ServerThread server(so);
   // Frames to the joining client: Welcome, SnapshotBegin, chunks...: cut before the 5th chunk.
@@ -498,8 +502,7 @@ TEST(SyncPartial, AddingACollectionBringsItsState) {
 // session fell behind the log and sends a snapshot again, in the same session.
 TEST(SyncSnapshot, LogTrimmedDuringASnapshot) {
   TempDir dir;
-  server::ServerOptions so = Options(dir);
-  so.store.keep_log_ops = 20;
+  server::ServerOptions so = ShortLog(dir);
   so.snapshot_docs_per_turn = 1;
   ServerThread server(so);
   auto a = OpenReplica(dir.File("a.db"));

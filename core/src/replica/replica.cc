@@ -872,19 +872,31 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
   return stats;
 }
 
-Status Replica::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
-                                std::optional<int64_t> synced_ms) {
+Status Replica::InWriteTxn(const std::function<Status()>& body) {
   std::lock_guard<std::mutex> lock(mu_);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   RollbackUnlessCommitted guard(store_.get());
-  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
-  pos.cursor = cursor;
-  pos.server_id = server;
-  if (synced_ms) pos.last_sync_ms = synced_ms;
-  CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
+  CAIRN_RETURN_IF_ERROR(body());
   return store_->Commit(clock_->last());
+}
+
+Status Replica::UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change) {
+  return InWriteTxn([&]() -> Status {
+    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+    change(&pos);
+    return store_->SetSyncPosition(pos);
+  });
+}
+
+Status Replica::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
+                                std::optional<int64_t> synced_ms) {
+  return UpdateSyncPosition([&](store::SyncPosition* pos) {
+    pos->cursor = cursor;
+    pos->server_id = server;
+    if (synced_ms) pos->last_sync_ms = synced_ms;
+  });
 }
 
 Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
@@ -921,24 +933,11 @@ Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
 }
 
 Status Replica::AckOutbox(uint64_t through) {
-  std::lock_guard<std::mutex> lock(mu_);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackUnlessCommitted guard(store_.get());
-  CAIRN_RETURN_IF_ERROR(store_->AckOutbox(through));
-  return store_->Commit(clock_->last());
+  return InWriteTxn([&] { return store_->AckOutbox(through); });
 }
 
 Status Replica::SetCoverage(const std::optional<std::string>& coverage) {
-  std::lock_guard<std::mutex> lock(mu_);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
-  CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackUnlessCommitted guard(store_.get());
-  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
-  pos.subscriptions = coverage;
-  CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
-  return store_->Commit(clock_->last());
+  return UpdateSyncPosition([&](store::SyncPosition* pos) { pos->subscriptions = coverage; });
 }
 
 Result<std::optional<store::SnapshotState>> Replica::GetSnapshot() {
@@ -948,50 +947,35 @@ Result<std::optional<store::SnapshotState>> Replica::GetSnapshot() {
 }
 
 Status Replica::BeginSnapshot(const store::SnapshotState& snap) {
-  std::lock_guard<std::mutex> lock(mu_);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
-  CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackUnlessCommitted guard(store_.get());
-  CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
-  CAIRN_RETURN_IF_ERROR(store_->SetSnapshot(snap));
-  // The cursor belongs to this server from now on (a cut snapshot resumes only with it).
-  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
-  if (pos.server_id != snap.server_id) {
+  return InWriteTxn([&]() -> Status {
+    CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
+    CAIRN_RETURN_IF_ERROR(store_->SetSnapshot(snap));
+    // The cursor belongs to this server from now on (a cut snapshot resumes only with it).
+    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+    if (pos.server_id == snap.server_id) return Status::OK();
     pos.server_id = snap.server_id;
     pos.cursor = 0;
-    CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
-  }
-  return store_->Commit(clock_->last());
+    return store_->SetSyncPosition(pos);
+  });
 }
 
 Status Replica::DiscardSnapshot() {
-  std::lock_guard<std::mutex> lock(mu_);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
-  CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackUnlessCommitted guard(store_.get());
-  CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
-  return store_->Commit(clock_->last());
+  return InWriteTxn([&] { return store_->ClearSnapshot(); });
 }
 
 Status Replica::StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
                                    const std::string& after_key) {
-  std::lock_guard<std::mutex> lock(mu_);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
-  CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackUnlessCommitted guard(store_.get());
-  CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, store_->GetSnapshot());
-  if (!snap) return Status::Invalid("a snapshot chunk without a snapshot");
-  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
-    CAIRN_RETURN_IF_ERROR(ValidateOp(op));
-    return store_->StagePending(store::kSnapshotUnit, op);
-  }));
-  snap->after_collection = after_collection;
-  snap->after_key = after_key;
-  CAIRN_RETURN_IF_ERROR(store_->SetSnapshot(*snap));
-  return store_->Commit(clock_->last());
+  return InWriteTxn([&]() -> Status {
+    CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, store_->GetSnapshot());
+    if (!snap) return Status::Invalid("a snapshot chunk without a snapshot");
+    CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+      CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+      return store_->StagePending(store::kSnapshotUnit, op);
+    }));
+    snap->after_collection = after_collection;
+    snap->after_key = after_key;
+    return store_->SetSnapshot(*snap);
+  });
 }
 
 Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& coverage) {

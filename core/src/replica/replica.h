@@ -213,6 +213,10 @@ class Replica {
   Status ValidateBatch(const WriteBatch& batch);
   Status WriteLocked(const WriteBatch& batch);
   Result<ImportStats> ImportLocked(std::FILE* in);
+  // Runs `body` in one write transaction under the lock; commits when it succeeds, else rolls
+  // back.
+  Status InWriteTxn(const std::function<Status()>& body);
+  Status UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change);
 
   mutable std::mutex mu_;
   std::mutex listener_mu_;
