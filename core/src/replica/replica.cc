@@ -966,15 +966,11 @@ Status Replica::DiscardSnapshot() {
 Status Replica::StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
                                    const std::string& after_key) {
   return InWriteTxn([&]() -> Status {
-    CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, store_->GetSnapshot());
-    if (!snap) return Status::Invalid("a snapshot chunk without a snapshot");
-    CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+    CAIRN_RETURN_IF_ERROR(store_->SetSnapshotPosition(after_collection, after_key));
+    return protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
       CAIRN_RETURN_IF_ERROR(ValidateOp(op));
       return store_->StagePending(store::kSnapshotUnit, op);
-    }));
-    snap->after_collection = after_collection;
-    snap->after_key = after_key;
-    return store_->SetSnapshot(*snap);
+    });
   });
 }
 
@@ -1013,8 +1009,7 @@ Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& cover
     }
     pos.cursor = snap->cursor;
   }
-  pos.server_id = snap->server_id;
-  pos.subscriptions = coverage;
+  pos.subscriptions = coverage;  // (BeginSnapshot stored the server's id)
   CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
   CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
   CAIRN_RETURN_IF_ERROR(store_->DrainPending());

@@ -23,7 +23,7 @@ INSERT OR IGNORE INTO cairn_sync(id, cursor) VALUES (1, 0);
 const char* const kSnapshotSchema = R"sql(
 CREATE TABLE IF NOT EXISTS cairn_snapshot(
   id INTEGER PRIMARY KEY CHECK (id = 1), server_id BLOB NOT NULL, cursor INTEGER NOT NULL,
-  rebase INTEGER NOT NULL, collections TEXT NOT NULL, wanted TEXT NOT NULL,
+  rebase INTEGER NOT NULL, wanted TEXT NOT NULL,
   watermarks BLOB NOT NULL, after_collection TEXT NOT NULL, after_key TEXT NOT NULL);
 )sql";
 
@@ -1249,20 +1249,19 @@ Result<std::optional<SnapshotState>> ReplicaStore::GetSnapshot() {
   std::optional<SnapshotState> out;
   if (!has_snapshot_table_) return out;
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "SELECT server_id, cursor, rebase, collections, wanted, watermarks, after_collection, "
-      "after_key FROM cairn_snapshot WHERE id = 1"));
+      "SELECT server_id, cursor, rebase, wanted, watermarks, after_collection, after_key "
+      "FROM cairn_snapshot WHERE id = 1"));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return out;
   SnapshotState s;
-  std::string_view w = st.Blob(5);
+  std::string_view w = st.Blob(4);
   if (!ReplicaId::FromBytes(st.Blob(0).data(), st.Blob(0).size(), &s.server_id) ||
       w.size() % 24 != 0) {
     return Status::Corrupt("malformed cairn_snapshot row");
   }
   s.cursor = U(st.Int(1));
   s.rebase = st.Int(2) != 0;
-  s.collections = std::string(st.Text(3));
-  s.wanted = std::string(st.Text(4));
+  s.wanted = std::string(st.Text(3));
   Reader r(reinterpret_cast<const uint8_t*>(w.data()), w.size());
   while (!r.done()) {
     ReplicaId id;
@@ -1271,8 +1270,8 @@ Result<std::optional<SnapshotState>> ReplicaStore::GetSnapshot() {
     if (!r.GetFixed64(&seq)) return Status::Corrupt("malformed snapshot watermarks");
     s.watermarks[id] = seq;
   }
-  s.after_collection = std::string(st.Text(6));
-  s.after_key = std::string(st.Text(7));
+  s.after_collection = std::string(st.Text(5));
+  s.after_key = std::string(st.Text(6));
   out = std::move(s);
   return out;
 }
@@ -1280,7 +1279,7 @@ Result<std::optional<SnapshotState>> ReplicaStore::GetSnapshot() {
 Status ReplicaStore::SetSnapshot(const SnapshotState& snap) {
   if (!in_txn_) return Status::Internal("SetSnapshot outside a transaction");
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "INSERT OR REPLACE INTO cairn_snapshot VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)"));
+      "INSERT OR REPLACE INTO cairn_snapshot VALUES (1, ?, ?, ?, ?, ?, ?, ?)"));
   std::string w;
   for (const auto& [id, seq] : snap.watermarks) {
     w.append(reinterpret_cast<const char*>(id.bytes.data()), id.bytes.size());
@@ -1289,12 +1288,23 @@ Status ReplicaStore::SetSnapshot(const SnapshotState& snap) {
   st.BindBlob(1, snap.server_id.Bytes());
   st.BindInt(2, I(snap.cursor));
   st.BindInt(3, snap.rebase ? 1 : 0);
-  st.BindText(4, snap.collections);
-  st.BindText(5, snap.wanted);
-  st.BindBlob(6, w);
-  st.BindText(7, snap.after_collection);
-  st.BindText(8, snap.after_key);
+  st.BindText(4, snap.wanted);
+  st.BindBlob(5, w);
+  st.BindText(6, snap.after_collection);
+  st.BindText(7, snap.after_key);
   return st.Run();
+}
+
+Status ReplicaStore::SetSnapshotPosition(const std::string& after_collection,
+                                         const std::string& after_key) {
+  if (!in_txn_) return Status::Internal("SetSnapshotPosition outside a transaction");
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "UPDATE cairn_snapshot SET after_collection = ?, after_key = ? WHERE id = 1"));
+  st.BindText(1, after_collection);
+  st.BindText(2, after_key);
+  CAIRN_RETURN_IF_ERROR(st.Run());
+  if (db_.Changes() == 0) return Status::Invalid("a snapshot chunk without a snapshot");
+  return Status::OK();
 }
 
 Status ReplicaStore::ClearSnapshot() {

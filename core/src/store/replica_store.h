@@ -58,7 +58,6 @@ struct SnapshotState {
   ReplicaId server_id;
   uint64_t cursor = 0;                       // the server cursor the snapshot was started at
   bool rebase = false;                       // replaces the cursor (else: adds collections)
-  std::string collections;                   // JSON array of the collections it brings
   std::string wanted;                        // the subscription request it answers
   std::map<ReplicaId, uint64_t> watermarks;  // the server's per-origin receipts at `cursor`
   std::string after_collection, after_key;   // the last document staged
@@ -129,6 +128,9 @@ class ReplicaStore {
   Status ApplyIdempotent(const Op& op);
   Result<std::optional<SnapshotState>> GetSnapshot();
   Status SetSnapshot(const SnapshotState& snap);  // REQUIRES: inside Begin/Commit
+  // Records the last document staged; EINVAL when no snapshot is being received (REQUIRES:
+  // inside Begin/Commit).
+  Status SetSnapshotPosition(const std::string& after_collection, const std::string& after_key);
   // Forgets the snapshot being received and its staged ops (REQUIRES: inside Begin/Commit).
   Status ClearSnapshot();
 

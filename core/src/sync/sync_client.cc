@@ -543,7 +543,6 @@ struct SyncClient::Engine : net::Conn::Delegate {
       snap.server_id = server_id;
       snap.cursor = b.cursor();
       snap.rebase = b.rebase();
-      snap.collections = CanonicalJson(Json(snapshot_collections));
       snap.wanted = wanted;
       if (b.watermarks()) {
         for (const auto* e : *b.watermarks()) {

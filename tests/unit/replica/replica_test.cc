@@ -305,6 +305,23 @@ TEST_F(ReplicaTest, ServerBatchCoverage) {
   EXPECT_EQ(b->GetSyncPosition().value().cursor, 6u);
 }
 
+// Snapshot staging out of order (a chunk or an end without a begin) is refused, nothing staged.
+TEST_F(ReplicaTest, SnapshotStepsOutOfOrderAreRefused) {
+  auto b = Open("b.db");
+  ReplicaId origin;
+  origin.bytes.fill(7);
+  protocol::BatchEncoder enc;
+  enc.Add(IncOp(origin, 1));
+  flatbuffers::FlatBufferBuilder fbb;
+  enc.Finish(&fbb);
+  const auto* batch = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
+  EXPECT_EQ(b->StageSnapshotChunk(*batch, "c", "k").code(), Code::kEINVAL);
+  EXPECT_EQ(b->FinishSnapshot(std::nullopt).status().code(), Code::kEINVAL);
+  EXPECT_FALSE(b->GetSnapshot().value().has_value());
+  EXPECT_EQ(b->GetStatus().value().pending_ops, 0);
+  EXPECT_EQ(Dump(b.get()), "{}");
+}
+
 // A file claiming seqs near 2^64 of this replica's own origin would wrap its seq counter.
 TEST_F(ReplicaTest, ImportRefusesAbsurdSeqs) {
   auto b = Open("b.db");
