@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main demo (README "Set-up"): a cairn-server on an embedded SQLite store, serving TLS with a
 # development CA and checking tokens; three replicas edit offline with conflicts (a rename, a
-# delete and a revival, counters), then sync through the server and converge.
+# delete and a revival, counters), then sync through the server and converge; a fourth replica
+# whose token may not write a collection sees its write there refused, reported and undone.
 # Usage: examples/sync_demo.sh PATH_TO_CAIRN PATH_TO_CAIRN_SERVER
 set -euo pipefail
 CAIRN=${1:?usage: sync_demo.sh PATH_TO_CAIRN PATH_TO_CAIRN_SERVER}
@@ -57,10 +58,25 @@ for who in alice bob carol server; do printf '%-6s %s\n' "$who" "$(c $who digest
 say "   The collection is a real SQL table on every replica:"
 c bob query 'SELECT key, title, done, owner, votes FROM tasks ORDER BY key'
 
+say "6. Dave may read everything but write only 'notes'. Offline he edits a task and writes a note;
+   when he syncs, the server refuses the task edit (reported to him) and takes the note:"
+TOKEN[dave]=$("$SERVER" token --token-secret "$DIR/secret" --sub dave --write notes)
+sync dave >/dev/null
+c dave put tasks groceries '{"title":"Buy nothing at all"}'
+c dave put notes hello '{"text":"hi from dave"}'
+printf '%-6s %s\n' dave "$(sync dave)"
+c dave rejected
+c dave rejected | grep -q '"error":"EPERM"' || { echo "the refusal was not recorded" >&2; exit 1; }
+say "   Dave's replica undid the refused edit; everyone gets his note:"
+for who in alice bob carol; do sync $who >/dev/null; done
+c dave get tasks groceries
+c alice get notes hello
+
 kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
-da=$(c alice digest); db=$(c bob digest); dc=$(c carol digest); ds=$(c server digest)
-if [ "$da" = "$db" ] && [ "$db" = "$dc" ] && [ "$dc" = "$ds" ]; then
-  say "Converged: all three replicas and the server are identical."
+da=$(c alice digest); db=$(c bob digest); dc=$(c carol digest); dd=$(c dave digest)
+ds=$(c server digest)
+if [ "$da" = "$db" ] && [ "$db" = "$dc" ] && [ "$dc" = "$dd" ] && [ "$dd" = "$ds" ]; then
+  say "Converged: all four replicas and the server are identical."
 else
   echo "DIVERGED" >&2
   exit 1

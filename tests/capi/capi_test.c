@@ -61,6 +61,10 @@ static void test_crud(void) {
   CHECK(cairn_replica_status_json(&buf, r) == CAIRN_OK);
   CHECK(buf.data && strstr((const char*)buf.data, "\"pending_ops\":4") != NULL);
   cairn_buf_dispose(&buf);
+  CHECK(cairn_replica_rejected_json(&buf, r) == CAIRN_OK && buf.len == 0); /* none refused */
+  cairn_buf_dispose(&buf);
+  CHECK(cairn_replica_rejected_json(&buf, NULL) == CAIRN_EINVAL);
+  CHECK(strcmp(cairn_strerror(CAIRN_ECLOCK), "clock too far ahead of the server's") == 0);
   cairn_replica_free(r);
   cairn_replica_free(NULL); /* harmless */
 }

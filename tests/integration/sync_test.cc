@@ -914,6 +914,249 @@ TEST(SyncAuth, ReadPermissionLimitsWhatIsSent) {
   EXPECT_EQ(b->DumpString().value(), R"({"public":{"p":{"v":1}}})");
 }
 
+std::vector<store::RejectedOp> RejectedOps(Replica* r) {
+  std::vector<store::RejectedOp> out;
+  EXPECT_TRUE(r->Rejected([&](const store::RejectedOp& op) {
+                 out.push_back(op);
+                 return Status::OK();
+               }).ok());
+  return out;
+}
+
+std::string QueryRows(Replica* r, const std::string& sql) {
+  std::string out;
+  EXPECT_TRUE(r->Query(sql, [&](const std::string& row) {
+                 out += row + "\n";
+                 return Status::OK();
+               }).ok());
+  return out;
+}
+
+// SPEC §5: a token names the collections its holder may write. The server refuses, whole, a
+// transaction that writes elsewhere; the origin records its ops as rejected, with the reason,
+// and undoes them (what they had replaced comes back), so it ends equal to everyone else.
+TEST(SyncAuth, WritesTheTokenDoesNotAllowAreRefusedAndUndone) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.token_secret = kSecret;
+  ServerThread server(so);
+  sync::SyncOptions admin, limited;
+  admin.token = Token("admin", 3600);
+  limited.token = Token("alice", 3600, {"*"}, {"notes"});
+  auto b = OpenReplica(dir.File("b.db"));
+  ASSERT_TRUE(b->Put("prices", "p1", {{"v", Value::Int(1)}, {"w", Value::Int(1)}}).ok());
+  ASSERT_TRUE(b->Put("prices", "p2", {{"v", Value::Int(2)}}).ok());
+  ASSERT_TRUE(b->Increment("prices", "p3", "n", 10).ok());
+  ASSERT_TRUE(SyncOnce(b.get(), server.address(), admin).ok());
+  auto a = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(SyncOnce(a.get(), server.address(), limited).ok());
+  const std::string prices_before = QueryRows(a.get(), "SELECT * FROM prices ORDER BY key");
+
+  ASSERT_TRUE(a->Put("notes", "n1", {{"t", Value::String("kept")}}).ok());
+  ASSERT_TRUE(a->Put("prices", "p1", {{"v", Value::Int(100)}}).ok());  // replaces b's set
+  ASSERT_TRUE(a->Put("prices", "p1", {{"v", Value::Int(101)}}).ok());  // replaces its own
+  ASSERT_TRUE(a->Delete("prices", "p2").ok());                         // hides a document
+  ASSERT_TRUE(a->Increment("prices", "p3", "n", 5).ok());
+  WriteBatch mixed;  // one transaction: refused whole, its allowed note with it
+  mixed.Set("notes", "n2", "t", Value::String("refused with its transaction"))
+      .Set("prices", "p4", "v", Value::Int(4));
+  ASSERT_TRUE(a->Write(mixed).ok());
+  ASSERT_TRUE(a->Put("notes", "n3", {{"t", Value::String("kept too")}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address(), limited).ok());
+
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+  EXPECT_EQ(QueryRows(a.get(), "SELECT * FROM prices ORDER BY key"), prices_before);
+  EXPECT_EQ(Counter(a.get(), "prices", "p3", "n"), 10);
+  EXPECT_FALSE(a->Get("notes", "n2").value().has_value());
+  EXPECT_TRUE(a->Get("notes", "n1").value().has_value());
+  EXPECT_TRUE(a->Get("notes", "n3").value().has_value());
+  auto rejected = RejectedOps(a.get());
+  ASSERT_EQ(rejected.size(), 6u);  // p1 twice, the delete, the increment, n2 and p4
+  for (const auto& r : rejected) {
+    EXPECT_EQ(r.code, static_cast<int>(Code::kEPERM));
+    EXPECT_NE(r.reason.find("writing 'prices'"), std::string::npos) << r.reason;
+  }
+  EXPECT_EQ(rejected[4].op.key, "n2");
+  auto st = a->GetStatus().value();
+  EXPECT_EQ(st.pending_ops, 0);
+  EXPECT_EQ(st.rejected_ops, 6);
+  EXPECT_NE(server.log().find("refused seqs"), std::string::npos);
+
+  // Nobody else ever sees a refused op, and its seqs are no gap for them.
+  ASSERT_TRUE(SyncOnce(b.get(), server.address(), admin).ok());
+  auto c = OpenReplica(dir.File("c.db"));
+  ASSERT_TRUE(SyncOnce(c.get(), server.address(), admin).ok());
+  EXPECT_EQ(b->Digest().value(), a->Digest().value());
+  EXPECT_EQ(c->Digest().value(), a->Digest().value());
+  // The origin goes on: later writes flow, refusals are not recorded twice.
+  ASSERT_TRUE(a->Put("notes", "n4", {{"t", Value::String("later")}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address(), limited).ok());
+  ASSERT_TRUE(SyncOnce(c.get(), server.address(), admin).ok());
+  EXPECT_EQ(c->Digest().value(), a->Digest().value());
+  EXPECT_EQ(RejectedOps(a.get()).size(), 6u);
+}
+
+// The Ack that carries a refusal is lost: the client pushes the same ops again and the server,
+// which remembers what it refused, reports it again; the ops are recorded and undone once.
+TEST(SyncAuth, LostAckOfARefusalReportsItAgain) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.token_secret = kSecret;
+  ServerThread server(so);
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 2;  // Welcome, CaughtUp, then the Ack
+    return f;
+  });
+  sync::SyncOptions limited;
+  limited.token = Token("alice", 3600, {"*"}, {"notes"});
+  auto a = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(a->Put("prices", "p", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(a->Put("notes", "n", {{"t", Value::String("ok")}}).ok());
+  const std::string via_proxy = "127.0.0.1:" + std::to_string(proxy.port());
+  EXPECT_FALSE(SyncOnce(a.get(), via_proxy, limited).ok());
+  EXPECT_EQ(proxy.cuts(), 1);
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 2);
+  EXPECT_TRUE(a->Get("prices", "p").value().has_value());  // not known to be refused yet
+  ASSERT_TRUE(SyncOnce(a.get(), via_proxy, limited).ok());
+  EXPECT_FALSE(a->Get("prices", "p").value().has_value());
+  EXPECT_EQ(RejectedOps(a.get()).size(), 1u);
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 0);
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+}
+
+// SPEC §2 clock safety. A device whose clock runs a year ahead writes offline; the server
+// refuses those ops (ECLOCK) instead of letting them win every conflict for a year; the device
+// records and undoes them, winds its clock back, and its later writes are taken and ordered
+// with everyone else's, also after a restart offline. Every replica ends in the same state.
+TEST(SyncClock, AClockAYearAheadDoesNotWinForever) {
+  TempDir dir;
+  ServerThread server(Options(dir));  // the system clock, max drift 60 s
+  const int64_t year_ms = int64_t{365} * 24 * 3600 * 1000;
+  testing::FakeClock ahead(port::WallClockMs() + year_ms);
+  ReplicaOptions ro;
+  ro.clock = &ahead;
+  auto a = std::move(Replica::Open(dir.File("a.db"), ro).value());
+  auto b = OpenReplica(dir.File("b.db"));
+  ASSERT_TRUE(b->Put("c", "k", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(2)}}).ok());  // stamped a year ahead
+  ASSERT_TRUE(a->Increment("c", "k", "n", 1).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  auto rejected = RejectedOps(a.get());
+  ASSERT_EQ(rejected.size(), 2u);
+  EXPECT_EQ(rejected[0].code, static_cast<int>(Code::kECLOCK));
+  EXPECT_NE(rejected[0].reason.find("ahead of the server's clock"), std::string::npos);
+  EXPECT_EQ(a->DumpString().value(), R"({"c":{"k":{"v":1}}})");
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+
+  // Its next write is stamped with the server's time: taken, and it wins over b's older one.
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(3)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  EXPECT_EQ(RejectedOps(a.get()).size(), 2u);
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_EQ(b->DumpString().value(), R"({"c":{"k":{"v":3}}})");
+  // b's later write wins in turn: a's clock no longer outranks everyone.
+  ASSERT_TRUE(b->Put("c", "k", {{"v", Value::Int(4)}}).ok());
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  // Restarted offline, a keeps the correction: a write made then is taken too.
+  a.reset();
+  a = std::move(Replica::Open(dir.File("a.db"), ro).value());
+  ASSERT_TRUE(a->Put("c", "j", {{"v", Value::Int(5)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_EQ(RejectedOps(a.get()).size(), 2u);
+  EXPECT_EQ(a->DumpString().value(), R"({"c":{"j":{"v":5},"k":{"v":4}}})");
+  EXPECT_EQ(b->Digest().value(), a->Digest().value());
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+}
+
+// Refusals at random: replica 0 may not write "closed" or "counters", replica 1's clock
+// jumps a year ahead now and then; all three write random transactions across collections
+// (sets, deletes, increments) and sync at random moments. At the end every replica equals the
+// server, and each counter holds exactly the sum of the increments that were not refused.
+TEST(SyncAuth, RandomRefusalsConverge) {
+  const int64_t year_ms = int64_t{365} * 24 * 3600 * 1000;
+  for (uint32_t seed = 1; seed <= 4; seed++) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    TempDir dir;
+    server::ServerOptions so = Options(dir);
+    so.token_secret = kSecret;
+    ServerThread server(so);
+    std::vector<sync::SyncOptions> opts(3);
+    opts[0].token = Token("limited", 3600, {"*"}, {"open"});
+    opts[1].token = Token("drifting", 3600);
+    opts[2].token = Token("plain", 3600);
+    testing::FakeClock drifting(port::WallClockMs());
+    ReplicaOptions ro;
+    ro.clock = &drifting;
+    std::vector<std::unique_ptr<Replica>> rs;
+    rs.push_back(OpenReplica(dir.File("r0")));
+    rs.push_back(std::move(Replica::Open(dir.File("r1"), ro).value()));
+    rs.push_back(OpenReplica(dir.File("r2")));
+    std::mt19937 rng(seed);
+    std::map<std::string, int64_t> sums;  // every increment written
+    const char* colls[] = {"open", "closed"};
+    for (int step = 0; step < 250; step++) {
+      const size_t who = rng() % 3;
+      Replica* r = rs[who].get();
+      const std::string key = "k" + std::to_string(rng() % 6);
+      const std::string coll = colls[rng() % 2];
+      switch (rng() % 8) {
+        case 0:
+        case 1:
+          ASSERT_TRUE(r->Put(coll, key, {{"v", Value::Int(step)}}).ok());
+          break;
+        case 2:
+          ASSERT_TRUE(r->Delete(coll, key).ok());
+          break;
+        case 3: {
+          int64_t d = static_cast<int64_t>(rng() % 100) - 30;
+          ASSERT_TRUE(r->Increment("counters", key, "n", d).ok());
+          sums[key] += d;
+          break;
+        }
+        case 4: {  // one transaction over several collections
+          int64_t d = static_cast<int64_t>(rng() % 10) + 1;
+          WriteBatch b;
+          b.Set("open", key, "w", Value::Int(step)).Set(coll, key, "v", Value::Int(-step));
+          b.Increment("counters", key, "n", d);
+          ASSERT_TRUE(r->Write(b).ok());
+          sums[key] += d;
+          break;
+        }
+        case 5:
+          if (rng() % 4 == 0) drifting.Advance(year_ms);  // replica 1's clock jumps ahead
+          break;
+        default:
+          ASSERT_TRUE(SyncOnce(r, server.address(), opts[who]).ok());
+      }
+    }
+    for (int round = 0; round < 2; round++) {
+      for (size_t i = 0; i < rs.size(); i++) {
+        ASSERT_TRUE(SyncOnce(rs[i].get(), server.address(), opts[i]).ok());
+      }
+    }
+    const std::string want = ServerDigest(dir);
+    for (auto& [key, sum] : sums) {
+      for (auto& r : rs) {
+        for (const auto& rej : RejectedOps(r.get())) {
+          if (rej.op.collection == "counters" && rej.op.key == key) sum -= rej.op.delta;
+        }
+      }
+    }
+    for (auto& r : rs) {
+      EXPECT_EQ(r->Digest().value(), want);
+      EXPECT_EQ(r->GetStatus().value().pending_ops, 0);
+      for (const auto& [key, sum] : sums) EXPECT_EQ(Counter(r.get(), "counters", key, "n"), sum);
+    }
+    EXPECT_GT(RejectedOps(rs[0].get()).size(), 0u);  // both kinds of refusal happened
+    auto drifted = RejectedOps(rs[1].get());
+    ASSERT_GT(drifted.size(), 0u);
+    EXPECT_EQ(drifted[0].code, static_cast<int>(Code::kECLOCK));
+  }
+}
+
 // A client that pushes ops of another origin is refused and nothing is applied.
 TEST(SyncAuth, ForgedOriginIsRefused) {
   TempDir dir;

@@ -64,6 +64,10 @@ CAIRN_API int cairn_replica_digest(char out[65], cairn_replica* replica);
 CAIRN_API int cairn_replica_query_json(cairn_buf* out, cairn_replica* replica, const char* sql);
 /** Status as canonical JSON: replica_id, seq, pending_ops, held_back_ops, rejected_ops, known. */
 CAIRN_API int cairn_replica_status_json(cairn_buf* out, cairn_replica* replica);
+/** The ops a sync server refused (docs/protocol.md "Refused ops"), oldest first: one canonical
+ *  JSON object per op, each followed by '\n': the op (origin, seq, hlc, kind, collection, key,
+ *  field, value or delta), "error" (e.g. "EPERM", "ECLOCK"), "reason", "at_ms". */
+CAIRN_API int cairn_replica_rejected_json(cairn_buf* out, cairn_replica* replica);
 
 /** Writes every op the replica has to `path` as protocol frames (an offline sync).
  *  @param[out] ops_out  NULL, or receives the number of ops written. */

@@ -192,6 +192,22 @@ CAIRN_API int cairn_replica_status_json(cairn_buf* out, cairn_replica* replica) 
   CAIRN_CAPI_END
 }
 
+CAIRN_API int cairn_replica_rejected_json(cairn_buf* out, cairn_replica* replica) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = cairn_buf{nullptr, 0};
+  CHECK_ARG(replica);
+  std::string text;
+  cairn::Status st = replica->impl->Rejected([&](const cairn::store::RejectedOp& r) {
+    text += cairn::CanonicalJson(cairn::RejectedOpToJson(r.op, r.code, r.reason, r.at_ms));
+    text += '\n';
+    return cairn::Status::OK();
+  });
+  if (!st.ok()) return ToC(st);
+  return FillBuf(out, text);
+  CAIRN_CAPI_END
+}
+
 CAIRN_API int cairn_replica_export(uint64_t* ops_out, cairn_replica* replica,
                                    const char* path) {
   CAIRN_CAPI_GUARD

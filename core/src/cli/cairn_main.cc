@@ -78,6 +78,8 @@ static int Run(int argc, char** argv) {
   auto* query = app.add_subcommand("query", "read-only SQL over the materialized tables");
   query->add_option("SQL", sql)->required();
   auto* log = app.add_subcommand("log", "print the op log as JSON lines");
+  auto* rejected = app.add_subcommand(
+      "rejected", "print the ops a sync server refused (with the reason) as JSON lines");
   auto* exp = app.add_subcommand("export", "write every op this replica has to a file");
   exp->add_option("OUT_FILE", path)->required();
   auto* imp = app.add_subcommand("import", "apply an export from another replica");
@@ -185,6 +187,12 @@ static int Run(int argc, char** argv) {
   } else if (log->parsed()) {
     st = r.Log([](const cairn::Op& op) {
       std::cout << cairn::CanonicalJson(cairn::OpToJson(op)) << "\n";
+      return cairn::Status::OK();
+    });
+  } else if (rejected->parsed()) {
+    st = r.Rejected([](const cairn::store::RejectedOp& x) {
+      std::cout << cairn::CanonicalJson(cairn::RejectedOpToJson(x.op, x.code, x.reason, x.at_ms))
+                << "\n";
       return cairn::Status::OK();
     });
   } else if (exp->parsed()) {

@@ -47,6 +47,11 @@ class HybridClock {
   void Restore(Hlc last) {
     if (last > last_) last_ = last;
   }
+  // Winds the clock back to `to` when it is beyond (a clock found too far ahead of the
+  // server's, SPEC §2: the ops stamped beyond are refused; later ones must not be).
+  void Rewind(Hlc to) {
+    if (to < last_) last_ = to;
+  }
   // Milliseconds added to the source's time (the server's correction, SPEC §2 "Clock safety").
   void set_offset_ms(int64_t offset) { offset_ms_ = offset; }
   int64_t offset_ms() const { return offset_ms_; }

@@ -17,7 +17,7 @@
 
 namespace cairn::protocol {
 
-constexpr uint16_t kProtocolVersion = 2;  // 2: coverage, snapshots, partial holds
+constexpr uint16_t kProtocolVersion = 3;  // 2: coverage, snapshots, partial holds; 3: refusals
 constexpr uint32_t kDefaultMaxFrameBytes = 16u << 20;
 
 struct FrameLimits {

@@ -186,4 +186,12 @@ Json OpToJson(const Op& op) {
   return j;
 }
 
+Json RejectedOpToJson(const Op& op, int code, const std::string& reason, int64_t at_ms) {
+  Json j = OpToJson(op);
+  j["error"] = CodeName(static_cast<Code>(code));
+  j["reason"] = reason;
+  j["at_ms"] = at_ms;
+  return j;
+}
+
 }  // namespace cairn

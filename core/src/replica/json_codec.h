@@ -26,6 +26,9 @@ Result<Fields> ParseFieldsJson(const std::string& text);
 // Canonical text of `j` (what every command-line tool prints).
 std::string CanonicalJson(const Json& j);
 Json OpToJson(const Op& op);
+// An op a server refused: OpToJson plus "error" (the code's name, e.g. "EPERM"), "reason" and
+// "at_ms" (when it was recorded).
+Json RejectedOpToJson(const Op& op, int code, const std::string& reason, int64_t at_ms);
 
 std::string Base64Encode(const std::string& bytes);
 bool Base64Decode(const std::string& text, std::string* out);

@@ -1,6 +1,8 @@
 #include "replica/replica.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 
@@ -123,6 +125,34 @@ Status WriteBatch::ForEach(const std::function<Status(const Entry&)>& fn) const 
   return Status::OK();
 }
 
+// The ops of an OpBatch frame the file keeps (an outbox row), verified first.
+static Status DecodeFrameOps(std::string_view blob, const std::function<Status(const Op&)>& fn) {
+  std::string payload(blob);
+  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+  if (!frame->body_as_OpBatch()) return Status::Corrupt("outbox entry is not a batch");
+  return protocol::DecodeBatch(*frame->body_as_OpBatch(), {}, fn);
+}
+
+// `ops` as one OpBatch frame without a length prefix, each op once, in (origin, seq) order as the
+// encoding requires; empty for no ops.
+static std::string EncodeOps(std::vector<Op>* ops) {
+  if (ops->empty()) return std::string();
+  auto by_id = [](const Op& a, const Op& b) {
+    return a.id.origin != b.id.origin ? a.id.origin < b.id.origin : a.id.seq < b.id.seq;
+  };
+  std::sort(ops->begin(), ops->end(), by_id);
+  protocol::BatchEncoder enc;
+  for (size_t i = 0; i < ops->size(); i++) {
+    Op& o = (*ops)[i];
+    if (i > 0 && o.id == (*ops)[i - 1].id) continue;
+    o.continues_txn = false;
+    enc.Add(o);
+  }
+  flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
+  enc.Finish(&fbb);
+  return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
+}
+
 Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
                                                const ReplicaOptions& options) {
   std::unique_ptr<Replica> r(new Replica());
@@ -143,6 +173,10 @@ Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
                          store::ReplicaStore::Open(path, so, new_id, r->clock_source_->NowMs()));
   r->id_ = r->store_->replica_id();
   r->clock_->Restore(r->store_->stored_hlc());
+  // The clock correction learnt from a server holds offline too (SPEC §2 clock safety).
+  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r->store_->GetSyncPosition());
+  r->stored_offset_ms_ = pos.clock_offset_ms;
+  if (pos.clock_offset_ms) r->clock_->set_offset_ms(*pos.clock_offset_ms);
   return r;
 }
 
@@ -220,6 +254,9 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
   // Every op goes through the merge rules and into one outbox row: the transaction's OpBatch,
   // ready to be pushed as it is.
   protocol::BatchEncoder outbox;
+  // The ops this transaction removes from the state, kept with it until the server takes it,
+  // so that a refusal can undo it (UndoRefused).
+  std::vector<Op> superseded;
   Op op;
   op.id.origin = id_;
   const uint64_t first_seq = store_->last_seq() + 1;
@@ -234,7 +271,7 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
     op.delta = e.delta;
     op.continues_txn = op.id.seq != first_seq;
     outbox.Add(op);
-    return store_->Apply(op, /*local=*/true);
+    return store_->Apply(op, /*local=*/true, &superseded);
   });
   if (st.ok()) st = store_->WriteBack();
   if (st.ok()) {
@@ -247,9 +284,17 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
                              " bytes encoded exceeds the frame limit of " +
                              std::to_string(protocol::kDefaultMaxFrameBytes) + ": split it");
     }
+    // Ops of this same transaction are refused or taken with it: not kept.
+    superseded.erase(std::remove_if(superseded.begin(), superseded.end(),
+                                    [&](const Op& o) {
+                                      return o.id.origin == id_ && o.id.seq >= first_seq;
+                                    }),
+                     superseded.end());
+    std::string kept = EncodeOps(&superseded);
     st = store_->AppendOutbox(
         first_seq, store_->last_seq(), clock_->last(),
-        std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()));
+        std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()),
+        kept);
   }
   if (!st.ok()) {
     store_->Rollback();
@@ -915,14 +960,10 @@ Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
           if (first <= last) {
             return Status::Corrupt("outbox rows overlap at seq " + std::to_string(first));
           }
-          std::string payload(blob);
-          CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-          if (!frame->body_as_OpBatch()) return Status::Corrupt("outbox entry is not a batch");
-          CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*frame->body_as_OpBatch(), {},
-                                                      [&](const Op& op) -> Status {
-                                                        enc->Add(op);
-                                                        return Status::OK();
-                                                      }));
+          CAIRN_RETURN_IF_ERROR(DecodeFrameOps(blob, [&](const Op& op) -> Status {
+            enc->Add(op);
+            return Status::OK();
+          }));
           last = through;
           more = true;
           return Status::OK();
@@ -932,8 +973,52 @@ Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
   return last;
 }
 
-Status Replica::AckOutbox(uint64_t through) {
-  return InWriteTxn([&] { return store_->AckOutbox(through); });
+Status Replica::AckOutbox(uint64_t through, const std::vector<RefusedTxn>& refused) {
+  return InWriteTxn([&]() -> Status {
+    CAIRN_RETURN_IF_ERROR(UndoRefused(refused));
+    if (clock_rewound_) store_->RewindHlc(clock_->last());
+    return store_->AckOutbox(through);
+  });
+}
+
+Status Replica::UndoRefused(const std::vector<RefusedTxn>& refused) {
+  if (refused.empty()) return Status::OK();
+  auto is_refused = [&](const OpId& id) {
+    if (id.origin != id_) return false;
+    for (const RefusedTxn& r : refused) {
+      if (id.seq >= r.first_seq && id.seq <= r.last_seq) return true;
+    }
+    return false;
+  };
+  // Per document touched: the ops the refused transactions superseded there (when written) or
+  // outranked (received later).
+  std::map<std::pair<std::string, std::string>, std::vector<Op>> docs;
+  const int64_t now = clock_source_->NowMs();
+  for (const RefusedTxn& r : refused) {
+    // Rows already gone: this refusal was handled before (an Ack repeated after a lost one).
+    CAIRN_RETURN_IF_ERROR(store_->TakeOutbox(
+        r.first_seq, r.last_seq,
+        [&](std::string_view batch, std::string_view superseded) -> Status {
+          CAIRN_RETURN_IF_ERROR(DecodeFrameOps(batch, [&](const Op& op) -> Status {
+            docs[{op.collection, op.key}];
+            return store_->RecordRejected(op, static_cast<int>(r.code), r.reason, now);
+          }));
+          if (superseded.empty()) return Status::OK();
+          return DecodeFrameOps(superseded, [&](const Op& op) -> Status {
+            docs[{op.collection, op.key}].push_back(op);
+            return Status::OK();
+          });
+        }));
+    // And the ops received later that they outranked.
+    CAIRN_RETURN_IF_ERROR(store_->TakeOutranked(r.first_seq, r.last_seq, [&](const Op& op) {
+      docs[{op.collection, op.key}].push_back(op);
+      return Status::OK();
+    }));
+  }
+  for (const auto& [doc, extra] : docs) {
+    CAIRN_RETURN_IF_ERROR(store_->RebuildDoc(doc.first, doc.second, is_refused, extra));
+  }
+  return Status::OK();
 }
 
 Status Replica::SetCoverage(const std::optional<std::string>& coverage) {
@@ -1018,9 +1103,25 @@ Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& cover
   return applied;
 }
 
-void Replica::CorrectClock(int64_t server_time_ms) {
+Status Replica::CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms) {
+  const int64_t offset = server_time_ms - clock_source_->NowMs();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    clock_->set_offset_ms(offset);
+    const Hlc bound = MakeHlc(static_cast<uint64_t>(std::max<int64_t>(server_time_ms, 0)) +
+                                  max_drift_ms, 0);
+    if (max_drift_ms > 0 && clock_->last() > bound) {
+      clock_->Rewind(bound);
+      clock_rewound_ = true;
+    }
+    // Stored when it moved by a second or more: not a write per connection.
+    if (stored_offset_ms_ && std::llabs(*stored_offset_ms_ - offset) < 1000) return Status::OK();
+  }
+  CAIRN_RETURN_IF_ERROR(
+      UpdateSyncPosition([&](store::SyncPosition* pos) { pos->clock_offset_ms = offset; }));
   std::lock_guard<std::mutex> lock(mu_);
-  clock_->set_offset_ms(server_time_ms - clock_source_->NowMs());
+  stored_offset_ms_ = offset;
+  return Status::OK();
 }
 
 }  // namespace cairn

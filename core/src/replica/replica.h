@@ -111,6 +111,13 @@ struct ServerBatchStats {
   uint64_t duplicates = 0;
 };
 
+// A local transaction (seqs first_seq..last_seq) a server refused, and why.
+struct RefusedTxn {
+  uint64_t first_seq = 0, last_seq = 0;
+  Code code = Code::kERROR;
+  std::string reason;
+};
+
 namespace protocol {
 class BatchEncoder;
 }
@@ -178,8 +185,12 @@ class Replica {
   // Adds the outbox's transactions after local seq `after_seq` to `enc`, whole, until it holds
   // at least `max_ops` ops. Returns the last local seq added (after_seq when none).
   Result<uint64_t> ReadOutbox(uint64_t after_seq, size_t max_ops, protocol::BatchEncoder* enc);
-  // The server made every local op up to `through` durable: they leave the outbox.
-  Status AckOutbox(uint64_t through);
+  // The server made every local op up to `through` durable: they leave the outbox. The
+  // transactions in `refused` were not taken (docs/protocol.md "Refused ops"): in the same
+  // transaction their ops go to the rejected-ops table with the reason and are undone here
+  // (each document they touched is recomputed without them, from its ops and those they
+  // superseded).
+  Status AckOutbox(uint64_t through, const std::vector<RefusedTxn>& refused = {});
   // `fn` runs after each committed local write (on the writer's thread, outside the lock), so a
   // sync client can push at once. One listener; nullptr removes it.
   void SetWriteListener(std::function<void()> fn);
@@ -204,8 +215,11 @@ class Replica {
   // the limit are left to the log. `coverage` is stored. Returns the ops applied.
   Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage);
   // SPEC §2 "Clock safety": from now on the HLC's physical time follows the server's clock
-  // (`server_time_ms`, as the server reported it) instead of this replica's clock source.
-  void CorrectClock(int64_t server_time_ms);
+  // (`server_time_ms`, as the server reported it) instead of this replica's clock source; the
+  // correction is stored, so it holds offline after a restart. A clock that already ran more
+  // than `max_drift_ms` ahead of the server (0: unknown) is wound back to that bound: the
+  // server refuses the ops stamped beyond it, and new ones must not be.
+  Status CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms);
 
  private:
   Replica() = default;
@@ -217,6 +231,7 @@ class Replica {
   // back.
   Status InWriteTxn(const std::function<Status()>& body);
   Status UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change);
+  Status UndoRefused(const std::vector<RefusedTxn>& refused);
 
   mutable std::mutex mu_;
   std::mutex listener_mu_;
@@ -226,6 +241,8 @@ class Replica {
   Clock* clock_source_ = nullptr;
   ReplicaId id_;
   bool read_only_ = false;
+  bool clock_rewound_ = false;  // CorrectClock wound the clock back: persist it at the next ack
+  std::optional<int64_t> stored_offset_ms_;  // the clock correction in the file
 };
 
 }  // namespace cairn

@@ -65,6 +65,9 @@ int Run(int argc, char** argv) {
                  "close a connection whose frame does not complete (default 30000)");
   app.add_option("--max-frame-bytes", o.conn.limits.max_frame_bytes,
                  "largest frame accepted (default 16 MiB)");
+  app.add_option("--max-drift-ms", o.max_drift_ms,
+                 "refuse ops stamped further ahead of the server's clock (default 60000)")
+      ->check(CLI::Range(1000u, 86400000u));
 
   auto* token = app.add_subcommand("token", "mint a development token and print it");
   token->fallthrough();  // --token-secret may follow the subcommand

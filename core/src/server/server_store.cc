@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS cairn_server_log(
 CREATE TABLE IF NOT EXISTS cairn_server_meta(
   id INTEGER PRIMARY KEY CHECK (id = 1), floor INTEGER NOT NULL);
 INSERT OR IGNORE INTO cairn_server_meta VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS cairn_server_refused(
+  origin BLOB NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+  code INTEGER NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
+  PRIMARY KEY (origin, first_seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cairn_server_replicas(
   replica_id BLOB PRIMARY KEY, subject TEXT NOT NULL, first_seen_ms INTEGER NOT NULL)
   WITHOUT ROWID;
@@ -63,10 +67,16 @@ Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
   CAIRN_ASSIGN_OR_RETURN(s->read_log_, db->Prepare(
       "SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_server_log "
       "WHERE cursor > ? ORDER BY cursor LIMIT ?"));
+  CAIRN_ASSIGN_OR_RETURN(s->put_refused_, db->Prepare(
+      "INSERT INTO cairn_server_refused VALUES (?,?,?,?,?,?)"));
+  CAIRN_ASSIGN_OR_RETURN(s->find_refused_, db->Prepare(
+      "SELECT first_seq, last_seq, code, reason FROM cairn_server_refused "
+      "WHERE origin = ? AND last_seq >= ? AND first_seq <= ? ORDER BY first_seq"));
   return s;
 }
 
-Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch) {
+Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
+                                          const AdmitFn& admit) {
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   struct Guard {
     store::ReplicaStore* s;
@@ -75,39 +85,94 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
     }
   } guard{store_.get()};
   PushResult result;
-  uint64_t through = store_->Through(origin);
-  uint64_t first = 0;
+  const uint64_t before = store_->Through(origin);
+  uint64_t through = before;
+  uint64_t dup_low = 0, dup_high = 0;  // the duplicates' seqs, to report earlier refusals
   Hlc max_hlc = 0;
   protocol::BatchEncoder accepted;
+  // Transactions are applied or refused whole: one is collected, then decided.
+  std::vector<Op> txn;
+  Status verdict;
+  auto finish_txn = [&]() -> Status {
+    if (txn.empty()) return Status::OK();
+    const uint64_t first = txn.front().id.seq, last = txn.back().id.seq;
+    if (!verdict.ok()) {
+      Refused r{first, last, verdict.code(), verdict.message()};
+      put_refused_.BindBlob(1, origin.Bytes());
+      put_refused_.BindInt(2, I(first));
+      put_refused_.BindInt(3, I(last));
+      put_refused_.BindInt(4, static_cast<int64_t>(r.code));
+      put_refused_.BindText(5, r.reason);
+      put_refused_.BindInt(6, clock_source_->NowMs());
+      CAIRN_RETURN_IF_ERROR(put_refused_.Run());
+      result.refused.push_back(std::move(r));
+    } else {
+      for (const Op& op : txn) {
+        max_hlc = std::max(max_hlc, op.id.hlc);
+        accepted.Add(op);
+        CAIRN_RETURN_IF_ERROR(store_->Apply(op, /*local=*/false));
+      }
+      result.applied += txn.size();
+    }
+    through = last;
+    txn.clear();
+    verdict = Status::OK();
+    return Status::OK();
+  };
   CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
     if (op.id.origin != origin) {
       return Status::Invalid("op of origin " + op.id.origin.Hex() +
                              " pushed by replica " + origin.Hex() +
                              ": a replica pushes only its own ops");
     }
-    CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+    if (!op.continues_txn) CAIRN_RETURN_IF_ERROR(finish_txn());
     if (op.id.seq <= through) {
-      result.duplicates++;
+      if (result.duplicates++ == 0) dup_low = op.id.seq;
+      dup_high = std::max(dup_high, op.id.seq);
       return Status::OK();
     }
-    if (op.id.seq != through + 1) {
+    const uint64_t expected = (txn.empty() ? through : txn.back().id.seq) + 1;
+    if (op.id.seq != expected) {
       return Status::Corrupt("op " + origin.Hex() + ":" + std::to_string(op.id.seq) +
-                             " follows seq " + std::to_string(through) + " (a gap)");
+                             " follows seq " + std::to_string(expected - 1) + " (a gap)");
     }
-    through = op.id.seq;
-    if (first == 0) first = op.id.seq;
-    max_hlc = std::max(max_hlc, op.id.hlc);
-    accepted.Add(op);
-    result.applied++;
-    return store_->Apply(op, /*local=*/false);
+    if (verdict.ok()) {
+      verdict = ValidateOp(op);
+      if (verdict.ok()) verdict = admit(op);
+    }
+    txn.push_back(op);
+    return Status::OK();
   }));
+  CAIRN_RETURN_IF_ERROR(finish_txn());
+  // A retry after a lost Ack: what was refused then is reported again.
+  if (result.duplicates > 0) {
+    find_refused_.BindBlob(1, origin.Bytes());
+    find_refused_.BindInt(2, I(dup_low));
+    find_refused_.BindInt(3, I(dup_high));
+    std::vector<Refused> earlier;
+    for (;;) {
+      auto row = find_refused_.Step();
+      if (!row.ok()) {
+        find_refused_.Reset();
+        return row.status();
+      }
+      if (!row.value()) break;
+      earlier.push_back(Refused{U(find_refused_.Int(0)), U(find_refused_.Int(1)),
+                                static_cast<Code>(find_refused_.Int(2)),
+                                std::string(find_refused_.Text(3))});
+    }
+    find_refused_.Reset();
+    result.refused.insert(result.refused.begin(), earlier.begin(), earlier.end());
+  }
   result.through = through;
-  if (result.applied > 0) {
+  if (through > before) {
+    // The log entry accounts for every seq received, refused ones included (they are absent
+    // from its batch: receivers get them as covered, docs/protocol.md "Coverage").
     CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, through));
     flatbuffers::FlatBufferBuilder fbb(accepted.ops_bytes() + 1024);
     accepted.Finish(&fbb);
     put_log_.BindBlob(1, origin.Bytes());
-    put_log_.BindInt(2, I(first));
+    put_log_.BindInt(2, I(before + 1));
     put_log_.BindInt(3, I(through));
     put_log_.BindInt(4, I(result.applied));
     put_log_.BindStaticBlob(
@@ -116,7 +181,7 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
     const uint64_t cursor = U(sqlite3_last_insert_rowid(store_->db()->raw()));
     uint64_t new_floor = floor_, log_ops = log_ops_ + result.applied;
     CAIRN_RETURN_IF_ERROR(TrimLog(&new_floor, &log_ops));
-    clock_->Observe(max_hlc);
+    clock_->Observe(max_hlc);  // accepted ops only: a refused clock does not drag the server's
     CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
     head_ = cursor;
     floor_ = new_floor;

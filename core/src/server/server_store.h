@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "clock/hlc.h"
@@ -26,12 +27,23 @@ struct ServerStoreOptions {
   Clock* clock = nullptr;           // nullptr: the system clock
 };
 
+// A transaction of a push the server refused (kept, so a retry after a lost Ack learns it too).
+struct Refused {
+  uint64_t first_seq = 0, last_seq = 0;
+  Code code = Code::kOK;
+  std::string reason;
+};
+
 struct PushResult {
   uint64_t through = 0;    // the origin's watermark after the push (what the Ack reports)
   uint64_t cursor = 0;     // the log's head after the push
   uint64_t applied = 0;
   uint64_t duplicates = 0;
+  std::vector<Refused> refused;  // refused now, or earlier within the duplicates
 };
+
+// Whether the server takes an op of a push: OK, or why not (EPERM, ECLOCK, ...).
+using AdmitFn = std::function<Status(const Op&)>;
 
 // One entry of the global log: a batch pushed by `origin`, its ops first_seq..last_seq.
 struct LogEntry {
@@ -53,8 +65,12 @@ class ServerStore {
 
   // Applies a batch pushed by `origin` (the authenticated replica) atomically. Every op must be
   // the origin's own (EINVAL otherwise, nothing applied); ops already received are
-  // skipped; an op past a gap is refused (ECORRUPT). Accepted ops get the next cursor.
-  Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch);
+  // skipped; an op past a gap ends the push (ECORRUPT). A transaction with an op that breaks
+  // the rules or that `admit` refuses is refused whole: not applied, recorded, reported in
+  // PushResult::refused; its seqs count as received. The batch gets the next cursor; its log
+  // entry covers the refused seqs too (docs/protocol.md, "Refused ops").
+  Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
+                               const AdmitFn& admit);
 
   // Log entries with cursor > after, oldest first, at most max_rows.
   Status ReadLog(uint64_t after, size_t max_rows,
@@ -75,7 +91,7 @@ class ServerStore {
   std::unique_ptr<HybridClock> clock_;
   std::unique_ptr<store::ReplicaStore> store_;
   uint64_t head_ = 0, floor_ = 0, log_ops_ = 0;
-  store::Stmt put_log_, read_log_;
+  store::Stmt put_log_, read_log_, put_refused_, find_refused_;
 };
 
 }  // namespace cairn::server

@@ -231,7 +231,8 @@ void Session::OnHello(const wire::Hello& hello) {
   auto welcome = wire::CreateWelcome(fbb, protocol::kProtocolVersion, &sid, store->NowMs(),
                                      server_->options.conn.limits.max_frame_bytes,
                                      server_->options.max_batch_ops,
-                                     server_->options.window_batches);
+                                     server_->options.window_batches,
+                                     server_->options.max_drift_ms);
   conn->Send(FinishFrame(&fbb, wire::Body::Welcome, welcome));
   server_->Log("session " + replica_.Hex() + " from " + conn->peer() + " at cursor " +
                std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()) +
@@ -243,15 +244,38 @@ void Session::OnHello(const wire::Hello& hello) {
 
 void Session::OnBatch(const wire::OpBatch& batch) {
   ServerStore* store = server_->store.get();
-  auto pushed = store->ApplyPush(replica_, batch);
+  const int64_t now = store->NowMs();
+  const int64_t max_drift = server_->options.max_drift_ms;
+  auto admit = [&](const Op& op) -> Status {
+    if (claims_ && !claims_->MayWrite(op.collection)) {
+      return Status(Code::kEPERM, "the token does not allow writing '" + op.collection + "'");
+    }
+    const int64_t ahead = static_cast<int64_t>(HlcPhysical(op.id.hlc)) - now;
+    if (ahead > max_drift) {
+      return Status(Code::kECLOCK, "op stamped " + std::to_string(ahead) +
+                                       " ms ahead of the server's clock (at most " +
+                                       std::to_string(max_drift) + " ms)");
+    }
+    return Status::OK();
+  };
+  auto pushed = store->ApplyPush(replica_, batch, admit);
   if (!pushed.ok()) {
     conn->SendErrorAndClose(pushed.status().code(),
                             "push refused: " + pushed.status().message());
     return;
   }
   flatbuffers::FlatBufferBuilder fbb(128);
+  std::vector<flatbuffers::Offset<wire::Refusal>> refused;
+  for (const Refused& r : pushed->refused) {
+    refused.push_back(wire::CreateRefusal(fbb, r.first_seq, r.last_seq,
+                                          static_cast<int32_t>(r.code),
+                                          fbb.CreateString(r.reason)));
+    server_->Log("session " + replica_.Hex() + ": refused seqs " + std::to_string(r.first_seq) +
+                 ".." + std::to_string(r.last_seq) + ": " + r.reason);
+  }
   wire::AckEntry entry(protocol::ToWire(replica_), pushed->through);
-  auto ack = wire::CreateAck(fbb, fbb.CreateVectorOfStructs(&entry, 1), batch.batch_id());
+  auto ack = wire::CreateAck(fbb, fbb.CreateVectorOfStructs(&entry, 1), batch.batch_id(),
+                             refused.empty() ? 0 : fbb.CreateVector(refused));
   conn->Send(FinishFrame(&fbb, wire::Body::Ack, ack));
   caught_up_sent_ = false;  // the client learns the exchange completed by the next CaughtUp
   server_->PumpAll();
@@ -437,15 +461,16 @@ void Session::Pump() {
       CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
       const wire::OpBatch* b = frame->body_as_OpBatch();
       if (b == nullptr) return Status::Corrupt("log entry is not a batch");
-      bool skipped = false;
+      uint64_t sent = 0;
       CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*b, {}, [&](const Op& op) -> Status {
         if (Wants(op.collection, e.cursor)) {
           enc.Add(op);
-        } else {
-          skipped = true;
+          sent++;
         }
         return Status::OK();
       }));
+      // Skipped: ops of collections it does not get, and refused seqs (not in the batch).
+      const bool skipped = sent != e.last_seq - e.first_seq + 1;
       // The client must learn that the seqs it did not get were skipped, not lost.
       auto& range = covered[e.origin];
       if (range.first == 0 && range.second == 0) range.first = e.first_seq - 1;

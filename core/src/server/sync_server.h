@@ -33,6 +33,9 @@ struct ServerOptions {
   uint32_t max_batch_ops = 8192;       // ops per batch the server sends
   uint32_t window_batches = 8;         // unacknowledged pushes a client may have in flight
   size_t snapshot_docs_per_turn = 4096;  // documents a snapshot reads before serving others
+  // SPEC §2 clock safety: a transaction with an op stamped further ahead of the server's clock
+  // is refused (ECLOCK); clients rewind their clock to this bound (docs/protocol.md).
+  uint32_t max_drift_ms = 60000;
   bool handle_signals = false;         // stop on SIGTERM / SIGINT
   // Where messages go; default: stderr, prefixed "cairn-server: ".
   std::function<void(const std::string&)> log;

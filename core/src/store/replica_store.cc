@@ -27,8 +27,21 @@ CREATE TABLE IF NOT EXISTS cairn_snapshot(
   watermarks BLOB NOT NULL, after_collection TEXT NOT NULL, after_key TEXT NOT NULL);
 )sql";
 
-// Storage format 3 (docs/storage-format.md): format 1's tables, then kSyncSchema and
-// kSnapshotSchema.
+// What format 4 added to format 3: per outbox transaction, the ops it superseded (to undo it
+// if the server refuses it); received ops that a local op not yet acknowledged outranks
+// (cairn_superseded, by that op's seq); the clock correction last learnt from a server.
+const char* const kRefusalSchema = R"sql(
+ALTER TABLE cairn_outbox ADD COLUMN superseded BLOB;
+ALTER TABLE cairn_sync ADD COLUMN clock_offset_ms INTEGER;
+CREATE TABLE IF NOT EXISTS cairn_superseded(
+  under_seq INTEGER NOT NULL, origin INTEGER NOT NULL, seq INTEGER NOT NULL,
+  hlc INTEGER NOT NULL, kind INTEGER NOT NULL, collection TEXT NOT NULL, key TEXT NOT NULL,
+  field TEXT, vtype INTEGER, value, delta INTEGER,
+  PRIMARY KEY (under_seq, origin, seq)) WITHOUT ROWID;
+)sql";
+
+// Storage format 4 (docs/storage-format.md): format 1's tables, then kSyncSchema,
+// kSnapshotSchema and kRefusalSchema.
 const char* const kSchema = R"sql(
 CREATE TABLE cairn_state(
   id INTEGER PRIMARY KEY CHECK (id = 1), replica_id BLOB NOT NULL, hlc INTEGER NOT NULL,
@@ -100,6 +113,30 @@ void BindValue(Stmt* s, int i, const Value& v) {
   BindSqlValue(s, i + 1, v);
 }
 
+// Binds (owner, origin, seq, hlc, kind, collection, key, field, vtype, value, delta): a row of
+// cairn_pending_ops (owner: the unit) or cairn_superseded (owner: the outranking seq).
+void BindOpRow(Stmt* s, int64_t owner, int64_t origin, const Op& op) {
+  s->BindInt(1, owner);
+  s->BindInt(2, origin);
+  s->BindInt(3, I(op.id.seq));
+  s->BindInt(4, I(op.id.hlc));
+  s->BindInt(5, static_cast<int>(op.kind));
+  s->BindStaticText(6, op.collection);
+  s->BindStaticText(7, op.key);
+  if (op.kind == OpKind::kDelete) {
+    s->BindNull(8);
+  } else {
+    s->BindStaticText(8, op.field);
+  }
+  if (op.kind == OpKind::kSet) {
+    BindValue(s, 9, op.value);
+  } else {
+    s->BindNull(9);
+    s->BindNull(10);
+  }
+  s->BindInt(11, op.delta);
+}
+
 Value ReadValue(const Stmt& s, int i) {
   switch (static_cast<ValueType>(s.Int(i))) {
     case ValueType::kNull:
@@ -155,16 +192,23 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
   }
   s->has_sync_table_ = version >= 2 || tables == 0;
   s->has_snapshot_table_ = version >= 3 || tables == 0;
+  s->has_format4_ = version >= 4 || tables == 0;
   if (version < kFormatVersion && tables > 0 && !options.read_only) {
-    // Format 1 -> 2: the sync position; 2 -> 3: the snapshot being received. One transaction.
+    // Format 1 -> 2: the sync position; 2 -> 3: the snapshot being received; 3 -> 4: what
+    // outbox transactions superseded, the clock offset. One transaction; the version is read
+    // again under the write lock, in case another connection upgraded the file meanwhile.
     CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&s->db_));
-    std::string sql;
-    if (version < 2) sql += kSyncSchema;
-    if (version < 3) sql += kSnapshotSchema;
-    sql += "PRAGMA user_version=" + std::to_string(kFormatVersion) + ";";
-    CAIRN_RETURN_IF_ERROR(s->db_.Exec(sql));
+    CAIRN_ASSIGN_OR_RETURN(version, pragma("PRAGMA user_version"));
+    if (version < kFormatVersion) {
+      std::string sql;
+      if (version < 2) sql += kSyncSchema;
+      if (version < 3) sql += kSnapshotSchema;
+      if (version < 4) sql += kRefusalSchema;
+      sql += "PRAGMA user_version=" + std::to_string(kFormatVersion) + ";";
+      CAIRN_RETURN_IF_ERROR(s->db_.Exec(sql));
+    }
     CAIRN_RETURN_IF_ERROR(txn->Commit());
-    s->has_sync_table_ = s->has_snapshot_table_ = true;
+    s->has_sync_table_ = s->has_snapshot_table_ = s->has_format4_ = true;
   }
   if (!options.read_only) {
     // WAL, and synchronous=FULL: a committed write survives power loss (storage-format.md).
@@ -182,7 +226,7 @@ Status ReplicaStore::Close() {
   if (in_txn_) Rollback();
   for (Stmt* s : {&begin_, &commit_, &rollback_, &find_doc_, &load_incs_, &insert_doc_,
                   &update_doc_, &put_inc_, &del_inc_, &del_incs_, &put_outbox_, &save_state_,
-                  &set_through_, &stage_op_, &data_version_stmt_, &outbox_after_, &set_sync_}) {
+                  &set_through_, &stage_op_, &data_version_stmt_, &outbox_after_, &set_sync_, &keep_outranked_}) {
     *s = Stmt();
   }
   materialize_.clear();
@@ -192,7 +236,8 @@ Status ReplicaStore::Close() {
 
 Status ReplicaStore::InitSchema(const ReplicaId& new_id, int64_t now_ms) {
   CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&db_));
-  CAIRN_RETURN_IF_ERROR(db_.Exec(std::string(kSchema) + kSyncSchema + kSnapshotSchema));
+  CAIRN_RETURN_IF_ERROR(
+      db_.Exec(std::string(kSchema) + kSyncSchema + kSnapshotSchema + kRefusalSchema));
   CAIRN_RETURN_IF_ERROR(db_.Exec("PRAGMA application_id=" + std::to_string(kApplicationId) +
                                  "; PRAGMA user_version=" + std::to_string(kFormatVersion)));
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state VALUES (1, ?, 0, 0, ?)"));
@@ -297,7 +342,9 @@ Status ReplicaStore::Prepare() {
   CAIRN_RETURN_IF_ERROR(prep(&del_inc_,
       "DELETE FROM cairn_incs WHERE coll = ? AND key = ? AND field = ? AND origin = ? AND seq = ?"));
   CAIRN_RETURN_IF_ERROR(prep(&del_incs_, "DELETE FROM cairn_incs WHERE coll = ? AND key = ?"));
-  CAIRN_RETURN_IF_ERROR(prep(&put_outbox_, "INSERT INTO cairn_outbox VALUES (?,?,?,?)"));
+  CAIRN_RETURN_IF_ERROR(prep(&put_outbox_,
+      "INSERT INTO cairn_outbox(first_seq, last_seq, max_hlc, batch, superseded) "
+      "VALUES (?,?,?,?,?)"));
   CAIRN_RETURN_IF_ERROR(prep(&save_state_,
       "UPDATE cairn_state SET hlc = ?, last_seq = ? WHERE id = 1"));
   CAIRN_RETURN_IF_ERROR(prep(&set_through_, "UPDATE cairn_origins SET through = ? WHERE idx = ?"));
@@ -343,6 +390,7 @@ Status ReplicaStore::Begin() {
   }
   outbox_hlc_ = 0;
   outbox_seq_ = 0;
+  unacked_from_ = 0;
   ClearCache();
   return Status::OK();
 }
@@ -620,7 +668,74 @@ Status ReplicaStore::LoadIncs(CachedDoc* doc) {
   return Status::OK();
 }
 
-Status ReplicaStore::Apply(const Op& op, bool local) {
+// The ops of `state` that `op` removes from it (superseded sets, what a delete covers), as ops
+// of `collection`/`key` (REQUIRES: state.incs_loaded for a delete).
+static void Superseded(const crdt::DocState& state, const Op& op, std::vector<Op>* out) {
+  Op o;
+  o.collection = op.collection;
+  o.key = op.key;
+  auto add_set = [&](const std::string& field, const crdt::Cell& cell) {
+    o.kind = OpKind::kSet;
+    o.id = cell.set_id;
+    o.field = field;
+    o.value = cell.set_value;
+    out->push_back(o);
+  };
+  if (op.kind == OpKind::kSet) {
+    if (op.id < state.del) return;
+    auto it = state.cells.find(op.field);
+    if (it != state.cells.end() && !it->second.set_id.none() && it->second.set_id < op.id) {
+      add_set(op.field, it->second);
+    }
+  } else if (op.kind == OpKind::kDelete && state.del < op.id) {
+    if (!state.del.none()) {
+      o.kind = OpKind::kDelete;
+      o.id = state.del;
+      out->push_back(o);
+    }
+    for (const auto& [field, cell] : state.cells) {
+      if (!cell.set_id.none() && cell.set_id < op.id) add_set(field, cell);
+    }
+    o.kind = OpKind::kIncrement;
+    o.value = Value();
+    for (const auto& [field, incs] : state.incs) {
+      for (const crdt::IncEntry& e : incs) {
+        if (!(e.id < op.id)) continue;
+        o.id = e.id;
+        o.field = field;
+        o.delta = e.delta;
+        out->push_back(o);
+      }
+    }
+  }
+}
+
+// A received op that a local op not yet acknowledged outranks (it changes nothing now) is kept
+// under that op's seq: if the server refuses the local op, the document is recomputed with it.
+Status ReplicaStore::KeepIfOutranked(const crdt::DocState& state, const Op& op) {
+  OpId over;
+  if (op.id < state.del) {
+    over = state.del;
+  } else if (op.kind == OpKind::kSet) {
+    auto it = state.cells.find(op.field);
+    if (it != state.cells.end() && op.id < it->second.set_id) over = it->second.set_id;
+  }
+  if (over.none() || over.origin != replica_id_) return Status::OK();
+  if (unacked_from_ == 0) {
+    CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("SELECT min(first_seq) FROM cairn_outbox"));
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    unacked_from_ = row && !st.IsNull(0) ? U(st.Int(0)) : last_seq_ + 1;
+  }
+  if (over.seq < unacked_from_) return Status::OK();  // acknowledged: it stands for good
+  if (!keep_outranked_.valid()) {
+    CAIRN_ASSIGN_OR_RETURN(keep_outranked_, db_.Prepare(
+        "INSERT OR IGNORE INTO cairn_superseded VALUES (?,?,?,?,?,?,?,?,?,?,?)"));
+  }
+  BindOpRow(&keep_outranked_, I(over.seq), origin_index_.at(op.id.origin), op);
+  return keep_outranked_.Run();
+}
+
+Status ReplicaStore::Apply(const Op& op, bool local, std::vector<Op>* superseded) {
   if (!in_txn_) return Status::Internal("Apply outside a transaction");
   if (op.collection != last_collection_ || last_coll_idx_ < 0) {
     CAIRN_ASSIGN_OR_RETURN(last_coll_idx_, EnsureCollection(op.collection));
@@ -643,9 +758,12 @@ Status ReplicaStore::Apply(const Op& op, bool local) {
     origins_[local_origin_].through = last_seq_;
   }
   CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(coll, op.key));
-  if (crdt::NeedsIncrements(doc->state, op) && !doc->state.incs_loaded) {
+  const bool load_incs = superseded != nullptr && op.kind == OpKind::kDelete;
+  if ((load_incs || crdt::NeedsIncrements(doc->state, op)) && !doc->state.incs_loaded) {
     CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
   }
+  if (superseded != nullptr) Superseded(doc->state, op, superseded);
+  if (!local) CAIRN_RETURN_IF_ERROR(KeepIfOutranked(doc->state, op));
   crdt::ApplyOp(&doc->state, op);
   if (cache_count_ > options_.cache_docs) CAIRN_RETURN_IF_ERROR(TrimCache());
   return Status::OK();
@@ -658,13 +776,18 @@ Status ReplicaStore::WriteBack() {
 }
 
 Status ReplicaStore::AppendOutbox(uint64_t first_seq, uint64_t last_seq, Hlc max_hlc,
-                                  std::string_view batch) {
+                                  std::string_view batch, std::string_view superseded) {
   outbox_hlc_ = std::max(outbox_hlc_, max_hlc);  // what the file will imply once committed
   outbox_seq_ = std::max(outbox_seq_, last_seq);
   put_outbox_.BindInt(1, I(first_seq));
   put_outbox_.BindInt(2, I(last_seq));
   put_outbox_.BindInt(3, I(max_hlc));
   put_outbox_.BindStaticBlob(4, batch);
+  if (superseded.empty()) {
+    put_outbox_.BindNull(5);
+  } else {
+    put_outbox_.BindStaticBlob(5, superseded);
+  }
   return put_outbox_.Run();
 }
 
@@ -855,27 +978,8 @@ Result<int64_t> ReplicaStore::NewPendingUnit() {
 
 Status ReplicaStore::StagePending(int64_t unit, const Op& op) {
   CAIRN_ASSIGN_OR_RETURN(int64_t origin, EnsureOrigin(op.id.origin));
-  Stmt& s = stage_op_;
-  s.BindInt(1, unit);
-  s.BindInt(2, origin);
-  s.BindInt(3, I(op.id.seq));
-  s.BindInt(4, I(op.id.hlc));
-  s.BindInt(5, static_cast<int>(op.kind));
-  s.BindStaticText(6, op.collection);
-  s.BindStaticText(7, op.key);
-  if (op.kind == OpKind::kDelete) {
-    s.BindNull(8);
-  } else {
-    s.BindStaticText(8, op.field);
-  }
-  if (op.kind == OpKind::kSet) {
-    BindValue(&s, 9, op.value);
-  } else {
-    s.BindNull(9);
-    s.BindNull(10);
-  }
-  s.BindInt(11, op.delta);
-  return s.Run();
+  BindOpRow(&stage_op_, unit, origin, op);
+  return stage_op_.Run();
 }
 
 Status ReplicaStore::StagePendingRange(int64_t unit, const ReplicaId& origin, uint64_t from,
@@ -1095,6 +1199,11 @@ Status ReplicaStore::AckOutbox(uint64_t through) {
   CAIRN_RETURN_IF_ERROR(save_state_.Run());
   persisted_hlc_ = hlc_;
   persisted_seq_ = last_seq_;
+  unacked_from_ = 0;
+  CAIRN_ASSIGN_OR_RETURN(Stmt kept, db_.Prepare(
+      "DELETE FROM cairn_superseded WHERE under_seq <= ?"));
+  kept.BindInt(1, I(through));
+  CAIRN_RETURN_IF_ERROR(kept.Run());
   CAIRN_ASSIGN_OR_RETURN(Stmt del, db_.Prepare("DELETE FROM cairn_outbox WHERE last_seq <= ?"));
   del.BindInt(1, I(through));
   return del.Run();
@@ -1104,7 +1213,8 @@ Result<SyncPosition> ReplicaStore::GetSyncPosition() {
   SyncPosition pos;
   if (!has_sync_table_) return pos;  // a format 1 file opened read-only: never synced
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "SELECT server_id, cursor, subscriptions, last_sync_ms FROM cairn_sync WHERE id = 1"));
+      std::string("SELECT server_id, cursor, subscriptions, last_sync_ms, ") +
+      (has_format4_ ? "clock_offset_ms" : "NULL") + " FROM cairn_sync WHERE id = 1"));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return pos;
   if (!st.IsNull(0)) {
@@ -1114,6 +1224,7 @@ Result<SyncPosition> ReplicaStore::GetSyncPosition() {
   pos.cursor = U(st.Int(1));
   if (!st.IsNull(2)) pos.subscriptions = std::string(st.Text(2));
   if (!st.IsNull(3)) pos.last_sync_ms = st.Int(3);
+  if (!st.IsNull(4)) pos.clock_offset_ms = st.Int(4);
   return pos;
 }
 
@@ -1121,8 +1232,8 @@ Status ReplicaStore::SetSyncPosition(const SyncPosition& pos) {
   if (!in_txn_) return Status::Internal("SetSyncPosition outside a transaction");
   if (!set_sync_.valid()) {
     CAIRN_ASSIGN_OR_RETURN(set_sync_, db_.Prepare(
-        "UPDATE cairn_sync SET server_id = ?, cursor = ?, subscriptions = ?, last_sync_ms = ? "
-        "WHERE id = 1"));
+        "UPDATE cairn_sync SET server_id = ?, cursor = ?, subscriptions = ?, last_sync_ms = ?, "
+        "clock_offset_ms = ? WHERE id = 1"));
   }
   if (pos.server_id) {
     set_sync_.BindBlob(1, pos.server_id->Bytes());
@@ -1140,7 +1251,96 @@ Status ReplicaStore::SetSyncPosition(const SyncPosition& pos) {
   } else {
     set_sync_.BindNull(4);
   }
+  if (pos.clock_offset_ms) {
+    set_sync_.BindInt(5, *pos.clock_offset_ms);
+  } else {
+    set_sync_.BindNull(5);
+  }
   return set_sync_.Run();
+}
+
+Status ReplicaStore::TakeOutbox(
+    uint64_t first_seq, uint64_t last_seq,
+    const std::function<Status(std::string_view, std::string_view)>& fn) {
+  if (!in_txn_) return Status::Internal("TakeOutbox outside a transaction");
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "SELECT batch, superseded FROM cairn_outbox WHERE first_seq >= ? AND last_seq <= ? "
+      "ORDER BY first_seq"));
+  st.BindInt(1, I(first_seq));
+  st.BindInt(2, I(last_seq));
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    CAIRN_RETURN_IF_ERROR(fn(st.Blob(0), st.IsNull(1) ? std::string_view() : st.Blob(1)));
+  }
+  st = Stmt();
+  unacked_from_ = 0;
+  CAIRN_ASSIGN_OR_RETURN(Stmt del, db_.Prepare(
+      "DELETE FROM cairn_outbox WHERE first_seq >= ? AND last_seq <= ?"));
+  del.BindInt(1, I(first_seq));
+  del.BindInt(2, I(last_seq));
+  return del.Run();
+}
+
+// Every op `state` keeps (its delete, its fields' sets, its increments), as ops of
+// `collection`/`key` (REQUIRES: state.incs_loaded).
+static void StateOps(const std::string& collection, const std::string& key,
+                     const crdt::DocState& state, std::vector<Op>* out) {
+  Op op;
+  op.collection = collection;
+  op.key = key;
+  if (!state.del.none()) {
+    op.kind = OpKind::kDelete;
+    op.id = state.del;
+    out->push_back(op);
+  }
+  for (const auto& [field, cell] : state.cells) {
+    if (cell.set_id.none()) continue;
+    op.kind = OpKind::kSet;
+    op.id = cell.set_id;
+    op.field = field;
+    op.value = cell.set_value;
+    out->push_back(op);
+  }
+  op.kind = OpKind::kIncrement;
+  op.value = Value();
+  for (const auto& [field, incs] : state.incs) {
+    for (const crdt::IncEntry& e : incs) {
+      op.id = e.id;
+      op.field = field;
+      op.delta = e.delta;
+      out->push_back(op);
+    }
+  }
+}
+
+Status ReplicaStore::RebuildDoc(const std::string& collection, const std::string& key,
+                                const std::function<bool(const OpId&)>& drop,
+                                const std::vector<Op>& extra) {
+  if (!in_txn_) return Status::Internal("RebuildDoc outside a transaction");
+  auto c = collections_.find(collection);
+  if (c == collections_.end()) return Status::OK();  // never written here: nothing to undo
+  CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(c->second.idx, key));
+  if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
+  std::vector<Op> ops;
+  StateOps(collection, key, doc->state, &ops);
+  ops.insert(ops.end(), extra.begin(), extra.end());
+  // The merge rules from nothing, over what is left: the state is a function of the op set.
+  crdt::DocState fresh;
+  fresh.incs_loaded = true;
+  for (const Op& op : ops) {
+    if (drop(op.id)) continue;
+    if (op.kind == OpKind::kIncrement && crdt::HasIncrement(fresh, op)) continue;
+    crdt::ApplyOp(&fresh, op);
+  }
+  // Written back whole: the delete, every cell, every increment; fields gone are cleared.
+  crdt::DocChanges& ch = fresh.changes;
+  for (const auto& [field, cell] : doc->state.cells) ch.removed_fields.push_back(field);
+  ch.del_changed = ch.cells_changed = ch.all_incs_removed = true;
+  ch.removed_incs.clear();
+  for (auto& [field, cell] : fresh.cells) cell.dirty = true;
+  doc->state = std::move(fresh);
+  return Status::OK();
 }
 
 Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& reason,
@@ -1214,6 +1414,20 @@ Result<int64_t> ReplicaStore::PendingCount() {
   return Count(&db_, "SELECT count(*) FROM cairn_pending_ops WHERE unit != 0");
 }
 
+// Reads the op of a row selected as (origin, seq, hlc, kind, collection, key, field, vtype,
+// value, delta).
+Op ReplicaStore::ReadOpRow(const Stmt& st) const {
+  Op op;
+  op.id = MakeOpId(st.Int(2), st.Int(0), st.Int(1));
+  op.kind = static_cast<OpKind>(st.Int(3));
+  op.collection = std::string(st.Text(4));
+  op.key = std::string(st.Text(5));
+  op.field = std::string(st.Text(6));
+  if (op.kind == OpKind::kSet) op.value = ReadValue(st, 7);
+  op.delta = st.Int(9);
+  return op;
+}
+
 Status ReplicaStore::ForEachPendingOp(int64_t unit, const std::function<Status(const Op&)>& fn) {
   CAIRN_ASSIGN_OR_RETURN(Stmt ops, db_.Prepare(
       "SELECT origin, seq, hlc, kind, collection, key, field, vtype, value, delta "
@@ -1222,17 +1436,29 @@ Status ReplicaStore::ForEachPendingOp(int64_t unit, const std::function<Status(c
   for (;;) {
     CAIRN_ASSIGN_OR_RETURN(bool row, ops.Step());
     if (!row) break;
-    Op op;
-    op.id = MakeOpId(ops.Int(2), ops.Int(0), ops.Int(1));
-    op.kind = static_cast<OpKind>(ops.Int(3));
-    op.collection = std::string(ops.Text(4));
-    op.key = std::string(ops.Text(5));
-    op.field = std::string(ops.Text(6));
-    if (op.kind == OpKind::kSet) op.value = ReadValue(ops, 7);
-    op.delta = ops.Int(9);
-    CAIRN_RETURN_IF_ERROR(fn(op));
+    CAIRN_RETURN_IF_ERROR(fn(ReadOpRow(ops)));
   }
   return Status::OK();
+}
+
+Status ReplicaStore::TakeOutranked(uint64_t first_seq, uint64_t last_seq,
+                                   const std::function<Status(const Op&)>& fn) {
+  CAIRN_ASSIGN_OR_RETURN(Stmt ops, db_.Prepare(
+      "SELECT origin, seq, hlc, kind, collection, key, field, vtype, value, delta "
+      "FROM cairn_superseded WHERE under_seq BETWEEN ? AND ?"));
+  ops.BindInt(1, I(first_seq));
+  ops.BindInt(2, I(last_seq));
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, ops.Step());
+    if (!row) break;
+    CAIRN_RETURN_IF_ERROR(fn(ReadOpRow(ops)));
+  }
+  ops = Stmt();
+  CAIRN_ASSIGN_OR_RETURN(Stmt del, db_.Prepare(
+      "DELETE FROM cairn_superseded WHERE under_seq BETWEEN ? AND ?"));
+  del.BindInt(1, I(first_seq));
+  del.BindInt(2, I(last_seq));
+  return del.Run();
 }
 
 Status ReplicaStore::ApplyIdempotent(const Op& op) {

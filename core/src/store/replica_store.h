@@ -27,7 +27,7 @@
 namespace cairn::store {
 
 // Storage format version (PRAGMA user_version). A file with a larger number is refused.
-constexpr int kFormatVersion = 3;
+constexpr int kFormatVersion = 4;
 // PRAGMA application_id of a Cairn replica: "CRN1" as a big-endian 32-bit integer.
 constexpr int32_t kApplicationId = 0x43524E31;
 
@@ -49,6 +49,7 @@ struct SyncPosition {
   uint64_t cursor = 0;                         // every server op up to here was received
   std::optional<std::string> subscriptions;    // collections the cursor covers; nullopt: all
   std::optional<int64_t> last_sync_ms;         // last completed exchange
+  std::optional<int64_t> clock_offset_ms;      // server time - own clock, last learnt (format 4)
 };
 
 // A snapshot being received from the sync server (format 3, table cairn_snapshot). Its ops are
@@ -101,12 +102,28 @@ class ReplicaStore {
 
   // Applies a validated op through the merge rules. A local op (made by this replica) advances
   // the local seq (REQUIRES: op.id.seq == last_seq() + 1); the caller records it in the outbox.
-  Status Apply(const Op& op, bool local);
+  // With `superseded`, appends the ops this one removes from the state (so that it can be
+  // undone: RebuildDoc).
+  Status Apply(const Op& op, bool local, std::vector<Op>* superseded = nullptr);
   // Writes every changed document back to the file and empties the cache (a large transaction
   // calls it before building its outbox frame, so both are never in memory at once).
   Status WriteBack();
-  // Records one local transaction (ops first_seq..last_seq) as an encoded OpBatch frame.
-  Status AppendOutbox(uint64_t first_seq, uint64_t last_seq, Hlc max_hlc, std::string_view batch);
+  // Records one local transaction (ops first_seq..last_seq) as an encoded OpBatch frame, with
+  // the ops it superseded (an OpBatch frame, or empty).
+  Status AppendOutbox(uint64_t first_seq, uint64_t last_seq, Hlc max_hlc, std::string_view batch,
+                      std::string_view superseded);
+  // Removes the outbox transactions within first_seq..last_seq, passing each one's batch and
+  // superseded frames (the latter empty when none) to `fn` first.
+  Status TakeOutbox(uint64_t first_seq, uint64_t last_seq,
+                    const std::function<Status(std::string_view, std::string_view)>& fn);
+  // Removes the received ops kept because a local op with seq in first_seq..last_seq outranked
+  // them (cairn_superseded), passing each to `fn` first.
+  Status TakeOutranked(uint64_t first_seq, uint64_t last_seq,
+                       const std::function<Status(const Op&)>& fn);
+  // Recomputes a document from its current ops and `extra`, leaving out those `drop` names
+  // (undoing refused local ops: the state is a function of the op set).
+  Status RebuildDoc(const std::string& collection, const std::string& key,
+                    const std::function<bool(const OpId&)>& drop, const std::vector<Op>& extra);
   uint64_t Through(const ReplicaId& origin);
   Status SetThrough(const ReplicaId& origin, uint64_t through);
   // Case-insensitive clash of a new name with an existing, different one ("" if none).
@@ -157,6 +174,9 @@ class ReplicaStore {
   // The server made every local op up to `through` durable: drops those outbox rows, after
   // persisting the clock and seq they implied (REQUIRES: inside Begin/Commit).
   Status AckOutbox(uint64_t through);
+  // Lowers the clock this file stores to `hlc` (the replica's clock was wound back, SPEC §2
+  // drift; REQUIRES: inside Begin/Commit, persisted by AckOutbox or Commit).
+  void RewindHlc(Hlc hlc) { hlc_ = std::min(hlc_, hlc); }
   Result<SyncPosition> GetSyncPosition();
   Status SetSyncPosition(const SyncPosition& pos);  // REQUIRES: inside Begin/Commit
   Status ForEachRejected(const std::function<Status(const RejectedOp&)>& fn);
@@ -192,6 +212,8 @@ class ReplicaStore {
   Result<int64_t> EnsureOrigin(const ReplicaId& id);
   Result<CachedDoc*> LoadDoc(int64_t coll, const std::string& key);
   Status LoadIncs(CachedDoc* doc);
+  Status KeepIfOutranked(const crdt::DocState& state, const Op& op);
+  Op ReadOpRow(const Stmt& st) const;
   Status FlushDoc(CachedDoc* doc);
   Status FlushAll();
   Status TrimCache();
@@ -243,6 +265,10 @@ class ReplicaStore {
 
   bool has_sync_table_ = true;
   bool has_snapshot_table_ = true;
+  bool has_format4_ = true;
+  // The first local seq not acknowledged (0: not known in this transaction).
+  uint64_t unacked_from_ = 0;
+  Stmt keep_outranked_;
   Stmt outbox_after_, set_sync_;
   Stmt begin_, commit_, rollback_, find_doc_, load_incs_, insert_doc_, update_doc_, put_inc_,
       del_inc_, del_incs_, put_outbox_, save_state_, set_through_, stage_op_;

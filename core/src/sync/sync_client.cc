@@ -53,6 +53,7 @@ std::string SyncStatus::ToJson() const {
             {"bytes_received", bytes_received},
             {"ops_pushed", ops_pushed},
             {"ops_received", ops_received},
+            {"txns_refused", txns_refused},
             {"reconnects", reconnects}};
   return CanonicalJson(j);
 }
@@ -423,7 +424,11 @@ struct SyncClient::Engine : net::Conn::Delegate {
       coverage = held;
     }
     // SPEC §2 clock safety: correct the HLC's physical source by the server's time.
-    replica->CorrectClock(w.server_time_ms());
+    Status clock = replica->CorrectClock(w.server_time_ms(), w.max_drift_ms());
+    if (!clock.ok()) {
+      conn->Close(clock);
+      return;
+    }
     if (w.window_batches() > 0) options.window = std::min(options.window, w.window_batches());
     if (w.max_batch_ops() > 0) {
       options.max_batch_ops = std::min(options.max_batch_ops, w.max_batch_ops());
@@ -467,7 +472,18 @@ struct SyncClient::Engine : net::Conn::Delegate {
       conn->SendErrorAndClose(Code::kECORRUPT, "Ack beyond what was pushed");
       return;
     }
-    Status s = replica->AckOutbox(through);
+    std::vector<RefusedTxn> refused;
+    if (ack.refused()) {
+      for (const wire::Refusal* r : *ack.refused()) {
+        if (r->first_seq() == 0 || r->first_seq() > r->last_seq() || r->last_seq() > through) {
+          conn->SendErrorAndClose(Code::kECORRUPT, "refusal outside the acknowledged seqs");
+          return;
+        }
+        refused.push_back(RefusedTxn{r->first_seq(), r->last_seq(), static_cast<Code>(r->code()),
+                                     r->reason() ? r->reason()->str() : std::string()});
+      }
+    }
+    Status s = replica->AckOutbox(through, refused);
     if (!s.ok()) {
       conn->Close(s);
       return;
@@ -477,6 +493,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
     {
       std::lock_guard<std::mutex> lock(mu);
       cb = durable_cb;
+      st.txns_refused += refused.size();
     }
     if (cb) cb(through);
     Push();

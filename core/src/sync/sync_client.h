@@ -58,11 +58,13 @@ struct SyncStatus {
   uint64_t cursor = 0;
   uint64_t bytes_sent = 0, bytes_received = 0;  // on the wire, this client's lifetime
   uint64_t ops_pushed = 0, ops_received = 0;
+  uint64_t txns_refused = 0;  // refused by the server (their ops: the rejected-ops table)
   uint32_t reconnects = 0;
   std::string ToJson() const;
 };
 
-// Called on the sync thread when the server made the local ops up to `through_seq` durable.
+// Called on the sync thread when the server made the local ops up to `through_seq` durable
+// (refused transactions among them are in the replica's rejected-ops table instead).
 using DurableCallback = std::function<void(uint64_t through_seq)>;
 
 class SyncClient {

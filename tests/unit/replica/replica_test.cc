@@ -356,10 +356,13 @@ TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
 // stays, it gains the cairn_sync table, and a read-only open of an unmigrated one still works.
 // Files of formats 1 (no sync tables) and 2 (no snapshot table) open and migrate.
 TEST_F(ReplicaTest, MigratesOlderFormats) {
-  const char* downgrade[] = {
-      "DROP TABLE cairn_sync; DROP TABLE cairn_snapshot; PRAGMA user_version=1",
-      "DROP TABLE cairn_snapshot; PRAGMA user_version=2"};
-  for (int version = 1; version <= 2; version++) {
+  const std::string to3 =
+      "DROP TABLE cairn_superseded; ALTER TABLE cairn_outbox DROP COLUMN superseded; "
+      "ALTER TABLE cairn_sync DROP COLUMN clock_offset_ms; ";
+  const std::string downgrade[] = {
+      to3 + "DROP TABLE cairn_sync; DROP TABLE cairn_snapshot; PRAGMA user_version=1",
+      to3 + "DROP TABLE cairn_snapshot; PRAGMA user_version=2", to3 + "PRAGMA user_version=3"};
+  for (int version = 1; version <= 3; version++) {
     const std::string name = "old" + std::to_string(version) + ".db";
     {
       auto r = Open(name);
@@ -367,7 +370,9 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
     }
     sqlite3* db;
     ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, downgrade[version - 1], nullptr, nullptr, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, downgrade[version - 1].c_str(), nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
     sqlite3_close(db);
     {
       ReplicaOptions ro;
@@ -388,6 +393,14 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
     snap.cursor = 9;
     ASSERT_TRUE(r->BeginSnapshot(snap).ok());
     EXPECT_EQ(r->GetSnapshot().value()->cursor, 9u);
+    // Format 4: the clock correction is kept; the old outbox row (nothing superseded recorded)
+    // is still pushed and acknowledged.
+    ASSERT_TRUE(r->CorrectClock(5000, 60000).ok());
+    EXPECT_TRUE(r->GetSyncPosition().value().clock_offset_ms.has_value());
+    EXPECT_EQ(r->GetStatus().value().pending_ops, 1);
+    ASSERT_TRUE(r->AckOutbox(1, {RefusedTxn{1, 1, Code::kEPERM, "test"}}).ok());
+    EXPECT_FALSE(r->Get("c", "k").value().has_value());
+    EXPECT_EQ(r->GetStatus().value().rejected_ops, 1);
     ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
     sqlite3_stmt* st;
     sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
