@@ -983,12 +983,17 @@ Status Replica::AckOutbox(uint64_t through, const std::vector<RefusedTxn>& refus
 
 Status Replica::UndoRefused(const std::vector<RefusedTxn>& refused) {
   if (refused.empty()) return Status::OK();
+  // Refused now, or by an earlier Ack (an op of a refused transaction that a later one, still
+  // pending then, had superseded).
+  Status lookup;
   auto is_refused = [&](const OpId& id) {
     if (id.origin != id_) return false;
     for (const RefusedTxn& r : refused) {
       if (id.seq >= r.first_seq && id.seq <= r.last_seq) return true;
     }
-    return false;
+    auto earlier = store_->IsRejected(id);
+    if (!earlier.ok()) lookup = earlier.status();
+    return earlier.ok() && earlier.value();
   };
   // Per document touched: the ops the refused transactions superseded there (when written) or
   // outranked (received later).
@@ -1017,6 +1022,7 @@ Status Replica::UndoRefused(const std::vector<RefusedTxn>& refused) {
   }
   for (const auto& [doc, extra] : docs) {
     CAIRN_RETURN_IF_ERROR(store_->RebuildDoc(doc.first, doc.second, is_refused, extra));
+    CAIRN_RETURN_IF_ERROR(lookup);
   }
   return Status::OK();
 }

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS cairn_superseded(
   hlc INTEGER NOT NULL, kind INTEGER NOT NULL, collection TEXT NOT NULL, key TEXT NOT NULL,
   field TEXT, vtype INTEGER, value, delta INTEGER,
   PRIMARY KEY (under_seq, origin, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cairn_rejected_op ON cairn_rejected(origin, seq);
 )sql";
 
 // Storage format 4 (docs/storage-format.md): format 1's tables, then kSyncSchema,
@@ -731,7 +732,8 @@ Status ReplicaStore::KeepIfOutranked(const crdt::DocState& state, const Op& op) 
     CAIRN_ASSIGN_OR_RETURN(keep_outranked_, db_.Prepare(
         "INSERT OR IGNORE INTO cairn_superseded VALUES (?,?,?,?,?,?,?,?,?,?,?)"));
   }
-  BindOpRow(&keep_outranked_, I(over.seq), origin_index_.at(op.id.origin), op);
+  CAIRN_ASSIGN_OR_RETURN(int64_t origin, EnsureOrigin(op.id.origin));
+  BindOpRow(&keep_outranked_, I(over.seq), origin, op);
   return keep_outranked_.Run();
 }
 
@@ -763,7 +765,8 @@ Status ReplicaStore::Apply(const Op& op, bool local, std::vector<Op>* superseded
     CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
   }
   if (superseded != nullptr) Superseded(doc->state, op, superseded);
-  if (!local) CAIRN_RETURN_IF_ERROR(KeepIfOutranked(doc->state, op));
+  // Received ops, and local ones written after the clock was wound back (SPEC §2 drift).
+  CAIRN_RETURN_IF_ERROR(KeepIfOutranked(doc->state, op));
   crdt::ApplyOp(&doc->state, op);
   if (cache_count_ > options_.cache_docs) CAIRN_RETURN_IF_ERROR(TrimCache());
   return Status::OK();
@@ -1331,7 +1334,17 @@ Status ReplicaStore::RebuildDoc(const std::string& collection, const std::string
   for (const Op& op : ops) {
     if (drop(op.id)) continue;
     if (op.kind == OpKind::kIncrement && crdt::HasIncrement(fresh, op)) continue;
+    // A kept op may name a field or an origin that nothing applied here before.
+    CAIRN_RETURN_IF_ERROR(EnsureOrigin(op.id.origin).status());
+    if (op.kind != OpKind::kDelete) {
+      CAIRN_ASSIGN_OR_RETURN(int64_t field, EnsureField(op.field));
+      CAIRN_RETURN_IF_ERROR(EnsureColumn(c->second.idx, field));
+    }
     crdt::ApplyOp(&fresh, op);
+  }
+  // What a local op still unacknowledged outranks stays kept: it may be refused too.
+  for (const Op& op : extra) {
+    if (!drop(op.id)) CAIRN_RETURN_IF_ERROR(KeepIfOutranked(fresh, op));
   }
   // Written back whole: the delete, every cell, every increment; fields gone are cleared.
   crdt::DocChanges& ch = fresh.changes;
@@ -1407,6 +1420,14 @@ static Result<int64_t> Count(Db* db, const char* sql) {
 Result<int64_t> ReplicaStore::OutboxCount() {
   return Count(&db_, "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM cairn_outbox");
 }
+Result<bool> ReplicaStore::IsRejected(const OpId& id) {
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
+      "SELECT 1 FROM cairn_rejected WHERE origin = ? AND seq = ?"));
+  st.BindBlob(1, id.origin.Bytes());
+  st.BindInt(2, I(id.seq));
+  return st.Step();
+}
+
 Result<int64_t> ReplicaStore::RejectedCount() {
   return Count(&db_, "SELECT count(*) FROM cairn_rejected");
 }
@@ -1466,7 +1487,10 @@ Status ReplicaStore::ApplyIdempotent(const Op& op) {
     CAIRN_ASSIGN_OR_RETURN(int64_t coll, EnsureCollection(op.collection));
     CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(coll, op.key));
     if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
-    if (crdt::HasIncrement(doc->state, op)) return Status::OK();
+    if (crdt::HasIncrement(doc->state, op)) {
+      // Counted already, or below the document's delete: kept if that delete may be undone.
+      return op.id < doc->state.del ? KeepIfOutranked(doc->state, op) : Status::OK();
+    }
   }
   return Apply(op, /*local=*/false);
 }

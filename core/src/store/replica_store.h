@@ -184,6 +184,7 @@ class ReplicaStore {
   std::vector<OriginInfo> Origins() const;
   Result<int64_t> OutboxCount();
   Result<int64_t> RejectedCount();
+  Result<bool> IsRejected(const OpId& id);  // in cairn_rejected (a server refused it)
   Result<int64_t> PendingCount();
   Db* db() { return &db_; }
 
