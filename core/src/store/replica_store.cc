@@ -669,45 +669,55 @@ Status ReplicaStore::LoadIncs(CachedDoc* doc) {
   return Status::OK();
 }
 
+// Every op `state` keeps (its delete, its fields' sets, its increments), as ops of
+// `collection`/`key` (REQUIRES: state.incs_loaded).
+static void StateOps(const std::string& collection, const std::string& key,
+                     const crdt::DocState& state, std::vector<Op>* out) {
+  Op op;
+  op.collection = collection;
+  op.key = key;
+  if (!state.del.none()) {
+    op.kind = OpKind::kDelete;
+    op.id = state.del;
+    out->push_back(op);
+  }
+  for (const auto& [field, cell] : state.cells) {
+    if (cell.set_id.none()) continue;
+    op.kind = OpKind::kSet;
+    op.id = cell.set_id;
+    op.field = field;
+    op.value = cell.set_value;
+    out->push_back(op);
+  }
+  op.kind = OpKind::kIncrement;
+  op.value = Value();
+  for (const auto& [field, incs] : state.incs) {
+    for (const crdt::IncEntry& e : incs) {
+      op.id = e.id;
+      op.field = field;
+      op.delta = e.delta;
+      out->push_back(op);
+    }
+  }
+}
+
 // The ops of `state` that `op` removes from it (superseded sets, what a delete covers), as ops
 // of `collection`/`key` (REQUIRES: state.incs_loaded for a delete).
 static void Superseded(const crdt::DocState& state, const Op& op, std::vector<Op>* out) {
-  Op o;
-  o.collection = op.collection;
-  o.key = op.key;
-  auto add_set = [&](const std::string& field, const crdt::Cell& cell) {
-    o.kind = OpKind::kSet;
-    o.id = cell.set_id;
-    o.field = field;
-    o.value = cell.set_value;
-    out->push_back(o);
-  };
   if (op.kind == OpKind::kSet) {
     if (op.id < state.del) return;
     auto it = state.cells.find(op.field);
-    if (it != state.cells.end() && !it->second.set_id.none() && it->second.set_id < op.id) {
-      add_set(op.field, it->second);
-    }
+    if (it == state.cells.end() || it->second.set_id.none() || !(it->second.set_id < op.id)) return;
+    Op old = op;
+    old.id = it->second.set_id;
+    old.value = it->second.set_value;
+    out->push_back(std::move(old));
   } else if (op.kind == OpKind::kDelete && state.del < op.id) {
-    if (!state.del.none()) {
-      o.kind = OpKind::kDelete;
-      o.id = state.del;
-      out->push_back(o);
-    }
-    for (const auto& [field, cell] : state.cells) {
-      if (!cell.set_id.none() && cell.set_id < op.id) add_set(field, cell);
-    }
-    o.kind = OpKind::kIncrement;
-    o.value = Value();
-    for (const auto& [field, incs] : state.incs) {
-      for (const crdt::IncEntry& e : incs) {
-        if (!(e.id < op.id)) continue;
-        o.id = e.id;
-        o.field = field;
-        o.delta = e.delta;
-        out->push_back(o);
-      }
-    }
+    const auto from = static_cast<std::ptrdiff_t>(out->size());
+    StateOps(op.collection, op.key, state, out);
+    out->erase(std::remove_if(out->begin() + from, out->end(),
+                              [&](const Op& o) { return !(o.id < op.id); }),
+               out->end());
   }
 }
 
@@ -1285,38 +1295,6 @@ Status ReplicaStore::TakeOutbox(
   return del.Run();
 }
 
-// Every op `state` keeps (its delete, its fields' sets, its increments), as ops of
-// `collection`/`key` (REQUIRES: state.incs_loaded).
-static void StateOps(const std::string& collection, const std::string& key,
-                     const crdt::DocState& state, std::vector<Op>* out) {
-  Op op;
-  op.collection = collection;
-  op.key = key;
-  if (!state.del.none()) {
-    op.kind = OpKind::kDelete;
-    op.id = state.del;
-    out->push_back(op);
-  }
-  for (const auto& [field, cell] : state.cells) {
-    if (cell.set_id.none()) continue;
-    op.kind = OpKind::kSet;
-    op.id = cell.set_id;
-    op.field = field;
-    op.value = cell.set_value;
-    out->push_back(op);
-  }
-  op.kind = OpKind::kIncrement;
-  op.value = Value();
-  for (const auto& [field, incs] : state.incs) {
-    for (const crdt::IncEntry& e : incs) {
-      op.id = e.id;
-      op.field = field;
-      op.delta = e.delta;
-      out->push_back(op);
-    }
-  }
-}
-
 Status ReplicaStore::RebuildDoc(const std::string& collection, const std::string& key,
                                 const std::function<bool(const OpId&)>& drop,
                                 const std::vector<Op>& extra) {
@@ -1449,17 +1427,21 @@ Op ReplicaStore::ReadOpRow(const Stmt& st) const {
   return op;
 }
 
+// Runs `st` (a select of op rows, ReadOpRow's columns), passing each op to `fn`.
+Status ReplicaStore::ForEachOpRow(Stmt* st, const std::function<Status(const Op&)>& fn) {
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) return Status::OK();
+    CAIRN_RETURN_IF_ERROR(fn(ReadOpRow(*st)));
+  }
+}
+
 Status ReplicaStore::ForEachPendingOp(int64_t unit, const std::function<Status(const Op&)>& fn) {
   CAIRN_ASSIGN_OR_RETURN(Stmt ops, db_.Prepare(
       "SELECT origin, seq, hlc, kind, collection, key, field, vtype, value, delta "
       "FROM cairn_pending_ops WHERE unit = ? ORDER BY origin, seq"));
   ops.BindInt(1, unit);
-  for (;;) {
-    CAIRN_ASSIGN_OR_RETURN(bool row, ops.Step());
-    if (!row) break;
-    CAIRN_RETURN_IF_ERROR(fn(ReadOpRow(ops)));
-  }
-  return Status::OK();
+  return ForEachOpRow(&ops, fn);
 }
 
 Status ReplicaStore::TakeOutranked(uint64_t first_seq, uint64_t last_seq,
@@ -1469,11 +1451,7 @@ Status ReplicaStore::TakeOutranked(uint64_t first_seq, uint64_t last_seq,
       "FROM cairn_superseded WHERE under_seq BETWEEN ? AND ?"));
   ops.BindInt(1, I(first_seq));
   ops.BindInt(2, I(last_seq));
-  for (;;) {
-    CAIRN_ASSIGN_OR_RETURN(bool row, ops.Step());
-    if (!row) break;
-    CAIRN_RETURN_IF_ERROR(fn(ReadOpRow(ops)));
-  }
+  CAIRN_RETURN_IF_ERROR(ForEachOpRow(&ops, fn));
   ops = Stmt();
   CAIRN_ASSIGN_OR_RETURN(Stmt del, db_.Prepare(
       "DELETE FROM cairn_superseded WHERE under_seq BETWEEN ? AND ?"));
@@ -1589,40 +1567,21 @@ Status ReplicaStore::ForEachDocSurvivors(
     if (!row) break;
     ops.clear();
     const std::string key(docs.Text(0));
-    Op op;
-    op.collection = collection;
-    op.key = key;
-    if (!docs.IsNull(3)) {
-      op.kind = OpKind::kDelete;
-      op.id = MakeOpId(docs.Int(1), docs.Int(2), docs.Int(3));
-      ops.push_back(op);
+    crdt::DocState state;
+    if (!docs.IsNull(3)) state.del = MakeOpId(docs.Int(1), docs.Int(2), docs.Int(3));
+    if (!docs.IsNull(4) && !DecodeCells(docs.Blob(4), &state.cells)) {
+      return Status::Corrupt("malformed cells");
     }
-    if (!docs.IsNull(4)) {
-      crdt::CellMap cells;
-      if (!DecodeCells(docs.Blob(4), &cells)) return Status::Corrupt("malformed cells");
-      for (const auto& [field, cell] : cells) {
-        if (cell.set_id.none()) continue;
-        op.kind = OpKind::kSet;
-        op.id = cell.set_id;
-        op.field = field;
-        op.value = cell.set_value;
-        ops.push_back(op);
-      }
-    }
-    op.value = Value();
     incs.BindInt(1, coll);
     incs.BindText(2, key);
     for (;;) {
       CAIRN_ASSIGN_OR_RETURN(bool inc, incs.Step());
       if (!inc) break;
-      op.kind = OpKind::kIncrement;
-      op.field = FieldName(incs.Int(0));
-      op.id = MakeOpId(incs.Int(1), incs.Int(2), incs.Int(3));
-      op.delta = incs.Int(4);
-      ops.push_back(op);
+      state.incs[FieldName(incs.Int(0))].push_back(
+          crdt::IncEntry{MakeOpId(incs.Int(1), incs.Int(2), incs.Int(3)), incs.Int(4)});
     }
     incs.Reset();
-    op.delta = 0;
+    StateOps(collection, key, state, &ops);
     CAIRN_RETURN_IF_ERROR(fn(key, &ops));
   }
   return Status::OK();

@@ -175,7 +175,7 @@ class ReplicaStore {
   // persisting the clock and seq they implied (REQUIRES: inside Begin/Commit).
   Status AckOutbox(uint64_t through);
   // Lowers the clock this file stores to `hlc` (the replica's clock was wound back, SPEC §2
-  // drift; REQUIRES: inside Begin/Commit, persisted by AckOutbox or Commit).
+  // drift; REQUIRES: inside Begin/Commit; AckOutbox, called next, persists it).
   void RewindHlc(Hlc hlc) { hlc_ = std::min(hlc_, hlc); }
   Result<SyncPosition> GetSyncPosition();
   Status SetSyncPosition(const SyncPosition& pos);  // REQUIRES: inside Begin/Commit
@@ -215,6 +215,7 @@ class ReplicaStore {
   Status LoadIncs(CachedDoc* doc);
   Status KeepIfOutranked(const crdt::DocState& state, const Op& op);
   Op ReadOpRow(const Stmt& st) const;
+  Status ForEachOpRow(Stmt* st, const std::function<Status(const Op&)>& fn);
   Status FlushDoc(CachedDoc* doc);
   Status FlushAll();
   Status TrimCache();
