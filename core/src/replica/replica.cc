@@ -861,11 +861,11 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
     stats.ops++;
     CAIRN_RETURN_IF_ERROR(ValidateOp(op));
     Track& t = track(op.id.origin);
-    const std::string name = op.id.origin.Hex() + ":" + std::to_string(op.id.seq);
+    auto name = [&op] { return op.id.origin.Hex() + ":" + std::to_string(op.id.seq); };
     if (t.covered) {
       // Inside the declared range, in increasing order; what this replica has is a duplicate.
       if (op.id.seq <= t.from || op.id.seq > t.to || op.id.seq <= t.last) {
-        return Status::Corrupt("server sent op " + name + " outside or out of order in the "
+        return Status::Corrupt("server sent op " + name() + " outside or out of order in the "
                                "range it declared");
       }
       t.last = op.id.seq;
@@ -879,7 +879,7 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
         return Status::OK();
       }
       if (op.id.seq != t.last + 1) {
-        return Status::Corrupt("server sent op " + name + " after seq " + std::to_string(t.last) +
+        return Status::Corrupt("server sent op " + name() + " after seq " + std::to_string(t.last) +
                                " (a gap)");
       }
       t.last = op.id.seq;

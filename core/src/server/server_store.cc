@@ -90,12 +90,14 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
   uint64_t dup_low = 0, dup_high = 0;  // the duplicates' seqs, to report earlier refusals
   Hlc max_hlc = 0;
   protocol::BatchEncoder accepted;
-  // Transactions are applied or refused whole: one is collected, then decided.
+  // Transactions are applied or refused whole: one is collected, then decided. The first `n`
+  // slots of `txn` hold it; they are assigned over, not reallocated, from one to the next.
   std::vector<Op> txn;
+  size_t n = 0;
   Status verdict;
   auto finish_txn = [&]() -> Status {
-    if (txn.empty()) return Status::OK();
-    const uint64_t first = txn.front().id.seq, last = txn.back().id.seq;
+    if (n == 0) return Status::OK();
+    const uint64_t first = txn.front().id.seq, last = txn[n - 1].id.seq;
     if (!verdict.ok()) {
       Refused r{first, last, verdict.code(), verdict.message()};
       put_refused_.BindBlob(1, origin.Bytes());
@@ -107,15 +109,15 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
       CAIRN_RETURN_IF_ERROR(put_refused_.Run());
       result.refused.push_back(std::move(r));
     } else {
-      for (const Op& op : txn) {
-        max_hlc = std::max(max_hlc, op.id.hlc);
-        accepted.Add(op);
-        CAIRN_RETURN_IF_ERROR(store_->Apply(op, /*local=*/false));
+      for (size_t i = 0; i < n; i++) {
+        max_hlc = std::max(max_hlc, txn[i].id.hlc);
+        accepted.Add(txn[i]);
+        CAIRN_RETURN_IF_ERROR(store_->Apply(txn[i], /*local=*/false));
       }
-      result.applied += txn.size();
+      result.applied += n;
     }
     through = last;
-    txn.clear();
+    n = 0;
     verdict = Status::OK();
     return Status::OK();
   };
@@ -131,7 +133,7 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
       dup_high = std::max(dup_high, op.id.seq);
       return Status::OK();
     }
-    const uint64_t expected = (txn.empty() ? through : txn.back().id.seq) + 1;
+    const uint64_t expected = (n == 0 ? through : txn[n - 1].id.seq) + 1;
     if (op.id.seq != expected) {
       return Status::Corrupt("op " + origin.Hex() + ":" + std::to_string(op.id.seq) +
                              " follows seq " + std::to_string(expected - 1) + " (a gap)");
@@ -140,7 +142,12 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
       verdict = ValidateOp(op);
       if (verdict.ok()) verdict = admit(op);
     }
-    txn.push_back(op);
+    if (n == txn.size()) {
+      txn.push_back(op);
+    } else {
+      txn[n] = op;
+    }
+    n++;
     return Status::OK();
   }));
   CAIRN_RETURN_IF_ERROR(finish_txn());
