@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "support/temp_dir.h"
@@ -167,4 +168,26 @@ TEST_F(CliTest, SyncUsageAndUnreachableServer) {
   EXPECT_NE(stderr_.find("ENETWORK"), std::string::npos) << stderr_;
   EXPECT_EQ(Digest(), before);
   EXPECT_NE(Cairn({"status"}).out.find("\"pending_ops\":1"), std::string::npos);
+}
+
+// cairn-server refuses bad flags before it opens or creates anything.
+TEST(ServerCliTest, UsageErrorsExitTwoAndCreateNothing) {
+  cairn::testing::TempDir dir;
+  const std::string db = dir.File("server.db");
+  auto run = [&](const std::string& args) {
+    std::string cmd = std::string(CAIRN_SERVER_PATH) + " " + args + " 2>" + Quote(dir.File("err"));
+    int status = std::system(cmd.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  const std::string base = "--db " + Quote(db) + " --listen 127.0.0.1:0 ";
+  for (const char* bad : {"--max-drift-ms 0", "--max-drift-ms 999", "--max-drift-ms 86400001",
+                          "--max-drift-ms -5", "--max-drift-ms abc", "--no-such-flag",
+                          "token --sub dev"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(run(base + bad), 2);
+    EXPECT_FALSE(std::ifstream(db).good()) << "the store was created";
+  }
+  EXPECT_EQ(run("--listen 127.0.0.1:0"), 2);  // no --db
+  EXPECT_EQ(run(base.substr(0, base.find("--listen")) + "--listen nowhere"), 2);
+  EXPECT_FALSE(std::ifstream(db).good());
 }
