@@ -137,6 +137,95 @@ static void test_batch_and_exchange(void) {
 
 /* Starts `server_bin` on a free port of 127.0.0.1; returns its pid and writes "127.0.0.1:PORT"
  * into `address` (0 on failure). */
+/* Change listeners: what they saw, as "L|R collection:key,key;" per call. */
+static char g_changes[4096];
+static int g_change_contexts_freed;
+static void on_change(void* ctx, const char* collection, const char* const* keys, size_t n,
+                      int local) {
+  char* log = (char*)ctx;
+  size_t at = strlen(log);
+  at += (size_t)snprintf(log + at, sizeof g_changes - at, "%s %s:", local ? "L" : "R", collection);
+  for (size_t i = 0; i < n && at < sizeof g_changes; i++) {
+    at += (size_t)snprintf(log + at, sizeof g_changes - at, "%s%s", i ? "," : "", keys[i]);
+  }
+  if (at < sizeof g_changes) snprintf(log + at, sizeof g_changes - at, ";");
+}
+static void free_change_context(void* ctx) {
+  (void)ctx;
+  g_change_contexts_freed++;
+}
+
+static void test_listeners_and_params(void) {
+  cairn_replica *r = NULL, *other = NULL;
+  cairn_buf buf = {NULL, 0};
+  uint64_t id = 0;
+  unlink(path_of("capi_listen.db"));
+  unlink(path_of("capi_listen_other.db"));
+  unlink(path_of("capi_listen.cex"));
+  CHECK(cairn_replica_open(&r, path_of("capi_listen.db"), NULL) == CAIRN_OK);
+  CHECK(cairn_replica_open(&other, path_of("capi_listen_other.db"), NULL) == CAIRN_OK);
+  CHECK(cairn_replica_add_change_listener(&id, r, on_change, g_changes, free_change_context) ==
+        CAIRN_OK);
+  CHECK(id != 0);
+  cairn_batch* b = NULL;
+  CHECK(cairn_batch_new(&b) == CAIRN_OK);
+  CHECK(cairn_batch_set_int(b, "tasks", "t2", "n", 1) == CAIRN_OK);
+  CHECK(cairn_batch_set_int(b, "notes", "a", "n", 1) == CAIRN_OK);
+  CHECK(cairn_batch_set_int(b, "tasks", "t1", "n", 1) == CAIRN_OK);
+  CHECK(cairn_replica_write(r, b) == CAIRN_OK);
+  cairn_batch_free(b);
+  CHECK(strcmp(g_changes, "L notes:a;L tasks:t1,t2;") == 0);
+  g_changes[0] = 0;
+  /* A failed write calls nothing. */
+  CHECK(cairn_replica_put_json(r, "tasks", "t3", "{\"bad name\":1}") == CAIRN_EINVAL);
+  CHECK(g_changes[0] == 0);
+  /* Received ops (an import) are not local. */
+  CHECK(cairn_replica_put_json(other, "notes", "b", "{\"x\":1}") == CAIRN_OK);
+  CHECK(cairn_replica_export(NULL, other, path_of("capi_listen.cex")) == CAIRN_OK);
+  CHECK(cairn_replica_import(NULL, r, path_of("capi_listen.cex")) == CAIRN_OK);
+  CHECK(strcmp(g_changes, "R notes:b;") == 0);
+  /* Removed: not called again, its context freed once. */
+  CHECK(cairn_replica_remove_change_listener(r, id) == CAIRN_OK);
+  CHECK(g_change_contexts_freed == 1);
+  CHECK(cairn_replica_remove_change_listener(r, id) == CAIRN_ENOTFOUND);
+  g_changes[0] = 0;
+  CHECK(cairn_replica_put_json(r, "tasks", "t4", "{\"n\":4}") == CAIRN_OK);
+  CHECK(g_changes[0] == 0);
+  /* Bad arguments: an error, and the context is still freed. */
+  CHECK(cairn_replica_add_change_listener(&id, r, NULL, g_changes, free_change_context) ==
+        CAIRN_EINVAL);
+  CHECK(g_change_contexts_freed == 2);
+  /* A listener still set when the replica is freed: its context is freed with it. */
+  CHECK(cairn_replica_add_change_listener(&id, r, on_change, g_changes, free_change_context) ==
+        CAIRN_OK);
+
+  /* Query parameters, bound in order; their count must match. */
+  CHECK(cairn_replica_query_json_params(&buf, r, "SELECT key FROM tasks WHERE n >= ? ORDER BY key",
+                                        "[1]") == CAIRN_OK);
+  CHECK(buf.data && strcmp((const char*)buf.data,
+                           "{\"key\":\"t1\"}\n{\"key\":\"t2\"}\n{\"key\":\"t4\"}\n") == 0);
+  cairn_buf_dispose(&buf);
+  CHECK(cairn_replica_query_json_params(&buf, r, "SELECT key FROM tasks WHERE key = :k",
+                                        "[\"t4\"]") == CAIRN_OK);
+  CHECK(buf.data && strcmp((const char*)buf.data, "{\"key\":\"t4\"}\n") == 0);
+  cairn_buf_dispose(&buf);
+  CHECK(cairn_replica_query_json_params(&buf, r, "SELECT ? AS v", "[{\"$bytes\":\"AAE=\"}]") ==
+        CAIRN_OK);
+  CHECK(buf.data && strcmp((const char*)buf.data, "{\"v\":{\"$bytes\":\"AAE=\"}}\n") == 0);
+  cairn_buf_dispose(&buf);
+  CHECK(cairn_replica_query_json_params(&buf, r, "SELECT ?", "[]") == CAIRN_EINVAL);
+  CHECK(cairn_replica_query_json_params(&buf, r, "SELECT ?", "[1,2]") == CAIRN_EINVAL);
+  CHECK(cairn_replica_query_json_params(&buf, r, "SELECT ?", "{\"a\":1}") == CAIRN_EINVAL);
+  CHECK(cairn_replica_query_json_params(&buf, r, "SELECT ?", "[{\"$bytes\":\"!\"}]") ==
+        CAIRN_EINVAL);
+  CHECK(cairn_replica_query_json_params(&buf, r, "DELETE FROM tasks WHERE key = ?", "[\"t1\"]") ==
+        CAIRN_EREADONLY);
+  CHECK(buf.data == NULL);
+  cairn_replica_free(r);
+  CHECK(g_change_contexts_freed == 3);
+  cairn_replica_free(other);
+}
+
 static pid_t start_server(const char* server_bin, char* address, size_t len) {
   char db[1024], log[1024];
   snprintf(db, sizeof db, "%s", path_of("capi_server.db"));
@@ -182,6 +271,31 @@ static void free_context(void* ctx) {
   g_contexts_freed++;
 }
 
+/* The sync status callback and the log callback: what they were told. */
+static char g_states[1024];
+static int g_log_lines, g_log_contexts_freed;
+static void on_status(void* ctx, const char* json) {
+  char* states = (char*)ctx;
+  const char* at = strstr(json, "\"state\":\"");
+  if (!at) return;
+  at += strlen("\"state\":\"");
+  size_t len = strlen(states);
+  const char* end = strchr(at, '"');
+  if (end && len + (size_t)(end - at) + 2 < sizeof g_states) {
+    memcpy(states + len, at, (size_t)(end - at));
+    states[len + (size_t)(end - at)] = ' ';
+    states[len + (size_t)(end - at) + 1] = 0;
+  }
+}
+static void on_log(void* ctx, int level, const char* message) {
+  (void)ctx;
+  if (level >= CAIRN_LOG_INFO && strstr(message, "sync: connected to") != NULL) g_log_lines++;
+}
+static void free_log_context(void* ctx) {
+  (void)ctx;
+  g_log_contexts_freed++;
+}
+
 static void test_sync(const char* server_bin) {
   char address[64];
   pid_t server = start_server(server_bin, address, sizeof address);
@@ -207,12 +321,22 @@ static void test_sync(const char* server_bin) {
   CHECK(cairn_sync_new(&sb, b, &o) == CAIRN_OK && sb != NULL);
   CHECK(cairn_sync_set_durable_callback(sa, on_durable, &g_durable_through, free_context) ==
         CAIRN_OK);
+  CHECK(cairn_sync_set_status_callback(sa, on_status, g_states, NULL) == CAIRN_OK);
+  CHECK(cairn_set_log_callback(99, on_log, NULL, free_log_context) == CAIRN_EINVAL);
+  CHECK(g_log_contexts_freed == 1);
+  CHECK(cairn_set_log_callback(CAIRN_LOG_INFO, on_log, NULL, free_log_context) == CAIRN_OK);
   /* a writes two transactions offline, b one; both sync; a syncs again to get b's. */
   CHECK(cairn_replica_put_json(a, "notes", "n1", "{\"title\":\"from a\"}") == CAIRN_OK);
   CHECK(cairn_replica_increment(a, "stats", "s", "hits", 5) == CAIRN_OK);
   CHECK(cairn_replica_increment(b, "stats", "s", "hits", 7) == CAIRN_OK);
   CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
   CHECK(g_durable_through == 2);
+  /* Told each change of state, in order, ending offline (the exchange done). */
+  CHECK(strncmp(g_states, "connecting syncing ", strlen("connecting syncing ")) == 0);
+  CHECK(strstr(g_states, "idle offline ") != NULL);
+  CHECK(g_log_lines == 1);
+  CHECK(cairn_set_log_callback(CAIRN_LOG_INFO, NULL, NULL, NULL) == CAIRN_OK);
+  CHECK(g_log_contexts_freed == 2);
   CHECK(cairn_sync_once(sb, 20000) == CAIRN_OK);
   CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
   char da[65], db[65];
@@ -276,6 +400,7 @@ int main(int argc, char** argv) {
   test_crud();
   test_errors();
   test_batch_and_exchange();
+  test_listeners_and_params();
   if (argc > 2) test_sync(argv[2]);
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

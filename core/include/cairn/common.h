@@ -76,6 +76,23 @@ CAIRN_API const char* cairn_strerror(int code);
 /** The library version, "MAJOR.MINOR.PATCH". Thread-safe. */
 CAIRN_API const char* cairn_version(void);
 
+/** Levels of the library's log messages (connections, retries, refused writes). */
+typedef enum cairn_log_level {
+  CAIRN_LOG_DEBUG = 0,
+  CAIRN_LOG_INFO = 1,
+  CAIRN_LOG_WARN = 2,
+  CAIRN_LOG_ERROR = 3
+} cairn_log_level;
+typedef void (*cairn_log_fn)(void* CAIRN_NULLABLE ctx, int level, const char* message);
+/** Sends the library's messages at `min_level` or above to `fn` (process-wide; fn NULL: none,
+ *  the default). `fn` runs on the thread that logs (often a sync thread), possibly on several
+ *  threads at once. `free_ctx`, if not NULL, is called on `ctx` once the callback is replaced
+ *  or removed and no call to it is in progress (also when this call fails).
+ *  @return CAIRN_OK or CAIRN_EINVAL (bad level). Thread-safe. */
+CAIRN_API int cairn_set_log_callback(int min_level, cairn_log_fn CAIRN_NULLABLE fn,
+                                     void* CAIRN_NULLABLE ctx,
+                                     void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));
+
 CAIRN_ASSUME_NONNULL_END
 CAIRN_END_DECLS
 

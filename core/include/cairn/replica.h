@@ -62,6 +62,12 @@ CAIRN_API int cairn_replica_digest(char out[65], cairn_replica* replica);
 /** Runs one read-only SQL statement; `out` receives one canonical JSON object per row, each
  *  followed by '\n'. @return CAIRN_OK, CAIRN_EREADONLY (would write) or CAIRN_EINVAL. */
 CAIRN_API int cairn_replica_query_json(cairn_buf* out, cairn_replica* replica, const char* sql);
+/** The same with parameters: `params_json` is a JSON array bound in order to the statement's
+ *  parameters (?, ?NNN, :name), values as SPEC §7 ({"$bytes":"<base64>"} binds a blob).
+ *  @return as above, or CAIRN_EINVAL (not an array, a bad value, or a count that differs from
+ *  the statement's). */
+CAIRN_API int cairn_replica_query_json_params(cairn_buf* out, cairn_replica* replica,
+                                              const char* sql, const char* params_json);
 /** Status as canonical JSON: replica_id, seq, pending_ops, held_back_ops, rejected_ops, known. */
 CAIRN_API int cairn_replica_status_json(cairn_buf* out, cairn_replica* replica);
 /** The ops a sync server refused (docs/protocol.md "Refused ops"), oldest first: one canonical
@@ -78,6 +84,30 @@ CAIRN_API int cairn_replica_export(uint64_t* CAIRN_NULLABLE ops_out, cairn_repli
  *  @return CAIRN_OK, CAIRN_ECORRUPT (damaged or truncated), CAIRN_EVERSION, CAIRN_EIO. */
 CAIRN_API int cairn_replica_import(uint64_t* CAIRN_NULLABLE applied_out, cairn_replica* replica,
                                    const char* path);
+
+/* --- Change listeners ------------------------------------------------------------------- */
+
+/** Called after a transaction committed, once per collection whose documents it changed
+ *  (a value, a counter, a delete or a revival), with those documents' keys (sorted, unique;
+ *  valid during the call only). `local` is 1 for writes made through this replica, 0 for ops
+ *  received (sync, snapshot, import, a refused write undone). Calls are serialized per replica
+ *  and in commit order; they run outside the replica's lock, on the thread that committed
+ *  (the writer's thread, or the sync thread for received ops) or on another thread of this
+ *  replica that is delivering at that moment. A listener may read and write the replica; it must
+ *  not free it. */
+typedef void (*cairn_change_fn)(void* CAIRN_NULLABLE ctx, const char* collection,
+                                const char* const* keys, size_t n_keys, int local);
+/** Adds a change listener. `free_ctx`, if not NULL, is called on `ctx` once the listener is
+ *  removed (or the replica freed) and no call to it is in progress; also when this call fails.
+ *  @param[out] id_out  receives the listener's id (never 0), for removal.
+ *  @return CAIRN_OK or CAIRN_EINVAL (NULL argument). */
+CAIRN_API int cairn_replica_add_change_listener(uint64_t* id_out, cairn_replica* replica,
+                                                cairn_change_fn fn, void* CAIRN_NULLABLE ctx,
+                                                void (*CAIRN_NULLABLE free_ctx)(
+                                                    void* CAIRN_NULLABLE));
+/** Removes a listener: no call starts after this returns (one running on another thread may
+ *  finish). @return CAIRN_OK or CAIRN_ENOTFOUND. */
+CAIRN_API int cairn_replica_remove_change_listener(cairn_replica* replica, uint64_t id);
 
 /* --- Multi-op transactions -------------------------------------------------------------- */
 

@@ -60,6 +60,14 @@ CAIRN_API int cairn_sync_set_durable_callback(
     cairn_sync* sync, cairn_durable_fn CAIRN_NULLABLE fn, void* CAIRN_NULLABLE ctx,
     void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));
 
+/** Called when the state, the count of pending ops or the last error changed, with the status
+ *  as cairn_sync_status_json gives it (valid during the call only). */
+typedef void (*cairn_status_fn)(void* CAIRN_NULLABLE ctx, const char* status_json);
+/** Sets (or, with fn NULL, removes) the status callback; `free_ctx` as for the durable one. */
+CAIRN_API int cairn_sync_set_status_callback(
+    cairn_sync* sync, cairn_status_fn CAIRN_NULLABLE fn, void* CAIRN_NULLABLE ctx,
+    void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));
+
 CAIRN_ASSUME_NONNULL_END
 CAIRN_END_DECLS
 

@@ -5,8 +5,9 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
-
+#include "base/log.h"
 #include "capi/capi_internal.h"
 
 using cairn::capi::FillBuf;
@@ -39,6 +40,28 @@ CAIRN_API const char* cairn_strerror(int code) {
 }
 
 CAIRN_API const char* cairn_version(void) { return "0.1.0"; }
+
+CAIRN_API int cairn_set_log_callback(int min_level, cairn_log_fn fn, void* ctx,
+                                     void (*free_ctx)(void*)) {
+  CAIRN_CAPI_GUARD
+  if (min_level < CAIRN_LOG_DEBUG || min_level > CAIRN_LOG_ERROR) {
+    if (free_ctx) free_ctx(ctx);
+    return SetError(CAIRN_EINVAL, "min_level must be CAIRN_LOG_DEBUG .. CAIRN_LOG_ERROR");
+  }
+  if (fn == nullptr) {
+    cairn::log::SetSink(nullptr);
+    if (free_ctx) free_ctx(ctx);
+    return CAIRN_OK;
+  }
+  auto hook = std::make_shared<cairn::capi::Hook<cairn_log_fn>>(fn, ctx, free_ctx);
+  cairn::log::SetSink(
+      [hook](cairn::log::Level level, const std::string& message) {
+        hook->fn(hook->ctx, static_cast<int>(level), message.c_str());
+      },
+      static_cast<cairn::log::Level>(min_level));
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
 
 CAIRN_API int cairn_replica_options_init(cairn_replica_options* opts, unsigned int version) {
   CHECK_ARG(opts);
@@ -177,6 +200,65 @@ CAIRN_API int cairn_replica_query_json(cairn_buf* out, cairn_replica* replica,
   });
   if (!st.ok()) return ToC(st);
   return FillBuf(out, lines);
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_query_json_params(cairn_buf* out, cairn_replica* replica,
+                                              const char* sql, const char* params_json) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(out);
+  *out = cairn_buf{nullptr, 0};
+  CHECK_ARG(replica);
+  CHECK_ARG(sql);
+  CHECK_ARG(params_json);
+  cairn::Json parsed = cairn::Json::parse(params_json, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_array()) {
+    return SetError(CAIRN_EINVAL, "params_json must be a JSON array of values");
+  }
+  std::vector<cairn::Value> params;
+  for (const cairn::Json& j : parsed) {
+    auto v = cairn::ValueFromJson(j);
+    if (!v.ok()) return ToC(v.status());
+    params.push_back(std::move(v).value());
+  }
+  std::string lines;
+  cairn::Status st = replica->impl->Query(sql, params, [&](const std::string& row) {
+    lines += row;
+    lines += '\n';
+    return cairn::Status::OK();
+  });
+  if (!st.ok()) return ToC(st);
+  return FillBuf(out, lines);
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_add_change_listener(uint64_t* id_out, cairn_replica* replica,
+                                                cairn_change_fn fn, void* ctx,
+                                                void (*free_ctx)(void*)) {
+  CAIRN_CAPI_GUARD
+  if (id_out != nullptr) *id_out = 0;
+  if (id_out == nullptr || replica == nullptr || fn == nullptr) {
+    if (free_ctx) free_ctx(ctx);  // the payload is the library's from the call on
+    return Null(id_out == nullptr ? "id_out" : replica == nullptr ? "replica" : "fn");
+  }
+  auto hook = std::make_shared<cairn::capi::Hook<cairn_change_fn>>(fn, ctx, free_ctx);
+  *id_out = replica->impl->AddChangeListener([hook](const cairn::Replica::ChangeSet& c) {
+    std::vector<const char*> keys;
+    keys.reserve(c.keys.size());
+    for (const std::string& k : c.keys) keys.push_back(k.c_str());
+    hook->fn(hook->ctx, c.collection.c_str(), keys.data(), keys.size(), c.local ? 1 : 0);
+  });
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_remove_change_listener(cairn_replica* replica, uint64_t id) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(replica);
+  if (!replica->impl->RemoveChangeListener(id)) {
+    return SetError(CAIRN_ENOTFOUND, "no change listener " + std::to_string(id));
+  }
+  return CAIRN_OK;
   CAIRN_CAPI_END
 }
 

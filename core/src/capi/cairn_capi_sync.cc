@@ -14,21 +14,15 @@ using cairn::capi::t_error;
 
 namespace {
 
-// The app's durable callback and its context, freed with free_ctx when replaced or dropped.
-struct DurableHook {
-  cairn_durable_fn fn = nullptr;
-  void* ctx = nullptr;
-  void (*free_ctx)(void*) = nullptr;
-  ~DurableHook() {
-    if (free_ctx) free_ctx(ctx);
-  }
-};
+using DurableHook = cairn::capi::Hook<cairn_durable_fn>;
+using StatusHook = cairn::capi::Hook<cairn_status_fn>;
 
 }  // namespace
 
 struct cairn_sync {
   std::unique_ptr<cairn::sync::SyncClient> impl;
   std::shared_ptr<DurableHook> durable;
+  std::shared_ptr<StatusHook> status;
 };
 
 extern "C" {
@@ -134,13 +128,30 @@ CAIRN_API int cairn_sync_set_durable_callback(cairn_sync* sync, cairn_durable_fn
     if (free_ctx) free_ctx(ctx);
     return CAIRN_OK;
   }
-  auto hook = std::make_shared<DurableHook>();
-  hook->fn = fn;
-  hook->ctx = ctx;
-  hook->free_ctx = free_ctx;
+  auto hook = std::make_shared<DurableHook>(fn, ctx, free_ctx);
   // The client holds the hook too, so a callback running while it is replaced stays valid.
   sync->impl->SetDurableCallback([hook](uint64_t through) { hook->fn(hook->ctx, through); });
   sync->durable = std::move(hook);
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_sync_set_status_callback(cairn_sync* sync, cairn_status_fn fn, void* ctx,
+                                             void (*free_ctx)(void*)) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(sync);
+  if (fn == nullptr) {
+    sync->impl->SetStatusCallback(nullptr);
+    sync->status.reset();
+    if (free_ctx) free_ctx(ctx);
+    return CAIRN_OK;
+  }
+  auto hook = std::make_shared<StatusHook>(fn, ctx, free_ctx);
+  sync->impl->SetStatusCallback([hook](const cairn::sync::SyncStatus& s) {
+    const std::string json = s.ToJson();
+    hook->fn(hook->ctx, json.c_str());
+  });
+  sync->status = std::move(hook);
   return CAIRN_OK;
   CAIRN_CAPI_END
 }

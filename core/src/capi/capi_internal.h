@@ -58,6 +58,22 @@ inline int FillBuf(cairn_buf* out, const std::string& s) {
   return CAIRN_OK;
 }
 
+// A callback the app stored: its function, its payload, and the function that frees the payload
+// once the callback is replaced, removed or its handle freed. Held by shared_ptr, so a call in
+// progress keeps it alive while it is replaced.
+template <class Fn>
+struct Hook {
+  Fn fn = nullptr;
+  void* ctx = nullptr;
+  void (*free_ctx)(void*) = nullptr;
+  Hook(Fn f, void* c, void (*fr)(void*)) : fn(f), ctx(c), free_ctx(fr) {}
+  Hook(const Hook&) = delete;
+  Hook& operator=(const Hook&) = delete;
+  ~Hook() {
+    if (free_ctx) free_ctx(ctx);
+  }
+};
+
 }  // namespace cairn::capi
 
 #define CAIRN_CAPI_GUARD                                  \

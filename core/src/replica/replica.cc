@@ -180,10 +180,25 @@ Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
   return r;
 }
 
+class Replica::Locked {
+ public:
+  explicit Locked(Replica* r) : r_(r) { r_->mu_.lock(); }
+  ~Locked() {
+    const bool changed = r_->store_ != nullptr && r_->store_->has_changes();
+    r_->mu_.unlock();
+    if (changed) r_->DeliverChanges();
+  }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+
+ private:
+  Replica* r_;
+};
+
 Replica::~Replica() { (void)Close(); }
 
 Status Replica::Close() {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   if (!store_) return Status::OK();
   Status st = store_->Close();
   store_.reset();
@@ -244,7 +259,7 @@ Status Replica::ValidateBatch(const WriteBatch& batch) {
 }
 
 Status Replica::WriteLocked(const WriteBatch& batch) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(store_->Begin());
@@ -303,6 +318,61 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
   return store_->Commit(clock_->last());
 }
 
+void Replica::DeliverChanges() {
+  for (;;) {
+    // One deliverer at a time: a thread that finds another delivering leaves its changes to it.
+    bool idle = false;
+    if (!delivering_.compare_exchange_strong(idle, true)) return;
+    std::vector<ChangeSet> changes;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (store_ != nullptr) changes = store_->TakeChanges();
+    }
+    std::vector<std::shared_ptr<ChangeListener>> listeners;
+    {
+      std::lock_guard<std::mutex> lock(listener_mu_);
+      for (const auto& [id, fn] : change_listeners_) listeners.push_back(fn);
+    }
+    for (const ChangeSet& c : changes) {
+      for (const auto& fn : listeners) (*fn)(c);
+    }
+    delivering_ = false;
+    // Changes committed while this thread delivered, by threads that left them to it.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (store_ == nullptr || !store_->has_changes()) return;
+  }
+}
+
+uint64_t Replica::AddChangeListener(ChangeListener fn) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(listener_mu_);
+    id = next_listener_++;
+    change_listeners_[id] = std::make_shared<ChangeListener>(std::move(fn));
+  }
+  TrackChangesIfListened();
+  return id;
+}
+
+void Replica::TrackChangesIfListened() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> listeners(listener_mu_);  // the one place both are held: mu_ first
+  if (store_ != nullptr) store_->set_track_changes(!change_listeners_.empty());
+}
+
+bool Replica::RemoveChangeListener(uint64_t id) {
+  std::shared_ptr<ChangeListener> gone;  // destroyed after the locks are released
+  {
+    std::lock_guard<std::mutex> lock(listener_mu_);
+    auto it = change_listeners_.find(id);
+    if (it == change_listeners_.end()) return false;
+    gone = std::move(it->second);
+    change_listeners_.erase(it);
+  }
+  TrackChangesIfListened();
+  return true;
+}
+
 Status Replica::Write(const WriteBatch& batch) {
   CAIRN_RETURN_IF_ERROR(WriteLocked(batch));
   std::function<void()> listener;
@@ -339,7 +409,7 @@ Status Replica::Delete(const std::string& collection, const std::string& key) {
 }
 
 Result<std::optional<Fields>> Replica::Get(const std::string& collection, const std::string& key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   CAIRN_RETURN_IF_ERROR(store_->Refresh());
   CAIRN_RETURN_IF_ERROR(ValidateCollectionName(collection));
@@ -348,7 +418,7 @@ Result<std::optional<Fields>> Replica::Get(const std::string& collection, const 
 }
 
 Status Replica::Dump(const std::function<void(std::string_view)>& sink) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   CAIRN_RETURN_IF_ERROR(store_->Refresh());
   std::string current;
@@ -389,7 +459,7 @@ Result<std::string> Replica::Digest() {
 }
 
 Result<std::map<std::string, std::string>> Replica::CollectionDigests() {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   CAIRN_RETURN_IF_ERROR(store_->Refresh());
   std::map<std::string, std::string> out;
@@ -431,9 +501,9 @@ static int QueryAuthorizer(void*, int action, const char*, const char*, const ch
   }
 }
 
-Status Replica::Query(const std::string& sql,
+Status Replica::Query(const std::string& sql, const std::vector<Value>& params,
                       const std::function<Status(const std::string&)>& row) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   sqlite3* db = store_->db()->raw();
   sqlite3_stmt* raw = nullptr;
@@ -455,6 +525,34 @@ Status Replica::Query(const std::string& sql,
   }
   if (!sqlite3_stmt_readonly(raw)) {
     return Status(Code::kEREADONLY, "query must be a read-only SELECT");
+  }
+  if (static_cast<size_t>(sqlite3_bind_parameter_count(raw)) != params.size()) {
+    return Status::Invalid("the query has " + std::to_string(sqlite3_bind_parameter_count(raw)) +
+                           " parameters, " + std::to_string(params.size()) + " given");
+  }
+  for (size_t i = 0; i < params.size(); i++) {
+    const int at = static_cast<int>(i) + 1;
+    const Value& v = params[i];
+    switch (v.type()) {
+      case ValueType::kNull:
+        stmt.BindNull(at);
+        break;
+      case ValueType::kBool:
+        stmt.BindInt(at, v.as_bool() ? 1 : 0);
+        break;
+      case ValueType::kInt:
+        stmt.BindInt(at, v.as_int());
+        break;
+      case ValueType::kDouble:
+        stmt.BindDouble(at, v.as_double());
+        break;
+      case ValueType::kString:
+        stmt.BindText(at, v.as_string());
+        break;
+      case ValueType::kBytes:
+        stmt.BindBlob(at, v.as_string());
+        break;
+    }
   }
   int n = stmt.ColumnCount();
   for (;;) {
@@ -492,7 +590,7 @@ Status Replica::Query(const std::string& sql,
 }
 
 Status Replica::Log(const std::function<Status(const Op&)>& fn) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   CAIRN_RETURN_IF_ERROR(store_->Refresh());
   // The unacknowledged local transactions, whole, then the other ops the state depends on.
@@ -514,13 +612,13 @@ Status Replica::Log(const std::function<Status(const Op&)>& fn) {
 }
 
 Status Replica::Rejected(const std::function<Status(const store::RejectedOp&)>& fn) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   return store_->ForEachRejected(fn);
 }
 
 VersionVector Replica::Known() {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   VersionVector vv;
   if (!store_ || !store_->Refresh().ok()) return vv;
   for (const auto& o : store_->Origins()) {
@@ -539,8 +637,14 @@ Json ReplicaStatus::ToJson() const {
               {"known", known_json}};
 }
 
+Result<int64_t> Replica::PendingOps() {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  return store_->OutboxCount();
+}
+
 Result<ReplicaStatus> Replica::GetStatus() {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   CAIRN_RETURN_IF_ERROR(store_->Refresh());
   ReplicaStatus s;
@@ -563,7 +667,7 @@ Result<ReplicaStatus> Replica::GetStatus() {
 // Export / import (docs/protocol.md, "Export files")
 
 Result<ExportStats> Replica::Export(const std::string& path, const VersionVector* since) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   {
     // A partial replica's receipts count ops of collections it skipped: a file from it would
@@ -674,7 +778,7 @@ Result<ExportStats> Replica::Export(const std::string& path, const VersionVector
 }
 
 Result<ImportStats> Replica::Import(const std::string& path) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
   File in(std::fopen(path.c_str(), "rb"));
@@ -809,14 +913,14 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
 // Sync support (docs/protocol.md, "Exchange")
 
 Result<store::SyncPosition> Replica::GetSyncPosition() {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   return store_->GetSyncPosition();
 }
 
 Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, uint64_t cursor,
                                                    const ReplicaId& server) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(store_->Begin());
@@ -918,7 +1022,7 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
 }
 
 Status Replica::InWriteTxn(const std::function<Status()>& body) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(store_->Begin());
@@ -946,7 +1050,7 @@ Status Replica::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
 
 Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
                                      protocol::BatchEncoder* enc) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   CAIRN_RETURN_IF_ERROR(store_->Refresh());
   uint64_t last = after_seq;
@@ -1032,7 +1136,7 @@ Status Replica::SetCoverage(const std::optional<std::string>& coverage) {
 }
 
 Result<std::optional<store::SnapshotState>> Replica::GetSnapshot() {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   return store_->GetSnapshot();
 }
@@ -1066,7 +1170,7 @@ Status Replica::StageSnapshotChunk(const wire::OpBatch& batch, const std::string
 }
 
 Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& coverage) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(store_->Begin());
@@ -1112,7 +1216,7 @@ Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& cover
 Status Replica::CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms) {
   const int64_t offset = server_time_ms - clock_source_->NowMs();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    Locked lock(this);
     clock_->set_offset_ms(offset);
     const Hlc bound = MakeHlc(static_cast<uint64_t>(std::max<int64_t>(server_time_ms, 0)) +
                                   max_drift_ms, 0);
@@ -1125,7 +1229,7 @@ Status Replica::CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms) {
   }
   CAIRN_RETURN_IF_ERROR(
       UpdateSyncPosition([&](store::SyncPosition* pos) { pos->clock_offset_ms = offset; }));
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   stored_offset_ms_ = offset;
   return Status::OK();
 }

@@ -7,6 +7,7 @@
 #ifndef CAIRN_REPLICA_REPLICA_H_
 #define CAIRN_REPLICA_REPLICA_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -156,7 +157,13 @@ class Replica {
   Result<std::map<std::string, std::string>> CollectionDigests();
   // Runs one read-only SQL statement; `row` gets each row as a canonical JSON object.
   // EREADONLY for a statement that would write; EINVAL for more than one statement.
-  Status Query(const std::string& sql, const std::function<Status(const std::string&)>& row);
+  Status Query(const std::string& sql, const std::function<Status(const std::string&)>& row) {
+    return Query(sql, {}, row);
+  }
+  // The same with `params` bound to the statement's parameters (?, ?NNN, :name) in order:
+  // EINVAL when their count differs from the statement's.
+  Status Query(const std::string& sql, const std::vector<Value>& params,
+               const std::function<Status(const std::string&)>& row);
   // The op log: the ops the state depends on plus the unacknowledged local ops.
   Status Log(const std::function<Status(const Op&)>& fn);
   Status Rejected(const std::function<Status(const store::RejectedOp&)>& fn);
@@ -169,6 +176,8 @@ class Replica {
   Result<ImportStats> Import(const std::string& path);
 
   Result<ReplicaStatus> GetStatus();
+  // Local ops not yet acknowledged by a server (GetStatus().pending_ops, cheaper).
+  Result<int64_t> PendingOps();
   VersionVector Known();
 
   // --- Sync support (sync::SyncClient; docs/protocol.md "Exchange") ---
@@ -194,6 +203,23 @@ class Replica {
   // `fn` runs after each committed local write (on the writer's thread, outside the lock), so a
   // sync client can push at once. One listener; nullptr removes it.
   void SetWriteListener(std::function<void()> fn);
+
+  // --- Change listeners ---
+  // Documents of one collection whose visible state a committed transaction changed (a field's
+  // value, a counter, a delete or a revival); `local`: written through this replica (else
+  // received: sync, snapshot, import, a refused write undone).
+  using ChangeSet = store::ReplicaStore::ChangeSet;
+  using ChangeListener = std::function<void(const ChangeSet&)>;
+  // Adds a listener; returns its id (never 0). Listeners run after the transaction committed,
+  // outside the replica's lock, one call at a time per replica and in commit order: on the
+  // thread that committed (the writer's for local writes, the sync thread for received ops),
+  // or on another thread of this replica that is delivering at that moment. A listener may
+  // read and write the replica (its own writes are delivered after it returns); it must not
+  // throw.
+  uint64_t AddChangeListener(ChangeListener fn);
+  // Removes a listener (false: no such id). No call starts after this returns; one already
+  // running on another thread finishes, and the listener is destroyed after it.
+  bool RemoveChangeListener(uint64_t id);
   // Stores what this replica holds of the server's collections (SyncPosition::subscriptions:
   // nullopt = every collection; else a JSON object collection -> since-cursor, "*" = the rest).
   Status SetCoverage(const std::optional<std::string>& coverage);
@@ -233,9 +259,17 @@ class Replica {
   Status UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change);
   Status UndoRefused(const std::vector<RefusedTxn>& refused);
 
+  // Holds mu_; on release, delivers the changes committed meanwhile (DeliverChanges).
+  class Locked;
+  void DeliverChanges();
+  void TrackChangesIfListened();
+
   mutable std::mutex mu_;
-  std::mutex listener_mu_;
+  std::mutex listener_mu_;  // guards write_listener_, change_listeners_, next_listener_
   std::function<void()> write_listener_;
+  std::map<uint64_t, std::shared_ptr<ChangeListener>> change_listeners_;
+  uint64_t next_listener_ = 1;
+  std::atomic<bool> delivering_{false};  // a thread is calling change listeners
   std::unique_ptr<store::ReplicaStore> store_;
   std::unique_ptr<HybridClock> clock_;
   Clock* clock_source_ = nullptr;

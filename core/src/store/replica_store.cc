@@ -392,6 +392,8 @@ Status ReplicaStore::Begin() {
   outbox_hlc_ = 0;
   outbox_seq_ = 0;
   unacked_from_ = 0;
+  txn_local_ = false;
+  txn_changed_.clear();
   ClearCache();
   return Status::OK();
 }
@@ -415,12 +417,38 @@ Status ReplicaStore::Commit(Hlc hlc) {
   persisted_seq_ = last_seq_;
   in_txn_ = false;
   ClearCache();
+  RecordChanges();
   return Status::OK();
+}
+
+void ReplicaStore::RecordChanges() {
+  if (txn_changed_.empty()) return;
+  std::sort(txn_changed_.begin(), txn_changed_.end());
+  txn_changed_.erase(std::unique(txn_changed_.begin(), txn_changed_.end()), txn_changed_.end());
+  const auto first = static_cast<std::ptrdiff_t>(committed_changes_.size());
+  int64_t last_coll = -1;
+  for (auto& [coll, key] : txn_changed_) {
+    if (coll != last_coll) {
+      committed_changes_.push_back(ChangeSet{CollectionByIndex(coll).name, {}, txn_local_});
+      last_coll = coll;
+    }
+    committed_changes_.back().keys.push_back(std::move(key));
+  }
+  txn_changed_.clear();
+  std::sort(committed_changes_.begin() + first, committed_changes_.end(),
+            [](const ChangeSet& a, const ChangeSet& b) { return a.collection < b.collection; });
+}
+
+std::vector<ReplicaStore::ChangeSet> ReplicaStore::TakeChanges() {
+  std::vector<ChangeSet> out;
+  out.swap(committed_changes_);
+  return out;
 }
 
 void ReplicaStore::Rollback() {
   if (in_txn_ && sqlite3_get_autocommit(db_.raw()) == 0) (void)rollback_.Run();
   in_txn_ = false;
+  txn_changed_.clear();
   ClearCache();
   materialize_.clear();  // DDL of the transaction is gone
   delete_row_.clear();
@@ -763,6 +791,7 @@ Status ReplicaStore::Apply(const Op& op, bool local, std::vector<Op>* superseded
   }
   if (!local) CAIRN_RETURN_IF_ERROR(EnsureOrigin(op.id.origin).status());
   if (local) {
+    txn_local_ = true;
     if (op.id.seq != last_seq_ + 1 || op.id.origin != replica_id_) {
       return Status::Internal("local op out of sequence");
     }
@@ -836,6 +865,7 @@ Status ReplicaStore::FlushDoc(CachedDoc* doc) {
   crdt::DocState& s = doc->state;
   crdt::DocChanges& ch = s.changes;
   if (!ch.any() && ch.added_incs.empty() && ch.removed_incs.empty()) return Status::OK();
+  if (track_changes_ && ch.any()) txn_changed_.emplace_back(doc->coll, doc->key);
   auto bind_id = [&](Stmt* st, int i, const OpId& id) {
     if (id.none()) {
       st->BindNull(i);

@@ -100,6 +100,18 @@ class ReplicaStore {
   void Rollback();
   bool in_transaction() const { return in_txn_; }
 
+  // Change tracking for change listeners: when on, each committed transaction records the
+  // documents whose visible state it changed (a field's value, a counter, a delete), grouped by
+  // collection; TakeChanges hands them over, oldest transaction first.
+  struct ChangeSet {
+    std::string collection;
+    std::vector<std::string> keys;  // sorted, unique
+    bool local = false;             // written by this replica (else received: sync, import)
+  };
+  void set_track_changes(bool on) { track_changes_ = on; }
+  bool has_changes() const { return !committed_changes_.empty(); }
+  std::vector<ChangeSet> TakeChanges();
+
   // Applies a validated op through the merge rules. A local op (made by this replica) advances
   // the local seq (REQUIRES: op.id.seq == last_seq() + 1); the caller records it in the outbox.
   // With `superseded`, appends the ops this one removes from the state (so that it can be
@@ -214,6 +226,8 @@ class ReplicaStore {
   Result<CachedDoc*> LoadDoc(int64_t coll, const std::string& key);
   Status LoadIncs(CachedDoc* doc);
   Status KeepIfOutranked(const crdt::DocState& state, const Op& op);
+  // At commit: the transaction's changed documents join committed_changes_.
+  void RecordChanges();
   Op ReadOpRow(const Stmt& st) const;
   Status ForEachOpRow(Stmt* st, const std::function<Status(const Op&)>& fn);
   Status FlushDoc(CachedDoc* doc);
@@ -231,6 +245,10 @@ class ReplicaStore {
   Db db_;
   StoreOptions options_;
   bool in_txn_ = false;
+  bool track_changes_ = false;
+  bool txn_local_ = false;                                // a local op was applied in it
+  std::vector<std::pair<int64_t, std::string>> txn_changed_;  // (collection, key), this txn
+  std::vector<ChangeSet> committed_changes_;
   ReplicaId replica_id_;
   int64_t local_origin_ = 0;
   Hlc hlc_ = 0;

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "base/log.h"
 #include "base/strings.h"
 #include "net/tls.h"
 #include "port/port.h"
@@ -108,9 +109,11 @@ struct SyncClient::Engine : net::Conn::Delegate {
   uint16_t port = 0;
   std::unique_ptr<net::TlsConfig> tls;
 
-  mutable std::mutex mu;  // guards status and durable_cb
+  mutable std::mutex mu;  // guards st, durable_cb, status_cb
   SyncStatus st;
   DurableCallback durable_cb;
+  StatusCallback status_cb;
+  std::string notified;  // what status_cb was last told (state, pending, error); loop thread
 
   // Loop state (loop thread only).
   uv_loop_t* loop = nullptr;
@@ -145,12 +148,34 @@ struct SyncClient::Engine : net::Conn::Delegate {
   std::vector<std::string> snapshot_collections;
 
   void SetState(SyncState s) {
-    std::lock_guard<std::mutex> lock(mu);
-    st.state = s;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      st.state = s;
+    }
+    NotifyStatus();
   }
   void SetError(const std::string& e) {
-    std::lock_guard<std::mutex> lock(mu);
-    st.last_error = e;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      st.last_error = e;
+    }
+    NotifyStatus();
+  }
+  // Tells the status callback when the state, the pending count or the error changed.
+  void NotifyStatus() {
+    SyncStatus now;
+    StatusCallback cb;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!status_cb) return;
+      now = st;
+      cb = status_cb;
+    }
+    std::string key = std::string(SyncStateName(now.state)) + "/" +
+                      std::to_string(now.pending_ops) + "/" + now.last_error;
+    if (key == notified) return;
+    notified = std::move(key);
+    cb(now);
   }
 
   Status Init() {
@@ -434,6 +459,8 @@ struct SyncClient::Engine : net::Conn::Delegate {
       options.max_batch_ops = std::min(options.max_batch_ops, w.max_batch_ops());
     }
     attempt = 0;
+    log::Write(log::Level::kInfo, "sync: connected to " + options.server + " (server " +
+                                      server_id.Hex() + ")");
     SetState(SyncState::kSyncing);
     SetError("");
     Push();
@@ -455,9 +482,12 @@ struct SyncClient::Engine : net::Conn::Delegate {
       conn->Send(std::move(frame));
       inflight.push_back(*last);
       pushed_through = *last;
-      std::lock_guard<std::mutex> lock(mu);
-      st.ops_pushed += n;
-      st.state = SyncState::kSyncing;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        st.ops_pushed += n;
+        st.state = SyncState::kSyncing;
+      }
+      NotifyStatus();
     }
   }
 
@@ -489,13 +519,22 @@ struct SyncClient::Engine : net::Conn::Delegate {
       return;
     }
     while (!inflight.empty() && inflight.front() <= through) inflight.pop_front();
+    for (const RefusedTxn& r : refused) {
+      log::Write(log::Level::kWarn, "sync: the server refused local ops " +
+                                        std::to_string(r.first_seq) + ".." +
+                                        std::to_string(r.last_seq) + " (" + CodeName(r.code) +
+                                        ": " + r.reason + "); undone, see the rejected ops");
+    }
+    auto pending = replica->PendingOps();
     DurableCallback cb;
     {
       std::lock_guard<std::mutex> lock(mu);
       cb = durable_cb;
       st.txns_refused += refused.size();
+      if (pending.ok()) st.pending_ops = pending.value();
     }
     if (cb) cb(through);
+    NotifyStatus();
     Push();
   }
 
@@ -651,6 +690,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
         st.last_sync_ms = synced;
       }
     }
+    NotifyStatus();
     if (idle && once) {
       Finish(Status::OK());
       return;
@@ -673,6 +713,11 @@ struct SyncClient::Engine : net::Conn::Delegate {
       st.state = SyncState::kOffline;
       if (!why.ok()) st.last_error = why.ToString();
     }
+    if (welcomed) {
+      log::Write(log::Level::kInfo, "sync: disconnected from " + options.server +
+                                        (why.ok() ? std::string() : ": " + why.ToString()));
+    }
+    NotifyStatus();
     conn = nullptr;
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&deadline_timer))) {
       uv_timer_stop(&deadline_timer);
@@ -698,8 +743,11 @@ struct SyncClient::Engine : net::Conn::Delegate {
       std::lock_guard<std::mutex> lock(mu);
       st.reconnects++;
     }
+    const uint64_t delay = jitter(rng);
+    log::Write(log::Level::kInfo, "sync: " + why.ToString() + "; retrying in " +
+                                      std::to_string(delay) + " ms");
     uv_timer_start(&retry_timer, [](uv_timer_t* t) { static_cast<Engine*>(t->data)->Connect(); },
-                   jitter(rng), 0);
+                   delay, 0);
   }
 
   // Runs a loop until Finish (once) or Stop (live).
@@ -782,6 +830,11 @@ SyncStatus SyncClient::status() const {
 void SyncClient::SetDurableCallback(DurableCallback cb) {
   std::lock_guard<std::mutex> lock(engine_->mu);
   engine_->durable_cb = std::move(cb);
+}
+
+void SyncClient::SetStatusCallback(StatusCallback cb) {
+  std::lock_guard<std::mutex> lock(engine_->mu);
+  engine_->status_cb = std::move(cb);
 }
 
 }  // namespace cairn::sync

@@ -66,6 +66,8 @@ struct SyncStatus {
 // Called on the sync thread when the server made the local ops up to `through_seq` durable
 // (refused transactions among them are in the replica's rejected-ops table instead).
 using DurableCallback = std::function<void(uint64_t through_seq)>;
+// Called on the sync thread when the state, the count of pending ops or the last error changed.
+using StatusCallback = std::function<void(const SyncStatus& status)>;
 
 class SyncClient {
  public:
@@ -86,6 +88,7 @@ class SyncClient {
   void NetworkChanged();
   SyncStatus status() const;
   void SetDurableCallback(DurableCallback cb);
+  void SetStatusCallback(StatusCallback cb);
 
   struct Engine;
 

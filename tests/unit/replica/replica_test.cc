@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <fstream>
+#include <set>
+#include <thread>
 #include <random>
 #include <regex>
 
@@ -634,6 +637,95 @@ TEST_F(ReplicaTest, ValueAndBatchLimits) {
   EXPECT_EQ(Dump(r.get()), "{}");
   EXPECT_EQ(r->Put("sqlite_stat1", "k", {{"a", Value::Int(1)}}).code(), Code::kEINVAL);
   ASSERT_TRUE(r->Put("c", "k", {{"a", Value::Int(1)}}).ok());  // still writable afterwards
+}
+
+// What change listeners saw: "L|R collection:key,key" per call.
+struct ChangeLog {
+  std::mutex mu;
+  std::vector<std::string> calls;
+  void Add(const Replica::ChangeSet& c) {
+    std::string line = std::string(c.local ? "L " : "R ") + c.collection + ":";
+    for (size_t i = 0; i < c.keys.size(); i++) line += (i ? "," : "") + c.keys[i];
+    std::lock_guard<std::mutex> lock(mu);
+    calls.push_back(line);
+  }
+  std::vector<std::string> Take() {
+    std::lock_guard<std::mutex> lock(mu);
+    return std::exchange(calls, {});
+  }
+};
+
+TEST_F(ReplicaTest, ChangeListenersSeeCommittedChangesPerCollection) {
+  auto a = Open("a.db");
+  auto b = Open("b.db");
+  ChangeLog log;
+  const uint64_t id = a->AddChangeListener([&](const Replica::ChangeSet& c) { log.Add(c); });
+  EXPECT_NE(id, 0u);
+  WriteBatch w;
+  w.Set("tasks", "t2", "x", Value::Int(1)).Set("notes", "n1", "x", Value::Int(1));
+  w.Set("tasks", "t1", "x", Value::Int(1)).Increment("tasks", "t2", "n", 3);
+  ASSERT_TRUE(a->Write(w).ok());
+  // One call per collection of the transaction, keys sorted and unique.
+  EXPECT_EQ(log.Take(), (std::vector<std::string>{"L notes:n1", "L tasks:t1,t2"}));
+  ASSERT_TRUE(a->Delete("tasks", "t1").ok());
+  EXPECT_EQ(log.Take(), std::vector<std::string>{"L tasks:t1"});
+  // A failed write calls nothing; neither do reads.
+  WriteBatch bad;
+  bad.Set("tasks", "t3", "x", Value::Int(1)).Set("tasks", "t3", "bad-name", Value::Int(1));
+  EXPECT_FALSE(a->Write(bad).ok());
+  EXPECT_EQ(Dump(a.get()).empty(), false);
+  EXPECT_TRUE(log.Take().empty());
+  // Received ops: not local; an op that changes nothing visible (older than what a holds) is
+  // not reported.
+  ASSERT_TRUE(b->Put("tasks", "t9", {{"x", Value::Int(9)}}).ok());
+  clock_.Advance(1000);
+  ASSERT_TRUE(a->Put("tasks", "t9", {{"x", Value::Int(10)}}).ok());
+  log.Take();
+  ASSERT_TRUE(b->Put("notes", "n2", {{"x", Value::Int(2)}}).ok());
+  Sync(b.get(), a.get());
+  EXPECT_EQ(log.Take(), std::vector<std::string>{"R notes:n2"});
+  EXPECT_EQ(Get(a.get(), "tasks", "t9"), R"({"x":10})");
+  // Removed: never called again.
+  EXPECT_TRUE(a->RemoveChangeListener(id));
+  EXPECT_FALSE(a->RemoveChangeListener(id));
+  ASSERT_TRUE(a->Put("tasks", "t4", {{"x", Value::Int(4)}}).ok());
+  EXPECT_TRUE(log.Take().empty());
+}
+
+TEST_F(ReplicaTest, ChangeListenerMayWriteAndCallsAreSerialized) {
+  auto r = Open("a.db");
+  ChangeLog log;
+  std::atomic<int> in_flight{0}, overlap{0};
+  r->AddChangeListener([&](const Replica::ChangeSet& c) {
+    if (in_flight++ != 0) overlap++;
+    log.Add(c);
+    // A listener that writes: its change comes after this call, not inside it.
+    if (c.collection == "tasks" && c.keys.size() == 1 && c.keys[0] == "t0") {
+      EXPECT_TRUE(r->Put("audit", "t0", {{"seen", Value::Bool(true)}}).ok());
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    in_flight--;
+  });
+  ASSERT_TRUE(r->Put("tasks", "t0", {{"x", Value::Int(0)}}).ok());
+  EXPECT_EQ(log.Take(), (std::vector<std::string>{"L tasks:t0", "L audit:t0"}));
+  // Four threads writing: every change delivered once, never two calls at once.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; i++) {
+        EXPECT_TRUE(r->Put("tasks", "k" + std::to_string(t) + "-" + std::to_string(i),
+                           {{"x", Value::Int(i)}}).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> seen;
+  for (const std::string& call : log.Take()) {
+    EXPECT_EQ(call.rfind("L tasks:k", 0), 0u) << call;
+    EXPECT_TRUE(seen.insert(call).second) << "delivered twice: " << call;
+  }
+  EXPECT_EQ(seen.size(), 200u);
+  EXPECT_EQ(overlap.load(), 0);
 }
 
 TEST_F(ReplicaTest, ClosedReplicaFailsCleanly) {
