@@ -823,7 +823,10 @@ void SyncClient::NetworkChanged() {
 }
 
 SyncStatus SyncClient::status() const {
+  // Local writes change the pending count between exchanges: it is read from the replica.
+  auto pending = engine_->replica->PendingOps();
   std::lock_guard<std::mutex> lock(engine_->mu);
+  if (pending.ok()) engine_->st.pending_ops = pending.value();
   return engine_->st;
 }
 

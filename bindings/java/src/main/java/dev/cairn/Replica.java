@@ -1,0 +1,301 @@
+package dev.cairn;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+
+/**
+ * A local replica: one SQLite file holding the documents, the op log and the queue of changes
+ * not yet on a server. Every write is atomic and durable when the call returns. Thread-safe:
+ * calls from several threads are serialized by the engine. Close it when done ({@link
+ * AutoCloseable}); it also stops the {@link Sync}s made for it. Errors of the engine throw
+ * {@link CairnException}; a closed replica throws {@link IllegalStateException}.
+ *
+ * <p>Values read back are {@code null}, {@code Boolean}, {@code Long}, {@code Double}, {@code
+ * String} or {@code byte[]}; documents and rows are {@code Map<String, Object>} sorted by name.
+ */
+public final class Replica implements AutoCloseable {
+    static {
+        Cairn.load();
+    }
+
+    // Native calls hold the read lock; close() takes the write lock, so it waits for them.
+    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    private long handle;
+    private boolean closing;  // under the write lock: no new call, no new Sync
+    private final List<Sync> syncs = new ArrayList<>();
+
+    private Replica(long handle) {
+        this.handle = handle;
+    }
+
+    /** Opens the replica at {@code path}, creating it when missing. */
+    public static Replica open(String path) {
+        return open(path, true, false);
+    }
+
+    /**
+     * Opens the replica at {@code path}.
+     *
+     * @param create create the file when it does not exist (else ENOTFOUND-like failure)
+     * @param readOnly no writes through this handle
+     */
+    public static Replica open(String path, boolean create, boolean readOnly) {
+        Objects.requireNonNull(path, "path");
+        return new Replica(nativeOpen(path, create, readOnly));
+    }
+
+    /** The replica's id, 32 lowercase hex characters. */
+    public String id() {
+        try (Handle h = acquire()) {
+            return nativeId(h.value);
+        }
+    }
+
+    /** Sets fields of a document in one transaction (values as {@link WriteBatch#set}). */
+    public void put(String collection, String key, Map<String, ?> fields) {
+        Objects.requireNonNull(fields, "fields");
+        WriteBatch b = new WriteBatch();
+        for (Map.Entry<String, ?> e : fields.entrySet()) {
+            b.set(collection, key, e.getKey(), e.getValue());
+        }
+        write(b);
+    }
+
+    /** Sets the fields of a JSON object ({"$bytes":"base64"} for bytes) on a document. */
+    public void putJson(String collection, String key, String fieldsJson) {
+        Objects.requireNonNull(collection, "collection");
+        Objects.requireNonNull(key, "key");
+        Objects.requireNonNull(fieldsJson, "fieldsJson");
+        try (Handle h = acquire()) {
+            nativePutJson(h.value, collection, key, fieldsJson);
+        }
+    }
+
+    /** Adds {@code delta} to a counter field (concurrent increments add up). */
+    public void increment(String collection, String key, String field, long delta) {
+        write(new WriteBatch().increment(collection, key, field, delta));
+    }
+
+    /** Deletes a document (a later write revives it with only its own fields). */
+    public void delete(String collection, String key) {
+        write(new WriteBatch().delete(collection, key));
+    }
+
+    /** Applies every change of {@code batch} in one transaction; an empty batch is an error. */
+    public void write(WriteBatch batch) {
+        Objects.requireNonNull(batch, "batch");
+        try (Handle h = acquire()) {
+            nativeWrite(h.value, batch.kinds.stream().mapToInt(Integer::intValue).toArray(),
+                    batch.collections.toArray(new String[0]), batch.keys.toArray(new String[0]),
+                    batch.fields.toArray(new String[0]), batch.values.toArray());
+        }
+    }
+
+    /** The visible document, or null when there is none. */
+    @SuppressWarnings("unchecked")
+    public Map<String, Object> get(String collection, String key) {
+        String json = getJson(collection, key);
+        return json == null ? null : (Map<String, Object>) nativeParseJson(json);
+    }
+
+    /** The visible document as canonical JSON, or null when there is none. */
+    public String getJson(String collection, String key) {
+        Objects.requireNonNull(collection, "collection");
+        Objects.requireNonNull(key, "key");
+        try (Handle h = acquire()) {
+            return nativeGetJson(h.value, collection, key);
+        }
+    }
+
+    /**
+     * Runs one read-only SQL statement over the materialized tables (one per collection, a
+     * column per field) with {@code params} bound to its parameters in order; EREADONLY when it
+     * would write.
+     */
+    @SuppressWarnings("unchecked")
+    public List<Map<String, Object>> query(String sql, Object... params) {
+        Objects.requireNonNull(sql, "sql");
+        Object[] values = params == null ? new Object[0] : params.clone();
+        for (int i = 0; i < values.length; i++) values[i] = WriteBatch.normalize(values[i]);
+        String lines;
+        try (Handle h = acquire()) {
+            lines = nativeQuery(h.value, sql, values);
+        }
+        List<Map<String, Object>> rows = new ArrayList<>();
+        int from = 0;
+        for (int nl; (nl = lines.indexOf('\n', from)) >= 0; from = nl + 1) {
+            rows.add((Map<String, Object>) nativeParseJson(lines.substring(from, nl)));
+        }
+        return rows;
+    }
+
+    /** Canonical JSON of all visible data: {"collection":{"key":{"field":value}}}. */
+    public String dumpJson() {
+        try (Handle h = acquire()) {
+            return nativeDump(h.value);
+        }
+    }
+
+    /** SHA-256 of the canonical dump: replicas that hold the same ops have the same digest. */
+    public String digest() {
+        try (Handle h = acquire()) {
+            return nativeDigest(h.value);
+        }
+    }
+
+    /** replica_id, seq, pending_ops, held_back_ops, rejected_ops, cursor, known, ... */
+    @SuppressWarnings("unchecked")
+    public Map<String, Object> status() {
+        try (Handle h = acquire()) {
+            return (Map<String, Object>) nativeParseJson(nativeStatus(h.value));
+        }
+    }
+
+    /** The ops a server refused (each with "error" and "reason"), oldest first. */
+    @SuppressWarnings("unchecked")
+    public List<Map<String, Object>> rejected() {
+        String lines;
+        try (Handle h = acquire()) {
+            lines = nativeRejected(h.value);
+        }
+        List<Map<String, Object>> out = new ArrayList<>();
+        for (String line : lines.split("\n")) {
+            if (!line.isEmpty()) out.add((Map<String, Object>) nativeParseJson(line));
+        }
+        return out;
+    }
+
+    /** Writes every op to {@code path} (an offline sync); returns the ops written. */
+    public long exportTo(String path) {
+        Objects.requireNonNull(path, "path");
+        try (Handle h = acquire()) {
+            return nativeExport(h.value, path);
+        }
+    }
+
+    /** Applies an export atomically; returns the ops merged. */
+    public long importFrom(String path) {
+        Objects.requireNonNull(path, "path");
+        try (Handle h = acquire()) {
+            return nativeImport(h.value, path);
+        }
+    }
+
+    /**
+     * Adds a change listener; closing the returned handle removes it (no call starts after
+     * that; one running on another thread finishes).
+     */
+    public AutoCloseable addChangeListener(ChangeListener listener) {
+        Objects.requireNonNull(listener, "listener");
+        final long id;
+        try (Handle h = acquire()) {
+            id = nativeAddChangeListener(h.value, listener);
+        }
+        return () -> {
+            lock.readLock().lock();
+            try {
+                if (handle != 0) nativeRemoveChangeListener(handle, id);  // closed: gone with it
+            } finally {
+                lock.readLock().unlock();
+            }
+        };
+    }
+
+    /** Stops this replica's syncs and closes it; idempotent. Not from a listener. */
+    @Override
+    public void close() {
+        if (Callbacks.inCallback()) {
+            throw new IllegalStateException("a replica cannot be closed from one of its callbacks");
+        }
+        lock.writeLock().lock();
+        try {
+            if (handle == 0 || closing) return;  // closed, or another thread is closing it
+            closing = true;
+        } finally {
+            lock.writeLock().unlock();
+        }
+        List<Sync> open;
+        synchronized (syncs) {
+            open = new ArrayList<>(syncs);
+        }
+        for (Sync s : open) s.close();
+        lock.writeLock().lock();
+        try {
+            nativeFree(handle);
+            handle = 0;
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    void addSync(Sync s) {
+        synchronized (syncs) {
+            syncs.add(s);
+        }
+    }
+
+    void removeSync(Sync s) {
+        synchronized (syncs) {
+            syncs.remove(s);
+        }
+    }
+
+    /** The native handle held open for one call. */
+    final class Handle implements AutoCloseable {
+        final long value;
+
+        Handle(long value) {
+            this.value = value;
+        }
+
+        @Override
+        public void close() {
+            lock.readLock().unlock();
+        }
+    }
+
+    Handle acquire() {
+        lock.readLock().lock();
+        if (handle == 0 || closing) {
+            lock.readLock().unlock();
+            throw new IllegalStateException("replica is closed");
+        }
+        return new Handle(handle);
+    }
+
+    static native Object nativeParseJson(String json);
+
+    private static native long nativeOpen(String path, boolean create, boolean readOnly);
+
+    private static native void nativeFree(long h);
+
+    private static native String nativeId(long h);
+
+    private static native void nativePutJson(long h, String collection, String key, String json);
+
+    private static native void nativeWrite(long h, int[] kinds, String[] collections, String[] keys,
+            String[] fields, Object[] values);
+
+    private static native String nativeGetJson(long h, String collection, String key);
+
+    private static native String nativeQuery(long h, String sql, Object[] params);
+
+    private static native String nativeDump(long h);
+
+    private static native String nativeDigest(long h);
+
+    private static native String nativeStatus(long h);
+
+    private static native String nativeRejected(long h);
+
+    private static native long nativeExport(long h, String path);
+
+    private static native long nativeImport(long h, String path);
+
+    private static native long nativeAddChangeListener(long h, ChangeListener listener);
+
+    private static native void nativeRemoveChangeListener(long h, long id);
+}

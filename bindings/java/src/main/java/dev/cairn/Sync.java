@@ -1,0 +1,215 @@
+package dev.cairn;
+
+import java.util.Objects;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+
+/**
+ * Syncs a {@link Replica} with a cairn-server: one exchange ({@link #syncOnce}) or live sync on
+ * a background thread ({@link #start} .. {@link #stop}) that reconnects by itself with backoff.
+ * Thread-safe. Close it when done (closing the replica closes it too). Callbacks run on the
+ * sync thread (or inside syncOnce) and must not close the sync or its replica.
+ */
+public final class Sync implements AutoCloseable {
+    /** Told when the state, the count of pending ops or the last error changed. */
+    public interface StatusListener {
+        void onStatus(SyncStatus status);
+    }
+
+    /** Told when the server made every local op up to {@code throughSeq} durable. */
+    public interface DurableListener {
+        void onDurable(long throughSeq);
+    }
+
+    /** Where and how to connect. */
+    public static final class Options {
+        String server;
+        String token;
+        boolean tls = true;
+        String caFile;
+        String serverName;
+        String only;
+
+        /** "HOST:PORT" of the cairn-server. */
+        public Options(String server) {
+            this.server = Objects.requireNonNull(server, "server");
+        }
+
+        /** The bearer token (an HS256 JWT the server's secret signed). */
+        public Options token(String token) {
+            this.token = token;
+            return this;
+        }
+
+        /** TLS with certificate and host-name verification (the default), or plain TCP. */
+        public Options tls(boolean on) {
+            this.tls = on;
+            return this;
+        }
+
+        /** A PEM file of CAs to trust instead of the system's. */
+        public Options caFile(String path) {
+            this.caFile = path;
+            return this;
+        }
+
+        /** The name to verify in the server's certificate (default: the host). */
+        public Options serverName(String name) {
+            this.serverName = name;
+            return this;
+        }
+
+        /** Partial sync: only these collections. */
+        public Options only(String... collections) {
+            this.only = collections.length == 0 ? null : String.join(",", collections);
+            return this;
+        }
+    }
+
+    private final Replica replica;
+    // Native calls hold the read lock (an exchange may run while status() is read); close()
+    // takes the write lock, so it waits for them.
+    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    private long handle;
+
+    /** A sync for {@code replica}; nothing connects yet. EINVAL for bad options. */
+    public Sync(Replica replica, Options options) {
+        this.replica = Objects.requireNonNull(replica, "replica");
+        Objects.requireNonNull(options, "options");
+        try (Replica.Handle h = replica.acquire()) {
+            handle = nativeNew(h.value, options.server, options.token, options.tls,
+                    options.caFile, options.serverName, options.only);
+            replica.addSync(this);  // while the replica cannot start closing
+        }
+    }
+
+    /**
+     * One exchange: pushes every local op, pulls everything, returns when done. Throws {@link
+     * CairnException} (ENETWORK, ETIMEDOUT, EPERM, ...) on failure; EBUSY while live sync runs.
+     *
+     * @param timeoutMs 0: no limit
+     */
+    public void syncOnce(long timeoutMs) {
+        if (timeoutMs < 0 || timeoutMs > 0xFFFFFFFFL) {
+            throw new IllegalArgumentException("timeoutMs out of range");
+        }
+        long h = acquire();
+        try {
+            nativeOnce(h, timeoutMs);
+        } finally {
+            release();
+        }
+    }
+
+    /** Starts live sync on a background thread (EBUSY if running). */
+    public void start() {
+        long h = acquire();
+        try {
+            nativeStart(h);
+        } finally {
+            release();
+        }
+    }
+
+    /** Stops live sync and waits for its thread; a no-op when not running. Not from a callback. */
+    public void stop() {
+        if (Callbacks.inCallback()) {
+            throw new IllegalStateException("a sync cannot be stopped from one of its callbacks");
+        }
+        long h = acquire();
+        try {
+            nativeStop(h);
+        } finally {
+            release();
+        }
+    }
+
+    /** The network came back: a waiting live sync reconnects at once. */
+    public void networkChanged() {
+        long h = acquire();
+        try {
+            nativeNetworkChanged(h);
+        } finally {
+            release();
+        }
+    }
+
+    public SyncStatus status() {
+        String json;
+        long h = acquire();
+        try {
+            json = nativeStatus(h);
+        } finally {
+            release();
+        }
+        return SyncStatus.parse(json);
+    }
+
+    /** Sets the status listener (null removes it). */
+    public void setStatusListener(StatusListener l) {
+        long h = acquire();
+        try {
+            nativeSetStatusListener(h, l);
+        } finally {
+            release();
+        }
+    }
+
+    /** Sets the durable listener (null removes it). */
+    public void setDurableListener(DurableListener l) {
+        long h = acquire();
+        try {
+            nativeSetDurableListener(h, l);
+        } finally {
+            release();
+        }
+    }
+
+    /** Stops live sync and frees; idempotent. Not from one of its callbacks. */
+    @Override
+    public void close() {
+        if (Callbacks.inCallback()) {
+            throw new IllegalStateException("a sync cannot be closed from one of its callbacks");
+        }
+        lock.writeLock().lock();
+        try {
+            if (handle == 0) return;
+            nativeFree(handle);
+            handle = 0;
+        } finally {
+            lock.writeLock().unlock();
+        }
+        replica.removeSync(this);
+    }
+
+    private long acquire() {
+        lock.readLock().lock();
+        if (handle == 0) {
+            lock.readLock().unlock();
+            throw new IllegalStateException("sync is closed");
+        }
+        return handle;
+    }
+
+    private void release() {
+        lock.readLock().unlock();
+    }
+
+    private static native long nativeNew(long replica, String server, String token, boolean tls,
+            String caFile, String serverName, String only);
+
+    private static native void nativeFree(long h);
+
+    private static native void nativeOnce(long h, long timeoutMs);
+
+    private static native void nativeStart(long h);
+
+    private static native void nativeStop(long h);
+
+    private static native void nativeNetworkChanged(long h);
+
+    private static native String nativeStatus(long h);
+
+    private static native void nativeSetStatusListener(long h, StatusListener l);
+
+    private static native void nativeSetDurableListener(long h, DurableListener l);
+}
