@@ -11,7 +11,8 @@ cd "$(dirname "$0")"
 
 PACKAGES=(cmake ninja-build g++ pkg-config python3 sqlite3 libsqlite3-dev libflatbuffers-dev
           flatbuffers-compiler libuv1-dev libmbedtls-dev libgtest-dev libgmock-dev
-          nlohmann-json3-dev libcli11-dev python3-cryptography)
+          nlohmann-json3-dev libcli11-dev python3-cryptography
+          openjdk-17-jdk-headless junit5 junit4)
 
 install_deps() {
   local missing=()

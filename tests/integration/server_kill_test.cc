@@ -32,7 +32,10 @@ using testing::TempDir;
 // One cairn-server process on `db`, stderr to `log`.
 class ServerProcess {
  public:
-  ServerProcess(const std::string& db, const std::string& log, uint16_t port)
+  // `blocked`: signals blocked in the server as it starts (what a parent such as a JVM or a
+  // Swift test runner passes on through posix_spawn).
+  ServerProcess(const std::string& db, const std::string& log, uint16_t port,
+                const sigset_t* blocked = nullptr)
       : log_(log) {
     // A short log: clients often fall behind it, so snapshots are cut by kills too.
     std::vector<std::string> args = {CAIRN_SERVER_PATH, "--db", db, "--listen",
@@ -43,7 +46,14 @@ class ServerProcess {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ), 0);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    if (blocked != nullptr) {
+      posix_spawnattr_setsigmask(&attr, blocked);
+      posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    }
+    EXPECT_EQ(posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ), 0);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
   }
   ~ServerProcess() { Kill(SIGTERM); }
@@ -62,6 +72,19 @@ class ServerProcess {
     ADD_FAILURE() << "cairn-server did not start";
     return 0;
   }
+  // Sends `sig` and waits up to `ms` for the exit; the wait status, or -1 if it did not exit.
+  int Signal(int sig, int ms) {
+    kill(pid_, sig);
+    for (int waited = 0; waited < ms; waited += 10) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return status;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -1;
+  }
   void Kill(int sig) {
     if (pid_ <= 0) return;
     kill(pid_, sig);
@@ -74,6 +97,22 @@ class ServerProcess {
   std::string log_;
   pid_t pid_ = -1;
 };
+
+// A server started with SIGTERM and SIGINT blocked (inherited from its parent) still stops
+// cleanly on them.
+TEST(ServerKill, StopsOnSigtermWhenStartedWithSignalsBlocked) {
+  TempDir dir;
+  sigset_t blocked;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGTERM);
+  sigaddset(&blocked, SIGINT);
+  ServerProcess server(dir.File("server.db"), dir.File("server.log"), 0, &blocked);
+  ASSERT_NE(server.WaitListening(1), 0);
+  const int status = server.Signal(SIGTERM, 10000);
+  server.Kill(SIGKILL);  // when it did not stop
+  ASSERT_NE(status, -1) << "cairn-server ignored SIGTERM";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
 
 TEST(ServerKill, ClientsResumeAfterTheServerIsKilled) {
   TempDir dir;

@@ -47,15 +47,17 @@
 #endif
 
 CAIRN_BEGIN_DECLS
-CAIRN_ASSUME_NONNULL_BEGIN
 
-/** Error codes, generated from cairn/errors.def. Numbers are never reused. */
+/** Error codes, generated from cairn/errors.def. Numbers are never reused. (Outside the
+ *  nullability region: clang refuses an #include inside one.) */
 typedef enum cairn_code {
 #define XX(name, num, retry, msg) CAIRN_##name = (num),
 #include "cairn/errors.def"
 #undef XX
   CAIRN_CODE_END_ = -1000
 } cairn_code;
+
+CAIRN_ASSUME_NONNULL_BEGIN
 
 /** Bytes owned by the library until cairn_buf_dispose. `data` is NUL-terminated for text. */
 typedef struct cairn_buf {

@@ -96,7 +96,8 @@ CAIRN_API int cairn_replica_import(uint64_t* CAIRN_NULLABLE applied_out, cairn_r
  *  replica that is delivering at that moment. A listener may read and write the replica; it must
  *  not free it. */
 typedef void (*cairn_change_fn)(void* CAIRN_NULLABLE ctx, const char* collection,
-                                const char* const* keys, size_t n_keys, int local);
+                                const char* CAIRN_NONNULL const* CAIRN_NONNULL keys,
+                                size_t n_keys, int local);
 /** Adds a change listener. `free_ctx`, if not NULL, is called on `ctx` once the listener is
  *  removed (or the replica freed) and no call to it is in progress; also when this call fails.
  *  @param[out] id_out  receives the listener's id (never 0), for removal.

@@ -2,6 +2,9 @@
 //   cairn-server --db FILE --listen HOST:PORT [--tls-cert F --tls-key F] [--token-secret FILE]
 //   cairn-server token --token-secret FILE --sub SUBJECT [--read C,..] [--write C,..] [--ttl S]
 // Exit codes: 0 success (stopped by SIGTERM/SIGINT), 2 usage error, 3 other error.
+#include <pthread.h>
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
@@ -119,6 +122,13 @@ int Run(int argc, char** argv) {
   o.host = host;
   o.port = port;
   o.handle_signals = true;
+  // A parent may have started us with these blocked (a JVM, a test runner, a supervisor's
+  // thread): the mask is inherited, and a blocked SIGTERM would never stop the server.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   auto server = cairn::server::SyncServer::Create(o);
   if (!server.ok()) return Fail(server.status());
   st = server.value()->Listen();

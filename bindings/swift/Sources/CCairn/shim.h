@@ -1,0 +1,2 @@
+/* The C API as the CCairn module sees it. */
+#include <cairn/cairn.h>

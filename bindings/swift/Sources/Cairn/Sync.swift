@@ -1,0 +1,186 @@
+import CCairn
+import Foundation
+
+/// A sync's status (SPEC §4).
+public struct SyncStatus: Sendable, Equatable, Decodable {
+    public enum State: String, Sendable, Decodable { case offline, connecting, syncing, idle }
+    public let state: State
+    /// Local ops not yet acknowledged by the server.
+    public let pendingOps: Int64
+    /// The last failure, nil when the last attempt did not fail.
+    public let lastError: String?
+    /// When the last exchange completed (ms since the epoch).
+    public let lastSyncMs: Int64?
+    public let cursor: UInt64
+    public let bytesSent: UInt64
+    public let bytesReceived: UInt64
+    public let opsPushed: UInt64
+    public let opsReceived: UInt64
+    public let txnsRefused: UInt64
+    public let reconnects: UInt32
+
+    enum CodingKeys: String, CodingKey {
+        case state, cursor, reconnects
+        case pendingOps = "pending_ops", lastError = "last_error", lastSyncMs = "last_sync_ms"
+        case bytesSent = "bytes_sent", bytesReceived = "bytes_received", opsPushed = "ops_pushed"
+        case opsReceived = "ops_received", txnsRefused = "txns_refused"
+    }
+
+    static func parse(_ json: String) throws -> SyncStatus {
+        try JSONDecoder().decode(SyncStatus.self, from: Data(json.utf8))
+    }
+}
+
+/// Syncs a `Replica` with a cairn-server: one exchange (`syncOnce`) or live sync on a
+/// background thread (`start` ... `stop`) that reconnects by itself with backoff.
+///
+/// `Sendable`: the C library's sync calls may come from any thread. Handlers run on the sync
+/// thread (or inside `syncOnce`) and must not stop or close this sync.
+public final class Sync: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// "HOST:PORT" of the cairn-server.
+        public var server: String
+        /// The bearer token (an HS256 JWT signed with the server's secret).
+        public var token: String?
+        /// TLS with certificate and host-name verification (the default).
+        public var tls = true
+        /// A PEM file of CAs to trust instead of the system's.
+        public var caFile: String?
+        /// The name to verify in the certificate (default: the host of `server`).
+        public var serverName: String?
+        /// Partial sync: only these collections (nil: all).
+        public var only: [String]?
+
+        public init(server: String, token: String? = nil) {
+            self.server = server
+            self.token = token
+        }
+    }
+
+    private let replica: Replica  // kept alive as long as the sync
+    private var handle: OpaquePointer?
+    // Calls hold it shared (an exchange may run while status() is read); close() exclusively,
+    // so it waits for them.
+    private let lock = ReadWriteLock()
+
+    public init(replica: Replica, options: Options) throws {
+        self.replica = replica
+        var opts = cairn_sync_options()
+        try check(cairn_sync_options_init(&opts, UInt32(CAIRN_SYNC_OPTIONS_VERSION)))
+        var h: OpaquePointer?
+        let only = options.only?.joined(separator: ",")
+        try replica.withHandle { r in
+            try options.server.withCString { server in
+                try withOptionalCString(options.token) { token in
+                    try withOptionalCString(options.caFile) { ca in
+                        try withOptionalCString(options.serverName) { name in
+                            try withOptionalCString(only) { only in
+                                opts.server = server
+                                opts.token = token
+                                opts.tls = options.tls ? 1 : 0
+                                opts.ca_file = ca
+                                opts.server_name = name
+                                opts.only = only
+                                try check(cairn_sync_new(&h, r, &opts))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        handle = h
+    }
+
+    deinit { close() }
+
+    /// Stops live sync and frees; later calls throw `CairnError.closed`.
+    public func close() {
+        let h: OpaquePointer? = lock.exclusive {
+            defer { handle = nil }
+            return handle
+        }
+        if let h { cairn_sync_free(h) }
+    }
+
+    private func withHandle<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+        try lock.shared {
+            guard let h = handle else { throw CairnError.closedHandle("sync") }
+            return try body(h)
+        }
+    }
+
+    /// One exchange: pushes every local op, pulls everything, returns when done.
+    /// - Parameter timeoutMs: 0 for no limit.
+    public func syncOnce(timeoutMs: UInt32 = 0) throws {
+        try withHandle { h in try check(cairn_sync_once(h, timeoutMs)) }
+    }
+
+    /// Starts live sync on a background thread (`busy` when running).
+    public func start() throws { try withHandle { h in try check(cairn_sync_start(h)) } }
+
+    /// Stops live sync and waits for its thread.
+    public func stop() throws { try withHandle { h in try check(cairn_sync_stop(h)) } }
+
+    /// The network came back: a waiting live sync reconnects at once.
+    public func networkChanged() throws { try withHandle { h in try check(cairn_sync_network_changed(h)) } }
+
+    public func status() throws -> SyncStatus {
+        let text: String = try withHandle { h in
+            var buf = cairn_buf()
+            try check(cairn_sync_status_json(&buf, h))
+            return take(&buf)
+        }
+        return try SyncStatus.parse(text)
+    }
+
+    /// Called when the state, the count of pending ops or the last error changed (nil removes).
+    public func onStatus(_ handler: (@Sendable (SyncStatus) -> Void)?) throws {
+        try withHandle { h in
+            guard let handler else {
+                try check(cairn_sync_set_status_callback(h, nil, nil, nil))
+                return
+            }
+            let box = Unmanaged.passRetained(Handler(handler)).toOpaque()
+            try check(cairn_sync_set_status_callback(h, { ctx, json in
+                guard let ctx else { return }
+                let f = Unmanaged<Handler<SyncStatus>>.fromOpaque(ctx).takeUnretainedValue()
+                if let s = try? SyncStatus.parse(String(cString: json)) { f.call(s) }
+            }, box, releaseStatusHandler))
+        }
+    }
+
+    /// Called when the server made every local op up to the given seq durable (nil removes).
+    public func onDurable(_ handler: (@Sendable (UInt64) -> Void)?) throws {
+        try withHandle { h in
+            guard let handler else {
+                try check(cairn_sync_set_durable_callback(h, nil, nil, nil))
+                return
+            }
+            let box = Unmanaged.passRetained(Handler(handler)).toOpaque()
+            try check(cairn_sync_set_durable_callback(h, { ctx, through in
+                guard let ctx else { return }
+                Unmanaged<Handler<UInt64>>.fromOpaque(ctx).takeUnretainedValue().call(through)
+            }, box, releaseDurableHandler))
+        }
+    }
+}
+
+/// A Swift closure behind a C callback's payload.
+final class Handler<T>: @unchecked Sendable {
+    let call: @Sendable (T) -> Void
+    init(_ f: @escaping @Sendable (T) -> Void) { call = f }
+}
+
+// The payload-free functions for the handlers (a C function pointer cannot be generic).
+private func releaseStatusHandler(_ ctx: UnsafeMutableRawPointer?) {
+    if let ctx { Unmanaged<Handler<SyncStatus>>.fromOpaque(ctx).release() }
+}
+
+private func releaseDurableHandler(_ ctx: UnsafeMutableRawPointer?) {
+    if let ctx { Unmanaged<Handler<UInt64>>.fromOpaque(ctx).release() }
+}
+
+private func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) throws -> R) rethrows -> R {
+    guard let s else { return try body(nil) }
+    return try s.withCString { try body($0) }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import XCTest
+
+@testable import Cairn
+
+/// Real sync through a cairn-server over TLS that the test starts.
+final class SyncTests: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws { dir = try makeTempDir() }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func testOfflineWritesConvergeAndLiveSyncNotifies() async throws {
+        let server = try TestServer(dir: dir)
+        let a = try Replica(path: dir.appendingPathComponent("a.db").path)
+        let b = try Replica(path: dir.appendingPathComponent("b.db").path)
+        let sa = try Sync(replica: a, options: server.options(token: try server.token("alice")))
+        let sb = try Sync(replica: b, options: server.options(token: try server.token("bob")))
+        let durable = Counter()
+        try sa.onDurable { _ in durable.add() }
+        try a.put("tasks", "t1", ["title": "from a"])
+        try a.increment("stats", "s", "hits", by: 5)
+        try b.increment("stats", "s", "hits", by: 7)
+        XCTAssertEqual(try sa.status().state, .offline)
+        XCTAssertEqual(try sa.status().pendingOps, 2)
+        try sa.syncOnce(timeoutMs: 20000)
+        XCTAssertEqual(durable.value, 1)
+        try sb.syncOnce(timeoutMs: 20000)
+        try sa.syncOnce(timeoutMs: 20000)
+        XCTAssertEqual(try a.digest(), try b.digest())
+        XCTAssertEqual(try b.get("stats", "s")?["hits"], .int(12))
+        XCTAssertEqual(try sa.status().pendingOps, 0)
+        XCTAssertNil(try sa.status().lastError)
+
+        // Live sync: b's change stream hears of a's write.
+        let states = Recorder<SyncStatus.State>()
+        try sb.onStatus { states.add($0.state) }
+        let changes = try b.changes()
+        try sb.start()
+        XCTAssertThrowsError(try sb.start()) { e in XCTAssertEqual((e as? CairnError)?.code, CairnError.busy) }
+        try a.put("tasks", "t2", ["title": "live"])
+        try sa.syncOnce(timeoutMs: 20000)
+        var heard = false
+        for await c in changes where !c.local && c.keys.contains("t2") {
+            heard = true
+            break
+        }
+        XCTAssertTrue(heard)
+        XCTAssertEqual(try b.get("tasks", "t2")?["title"], "live")
+        XCTAssertTrue(states.values.contains(.connecting), "\(states.values)")
+        try sb.networkChanged()
+        try sb.stop()
+        sa.close()
+        XCTAssertThrowsError(try sa.status())
+        sb.close()
+    }
+
+    func testRefusedWritesAreReportedAndUndone() throws {
+        let server = try TestServer(dir: dir)
+        let r = try Replica(path: dir.appendingPathComponent("r.db").path)
+        let s = try Sync(replica: r, options: server.options(token: try server.token("dave", write: "notes")))
+        try r.put("notes", "n1", ["x": 1])
+        try r.put("tasks", "t1", ["x": 1])  // dave may not write tasks
+        try s.syncOnce(timeoutMs: 20000)
+        XCTAssertEqual(try s.status().txnsRefused, 1)
+        XCTAssertNil(try r.get("tasks", "t1"))
+        let rejected = try r.rejected()
+        XCTAssertEqual(rejected.count, 1)
+        XCTAssertEqual(rejected.first?["error"] as? String, "EPERM")
+        XCTAssertEqual(try r.get("notes", "n1")?["x"], .int(1))
+    }
+
+    func testWrongCaFailsCleanly() throws {
+        let server = try TestServer(dir: dir)
+        let r = try Replica(path: dir.appendingPathComponent("r.db").path)
+        try r.put("notes", "n1", ["x": 1])
+        var o = server.options(token: try server.token("x"))
+        o.caFile = dir.appendingPathComponent("other_ca.pem").path
+        let bad = try Sync(replica: r, options: o)
+        XCTAssertThrowsError(try bad.syncOnce(timeoutMs: 20000)) { e in
+            XCTAssertEqual((e as? CairnError)?.code, CairnError.network)
+        }
+        XCTAssertNotNil(try bad.status().lastError)
+        XCTAssertThrowsError(try Sync(replica: r, options: Sync.Options(server: "no-port")))
+        XCTAssertEqual(try r.status()["pending_ops"] as? Int, 1)
+    }
+}
+
+final class Recorder<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [T] = []
+    func add(_ x: T) { lock.lock(); items.append(x); lock.unlock() }
+    var values: [T] { lock.lock(); defer { lock.unlock() }; return items }
+}
