@@ -20,6 +20,19 @@ extension Value: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral,
     public init(stringLiteral value: String) { self = .string(value) }
 }
 
+extension Value: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return String(b)
+        case .int(let i): return String(i)
+        case .double(let d): return String(d)
+        case .string(let s): return s
+        case .bytes(let b): return "<\(b.count) bytes>"
+        }
+    }
+}
+
 /// A document's fields, or a query row.
 public typealias Fields = [String: Value]
 
