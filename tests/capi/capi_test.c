@@ -297,6 +297,7 @@ static void free_log_context(void* ctx) {
 }
 
 static void test_sync(const char* server_bin) {
+  g_contexts_freed = 0;
   char address[64];
   pid_t server = start_server(server_bin, address, sizeof address);
   CHECK(server != 0);
@@ -395,12 +396,47 @@ static void test_sync(const char* server_bin) {
   cairn_replica_free(b);
 }
 
+/* Offline live sync: the status callback still hears the pending count grow. */
+static volatile int g_offline_pending_seen;
+static void on_offline_status(void* ctx, const char* json) {
+  (void)ctx;
+  if (strstr(json, "\"pending_ops\":1,") != NULL) g_offline_pending_seen = 1;
+}
+
+static void test_status_while_offline(void) {
+  cairn_replica* r = NULL;
+  unlink(path_of("capi_offline.db"));
+  CHECK(cairn_replica_open(&r, path_of("capi_offline.db"), NULL) == CAIRN_OK);
+  cairn_sync_options o;
+  CHECK(cairn_sync_options_init(&o, CAIRN_SYNC_OPTIONS_VERSION) == CAIRN_OK);
+  o.server = "127.0.0.1:1"; /* nothing listens there */
+  cairn_sync* s = NULL;
+  CHECK(cairn_sync_new(&s, r, &o) == CAIRN_OK);
+  /* A NULL handle: an error, and the payload is still freed. */
+  int before = g_contexts_freed;
+  CHECK(cairn_sync_set_status_callback(NULL, on_offline_status, NULL, free_context) == CAIRN_EINVAL);
+  CHECK(cairn_sync_set_durable_callback(NULL, on_durable, NULL, free_context) == CAIRN_EINVAL);
+  CHECK(g_contexts_freed == before + 2);
+  CHECK(cairn_sync_set_status_callback(s, on_offline_status, NULL, NULL) == CAIRN_OK);
+  CHECK(cairn_sync_start(s) == CAIRN_OK);
+  CHECK(cairn_replica_put_json(r, "notes", "n1", "{\"x\":1}") == CAIRN_OK);
+  for (int i = 0; i < 300 && !g_offline_pending_seen; i++) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  CHECK(g_offline_pending_seen);
+  CHECK(cairn_sync_stop(s) == CAIRN_OK);
+  cairn_sync_free(s);
+  cairn_replica_free(r);
+}
+
 int main(int argc, char** argv) {
   snprintf(g_dir, sizeof g_dir, "%s", argc > 1 ? argv[1] : ".");
   test_crud();
   test_errors();
   test_batch_and_exchange();
   test_listeners_and_params();
+  test_status_while_offline();
   if (argc > 2) test_sync(argv[2]);
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

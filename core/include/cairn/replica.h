@@ -93,8 +93,10 @@ CAIRN_API int cairn_replica_import(uint64_t* CAIRN_NULLABLE applied_out, cairn_r
  *  received (sync, snapshot, import, a refused write undone). Calls are serialized per replica
  *  and in commit order; they run outside the replica's lock, on the thread that committed
  *  (the writer's thread, or the sync thread for received ops) or on another thread of this
- *  replica that is delivering at that moment. A listener may read and write the replica; it must
- *  not free it. */
+ *  replica that committed and is delivering at that moment; never on one that only read. A
+ *  listener may read and write the replica; it must not free it. A key may be reported whose
+ *  visible state ends up the same (a delete of a deleted document, a document recomputed after
+ *  a refused write); changes not yet delivered when the replica is freed are dropped. */
 typedef void (*cairn_change_fn)(void* CAIRN_NULLABLE ctx, const char* collection,
                                 const char* CAIRN_NONNULL const* CAIRN_NONNULL keys,
                                 size_t n_keys, int local);
@@ -106,8 +108,8 @@ CAIRN_API int cairn_replica_add_change_listener(uint64_t* id_out, cairn_replica*
                                                 cairn_change_fn fn, void* CAIRN_NULLABLE ctx,
                                                 void (*CAIRN_NULLABLE free_ctx)(
                                                     void* CAIRN_NULLABLE));
-/** Removes a listener: no call starts after this returns (one running on another thread may
- *  finish). @return CAIRN_OK or CAIRN_ENOTFOUND. */
+/** Removes a listener: it is not called after this returns, except by a call another thread is
+ *  starting at that moment; a running call finishes. @return CAIRN_OK or CAIRN_ENOTFOUND. */
 CAIRN_API int cairn_replica_remove_change_listener(cairn_replica* replica, uint64_t id);
 
 /* --- Multi-op transactions -------------------------------------------------------------- */

@@ -55,7 +55,8 @@ CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync);
 /** Called when the server made every local op up to `through_seq` durable. */
 typedef void (*cairn_durable_fn)(void* CAIRN_NULLABLE ctx, uint64_t through_seq);
 /** Sets (or, with fn NULL, removes) the durable notification. `free_ctx`, if not NULL, is
- *  called on `ctx` when the callback is replaced, removed or the handle freed. */
+ *  called on `ctx` once: when the callback is replaced, removed or the handle freed (after any
+ *  call in progress), or when this call fails. */
 CAIRN_API int cairn_sync_set_durable_callback(
     cairn_sync* sync, cairn_durable_fn CAIRN_NULLABLE fn, void* CAIRN_NULLABLE ctx,
     void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));

@@ -53,7 +53,7 @@ CAIRN_API int cairn_set_log_callback(int min_level, cairn_log_fn fn, void* ctx,
     if (free_ctx) free_ctx(ctx);
     return CAIRN_OK;
   }
-  auto hook = std::make_shared<cairn::capi::Hook<cairn_log_fn>>(fn, ctx, free_ctx);
+  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
   cairn::log::SetSink(
       [hook](cairn::log::Level level, const std::string& message) {
         hook->fn(hook->ctx, static_cast<int>(level), message.c_str());
@@ -187,20 +187,7 @@ CAIRN_API int cairn_replica_digest(char out[65], cairn_replica* replica) {
 
 CAIRN_API int cairn_replica_query_json(cairn_buf* out, cairn_replica* replica,
                                        const char* sql) {
-  CAIRN_CAPI_GUARD
-  CHECK_ARG(out);
-  *out = cairn_buf{nullptr, 0};
-  CHECK_ARG(replica);
-  CHECK_ARG(sql);
-  std::string lines;
-  cairn::Status st = replica->impl->Query(sql, [&](const std::string& row) {
-    lines += row;
-    lines += '\n';
-    return cairn::Status::OK();
-  });
-  if (!st.ok()) return ToC(st);
-  return FillBuf(out, lines);
-  CAIRN_CAPI_END
+  return cairn_replica_query_json_params(out, replica, sql, "[]");
 }
 
 CAIRN_API int cairn_replica_query_json_params(cairn_buf* out, cairn_replica* replica,
@@ -241,7 +228,7 @@ CAIRN_API int cairn_replica_add_change_listener(uint64_t* id_out, cairn_replica*
     if (free_ctx) free_ctx(ctx);  // the payload is the library's from the call on
     return Null(id_out == nullptr ? "id_out" : replica == nullptr ? "replica" : "fn");
   }
-  auto hook = std::make_shared<cairn::capi::Hook<cairn_change_fn>>(fn, ctx, free_ctx);
+  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
   *id_out = replica->impl->AddChangeListener([hook](const cairn::Replica::ChangeSet& c) {
     std::vector<const char*> keys;
     keys.reserve(c.keys.size());

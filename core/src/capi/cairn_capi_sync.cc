@@ -17,6 +17,12 @@ namespace {
 using DurableHook = cairn::capi::Hook<cairn_durable_fn>;
 using StatusHook = cairn::capi::Hook<cairn_status_fn>;
 
+// A setter's NULL handle: the payload is still freed, as for every failure.
+int NullSync(void* ctx, void (*free_ctx)(void*)) {
+  if (free_ctx) free_ctx(ctx);
+  return cairn::capi::Null("sync");
+}
+
 }  // namespace
 
 struct cairn_sync {
@@ -121,14 +127,14 @@ CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync) {
 CAIRN_API int cairn_sync_set_durable_callback(cairn_sync* sync, cairn_durable_fn fn, void* ctx,
                                               void (*free_ctx)(void*)) {
   CAIRN_CAPI_GUARD
-  CHECK_ARG(sync);
+  if (sync == nullptr) return NullSync(ctx, free_ctx);
   if (fn == nullptr) {
     sync->impl->SetDurableCallback(nullptr);
     sync->durable.reset();
     if (free_ctx) free_ctx(ctx);
     return CAIRN_OK;
   }
-  auto hook = std::make_shared<DurableHook>(fn, ctx, free_ctx);
+  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
   // The client holds the hook too, so a callback running while it is replaced stays valid.
   sync->impl->SetDurableCallback([hook](uint64_t through) { hook->fn(hook->ctx, through); });
   sync->durable = std::move(hook);
@@ -139,14 +145,14 @@ CAIRN_API int cairn_sync_set_durable_callback(cairn_sync* sync, cairn_durable_fn
 CAIRN_API int cairn_sync_set_status_callback(cairn_sync* sync, cairn_status_fn fn, void* ctx,
                                              void (*free_ctx)(void*)) {
   CAIRN_CAPI_GUARD
-  CHECK_ARG(sync);
+  if (sync == nullptr) return NullSync(ctx, free_ctx);
   if (fn == nullptr) {
     sync->impl->SetStatusCallback(nullptr);
     sync->status.reset();
     if (free_ctx) free_ctx(ctx);
     return CAIRN_OK;
   }
-  auto hook = std::make_shared<StatusHook>(fn, ctx, free_ctx);
+  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
   sync->impl->SetStatusCallback([hook](const cairn::sync::SyncStatus& s) {
     const std::string json = s.ToJson();
     hook->fn(hook->ctx, json.c_str());

@@ -74,6 +74,19 @@ struct Hook {
   }
 };
 
+// A new Hook. From here on the payload is the library's: freed once on every path, also when
+// this allocation fails (then bad_alloc, which the guard turns into CAIRN_ENOMEM) or anything
+// after it throws (the hook is released during the unwinding).
+template <class Fn>
+std::shared_ptr<Hook<Fn>> MakeHook(Fn fn, void* ctx, void (*free_ctx)(void*)) {
+  auto* raw = new (std::nothrow) Hook<Fn>(fn, ctx, free_ctx);
+  if (raw == nullptr) {
+    if (free_ctx) free_ctx(ctx);
+    throw std::bad_alloc();
+  }
+  return std::shared_ptr<Hook<Fn>>(raw);  // if this throws, it deletes raw: free_ctx runs
+}
+
 }  // namespace cairn::capi
 
 #define CAIRN_CAPI_GUARD                                  \

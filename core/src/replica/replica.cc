@@ -182,17 +182,23 @@ Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
 
 class Replica::Locked {
  public:
-  explicit Locked(Replica* r) : r_(r) { r_->mu_.lock(); }
+  explicit Locked(Replica* r) : r_(r) {
+    r_->mu_.lock();
+    commits_ = r_->store_ != nullptr ? r_->store_->commit_count() : 0;
+  }
+  // Only a scope that committed delivers: a reader never runs listeners.
   ~Locked() {
-    const bool changed = r_->store_ != nullptr && r_->store_->has_changes();
+    const bool committed = r_->store_ != nullptr && r_->store_->commit_count() != commits_ &&
+                           r_->store_->has_changes();
     r_->mu_.unlock();
-    if (changed) r_->DeliverChanges();
+    if (committed) r_->DeliverChanges();
   }
   Locked(const Locked&) = delete;
   Locked& operator=(const Locked&) = delete;
 
  private:
   Replica* r_;
+  uint64_t commits_ = 0;
 };
 
 Replica::~Replica() { (void)Close(); }
@@ -318,29 +324,39 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
   return store_->Commit(clock_->last());
 }
 
-void Replica::DeliverChanges() {
+void Replica::DeliverChanges() noexcept {
   for (;;) {
     // One deliverer at a time: a thread that finds another delivering leaves its changes to it.
     bool idle = false;
     if (!delivering_.compare_exchange_strong(idle, true)) return;
-    std::vector<ChangeSet> changes;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (store_ != nullptr) changes = store_->TakeChanges();
+    try {
+      std::vector<ChangeSet> changes;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (store_ != nullptr) changes = store_->TakeChanges();
+      }
+      std::vector<std::shared_ptr<Listener>> listeners;
+      {
+        std::lock_guard<std::mutex> lock(listener_mu_);
+        for (const auto& [id, l] : change_listeners_) listeners.push_back(l);
+      }
+      for (const ChangeSet& c : changes) {
+        for (const auto& l : listeners) {
+          if (!l->removed) l->fn(c);
+        }
+      }
+    } catch (...) {
+      // Out of memory, or a listener that threw (it must not): these changes are not delivered.
     }
-    std::vector<std::shared_ptr<ChangeListener>> listeners;
-    {
-      std::lock_guard<std::mutex> lock(listener_mu_);
-      for (const auto& [id, fn] : change_listeners_) listeners.push_back(fn);
-    }
-    for (const ChangeSet& c : changes) {
-      for (const auto& fn : listeners) (*fn)(c);
-    }
-    delivering_ = false;
-    // Changes committed while this thread delivered, by threads that left them to it.
-    std::lock_guard<std::mutex> lock(mu_);
-    if (store_ == nullptr || !store_->has_changes()) return;
+    delivering_ = false;  // before looking again: a committer that found it set relies on that
+    if (!MoreChanges()) return;
   }
+}
+
+bool Replica::MoreChanges() {
+  // Committed while this thread delivered, by threads that left them to it.
+  std::lock_guard<std::mutex> lock(mu_);
+  return store_ != nullptr && store_->has_changes();
 }
 
 uint64_t Replica::AddChangeListener(ChangeListener fn) {
@@ -348,7 +364,7 @@ uint64_t Replica::AddChangeListener(ChangeListener fn) {
   {
     std::lock_guard<std::mutex> lock(listener_mu_);
     id = next_listener_++;
-    change_listeners_[id] = std::make_shared<ChangeListener>(std::move(fn));
+    change_listeners_[id] = std::make_shared<Listener>(std::move(fn));
   }
   TrackChangesIfListened();
   return id;
@@ -361,12 +377,13 @@ void Replica::TrackChangesIfListened() {
 }
 
 bool Replica::RemoveChangeListener(uint64_t id) {
-  std::shared_ptr<ChangeListener> gone;  // destroyed after the locks are released
+  std::shared_ptr<Listener> gone;  // destroyed after the locks are released
   {
     std::lock_guard<std::mutex> lock(listener_mu_);
     auto it = change_listeners_.find(id);
     if (it == change_listeners_.end()) return false;
     gone = std::move(it->second);
+    gone->removed = true;  // a deliverer holding a copy skips it from now on
     change_listeners_.erase(it);
   }
   TrackChangesIfListened();

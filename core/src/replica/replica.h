@@ -213,12 +213,16 @@ class Replica {
   // Adds a listener; returns its id (never 0). Listeners run after the transaction committed,
   // outside the replica's lock, one call at a time per replica and in commit order: on the
   // thread that committed (the writer's for local writes, the sync thread for received ops),
-  // or on another thread of this replica that is delivering at that moment. A listener may
-  // read and write the replica (its own writes are delivered after it returns); it must not
-  // throw.
+  // or on another thread of this replica that committed and is delivering at that moment
+  // (never on a thread that only read). A listener may read and write the replica (its own
+  // writes are delivered after it returns); it must not throw. A document may be reported
+  // whose visible state ends up the same (a delete of a deleted document, a document
+  // recomputed after a refused write). Changes committed but not yet delivered when the
+  // replica closes are not delivered.
   uint64_t AddChangeListener(ChangeListener fn);
-  // Removes a listener (false: no such id). No call starts after this returns; one already
-  // running on another thread finishes, and the listener is destroyed after it.
+  // Removes a listener (false: no such id). It is not called for anything after this returns,
+  // except a call another thread is starting at that moment; a running call finishes, and the
+  // listener is destroyed after it.
   bool RemoveChangeListener(uint64_t id);
   // Stores what this replica holds of the server's collections (SyncPosition::subscriptions:
   // nullopt = every collection; else a JSON object collection -> since-cursor, "*" = the rest).
@@ -261,13 +265,19 @@ class Replica {
 
   // Holds mu_; on release, delivers the changes committed meanwhile (DeliverChanges).
   class Locked;
-  void DeliverChanges();
+  void DeliverChanges() noexcept;
+  bool MoreChanges();
   void TrackChangesIfListened();
 
   mutable std::mutex mu_;
   std::mutex listener_mu_;  // guards write_listener_, change_listeners_, next_listener_
   std::function<void()> write_listener_;
-  std::map<uint64_t, std::shared_ptr<ChangeListener>> change_listeners_;
+  struct Listener {
+    explicit Listener(ChangeListener f) : fn(std::move(f)) {}
+    ChangeListener fn;
+    std::atomic<bool> removed{false};
+  };
+  std::map<uint64_t, std::shared_ptr<Listener>> change_listeners_;
   uint64_t next_listener_ = 1;
   std::atomic<bool> delivering_{false};  // a thread is calling change listeners
   std::unique_ptr<store::ReplicaStore> store_;

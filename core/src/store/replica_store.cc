@@ -416,6 +416,7 @@ Status ReplicaStore::Commit(Hlc hlc) {
   persisted_hlc_ = hlc_;
   persisted_seq_ = last_seq_;
   in_txn_ = false;
+  commits_++;
   ClearCache();
   RecordChanges();
   return Status::OK();

@@ -110,6 +110,7 @@ class ReplicaStore {
   };
   void set_track_changes(bool on) { track_changes_ = on; }
   bool has_changes() const { return !committed_changes_.empty(); }
+  uint64_t commit_count() const { return commits_; }  // transactions committed by this handle
   std::vector<ChangeSet> TakeChanges();
 
   // Applies a validated op through the merge rules. A local op (made by this replica) advances
@@ -249,6 +250,7 @@ class ReplicaStore {
   bool txn_local_ = false;                                // a local op was applied in it
   std::vector<std::pair<int64_t, std::string>> txn_changed_;  // (collection, key), this txn
   std::vector<ChangeSet> committed_changes_;
+  uint64_t commits_ = 0;
   ReplicaId replica_id_;
   int64_t local_origin_ = 0;
   Hlc hlc_ = 0;

@@ -113,7 +113,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
   SyncStatus st;
   DurableCallback durable_cb;
   StatusCallback status_cb;
-  std::string notified;  // what status_cb was last told (state, pending, error); loop thread
+  std::string notified;  // what status_cb was last told (state, pending, error); under mu
 
   // Loop state (loop thread only).
   uv_loop_t* loop = nullptr;
@@ -127,6 +127,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
   std::atomic<bool> stop_requested{false};
   std::atomic<bool> network_changed{false};
   std::atomic<bool> local_write{false};
+  std::atomic<bool> live{false};  // Start .. Stop
   uint32_t attempt = 0;
   std::mt19937_64 rng{static_cast<uint64_t>(port::WallClockMs())};
 
@@ -154,9 +155,10 @@ struct SyncClient::Engine : net::Conn::Delegate {
     }
     NotifyStatus();
   }
-  void SetError(const std::string& e) {
+  void SetStateAndError(SyncState s, const std::string& e) {  // one notification for both
     {
       std::lock_guard<std::mutex> lock(mu);
+      st.state = s;
       st.last_error = e;
     }
     NotifyStatus();
@@ -168,13 +170,13 @@ struct SyncClient::Engine : net::Conn::Delegate {
     {
       std::lock_guard<std::mutex> lock(mu);
       if (!status_cb) return;
+      std::string key = std::string(SyncStateName(st.state)) + "/" +
+                        std::to_string(st.pending_ops) + "/" + st.last_error;
+      if (key == notified) return;
+      notified = std::move(key);
       now = st;
       cb = status_cb;
     }
-    std::string key = std::string(SyncStateName(now.state)) + "/" +
-                      std::to_string(now.pending_ops) + "/" + now.last_error;
-    if (key == notified) return;
-    notified = std::move(key);
     cb(now);
   }
 
@@ -250,7 +252,16 @@ struct SyncClient::Engine : net::Conn::Delegate {
       attempt = 0;
       Connect();
     }
-    if (local_write.exchange(false)) Push();
+    if (local_write.exchange(false)) {
+      // The pending count grew, online or not: the status callback hears of it.
+      auto pending = replica->PendingOps();
+      if (pending.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        st.pending_ops = pending.value();
+      }
+      NotifyStatus();
+      Push();
+    }
   }
 
   // --- Connecting ---
@@ -461,8 +472,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
     attempt = 0;
     log::Write(log::Level::kInfo, "sync: connected to " + options.server + " (server " +
                                       server_id.Hex() + ")");
-    SetState(SyncState::kSyncing);
-    SetError("");
+    SetStateAndError(SyncState::kSyncing, "");
     Push();
   }
 
@@ -727,8 +737,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
   }
 
   void Failed(const Status& why) {
-    SetError(why.ToString());
-    SetState(SyncState::kOffline);
+    SetStateAndError(SyncState::kOffline, why.ToString());
     if (once) {
       Finish(why);
       return;
@@ -805,6 +814,7 @@ Status SyncClient::Start() {
     e->Signal();
   });
   e->thread = std::thread([e] { (void)e->RunLoop(/*run_once=*/false, 0); });
+  e->live = true;
   return Status::OK();
 }
 
@@ -815,6 +825,7 @@ void SyncClient::Stop() {
   e->stop_requested = true;
   e->Signal();
   e->thread.join();
+  e->live = false;
 }
 
 void SyncClient::NetworkChanged() {
@@ -823,10 +834,14 @@ void SyncClient::NetworkChanged() {
 }
 
 SyncStatus SyncClient::status() const {
-  // Local writes change the pending count between exchanges: it is read from the replica.
-  auto pending = engine_->replica->PendingOps();
+  // Live sync keeps the pending count current (writes wake it). Otherwise local writes change
+  // it between exchanges: it is read from the replica.
+  if (!engine_->live) {
+    auto pending = engine_->replica->PendingOps();
+    std::lock_guard<std::mutex> lock(engine_->mu);
+    if (pending.ok()) engine_->st.pending_ops = pending.value();
+  }
   std::lock_guard<std::mutex> lock(engine_->mu);
-  if (pending.ok()) engine_->st.pending_ops = pending.value();
   return engine_->st;
 }
 
@@ -838,6 +853,7 @@ void SyncClient::SetDurableCallback(DurableCallback cb) {
 void SyncClient::SetStatusCallback(StatusCallback cb) {
   std::lock_guard<std::mutex> lock(engine_->mu);
   engine_->status_cb = std::move(cb);
+  engine_->notified.clear();  // a new callback hears the status at the next change
 }
 
 }  // namespace cairn::sync

@@ -692,6 +692,20 @@ TEST_F(ReplicaTest, ChangeListenersSeeCommittedChangesPerCollection) {
   EXPECT_TRUE(log.Take().empty());
 }
 
+TEST_F(ReplicaTest, RemovedListenerIsNotCalledForTheRestOfTheTransaction) {
+  auto r = Open("a.db");
+  ChangeLog log;
+  uint64_t id = 0;
+  id = r->AddChangeListener([&](const Replica::ChangeSet& c) {
+    log.Add(c);
+    EXPECT_TRUE(r->RemoveChangeListener(id));  // removes itself at the first collection
+  });
+  WriteBatch w;
+  w.Set("alpha", "k", "x", Value::Int(1)).Set("beta", "k", "x", Value::Int(1));
+  ASSERT_TRUE(r->Write(w).ok());
+  EXPECT_EQ(log.Take(), std::vector<std::string>{"L alpha:k"});
+}
+
 TEST_F(ReplicaTest, ChangeListenerMayWriteAndCallsAreSerialized) {
   auto r = Open("a.db");
   ChangeLog log;

@@ -51,8 +51,9 @@ public final class WriteBatch {
 /// `Sendable` because the C library serializes the calls on one replica; the handle itself is
 /// guarded here so that `close()` waits for calls in progress on other threads.
 public final class Replica: @unchecked Sendable {
-    private var handle: OpaquePointer?
-    private let lock = ReadWriteLock()  // calls shared, close exclusive (it waits for them)
+    private let handle: NativeHandle
+    private let syncsLock = NSLock()
+    private var syncs: [WeakSync] = []  // closed before the replica
 
     /// Opens (creating when `create`) the replica at `path`.
     public init(path: String, create: Bool = true, readOnly: Bool = false) throws {
@@ -62,27 +63,35 @@ public final class Replica: @unchecked Sendable {
         opts.read_only = readOnly ? 1 : 0
         var h: OpaquePointer?
         try check(cairn_replica_open(&h, path, &opts))
-        handle = h
+        guard let h else { throw CairnError(code: CAIRN_EINTERNAL.rawValue, message: "no handle") }
+        handle = NativeHandle("replica", h)
     }
 
     deinit { close() }
 
-    /// Closes the replica (its change streams finish); later calls throw `CairnError.closed`.
+    /// Closes the replica after its syncs (its change streams finish); waits for calls in
+    /// progress on other threads; later calls throw `CairnError.closed`. Not from a handler.
     public func close() {
-        // Taken under the lock (calls in progress end first), freed outside it: the streams
-        // that end during the free may call back into this object.
-        let h: OpaquePointer? = lock.exclusive {
-            defer { handle = nil }
-            return handle
-        }
+        guard handle.markClosing() else { return }
+        // New calls are refused now; a Sync being made finishes registering before this returns.
+        let h = handle.awaitIdle()
+        syncsLock.lock()
+        let open = syncs.compactMap(\.sync)
+        syncs.removeAll()
+        syncsLock.unlock()
+        for s in open { s.close() }
         if let h { cairn_replica_free(h) }
     }
 
     func withHandle<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
-        try lock.shared {
-            guard let h = handle else { throw CairnError.closedHandle("replica") }
-            return try body(h)
-        }
+        try handle.use(body)
+    }
+
+    func add(_ sync: Sync) {
+        syncsLock.lock()
+        syncs.removeAll { $0.sync == nil }
+        syncs.append(WeakSync(sync))
+        syncsLock.unlock()
     }
 
     /// The replica's id, 32 lowercase hex characters.
@@ -235,11 +244,11 @@ public final class Replica: @unchecked Sendable {
         throws -> AsyncStream<Change>
     {
         let (stream, continuation) = AsyncStream.makeStream(of: Change.self, bufferingPolicy: bufferingPolicy)
-        let box = Unmanaged.passRetained(ChangeSink(continuation)).toOpaque()
         var id: UInt64 = 0
         try withHandle { h in
-            // The library owns `box` from here: it calls release_change_sink when it drops it,
+            // The library owns `box` from here: it calls releaseChangeSink when it drops it,
             // also if this call fails.
+            let box = Unmanaged.passRetained(ChangeSink(continuation)).toOpaque()
             try check(cairn_replica_add_change_listener(&id, h, { ctx, collection, keys, n, local in
                 guard let ctx else { return }
                 let sink = Unmanaged<ChangeSink>.fromOpaque(ctx).takeUnretainedValue()
@@ -254,6 +263,11 @@ public final class Replica: @unchecked Sendable {
         }
         return stream
     }
+}
+
+struct WeakSync {
+    weak var sync: Sync?
+    init(_ s: Sync) { sync = s }
 }
 
 /// What a change listener's C payload points to: the stream it feeds.

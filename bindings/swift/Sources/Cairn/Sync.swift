@@ -58,10 +58,7 @@ public final class Sync: @unchecked Sendable {
     }
 
     private let replica: Replica  // kept alive as long as the sync
-    private var handle: OpaquePointer?
-    // Calls hold it shared (an exchange may run while status() is read); close() exclusively,
-    // so it waits for them.
-    private let lock = ReadWriteLock()
+    private let handle: NativeHandle
 
     public init(replica: Replica, options: Options) throws {
         self.replica = replica
@@ -88,25 +85,27 @@ public final class Sync: @unchecked Sendable {
                 }
             }
         }
-        handle = h
+        guard let h else { throw CairnError(code: CAIRN_EINTERNAL.rawValue, message: "no handle") }
+        handle = NativeHandle("sync", h)
+        do {
+            // Registered during a call on the replica: its close() waits for that, then closes us.
+            try replica.withHandle { _ in replica.add(self) }
+        } catch {
+            close()  // the replica started closing meanwhile
+            throw error
+        }
     }
 
     deinit { close() }
 
     /// Stops live sync and frees; later calls throw `CairnError.closed`.
     public func close() {
-        let h: OpaquePointer? = lock.exclusive {
-            defer { handle = nil }
-            return handle
-        }
-        if let h { cairn_sync_free(h) }
+        guard handle.markClosing() else { return }
+        if let h = handle.awaitIdle() { cairn_sync_free(h) }  // stops live sync first
     }
 
     private func withHandle<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
-        try lock.shared {
-            guard let h = handle else { throw CairnError.closedHandle("sync") }
-            return try body(h)
-        }
+        try handle.use(body)
     }
 
     /// One exchange: pushes every local op, pulls everything, returns when done.

@@ -55,6 +55,24 @@ final class SyncTests: XCTestCase {
         sb.close()
     }
 
+    func testHandlersMayCallTheSyncAndClosingTheReplicaClosesIt() throws {
+        let server = try TestServer(dir: dir)
+        let r = try Replica(path: dir.appendingPathComponent("r.db").path)
+        let s = try Sync(replica: r, options: server.options(token: try server.token("x")))
+        let seen = Recorder<String>()
+        try s.onStatus { _ in
+            // Calls back into the sync from its own thread, also while it closes.
+            if let st = try? s.status() { seen.add(st.state.rawValue) } else { seen.add("closed") }
+        }
+        try s.start()
+        try r.put("notes", "n1", ["x": 1])
+        for _ in 0..<500 where try s.status().pendingOps > 0 { Thread.sleep(forTimeInterval: 0.01) }
+        r.close()  // closes the live sync first
+        XCTAssertThrowsError(try s.status()) { e in XCTAssertEqual((e as? CairnError)?.code, CairnError.closed) }
+        XCTAssertThrowsError(try r.get("notes", "n1"))
+        XCTAssertGreaterThanOrEqual(seen.values.count, 2, "\(seen.values)")
+    }
+
     func testRefusedWritesAreReportedAndUndone() throws {
         let server = try TestServer(dir: dir)
         let r = try Replica(path: dir.appendingPathComponent("r.db").path)

@@ -14,34 +14,23 @@ final class Callbacks {
     }
 
     static void change(ChangeListener l, String collection, String[] keys, boolean local) {
-        int[] depth = DEPTH.get();
-        depth[0]++;
-        try {
-            l.onChange(collection, Collections.unmodifiableList(Arrays.asList(keys)), local);
-        } catch (Throwable t) {
-            Cairn.listenerFailed(t);
-        } finally {
-            depth[0]--;
-        }
+        guarded(() -> l.onChange(collection, Collections.unmodifiableList(Arrays.asList(keys)), local));
     }
 
     static void status(Sync.StatusListener l, String json) {
-        int[] depth = DEPTH.get();
-        depth[0]++;
-        try {
-            l.onStatus(SyncStatus.parse(json));
-        } catch (Throwable t) {
-            Cairn.listenerFailed(t);
-        } finally {
-            depth[0]--;
-        }
+        guarded(() -> l.onStatus(SyncStatus.parse(json)));
     }
 
     static void durable(Sync.DurableListener l, long throughSeq) {
+        guarded(() -> l.onDurable(throughSeq));
+    }
+
+    /** Runs a listener, marked as inside a callback; what it throws is reported, not propagated. */
+    private static void guarded(Runnable listener) {
         int[] depth = DEPTH.get();
         depth[0]++;
         try {
-            l.onDurable(throughSeq);
+            listener.run();
         } catch (Throwable t) {
             Cairn.listenerFailed(t);
         } finally {

@@ -5,9 +5,11 @@ import java.util.List;
 /**
  * Told after a transaction committed, once per collection whose documents it changed (a value, a
  * counter, a delete or a revival). Calls for one replica are serialized and in commit order; they
- * run on the thread that committed (the writer's thread, or the sync thread for received ops),
- * not on the UI thread. A listener may read and write the replica, but must not close it. An
- * exception it throws goes to the default uncaught-exception handler.
+ * run on the thread that committed (the writer's thread: the UI thread for a write made there;
+ * the sync thread for received ops), or on another thread of the replica that committed and is
+ * delivering at that moment. Post to the UI thread from here; do not wait for it. A listener may
+ * read and write the replica, but must not close it. An exception it throws goes to the default
+ * uncaught-exception handler.
  */
 public interface ChangeListener {
     /**

@@ -4,7 +4,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.concurrent.locks.ReentrantReadWriteLock;
 
 /**
  * A local replica: one SQLite file holding the documents, the op log and the queue of changes
@@ -21,14 +20,11 @@ public final class Replica implements AutoCloseable {
         Cairn.load();
     }
 
-    // Native calls hold the read lock; close() takes the write lock, so it waits for them.
-    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
-    private long handle;
-    private boolean closing;  // under the write lock: no new call, no new Sync
+    private final NativeHandle handle;
     private final List<Sync> syncs = new ArrayList<>();
 
     private Replica(long handle) {
-        this.handle = handle;
+        this.handle = new NativeHandle("replica", handle);
     }
 
     /** Opens the replica at {@code path}, creating it when missing. */
@@ -185,8 +181,9 @@ public final class Replica implements AutoCloseable {
     }
 
     /**
-     * Adds a change listener; closing the returned handle removes it (no call starts after
-     * that; one running on another thread finishes).
+     * Adds a change listener; closing the returned handle removes it (it is not called after
+     * that, except by a call another thread is starting at that moment; a running call
+     * finishes).
      */
     public AutoCloseable addChangeListener(ChangeListener listener) {
         Objects.requireNonNull(listener, "listener");
@@ -195,11 +192,16 @@ public final class Replica implements AutoCloseable {
             id = nativeAddChangeListener(h.value, listener);
         }
         return () -> {
-            lock.readLock().lock();
+            long h;
             try {
-                if (handle != 0) nativeRemoveChangeListener(handle, id);  // closed: gone with it
+                h = handle.acquire();
+            } catch (IllegalStateException closed) {
+                return;  // the listener went with the replica
+            }
+            try {
+                nativeRemoveChangeListener(h, id);
             } finally {
-                lock.readLock().unlock();
+                handle.release();
             }
         };
     }
@@ -210,25 +212,15 @@ public final class Replica implements AutoCloseable {
         if (Callbacks.inCallback()) {
             throw new IllegalStateException("a replica cannot be closed from one of its callbacks");
         }
-        lock.writeLock().lock();
-        try {
-            if (handle == 0 || closing) return;  // closed, or another thread is closing it
-            closing = true;
-        } finally {
-            lock.writeLock().unlock();
-        }
+        if (!handle.markClosing()) return;  // closed, or another thread is closing it
+        // New calls are refused now; a Sync being made finishes registering before this returns.
+        long h = handle.awaitIdle();
         List<Sync> open;
         synchronized (syncs) {
             open = new ArrayList<>(syncs);
         }
         for (Sync s : open) s.close();
-        lock.writeLock().lock();
-        try {
-            nativeFree(handle);
-            handle = 0;
-        } finally {
-            lock.writeLock().unlock();
-        }
+        nativeFree(h);
     }
 
     void addSync(Sync s) {
@@ -253,17 +245,12 @@ public final class Replica implements AutoCloseable {
 
         @Override
         public void close() {
-            lock.readLock().unlock();
+            handle.release();
         }
     }
 
     Handle acquire() {
-        lock.readLock().lock();
-        if (handle == 0 || closing) {
-            lock.readLock().unlock();
-            throw new IllegalStateException("replica is closed");
-        }
-        return new Handle(handle);
+        return new Handle(handle.acquire());
     }
 
     static native Object nativeParseJson(String json);

@@ -1,7 +1,8 @@
 package dev.cairn;
 
 import java.util.Objects;
-import java.util.concurrent.locks.ReentrantReadWriteLock;
+import java.util.function.LongConsumer;
+import java.util.function.LongFunction;
 
 /**
  * Syncs a {@link Replica} with a cairn-server: one exchange ({@link #syncOnce}) or live sync on
@@ -66,18 +67,15 @@ public final class Sync implements AutoCloseable {
     }
 
     private final Replica replica;
-    // Native calls hold the read lock (an exchange may run while status() is read); close()
-    // takes the write lock, so it waits for them.
-    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
-    private long handle;
+    private final NativeHandle handle;
 
     /** A sync for {@code replica}; nothing connects yet. EINVAL for bad options. */
     public Sync(Replica replica, Options options) {
         this.replica = Objects.requireNonNull(replica, "replica");
         Objects.requireNonNull(options, "options");
         try (Replica.Handle h = replica.acquire()) {
-            handle = nativeNew(h.value, options.server, options.token, options.tls,
-                    options.caFile, options.serverName, options.only);
+            handle = new NativeHandle("sync", nativeNew(h.value, options.server, options.token,
+                    options.tls, options.caFile, options.serverName, options.only));
             replica.addSync(this);  // while the replica cannot start closing
         }
     }
@@ -92,22 +90,12 @@ public final class Sync implements AutoCloseable {
         if (timeoutMs < 0 || timeoutMs > 0xFFFFFFFFL) {
             throw new IllegalArgumentException("timeoutMs out of range");
         }
-        long h = acquire();
-        try {
-            nativeOnce(h, timeoutMs);
-        } finally {
-            release();
-        }
+        run(h -> nativeOnce(h, timeoutMs));
     }
 
     /** Starts live sync on a background thread (EBUSY if running). */
     public void start() {
-        long h = acquire();
-        try {
-            nativeStart(h);
-        } finally {
-            release();
-        }
+        run(Sync::nativeStart);
     }
 
     /** Stops live sync and waits for its thread; a no-op when not running. Not from a callback. */
@@ -115,53 +103,26 @@ public final class Sync implements AutoCloseable {
         if (Callbacks.inCallback()) {
             throw new IllegalStateException("a sync cannot be stopped from one of its callbacks");
         }
-        long h = acquire();
-        try {
-            nativeStop(h);
-        } finally {
-            release();
-        }
+        run(Sync::nativeStop);
     }
 
     /** The network came back: a waiting live sync reconnects at once. */
     public void networkChanged() {
-        long h = acquire();
-        try {
-            nativeNetworkChanged(h);
-        } finally {
-            release();
-        }
+        run(Sync::nativeNetworkChanged);
     }
 
     public SyncStatus status() {
-        String json;
-        long h = acquire();
-        try {
-            json = nativeStatus(h);
-        } finally {
-            release();
-        }
-        return SyncStatus.parse(json);
+        return SyncStatus.parse(call(Sync::nativeStatus));
     }
 
     /** Sets the status listener (null removes it). */
     public void setStatusListener(StatusListener l) {
-        long h = acquire();
-        try {
-            nativeSetStatusListener(h, l);
-        } finally {
-            release();
-        }
+        run(h -> nativeSetStatusListener(h, l));
     }
 
     /** Sets the durable listener (null removes it). */
     public void setDurableListener(DurableListener l) {
-        long h = acquire();
-        try {
-            nativeSetDurableListener(h, l);
-        } finally {
-            release();
-        }
+        run(h -> nativeSetDurableListener(h, l));
     }
 
     /** Stops live sync and frees; idempotent. Not from one of its callbacks. */
@@ -170,28 +131,26 @@ public final class Sync implements AutoCloseable {
         if (Callbacks.inCallback()) {
             throw new IllegalStateException("a sync cannot be closed from one of its callbacks");
         }
-        lock.writeLock().lock();
-        try {
-            if (handle == 0) return;
-            nativeFree(handle);
-            handle = 0;
-        } finally {
-            lock.writeLock().unlock();
-        }
+        if (!handle.markClosing()) return;
+        nativeFree(handle.awaitIdle());  // stops live sync: its callbacks may still call in
         replica.removeSync(this);
     }
 
-    private long acquire() {
-        lock.readLock().lock();
-        if (handle == 0) {
-            lock.readLock().unlock();
-            throw new IllegalStateException("sync is closed");
+    /** Runs {@code f} on the handle, held open (close waits) for the call. */
+    private <T> T call(LongFunction<T> f) {
+        long h = handle.acquire();
+        try {
+            return f.apply(h);
+        } finally {
+            handle.release();
         }
-        return handle;
     }
 
-    private void release() {
-        lock.readLock().unlock();
+    private void run(LongConsumer f) {
+        call(h -> {
+            f.accept(h);
+            return null;
+        });
     }
 
     private static native long nativeNew(long replica, String server, String token, boolean tls,

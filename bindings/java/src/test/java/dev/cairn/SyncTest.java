@@ -2,6 +2,7 @@ package dev.cairn;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Path;
@@ -71,6 +72,37 @@ class SyncTest {
             sa.close();
             sb.close();
             assertThrows(IllegalStateException.class, sa::status);
+        }
+    }
+
+    @Test
+    void callbacksMayCallTheSyncWhileItCloses() throws Exception {
+        try (TestServer server = new TestServer(dir)) {
+            Replica r = Replica.open(dir.resolve("r.db").toString());
+            Sync s = new Sync(r, server.options(server.token("x", null)));
+            List<SyncStatus.State> seen = new CopyOnWriteArrayList<>();
+            List<Throwable> failures = new CopyOnWriteArrayList<>();
+            s.setStatusListener(st -> {
+                try {
+                    seen.add(s.status().state);  // calls back into the sync from its own thread
+                } catch (IllegalStateException closing) {
+                    seen.add(null);
+                } catch (Throwable t) {
+                    failures.add(t);
+                }
+            });
+            s.start();
+            r.put("notes", "n1", Collections.singletonMap("x", 1));
+            for (int i = 0; i < 500 && s.status().pendingOps > 0; i++) Thread.sleep(10);
+            assertTimeoutPreemptively(java.time.Duration.ofSeconds(20), s::close);
+            assertTrue(failures.isEmpty(), failures.toString());
+            assertTrue(seen.size() >= 2, seen.toString());
+            // Closing the replica closes a live sync made for it, then refuses calls on both.
+            Sync live = new Sync(r, server.options(server.token("x", null)));
+            live.start();
+            r.close();
+            assertThrows(IllegalStateException.class, live::status);
+            assertThrows(IllegalStateException.class, () -> r.get("notes", "n1"));
         }
     }
 
