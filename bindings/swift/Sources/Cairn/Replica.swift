@@ -191,30 +191,26 @@ public final class Replica: @unchecked Sendable {
 
     /// Canonical JSON of all visible data.
     public func dumpJSON() throws -> String {
+        try text(cairn_replica_dump_json)
+    }
+
+    /// The text a C call that fills a cairn_buf from the replica returns.
+    private func text(_ call: (UnsafeMutablePointer<cairn_buf>, OpaquePointer) -> Int32) throws -> String {
         try withHandle { h in
             var buf = cairn_buf()
-            try check(cairn_replica_dump_json(&buf, h))
+            try check(call(&buf, h))
             return take(&buf)
         }
     }
 
     /// replica_id, seq, pending_ops, held_back_ops, rejected_ops, cursor, known, ...
     public func status() throws -> [String: Any] {
-        let text: String = try withHandle { h in
-            var buf = cairn_buf()
-            try check(cairn_replica_status_json(&buf, h))
-            return take(&buf)
-        }
-        return (try JSON.parse(text) as? [String: Any]) ?? [:]
+        return (try JSON.parse(try text(cairn_replica_status_json)) as? [String: Any]) ?? [:]
     }
 
     /// The ops a server refused, oldest first (each with "error" and "reason").
     public func rejected() throws -> [[String: Any]] {
-        let lines: String = try withHandle { h in
-            var buf = cairn_buf()
-            try check(cairn_replica_rejected_json(&buf, h))
-            return take(&buf)
-        }
+        let lines = try text(cairn_replica_rejected_json)
         return try lines.split(separator: "\n").compactMap { try JSON.parse(String($0)) as? [String: Any] }
     }
 
