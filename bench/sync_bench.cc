@@ -7,8 +7,9 @@
 //
 // e2e   Replicas A, B and C each write their trace ops offline (transactions of 100 ops, not
 //       timed), then all three sync through one cairn-server (TLS, a certificate made for the
-//       run) at once: each pushes its ops and pulls the others' until it holds all 3 x N ops.
-//       Timed: from the common start until the last replica holds everything. Reported: trace
+//       run) at once, with live sync: each pushes its ops and pulls the others' until it holds
+//       all 3 x N ops and its own are acknowledged. Timed: from the common start until the last
+//       replica is done. Reported: trace
 //       ops per second (3 x N / time), bytes on the wire per op (TLS records, both directions,
 //       all clients), the peak RSS of each client and of the server; all three digests and the
 //       server's must agree. Raw SQLite, same run: the same 3 x N ops as prepared upserts into

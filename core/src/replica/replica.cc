@@ -548,28 +548,7 @@ Status Replica::Query(const std::string& sql, const std::vector<Value>& params,
                            " parameters, " + std::to_string(params.size()) + " given");
   }
   for (size_t i = 0; i < params.size(); i++) {
-    const int at = static_cast<int>(i) + 1;
-    const Value& v = params[i];
-    switch (v.type()) {
-      case ValueType::kNull:
-        stmt.BindNull(at);
-        break;
-      case ValueType::kBool:
-        stmt.BindInt(at, v.as_bool() ? 1 : 0);
-        break;
-      case ValueType::kInt:
-        stmt.BindInt(at, v.as_int());
-        break;
-      case ValueType::kDouble:
-        stmt.BindDouble(at, v.as_double());
-        break;
-      case ValueType::kString:
-        stmt.BindText(at, v.as_string());
-        break;
-      case ValueType::kBytes:
-        stmt.BindBlob(at, v.as_string());
-        break;
-    }
+    store::BindSqlValue(&stmt, static_cast<int>(i) + 1, params[i]);  // as the tables hold them
   }
   int n = stmt.ColumnCount();
   for (;;) {

@@ -157,18 +157,12 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
     find_refused_.BindInt(2, I(dup_low));
     find_refused_.BindInt(3, I(dup_high));
     std::vector<Refused> earlier;
-    for (;;) {
-      auto row = find_refused_.Step();
-      if (!row.ok()) {
-        find_refused_.Reset();
-        return row.status();
-      }
-      if (!row.value()) break;
+    CAIRN_RETURN_IF_ERROR(find_refused_.ForEachRow([&] {
       earlier.push_back(Refused{U(find_refused_.Int(0)), U(find_refused_.Int(1)),
                                 static_cast<Code>(find_refused_.Int(2)),
                                 std::string(find_refused_.Text(3))});
-    }
-    find_refused_.Reset();
+      return Status::OK();
+    }));
     result.refused.insert(result.refused.begin(), earlier.begin(), earlier.end());
   }
   result.through = through;
@@ -232,30 +226,19 @@ Status ServerStore::ReadLog(uint64_t after, size_t max_rows,
                             const std::function<Status(const LogEntry&)>& fn) {
   read_log_.BindInt(1, I(after));
   read_log_.BindInt(2, static_cast<int64_t>(max_rows));
-  Status result;
-  for (;;) {
-    auto row = read_log_.Step();
-    if (!row.ok()) {
-      result = row.status();
-      break;
-    }
-    if (!row.value()) break;
+  return read_log_.ForEachRow([&] {
     LogEntry e;
     e.cursor = U(read_log_.Int(0));
     std::string_view origin = read_log_.Blob(1);
     if (origin.size() != e.origin.bytes.size()) {
-      result = Status::Corrupt("log entry " + std::to_string(e.cursor) + " has a bad origin");
-      break;
+      return Status::Corrupt("log entry " + std::to_string(e.cursor) + " has a bad origin");
     }
     std::memcpy(e.origin.bytes.data(), origin.data(), origin.size());
     e.first_seq = U(read_log_.Int(2));
     e.last_seq = U(read_log_.Int(3));
     e.batch = read_log_.Blob(4);
-    result = fn(e);
-    if (!result.ok()) break;
-  }
-  read_log_.Reset();
-  return result;
+    return fn(e);
+  });
 }
 
 Status ServerStore::BindReplica(const ReplicaId& replica, const std::string& subject) {

@@ -84,30 +84,6 @@ CREATE TABLE cairn_pending_ranges(
 int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 
-// The materialized (SQL-visible) form of a value: bools are 0/1.
-void BindSqlValue(Stmt* s, int i, const Value& v) {
-  if (v.type() == ValueType::kBool) {
-    s->BindInt(i, v.as_bool() ? 1 : 0);
-    return;
-  }
-  switch (v.type()) {
-    case ValueType::kInt:
-      s->BindInt(i, v.as_int());
-      break;
-    case ValueType::kDouble:
-      s->BindDouble(i, v.as_double());
-      break;
-    case ValueType::kString:
-      s->BindStaticText(i, v.as_string());
-      break;
-    case ValueType::kBytes:
-      s->BindStaticBlob(i, v.as_string());
-      break;
-    default:
-      s->BindNull(i);
-  }
-}
-
 // Binds `v` as (vtype, value) at columns i, i+1 (the pending and rejected tables).
 void BindValue(Stmt* s, int i, const Value& v) {
   s->BindInt(i, static_cast<int>(v.type()));
@@ -161,6 +137,29 @@ constexpr uint8_t kCellHasSet = 1;
 constexpr uint8_t kCellHasInc = 2;
 
 }  // namespace
+
+void BindSqlValue(Stmt* s, int i, const Value& v) {
+  if (v.type() == ValueType::kBool) {
+    s->BindInt(i, v.as_bool() ? 1 : 0);
+    return;
+  }
+  switch (v.type()) {
+    case ValueType::kInt:
+      s->BindInt(i, v.as_int());
+      break;
+    case ValueType::kDouble:
+      s->BindDouble(i, v.as_double());
+      break;
+    case ValueType::kString:
+      s->BindStaticText(i, v.as_string());
+      break;
+    case ValueType::kBytes:
+      s->BindStaticBlob(i, v.as_string());
+      break;
+    default:
+      s->BindNull(i);
+  }
+}
 
 Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path,
                                                          const StoreOptions& options,
@@ -679,18 +678,12 @@ Status ReplicaStore::LoadIncs(CachedDoc* doc) {
   if (doc->in_file && !doc->state.changes.all_incs_removed) {
     load_incs_.BindInt(1, doc->coll);
     load_incs_.BindStaticText(2, doc->key);
-    for (;;) {
-      auto row = load_incs_.Step();
-      if (!row.ok()) {
-        load_incs_.Reset();
-        return row.status();
-      }
-      if (!row.value()) break;
+    CAIRN_RETURN_IF_ERROR(load_incs_.ForEachRow([&] {
       crdt::IncEntry e{MakeOpId(load_incs_.Int(1), load_incs_.Int(2), load_incs_.Int(3)),
                        load_incs_.Int(4)};
       incs[FieldName(load_incs_.Int(0))].push_back(e);
-    }
-    load_incs_.Reset();
+      return Status::OK();
+    }));
   }
   // Increments applied earlier in this transaction are not in the file yet.
   for (const auto& [field, entry] : doc->state.changes.added_incs) incs[field].push_back(entry);
@@ -1216,19 +1209,7 @@ Status ReplicaStore::ForEachOutboxAfter(
   Stmt& st = outbox_after_;
   st.BindInt(1, I(after_seq));
   st.BindInt(2, static_cast<int64_t>(max_rows));
-  Status result;
-  for (;;) {
-    auto row = st.Step();
-    if (!row.ok()) {
-      result = row.status();
-      break;
-    }
-    if (!row.value()) break;
-    result = fn(U(st.Int(0)), U(st.Int(1)), st.Blob(2));
-    if (!result.ok()) break;
-  }
-  st.Reset();
-  return result;
+  return st.ForEachRow([&] { return fn(U(st.Int(0)), U(st.Int(1)), st.Blob(2)); });
 }
 
 Status ReplicaStore::AckOutbox(uint64_t through) {
@@ -1460,11 +1441,7 @@ Op ReplicaStore::ReadOpRow(const Stmt& st) const {
 
 // Runs `st` (a select of op rows, ReadOpRow's columns), passing each op to `fn`.
 Status ReplicaStore::ForEachOpRow(Stmt* st, const std::function<Status(const Op&)>& fn) {
-  for (;;) {
-    CAIRN_ASSIGN_OR_RETURN(bool row, st->Step());
-    if (!row) return Status::OK();
-    CAIRN_RETURN_IF_ERROR(fn(ReadOpRow(*st)));
-  }
+  return st->ForEachRow([&] { return fn(ReadOpRow(*st)); });
 }
 
 Status ReplicaStore::ForEachPendingOp(int64_t unit, const std::function<Status(const Op&)>& fn) {

@@ -31,6 +31,10 @@ constexpr int kFormatVersion = 4;
 // PRAGMA application_id of a Cairn replica: "CRN1" as a big-endian 32-bit integer.
 constexpr int32_t kApplicationId = 0x43524E31;
 
+// Binds the materialized (SQL-visible) form of `v` at parameter `i`: bools as 0/1, strings and
+// bytes without a copy (they must outlive the statement's next Step/Reset).
+void BindSqlValue(Stmt* s, int i, const Value& v);
+
 struct StoreOptions {
   bool create = true;        // create the file when missing
   bool read_only = false;

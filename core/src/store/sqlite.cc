@@ -45,17 +45,24 @@ Result<bool> Stmt::Step() {
   return st;
 }
 
-Status Stmt::Run() {
+Status Stmt::ForEachRow(const std::function<Status()>& row) {
+  Status st;
   for (;;) {
     auto r = Step();
     if (!r.ok()) {
-      Reset();
-      return r.status();
+      st = r.status();
+      break;
     }
     if (!r.value()) break;
+    st = row();
+    if (!st.ok()) break;
   }
   Reset();
-  return Status::OK();
+  return st;
+}
+
+Status Stmt::Run() {
+  return ForEachRow([] { return Status::OK(); });
 }
 
 Db::~Db() {

@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -44,6 +45,9 @@ class Stmt {
 
   // Steps once: true when a row is available, false when done; errors as Status.
   Result<bool> Step();
+  // Steps through every row, calling `row` for each (it reads the columns); stops at the first
+  // error, SQLite's or the callback's. Resets the statement in every case.
+  Status ForEachRow(const std::function<Status()>& row);
   // Runs to completion, ignoring rows, then resets.
   Status Run();
   void Reset() {

@@ -191,12 +191,16 @@ struct SyncClient::Engine : net::Conn::Delegate {
       st.cursor = pos->cursor;
       st.last_sync_ms = pos->last_sync_ms;
     }
-    auto rs = replica->GetStatus();
-    if (rs.ok()) {
-      std::lock_guard<std::mutex> lock(mu);
-      st.pending_ops = rs->pending_ops;
-    }
+    RefreshPending();
     return Status::OK();
+  }
+
+  // Recounts the local ops not yet acknowledged (they change with local writes and Acks).
+  void RefreshPending() {
+    auto pending = replica->PendingOps();
+    if (!pending.ok()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    st.pending_ops = pending.value();
   }
 
   void OpenLoop(uv_loop_t* l) {
@@ -254,11 +258,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
     }
     if (local_write.exchange(false)) {
       // The pending count grew, online or not: the status callback hears of it.
-      auto pending = replica->PendingOps();
-      if (pending.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        st.pending_ops = pending.value();
-      }
+      RefreshPending();
       NotifyStatus();
       Push();
     }
@@ -535,13 +535,12 @@ struct SyncClient::Engine : net::Conn::Delegate {
                                         std::to_string(r.last_seq) + " (" + CodeName(r.code) +
                                         ": " + r.reason + "); undone, see the rejected ops");
     }
-    auto pending = replica->PendingOps();
+    RefreshPending();
     DurableCallback cb;
     {
       std::lock_guard<std::mutex> lock(mu);
       cb = durable_cb;
       st.txns_refused += refused.size();
-      if (pending.ok()) st.pending_ops = pending.value();
     }
     if (cb) cb(through);
     NotifyStatus();
@@ -836,11 +835,7 @@ void SyncClient::NetworkChanged() {
 SyncStatus SyncClient::status() const {
   // Live sync keeps the pending count current (writes wake it). Otherwise local writes change
   // it between exchanges: it is read from the replica.
-  if (!engine_->live) {
-    auto pending = engine_->replica->PendingOps();
-    std::lock_guard<std::mutex> lock(engine_->mu);
-    if (pending.ok()) engine_->st.pending_ops = pending.value();
-  }
+  if (!engine_->live) engine_->RefreshPending();
   std::lock_guard<std::mutex> lock(engine_->mu);
   return engine_->st;
 }

@@ -416,6 +416,18 @@ jstring BufCall(JNIEnv* env, jlong h) {
   });
 }
 
+// Sets a sync callback `on` whose payload is a global reference to `l`, or removes it (l null).
+template <class Fn>
+void SetSyncListener(JNIEnv* env, int (*set)(cairn_sync*, Fn, void*, void (*)(void*)),
+                     cairn_sync* s, jobject l, Fn on) {
+  if (l == nullptr) {
+    Check(env, set(s, nullptr, nullptr, nullptr));
+    return;
+  }
+  jobject ref = NewListenerRef(env, l);
+  if (ref != nullptr) Check(env, set(s, on, ref, FreeListenerRef));  // on failure the C API frees it
+}
+
 bool CacheClass(JNIEnv* env, const char* name, jclass* out) {
   jclass local = env->FindClass(name);
   if (local == nullptr) return false;
@@ -765,24 +777,12 @@ JNIEXPORT jstring JNICALL Java_dev_cairn_Sync_nativeStatus(JNIEnv* env, jclass, 
 
 JNIEXPORT void JNICALL Java_dev_cairn_Sync_nativeSetStatusListener(JNIEnv* env, jclass, jlong h,
                                                                    jobject l) {
-  if (l == nullptr) {
-    Check(env, cairn_sync_set_status_callback(S(h), nullptr, nullptr, nullptr));
-    return;
-  }
-  jobject ref = NewListenerRef(env, l);
-  if (ref != nullptr) Check(env, cairn_sync_set_status_callback(S(h), OnStatus, ref, FreeListenerRef));
+  SetSyncListener(env, cairn_sync_set_status_callback, S(h), l, OnStatus);
 }
 
 JNIEXPORT void JNICALL Java_dev_cairn_Sync_nativeSetDurableListener(JNIEnv* env, jclass, jlong h,
                                                                     jobject l) {
-  if (l == nullptr) {
-    Check(env, cairn_sync_set_durable_callback(S(h), nullptr, nullptr, nullptr));
-    return;
-  }
-  jobject ref = NewListenerRef(env, l);
-  if (ref != nullptr) {
-    Check(env, cairn_sync_set_durable_callback(S(h), OnDurable, ref, FreeListenerRef));
-  }
+  SetSyncListener(env, cairn_sync_set_durable_callback, S(h), l, OnDurable);
 }
 
 }  // extern "C"
