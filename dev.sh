@@ -3,8 +3,9 @@
 #   ./dev.sh demo   install what is missing, build, and run the sync demo (a TLS server and
 #                   three replicas that edit offline, then sync and converge)
 #   ./dev.sh test   install what is missing, build, and run the whole test suite
-#                   (Debug build, then the same suite under ASan + UBSan, then the Release
-#                   build and the sync demo)
+#                   (Debug build, then the same suite under ASan + UBSan, then cross-built
+#                   for aarch64 and for 32-bit ARM with UBSan and run under qemu-user, then
+#                   the Release build and the sync demo)
 # Works on a fresh Debian 12 / Ubuntu machine; needs root or sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,7 +13,8 @@ cd "$(dirname "$0")"
 PACKAGES=(cmake ninja-build g++ pkg-config python3 sqlite3 libsqlite3-dev libflatbuffers-dev
           flatbuffers-compiler libuv1-dev libmbedtls-dev libgtest-dev libgmock-dev
           nlohmann-json3-dev libcli11-dev python3-cryptography
-          openjdk-17-jdk-headless junit5 junit4)
+          openjdk-17-jdk-headless junit5 junit4
+          g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user dpkg-dev xz-utils tcl)
 
 install_deps() {
   local missing=()
@@ -36,7 +38,9 @@ case "${1:-}" in
     ;;
   test)
     install_deps
-    for preset in dev asan; do
+    # The ARM presets fetch Debian's arm64/armhf libraries into build/deps/ on first use
+    # (toolchains/debian-deps.sh), leaving dpkg's architectures alone.
+    for preset in dev asan linux-aarch64 linux-armhf; do
       echo "=== $preset: configure, build, test"
       cmake --preset "$preset" >/dev/null
       cmake --build --preset "$preset"

@@ -36,8 +36,7 @@ class CliTest : public ::testing::Test {
     size_t n;
     while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
     int status = pclose(p);
-    std::ifstream err(dir_.File("stderr"));
-    stderr_.assign(std::istreambuf_iterator<char>(err), std::istreambuf_iterator<char>());
+    stderr_ = cairn::testing::ReadFile(dir_.File("stderr"));
     return {WEXITSTATUS(status), out};
   }
   std::string Digest() { return Cairn({"digest"}).out; }
@@ -139,8 +138,7 @@ TEST_F(CliTest, ExportImportCarriesASync) {
   ASSERT_EQ(Cairn({"put", "other", "x", R"({"z":true})"}).code, 0);
   std::string b_before = Digest();
   // A damaged copy is refused and changes nothing.
-  std::ifstream in(file, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes = cairn::testing::ReadFile(file);
   std::ofstream(dir_.File("cut.cex"), std::ios::binary) << bytes.substr(0, bytes.size() - 5);
   EXPECT_EQ(Cairn({"import", dir_.File("cut.cex")}).code, 3);
   EXPECT_EQ(Digest(), b_before);

@@ -276,7 +276,7 @@ TEST(CrashTest, KilledWriterKeepsAcknowledgedWritesAndWholeTransactions) {
       std::this_thread::sleep_for(std::chrono::microseconds(rng() % 30'001));
     } else {
       // After N acknowledged writes, then a little into the next one.
-      size_t n = 1 + rng() % 20;
+      size_t n = 1 + static_cast<size_t>(rng() % 20);
       if (!ReadAcks(fds[0], &buf, &acks, n, deadline)) {
         int status = KillAndReap(pid);
         close(fds[0]);

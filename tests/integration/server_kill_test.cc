@@ -61,8 +61,7 @@ class ServerProcess {
   uint16_t WaitListening(int nth) {
     const std::regex re("listening on 127\\.0\\.0\\.1:([0-9]+)");
     for (int i = 0; i < 500; i++) {
-      std::ifstream in(log_);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::string text = testing::ReadFile(log_);
       int seen = 0;
       for (std::sregex_iterator it(text.begin(), text.end(), re), end; it != end; ++it) {
         if (++seen == nth) return static_cast<uint16_t>(std::stoi((*it)[1]));
@@ -181,8 +180,7 @@ TEST(ServerKill, ClientsResumeAfterTheServerIsKilled) {
   }
   server->Kill(SIGTERM);
   {
-    std::ifstream in(log);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text = testing::ReadFile(log);
     EXPECT_NE(text.find(", snapshot"), std::string::npos);  // the short log forced snapshots
   }
   ReplicaOptions ro;

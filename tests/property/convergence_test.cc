@@ -640,7 +640,7 @@ class History {
         if (ident.first != node.id) continue;
         own++;
         ASSERT_EQ(ident.second, own) << "local op missing from the log of " << node.id.Hex();
-        RefOp& ref = node.ops.at(own - 1);
+        RefOp& ref = node.ops.at(static_cast<size_t>(own - 1));
         ASSERT_GT(op.id.hlc, last) << "HLC not strictly increasing at seq " << own;
         last = op.id.hlc;
         ref.hlc = op.id.hlc;
@@ -657,7 +657,7 @@ class History {
         if (it == by_id.end()) return Status::OK();
         EXPECT_TRUE(op.id.seq >= 1 && op.id.seq <= it->second->ops.size());
         if (op.id.seq < 1 || op.id.seq > it->second->ops.size()) return Status::OK();
-        const RefOp& ref = it->second->ops[op.id.seq - 1];
+        const RefOp& ref = it->second->ops[static_cast<size_t>(op.id.seq - 1)];
         std::string where = "replica " + std::to_string(i) + " logs " + op.id.origin.Hex() + ":" +
                             std::to_string(op.id.seq);
         EXPECT_EQ(op.id.hlc, ref.hlc) << where;
@@ -777,7 +777,7 @@ class History {
         auto it = txn_end.find(origin);
         ASSERT_TRUE(it != txn_end.end());
         ASSERT_LT(through, it->second.size());
-        EXPECT_TRUE(it->second[through]) << "accounts for half a transaction of " << origin.Hex();
+        EXPECT_TRUE(it->second[static_cast<size_t>(through)]) << "accounts for half a transaction of " << origin.Hex();
       }
       // Exactly the state of the ops Known() accounts for, even while files are held back.
       EXPECT_EQ(s.dump, CanonicalJson(ReferenceState(OpsUpTo(s.known))))
@@ -789,7 +789,7 @@ class History {
     for (const ImportEvent& e : import_events_) {
       const Node& node = nodes_[e.node];
       if (e.next_seq > node.ops.size()) continue;
-      const RefOp& next = node.ops[e.next_seq - 1];
+      const RefOp& next = node.ops[static_cast<size_t>(e.next_seq - 1)];
       for (const RefOp* op : OpsUpTo(e.known)) {
         ASSERT_GT(next.hlc, op->hlc) << "local op " << e.next_seq << " of replica " << e.node
                                      << " does not order after the received op "

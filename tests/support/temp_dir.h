@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "clock/hlc.h"
@@ -26,6 +28,15 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The whole file at `path` ("" if it cannot be read). Not std::string(istreambuf_iterator...):
+// GCC 12 for ARM warns about a null dereference inside libstdc++ when that is inlined at -O2.
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  if (in) out << in.rdbuf();
+  return out.str();
+}
 
 class FakeClock final : public Clock {
  public:

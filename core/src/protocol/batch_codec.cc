@@ -170,7 +170,7 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
       uint64_t idx;
       if ((header >> 2) != 0) return corrupt("unknown control record");
       if (!r.GetVarint(&idx) || idx >= states.size()) return corrupt("bad origin index");
-      OriginState& os = states[idx];
+      OriginState& os = states[static_cast<size_t>(idx)];  // idx < size(), checked
       if (!os.seen) {
         if (!r.GetVarint(&os.last_seq) || !r.GetVarint(&os.last_phys)) {
           return corrupt("truncated origin switch");
@@ -201,7 +201,7 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
         uint64_t coll, len;
         std::string_view key;
         if (!r.GetVarint(&coll) || coll >= coll_names.size()) return corrupt("bad collection");
-        if (!r.GetVarint(&len) || len > kMaxKeyBytes || !r.GetBytes(len, &key)) {
+        if (!r.GetVarint(&len) || len > kMaxKeyBytes || !r.GetBytes(static_cast<size_t>(len), &key)) {
           return corrupt("bad key");
         }
         CAIRN_RETURN_IF_ERROR(ValidateKey(key));
@@ -229,7 +229,7 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
     if (op.kind != OpKind::kDelete) {
       uint64_t f;
       if (!r.GetVarint(&f) || f >= field_names.size()) return corrupt("bad field index");
-      op.field = field_names[f];
+      op.field = field_names[static_cast<size_t>(f)];
     }
     if (op.kind == OpKind::kIncrement && !r.GetSignedVarint(&op.delta)) {
       return corrupt("truncated delta");

@@ -198,8 +198,7 @@ TEST_F(ReplicaTest, DamagedImportLeavesReplicaUnchanged) {
   ASSERT_TRUE(b->Put("c", "mine", {{"v", Value::Int(1)}}).ok());
   std::string path = dir_.File("a.cex");
   ASSERT_TRUE(a->Export(path).ok());
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes = testing::ReadFile(path);
   std::string before = b->Digest().value();
   auto try_import = [&](const std::string& content) {
     std::string p = dir_.File("bad.cex");
