@@ -4,7 +4,8 @@
 #                   three replicas that edit offline, then sync and converge)
 #   ./dev.sh test   install what is missing, build, and run the whole test suite
 #                   (Debug build, then the same suite under ASan + UBSan, then cross-built
-#                   for aarch64 and for 32-bit ARM with UBSan and run under qemu-user, then
+#                   for aarch64 and for 32-bit ARM with UBSan and run under qemu-user, the
+#                   self-contained libraries for x86_64 and aarch64 and their tests, then
 #                   the Release build and the sync demo)
 # Works on a fresh Debian 12 / Ubuntu machine; needs root or sudo for apt-get.
 set -euo pipefail
@@ -46,6 +47,17 @@ case "${1:-}" in
       cmake --build --preset "$preset"
       ctest --preset "$preset"
     done
+    # The self-contained libraries (SQLite, libuv and mbedTLS built in from Debian's sources):
+    # the JUnit suite and the C API test against the x86_64 ones, the C API test under qemu
+    # against the aarch64 one, and what each exports.
+    echo "=== selfcontained: build, JUnit and C API tests"
+    cmake --preset selfcontained >/dev/null
+    cmake --build --preset selfcontained --target cairn cairn_jni cairn_java_tests capi_test
+    ctest --preset selfcontained
+    echo "=== selfcontained-aarch64: build, C API test under qemu-aarch64"
+    cmake --preset selfcontained-aarch64 >/dev/null
+    cmake --build --preset selfcontained-aarch64 --target cairn capi_test
+    ctest --preset selfcontained-aarch64
     # The Release build the demo uses (-O3 raises warnings the others do not), and the demo
     # itself: the real binaries over TLS, end to end.
     echo "=== release: build, run the sync demo"

@@ -1,0 +1,63 @@
+# The self-contained build (CAIRN_BUNDLE_DEPS=ON): SQLite, libuv and mbedTLS compiled from
+# Debian's source packages (fetched at configure time by toolchains/debian-deps.sh into
+# CAIRN_DEPS_SOURCE_DIR, never committed) as position-independent static libraries, so that
+# libcairn.so and libcairn_jni.so carry them inside and export only their own API (what an
+# Android app or a Linux box without those packages needs; ../shared/PLATFORMS.md §2.5).
+# Defines the same targets the packaged libraries give: SQLite::SQLite3, Cairn::uv and
+# MbedTLS::mbedcrypto / mbedx509 / mbedtls.
+set(CAIRN_DEPS_SOURCE_DIR "${PROJECT_SOURCE_DIR}/build/deps/src" CACHE PATH
+    "Where toolchains/debian-deps.sh unpacks SQLite, libuv and mbedTLS for CAIRN_BUNDLE_DEPS")
+if(NOT EXISTS "${CAIRN_DEPS_SOURCE_DIR}/.complete")
+  execute_process(COMMAND "${PROJECT_SOURCE_DIR}/toolchains/debian-deps.sh" source
+                          "${CAIRN_DEPS_SOURCE_DIR}"
+                  RESULT_VARIABLE _cairn_rc)
+  if(NOT _cairn_rc EQUAL 0)
+    message(FATAL_ERROR "could not fetch the dependencies' sources into ${CAIRN_DEPS_SOURCE_DIR}")
+  endif()
+endif()
+
+# Dependencies are built with their own flags: none of Cairn's warnings, never -Werror.
+block()
+  set(CMAKE_COMPILE_WARNING_AS_ERROR OFF)
+  set(CMAKE_POSITION_INDEPENDENT_CODE ON)
+  set(CMAKE_C_VISIBILITY_PRESET hidden)
+  set(CMAKE_C_FLAGS "${CMAKE_C_FLAGS} -w -ffunction-sections -fdata-sections")
+  # mbedTLS 2.28 asks for an old CMake: let project() set its version and the visibility apply.
+  set(CMAKE_POLICY_DEFAULT_CMP0048 NEW)
+  set(CMAKE_POLICY_DEFAULT_CMP0063 NEW)
+
+  # SQLite: the amalgamation, with the options sqlite.org recommends for an embedded engine
+  # (nothing Cairn uses is left out: the authorizer, JSON functions and WAL stay).
+  add_library(cairn_sqlite3 STATIC "${CAIRN_DEPS_SOURCE_DIR}/sqlite3/sqlite3.c")
+  target_include_directories(cairn_sqlite3 SYSTEM PUBLIC "${CAIRN_DEPS_SOURCE_DIR}/sqlite3")
+  target_compile_definitions(cairn_sqlite3 PRIVATE
+    SQLITE_THREADSAFE=1 SQLITE_DQS=0 SQLITE_DEFAULT_MEMSTATUS=0 SQLITE_LIKE_DOESNT_MATCH_BLOBS
+    SQLITE_MAX_EXPR_DEPTH=0 SQLITE_OMIT_DEPRECATED SQLITE_OMIT_LOAD_EXTENSION
+    SQLITE_OMIT_SHARED_CACHE SQLITE_OMIT_PROGRESS_CALLBACK SQLITE_USE_ALLOCA)
+  target_link_libraries(cairn_sqlite3 PRIVATE Threads::Threads m)
+  add_library(SQLite::SQLite3 ALIAS cairn_sqlite3)
+
+  # libuv: its own CMake build, the static library only.
+  set(LIBUV_BUILD_TESTS OFF CACHE BOOL "" FORCE)
+  set(LIBUV_BUILD_BENCH OFF CACHE BOOL "" FORCE)
+  add_subdirectory("${CAIRN_DEPS_SOURCE_DIR}/libuv" "${PROJECT_BINARY_DIR}/deps/libuv" EXCLUDE_FROM_ALL)
+  add_library(Cairn::uv ALIAS uv_a)
+
+  # mbedTLS: its own CMake build, static libraries only, configured by
+  # toolchains/cmake/mbedtls_config.h on top of the default configuration.
+  set(ENABLE_PROGRAMS OFF CACHE BOOL "" FORCE)
+  set(ENABLE_TESTING OFF CACHE BOOL "" FORCE)
+  set(GEN_FILES OFF CACHE BOOL "" FORCE)
+  set(MBEDTLS_FATAL_WARNINGS OFF CACHE BOOL "" FORCE)
+  set(USE_SHARED_MBEDTLS_LIBRARY OFF CACHE BOOL "" FORCE)
+  set(USE_STATIC_MBEDTLS_LIBRARY ON CACHE BOOL "" FORCE)
+  add_subdirectory("${CAIRN_DEPS_SOURCE_DIR}/mbedtls" "${PROJECT_BINARY_DIR}/deps/mbedtls" EXCLUDE_FROM_ALL)
+  # Every user of the headers must see the same configuration (it changes structure layouts).
+  target_compile_definitions(mbedcrypto PUBLIC
+    "MBEDTLS_USER_CONFIG_FILE=\"${CMAKE_CURRENT_LIST_DIR}/mbedtls_config.h\"")
+  target_include_directories(mbedcrypto SYSTEM INTERFACE "${CAIRN_DEPS_SOURCE_DIR}/mbedtls/include")
+  foreach(lib mbedcrypto mbedx509 mbedtls)
+    add_library(MbedTLS::${lib} ALIAS ${lib})
+  endforeach()
+endblock()
+set(MbedTLS_VERSION 2.28)
