@@ -15,7 +15,8 @@ PACKAGES=(cmake ninja-build g++ pkg-config python3 sqlite3 libsqlite3-dev libfla
           flatbuffers-compiler libuv1-dev libmbedtls-dev libgtest-dev libgmock-dev
           nlohmann-json3-dev libcli11-dev python3-cryptography
           openjdk-17-jdk-headless junit5 junit4
-          g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user dpkg-dev xz-utils tcl)
+          g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user dpkg-dev xz-utils tcl
+          shellcheck systemd android-libnativehelper-dev)
 
 install_deps() {
   local missing=()

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the demos: the offline edits Alice, Bob and Carol make to the shared task list (a
 # concurrent rename, a delete and a revival, counters from all three). Needs `c WHO ARGS...`.
 offline_edits() {

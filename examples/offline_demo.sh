@@ -7,6 +7,7 @@ CAIRN=${1:?usage: offline_demo.sh PATH_TO_CAIRN}
 DIR=$(mktemp -d -t cairn-demo-XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
 c() { local who=$1; shift; "$CAIRN" --db "$DIR/$who.db" "$@"; }
+# shellcheck source=demo_edits.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/demo_edits.sh"
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 

@@ -13,6 +13,7 @@ SERVER_PID=
 cleanup() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi; rm -rf "$DIR"; }
 trap cleanup EXIT
 c() { local who=$1; shift; "$CAIRN" --db "$DIR/$who.db" "$@"; }
+# shellcheck source=demo_edits.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/demo_edits.sh"
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

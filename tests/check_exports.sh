@@ -13,7 +13,7 @@ count=$(printf '%s\n' "$exports" | grep -c . || true)
 if [ "$count" -eq 0 ]; then echo "FAIL: $lib exports nothing"; fail=1; fi
 stray=$(printf '%s\n' "$exports" | grep -Ev "$regex" || true)
 if [ -n "$stray" ]; then
-  echo "FAIL: $lib exports symbols outside /$regex/:"; printf '  %s\n' $stray | head -20; fail=1
+  echo "FAIL: $lib exports symbols outside /$regex/:"; printf '%s\n' "$stray" | head -20; fail=1
 fi
 if [ "$mode" = self-contained ]; then
   needed=$("$readelf" -d "$lib" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')

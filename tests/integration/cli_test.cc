@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "support/server_process.h"
 #include "support/temp_dir.h"
 
 namespace {
@@ -26,8 +27,9 @@ std::string Quote(const std::string& s) {
 
 class CliTest : public ::testing::Test {
  protected:
-  CliRun Cairn(const std::vector<std::string>& args) {
-    std::string cmd = std::string(CAIRN_CLI_PATH) + " --db " + Quote(db_);
+  // Runs `cairn --db DB ARGS...`, with `env` ("NAME=value ...", shell-quoted) in its environment.
+  CliRun Cairn(const std::vector<std::string>& args, const std::string& env = "") {
+    std::string cmd = env + (env.empty() ? "" : " ") + CAIRN_CLI_PATH + " --db " + Quote(db_);
     for (const auto& a : args) cmd += " " + Quote(a);
     cmd += " 2>" + Quote(dir_.File("stderr"));
     FILE* p = popen(cmd.c_str(), "r");
@@ -166,6 +168,40 @@ TEST_F(CliTest, SyncUsageAndUnreachableServer) {
   EXPECT_NE(stderr_.find("ENETWORK"), std::string::npos) << stderr_;
   EXPECT_EQ(Digest(), before);
   EXPECT_NE(Cairn({"status"}).out.find("\"pending_ops\":1"), std::string::npos);
+}
+
+// `cairn sync` takes its token from CAIRN_TOKEN when --token is not given: a service (such as
+// platforms/linux/cairn-gateway.service) then has no token on its command line, which every
+// user of the machine can read.
+TEST_F(CliTest, SyncTakesTheTokenFromTheEnvironment) {
+  const std::string secret = dir_.File("secret");
+  std::ofstream(secret) << "a test secret that is long enough, 32+ bytes";
+  cairn::testing::ServerProcess server(dir_.File("server.db"), dir_.File("server.log"), 0,
+                                       {"--token-secret", secret});
+  const uint16_t port = server.WaitListening();
+  ASSERT_NE(port, 0);
+  std::string token;
+  {
+    FILE* p = popen((std::string(CAIRN_SERVER_PATH) + " --token-secret " + Quote(secret) +
+                     " token --sub gateway").c_str(), "r");
+    std::array<char, 1024> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) token.append(buf.data(), n);
+    ASSERT_EQ(pclose(p), 0);
+  }
+  while (!token.empty() && token.back() == '\n') token.pop_back();
+  ASSERT_FALSE(token.empty());
+  ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"title":"Hi"})"}).code, 0);
+  const std::string server_addr = "127.0.0.1:" + std::to_string(port);
+  const std::vector<std::string> sync = {"sync", "--server", server_addr, "--once"};
+  EXPECT_EQ(Cairn(sync).code, 3) << "synced without a token";
+  EXPECT_EQ(Cairn(sync, "CAIRN_TOKEN=not-a-token").code, 3);
+  EXPECT_NE(Cairn({"status"}).out.find("\"pending_ops\":1"), std::string::npos);
+  EXPECT_EQ(Cairn(sync, "CAIRN_TOKEN=" + Quote(token)).code, 0) << stderr_;
+  EXPECT_NE(Cairn({"status"}).out.find("\"pending_ops\":0"), std::string::npos);
+  // --token, when given, wins over the environment.
+  EXPECT_EQ(Cairn({"sync", "--server", server_addr, "--once", "--token", "bad"},
+                  "CAIRN_TOKEN=" + Quote(token)).code, 3);
 }
 
 // cairn-server refuses bad flags before it opens or creates anything.

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "replica/replica.h"
+#include "support/server_process.h"
 #include "support/temp_dir.h"
 #include "sync/sync_client.h"
 
@@ -27,75 +28,11 @@ extern char** environ;
 namespace cairn {
 namespace {
 
+using testing::ServerProcess;
 using testing::TempDir;
 
-// One cairn-server process on `db`, stderr to `log`.
-class ServerProcess {
- public:
-  // `blocked`: signals blocked in the server as it starts (what a parent such as a JVM or a
-  // Swift test runner passes on through posix_spawn).
-  ServerProcess(const std::string& db, const std::string& log, uint16_t port,
-                const sigset_t* blocked = nullptr)
-      : log_(log) {
-    // A short log: clients often fall behind it, so snapshots are cut by kills too.
-    std::vector<std::string> args = {CAIRN_SERVER_PATH, "--db", db, "--listen",
-                                     "127.0.0.1:" + std::to_string(port), "--keep-log", "60"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    if (blocked != nullptr) {
-      posix_spawnattr_setsigmask(&attr, blocked);
-      posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-    }
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ), 0);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-  }
-  ~ServerProcess() { Kill(SIGTERM); }
-  // Waits for "listening on 127.0.0.1:PORT" (the n-th time it appears in the log).
-  uint16_t WaitListening(int nth) {
-    const std::regex re("listening on 127\\.0\\.0\\.1:([0-9]+)");
-    for (int i = 0; i < 500; i++) {
-      std::string text = testing::ReadFile(log_);
-      int seen = 0;
-      for (std::sregex_iterator it(text.begin(), text.end(), re), end; it != end; ++it) {
-        if (++seen == nth) return static_cast<uint16_t>(std::stoi((*it)[1]));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ADD_FAILURE() << "cairn-server did not start";
-    return 0;
-  }
-  // Sends `sig` and waits up to `ms` for the exit; the wait status, or -1 if it did not exit.
-  int Signal(int sig, int ms) {
-    kill(pid_, sig);
-    for (int waited = 0; waited < ms; waited += 10) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return -1;
-  }
-  void Kill(int sig) {
-    if (pid_ <= 0) return;
-    kill(pid_, sig);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-};
+// A short log: clients often fall behind it, so snapshots are cut by kills too.
+const std::vector<std::string> kShortLog = {"--keep-log", "60"};
 
 // A server started with SIGTERM and SIGINT blocked (inherited from its parent) still stops
 // cleanly on them.
@@ -105,7 +42,7 @@ TEST(ServerKill, StopsOnSigtermWhenStartedWithSignalsBlocked) {
   sigemptyset(&blocked);
   sigaddset(&blocked, SIGTERM);
   sigaddset(&blocked, SIGINT);
-  ServerProcess server(dir.File("server.db"), dir.File("server.log"), 0, &blocked);
+  ServerProcess server(dir.File("server.db"), dir.File("server.log"), 0, {}, &blocked);
   ASSERT_NE(server.WaitListening(1), 0);
   const int status = server.Signal(SIGTERM, 10000);
   server.Kill(SIGKILL);  // when it did not stop
@@ -116,7 +53,7 @@ TEST(ServerKill, StopsOnSigtermWhenStartedWithSignalsBlocked) {
 TEST(ServerKill, ClientsResumeAfterTheServerIsKilled) {
   TempDir dir;
   const std::string db = dir.File("server.db"), log = dir.File("server.log");
-  auto server = std::make_unique<ServerProcess>(db, log, 0);
+  auto server = std::make_unique<ServerProcess>(db, log, 0, kShortLog);
   int starts = 1;
   const uint16_t port = server->WaitListening(starts);
   ASSERT_NE(port, 0);
@@ -161,7 +98,7 @@ TEST(ServerKill, ClientsResumeAfterTheServerIsKilled) {
   for (int kill_round = 0; kill_round < 15; kill_round++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 150));
     server->Kill(SIGKILL);
-    server = std::make_unique<ServerProcess>(db, log, port);
+    server = std::make_unique<ServerProcess>(db, log, port, kShortLog);
     ASSERT_EQ(server->WaitListening(++starts), port);
   }
   stop = true;

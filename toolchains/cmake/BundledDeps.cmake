@@ -3,8 +3,10 @@
 # CAIRN_DEPS_SOURCE_DIR, never committed) as position-independent static libraries, so that
 # libcairn.so and libcairn_jni.so carry them inside and export only their own API (what an
 # Android app or a Linux box without those packages needs; ../shared/PLATFORMS.md §2.5).
-# Defines the same targets the packaged libraries give: SQLite::SQLite3, Cairn::uv and
-# MbedTLS::mbedcrypto / mbedx509 / mbedtls.
+# Defines the same targets the packaged libraries give: SQLite::SQLite3, Cairn::uv,
+# MbedTLS::mbedcrypto / mbedx509 / mbedtls, flatbuffers::flatbuffers and
+# nlohmann_json::nlohmann_json; nothing of the build machine's /usr/include is then needed, as
+# an Android or iOS build requires.
 set(CAIRN_DEPS_SOURCE_DIR "${PROJECT_SOURCE_DIR}/build/deps/src" CACHE PATH
     "Where toolchains/debian-deps.sh unpacks SQLite, libuv and mbedTLS for CAIRN_BUNDLE_DEPS")
 if(NOT EXISTS "${CAIRN_DEPS_SOURCE_DIR}/.complete")
@@ -59,5 +61,15 @@ block()
   foreach(lib mbedcrypto mbedx509 mbedtls)
     add_library(MbedTLS::${lib} ALIAS ${lib})
   endforeach()
+
+  # FlatBuffers and nlohmann-json: headers only (Cairn uses no FlatBuffers library code; the
+  # build machine's flatc must be the same version, 2.0.8 on Debian 12).
+  add_library(cairn_flatbuffers INTERFACE)
+  target_include_directories(cairn_flatbuffers SYSTEM INTERFACE "${CAIRN_DEPS_SOURCE_DIR}/flatbuffers/include")
+  add_library(flatbuffers::flatbuffers ALIAS cairn_flatbuffers)
+  add_library(cairn_nlohmann_json INTERFACE)
+  target_include_directories(cairn_nlohmann_json SYSTEM INTERFACE
+                             "${CAIRN_DEPS_SOURCE_DIR}/nlohmann-json3/single_include")
+  add_library(nlohmann_json::nlohmann_json ALIAS cairn_nlohmann_json)
 endblock()
 set(MbedTLS_VERSION 2.28)

@@ -91,7 +91,10 @@ static int Run(int argc, char** argv) {
   uint32_t sync_timeout_ms = 0;
   auto* sync = app.add_subcommand("sync", "sync with a cairn-server (push the outbox, pull the rest)");
   sync->add_option("--server", sync_opts.server, "HOST:PORT of the server")->required();
-  sync->add_option("--token", sync_opts.token, "bearer token (JWT) the server checks");
+  // From the environment too: a service then has no token on its command line, where every
+  // user of the machine can read it.
+  sync->add_option("--token", sync_opts.token, "bearer token (JWT) the server checks")
+      ->envname("CAIRN_TOKEN");
   sync->add_flag("--tls", sync_opts.tls, "use TLS (certificate and host name verified)");
   sync->add_option("--ca", sync_opts.ca_file, "PEM file of the CAs to trust (default: system)");
   sync->add_option("--server-name", sync_opts.server_name,
