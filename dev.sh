@@ -7,7 +7,8 @@
 #                   for aarch64 and for 32-bit ARM with UBSan and run under qemu-user, the
 #                   self-contained libraries for x86_64 and aarch64 and their tests, then
 #                   the Release build and the sync demo)
-# Works on a fresh Debian 12 / Ubuntu machine; needs root or sudo for apt-get.
+# Works on a fresh Debian 12 machine (the ARM and self-contained builds fetch Debian 12's own
+# packages); needs root or sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")"
 

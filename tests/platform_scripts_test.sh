@@ -31,11 +31,14 @@ expect_exit2() {  # message regex, command...: exits 2 saying so
   grep -Eq "$regex" <<<"$out" || { echo "message does not match /$regex/: $out"; return 1; }
 }
 
-mapfile -t scripts < <(find "$src" -name '*.sh' -not -path '*/build/*' -not -path '*/.build/*' \
-                       -not -path '*/.git/*' | sort)
+mapfile -t scripts < <(cd "$src" && find . \( -path ./build -o -path ./.git -o -name .build \) -prune \
+                       -o -name '*.sh' -print | sort)
 for s in "${scripts[@]}"; do
-  check "bash -n ${s#"$src"/}" bash -n "$s"
-  check "shellcheck ${s#"$src"/}" shellcheck -x "$s"
+  check "bash -n $s" bash -n "$src/$s"
+  check "shellcheck $s" shellcheck -x "$src/$s"
+done
+for s in ./platforms/android/build-aar.sh ./platforms/ios/build-xcframework.sh; do
+  check "$s is among the scripts checked" grep -qx "$s" <(printf '%s\n' "${scripts[@]}")
 done
 
 check "build-aar.sh without an NDK" \
@@ -51,9 +54,12 @@ fi
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root/usr/local/bin" "$root/etc/systemd/system" "$root/usr/lib/systemd/system"
+mkdir -p "$root/usr/local/bin" "$root/bin" "$root/etc/systemd/system" "$root/usr/lib/systemd/system"
 cp /usr/lib/systemd/system/*.target "$root/usr/lib/systemd/system/"
-for b in cairn cairn-server; do printf '#!/bin/sh\n' > "$root/usr/local/bin/$b"; chmod +x "$root/usr/local/bin/$b"; done
+for b in usr/local/bin/cairn usr/local/bin/cairn-server bin/sh; do   # what the units run
+  printf '#!/bin/sh\n' > "$root/$b"
+  chmod +x "$root/$b"
+done
 for u in cairn-server cairn-gateway; do
   cp "$src/platforms/linux/$u.service" "$root/etc/systemd/system/"
   check "systemd-analyze verify $u.service" \

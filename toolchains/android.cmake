@@ -7,7 +7,7 @@
 # ANDROID_PLATFORM android-24, ANDROID_STL c++_static (the C++ runtime inside libcairn_jni.so).
 # 64-bit libraries are aligned for 16 KB pages (Google Play requires it of apps targeting
 # Android 15+): NDK r28+ does so by default, r27 with ANDROID_SUPPORT_FLEXIBLE_PAGE_SIZES,
-# older ones with the linker flag below, which is passed in every case.
+# older ones with -z max-page-size=16384, which the top-level CMakeLists.txt passes in every case.
 if(NOT ANDROID_NDK)
   foreach(_cairn_var ANDROID_NDK ANDROID_NDK_HOME ANDROID_NDK_ROOT)
     if(DEFINED ENV{${_cairn_var}} AND NOT "$ENV{${_cairn_var}}" STREQUAL "")
@@ -32,6 +32,3 @@ if(NOT ANDROID_STL)
 endif()
 set(ANDROID_SUPPORT_FLEXIBLE_PAGE_SIZES ON)
 include("${ANDROID_NDK}/build/cmake/android.toolchain.cmake")
-if(ANDROID_ABI MATCHES "64")
-  string(APPEND CMAKE_SHARED_LINKER_FLAGS " -Wl,-z,max-page-size=16384")
-endif()

@@ -24,7 +24,10 @@ if(NOT CAIRN_TARGET_ROOT)
   endif()
 endif()
 list(APPEND CMAKE_TRY_COMPILE_PLATFORM_VARIABLES CAIRN_TARGET_ROOT)
-if(NOT EXISTS "${CAIRN_TARGET_ROOT}/.complete")
+# Every time (the script does nothing when the root holds what it lists): a changed list of
+# packages then reaches an existing root.
+if(NOT _cairn_target_root_checked)
+  set(_cairn_target_root_checked ON)
   execute_process(COMMAND "${CMAKE_CURRENT_LIST_DIR}/debian-deps.sh" target ${CAIRN_XARCH}
                           "${CAIRN_TARGET_ROOT}"
                   RESULT_VARIABLE _cairn_rc)

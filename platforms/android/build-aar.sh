@@ -31,7 +31,8 @@ ABIS=("$@")
 [ ${#ABIS[@]} -gt 0 ] || ABIS=(arm64-v8a armeabi-v7a x86 x86_64)
 API=24
 VERSION=$(sed -n 's/^project(cairn VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
-NDK_MAJOR=$(sed -n 's/^Pkg.Revision *= *\([0-9]*\).*/\1/p' "$NDK/source.properties" 2>/dev/null || echo 0)
+NDK_MAJOR=$(sed -n 's/^Pkg.Revision *= *\([0-9]*\).*/\1/p' "$NDK/source.properties" 2>/dev/null || true)
+[ -n "$NDK_MAJOR" ] || die "cannot read the NDK's version (Pkg.Revision in $NDK/source.properties)"
 OUT=build/android
 STAGE=$OUT/aar
 rm -rf "$STAGE"
@@ -61,7 +62,7 @@ done
 
 # The Java API, compiled for Java 8 as Android's toolchain expects.
 rm -rf "$OUT/classes"
-javac --release 8 -Xlint:all -Werror -d "$OUT/classes" bindings/java/src/main/java/dev/cairn/*.java
+javac --release 8 -Xlint:all -Xlint:-options -Werror -d "$OUT/classes" bindings/java/src/main/java/dev/cairn/*.java
 jar --create --no-manifest --file "$STAGE/classes.jar" -C "$OUT/classes" .
 
 cp core/include/cairn/* "$STAGE/prefab/modules/cairn/include/cairn/"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds build/ios/CCairn.xcframework: Cairn's C API as one static library per platform (engine,
-# SQLite, libuv and mbedTLS merged in) for iOS devices (arm64) and the simulator (arm64,
-# x86_64), with cairn/*.h and the module map of the CCairn module the Swift package imports.
+# SQLite, libuv and mbedTLS merged in, only cairn_* left visible) for iOS devices (arm64) and the
+# simulator (arm64, x86_64), with cairn/*.h and the module map of the CCairn module the Swift
+# package imports.
 # With --swift, also copies it to bindings/swift/CCairn.xcframework, where Package.swift looks
 # for it on Apple platforms (on Linux the package uses a system library target instead).
 #
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/../.."
 die() { echo "build-xcframework.sh: $*" >&2; exit 2; }
 
 [ "$(uname -s)" = Darwin ] || die "needs macOS with Xcode (this is $(uname -s))"
-for tool in xcodebuild libtool cmake flatc; do
+for tool in xcodebuild xcrun libtool lipo cmake flatc; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
 if [ -z "${CAIRN_DEPS_SOURCE_DIR:-}" ] || [ ! -f "$CAIRN_DEPS_SOURCE_DIR/.complete" ]; then
@@ -31,17 +32,24 @@ case "${1:-}" in
 esac
 
 OUT=build/ios
-rm -rf "$OUT/include" "$OUT/CCairn.xcframework"
-mkdir -p "$OUT/include/cairn"
+rm -rf "$OUT"
+mkdir -p "$OUT/include/cairn" "$OUT/include/CCairn"
 cp core/include/cairn/* "$OUT/include/cairn/"
-# The same module the Linux package declares in bindings/swift/Sources/CCairn/module.modulemap,
-# without the link line: the XCFramework's library is linked by Xcode itself.
-cat > "$OUT/include/module.modulemap" <<'EOF'
+# The CCairn module the Swift package imports (on Linux: bindings/swift/Sources/CCairn, a system
+# library over a shared libcairn). Here the library is static C++ inside the XCFramework, so the
+# module asks for libc++; the map sits in its own directory, as Xcode copies every
+# XCFramework's headers into one place.
+cat > "$OUT/include/CCairn/module.modulemap" <<'EOF'
 module CCairn {
-  header "cairn/cairn.h"
+  header "../cairn/cairn.h"
+  link "c++"
   export *
 }
 EOF
+# Only the C API leaves the library: SQLite's, libuv's and mbedTLS's symbols (and Cairn's C++
+# ones) are made private when each architecture's code is pre-linked into one object, so that
+# an app with its own SQLite or mbedTLS links without clashes and keeps its own copy.
+echo '_cairn_*' > "$OUT/exported_symbols.txt"
 
 args=()
 for platform in device simulator; do
@@ -53,10 +61,18 @@ for platform in device simulator; do
         -DCAIRN_BUILD_TESTS=OFF -DCAIRN_BUILD_BENCH=OFF -DCAIRN_BUILD_JAVA=OFF \
         -DCAIRN_TEST_SWIFT=OFF >/dev/null
   cmake --build "$dir" --config MinSizeRel --target cairn_capi
-  # Every static library the C API needs, merged into one.
+  # Every static library the C API needs (the build directory is new: nothing stale).
   find "$dir" -name '*.a' -path '*MinSizeRel*' > "$dir/libs.txt"
   [ -s "$dir/libs.txt" ] || die "no static libraries under $dir"
-  xargs libtool -static -o "$dir/libCairn.a" < "$dir/libs.txt"
+  if [ $platform = device ]; then archs=(arm64); sdk=iphoneos; else archs=(arm64 x86_64); sdk=iphonesimulator; fi
+  slices=()
+  for arch in "${archs[@]}"; do
+    xargs xcrun --sdk $sdk clang -arch "$arch" -r -nostdlib -Wl,-all_load \
+          -Wl,-exported_symbols_list,"$OUT/exported_symbols.txt" -o "$dir/cairn-$arch.o" < "$dir/libs.txt"
+    libtool -static -o "$dir/libCairn-$arch.a" "$dir/cairn-$arch.o"
+    slices+=("$dir/libCairn-$arch.a")
+  done
+  lipo -create "${slices[@]}" -output "$dir/libCairn.a"
   args+=(-library "$dir/libCairn.a" -headers "$OUT/include")
 done
 xcodebuild -create-xcframework "${args[@]}" -output "$OUT/CCairn.xcframework"

@@ -101,6 +101,12 @@ TEST(ServerKill, ClientsResumeAfterTheServerIsKilled) {
     server = std::make_unique<ServerProcess>(db, log, port, kShortLog);
     ASSERT_EQ(server->WaitListening(++starts), port);
   }
+  // Then the server stays up until the clients have synced at least once (under an emulator
+  // a sync can take longer than the gaps between kills).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (syncs_ok == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   stop = true;
   for (auto& t : clients) t.join();
   EXPECT_GT(syncs_failed.load(), 0);  // the kills did interrupt syncs

@@ -9,7 +9,10 @@
 # an Android or iOS build requires.
 set(CAIRN_DEPS_SOURCE_DIR "${PROJECT_SOURCE_DIR}/build/deps/src" CACHE PATH
     "Where toolchains/debian-deps.sh unpacks SQLite, libuv and mbedTLS for CAIRN_BUNDLE_DEPS")
-if(NOT EXISTS "${CAIRN_DEPS_SOURCE_DIR}/.complete")
+# The script does nothing when the directory already holds what it lists; where it cannot run
+# (no apt: macOS), a directory it filled elsewhere is taken as it is.
+find_program(CAIRN_APT_GET apt-get)
+if(CAIRN_APT_GET OR NOT EXISTS "${CAIRN_DEPS_SOURCE_DIR}/.complete")
   execute_process(COMMAND "${PROJECT_SOURCE_DIR}/toolchains/debian-deps.sh" source
                           "${CAIRN_DEPS_SOURCE_DIR}"
                   RESULT_VARIABLE _cairn_rc)
@@ -23,10 +26,13 @@ block()
   set(CMAKE_COMPILE_WARNING_AS_ERROR OFF)
   set(CMAKE_POSITION_INDEPENDENT_CODE ON)
   set(CMAKE_C_VISIBILITY_PRESET hidden)
-  set(CMAKE_C_FLAGS "${CMAKE_C_FLAGS} -w -ffunction-sections -fdata-sections")
-  # mbedTLS 2.28 asks for an old CMake: let project() set its version and the visibility apply.
+  set(CMAKE_C_FLAGS "${CMAKE_C_FLAGS} -w")  # libuv's and mbedTLS's directories
+  # mbedTLS 2.28 and libuv 1.44 ask for old CMake versions (2.8.12, 3.4): let project() set
+  # their version and the visibility apply, and let CMake 4, which refuses anything below 3.5,
+  # configure them.
   set(CMAKE_POLICY_DEFAULT_CMP0048 NEW)
   set(CMAKE_POLICY_DEFAULT_CMP0063 NEW)
+  set(CMAKE_POLICY_VERSION_MINIMUM 3.5)
 
   # SQLite: the amalgamation, with the options sqlite.org recommends for an embedded engine
   # (nothing Cairn uses is left out: the authorizer, JSON functions and WAL stay).
@@ -36,6 +42,7 @@ block()
     SQLITE_THREADSAFE=1 SQLITE_DQS=0 SQLITE_DEFAULT_MEMSTATUS=0 SQLITE_LIKE_DOESNT_MATCH_BLOBS
     SQLITE_MAX_EXPR_DEPTH=0 SQLITE_OMIT_DEPRECATED SQLITE_OMIT_LOAD_EXTENSION
     SQLITE_OMIT_SHARED_CACHE SQLITE_OMIT_PROGRESS_CALLBACK SQLITE_USE_ALLOCA)
+  target_compile_options(cairn_sqlite3 PRIVATE -w)
   target_link_libraries(cairn_sqlite3 PRIVATE Threads::Threads m)
   add_library(SQLite::SQLite3 ALIAS cairn_sqlite3)
 

@@ -8,8 +8,8 @@ if(CAIRN_SANITIZE STREQUAL "address")
 elseif(CAIRN_SANITIZE STREQUAL "undefined")
   # Every check stops the program, but pointer-overflow stays recoverable so that
   # tests/ubsan.supp can name the one report in a dependency's header (FlatBuffers 2.0.8 forms
-  # p + offset before its verifier checks the offset, which wraps on 32 bits); UBSAN_OPTIONS
-  # halt_on_error=1 still stops on every other one.
+  # p + offset before its verifier checks the offset, which wraps on 32 bits); the tests run
+  # with UBSAN_OPTIONS halt_on_error=1 (tests/CMakeLists.txt), which stops on every other one.
   add_compile_options(-fsanitize=undefined -fno-sanitize-recover=all -fsanitize-recover=pointer-overflow)
   add_link_options(-fsanitize=undefined)
   if(CMAKE_SYSTEM_PROCESSOR MATCHES "^arm")

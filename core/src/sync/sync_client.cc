@@ -213,6 +213,9 @@ struct SyncClient::Engine : net::Conn::Delegate {
     }
     std::lock_guard<std::mutex> lock(wake_mu);
     wake_ready = true;
+    // A Signal() made before now found no loop to wake (a write just as live sync started):
+    // wake once, and OnWake reads the flags it left.
+    uv_async_send(&wake);
   }
 
   // Guards wake_ready: other threads signal `wake` only while the loop can receive it.
