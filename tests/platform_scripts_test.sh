@@ -3,7 +3,7 @@
 # checked as far as it can be here:
 #   - every shell script of the repository passes `bash -n` and shellcheck;
 #   - platforms/android/build-aar.sh and platforms/ios/build-xcframework.sh stop at once, exit 2,
-#     with a message that names what is missing;
+#     with a message that names what is missing; toolchains/debian-deps.sh refuses bad arguments;
 #   - the systemd units of platforms/linux pass `systemd-analyze verify` (binaries in place);
 #   - the JNI glue compiles against Android's own jni.h with __ANDROID__ (its AttachCurrentThread
 #     differs from the JDK's).
@@ -41,16 +41,19 @@ for s in ./platforms/android/build-aar.sh ./platforms/ios/build-xcframework.sh; 
   check "$s is among the scripts checked" grep -qx "$s" <(printf '%s\n' "${scripts[@]}")
 done
 
-check "build-aar.sh without an NDK" \
-  env -u ANDROID_NDK -u ANDROID_NDK_HOME -u ANDROID_NDK_ROOT \
-  bash -c "$(declare -f expect_exit2); expect_exit2 'set ANDROID_NDK' '$src/platforms/android/build-aar.sh'"
-check "build-aar.sh with a directory that is no NDK" \
-  env ANDROID_NDK=/nonexistent \
-  bash -c "$(declare -f expect_exit2); expect_exit2 'is not an NDK' '$src/platforms/android/build-aar.sh'"
+check "build-aar.sh without an NDK" expect_exit2 'set ANDROID_NDK' \
+  env -u ANDROID_NDK -u ANDROID_NDK_HOME -u ANDROID_NDK_ROOT "$src/platforms/android/build-aar.sh"
+check "build-aar.sh with a directory that is no NDK" expect_exit2 'is not an NDK' \
+  env ANDROID_NDK=/nonexistent "$src/platforms/android/build-aar.sh"
 if [ "$(uname -s)" != Darwin ]; then
-  check "build-xcframework.sh off macOS" \
-    bash -c "$(declare -f expect_exit2); expect_exit2 'needs macOS' '$src/platforms/ios/build-xcframework.sh'"
+  check "build-xcframework.sh off macOS" expect_exit2 'needs macOS' \
+    "$src/platforms/ios/build-xcframework.sh"
 fi
+# debian-deps.sh refuses bad arguments before it fetches anything.
+check "debian-deps.sh without arguments" expect_exit2 'debian-deps.sh target ARCH DIR' \
+  "$src/toolchains/debian-deps.sh"
+check "debian-deps.sh with an unknown architecture" expect_exit2 "unknown architecture 'vax'" \
+  "$src/toolchains/debian-deps.sh" target vax "$(mktemp -u)"
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT

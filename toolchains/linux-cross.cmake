@@ -26,14 +26,11 @@ endif()
 list(APPEND CMAKE_TRY_COMPILE_PLATFORM_VARIABLES CAIRN_TARGET_ROOT)
 # Every time (the script does nothing when the root holds what it lists): a changed list of
 # packages then reaches an existing root.
-if(NOT _cairn_target_root_checked)
-  set(_cairn_target_root_checked ON)
-  execute_process(COMMAND "${CMAKE_CURRENT_LIST_DIR}/debian-deps.sh" target ${CAIRN_XARCH}
-                          "${CAIRN_TARGET_ROOT}"
-                  RESULT_VARIABLE _cairn_rc)
-  if(NOT _cairn_rc EQUAL 0)
-    message(FATAL_ERROR "could not fetch Debian's ${CAIRN_XARCH} libraries into ${CAIRN_TARGET_ROOT}")
-  endif()
+execute_process(COMMAND "${CMAKE_CURRENT_LIST_DIR}/debian-deps.sh" target ${CAIRN_XARCH}
+                        "${CAIRN_TARGET_ROOT}"
+                RESULT_VARIABLE _cairn_rc)
+if(NOT _cairn_rc EQUAL 0)
+  message(FATAL_ERROR "could not fetch Debian's ${CAIRN_XARCH} libraries into ${CAIRN_TARGET_ROOT}")
 endif()
 set(_cairn_libdir "${CAIRN_TARGET_ROOT}/usr/lib/${CAIRN_XTRIPLE}")
 

@@ -25,6 +25,17 @@ std::string Quote(const std::string& s) {
   return q + "'";
 }
 
+// Runs the shell command `cmd`: its standard output and its exit code.
+CliRun Capture(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = pclose(p);
+  return {WEXITSTATUS(status), out};
+}
+
 class CliTest : public ::testing::Test {
  protected:
   // Runs `cairn --db DB ARGS...`, with `env` ("NAME=value ...", shell-quoted) in its environment.
@@ -32,14 +43,9 @@ class CliTest : public ::testing::Test {
     std::string cmd = env + (env.empty() ? "" : " ") + CAIRN_CLI_PATH + " --db " + Quote(db_);
     for (const auto& a : args) cmd += " " + Quote(a);
     cmd += " 2>" + Quote(dir_.File("stderr"));
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    int status = pclose(p);
+    CliRun run = Capture(cmd);
     stderr_ = cairn::testing::ReadFile(dir_.File("stderr"));
-    return {WEXITSTATUS(status), out};
+    return run;
   }
   std::string Digest() { return Cairn({"digest"}).out; }
 
@@ -180,15 +186,10 @@ TEST_F(CliTest, SyncTakesTheTokenFromTheEnvironment) {
                                        {"--token-secret", secret});
   const uint16_t port = server.WaitListening();
   ASSERT_NE(port, 0);
-  std::string token;
-  {
-    FILE* p = popen((std::string(CAIRN_SERVER_PATH) + " --token-secret " + Quote(secret) +
-                     " token --sub gateway").c_str(), "r");
-    std::array<char, 1024> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) token.append(buf.data(), n);
-    ASSERT_EQ(pclose(p), 0);
-  }
+  CliRun minted = Capture(std::string(CAIRN_SERVER_PATH) + " --token-secret " + Quote(secret) +
+                          " token --sub gateway");
+  ASSERT_EQ(minted.code, 0);
+  std::string token = minted.out;
   while (!token.empty() && token.back() == '\n') token.pop_back();
   ASSERT_FALSE(token.empty());
   ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"title":"Hi"})"}).code, 0);

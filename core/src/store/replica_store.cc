@@ -139,11 +139,10 @@ constexpr uint8_t kCellHasInc = 2;
 }  // namespace
 
 void BindSqlValue(Stmt* s, int i, const Value& v) {
-  if (v.type() == ValueType::kBool) {
-    s->BindInt(i, v.as_bool() ? 1 : 0);
-    return;
-  }
   switch (v.type()) {
+    case ValueType::kBool:
+      s->BindInt(i, v.as_bool() ? 1 : 0);
+      break;
     case ValueType::kInt:
       s->BindInt(i, v.as_int());
       break;
