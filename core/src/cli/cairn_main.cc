@@ -9,8 +9,10 @@
 #include <iostream>
 
 #include <csignal>
+#include <fstream>
 
 #include "base/strings.h"
+#include "oplog/record.h"
 #include "replica/replica.h"
 #include "sync/sync_client.h"
 
@@ -85,6 +87,33 @@ static int Run(int argc, char** argv) {
   auto* imp = app.add_subcommand("import", "apply an export from another replica");
   imp->add_option("IN_FILE", path)->required();
   auto* status = app.add_subcommand("status", "print the replica's status as JSON");
+  std::string stream, lines_path;
+  std::optional<int64_t> ts_ms;
+  size_t lines_batch = 1000;
+  auto* append = app.add_subcommand(
+      "append", "append a telemetry record (a JSON object) to STREAM, durably");
+  append->add_option("STREAM", stream)->required();
+  append->add_option("JSON_OBJECT", json, "the record's fields");
+  append->add_option("--ts", ts_ms, "the record's timestamp, ms since the epoch (default: now)");
+  append->add_option("--lines", lines_path,
+                     "append every line of this file (- for stdin), each a JSON object, "
+                     "instead of JSON_OBJECT");
+  append->add_option("--batch", lines_batch, "--lines: records per transaction")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  std::optional<uint64_t> max_bytes;
+  std::optional<int64_t> max_age_ms;
+  std::optional<int32_t> priority;
+  std::optional<std::string> policy;
+  auto* stream_cmd = app.add_subcommand(
+      "stream", "set a stream's quota, policy or priority (those given; the others stay) and "
+                "print its settings and counters as JSON");
+  stream_cmd->add_option("STREAM", stream)->required();
+  stream_cmd->add_option("--max-bytes", max_bytes, "quota of queued record bytes (0: none)");
+  stream_cmd->add_option("--max-age-ms", max_age_ms, "quota of the oldest record's age (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  stream_cmd->add_option("--policy", policy, "when full: reject (the default) or drop_oldest")
+      ->check(CLI::IsMember({"reject", "drop_oldest"}));
+  stream_cmd->add_option("--priority", priority, "higher uploads first (default 0)");
   cairn::sync::SyncOptions sync_opts;
   std::string only;
   bool sync_once = false, sync_watch = false;
@@ -126,8 +155,9 @@ static int Run(int argc, char** argv) {
     if (!collections.ok()) return Fail(collections.status().WithContext("--only"));
     sync_opts.only = std::move(collections.value());
   }
+  const bool configures = stream_cmd->parsed() && (max_bytes || max_age_ms || priority || policy);
   const bool writes = put->parsed() || inc->parsed() || del->parsed() || imp->parsed() ||
-                      sync->parsed();
+                      sync->parsed() || append->parsed() || configures;
   int64_t delta_value = 0;
   if (inc->parsed()) {
     auto [p, ec] = std::from_chars(delta.data(), delta.data() + delta.size(), delta_value);
@@ -147,6 +177,31 @@ static int Run(int argc, char** argv) {
     if (bad.ok()) bad = cairn::ValidateKey(key);
     if (bad.ok() && inc->parsed()) bad = cairn::ValidateFieldName(field);
     if (!bad.ok()) return Fail(bad);
+  }
+  // A record to append, or the file of records: checked before the replica is touched.
+  cairn::RecordBatch records;
+  std::ifstream lines_file;
+  if (append->parsed() || stream_cmd->parsed()) {
+    cairn::Status bad = cairn::ValidateStreamName(stream);
+    if (!bad.ok()) return Fail(bad);
+  }
+  if (append->parsed()) {
+    if (json.empty() == lines_path.empty()) {
+      return Usage("append: give either JSON_OBJECT or --lines FILE");
+    }
+    if (!lines_path.empty() && ts_ms) return Usage("append: --ts goes with JSON_OBJECT");
+    if (!json.empty()) {
+      auto f = cairn::ParseFieldsJson(json);
+      if (!f.ok()) return Fail(f.status());
+      cairn::Status added = records.Add(f.value(), ts_ms);
+      if (!added.ok()) return Fail(added);
+    } else if (lines_path != "-") {
+      lines_file.open(lines_path);
+      if (!lines_file) {
+        std::cerr << "cairn: cannot read " << lines_path << "\n";
+        return kExitError;
+      }
+    }
   }
   struct stat sb;
   if (imp->parsed() && ::stat(path.c_str(), &sb) != 0) {
@@ -232,6 +287,71 @@ static int Run(int argc, char** argv) {
       st = client.SyncOnce(sync_timeout_ms);
     }
     if (st.ok()) std::cout << client.status().ToJson() << "\n";
+  } else if (append->parsed()) {
+    uint64_t appended = 0, dropped = 0, first = 0, last = 0;
+    auto add = [&](const cairn::RecordBatch& b) -> cairn::Status {
+      CAIRN_ASSIGN_OR_RETURN(cairn::AppendResult res, r.Append(stream, b));
+      appended += res.last_seq >= res.first_seq && res.first_seq > 0
+                      ? res.last_seq - res.first_seq + 1 : 0;
+      dropped += res.dropped;
+      if (first == 0) first = res.first_seq;
+      if (res.last_seq > 0) last = res.last_seq;
+      return cairn::Status::OK();
+    };
+    if (lines_path.empty()) {
+      st = add(records);
+    } else {
+      // Each --batch lines are one transaction: on an error, the batches before it are stored
+      // (and counted in the output on stderr), the rest not.
+      std::istream& in = lines_path == "-" ? std::cin : lines_file;
+      std::string line;
+      uint64_t line_no = 0;
+      while (st.ok() && std::getline(in, line)) {
+        line_no++;
+        if (line.empty()) continue;
+        auto f = cairn::ParseFieldsJson(line);
+        st = f.ok() ? records.Add(f.value()) : f.status();
+        if (!st.ok()) st = st.WithContext("line " + std::to_string(line_no));
+        if (st.ok() && records.size() >= lines_batch) {
+          st = add(records);
+          records.Clear();
+        }
+      }
+      if (st.ok() && !records.empty()) st = add(records);
+    }
+    const std::string out = cairn::CanonicalJson({{"appended", appended},
+                                                  {"dropped", dropped},
+                                                  {"first_seq", first},
+                                                  {"last_seq", last}});
+    if (st.ok()) {
+      std::cout << out << "\n";
+    } else if (appended > 0) {
+      std::cerr << "cairn: appended before the error: " << out << "\n";
+    }
+  } else if (stream_cmd->parsed()) {
+    auto all = r.Streams();
+    if (!all.ok()) return Fail(all.status());
+    auto it = std::find_if(all->begin(), all->end(),
+                           [&](const cairn::StreamInfo& s) { return s.name == stream; });
+    cairn::StreamConfig config = it != all->end() ? it->config : cairn::StreamConfig();
+    if (configures) {
+      if (max_bytes) config.max_bytes = *max_bytes;
+      if (max_age_ms) config.max_age_ms = *max_age_ms;
+      if (priority) config.priority = *priority;
+      if (policy) {
+        config.policy = *policy == "drop_oldest" ? cairn::StreamPolicy::kDropOldest
+                                                 : cairn::StreamPolicy::kReject;
+      }
+      st = r.ConfigureStream(stream, config);
+      if (st.ok()) all = r.Streams();
+      if (st.ok() && !all.ok()) st = all.status();
+      if (st.ok()) {
+        it = std::find_if(all->begin(), all->end(),
+                          [&](const cairn::StreamInfo& s) { return s.name == stream; });
+      }
+    }
+    if (st.ok() && it == all->end()) st = cairn::Status::NotFound("no stream '" + stream + "'");
+    if (st.ok()) std::cout << cairn::CanonicalJson(cairn::StreamJson(*it, r.NowMs())) << "\n";
   } else if (status->parsed()) {
     auto s = r.GetStatus();
     if (!s.ok()) return Fail(s.status());

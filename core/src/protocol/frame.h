@@ -17,7 +17,8 @@
 
 namespace cairn::protocol {
 
-constexpr uint16_t kProtocolVersion = 3;  // 2: coverage, snapshots, partial holds; 3: refusals
+// 2: coverage, snapshots, partial holds; 3: refusals; 4: telemetry streams.
+constexpr uint16_t kProtocolVersion = 4;
 constexpr uint32_t kDefaultMaxFrameBytes = 16u << 20;
 
 struct FrameLimits {

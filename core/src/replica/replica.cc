@@ -1,4 +1,5 @@
 #include "replica/replica.h"
+#include "replica/replica_locked.h"
 
 #include <algorithm>
 #include <cmath>
@@ -179,27 +180,6 @@ Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
   if (pos.clock_offset_ms) r->clock_->set_offset_ms(*pos.clock_offset_ms);
   return r;
 }
-
-class Replica::Locked {
- public:
-  explicit Locked(Replica* r) : r_(r) {
-    r_->mu_.lock();
-    commits_ = r_->store_ != nullptr ? r_->store_->commit_count() : 0;
-  }
-  // Only a scope that committed delivers: a reader never runs listeners.
-  ~Locked() {
-    const bool committed = r_->store_ != nullptr && r_->store_->commit_count() != commits_ &&
-                           r_->store_->has_changes();
-    r_->mu_.unlock();
-    if (committed) r_->DeliverChanges();
-  }
-  Locked(const Locked&) = delete;
-  Locked& operator=(const Locked&) = delete;
-
- private:
-  Replica* r_;
-  uint64_t commits_ = 0;
-};
 
 Replica::~Replica() { (void)Close(); }
 
@@ -392,13 +372,17 @@ bool Replica::RemoveChangeListener(uint64_t id) {
 
 Status Replica::Write(const WriteBatch& batch) {
   CAIRN_RETURN_IF_ERROR(WriteLocked(batch));
+  NotifyWritten();
+  return Status::OK();
+}
+
+void Replica::NotifyWritten() {
   std::function<void()> listener;
   {
     std::lock_guard<std::mutex> lock(listener_mu_);
     listener = write_listener_;
   }
   if (listener) listener();
-  return Status::OK();
 }
 
 void Replica::SetWriteListener(std::function<void()> fn) {
@@ -626,11 +610,13 @@ VersionVector Replica::Known() {
 Json ReplicaStatus::ToJson() const {
   Json known_json = Json::object();
   for (const auto& [origin, through] : known) known_json[origin.Hex()] = through;
+  Json streams_json = Json::object();
+  for (const StreamInfo& st : streams) streams_json[st.name] = StreamJson(st, now_ms);
   return Json{{"replica_id", id.Hex()},     {"seq", last_seq},
               {"pending_ops", pending_ops}, {"held_back_ops", held_back_ops},
               {"rejected_ops", rejected_ops}, {"cursor", cursor},
               {"last_sync_ms", last_sync_ms ? Json(*last_sync_ms) : Json(nullptr)},
-              {"known", known_json}};
+              {"known", known_json}, {"streams", streams_json}};
 }
 
 Result<int64_t> Replica::PendingOps() {
@@ -656,6 +642,8 @@ Result<ReplicaStatus> Replica::GetStatus() {
   for (const auto& o : store_->Origins()) {
     if (o.through > 0) s.known[o.id] = o.through;
   }
+  CAIRN_ASSIGN_OR_RETURN(s.streams, store_->streams()->List());
+  s.now_ms = NowMs();
   return s;
 }
 

@@ -75,6 +75,30 @@ class WriteBatch {
   size_t count_ = 0;
 };
 
+// Telemetry streams (SPEC §6; store/stream_store.h): settings, counters, append results.
+using store::StreamConfig;
+using store::StreamInfo;
+using store::StreamPolicy;
+using AppendResult = store::AppendResult;
+
+// Records appended atomically to one stream by Replica::Append. Each record is validated and
+// encoded when added (about its field names and values in size), so a batch of 100,000 records
+// stays compact.
+class RecordBatch {
+ public:
+  // Adds a record: EINVAL (nothing added) for no fields, a bad field name or value, or a record
+  // larger than kMaxRecordBytes (oplog/record.h). `ts_ms`: the device timestamp; nullopt: the
+  // replica's time when the batch is appended.
+  Status Add(const Fields& fields, std::optional<int64_t> ts_ms = std::nullopt);
+  size_t size() const { return records_.size(); }
+  bool empty() const { return records_.empty(); }
+  void Clear() { records_.clear(); }
+  const std::vector<store::NewRecord>& records() const { return records_; }
+
+ private:
+  std::vector<store::NewRecord> records_;
+};
+
 // For each origin, every op with seq <= the number is accounted for.
 using VersionVector = std::map<ReplicaId, uint64_t>;
 
@@ -88,8 +112,10 @@ struct ReplicaStatus {
   VersionVector known;
   uint64_t cursor = 0;                  // the sync server's cursor this replica has reached
   std::optional<int64_t> last_sync_ms;  // last completed exchange with the server
+  std::vector<StreamInfo> streams;      // by name
+  int64_t now_ms = 0;                   // the replica's time when read (stream ages)
   // {"cursor":..,"held_back_ops":..,"known":{"<origin hex>":through},"last_sync_ms":..|null,
-  //  "pending_ops":..,"rejected_ops":..,"replica_id":"..","seq":..}
+  //  "pending_ops":..,"rejected_ops":..,"replica_id":"..","seq":..,"streams":{name: StreamJson}}
   Json ToJson() const;
 };
 
@@ -119,8 +145,14 @@ struct RefusedTxn {
   std::string reason;
 };
 
+// A stream's settings and counters as JSON (cairn status): {"bytes","dropped","last_seq",
+// "max_age_ms","max_bytes","oldest_age_ms" (null when empty),"policy","priority","records",
+// "rejected","uploaded"}.
+Json StreamJson(const StreamInfo& s, int64_t now_ms);
+
 namespace protocol {
 class BatchEncoder;
+class StreamEncoder;
 }
 namespace wire {
 struct OpBatch;
@@ -204,6 +236,28 @@ class Replica {
   // sync client can push at once. One listener; nullptr removes it.
   void SetWriteListener(std::function<void()> fn);
 
+  // --- Telemetry streams (SPEC §6, docs/storage-format.md "Streams") ---
+  // Creates `stream` or changes its settings. EINVAL for a bad name or a negative max_age_ms.
+  Status ConfigureStream(const std::string& stream, const StreamConfig& config);
+  // Appends one record (stamped now) or a batch (one transaction), creating the stream with
+  // default settings when it does not exist. When the call returns OK the records are durable.
+  // Errors (nothing appended): EINVAL (a bad name, fields or an empty batch), EFULL (the stream
+  // is full under the reject policy, or a record is larger than its max_bytes: its rejected
+  // count grows), EREADONLY.
+  Result<AppendResult> Append(const std::string& stream, const Fields& fields);
+  Result<AppendResult> Append(const std::string& stream, const RecordBatch& batch);
+  // Every stream with its settings and counters, by name.
+  Result<std::vector<StreamInfo>> Streams();
+  // The replica's time: its clock source, corrected by the server's (what stamps records).
+  int64_t NowMs() const;
+  // Sync support: adds `stream`'s queued records with seq > after_seq to `enc` (at most
+  // max_records, and max_bytes of bodies past the first); AckStream drops the records a server
+  // made durable, up to `through`; QueuedRecords counts every stream's queue.
+  Status ReadStream(const std::string& stream, uint64_t after_seq, size_t max_records,
+                    size_t max_bytes, protocol::StreamEncoder* enc);
+  Result<uint64_t> AckStream(const std::string& stream, uint64_t through);
+  Result<uint64_t> QueuedRecords();
+
   // --- Change listeners ---
   // Documents of one collection whose visible state a committed transaction changed (a field's
   // value, a counter, a delete or a revival); `local`: written through this replica (else
@@ -262,6 +316,8 @@ class Replica {
   Status InWriteTxn(const std::function<Status()>& body);
   Status UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change);
   Status UndoRefused(const std::vector<RefusedTxn>& refused);
+  // Tells the write listener (a sync client) that something was written.
+  void NotifyWritten();
 
   // Holds mu_; on release, delivers the changes committed meanwhile (DeliverChanges).
   class Locked;

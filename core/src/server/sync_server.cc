@@ -10,6 +10,7 @@
 #include "net/tls.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
+#include "server/stream_tables.h"
 
 namespace cairn::server {
 
@@ -27,6 +28,7 @@ class Session;
 struct SyncServer::Impl {
   ServerOptions options;
   std::unique_ptr<ServerStore> store;
+  std::unique_ptr<StreamTables> streams;  // opened at the first stream batch
   std::unique_ptr<net::TlsConfig> tls;
   uv_loop_t loop;
   uv_tcp_t listener;
@@ -53,6 +55,14 @@ struct SyncServer::Impl {
   static void OnRepump(uv_idle_t* idle);
   void StopNow();
   void PumpAll();
+  Result<StreamTables*> Streams() {
+    if (!streams) {
+      const std::string path =
+          options.streams_db_path.empty() ? options.db_path + ".streams" : options.streams_db_path;
+      CAIRN_ASSIGN_OR_RETURN(streams, StreamTables::Open(path));
+    }
+    return streams.get();
+  }
 };
 
 // One client connection: the exchange of docs/protocol.md from the server's side.
@@ -80,6 +90,7 @@ class Session : public net::Conn::Delegate {
  private:
   void OnHello(const wire::Hello& hello);
   void OnBatch(const wire::OpBatch& batch);
+  void OnStreamBatch(const wire::StreamBatch& batch);
   // Whether the client gets `collection`'s ops from the log entry at `cursor`.
   bool Wants(const std::string& collection, uint64_t cursor) const {
     if (!all_collections_ && subscriptions_.count(collection) == 0) return false;
@@ -141,6 +152,9 @@ void Session::OnFrame(net::Conn* c, const wire::Frame& frame) {
       return;
     case wire::Body::OpBatch:
       OnBatch(*frame.body_as_OpBatch());
+      return;
+    case wire::Body::StreamBatch:
+      OnStreamBatch(*frame.body_as_StreamBatch());
       return;
     case wire::Body::Ping: {
       flatbuffers::FlatBufferBuilder fbb(64);
@@ -279,6 +293,44 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   conn->Send(FinishFrame(&fbb, wire::Body::Ack, ack));
   caught_up_sent_ = false;  // the client learns the exchange completed by the next CaughtUp
   server_->PumpAll();
+}
+
+// Telemetry (docs/protocol.md "Streams"): stored, then acknowledged; a refused batch (the
+// token may not write the stream, or it breaks the rules) gets a StreamAck with the reason
+// and nothing stored, and the session goes on.
+void Session::OnStreamBatch(const wire::StreamBatch& batch) {
+  const std::string stream = batch.stream() ? batch.stream()->str() : std::string();
+  Status verdict;
+  StreamStoreResult stored;
+  if (claims_ && !claims_->MayWrite(stream)) {
+    verdict = Status(Code::kEPERM, "the token does not allow writing stream '" + stream + "'");
+  } else {
+    auto tables = server_->Streams();
+    Result<StreamStoreResult> r = tables.ok()
+        ? tables.value()->Store(replica_, batch, server_->store->NowMs(),
+                                server_->options.max_batch_ops)
+        : Result<StreamStoreResult>(tables.status());
+    if (r.ok()) {
+      stored = *r;
+    } else {
+      verdict = r.status();
+    }
+  }
+  if (!verdict.ok()) {
+    server_->Log("session " + replica_.Hex() + ": refused a batch of stream '" + stream +
+                 "': " + verdict.ToString());
+    if (verdict.code() != Code::kEPERM && verdict.code() != Code::kEINVAL &&
+        verdict.code() != Code::kECORRUPT) {
+      // The server's own trouble (I/O, a full disk): the client keeps its records and retries.
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error storing stream records");
+      return;
+    }
+  }
+  flatbuffers::FlatBufferBuilder fbb(128);
+  auto ack = wire::CreateStreamAck(fbb, fbb.CreateString(stream), stored.through,
+                                   static_cast<int32_t>(verdict.code()),
+                                   verdict.ok() ? 0 : fbb.CreateString(verdict.message()));
+  conn->Send(FinishFrame(&fbb, wire::Body::StreamAck, ack));
 }
 
 Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_t cursor) {

@@ -22,6 +22,9 @@ namespace cairn::server {
 
 struct ServerOptions {
   std::string db_path;
+  // Telemetry records (server/stream_tables.h); empty: db_path + ".streams". Opened at the
+  // first stream batch.
+  std::string streams_db_path;
   std::string host = "127.0.0.1";
   uint16_t port = 0;                 // 0: any free port (see SyncServer::port())
   std::string tls_cert_file, tls_key_file;  // both set: TLS

@@ -41,8 +41,8 @@ CREATE TABLE IF NOT EXISTS cairn_superseded(
 CREATE INDEX IF NOT EXISTS cairn_rejected_op ON cairn_rejected(origin, seq);
 )sql";
 
-// Storage format 4 (docs/storage-format.md): format 1's tables, then kSyncSchema,
-// kSnapshotSchema and kRefusalSchema.
+// Storage format 5 (docs/storage-format.md): format 1's tables, then kSyncSchema,
+// kSnapshotSchema, kRefusalSchema and kStreamSchema (store/stream_store.cc).
 const char* const kSchema = R"sql(
 CREATE TABLE cairn_state(
   id INTEGER PRIMARY KEY CHECK (id = 1), replica_id BLOB NOT NULL, hlc INTEGER NOT NULL,
@@ -192,9 +192,10 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
   s->has_sync_table_ = version >= 2 || tables == 0;
   s->has_snapshot_table_ = version >= 3 || tables == 0;
   s->has_format4_ = version >= 4 || tables == 0;
+  bool has_streams = version >= 5 || tables == 0;
   if (version < kFormatVersion && tables > 0 && !options.read_only) {
     // Format 1 -> 2: the sync position; 2 -> 3: the snapshot being received; 3 -> 4: what
-    // outbox transactions superseded, the clock offset. One transaction; the version is read
+    // outbox transactions superseded, the clock offset; 4 -> 5: streams. One transaction; the version is read
     // again under the write lock, in case another connection upgraded the file meanwhile.
     CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&s->db_));
     CAIRN_ASSIGN_OR_RETURN(version, pragma("PRAGMA user_version"));
@@ -203,12 +204,14 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
       if (version < 2) sql += kSyncSchema;
       if (version < 3) sql += kSnapshotSchema;
       if (version < 4) sql += kRefusalSchema;
+      if (version < 5) sql += kStreamSchema;
       sql += "PRAGMA user_version=" + std::to_string(kFormatVersion) + ";";
       CAIRN_RETURN_IF_ERROR(s->db_.Exec(sql));
     }
     CAIRN_RETURN_IF_ERROR(txn->Commit());
-    s->has_sync_table_ = s->has_snapshot_table_ = s->has_format4_ = true;
+    s->has_sync_table_ = s->has_snapshot_table_ = s->has_format4_ = has_streams = true;
   }
+  s->streams_ = std::make_unique<StreamStore>(&s->db_, has_streams, options.read_only);
   if (!options.read_only) {
     // WAL, and synchronous=FULL: a committed write survives power loss (storage-format.md).
     CAIRN_RETURN_IF_ERROR(s->db_.Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"));
@@ -223,6 +226,7 @@ ReplicaStore::~ReplicaStore() { (void)Close(); }
 Status ReplicaStore::Close() {
   if (!db_.is_open()) return Status::OK();
   if (in_txn_) Rollback();
+  streams_.reset();  // its statements go before the connection
   for (Stmt* s : {&begin_, &commit_, &rollback_, &find_doc_, &load_incs_, &insert_doc_,
                   &update_doc_, &put_inc_, &del_inc_, &del_incs_, &put_outbox_, &save_state_,
                   &set_through_, &stage_op_, &data_version_stmt_, &outbox_after_, &set_sync_, &keep_outranked_}) {
@@ -236,7 +240,8 @@ Status ReplicaStore::Close() {
 Status ReplicaStore::InitSchema(const ReplicaId& new_id, int64_t now_ms) {
   CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&db_));
   CAIRN_RETURN_IF_ERROR(
-      db_.Exec(std::string(kSchema) + kSyncSchema + kSnapshotSchema + kRefusalSchema));
+      db_.Exec(std::string(kSchema) + kSyncSchema + kSnapshotSchema + kRefusalSchema +
+               kStreamSchema));
   CAIRN_RETURN_IF_ERROR(db_.Exec("PRAGMA application_id=" + std::to_string(kApplicationId) +
                                  "; PRAGMA user_version=" + std::to_string(kFormatVersion)));
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state VALUES (1, ?, 0, 0, ?)"));

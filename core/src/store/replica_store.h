@@ -23,11 +23,12 @@
 #include "crdt/doc_state.h"
 #include "oplog/op.h"
 #include "store/sqlite.h"
+#include "store/stream_store.h"
 
 namespace cairn::store {
 
 // Storage format version (PRAGMA user_version). A file with a larger number is refused.
-constexpr int kFormatVersion = 4;
+constexpr int kFormatVersion = 5;
 // PRAGMA application_id of a Cairn replica: "CRN1" as a big-endian 32-bit integer.
 constexpr int32_t kApplicationId = 0x43524E31;
 
@@ -204,6 +205,8 @@ class ReplicaStore {
   Result<bool> IsRejected(const OpId& id);  // in cairn_rejected (a server refused it)
   Result<int64_t> PendingCount();
   Db* db() { return &db_; }
+  // The file's telemetry streams (format 5; store/stream_store.h).
+  StreamStore* streams() { return streams_.get(); }
 
  private:
   struct CachedDoc {
@@ -292,6 +295,7 @@ class ReplicaStore {
   bool has_sync_table_ = true;
   bool has_snapshot_table_ = true;
   bool has_format4_ = true;
+  std::unique_ptr<StreamStore> streams_;
   // The first local seq not acknowledged (0: not known in this transaction).
   uint64_t unacked_from_ = 0;
   Stmt keep_outranked_;

@@ -14,6 +14,7 @@
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
+#include "protocol/stream_codec.h"
 
 namespace cairn::sync {
 
@@ -47,6 +48,8 @@ const char* SyncStateName(SyncState s) {
 std::string SyncStatus::ToJson() const {
   Json j = {{"state", SyncStateName(state)},
             {"pending_ops", pending_ops},
+            {"pending_records", pending_records},
+            {"records_uploaded", records_uploaded},
             {"last_error", last_error.empty() ? Json(nullptr) : Json(last_error)},
             {"last_sync_ms", last_sync_ms ? Json(*last_sync_ms) : Json(nullptr)},
             {"cursor", cursor},
@@ -62,6 +65,9 @@ std::string SyncStatus::ToJson() const {
 namespace {
 
 using protocol::FinishFrame;
+
+// Record bodies per stream batch (past the first record): frames stay far below the limit.
+constexpr size_t kMaxStreamBatchBytes = 4u << 20;
 
 // What a replica holds of the server's collections (SyncPosition::subscriptions): everything
 // it reads, or (partial) collection -> the cursor after which it needs that collection's ops,
@@ -137,6 +143,13 @@ struct SyncClient::Engine : net::Conn::Delegate {
   std::optional<ReplicaId> known_server;
   uint64_t pushed_through = 0;   // highest local seq sent in this session
   std::deque<uint64_t> inflight;  // last seq of each unacknowledged batch
+  bool caught_up = false;        // a CaughtUp came after the last batch received or op pushed
+  // Streams: per stream the highest seq sent in this session; the unacknowledged batches in
+  // order (stream, last seq); the streams the server refused in this session (their records
+  // stay queued and are not sent again until the next session).
+  std::map<std::string, uint64_t> stream_sent;
+  std::deque<std::pair<std::string, uint64_t>> stream_inflight;
+  std::map<std::string, Status> stream_refused;
   uint64_t cursor = 0;
   uint64_t stored_cursor = 0;
   Coverage coverage;             // as stored
@@ -171,7 +184,8 @@ struct SyncClient::Engine : net::Conn::Delegate {
       std::lock_guard<std::mutex> lock(mu);
       if (!status_cb) return;
       std::string key = std::string(SyncStateName(st.state)) + "/" +
-                        std::to_string(st.pending_ops) + "/" + st.last_error;
+                        std::to_string(st.pending_ops) + "/" +
+                        std::to_string(st.pending_records) + "/" + st.last_error;
       if (key == notified) return;
       notified = std::move(key);
       now = st;
@@ -195,12 +209,14 @@ struct SyncClient::Engine : net::Conn::Delegate {
     return Status::OK();
   }
 
-  // Recounts the local ops not yet acknowledged (they change with local writes and Acks).
+  // Recounts the local ops and records not yet acknowledged (they change with local writes
+  // and acks).
   void RefreshPending() {
     auto pending = replica->PendingOps();
-    if (!pending.ok()) return;
+    auto records = replica->QueuedRecords();
     std::lock_guard<std::mutex> lock(mu);
-    st.pending_ops = pending.value();
+    if (pending.ok()) st.pending_ops = pending.value();
+    if (records.ok()) st.pending_records = records.value();
   }
 
   void OpenLoop(uv_loop_t* l) {
@@ -275,6 +291,10 @@ struct SyncClient::Engine : net::Conn::Delegate {
     welcomed = false;
     inflight.clear();
     pushed_through = 0;
+    caught_up = false;
+    stream_sent.clear();
+    stream_inflight.clear();
+    stream_refused.clear();
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -403,6 +423,9 @@ struct SyncClient::Engine : net::Conn::Delegate {
       case wire::Body::CaughtUp:
         OnCaughtUp(*frame.body_as_CaughtUp());
         return;
+      case wire::Body::StreamAck:
+        OnStreamAck(*frame.body_as_StreamAck());
+        return;
       case wire::Body::SnapshotBegin:
         OnSnapshotBegin(*frame.body_as_SnapshotBegin());
         return;
@@ -495,6 +518,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       conn->Send(std::move(frame));
       inflight.push_back(*last);
       pushed_through = *last;
+      caught_up = false;
       {
         std::lock_guard<std::mutex> lock(mu);
         st.ops_pushed += n;
@@ -502,8 +526,90 @@ struct SyncClient::Engine : net::Conn::Delegate {
       }
       NotifyStatus();
     }
+    PushStreams();
   }
 
+  // The streams with records not sent in this session (and not refused in it), highest
+  // priority first, then by name.
+  Result<std::vector<StreamInfo>> UnsentStreams() {
+    CAIRN_ASSIGN_OR_RETURN(std::vector<StreamInfo> all, replica->Streams());
+    std::vector<StreamInfo> out;
+    for (StreamInfo& s : all) {
+      if (s.records == 0 || stream_refused.count(s.name)) continue;
+      auto it = stream_sent.find(s.name);
+      if (it != stream_sent.end() && it->second >= s.last_seq) continue;
+      out.push_back(std::move(s));
+    }
+    std::stable_sort(out.begin(), out.end(), [](const StreamInfo& a, const StreamInfo& b) {
+      return a.config.priority > b.config.priority;
+    });
+    return out;
+  }
+
+  void PushStreams() {
+    while (stream_inflight.size() < options.window) {
+      auto unsent = UnsentStreams();
+      if (!unsent.ok()) {
+        conn->Close(unsent.status());
+        return;
+      }
+      if (unsent->empty()) return;
+      const std::string& name = unsent->front().name;
+      protocol::StreamEncoder enc(name);
+      Status s = replica->ReadStream(name, stream_sent[name], options.max_batch_ops,
+                                     kMaxStreamBatchBytes, &enc);
+      if (!s.ok()) {
+        conn->Close(s);
+        return;
+      }
+      if (enc.empty()) {  // acknowledged or dropped meanwhile: nothing left to send
+        stream_sent[name] = unsent->front().last_seq;
+        continue;
+      }
+      std::string frame;
+      enc.FinishFrame(&frame);
+      conn->Send(std::move(frame));
+      stream_inflight.emplace_back(name, enc.last_seq());
+      stream_sent[name] = enc.last_seq();
+      SetState(SyncState::kSyncing);
+    }
+  }
+
+  void OnStreamAck(const wire::StreamAck& ack) {
+    const std::string name = ack.stream() ? ack.stream()->str() : std::string();
+    if (stream_inflight.empty() || stream_inflight.front().first != name ||
+        ack.through_seq() > stream_inflight.front().second) {
+      conn->SendErrorAndClose(Code::kECORRUPT, "StreamAck does not match the batch sent");
+      return;
+    }
+    stream_inflight.pop_front();
+    if (ack.code() != 0) {
+      // Refused: the records stay queued (nothing is lost); reported, and not sent again in
+      // this session.
+      Status why(static_cast<Code>(ack.code()),
+                 "the server refused records of stream '" + name + "': " +
+                     (ack.reason() ? ack.reason()->str() : std::string()));
+      log::Write(log::Level::kWarn, "sync: " + why.ToString());
+      if (!stream_refused.count(name)) stream_refused.emplace(name, why);
+      SetStateAndError(SyncState::kSyncing, why.ToString());
+    } else if (!stream_refused.count(name)) {
+      // (After a refusal, later acks of the stream would drop the refused records too.)
+      auto removed = replica->AckStream(name, ack.through_seq());
+      if (!removed.ok()) {
+        conn->Close(removed.status());
+        return;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      st.records_uploaded += *removed;
+    }
+    RefreshPending();
+    NotifyStatus();
+    if (caught_up) {
+      CheckIdle();  // pushes when not idle
+    } else {
+      Push();
+    }
+  }
   void OnAck(const wire::Ack& ack) {
     uint64_t through = 0;
     if (ack.entries()) {
@@ -582,6 +688,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       return;
     }
     cursor = stored_cursor = batch.cursor();
+    caught_up = false;  // more may follow: the next CaughtUp says when the server is done
     std::lock_guard<std::mutex> lock(mu);
     st.ops_received += applied->applied;
     st.cursor = cursor;
@@ -677,12 +784,27 @@ struct SyncClient::Engine : net::Conn::Delegate {
       return;
     }
     cursor = cu.cursor();
-    auto rs = replica->GetStatus();
-    if (!rs.ok()) {
-      conn->Close(rs.status());
+    caught_up = true;
+    CheckIdle();
+  }
+
+  // Idle: the server caught this replica up after its last push and batch, and nothing local
+  // is left to acknowledge (ops, records of streams the server did not refuse). Stores the
+  // cursor; a SyncOnce finishes (with a stream's refusal, if any).
+  void CheckIdle() {
+    if (!caught_up || conn == nullptr) return;
+    auto pending = replica->PendingOps();
+    if (!pending.ok()) {
+      conn->Close(pending.status());
       return;
     }
-    const bool idle = inflight.empty() && rs->pending_ops == 0;
+    auto unsent = UnsentStreams();
+    if (!unsent.ok()) {
+      conn->Close(unsent.status());
+      return;
+    }
+    const bool idle = inflight.empty() && *pending == 0 && stream_inflight.empty() &&
+                      unsent->empty();
     std::optional<int64_t> synced;
     if (idle) synced = port::WallClockMs();
     if (cursor != stored_cursor || idle) {
@@ -695,7 +817,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
     }
     {
       std::lock_guard<std::mutex> lock(mu);
-      st.pending_ops = rs->pending_ops;
+      st.pending_ops = *pending;
       st.cursor = cursor;
       if (idle) {
         st.state = SyncState::kIdle;
@@ -704,7 +826,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
     }
     NotifyStatus();
     if (idle && once) {
-      Finish(Status::OK());
+      Finish(stream_refused.empty() ? Status::OK() : stream_refused.begin()->second);
       return;
     }
     if (!idle) Push();

@@ -5,7 +5,11 @@
 //         server only when its Ack arrives (then it leaves the outbox and the durable callback
 //         fires); after a lost Ack the same ops are pushed again and the server skips them
 //   pull: every batch the server sends is applied atomically with its cursor
-//   idle: everything local acknowledged and a CaughtUp received after the last Ack
+//   streams: after the outbox, each telemetry stream's queued records in seq order, highest
+//         priority first, at most `window` batches unacknowledged; a record leaves the replica
+//         only when its StreamAck arrives (docs/protocol.md "Streams")
+//   idle: everything local acknowledged (ops and records) and a CaughtUp received after the
+//         last Ack and the last batch
 //
 // SyncOnce() runs one exchange on the calling thread and returns when idle (or on the first
 // error). Start() keeps a background thread syncing (live), reconnecting after failures with
@@ -53,11 +57,13 @@ const char* SyncStateName(SyncState s);
 struct SyncStatus {
   SyncState state = SyncState::kOffline;
   int64_t pending_ops = 0;               // local ops not yet acknowledged
+  uint64_t pending_records = 0;          // stream records not yet acknowledged
   std::string last_error;                // "" when the last attempt did not fail
   std::optional<int64_t> last_sync_ms;   // last completed exchange
   uint64_t cursor = 0;
   uint64_t bytes_sent = 0, bytes_received = 0;  // on the wire, this client's lifetime
   uint64_t ops_pushed = 0, ops_received = 0;
+  uint64_t records_uploaded = 0;  // stream records the server acknowledged
   uint64_t txns_refused = 0;  // refused by the server (their ops: the rejected-ops table)
   uint32_t reconnects = 0;
   std::string ToJson() const;
@@ -79,7 +85,8 @@ class SyncClient {
 
   // One exchange: connect, push everything, pull everything, return once idle. timeout_ms = 0:
   // no limit. Errors: ENETWORK (connection failed or lost), ETIMEDOUT, EPERM (refused by the
-  // server), ECORRUPT (a bad frame), or the server's code.
+  // server), ECORRUPT (a bad frame), or the server's code; also the code of a stream batch the
+  // server refused (its records stay queued), once everything else is done.
   Status SyncOnce(uint32_t timeout_ms = 0);
   // Live sync on a background thread until Stop().
   Status Start();
