@@ -21,6 +21,7 @@
 #include "replica/replica.h"
 #include "server/sync_server.h"
 #include "support/fault_proxy.h"
+#include "support/server_thread.h"
 #include "support/temp_dir.h"
 #include "sync/sync_client.h"
 
@@ -29,39 +30,8 @@ namespace {
 
 using testing::FaultProxy;
 using testing::Faults;
+using testing::ServerThread;
 using testing::TempDir;
-
-class ServerThread {
- public:
-  explicit ServerThread(server::ServerOptions o) {
-    o.log = [this](const std::string& line) {
-      std::lock_guard<std::mutex> lock(log_mu_);
-      log_ += line + "\n";
-    };
-    auto s = server::SyncServer::Create(o);
-    EXPECT_TRUE(s.ok()) << s.status().ToString();
-    server_ = std::move(s.value());
-    Status st = server_->Listen();
-    EXPECT_TRUE(st.ok()) << st.ToString();
-    thread_ = std::thread([this] { (void)server_->Run(); });
-  }
-  ~ServerThread() {
-    server_->Stop();
-    thread_.join();
-  }
-  uint16_t port() const { return server_->port(); }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
-  std::string log() {
-    std::lock_guard<std::mutex> lock(log_mu_);
-    return log_;
-  }
-
- private:
-  std::mutex log_mu_;
-  std::string log_;
-  std::unique_ptr<server::SyncServer> server_;
-  std::thread thread_;
-};
 
 server::ServerOptions Options(const TempDir& dir) {
   server::ServerOptions o;

@@ -54,6 +54,8 @@ int Run(int argc, char** argv) {
   cairn::server::ServerOptions o;
   std::string listen = "127.0.0.1:7420", secret_file;
   app.add_option("--db", o.db_path, "the server's SQLite file (created when missing)");
+  app.add_option("--streams", o.streams_db_path,
+                 "SQLite file of the telemetry streams, a table per stream (default: DB.streams)");
   app.add_option("--listen", listen, "HOST:PORT to listen on (default 127.0.0.1:7420)");
   app.add_option("--tls-cert", o.tls_cert_file, "PEM certificate chain: serve TLS");
   app.add_option("--tls-key", o.tls_key_file, "PEM private key of --tls-cert");
@@ -78,7 +80,8 @@ int Run(int argc, char** argv) {
   int64_t ttl = 24 * 3600;
   token->add_option("--sub", sub, "subject (user or device)")->required();
   token->add_option("--read", read, "collections it may read, comma-separated (default *)");
-  token->add_option("--write", write, "collections it may write, comma-separated (default *)");
+  token->add_option("--write", write,
+                    "collections and streams it may write, comma-separated (default *)");
   token->add_option("--ttl", ttl, "seconds until it expires (default 86400; may be negative)");
   token->add_option("--rid", rid, "the only replica id (32 hex) it may sync as");
 

@@ -525,15 +525,18 @@ TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
 
 // A file of storage format 1 (before the sync position existed) is migrated on open: its data
 // stays, it gains the cairn_sync table, and a read-only open of an unmigrated one still works.
-// Files of formats 1 (no sync tables) and 2 (no snapshot table) open and migrate.
+// Files of formats 1 (no sync tables), 2 (no snapshot table), 3 (no refusal tables) and 4 (no
+// streams) open and migrate.
 TEST_F(ReplicaTest, MigratesOlderFormats) {
-  const std::string to3 =
+  const std::string to4 = "DROP TABLE cairn_stream_records; DROP TABLE cairn_streams; ";
+  const std::string to3 = to4 +
       "DROP TABLE cairn_superseded; ALTER TABLE cairn_outbox DROP COLUMN superseded; "
       "ALTER TABLE cairn_sync DROP COLUMN clock_offset_ms; ";
   const std::string downgrade[] = {
       to3 + "DROP TABLE cairn_sync; DROP TABLE cairn_snapshot; PRAGMA user_version=1",
-      to3 + "DROP TABLE cairn_snapshot; PRAGMA user_version=2", to3 + "PRAGMA user_version=3"};
-  for (int version = 1; version <= 3; version++) {
+      to3 + "DROP TABLE cairn_snapshot; PRAGMA user_version=2", to3 + "PRAGMA user_version=3",
+      to4 + "PRAGMA user_version=4"};
+  for (int version = 1; version <= 4; version++) {
     const std::string name = "old" + std::to_string(version) + ".db";
     {
       auto r = Open(name);
@@ -552,6 +555,7 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
       ASSERT_TRUE(r.ok()) << r.status().ToString();
       EXPECT_EQ(r.value()->GetStatus().value().cursor, 0u);
       EXPECT_FALSE(r.value()->GetSnapshot().value().has_value());
+      EXPECT_TRUE(r.value()->Streams().value().empty());
     }
     auto r = Open(name);
     ASSERT_NE(r, nullptr);
@@ -572,6 +576,9 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
     ASSERT_TRUE(r->AckOutbox(1, {RefusedTxn{1, 1, Code::kEPERM, "test"}}).ok());
     EXPECT_FALSE(r->Get("c", "k").value().has_value());
     EXPECT_EQ(r->GetStatus().value().rejected_ops, 1);
+    // Format 5: streams.
+    ASSERT_TRUE(r->Append("temps", {{"t", Value::Double(1.5)}}).ok());
+    EXPECT_EQ(r->QueuedRecords().value(), 1u);
     ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
     sqlite3_stmt* st;
     sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);

@@ -1,0 +1,51 @@
+// Test support: a cairn server on 127.0.0.1 in this process, on its own loop thread, with its
+// log kept for the test to read.
+#ifndef CAIRN_TESTS_SUPPORT_SERVER_THREAD_H_
+#define CAIRN_TESTS_SUPPORT_SERVER_THREAD_H_
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "server/sync_server.h"
+
+namespace cairn::testing {
+
+class ServerThread {
+ public:
+  explicit ServerThread(server::ServerOptions o) {
+    o.log = [this](const std::string& line) {
+      std::lock_guard<std::mutex> lock(log_mu_);
+      log_ += line + "\n";
+    };
+    auto s = server::SyncServer::Create(o);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(s.value());
+    Status st = server_->Listen();
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    thread_ = std::thread([this] { (void)server_->Run(); });
+  }
+  ~ServerThread() {
+    server_->Stop();
+    thread_.join();
+  }
+  uint16_t port() const { return server_->port(); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
+  std::string log() {
+    std::lock_guard<std::mutex> lock(log_mu_);
+    return log_;
+  }
+
+ private:
+  std::mutex log_mu_;
+  std::string log_;
+  std::unique_ptr<server::SyncServer> server_;
+  std::thread thread_;
+};
+
+}  // namespace cairn::testing
+
+#endif  // CAIRN_TESTS_SUPPORT_SERVER_THREAD_H_
