@@ -1,7 +1,8 @@
 // Crash safety (SPEC §2 "a transaction is atomic", §3 "a write call returns only after its
 // transaction committed"): a process killed with SIGKILL at a random moment leaves a file that
 // passes SQLite's integrity check, holds every write it acknowledged and never part of a
-// transaction; a killed import leaves either none of the import or all of it.
+// transaction; a killed import leaves either none of the import or all of it; a killed
+// telemetry appender keeps every record it acknowledged, in whole batches.
 //
 // The killed work runs in a fork()ed child as plain code (no GoogleTest after fork) that ends
 // with _exit(); the parent kills it, then inspects the file.
@@ -28,6 +29,8 @@
 #include <nlohmann/json.hpp>
 
 #include "replica/json_codec.h"
+#include "protocol/frame.h"
+#include "protocol/stream_codec.h"
 #include "replica/replica.h"
 #include "support/temp_dir.h"
 
@@ -466,6 +469,164 @@ TEST(CrashTest, KilledImportLeavesAllOrNothing) {
   std::printf("import of 100k ops takes %lld ms; %d kills: %d before the commit, %d after it "
               "(%d of them completed)\n",
               static_cast<long long>(duration.count() / 1000), kKills, without, with, completed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) Killed while appending telemetry
+
+// Batch k (from 1) of the appender holds records BatchStart(k) .. BatchStart(k + 1) - 1: sizes
+// 1 to 40, so kills land in batches of every size.
+uint64_t BatchSize(uint64_t k) { return 1 + (k * 7919) % 40; }
+
+// The child: appends batches until killed, acknowledging each batch's last record.
+[[noreturn]] void AppenderChild(const std::string& path, int ack_fd, uint64_t first_record) {
+  auto r = Replica::Open(path);
+  if (!r.ok()) _exit(kChildOpenFailed);
+  std::unique_ptr<Replica> replica = std::move(r).value();
+  uint64_t n = first_record;
+  for (uint64_t k = 1;; k++) {
+    RecordBatch batch;
+    const uint64_t size = BatchSize(k);
+    for (uint64_t i = 0; i < size; i++, n++) {
+      if (!batch.Add({{"n", Value::Int(static_cast<int64_t>(n))},
+                      {"pad", Value::String(std::string(n % 200, 'p'))}})
+               .ok()) {
+        _exit(kChildWriteFailed);
+      }
+    }
+    if (!replica->Append("readings", batch).ok()) _exit(kChildWriteFailed);
+    const std::string line = std::to_string(n - 1) + "\n";
+    if (write(ack_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+      _exit(kChildPipeFailed);
+    }
+  }
+}
+
+// After a kill: the stream holds records 1..N exactly (seq = n, each once), its counters agree
+// with its rows, N >= the last acknowledged record, and N ends a batch (whole batches only).
+// Returns N.
+uint64_t CheckAppenderFile(const std::string& path, uint64_t last_acked, uint64_t previous,
+                           const std::set<uint64_t>& batch_ends) {
+  if (!std::filesystem::exists(path)) {
+    EXPECT_EQ(last_acked + previous, 0u) << path << " is gone";
+    return 0;
+  }
+  EXPECT_EQ(IntegrityCheck(path), "ok");
+  auto replica = OpenReplica(path);
+  if (!replica) return previous;
+  auto streams = replica->Streams();
+  EXPECT_TRUE(streams.ok()) << streams.status().ToString();
+  if (!streams.ok()) return previous;
+  uint64_t last = 0, records = 0, bytes = 0;
+  for (const StreamInfo& s : streams.value()) {
+    EXPECT_EQ(s.name, "readings");
+    last = s.last_seq;
+    records = s.records;
+    bytes = s.bytes;
+  }
+  // Read through SQL as an app would not, to see the rows themselves.
+  std::vector<std::string> rows;
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0), "
+                               "coalesce(sum(length(body)), 0) FROM cairn_stream_records",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  EXPECT_EQ(sqlite3_step(st), SQLITE_ROW);
+  const auto count = static_cast<uint64_t>(sqlite3_column_int64(st, 0));
+  const auto min_seq = static_cast<uint64_t>(sqlite3_column_int64(st, 1));
+  const auto max_seq = static_cast<uint64_t>(sqlite3_column_int64(st, 2));
+  const auto sum = static_cast<uint64_t>(sqlite3_column_int64(st, 3));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  EXPECT_EQ(count, last) << "records missing or extra";
+  EXPECT_EQ(count > 0 ? min_seq : 1, 1u);
+  EXPECT_EQ(max_seq, last);
+  EXPECT_EQ(records, count) << "the record counter is torn from the rows";
+  EXPECT_EQ(bytes, sum) << "the byte counter is torn from the rows";
+  EXPECT_GE(last, last_acked) << "an acknowledged append was lost";
+  EXPECT_GE(last, previous) << "an append committed before an earlier kill was lost";
+  if (last > previous) {
+    EXPECT_TRUE(batch_ends.count(last)) << "record " << last << " does not end a batch: torn";
+  }
+  // Each record's value is its seq (none twice, none shifted).
+  if (count > 0) {
+    protocol::StreamEncoder enc("readings");
+    EXPECT_TRUE(replica->ReadStream("readings", 0, count, SIZE_MAX, &enc).ok());
+    EXPECT_EQ(enc.record_count(), count);
+    std::string frame;
+    enc.FinishFrame(&frame);
+    const std::string payload = frame.substr(4);
+    auto f = protocol::VerifyFrame(payload, {});
+    EXPECT_TRUE(f.ok()) << f.status().ToString();
+    uint64_t want = 1;
+    Status decoded = protocol::DecodeStreamBatch(
+        *f.value()->body_as_StreamBatch(), UINT32_MAX, [&](const protocol::StreamRecord& rec) {
+          EXPECT_EQ(rec.seq, want++);
+          // Field 0 is "n" (names sort "n" < "pad"): the record's own number is its seq.
+          EXPECT_EQ(rec.fields.at(0).second, Value::Int(static_cast<int64_t>(rec.seq)));
+          return Status::OK();
+        });
+    EXPECT_TRUE(decoded.ok()) << decoded.ToString();
+    EXPECT_EQ(want, last + 1);
+  }
+  return last;
+}
+
+TEST(CrashTest, KilledAppenderKeepsAcknowledgedRecordsAndWholeBatches) {
+  TempDir dir;
+  std::mt19937_64 rng(20261122);
+  constexpr int kIterations = 40;
+  constexpr int kIterationsPerFile = 10;
+  std::string path;
+  uint64_t committed = 0, total_acks = 0;
+  for (int iter = 0; iter < kIterations; iter++) {
+    SCOPED_TRACE("iteration " + std::to_string(iter));
+    if (iter % kIterationsPerFile == 0) {
+      path = dir.File("appender" + std::to_string(iter / kIterationsPerFile) + ".cairn");
+      committed = 0;
+    }
+    // The batches this run will make, from record committed + 1.
+    std::set<uint64_t> ends;
+    for (uint64_t k = 1, n = committed; k < 100000; k++) ends.insert(n += BatchSize(k));
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(fds[0]);
+      AppenderChild(path, fds[1], committed + 1);
+    }
+    close(fds[1]);
+    std::string buf;
+    std::vector<uint64_t> acks;
+    const auto deadline = Clk::now() + std::chrono::seconds(30);
+    if (rng() % 2 == 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 30'001));
+    } else {
+      size_t n = 1 + static_cast<size_t>(rng() % 20);
+      if (!ReadAcks(fds[0], &buf, &acks, n, deadline)) {
+        int status = KillAndReap(pid);
+        close(fds[0]);
+        FAIL() << "no " << n << " acknowledgements in time; child " << DescribeExit(status);
+      }
+      SpinFor(std::chrono::microseconds(rng() % 3000));
+    }
+    int status = KillAndReap(pid);
+    ReadAcks(fds[0], &buf, &acks, 0, deadline);
+    close(fds[0]);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "child " << DescribeExit(status);
+    for (uint64_t a : acks) ASSERT_TRUE(ends.count(a)) << a;
+    const uint64_t last_acked = acks.empty() ? 0 : acks.back();
+    committed = CheckAppenderFile(path, last_acked, committed, ends);
+    if (HasFailure()) return;
+    total_acks += acks.size();
+  }
+  std::printf("%d kills: %llu acknowledged appends\n", kIterations,
+              static_cast<unsigned long long>(total_acks));
 }
 
 }  // namespace
