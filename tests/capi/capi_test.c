@@ -98,6 +98,53 @@ static void test_errors(void) {
   }
 }
 
+static void test_streams(void) {
+  cairn_replica* r = NULL;
+  cairn_buf buf = {NULL, 0};
+  cairn_append_result res = {0, 0, 0};
+  cairn_records* recs = NULL;
+  unlink(path_of("capi_streams.db"));
+  CHECK(cairn_replica_open(&r, path_of("capi_streams.db"), NULL) == CAIRN_OK);
+  cairn_stream_options so = CAIRN_STREAM_OPTIONS_INIT;
+  so.max_bytes = 100;
+  so.policy = CAIRN_STREAM_DROP_OLDEST;
+  so.priority = 3;
+  CHECK(cairn_replica_configure_stream(r, "temps", &so) == CAIRN_OK);
+  CHECK(cairn_replica_append_json(&res, r, "temps", "{\"t\":1}") == CAIRN_OK);
+  CHECK(res.first_seq == 1 && res.last_seq == 1 && res.dropped == 0);
+  CHECK(cairn_records_new(&recs) == CAIRN_OK);
+  for (int i = 0; i < 40; i++) {
+    CHECK(cairn_records_add_json(recs, "{\"t\":2}", 1700000000000 + i) == CAIRN_OK);
+  }
+  CHECK(cairn_records_add_json(recs, "{\"seq\":2}", CAIRN_TS_NOW) == CAIRN_EINVAL);
+  CHECK(cairn_records_add_json(recs, "[1]", CAIRN_TS_NOW) == CAIRN_EINVAL);
+  CHECK(cairn_records_count(recs) == 40);
+  /* Each record is 5 bytes ({"t":2}: count, name, tag, value): 20 fit, 21 are dropped. */
+  CHECK(cairn_replica_append_records(&res, r, "temps", recs) == CAIRN_OK);
+  CHECK(res.first_seq == 2 && res.last_seq == 21 && res.dropped == 21);
+  CHECK(cairn_replica_streams_json(&buf, r) == CAIRN_OK);
+  CHECK(buf.data && strstr((const char*)buf.data, "\"dropped\":21") != NULL &&
+        strstr((const char*)buf.data, "\"records\":20") != NULL &&
+        strstr((const char*)buf.data, "\"policy\":\"drop_oldest\"") != NULL);
+  cairn_buf_dispose(&buf);
+  /* The reject policy: CAIRN_EFULL, nothing appended, counted. */
+  so.policy = CAIRN_STREAM_REJECT;
+  CHECK(cairn_replica_configure_stream(r, "temps", &so) == CAIRN_OK);
+  CHECK(cairn_replica_append_json(&res, r, "temps", "{\"t\":3}") == CAIRN_EFULL);
+  CHECK(strstr(cairn_error_last(), "full") != NULL);
+  CHECK(cairn_replica_status_json(&buf, r) == CAIRN_OK);
+  CHECK(buf.data && strstr((const char*)buf.data, "\"rejected\":1") != NULL);
+  cairn_buf_dispose(&buf);
+  so.policy = 9;
+  CHECK(cairn_replica_configure_stream(r, "temps", &so) == CAIRN_EINVAL);
+  CHECK(cairn_replica_append_json(NULL, r, "bad name", "{\"t\":1}") == CAIRN_EINVAL);
+  cairn_records_clear(recs);
+  CHECK(cairn_replica_append_records(NULL, r, "temps", recs) == CAIRN_EINVAL);
+  cairn_records_free(recs);
+  CHECK(strcmp(cairn_strerror(CAIRN_EFULL), "stream is full") == 0);
+  cairn_replica_free(r);
+}
+
 static void test_batch_and_exchange(void) {
   cairn_replica *a = NULL, *b = NULL;
   cairn_batch* batch = NULL;
@@ -338,7 +385,15 @@ static void test_sync(const char* server_bin) {
   CHECK(g_log_lines == 1);
   CHECK(cairn_set_log_callback(CAIRN_LOG_INFO, NULL, NULL, NULL) == CAIRN_OK);
   CHECK(g_log_contexts_freed == 2);
+  /* b's telemetry goes up in the same exchange and leaves b. */
+  CHECK(cairn_replica_append_json(NULL, b, "temps", "{\"t\":21.5}") == CAIRN_OK);
+  CHECK(cairn_replica_append_json(NULL, b, "temps", "{\"t\":21.75}") == CAIRN_OK);
   CHECK(cairn_sync_once(sb, 20000) == CAIRN_OK);
+  cairn_buf sbuf = {NULL, 0};
+  CHECK(cairn_replica_streams_json(&sbuf, b) == CAIRN_OK);
+  CHECK(sbuf.data && strstr((const char*)sbuf.data, "\"records\":0") != NULL &&
+        strstr((const char*)sbuf.data, "\"uploaded\":2") != NULL);
+  cairn_buf_dispose(&sbuf);
   CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
   char da[65], db[65];
   CHECK(cairn_replica_digest(da, a) == CAIRN_OK && cairn_replica_digest(db, b) == CAIRN_OK);
@@ -435,6 +490,7 @@ int main(int argc, char** argv) {
   test_crud();
   test_errors();
   test_batch_and_exchange();
+  test_streams();
   test_listeners_and_params();
   test_status_while_offline();
   if (argc > 2) test_sync(argv[2]);

@@ -37,10 +37,11 @@ CAIRN_API int cairn_sync_new(cairn_sync* CAIRN_NULLABLE* CAIRN_NONNULL out,
 /** Stops live sync if running and frees; NULL is a no-op. */
 CAIRN_API void cairn_sync_free(cairn_sync* CAIRN_NULLABLE sync);
 
-/** One exchange: pushes every local op, pulls everything the server has, returns when both are
- *  done (CAIRN_OK), on an error (CAIRN_ENETWORK, CAIRN_ETIMEDOUT, CAIRN_EPERM, ...: the
- *  server's or the connection's) or after `timeout_ms` (0: no limit). CAIRN_EBUSY while live
- *  sync runs. */
+/** One exchange: pushes every local op and stream record, pulls everything the server has,
+ *  returns when both are done (CAIRN_OK), on an error (CAIRN_ENETWORK, CAIRN_ETIMEDOUT,
+ *  CAIRN_EPERM, ...: the server's or the connection's) or after `timeout_ms` (0: no limit).
+ *  A stream the server refused keeps its records and makes the call fail with the server's
+ *  code once everything else is done. CAIRN_EBUSY while live sync runs. */
 CAIRN_API int cairn_sync_once(cairn_sync* sync, uint32_t timeout_ms);
 /** Starts live sync on a background thread. @return CAIRN_OK or CAIRN_EBUSY (running). */
 CAIRN_API int cairn_sync_start(cairn_sync* sync);
@@ -49,7 +50,8 @@ CAIRN_API int cairn_sync_stop(cairn_sync* sync);
 /** The app says the network is back: a waiting live sync reconnects at once. */
 CAIRN_API int cairn_sync_network_changed(cairn_sync* sync);
 /** The status as JSON: {"state":"offline|connecting|syncing|idle","pending_ops":N,
- *  "last_error":..., "last_sync_ms":..., "cursor":N, "bytes_sent":N, ...}. */
+ *  "pending_records":N, "records_uploaded":N, "last_error":..., "last_sync_ms":...,
+ *  "cursor":N, "bytes_sent":N, ...}. */
 CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync);
 
 /** Called when the server made every local op up to `through_seq` durable. */
