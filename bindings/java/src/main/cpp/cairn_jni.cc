@@ -416,6 +416,15 @@ jstring BufCall(JNIEnv* env, jlong h) {
   });
 }
 
+// An append's result for Java: {first seq, last seq, dropped}.
+jlongArray AppendResultArray(JNIEnv* env, const cairn_append_result& r) {
+  const jlong v[3] = {static_cast<jlong>(r.first_seq), static_cast<jlong>(r.last_seq),
+                      static_cast<jlong>(r.dropped)};
+  jlongArray out = env->NewLongArray(3);
+  if (out != nullptr) env->SetLongArrayRegion(out, 0, 3, v);
+  return out;
+}
+
 // Sets a sync callback `on` whose payload is a global reference to `l`, or removes it (l null).
 template <class Fn>
 void SetSyncListener(JNIEnv* env, int (*set)(cairn_sync*, Fn, void*, void (*)(void*)),
@@ -663,6 +672,85 @@ JNIEXPORT jstring JNICALL Java_dev_cairn_Replica_nativeStatus(JNIEnv* env, jclas
 }
 JNIEXPORT jstring JNICALL Java_dev_cairn_Replica_nativeRejected(JNIEnv* env, jclass, jlong h) {
   return BufCall<cairn_replica_rejected_json>(env, h);
+}
+
+JNIEXPORT void JNICALL Java_dev_cairn_Replica_nativeConfigureStream(
+    JNIEnv* env, jclass, jlong h, jstring stream, jlong max_bytes, jlong max_age_ms, jint policy,
+    jint priority) {
+  Guarded<int>(env, 0, [&] {
+    std::string name;
+    if (!ToCString(env, stream, "stream", &name)) return 0;
+    cairn_stream_options o = CAIRN_STREAM_OPTIONS_INIT;
+    o.max_bytes = static_cast<uint64_t>(max_bytes);
+    o.max_age_ms = max_age_ms;
+    o.policy = policy;
+    o.priority = priority;
+    Check(env, cairn_replica_configure_stream(R(h), name.c_str(), &o));
+    return 0;
+  });
+}
+
+JNIEXPORT jlongArray JNICALL Java_dev_cairn_Replica_nativeAppendJson(JNIEnv* env, jclass,
+                                                                    jlong h, jstring stream,
+                                                                    jstring json) {
+  return Guarded<jlongArray>(env, nullptr, [&]() -> jlongArray {
+    std::string name, j;
+    if (!ToCString(env, stream, "stream", &name) || !ToCString(env, json, "fieldsJson", &j)) {
+      return nullptr;
+    }
+    cairn_append_result r{};
+    if (!Check(env, cairn_replica_append_json(&r, R(h), name.c_str(), j.c_str()))) {
+      return nullptr;
+    }
+    return AppendResultArray(env, r);
+  });
+}
+
+// Records as Replica.appendAll flattens them: counts[i] fields per record, their names and
+// values in order; ts null (stamp now) or one per record.
+JNIEXPORT jlongArray JNICALL Java_dev_cairn_Replica_nativeAppend(
+    JNIEnv* env, jclass, jlong h, jstring stream, jintArray counts, jobjectArray names,
+    jobjectArray values, jlongArray ts) {
+  return Guarded<jlongArray>(env, nullptr, [&]() -> jlongArray {
+    std::string name;
+    if (!ToCString(env, stream, "stream", &name)) return nullptr;
+    cairn_records* raw = nullptr;
+    if (!Check(env, cairn_records_new(&raw))) return nullptr;
+    std::unique_ptr<cairn_records, void (*)(cairn_records*)> records(raw, cairn_records_free);
+    const jsize n = env->GetArrayLength(counts);
+    std::vector<jint> count(static_cast<size_t>(n));
+    env->GetIntArrayRegion(counts, 0, n, count.data());
+    std::vector<jlong> stamps(static_cast<size_t>(n), INT64_MIN);
+    if (ts != nullptr) env->GetLongArrayRegion(ts, 0, n, stamps.data());
+    jsize next = 0;
+    std::string field;
+    for (jsize i = 0; i < n; i++) {
+      Json fields = Json::object();
+      for (jint k = 0; k < count[static_cast<size_t>(i)]; k++, next++) {
+        auto jn = static_cast<jstring>(env->GetObjectArrayElement(names, next));
+        jobject v = env->GetObjectArrayElement(values, next);
+        Json value;
+        const bool ok = ToCString(env, jn, "field", &field) && ValueToJson(env, v, &value);
+        if (jn != nullptr) env->DeleteLocalRef(jn);
+        if (v != nullptr) env->DeleteLocalRef(v);
+        if (!ok) return nullptr;
+        fields[field] = std::move(value);
+      }
+      const int64_t stamp = ts != nullptr ? stamps[static_cast<size_t>(i)] : CAIRN_TS_NOW;
+      if (!Check(env, cairn_records_add_json(records.get(), fields.dump().c_str(), stamp))) {
+        return nullptr;
+      }
+    }
+    cairn_append_result r{};
+    if (!Check(env, cairn_replica_append_records(&r, R(h), name.c_str(), records.get()))) {
+      return nullptr;
+    }
+    return AppendResultArray(env, r);
+  });
+}
+
+JNIEXPORT jstring JNICALL Java_dev_cairn_Replica_nativeStreams(JNIEnv* env, jclass, jlong h) {
+  return BufCall<cairn_replica_streams_json>(env, h);
 }
 
 JNIEXPORT jstring JNICALL Java_dev_cairn_Replica_nativeDigest(JNIEnv* env, jclass, jlong h) {

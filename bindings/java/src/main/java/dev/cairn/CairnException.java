@@ -19,6 +19,8 @@ public class CairnException extends RuntimeException {
     public static final int EPERM = -13;
     public static final int ENETWORK = -14;
     public static final int ETIMEDOUT = -15;
+    public static final int ECLOCK = -16;
+    public static final int EFULL = -17;
 
     private final int code;
     private final String codeName;

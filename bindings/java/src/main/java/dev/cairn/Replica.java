@@ -142,7 +142,76 @@ public final class Replica implements AutoCloseable {
         }
     }
 
-    /** replica_id, seq, pending_ops, held_back_ops, rejected_ops, cursor, known, ... */
+    /** Creates a telemetry stream or changes its settings (queued records stay). */
+    public void configureStream(String stream, StreamOptions options) {
+        Objects.requireNonNull(stream, "stream");
+        Objects.requireNonNull(options, "options");
+        try (Handle h = acquire()) {
+            nativeConfigureStream(h.value, stream, options.maxBytes, options.maxAgeMs,
+                    options.dropOldest ? 1 : 0, options.priority);
+        }
+    }
+
+    /**
+     * Appends one telemetry record (field values as {@link WriteBatch#set}) stamped now; durable
+     * when this returns. Throws {@link CairnException} with {@link CairnException#EFULL} when
+     * the stream is full and refuses records, {@link CairnException#EINVAL} for a bad record.
+     */
+    public AppendResult append(String stream, Map<String, ?> fields) {
+        Objects.requireNonNull(fields, "fields");
+        return appendAll(stream, java.util.Collections.singletonList(fields), null);
+    }
+
+    /** Appends one record given as a JSON object. */
+    public AppendResult appendJson(String stream, String fieldsJson) {
+        Objects.requireNonNull(stream, "stream");
+        Objects.requireNonNull(fieldsJson, "fieldsJson");
+        try (Handle h = acquire()) {
+            return new AppendResult(nativeAppendJson(h.value, stream, fieldsJson));
+        }
+    }
+
+    /**
+     * Appends records in one transaction, all or none. {@code timestampsMs}: each record's
+     * timestamp (ms since the epoch), or null to stamp them all now.
+     */
+    public AppendResult appendAll(String stream, List<? extends Map<String, ?>> records,
+            long[] timestampsMs) {
+        Objects.requireNonNull(stream, "stream");
+        Objects.requireNonNull(records, "records");
+        if (timestampsMs != null && timestampsMs.length != records.size()) {
+            throw new IllegalArgumentException("one timestamp per record");
+        }
+        int[] counts = new int[records.size()];
+        List<String> names = new ArrayList<>();
+        List<Object> values = new ArrayList<>();
+        for (int i = 0; i < counts.length; i++) {
+            Map<String, ?> fields = Objects.requireNonNull(records.get(i), "record");
+            for (Map.Entry<String, ?> e : fields.entrySet()) {
+                values.add(WriteBatch.checked(e.getKey(), e.getValue()));
+                names.add(e.getKey());
+            }
+            counts[i] = fields.size();
+        }
+        try (Handle h = acquire()) {
+            return new AppendResult(nativeAppend(h.value, stream, counts,
+                    names.toArray(new String[0]), values.toArray(), timestampsMs));
+        }
+    }
+
+    /**
+     * Every stream's settings and counters, by name: records and bytes queued (not yet
+     * acknowledged by a server), oldest_age_ms, dropped, rejected, uploaded, last_seq,
+     * max_bytes, max_age_ms, policy, priority.
+     */
+    @SuppressWarnings("unchecked")
+    public Map<String, Map<String, Object>> streams() {
+        try (Handle h = acquire()) {
+            return (Map<String, Map<String, Object>>) nativeParseJson(nativeStreams(h.value));
+        }
+    }
+
+    /** replica_id, seq, pending_ops, held_back_ops, rejected_ops, cursor, known, streams, ... */
     @SuppressWarnings("unchecked")
     public Map<String, Object> status() {
         try (Handle h = acquire()) {
@@ -275,6 +344,16 @@ public final class Replica implements AutoCloseable {
     private static native String nativeDigest(long h);
 
     private static native String nativeStatus(long h);
+
+    private static native void nativeConfigureStream(long h, String stream, long maxBytes,
+            long maxAgeMs, int policy, int priority);
+
+    private static native long[] nativeAppendJson(long h, String stream, String json);
+
+    private static native long[] nativeAppend(long h, String stream, int[] counts, String[] names,
+            Object[] values, long[] timestampsMs);
+
+    private static native String nativeStreams(long h);
 
     private static native String nativeRejected(long h);
 

@@ -10,6 +10,10 @@ public final class SyncStatus {
     public final State state;
     /** Local ops not yet acknowledged by the server. */
     public final long pendingOps;
+    /** Telemetry records not yet acknowledged by the server. */
+    public final long pendingRecords;
+    /** Telemetry records the server acknowledged (this sync's lifetime). */
+    public final long recordsUploaded;
     /** The last failure ("ENETWORK: ..."), or null when the last attempt did not fail. */
     public final String lastError;
     /** When the last exchange completed (ms since the epoch), or null. */
@@ -25,6 +29,8 @@ public final class SyncStatus {
     private SyncStatus(Map<String, Object> m) {
         state = State.valueOf(((String) m.get("state")).toUpperCase(java.util.Locale.ROOT));
         pendingOps = (Long) m.get("pending_ops");
+        pendingRecords = (Long) m.get("pending_records");
+        recordsUploaded = (Long) m.get("records_uploaded");
         lastError = (String) m.get("last_error");
         lastSyncMs = (Long) m.get("last_sync_ms");
         cursor = (Long) m.get("cursor");

@@ -21,6 +21,11 @@ public final class WriteBatch {
     final List<Object> values = new ArrayList<>();
 
     public WriteBatch set(String collection, String key, String field, Object value) {
+        return add(SET, collection, key, field, checked(field, value));
+    }
+
+    /** A field's value as the engine takes it (a copy of byte[], kept as given), or throws. */
+    static Object checked(String field, Object value) {
         Objects.requireNonNull(field, "field");
         if (value != null && !(value instanceof Boolean || value instanceof Long
                 || value instanceof Integer || value instanceof Short || value instanceof Byte
@@ -29,8 +34,8 @@ public final class WriteBatch {
             throw new IllegalArgumentException(
                     "unsupported value type " + value.getClass().getName() + " for field " + field);
         }
-        if (value instanceof byte[]) value = ((byte[]) value).clone();  // kept as given
-        return add(SET, collection, key, field, normalize(value));
+        if (value instanceof byte[]) return ((byte[]) value).clone();
+        return normalize(value);
     }
 
     /** Integer, Short, Byte as Long and Float as Double: the engine's value types. */

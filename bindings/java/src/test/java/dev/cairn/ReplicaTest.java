@@ -298,4 +298,55 @@ class ReplicaTest {
         Cairn.setLogger(Cairn.LOG_INFO, (l, m) -> { });
         Cairn.setLogger(Cairn.LOG_INFO, null);
     }
+
+    @Test
+    void telemetryStreamsAppendWithQuotasAndPolicies() {
+        try (Replica r = open("streams.db")) {
+            Map<String, Object> reading = new LinkedHashMap<>();
+            reading.put("temp", 21.5);
+            reading.put("dev", "s1");
+            reading.put("ok", true);
+            AppendResult one = r.append("climate", reading);
+            assertEquals(1L, one.firstSeq);
+            assertEquals(2L, r.appendJson("climate", "{\"temp\":22}").lastSeq);
+            List<Map<String, Object>> batch = new ArrayList<>();
+            for (int i = 0; i < 5; i++) batch.add(Collections.singletonMap("n", i));
+            AppendResult five = r.appendAll("climate", batch, new long[] {1, 2, 3, 4, 5});
+            assertEquals(3L, five.firstSeq);
+            assertEquals(7L, five.lastSeq);
+            Map<String, Object> climate = r.streams().get("climate");
+            assertEquals(7L, climate.get("records"));
+            assertEquals("reject", climate.get("policy"));
+            assertEquals(7L, ((Map<?, ?>) ((Map<?, ?>) r.status().get("streams")).get("climate"))
+                    .get("records"));
+
+            // Full: refused with EFULL (reject) or the oldest dropped and counted.
+            r.configureStream("tiny", new StreamOptions().maxBytes(10));
+            r.appendJson("tiny", "{\"v\":1}");
+            r.appendJson("tiny", "{\"v\":2}");
+            CairnException full = assertThrows(CairnException.class,
+                    () -> r.appendJson("tiny", "{\"v\":3}"));
+            assertEquals(CairnException.EFULL, full.code());
+            assertEquals("EFULL", full.codeName());
+            assertEquals(1L, r.streams().get("tiny").get("rejected"));
+            r.configureStream("tiny", new StreamOptions().maxBytes(10).dropOldest(true).priority(4));
+            assertEquals(1L, r.appendJson("tiny", "{\"v\":3}").dropped);
+            Map<String, Object> tiny = r.streams().get("tiny");
+            assertEquals(2L, tiny.get("records"));
+            assertEquals(1L, tiny.get("dropped"));
+            assertEquals(4L, tiny.get("priority"));
+
+            // Bad input: nothing appended.
+            assertEquals(CairnException.EINVAL, assertThrows(CairnException.class,
+                    () -> r.append("climate", Collections.singletonMap("seq", 1))).code());
+            assertEquals(CairnException.EINVAL, assertThrows(CairnException.class,
+                    () -> r.append("bad name", reading)).code());
+            assertThrows(IllegalArgumentException.class,
+                    () -> r.append("climate", Collections.singletonMap("x", new Object())));
+            assertThrows(IllegalArgumentException.class,
+                    () -> r.appendAll("climate", batch, new long[] {1}));
+            assertThrows(IllegalArgumentException.class, () -> new StreamOptions().maxBytes(-1));
+            assertEquals(7L, r.streams().get("climate").get("records"));
+        }
+    }
 }

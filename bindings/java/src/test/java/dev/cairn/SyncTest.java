@@ -41,7 +41,14 @@ class SyncTest {
             assertEquals(2L, durable.get());
             assertTrue(logged.stream().anyMatch(m -> m.startsWith("sync: connected to")), logged.toString());
             Cairn.setLogger(Cairn.LOG_INFO, null);
+            // b's telemetry goes up in the same exchange and leaves b.
+            b.appendJson("climate", "{\"temp\":20.5}");
+            b.appendJson("climate", "{\"temp\":21}");
+            assertEquals(2, sb.status().pendingRecords);
             sb.syncOnce(20000);
+            assertEquals(0, sb.status().pendingRecords);
+            assertEquals(2, sb.status().recordsUploaded);
+            assertEquals(2L, b.streams().get("climate").get("uploaded"));
             sa.syncOnce(20000);
             assertEquals(a.digest(), b.digest());
             assertEquals(12L, b.get("stats", "s").get("hits"));
