@@ -7,6 +7,10 @@ public struct SyncStatus: Sendable, Equatable, Decodable {
     public let state: State
     /// Local ops not yet acknowledged by the server.
     public let pendingOps: Int64
+    /// Telemetry records not yet acknowledged by the server.
+    public let pendingRecords: UInt64
+    /// Telemetry records the server acknowledged (this sync's lifetime).
+    public let recordsUploaded: UInt64
     /// The last failure, nil when the last attempt did not fail.
     public let lastError: String?
     /// When the last exchange completed (ms since the epoch).
@@ -22,6 +26,7 @@ public struct SyncStatus: Sendable, Equatable, Decodable {
     enum CodingKeys: String, CodingKey {
         case state, cursor, reconnects
         case pendingOps = "pending_ops", lastError = "last_error", lastSyncMs = "last_sync_ms"
+        case pendingRecords = "pending_records", recordsUploaded = "records_uploaded"
         case bytesSent = "bytes_sent", bytesReceived = "bytes_received", opsPushed = "ops_pushed"
         case opsReceived = "ops_received", txnsRefused = "txns_refused"
     }

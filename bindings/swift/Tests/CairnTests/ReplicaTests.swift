@@ -164,6 +164,44 @@ final class ReplicaTests: XCTestCase {
         group.wait()
         XCTAssertGreaterThan(closedErrors.value, 0)
     }
+
+    func testTelemetryStreamsAppendWithQuotasAndPolicies() throws {
+        let r = try Replica(path: path("streams.db"))
+        let first = try r.append("climate", ["temp": 21.0, "dev": "s1", "ok": true] as Fields)
+        XCTAssertEqual(first, AppendResult(firstSeq: 1, lastSeq: 1, dropped: 0))
+        let batch = try r.append("climate", records: [["n": 1], ["n": 2], ["n": 3]] as [Fields],
+                                 timestampsMs: [10, 20, 30])
+        XCTAssertEqual(batch.firstSeq, 2)
+        XCTAssertEqual(batch.lastSeq, 4)
+        var climate = try XCTUnwrap(try r.streams()["climate"])
+        XCTAssertEqual(climate["records"] as? Int, 4)
+        XCTAssertEqual(climate["policy"] as? String, "reject")
+        // Full: refused (reject), then the oldest dropped and counted.
+        try r.configureStream("tiny", StreamOptions(maxBytes: 10))
+        try r.append("tiny", ["v": 1])
+        try r.append("tiny", ["v": 2])
+        XCTAssertThrowsError(try r.append("tiny", ["v": 3])) { e in
+            XCTAssertEqual((e as? CairnError)?.code, CairnError.full)
+        }
+        try r.configureStream("tiny", StreamOptions(maxBytes: 10, dropOldest: true, priority: 2))
+        XCTAssertEqual(try r.append("tiny", ["v": 3]).dropped, 1)
+        let tiny = try XCTUnwrap(try r.streams()["tiny"])
+        XCTAssertEqual(tiny["rejected"] as? Int, 1)
+        XCTAssertEqual(tiny["dropped"] as? Int, 1)
+        XCTAssertEqual(tiny["priority"] as? Int, 2)
+        // Bad input: nothing appended.
+        XCTAssertThrowsError(try r.append("climate", ["seq": 1])) { e in
+            XCTAssertEqual((e as? CairnError)?.code, CairnError.invalidArgument)
+        }
+        XCTAssertThrowsError(try r.append("climate", ["t": Value.double(Double.nan)]))
+        XCTAssertThrowsError(try r.append("climate", records: [["n": 1]], timestampsMs: []))
+        climate = try XCTUnwrap(try r.streams()["climate"])
+        XCTAssertEqual(climate["records"] as? Int, 4)
+        // A whole double stays a double on its way through JSON.
+        XCTAssertEqual(try JSON.exactText(["d": 2.0]), "{\"d\":2.0}")
+        XCTAssertEqual(try JSON.exactText(["i": 2]), "{\"i\":2}")
+        XCTAssertEqual(try JSON.exactText(["s": "a\"b"]), "{\"s\":\"a\\\"b\"}")
+    }
 }
 
 final class Counter: @unchecked Sendable {
