@@ -205,6 +205,75 @@ TEST_F(CliTest, SyncTakesTheTokenFromTheEnvironment) {
                   "CAIRN_TOKEN=" + Quote(token)).code, 3);
 }
 
+// Telemetry from the command line: append one record or JSON lines, stream settings, counters
+// in status, full and bad input, and the upload into the server's table for the stream.
+TEST_F(CliTest, AppendStreamSettingsAndUpload) {
+  CliRun one = Cairn({"append", "climate", R"({"temp":21.5,"dev":"s1"})"});
+  EXPECT_EQ(one.code, 0) << stderr_;
+  EXPECT_EQ(one.out, "{\"appended\":1,\"dropped\":0,\"first_seq\":1,\"last_seq\":1}\n");
+  EXPECT_EQ(Cairn({"append", "climate", R"({"temp":22})", "--ts", "1700000000000"}).code, 0);
+  std::ofstream(dir_.File("lines.jsonl")) << "{\"n\":1}\n\n{\"n\":2}\n{\"n\":3}\n";
+  CliRun lines = Cairn({"append", "climate", "--lines", dir_.File("lines.jsonl"), "--batch", "2"});
+  EXPECT_EQ(lines.out, "{\"appended\":3,\"dropped\":0,\"first_seq\":3,\"last_seq\":5}\n");
+  // Settings: those given change, the others stay; the stream is printed.
+  CliRun set = Cairn({"stream", "climate", "--priority", "4", "--max-bytes", "1000"});
+  EXPECT_EQ(set.code, 0) << stderr_;
+  EXPECT_NE(set.out.find("\"priority\":4"), std::string::npos) << set.out;
+  EXPECT_NE(set.out.find("\"max_bytes\":1000"), std::string::npos) << set.out;
+  EXPECT_NE(set.out.find("\"records\":5"), std::string::npos) << set.out;
+  CliRun again = Cairn({"stream", "climate", "--policy", "drop_oldest"});
+  EXPECT_NE(again.out.find("\"priority\":4"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("\"policy\":\"drop_oldest\""), std::string::npos) << again.out;
+  EXPECT_EQ(Cairn({"stream", "nothing"}).code, 1);
+  EXPECT_NE(Cairn({"status"}).out.find("\"streams\":{\"climate\":{\"bytes\":"),
+            std::string::npos);
+  // Full under the reject policy: exit 3, EFULL on stderr, counted.
+  ASSERT_EQ(Cairn({"stream", "tiny", "--max-bytes", "8"}).code, 0);
+  EXPECT_EQ(Cairn({"append", "tiny", R"({"v":1})"}).code, 0);
+  EXPECT_EQ(Cairn({"append", "tiny", R"({"v":2})"}).code, 3);
+  EXPECT_NE(stderr_.find("EFULL"), std::string::npos) << stderr_;
+  EXPECT_NE(Cairn({"stream", "tiny"}).out.find("\"rejected\":1"), std::string::npos);
+  // Bad input: exit 2, nothing appended.
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"append", "climate", "{oops"},
+           {"append", "climate", R"({"seq":1})"},
+           {"append", "1bad", R"({"v":1})"},
+           {"append", "climate"},
+           {"append", "climate", R"({"v":1})", "--lines", "-"},
+           {"stream", "climate", "--policy", "sometimes"},
+           {"stream", "climate", "--max-age-ms", "-1"}}) {
+    EXPECT_EQ(Cairn(bad).code, 2) << bad[1] << " " << (bad.size() > 2 ? bad[2] : "");
+  }
+  std::ofstream(dir_.File("bad.jsonl")) << "{\"n\":4}\n{\"n\":5}\n{bad\n";
+  EXPECT_EQ(Cairn({"append", "climate", "--lines", dir_.File("bad.jsonl"), "--batch", "1"}).code,
+            2);
+  EXPECT_NE(stderr_.find("line 3"), std::string::npos) << stderr_;
+  EXPECT_NE(stderr_.find("\"appended\":2"), std::string::npos) << stderr_;  // batches before it
+  EXPECT_NE(Cairn({"stream", "climate"}).out.find("\"records\":7"), std::string::npos);
+
+  // Upload: the records land in the server's table for the stream and leave the replica.
+  cairn::testing::ServerProcess server(dir_.File("server.db"), dir_.File("server.log"), 0, {});
+  const uint16_t port = server.WaitListening();
+  ASSERT_NE(port, 0);
+  CliRun synced = Cairn({"sync", "--server", "127.0.0.1:" + std::to_string(port), "--once"});
+  EXPECT_EQ(synced.code, 0) << stderr_;
+  EXPECT_NE(synced.out.find("\"records_uploaded\":8"), std::string::npos) << synced.out;
+  EXPECT_NE(Cairn({"stream", "climate"}).out.find("\"uploaded\":7"), std::string::npos);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(dir_.File("server.db.streams").c_str(), &db, SQLITE_OPEN_READONLY,
+                            nullptr),
+            SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT group_concat(coalesce(n, temp), ',') FROM climate "
+                                   "ORDER BY seq",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "21.5,22,1,2,3,4,5");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 // cairn-server refuses bad flags before it opens or creates anything.
 TEST(ServerCliTest, UsageErrorsExitTwoAndCreateNothing) {
   cairn::testing::TempDir dir;
