@@ -34,6 +34,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench_server.h"
 #include "bench_util.h"
 #include "net/conn.h"
 #include "net/tls.h"
@@ -61,75 +62,6 @@ void RaiseFileLimit() {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The server process
-
-std::string ReadFile(const std::string& path) {
-  std::string out;
-  if (FILE* f = std::fopen(path.c_str(), "rb")) {
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    std::fclose(f);
-  }
-  return out;
-}
-
-struct Server {
-  pid_t pid = -1;
-  std::string address;
-};
-
-Server StartServer(const Args& a, const std::string& name) {
-  const std::string db = a.dir + "/" + name + ".db", log = a.dir + "/" + name + ".log";
-  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(db + ext);
-  std::vector<std::string> args = {a.server_bin,     "--db",       db,
-                                   "--listen",       "127.0.0.1:0", "--tls-cert",
-                                   a.dir + "/server.pem", "--tls-key", a.dir + "/server.key"};
-  std::vector<char*> argv;
-  for (auto& s : args) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  Server s;
-  if (posix_spawn(&s.pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) {
-    Die("cannot start " + a.server_bin);
-  }
-  posix_spawn_file_actions_destroy(&fa);
-  const std::regex re("listening on 127\\.0\\.0\\.1:([0-9]+)");
-  for (int i = 0; i < 1000 && s.address.empty(); i++) {
-    const std::string text = ReadFile(log);
-    std::smatch m;
-    if (std::regex_search(text, m, re)) {
-      s.address = "localhost:" + m[1].str();
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  if (s.address.empty()) Die("cairn-server did not start (see " + log + ")");
-  return s;
-}
-
-int64_t ProcessRssKb(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtoll(line.c_str() + 6, nullptr, 10);
-  }
-  return -1;
-}
-
-// Stops the server (SIGTERM) and returns its peak RSS in KiB.
-int64_t StopServer(Server* s) {
-  kill(s->pid, SIGTERM);
-  int status = 0;
-  rusage ru{};
-  wait4(s->pid, &status, 0, &ru);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("cairn-server did not stop cleanly");
-  return ru.ru_maxrss;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -420,9 +352,7 @@ int main(int argc, char** argv) {
     a.dir = fs::absolute(a.dir).string();
   }
   a.ca = a.dir + "/ca.pem";
-  const std::string certs =
-      "python3 " CAIRN_SOURCE_DIR "/examples/make_dev_certs.py " + a.dir + " >/dev/null";
-  if (std::system(certs.c_str()) != 0) Die("making the TLS certificates failed");
+  MakeDevCerts(a.dir);
   RaiseFileLimit();
   std::fprintf(stderr, "sync_bench: trace %s (sha256 %s), work dir %s\n", a.trace.c_str(),
                FileSha256(a.trace).c_str(), a.dir.c_str());
@@ -437,7 +367,7 @@ int main(int argc, char** argv) {
     Json raw_out = ReadLine(&raw);
     Reap(&raw);
 
-    Server server = StartServer(a, "server");
+    Server server = StartServer(a.server_bin, a.dir, "server");
     std::vector<Child> clients;
     for (const char* r : {"A", "B", "C"}) {
       clients.push_back(SpawnChild(self, {"--child", "client", "--replica", r, "--trace",
@@ -495,7 +425,7 @@ int main(int argc, char** argv) {
   }
 
   if (a.scenario.find("idle") != std::string::npos) {
-    Server server = StartServer(a, "idle-server");
+    Server server = StartServer(a.server_bin, a.dir, "idle-server");
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     const int64_t before = ProcessRssKb(server.pid);
     Child idle = SpawnChild(self, {"--child", "idle", "--address", server.address, "--ca", a.ca,

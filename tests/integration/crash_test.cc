@@ -530,7 +530,8 @@ uint64_t CheckAppenderFile(const std::string& path, uint64_t last_acked, uint64_
   EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
   EXPECT_EQ(sqlite3_prepare_v2(db,
-                               "SELECT count(*), coalesce(min(seq), 0), coalesce(max(seq), 0), "
+                               "SELECT count(*), coalesce(min(key & 0xfffffffffff), 0), "
+                               "coalesce(max(key & 0xfffffffffff), 0), "
                                "coalesce(sum(length(body)), 0) FROM cairn_stream_records",
                                -1, &st, nullptr),
             SQLITE_OK);

@@ -56,6 +56,22 @@ std::string AsciiLower(std::string_view s) {
   return out;
 }
 
+static char LowerAscii(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); i++) {
+    if (LowerAscii(a[i]) != LowerAscii(b[i])) return false;
+  }
+  return true;
+}
+
+bool StartsWithIgnoreCase(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && EqualsIgnoreCase(s.substr(0, prefix.size()), prefix);
+}
+
 static bool IsNameChar(char c, bool first) {
   if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_') return true;
   return !first && c >= '0' && c <= '9';
@@ -72,7 +88,7 @@ static Status ValidateName(std::string_view what, std::string_view name) {
                              "' must match [A-Za-z_][A-Za-z0-9_]*");
     }
   }
-  if (AsciiLower(name.substr(0, 5)) == "cairn") {
+  if (StartsWithIgnoreCase(name, "cairn")) {
     return Status::Invalid(std::string(what) + " name '" + std::string(name) +
                            "' is reserved (names may not start with 'cairn')");
   }
@@ -81,7 +97,7 @@ static Status ValidateName(std::string_view what, std::string_view name) {
 
 Status ValidateCollectionName(std::string_view name) {
   CAIRN_RETURN_IF_ERROR(ValidateName("collection", name));
-  if (AsciiLower(name.substr(0, 7)) == "sqlite_") {
+  if (StartsWithIgnoreCase(name, "sqlite_")) {
     return Status::Invalid("collection name '" + std::string(name) +
                            "' is reserved (SQLite reserves names starting with 'sqlite_')");
   }
@@ -90,7 +106,7 @@ Status ValidateCollectionName(std::string_view name) {
 
 Status ValidateFieldName(std::string_view name) {
   CAIRN_RETURN_IF_ERROR(ValidateName("field", name));
-  if (AsciiLower(name) == "key") {
+  if (EqualsIgnoreCase(name, "key")) {
     return Status::Invalid("field name '" + std::string(name) +
                            "' is reserved (it is the document key column)");
   }

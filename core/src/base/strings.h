@@ -28,6 +28,9 @@ constexpr size_t kMaxKeyBytes = 1024;
 
 // ASCII lowercase copy (names are ASCII by rule).
 std::string AsciiLower(std::string_view s);
+// ASCII case-insensitive comparisons, without a copy.
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+bool StartsWithIgnoreCase(std::string_view s, std::string_view prefix);
 
 }  // namespace cairn
 

@@ -1,6 +1,6 @@
 #include "oplog/record.h"
 
-#include <set>
+#include <iterator>
 
 #include "base/coding.h"
 #include "base/strings.h"
@@ -21,10 +21,9 @@ Status ValidateStreamName(std::string_view name) {
 
 Status ValidateStreamFieldName(std::string_view name) {
   Status s = ValidateFieldName(name);
-  if (!s.ok() && AsciiLower(name) != "key") return s;
-  const std::string lower = AsciiLower(name);
+  if (!s.ok() && !EqualsIgnoreCase(name, "key")) return s;
   for (const char* column : kStreamColumns) {
-    if (lower == column) {
+    if (EqualsIgnoreCase(name, column)) {
       return Status::Invalid("field name '" + std::string(name) +
                              "' is reserved in streams (a column of every stream table)");
     }
@@ -34,12 +33,16 @@ Status ValidateStreamFieldName(std::string_view name) {
 
 Status ValidateRecord(const Fields& fields) {
   if (fields.empty()) return Status::Invalid("a record needs at least one field");
-  std::set<std::string> lower;
-  for (const auto& [name, value] : fields) {
+  for (auto it = fields.begin(); it != fields.end(); ++it) {
+    const auto& [name, value] = *it;
     CAIRN_RETURN_IF_ERROR(ValidateStreamFieldName(name));
-    if (!lower.insert(AsciiLower(name)).second) {
-      return Status::Invalid("fields '" + name + "' and another differ only in case (a record's "
-                             "fields share columns, whose names ignore case)");
+    // Records have a few fields: pairwise beats building a set of lowercase copies.
+    for (auto other = std::next(it); other != fields.end(); ++other) {
+      if (EqualsIgnoreCase(name, other->first)) {
+        return Status::Invalid("fields '" + name + "' and '" + other->first +
+                               "' differ only in case (a record's fields share columns, whose "
+                               "names ignore case)");
+      }
     }
     if (value.type() == ValueType::kString && !IsValidUtf8(value.as_string())) {
       return Status::Invalid("field '" + name + "' is not valid UTF-8");

@@ -55,8 +55,9 @@ Result<StreamStoreResult> StreamTables::Store(const ReplicaId& origin,
   StreamStoreResult result;
   // Names are checked before any table or column is made for them.
   CAIRN_RETURN_IF_ERROR(protocol::CheckStreamBatchHeader(batch, max_records));
-  if (batch.record_count() == 0) return result;
-  const std::string stream = batch.stream()->str();
+  const flatbuffers::String* name = batch.stream();
+  if (batch.record_count() == 0 || name == nullptr) return result;  // (the check refused no name)
+  const std::string stream = name->str();
   CAIRN_ASSIGN_OR_RETURN(auto txn, store::Txn::Begin(&db_));
   // Schema changes inside the transaction: a failed batch leaves no table or column behind.
   const auto saved_tables = tables_;
@@ -69,11 +70,12 @@ Result<StreamStoreResult> StreamTables::Store(const ReplicaId& origin,
     }
   } restore{this, saved_tables};
   CAIRN_ASSIGN_OR_RETURN(Table * table, EnsureTable(stream));
-  std::vector<std::string> columns(batch.fields() ? batch.fields()->size() : 0);
-  for (size_t i = 0; i < columns.size(); i++) {
-    CAIRN_RETURN_IF_ERROR(EnsureColumn(stream, table,
-                                       batch.fields()->Get(static_cast<uint32_t>(i))->str(),
-                                       &columns[i]));
+  std::vector<std::string> columns;
+  if (const auto* fields = batch.fields()) {
+    columns.resize(fields->size());
+    for (uint32_t i = 0; i < fields->size(); i++) {
+      CAIRN_RETURN_IF_ERROR(EnsureColumn(stream, table, fields->Get(i)->str(), &columns[i]));
+    }
   }
   const std::string origin_hex = origin.Hex();
   // One statement per shape of record (which fields, in which order) within this batch.

@@ -9,14 +9,23 @@ CREATE TABLE IF NOT EXISTS cairn_streams(
   last_seq INTEGER NOT NULL, records INTEGER NOT NULL, bytes INTEGER NOT NULL,
   dropped INTEGER NOT NULL, rejected INTEGER NOT NULL, uploaded INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS cairn_stream_records(
-  stream INTEGER NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, body BLOB NOT NULL,
-  PRIMARY KEY (stream, seq)) WITHOUT ROWID;
+  key INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, body BLOB NOT NULL);
 )sql";
 
 namespace {
 
 int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
+
+// A record's key: its stream's id in the high bits, its seq in the low kSeqBits. One integer
+// key makes an append a rowid insert (no composite-key comparison), and a stream's records a
+// key range in seq order.
+constexpr int kSeqBits = 44;
+constexpr uint64_t kMaxSeq = (uint64_t{1} << kSeqBits) - 1;
+constexpr int64_t kMaxStreamId = (int64_t{1} << (63 - kSeqBits)) - 1;
+int64_t Key(int64_t stream, uint64_t seq) {
+  return static_cast<int64_t>((static_cast<uint64_t>(stream) << kSeqBits) | seq);
+}
 
 constexpr const char* kColumns =
     "id, name, max_bytes, max_age_ms, policy, priority, last_seq, records, bytes, dropped, "
@@ -88,9 +97,10 @@ Status StreamStore::Configure(const std::string& name, const StreamConfig& confi
 Result<uint64_t> StreamStore::DropOldest(
     Row* row, const std::function<bool(int64_t ts, uint64_t size)>& more) {
   CAIRN_RETURN_IF_ERROR(Prep(db_, &oldest_,
-      "SELECT seq, ts_ms, length(body) FROM cairn_stream_records WHERE stream = ? "
-      "ORDER BY seq"));
-  oldest_.BindInt(1, row->id);
+      "SELECT key, ts_ms, length(body) FROM cairn_stream_records WHERE key > ? AND key < ? "
+      "ORDER BY key"));
+  oldest_.BindInt(1, Key(row->id, 0));
+  oldest_.BindInt(2, Key(row->id + 1, 0));
   uint64_t n = 0, bytes = 0, through = 0;
   bool enough = false;
   Status st = oldest_.ForEachRow([&] {
@@ -99,7 +109,7 @@ Result<uint64_t> StreamStore::DropOldest(
       enough = true;
       return Status(Code::kEBUSY, "enough");  // stops the scan
     }
-    through = U(oldest_.Int(0));
+    through = U(oldest_.Int(0) - Key(row->id, 0));
     n++;
     bytes += size;
     return Status::OK();
@@ -107,9 +117,9 @@ Result<uint64_t> StreamStore::DropOldest(
   if (!st.ok() && !enough) return st;
   if (n == 0) return n;
   CAIRN_ASSIGN_OR_RETURN(Stmt del, db_->Prepare(
-      "DELETE FROM cairn_stream_records WHERE stream = ? AND seq <= ?"));
-  del.BindInt(1, row->id);
-  del.BindInt(2, I(through));
+      "DELETE FROM cairn_stream_records WHERE key > ? AND key <= ?"));
+  del.BindInt(1, Key(row->id, 0));
+  del.BindInt(2, Key(row->id, through));
   CAIRN_RETURN_IF_ERROR(del.Run());
   row->info.records -= n;
   row->info.bytes -= bytes;
@@ -150,6 +160,9 @@ Result<AppendResult> StreamStore::Append(const std::string& name,
     CAIRN_RETURN_IF_ERROR(insert_.Run());
     CAIRN_ASSIGN_OR_RETURN(found, Find(name));
     if (!found) return Status(Code::kEINTERNAL, "stream '" + name + "' vanished");
+    if (found->id > kMaxStreamId) {
+      return Status::Invalid("too many streams (at most " + std::to_string(kMaxStreamId) + ")");
+    }
   }
   Row& row = *found;
   const StreamConfig& cfg = row.info.config;
@@ -181,8 +194,10 @@ Result<AppendResult> StreamStore::Append(const std::string& name,
       result.dropped += n;
     } else {
       CAIRN_ASSIGN_OR_RETURN(Stmt first, db_->Prepare(
-          "SELECT ts_ms FROM cairn_stream_records WHERE stream = ? ORDER BY seq LIMIT 1"));
-      first.BindInt(1, row.id);
+          "SELECT ts_ms FROM cairn_stream_records WHERE key > ? AND key < ? ORDER BY key "
+          "LIMIT 1"));
+      first.BindInt(1, Key(row.id, 0));
+      first.BindInt(2, Key(row.id + 1, 0));
       CAIRN_ASSIGN_OR_RETURN(bool has, first.Step());
       const int64_t oldest = has ? first.Int(0) : now_ms;
       first = Stmt();
@@ -215,15 +230,21 @@ Result<AppendResult> StreamStore::Append(const std::string& name,
     row.info.dropped += skip;
     result.dropped += skip;
   }
+  if (row.info.last_seq + (records.size() - skip) > kMaxSeq) {
+    return Status(Code::kEFULL, "stream '" + name + "' has used every seq (2^" +
+                                    std::to_string(kSeqBits) + "); use another stream");
+  }
   CAIRN_RETURN_IF_ERROR(Prep(db_, &put_record_,
-      "INSERT INTO cairn_stream_records(stream, seq, ts_ms, body) VALUES (?,?,?,?)"));
+      "INSERT INTO cairn_stream_records(key, ts_ms, body) VALUES (?,?,?)"));
   result.first_seq = row.info.last_seq + 1;
   for (size_t i = skip; i < records.size(); i++) {
-    put_record_.BindInt(1, row.id);
-    put_record_.BindInt(2, I(++row.info.last_seq));
-    put_record_.BindInt(3, records[i].ts_ms.value_or(now_ms));
-    put_record_.BindStaticBlob(4, records[i].body);
-    CAIRN_RETURN_IF_ERROR(put_record_.Run());
+    put_record_.BindInt(1, Key(row.id, ++row.info.last_seq));
+    put_record_.BindInt(2, records[i].ts_ms.value_or(now_ms));
+    put_record_.BindStaticBlob(3, records[i].body);
+    // Reset without clearing the bindings: the next record binds every parameter again.
+    Result<bool> stepped = put_record_.Step();
+    sqlite3_reset(put_record_.raw());
+    CAIRN_RETURN_IF_ERROR(stepped.status());
   }
   result.last_seq = row.info.last_seq;
   if (result.last_seq < result.first_seq) result.first_seq = result.last_seq = 0;
@@ -245,11 +266,12 @@ Result<std::vector<StreamInfo>> StreamStore::List() {
     return Status::OK();
   }));
   CAIRN_ASSIGN_OR_RETURN(Stmt first, db_->Prepare(
-      "SELECT ts_ms FROM cairn_stream_records WHERE stream = ? ORDER BY seq LIMIT 1"));
+      "SELECT ts_ms FROM cairn_stream_records WHERE key > ? AND key < ? ORDER BY key LIMIT 1"));
   for (const std::string& name : all) {
     CAIRN_ASSIGN_OR_RETURN(std::optional<Row> row, Find(name));
     if (!row) continue;
-    first.BindInt(1, row->id);
+    first.BindInt(1, Key(row->id, 0));
+    first.BindInt(2, Key(row->id + 1, 0));
     CAIRN_RETURN_IF_ERROR(first.ForEachRow([&] {
       row->info.oldest_ts_ms = first.Int(0);
       return Status::OK();
@@ -266,13 +288,15 @@ Status StreamStore::Read(
     const std::string& name, uint64_t after_seq, size_t max_records, size_t max_bytes,
     const std::function<Status(uint64_t seq, int64_t ts_ms, std::string_view body)>& fn) {
   if (!enabled_) return Status::OK();
+  CAIRN_ASSIGN_OR_RETURN(std::optional<Row> row, Find(name));
+  if (!row) return Status::OK();
   CAIRN_RETURN_IF_ERROR(Prep(db_, &read_,
-      "SELECT seq, ts_ms, body FROM cairn_stream_records "
-      "WHERE stream = (SELECT id FROM cairn_streams WHERE name = ?) AND seq > ? "
-      "ORDER BY seq LIMIT ?"));
-  read_.BindText(1, name);
-  read_.BindInt(2, I(after_seq));
-  read_.BindInt(3, static_cast<int64_t>(max_records));
+      "SELECT key, ts_ms, body FROM cairn_stream_records WHERE key > ? AND key < ? "
+      "ORDER BY key LIMIT ?"));
+  const int64_t base = Key(row->id, 0);
+  read_.BindInt(1, Key(row->id, std::min(after_seq, kMaxSeq)));
+  read_.BindInt(2, Key(row->id + 1, 0));
+  read_.BindInt(3, static_cast<int64_t>(std::min<size_t>(max_records, INT64_MAX)));
   size_t bytes = 0;
   bool full = false;
   Status st = read_.ForEachRow([&] {
@@ -282,7 +306,7 @@ Status StreamStore::Read(
       return Status(Code::kEBUSY, "batch full");  // stops the scan
     }
     bytes += body.size();
-    return fn(U(read_.Int(0)), read_.Int(1), body);
+    return fn(U(read_.Int(0) - base), read_.Int(1), body);
   });
   return full ? Status::OK() : st;
 }
@@ -299,17 +323,17 @@ Result<uint64_t> StreamStore::Ack(const std::string& name, uint64_t through) {
   }
   CAIRN_ASSIGN_OR_RETURN(Stmt count, db_->Prepare(
       "SELECT count(*), coalesce(sum(length(body)), 0) FROM cairn_stream_records "
-      "WHERE stream = ? AND seq <= ?"));
-  count.BindInt(1, row->id);
-  count.BindInt(2, I(through));
+      "WHERE key > ? AND key <= ?"));
+  count.BindInt(1, Key(row->id, 0));
+  count.BindInt(2, Key(row->id, through));
   CAIRN_ASSIGN_OR_RETURN(bool has, count.Step());
   const uint64_t n = has ? U(count.Int(0)) : 0, bytes = has ? U(count.Int(1)) : 0;
   count = Stmt();
   if (n == 0) return n;  // already acknowledged (or dropped): nothing to do
   CAIRN_ASSIGN_OR_RETURN(Stmt del, db_->Prepare(
-      "DELETE FROM cairn_stream_records WHERE stream = ? AND seq <= ?"));
-  del.BindInt(1, row->id);
-  del.BindInt(2, I(through));
+      "DELETE FROM cairn_stream_records WHERE key > ? AND key <= ?"));
+  del.BindInt(1, Key(row->id, 0));
+  del.BindInt(2, Key(row->id, through));
   CAIRN_RETURN_IF_ERROR(del.Run());
   del = Stmt();
   row->info.records -= n;
