@@ -16,6 +16,12 @@ Result<std::unique_ptr<StreamTables>> StreamTables::Open(const std::string& path
   return t;
 }
 
+Result<int64_t> StreamTables::SchemaVersion() {
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt st, db_.Prepare("PRAGMA schema_version"));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.Int(0) : int64_t{-1};
+}
+
 Result<StreamTables::Table*> StreamTables::EnsureTable(const std::string& name) {
   auto it = tables_.find(name);
   if (it != tables_.end()) return &it->second;
@@ -59,16 +65,19 @@ Result<StreamStoreResult> StreamTables::Store(const ReplicaId& origin,
   if (batch.record_count() == 0 || name == nullptr) return result;  // (the check refused no name)
   const std::string stream = name->str();
   CAIRN_ASSIGN_OR_RETURN(auto txn, store::Txn::Begin(&db_));
-  // Schema changes inside the transaction: a failed batch leaves no table or column behind.
-  const auto saved_tables = tables_;
-  struct Restore {
+  // Someone changed the file's tables since this server last did (an archive job dropped a
+  // table, say): what the cache says exists is read again.
+  CAIRN_ASSIGN_OR_RETURN(int64_t version, SchemaVersion());
+  if (version != schema_version_) tables_.clear();
+  // Schema changes happen inside the transaction, so a failed batch leaves no table or column
+  // behind; the cache is then forgotten too.
+  struct ForgetUnlessCommitted {
     StreamTables* self;
-    const std::map<std::string, Table>& saved;
     bool committed = false;
-    ~Restore() {
-      if (!committed) self->tables_ = saved;
+    ~ForgetUnlessCommitted() {
+      if (!committed) self->tables_.clear();
     }
-  } restore{this, saved_tables};
+  } forget{this};
   CAIRN_ASSIGN_OR_RETURN(Table * table, EnsureTable(stream));
   std::vector<std::string> columns;
   if (const auto* fields = batch.fields()) {
@@ -115,8 +124,9 @@ Result<StreamStoreResult> StreamTables::Store(const ReplicaId& origin,
       });
   CAIRN_RETURN_IF_ERROR(st);
   inserts.clear();
+  CAIRN_ASSIGN_OR_RETURN(schema_version_, SchemaVersion());
   CAIRN_RETURN_IF_ERROR(txn->Commit());
-  restore.committed = true;
+  forget.committed = true;
   return result;
 }
 

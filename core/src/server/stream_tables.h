@@ -44,12 +44,14 @@ class StreamTables {
     std::unordered_map<std::string, std::string> columns;  // lower-case name -> column name
   };
   StreamTables() = default;
+  Result<int64_t> SchemaVersion();
   Result<Table*> EnsureTable(const std::string& name);
   Status EnsureColumn(const std::string& stream, Table* t, const std::string& field,
                       std::string* column);
 
   store::Db db_;
-  std::map<std::string, Table> tables_;
+  std::map<std::string, Table> tables_;  // what exists, as of schema_version_
+  int64_t schema_version_ = -1;
 };
 
 }  // namespace cairn::server
