@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -180,6 +181,51 @@ bool ReadAcks(int fd, std::string* buf, std::vector<uint64_t>* acks, size_t want
   }
 }
 
+// Runs `child` (it writes one acknowledgement line per committed unit of work to the fd it is
+// given, and never returns) in a fork()ed process and kills it with SIGKILL: at a random moment
+// 0-30 ms after the fork, or after 1-20 acknowledgements and a little into the next unit.
+// Returns every acknowledgement it wrote; a child that failed or did not die by the kill is a
+// test failure.
+std::vector<uint64_t> RunAndKill(std::mt19937_64* rng, const std::function<void(int)>& child) {
+  std::vector<uint64_t> acks;
+  int fds[2];
+  if (pipe(fds) != 0) {
+    ADD_FAILURE() << "pipe";
+    return acks;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    ADD_FAILURE() << "fork";
+    return acks;
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    child(fds[1]);
+    _exit(kChildWriteFailed);  // (children do not return)
+  }
+  close(fds[1]);
+  std::string buf;
+  const auto deadline = Clk::now() + std::chrono::seconds(30);
+  if ((*rng)() % 2 == 0) {
+    std::this_thread::sleep_for(std::chrono::microseconds((*rng)() % 30'001));
+  } else {
+    const size_t n = 1 + static_cast<size_t>((*rng)() % 20);
+    if (!ReadAcks(fds[0], &buf, &acks, n, deadline)) {
+      const int status = KillAndReap(pid);
+      close(fds[0]);
+      ADD_FAILURE() << "no " << n << " acknowledgements in time; child " << DescribeExit(status);
+      return acks;
+    }
+    SpinFor(std::chrono::microseconds((*rng)() % 3000));
+  }
+  const int status = KillAndReap(pid);
+  ReadAcks(fds[0], &buf, &acks, 0, deadline);
+  close(fds[0]);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "child " << DescribeExit(status);
+  return acks;
+}
+
 // Checks the file after a kill. Tokens 1..`committed` must be there exactly (each document with
 // all three fields equal, the counter and the shared document matching), where `committed` is the
 // last acknowledged token or one more (committed, killed before the acknowledgement). Returns
@@ -261,37 +307,10 @@ TEST(CrashTest, KilledWriterKeepsAcknowledgedWritesAndWholeTransactions) {
       path = dir.File("writer" + std::to_string(iter / kIterationsPerFile) + ".cairn");
       committed = 0;
     }
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      close(fds[0]);
-      WriterChild(path, fds[1], committed + 1);
-    }
-    close(fds[1]);
-
-    std::string buf;
-    std::vector<uint64_t> acks;
-    const auto deadline = Clk::now() + std::chrono::seconds(30);
-    if (rng() % 2 == 0) {
-      // At a random moment: 0-30 ms after the fork.
-      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 30'001));
-    } else {
-      // After N acknowledged writes, then a little into the next one.
-      size_t n = 1 + static_cast<size_t>(rng() % 20);
-      if (!ReadAcks(fds[0], &buf, &acks, n, deadline)) {
-        int status = KillAndReap(pid);
-        close(fds[0]);
-        FAIL() << "no " << n << " acknowledgements in time; child " << DescribeExit(status);
-      }
-      SpinFor(std::chrono::microseconds(rng() % 3000));
-    }
-    int status = KillAndReap(pid);
-    ReadAcks(fds[0], &buf, &acks, 0, deadline);
-    close(fds[0]);
-    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-        << "child " << DescribeExit(status);
+    std::vector<uint64_t> acks = RunAndKill(&rng, [&](int fd) {
+      WriterChild(path, fd, committed + 1);
+    });
+    if (HasFailure()) return;
     for (size_t i = 0; i < acks.size(); i++) ASSERT_EQ(acks[i], committed + 1 + i);
 
     const uint64_t last_acked = acks.empty() ? 0 : acks.back();
@@ -592,34 +611,10 @@ TEST(CrashTest, KilledAppenderKeepsAcknowledgedRecordsAndWholeBatches) {
     // The batches this run will make, from record committed + 1.
     std::set<uint64_t> ends;
     for (uint64_t k = 1, n = committed; k < 100000; k++) ends.insert(n += BatchSize(k));
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      close(fds[0]);
-      AppenderChild(path, fds[1], committed + 1);
-    }
-    close(fds[1]);
-    std::string buf;
-    std::vector<uint64_t> acks;
-    const auto deadline = Clk::now() + std::chrono::seconds(30);
-    if (rng() % 2 == 0) {
-      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 30'001));
-    } else {
-      size_t n = 1 + static_cast<size_t>(rng() % 20);
-      if (!ReadAcks(fds[0], &buf, &acks, n, deadline)) {
-        int status = KillAndReap(pid);
-        close(fds[0]);
-        FAIL() << "no " << n << " acknowledgements in time; child " << DescribeExit(status);
-      }
-      SpinFor(std::chrono::microseconds(rng() % 3000));
-    }
-    int status = KillAndReap(pid);
-    ReadAcks(fds[0], &buf, &acks, 0, deadline);
-    close(fds[0]);
-    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-        << "child " << DescribeExit(status);
+    std::vector<uint64_t> acks = RunAndKill(&rng, [&](int fd) {
+      AppenderChild(path, fd, committed + 1);
+    });
+    if (HasFailure()) return;
     for (uint64_t a : acks) ASSERT_TRUE(ends.count(a)) << a;
     const uint64_t last_acked = acks.empty() ? 0 : acks.back();
     committed = CheckAppenderFile(path, last_acked, committed, ends);

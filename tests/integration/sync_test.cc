@@ -31,27 +31,10 @@ namespace {
 using testing::FaultProxy;
 using testing::Faults;
 using testing::ServerThread;
+using testing::OpenReplica;
+using testing::Options;
+using testing::SyncOnce;
 using testing::TempDir;
-
-server::ServerOptions Options(const TempDir& dir) {
-  server::ServerOptions o;
-  o.db_path = dir.File("server.db");
-  o.conn.tick_ms = 50;
-  return o;
-}
-
-std::unique_ptr<Replica> OpenReplica(const std::string& path) {
-  auto r = Replica::Open(path);
-  EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return std::move(r.value());
-}
-
-Status SyncOnce(Replica* r, const std::string& server, sync::SyncOptions o = {}) {
-  o.server = server;
-  o.backoff_min_ms = 10;
-  sync::SyncClient c(r, o);
-  return c.SyncOnce(20000);
-}
 
 // The server's file is a replica: its visible state, read while the server runs.
 std::string ServerDigest(const TempDir& dir, const std::string& collection = "") {

@@ -1,5 +1,5 @@
 // Test support: a cairn server on 127.0.0.1 in this process, on its own loop thread, with its
-// log kept for the test to read.
+// log kept for the test to read; replicas that sync with it.
 #ifndef CAIRN_TESTS_SUPPORT_SERVER_THREAD_H_
 #define CAIRN_TESTS_SUPPORT_SERVER_THREAD_H_
 
@@ -10,7 +10,10 @@
 #include <string>
 #include <thread>
 
+#include "replica/replica.h"
 #include "server/sync_server.h"
+#include "support/temp_dir.h"
+#include "sync/sync_client.h"
 
 namespace cairn::testing {
 
@@ -45,6 +48,28 @@ class ServerThread {
   std::unique_ptr<server::SyncServer> server_;
   std::thread thread_;
 };
+
+// A server whose file is `dir`/server.db (streams: server.db.streams), ticking every 50 ms.
+inline server::ServerOptions Options(const TempDir& dir) {
+  server::ServerOptions o;
+  o.db_path = dir.File("server.db");
+  o.conn.tick_ms = 50;
+  return o;
+}
+
+inline std::unique_ptr<Replica> OpenReplica(const std::string& path) {
+  auto r = Replica::Open(path);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+// One exchange with the server at `server` (HOST:PORT), retrying connections quickly.
+inline Status SyncOnce(Replica* r, const std::string& server, sync::SyncOptions o = {}) {
+  o.server = server;
+  o.backoff_min_ms = 10;
+  sync::SyncClient c(r, o);
+  return c.SyncOnce(30000);
+}
 
 }  // namespace cairn::testing
 

@@ -44,14 +44,15 @@ typedef struct cairn_append_result {
 #define CAIRN_TS_NOW INT64_MIN
 
 /** Creates `stream` or changes its settings (queued records stay; the next append applies
- *  them). @return CAIRN_OK or CAIRN_EINVAL (bad name, negative max_age_ms, unknown policy or
- *  version). */
+ *  them). @return CAIRN_OK, CAIRN_EINVAL (bad name, a name differing only in case from another
+ *  stream's, negative max_age_ms, unknown policy or version) or CAIRN_EREADONLY. */
 CAIRN_API int cairn_replica_configure_stream(cairn_replica* replica, const char* stream,
                                              const cairn_stream_options* opts);
 /** Appends one record (a JSON object of fields as cairn_replica_put_json takes; no field named
  *  origin, seq, ts_ms or received_ms) stamped now, creating the stream with default settings
  *  if needed. @param[out] out  NULL, or what the append did.
- *  @return CAIRN_OK, CAIRN_EINVAL (bad name or record; nothing appended), CAIRN_EFULL (the
+ *  @return CAIRN_OK, CAIRN_EINVAL (bad name or record, a non-finite double; nothing appended;
+ *  a new stream whose name differs only in case from another's), CAIRN_EFULL (the
  *  stream is full under CAIRN_STREAM_REJECT, or the record is larger than its quota; counted
  *  as rejected), CAIRN_EREADONLY. */
 CAIRN_API int cairn_replica_append_json(cairn_append_result* CAIRN_NULLABLE out,

@@ -1,5 +1,6 @@
 #include "oplog/record.h"
 
+#include <cmath>
 #include <iterator>
 
 #include "base/coding.h"
@@ -46,6 +47,9 @@ Status ValidateRecord(const Fields& fields) {
     }
     if (value.type() == ValueType::kString && !IsValidUtf8(value.as_string())) {
       return Status::Invalid("field '" + name + "' is not valid UTF-8");
+    }
+    if (value.type() == ValueType::kDouble && !std::isfinite(value.as_double())) {
+      return Status::Invalid("field '" + name + "' is not a finite number");
     }
   }
   return Status::OK();

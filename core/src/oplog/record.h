@@ -23,7 +23,7 @@ constexpr const char* kStreamColumns[] = {"origin", "seq", "ts_ms", "received_ms
 Status ValidateStreamName(std::string_view name);
 Status ValidateStreamFieldName(std::string_view name);
 // A record's fields: at least one, names valid, no two names equal but for case (they would
-// share a column), strings UTF-8.
+// share a column), strings UTF-8, doubles finite.
 Status ValidateRecord(const Fields& fields);
 // The largest body a record may have (so that any record fits in a frame with room to spare).
 constexpr size_t kMaxRecordBytes = 1u << 20;

@@ -44,11 +44,13 @@ Status StreamEncoder::Add(uint64_t seq, int64_t ts_ms, std::string_view body) {
                                                   static_cast<uint64_t>(last_ts_)));
   PutVarint(&records_, n);
   for (const auto& [name, value] : scratch_) {
-    name_.assign(name);
+    // By lowercase name: a field spelled in another case in another record shares its index
+    // (and the server's column); the batch names it as first spelled.
+    name_ = AsciiLower(name);
     auto it = field_index_.find(name_);
     if (it == field_index_.end()) {
       it = field_index_.emplace(name_, static_cast<uint32_t>(fields_.size())).first;
-      fields_.push_back(name_);
+      fields_.emplace_back(name);
     }
     PutVarint(&records_, it->second);
     records_.append(value.data(), value.size());

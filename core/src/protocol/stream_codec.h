@@ -23,7 +23,8 @@ class StreamEncoder {
  public:
   explicit StreamEncoder(std::string stream) : stream_(std::move(stream)) {}
   // Adds a record from its local body (oplog/record.h). Corrupt for a malformed body (nothing
-  // added); Invalid when `seq` does not follow the previous record's.
+  // added); Invalid when `seq` does not follow the previous record's. A record must not name a
+  // field twice ignoring case (ValidateRecord).
   Status Add(uint64_t seq, int64_t ts_ms, std::string_view body);
   size_t record_count() const { return count_; }
   size_t bytes() const { return records_.size(); }
@@ -39,8 +40,8 @@ class StreamEncoder {
   size_t count_ = 0;
   uint64_t first_seq_ = 0, last_seq_ = 0;
   int64_t base_ts_ = 0, last_ts_ = 0;
-  std::vector<std::string> fields_;
-  std::unordered_map<std::string, uint32_t> field_index_;
+  std::vector<std::string> fields_;                         // as first spelled
+  std::unordered_map<std::string, uint32_t> field_index_;  // by lowercase name
   std::vector<std::pair<std::string_view, std::string_view>> scratch_;  // one record's fields
   std::string name_;  // scratch
 };

@@ -23,22 +23,44 @@ Result<int64_t> StreamTables::SchemaVersion() {
 }
 
 Result<StreamTables::Table*> StreamTables::EnsureTable(const std::string& name) {
-  auto it = tables_.find(name);
-  if (it != tables_.end()) return &it->second;
-  CAIRN_RETURN_IF_ERROR(db_.Exec(
-      "CREATE TABLE IF NOT EXISTS " + store::QuoteIdent(name) +
-      "(origin TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, "
-      "received_ms INTEGER NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID"));
-  Table t;
-  CAIRN_ASSIGN_OR_RETURN(store::Stmt info,
-                         db_.Prepare("SELECT name FROM pragma_table_info(?)"));
-  info.BindText(1, name);
-  CAIRN_RETURN_IF_ERROR(info.ForEachRow([&] {
-    std::string column(info.Text(0));
-    t.columns[AsciiLower(column)] = column;
-    return Status::OK();
-  }));
-  return &tables_.emplace(name, std::move(t)).first->second;
+  const std::string lower = AsciiLower(name);
+  auto it = tables_.find(lower);
+  if (it == tables_.end()) {
+    // SQL names ignore case: a table (or view, index) of this name in another case would be
+    // shared with another stream, whose (origin, seq) keys would take these records for copies.
+    CAIRN_ASSIGN_OR_RETURN(store::Stmt find, db_.Prepare(
+        "SELECT name, type FROM sqlite_schema WHERE name = ? COLLATE NOCASE"));
+    find.BindText(1, name);
+    CAIRN_ASSIGN_OR_RETURN(bool exists, find.Step());
+    if (exists && (find.Text(1) != "table" || find.Text(0) != name)) {
+      return Status::Invalid("stream '" + name + "' cannot have a table: the server's streams "
+                             "file has a " + std::string(find.Text(1)) + " '" +
+                             std::string(find.Text(0)) + "' (SQL names ignore case)");
+    }
+    find = store::Stmt();
+    if (!exists) {
+      CAIRN_RETURN_IF_ERROR(db_.Exec(
+          "CREATE TABLE " + store::QuoteIdent(name) +
+          "(origin TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, "
+          "received_ms INTEGER NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID"));
+    }
+    Table t;
+    t.name = name;
+    CAIRN_ASSIGN_OR_RETURN(store::Stmt info,
+                           db_.Prepare("SELECT name FROM pragma_table_info(?)"));
+    info.BindText(1, name);
+    CAIRN_RETURN_IF_ERROR(info.ForEachRow([&] {
+      std::string column(info.Text(0));
+      t.columns[AsciiLower(column)] = column;
+      return Status::OK();
+    }));
+    it = tables_.emplace(lower, std::move(t)).first;
+  }
+  if (it->second.name != name) {
+    return Status::Invalid("stream '" + name + "' differs only in case from the stream '" +
+                           it->second.name + "' (SQL names ignore case)");
+  }
+  return &it->second;
 }
 
 Status StreamTables::EnsureColumn(const std::string& stream, Table* t, const std::string& field,
@@ -78,14 +100,19 @@ Result<StreamStoreResult> StreamTables::Store(const ReplicaId& origin,
       if (!committed) self->tables_.clear();
     }
   } forget{this};
-  CAIRN_ASSIGN_OR_RETURN(Table * table, EnsureTable(stream));
-  std::vector<std::string> columns;
-  if (const auto* fields = batch.fields()) {
-    columns.resize(fields->size());
-    for (uint32_t i = 0; i < fields->size(); i++) {
-      CAIRN_RETURN_IF_ERROR(EnsureColumn(stream, table, fields->Get(i)->str(), &columns[i]));
-    }
-  }
+  // The table and the columns the records use are made as needed. A schema change that fails
+  // (a column limit, a name taken) is the batch's refusal, not a server error: the client would
+  // otherwise send the same batch again at every reconnection.
+  auto schema = [&](const Status& s) {
+    return s.ok() || s.code() == Code::kEINVAL
+               ? s
+               : Status::Invalid("cannot store stream '" + stream + "': " + s.message());
+  };
+  Result<Table*> made = EnsureTable(stream);
+  if (!made.ok()) return schema(made.status());
+  Table* table = made.value();
+  const auto* fields = batch.fields();
+  std::vector<std::string> columns(fields ? fields->size() : 0);  // "" until a record uses it
   const std::string origin_hex = origin.Hex();
   // One statement per shape of record (which fields, in which order) within this batch.
   std::map<std::vector<uint32_t>, store::Stmt> inserts;
@@ -96,6 +123,12 @@ Result<StreamStoreResult> StreamTables::Store(const ReplicaId& origin,
         for (const auto& f : rec.fields) shape.push_back(f.first);
         auto it = inserts.find(shape);
         if (it == inserts.end()) {
+          for (uint32_t idx : shape) {
+            if (fields != nullptr && columns[idx].empty()) {
+              CAIRN_RETURN_IF_ERROR(
+                  schema(EnsureColumn(stream, table, fields->Get(idx)->str(), &columns[idx])));
+            }
+          }
           std::string sql = "INSERT OR IGNORE INTO " + store::QuoteIdent(stream) +
                             "(origin, seq, ts_ms, received_ms";
           std::string values = "?,?,?,?";

@@ -2,7 +2,7 @@
 // its own SQLite file beside the server's (--streams, default `<db>.streams`), one table per
 // stream, named as the stream, that anyone may query with SQL:
 //   origin TEXT (the sending replica's id, hex), seq INTEGER (its seq in that stream),
-//   ts_ms INTEGER (the device's timestamp), received_ms INTEGER (the server's, at commit),
+//   ts_ms INTEGER (the device's timestamp), received_ms INTEGER (the server's, at the batch),
 //   then one column per field ever sent to the stream (added as they appear; NULL where a
 //   record lacks it). PRIMARY KEY (origin, seq): a record sent twice is stored once.
 // A file of its own keeps telemetry volume out of the document store (its snapshots, its
@@ -35,12 +35,14 @@ class StreamTables {
   // Opens (creating) the file at `path`.
   static Result<std::unique_ptr<StreamTables>> Open(const std::string& path);
   // Stores a batch of `origin`'s records atomically (all or nothing): EINVAL or ECORRUPT for a
-  // batch that breaks the rules (protocol/stream_codec.h), nothing stored.
+  // batch that breaks the rules (protocol/stream_codec.h), that names a stream differing only in
+  // case from an existing table, or whose table or columns cannot be made; nothing stored.
   Result<StreamStoreResult> Store(const ReplicaId& origin, const wire::StreamBatch& batch,
                                   int64_t now_ms, uint32_t max_records);
 
  private:
   struct Table {
+    std::string name;                                      // as created
     std::unordered_map<std::string, std::string> columns;  // lower-case name -> column name
   };
   StreamTables() = default;
@@ -50,7 +52,7 @@ class StreamTables {
                       std::string* column);
 
   store::Db db_;
-  std::map<std::string, Table> tables_;  // what exists, as of schema_version_
+  std::map<std::string, Table> tables_;  // by lower-case name: what exists, as of schema_version_
   int64_t schema_version_ = -1;
 };
 

@@ -22,7 +22,8 @@ uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 // key range in seq order.
 constexpr int kSeqBits = 44;
 constexpr uint64_t kMaxSeq = (uint64_t{1} << kSeqBits) - 1;
-constexpr int64_t kMaxStreamId = (int64_t{1} << (63 - kSeqBits)) - 1;
+// The last id whose successor's key (the end of its range) still fits in a signed 64-bit key.
+constexpr int64_t kMaxStreamId = (int64_t{1} << (63 - kSeqBits)) - 2;
 int64_t Key(int64_t stream, uint64_t seq) {
   return static_cast<int64_t>((static_cast<uint64_t>(stream) << kSeqBits) | seq);
 }
@@ -75,22 +76,49 @@ Result<std::optional<StreamStore::Row>> StreamStore::Find(const std::string& nam
   return out;
 }
 
+Status StreamStore::PutStream(const std::string& name, const StreamConfig& config,
+                              bool replace) {
+  // The server keeps each stream in a table named as it, and SQL names ignore case: two names
+  // differing only in case would share a table and take each other's records for copies.
+  CAIRN_ASSIGN_OR_RETURN(Stmt clash, db_->Prepare(
+      "SELECT name FROM cairn_streams WHERE name = ?1 COLLATE NOCASE AND name <> ?1"));
+  clash.BindText(1, name);
+  CAIRN_ASSIGN_OR_RETURN(bool clashes, clash.Step());
+  if (clashes) {
+    return Status::Invalid("stream name '" + name + "' differs only in case from the stream '" +
+                           std::string(clash.Text(0)) +
+                           "' (a server keeps each stream in a table named as it)");
+  }
+  clash = Stmt();
+  Stmt* st = replace ? &upsert_ : &insert_;
+  CAIRN_RETURN_IF_ERROR(Prep(db_, st, replace
+      ? "INSERT INTO cairn_streams(name, max_bytes, max_age_ms, policy, priority, last_seq, "
+        "records, bytes, dropped, rejected, uploaded) VALUES (?,?,?,?,?,0,0,0,0,0,0) "
+        "ON CONFLICT(name) DO UPDATE SET max_bytes = excluded.max_bytes, "
+        "max_age_ms = excluded.max_age_ms, policy = excluded.policy, "
+        "priority = excluded.priority"
+      : "INSERT OR IGNORE INTO cairn_streams(name, max_bytes, max_age_ms, policy, priority, "
+        "last_seq, records, bytes, dropped, rejected, uploaded) VALUES (?,?,?,?,?,0,0,0,0,0,0)"));
+  st->BindText(1, name);
+  st->BindInt(2, I(config.max_bytes));
+  st->BindInt(3, config.max_age_ms);
+  st->BindInt(4, static_cast<int64_t>(config.policy));
+  st->BindInt(5, config.priority);
+  CAIRN_RETURN_IF_ERROR(st->Run());
+  // (Not sqlite3_last_insert_rowid: an update inserts nothing, and records' keys are rowids.)
+  CAIRN_ASSIGN_OR_RETURN(Stmt id, db_->Prepare("SELECT id FROM cairn_streams WHERE name = ?"));
+  id.BindText(1, name);
+  CAIRN_ASSIGN_OR_RETURN(bool found, id.Step());
+  if (found && id.Int(0) > kMaxStreamId) {
+    return Status::Invalid("too many streams (ids up to " + std::to_string(kMaxStreamId) + ")");
+  }
+  return Status::OK();
+}
+
 Status StreamStore::Configure(const std::string& name, const StreamConfig& config) {
   CAIRN_RETURN_IF_ERROR(Check());
   CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db_));
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(
-      "INSERT INTO cairn_streams(name, max_bytes, max_age_ms, policy, priority, last_seq, "
-      "records, bytes, dropped, rejected, uploaded) VALUES (?,?,?,?,?,0,0,0,0,0,0) "
-      "ON CONFLICT(name) DO UPDATE SET max_bytes = excluded.max_bytes, "
-      "max_age_ms = excluded.max_age_ms, policy = excluded.policy, "
-      "priority = excluded.priority"));
-  st.BindText(1, name);
-  st.BindInt(2, I(config.max_bytes));
-  st.BindInt(3, config.max_age_ms);
-  st.BindInt(4, static_cast<int64_t>(config.policy));
-  st.BindInt(5, config.priority);
-  CAIRN_RETURN_IF_ERROR(st.Run());
-  st = Stmt();
+  CAIRN_RETURN_IF_ERROR(PutStream(name, config, /*replace=*/true));
   return txn->Commit();
 }
 
@@ -148,21 +176,9 @@ Result<AppendResult> StreamStore::Append(const std::string& name,
   CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db_));
   CAIRN_ASSIGN_OR_RETURN(std::optional<Row> found, Find(name));
   if (!found) {
-    CAIRN_RETURN_IF_ERROR(Prep(db_, &insert_,
-        "INSERT INTO cairn_streams(name, max_bytes, max_age_ms, policy, priority, last_seq, "
-        "records, bytes, dropped, rejected, uploaded) VALUES (?,?,?,?,?,0,0,0,0,0,0)"));
-    const StreamConfig defaults;
-    insert_.BindText(1, name);
-    insert_.BindInt(2, I(defaults.max_bytes));
-    insert_.BindInt(3, defaults.max_age_ms);
-    insert_.BindInt(4, static_cast<int64_t>(defaults.policy));
-    insert_.BindInt(5, defaults.priority);
-    CAIRN_RETURN_IF_ERROR(insert_.Run());
+    CAIRN_RETURN_IF_ERROR(PutStream(name, StreamConfig(), /*replace=*/false));
     CAIRN_ASSIGN_OR_RETURN(found, Find(name));
     if (!found) return Status(Code::kEINTERNAL, "stream '" + name + "' vanished");
-    if (found->id > kMaxStreamId) {
-      return Status::Invalid("too many streams (at most " + std::to_string(kMaxStreamId) + ")");
-    }
   }
   Row& row = *found;
   const StreamConfig& cfg = row.info.config;

@@ -98,6 +98,9 @@ class StreamStore {
     StreamInfo info;
   };
   Status Check() const;
+  // Creates the stream with `config`; when it exists, replaces its settings or (!replace)
+  // leaves it as it is.
+  Status PutStream(const std::string& name, const StreamConfig& config, bool replace);
   Result<std::optional<Row>> Find(const std::string& name);
   // Drops the oldest records while `more` says so (given the next one's ts and size); returns
   // how many, and subtracts them from `row`.
@@ -107,7 +110,7 @@ class StreamStore {
   Db* db_;
   bool enabled_;
   bool read_only_;
-  Stmt find_, insert_, save_, put_record_, oldest_, read_;
+  Stmt find_, insert_, upsert_, save_, put_record_, oldest_, read_;
 };
 
 }  // namespace cairn::store

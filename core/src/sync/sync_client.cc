@@ -150,6 +150,11 @@ struct SyncClient::Engine : net::Conn::Delegate {
   std::map<std::string, uint64_t> stream_sent;
   std::deque<std::pair<std::string, uint64_t>> stream_inflight;
   std::map<std::string, Status> stream_refused;
+  // SyncOnce: each stream's last seq when the session began; records appended later wait for
+  // the next exchange (else an app appending faster than a round trip would keep it from ever
+  // finishing).
+  std::map<std::string, uint64_t> stream_target;
+  size_t stream_batch_bytes = kMaxStreamBatchBytes;  // bodies per batch, below the frame limit
   uint64_t cursor = 0;
   uint64_t stored_cursor = 0;
   Coverage coverage;             // as stored
@@ -295,6 +300,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
     stream_sent.clear();
     stream_inflight.clear();
     stream_refused.clear();
+    stream_target.clear();
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -491,6 +497,17 @@ struct SyncClient::Engine : net::Conn::Delegate {
       conn->Close(clock);
       return;
     }
+    if (once) {
+      auto streams = replica->Streams();
+      if (!streams.ok()) {
+        conn->Close(streams.status());
+        return;
+      }
+      for (const StreamInfo& s : *streams) stream_target[s.name] = s.last_seq;
+    }
+    if (w.max_frame_bytes() > 0) {
+      stream_batch_bytes = std::min<size_t>(kMaxStreamBatchBytes, w.max_frame_bytes() / 2);
+    }
     if (w.window_batches() > 0) options.window = std::min(options.window, w.window_batches());
     if (w.max_batch_ops() > 0) {
       options.max_batch_ops = std::min(options.max_batch_ops, w.max_batch_ops());
@@ -530,14 +547,19 @@ struct SyncClient::Engine : net::Conn::Delegate {
   }
 
   // The streams with records not sent in this session (and not refused in it), highest
-  // priority first, then by name.
+  // priority first, then by name; last_seq is the last one to send in this session.
   Result<std::vector<StreamInfo>> UnsentStreams() {
     CAIRN_ASSIGN_OR_RETURN(std::vector<StreamInfo> all, replica->Streams());
     std::vector<StreamInfo> out;
     for (StreamInfo& s : all) {
       if (s.records == 0 || stream_refused.count(s.name)) continue;
+      if (once) {
+        auto target = stream_target.find(s.name);
+        s.last_seq = target == stream_target.end() ? 0 : std::min(s.last_seq, target->second);
+      }
       auto it = stream_sent.find(s.name);
-      if (it != stream_sent.end() && it->second >= s.last_seq) continue;
+      const uint64_t sent = it == stream_sent.end() ? 0 : it->second;
+      if (sent >= s.last_seq) continue;
       out.push_back(std::move(s));
     }
     std::stable_sort(out.begin(), out.end(), [](const StreamInfo& a, const StreamInfo& b) {
@@ -555,15 +577,18 @@ struct SyncClient::Engine : net::Conn::Delegate {
       }
       if (unsent->empty()) return;
       const std::string& name = unsent->front().name;
+      const uint64_t sent = stream_sent[name], last = unsent->front().last_seq;
       protocol::StreamEncoder enc(name);
-      Status s = replica->ReadStream(name, stream_sent[name], options.max_batch_ops,
-                                     kMaxStreamBatchBytes, &enc);
+      // Seqs are increasing: at most last - sent records are in (sent, last].
+      Status s = replica->ReadStream(name, sent, std::min<uint64_t>(options.max_batch_ops,
+                                                                    last - sent),
+                                     stream_batch_bytes, &enc);
       if (!s.ok()) {
         conn->Close(s);
         return;
       }
       if (enc.empty()) {  // acknowledged or dropped meanwhile: nothing left to send
-        stream_sent[name] = unsent->front().last_seq;
+        stream_sent[name] = last;
         continue;
       }
       std::string frame;
@@ -578,7 +603,8 @@ struct SyncClient::Engine : net::Conn::Delegate {
   void OnStreamAck(const wire::StreamAck& ack) {
     const std::string name = ack.stream() ? ack.stream()->str() : std::string();
     if (stream_inflight.empty() || stream_inflight.front().first != name ||
-        ack.through_seq() > stream_inflight.front().second) {
+        (ack.code() == 0 ? ack.through_seq() != stream_inflight.front().second
+                         : ack.through_seq() > stream_inflight.front().second)) {
       conn->SendErrorAndClose(Code::kECORRUPT, "StreamAck does not match the batch sent");
       return;
     }
@@ -638,6 +664,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       return;
     }
     while (!inflight.empty() && inflight.front() <= through) inflight.pop_front();
+    caught_up = false;  // the server sends CaughtUp after every push: wait for that one
     for (const RefusedTxn& r : refused) {
       log::Write(log::Level::kWarn, "sync: the server refused local ops " +
                                         std::to_string(r.first_seq) + ".." +

@@ -1,7 +1,9 @@
 // Telemetry streams on one replica (SPEC §6): appends, quotas and both full-policies exactly,
 // upload reads and acknowledgements, bad input, persistence; the StreamBatch codec.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -297,6 +299,8 @@ TEST_F(StreamTest, BadInputIsRefusedWithNothingChanged) {
       {{"temp", Value::Int(1)}, {"Temp", Value::Int(2)}},
       {{"cairn_x", Value::Int(1)}},
       {{"s", Value::String("\xff\xfe")}},
+      {{"nan", Value::Double(std::nan(""))}},
+      {{"inf", Value::Double(-HUGE_VAL)}},
       {{"big", Value::Bytes(std::string(kMaxRecordBytes, 'x'))}},
   };
   for (const Fields& f : bad) {
@@ -313,6 +317,61 @@ TEST_F(StreamTest, BadInputIsRefusedWithNothingChanged) {
   EXPECT_TRUE(r->Streams().value().empty());
   // "key" is only a documents' name: a stream may have such a field.
   EXPECT_TRUE(r->Append("temps", {{"key", Value::Int(1)}}).ok());
+}
+
+// The server keeps a stream in a table named as it, and SQL names ignore case: two streams whose
+// names differ only in case would share one table and take each other's seqs for copies.
+TEST_F(StreamTest, ANameDifferingOnlyInCaseFromAStreamIsRefused) {
+  auto r = Open("r.db");
+  ASSERT_TRUE(r->Append("Readings", Reading(1)).ok());
+  auto clash = r->Append("readings", Reading(2));
+  EXPECT_EQ(clash.status().code(), Code::kEINVAL);
+  EXPECT_NE(clash.status().message().find("'Readings'"), std::string::npos)
+      << clash.status().message();
+  EXPECT_EQ(r->ConfigureStream("READINGS", {}).code(), Code::kEINVAL);
+  ASSERT_EQ(r->Streams().value().size(), 1u);
+  EXPECT_EQ(Info(r.get(), "Readings").records, 1u);
+  EXPECT_TRUE(r->ConfigureStream("Readings", {}).ok());  // the same name is fine
+}
+
+// Record keys hold the stream id in their high bits: ids past the last that fits are refused.
+TEST_F(StreamTest, StreamIdsEndWhereTheKeyLayoutDoes) {
+  {
+    auto r = Open("r.db");
+    ASSERT_TRUE(r->Append("first", Reading(1)).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("r.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT INTO cairn_streams VALUES (524286, 'last', 0, 0, 0, 0, 0, 0, 0, "
+                         "0, 0, 0)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto r = Open("r.db");
+  // The last id works, its records apart from the others'.
+  ASSERT_TRUE(r->Append("last", Reading(7)).ok());
+  EXPECT_EQ(Ns(Upload(r.get(), "last")), (std::vector<int64_t>{7}));
+  EXPECT_EQ(Ns(Upload(r.get(), "first")), (std::vector<int64_t>{1}));
+  EXPECT_EQ(r->AckStream("last", 1).value(), 1u);
+  EXPECT_EQ(Info(r.get(), "first").records, 1u);
+  // One more stream does not fit.
+  EXPECT_EQ(r->Append("one_more", Reading(1)).status().code(), Code::kEINVAL);
+  EXPECT_EQ(r->ConfigureStream("one_more", {}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Streams().value().size(), 2u);
+}
+
+// Fields of one stream spelled in different cases in different records share one column on the
+// server: a batch names each once (the first spelling), or the server would refuse it forever.
+TEST_F(StreamTest, FieldsSpelledInOtherCasesAcrossRecordsShareOneName) {
+  auto r = Open("r.db");
+  ASSERT_TRUE(r->Append("s", {{"Temp", Value::Int(1)}}).ok());
+  ASSERT_TRUE(r->Append("s", {{"temp", Value::Int(2)}, {"hum", Value::Int(3)}}).ok());
+  std::vector<std::string> names;
+  auto recs = Upload(r.get(), "s", 0, &names);
+  EXPECT_EQ(names, (std::vector<std::string>{"Temp", "hum"}));
+  ASSERT_EQ(recs.size(), 2u);
+  EXPECT_EQ(recs[1].fields.size(), 2u);
 }
 
 TEST_F(StreamTest, SettingsQueueAndCountersSurviveReopen) {

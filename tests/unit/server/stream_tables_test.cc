@@ -111,6 +111,49 @@ TEST(StreamTablesTest, ABadBatchLeavesNothingBehind) {
   EXPECT_EQ(Sql(path, "SELECT count(*) FROM fresh"), "2\n");
 }
 
+// SQL table names ignore case: a stream name differing only in case from an existing table
+// would share it (and its (origin, seq) keys) with another stream. Refused, nothing stored.
+TEST(StreamTablesTest, AStreamNameDifferingOnlyInCaseFromATableIsRefused) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  auto t = StreamTables::Open(path).value();
+  ReplicaId a;
+  a.bytes.fill(3);
+  ASSERT_TRUE(Store(t.get(), a, Batch("Temps", 1, 3)).ok());
+  auto r = Store(t.get(), a, Batch("temps", 1, 5));
+  EXPECT_EQ(r.status().code(), Code::kEINVAL) << r.status().ToString();
+  EXPECT_EQ(Sql(path, "SELECT count(*) FROM Temps"), "3\n");
+  // A fresh server (no cache) refuses it too.
+  t = StreamTables::Open(path).value();
+  EXPECT_EQ(Store(t.get(), a, Batch("TEMPS", 4, 4)).status().code(), Code::kEINVAL);
+  EXPECT_TRUE(Store(t.get(), a, Batch("Temps", 4, 4)).ok());
+}
+
+// Only the fields records use get columns; a table that cannot take more columns refuses the
+// batch (a refusal, not a server error that would make the client retry forever).
+TEST(StreamTablesTest, ColumnsOnlyForFieldsInUseAndSchemaErrorsAreRefusals) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  auto t = StreamTables::Open(path).value();
+  ReplicaId a;
+  a.bytes.fill(4);
+  // A batch naming a field no record uses (one record: gap 0, ts 0, one field, index 0, int 5).
+  flatbuffers::FlatBufferBuilder fbb;
+  const std::string rec("\x00\x00\x01\x00\x03\x0a", 6);
+  auto b = wire::CreateStreamBatch(
+      fbb, fbb.CreateString("temps"), 1, 0, fbb.CreateVectorOfStrings({"n", "unused"}),
+      fbb.CreateVector(reinterpret_cast<const uint8_t*>(rec.data()), rec.size()), 1);
+  fbb.Finish(wire::CreateFrame(fbb, wire::Body::StreamBatch, b.Union()), wire::FrameIdentifier());
+  ASSERT_TRUE(Store(t.get(), a, std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()),
+                                            fbb.GetSize()))
+                  .ok());
+  EXPECT_EQ(Sql(path, "SELECT group_concat(name) FROM pragma_table_info('temps')"),
+            "origin,seq,ts_ms,received_ms,n\n");
+  EXPECT_EQ(Sql(path, "CREATE VIEW hum AS SELECT 1"), "");  // a name the stream cannot take
+  auto r = Store(t.get(), a, Batch("hum", 1, 1));
+  EXPECT_EQ(r.status().code(), Code::kEINVAL) << r.status().ToString();
+}
+
 TEST(StreamTablesTest, ATableDroppedByAnotherConnectionIsMadeAgain) {
   TempDir dir;
   const std::string path = dir.File("s.db");

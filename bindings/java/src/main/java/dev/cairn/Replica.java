@@ -187,11 +187,18 @@ public final class Replica implements AutoCloseable {
         List<Object> values = new ArrayList<>();
         for (int i = 0; i < counts.length; i++) {
             Map<String, ?> fields = Objects.requireNonNull(records.get(i), "record");
+            int n = 0;
             for (Map.Entry<String, ?> e : fields.entrySet()) {
-                values.add(WriteBatch.checked(e.getKey(), e.getValue()));
+                Object v = WriteBatch.checked(e.getKey(), e.getValue());
+                // JSON carries the record to the engine: it would turn these into null.
+                if (v instanceof Double && !Double.isFinite((Double) v)) {
+                    throw new IllegalArgumentException("field " + e.getKey() + " is not finite");
+                }
+                values.add(v);
                 names.add(e.getKey());
+                n++;
             }
-            counts[i] = fields.size();
+            counts[i] = n;
         }
         try (Handle h = acquire()) {
             return new AppendResult(nativeAppend(h.value, stream, counts,

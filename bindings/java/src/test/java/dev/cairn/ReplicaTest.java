@@ -345,6 +345,8 @@ class ReplicaTest {
                     () -> r.append("climate", Collections.singletonMap("x", new Object())));
             assertThrows(IllegalArgumentException.class,
                     () -> r.appendAll("climate", batch, new long[] {1}));
+            assertThrows(IllegalArgumentException.class,
+                    () -> r.append("climate", Collections.singletonMap("t", Double.NaN)));
             assertThrows(IllegalArgumentException.class, () -> new StreamOptions().maxBytes(-1));
             assertEquals(7L, r.streams().get("climate").get("records"));
         }
