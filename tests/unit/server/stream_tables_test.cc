@@ -58,12 +58,18 @@ std::string Sql(const std::string& path, const std::string& sql) {
   return out;
 }
 
-TEST(StreamTablesTest, StoresOnceByOriginAndSeqInATablePerStream) {
+// A fresh streams file `path` with its StreamTables `t`, and a sending replica `a`.
+class StreamTablesTest : public ::testing::Test {
+ protected:
+  StreamTablesTest() { a.bytes.fill(0xaa); }
   TempDir dir;
   const std::string path = dir.File("s.db");
-  auto t = StreamTables::Open(path).value();
-  ReplicaId a, b;
-  a.bytes.fill(0xaa);
+  std::unique_ptr<StreamTables> t = StreamTables::Open(path).value();
+  ReplicaId a;
+};
+
+TEST_F(StreamTablesTest, StoresOnceByOriginAndSeqInATablePerStream) {
+  ReplicaId b;
   b.bytes.fill(0xbb);
   auto r = Store(t.get(), a, Batch("temps", 1, 5));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -87,12 +93,7 @@ TEST(StreamTablesTest, StoresOnceByOriginAndSeqInATablePerStream) {
             "1.5\n");
 }
 
-TEST(StreamTablesTest, ABadBatchLeavesNothingBehind) {
-  TempDir dir;
-  const std::string path = dir.File("s.db");
-  auto t = StreamTables::Open(path).value();
-  ReplicaId a;
-  a.bytes.fill(1);
+TEST_F(StreamTablesTest, ABadBatchLeavesNothingBehind) {
   // A good record, then one whose string is not UTF-8: nothing of the batch, no table.
   protocol::StreamEncoder enc("fresh");
   std::string good, bad;
@@ -113,12 +114,7 @@ TEST(StreamTablesTest, ABadBatchLeavesNothingBehind) {
 
 // SQL table names ignore case: a stream name differing only in case from an existing table
 // would share it (and its (origin, seq) keys) with another stream. Refused, nothing stored.
-TEST(StreamTablesTest, AStreamNameDifferingOnlyInCaseFromATableIsRefused) {
-  TempDir dir;
-  const std::string path = dir.File("s.db");
-  auto t = StreamTables::Open(path).value();
-  ReplicaId a;
-  a.bytes.fill(3);
+TEST_F(StreamTablesTest, AStreamNameDifferingOnlyInCaseFromATableIsRefused) {
   ASSERT_TRUE(Store(t.get(), a, Batch("Temps", 1, 3)).ok());
   auto r = Store(t.get(), a, Batch("temps", 1, 5));
   EXPECT_EQ(r.status().code(), Code::kEINVAL) << r.status().ToString();
@@ -131,12 +127,7 @@ TEST(StreamTablesTest, AStreamNameDifferingOnlyInCaseFromATableIsRefused) {
 
 // Only the fields records use get columns; a table that cannot take more columns refuses the
 // batch (a refusal, not a server error that would make the client retry forever).
-TEST(StreamTablesTest, ColumnsOnlyForFieldsInUseAndSchemaErrorsAreRefusals) {
-  TempDir dir;
-  const std::string path = dir.File("s.db");
-  auto t = StreamTables::Open(path).value();
-  ReplicaId a;
-  a.bytes.fill(4);
+TEST_F(StreamTablesTest, ColumnsOnlyForFieldsInUseAndSchemaErrorsAreRefusals) {
   // A batch naming a field no record uses (one record: gap 0, ts 0, one field, index 0, int 5).
   flatbuffers::FlatBufferBuilder fbb;
   const std::string rec("\x00\x00\x01\x00\x03\x0a", 6);
@@ -154,12 +145,7 @@ TEST(StreamTablesTest, ColumnsOnlyForFieldsInUseAndSchemaErrorsAreRefusals) {
   EXPECT_EQ(r.status().code(), Code::kEINVAL) << r.status().ToString();
 }
 
-TEST(StreamTablesTest, ATableDroppedByAnotherConnectionIsMadeAgain) {
-  TempDir dir;
-  const std::string path = dir.File("s.db");
-  auto t = StreamTables::Open(path).value();
-  ReplicaId a;
-  a.bytes.fill(2);
+TEST_F(StreamTablesTest, ATableDroppedByAnotherConnectionIsMadeAgain) {
   ASSERT_TRUE(Store(t.get(), a, Batch("temps", 1, 3)).ok());
   EXPECT_EQ(Sql(path, "DROP TABLE temps"), "");  // an archive job took the rows away
   auto r = Store(t.get(), a, Batch("temps", 4, 6));
