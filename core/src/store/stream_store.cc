@@ -312,7 +312,7 @@ Status StreamStore::Read(
   const int64_t base = Key(row->id, 0);
   read_.BindInt(1, Key(row->id, std::min(after_seq, kMaxSeq)));
   read_.BindInt(2, Key(row->id + 1, 0));
-  read_.BindInt(3, static_cast<int64_t>(std::min<size_t>(max_records, INT64_MAX)));
+  read_.BindInt(3, static_cast<int64_t>(std::min<uint64_t>(max_records, INT64_MAX)));
   size_t bytes = 0;
   bool full = false;
   Status st = read_.ForEachRow([&] {
