@@ -124,15 +124,16 @@ Status DecodeStreamBatch(const wire::StreamBatch& batch, uint32_t max_records,
     rec.fields.clear();
     std::fill(used.begin(), used.end(), false);
     for (uint64_t k = 0; k < count; k++) {
-      uint64_t idx = 0;
+      uint64_t raw = 0;
       Value v;
-      if (!r.GetVarint(&idx) || idx >= n_fields) return Status::Corrupt("bad stream field index");
+      if (!r.GetVarint(&raw) || raw >= n_fields) return Status::Corrupt("bad stream field index");
+      const auto idx = static_cast<uint32_t>(raw);  // < n_fields
       if (used[idx]) return Status::Corrupt("a stream record names a field twice");
       used[idx] = true;
       if (!GetValue(&r, /*check_utf8=*/true, &v)) {
         return Status::Corrupt("malformed stream value (or a string that is not UTF-8)");
       }
-      rec.fields.emplace_back(static_cast<uint32_t>(idx), std::move(v));
+      rec.fields.emplace_back(idx, std::move(v));
     }
     CAIRN_RETURN_IF_ERROR(fn(rec));
   }
