@@ -580,9 +580,9 @@ struct SyncClient::Engine : net::Conn::Delegate {
       const uint64_t sent = stream_sent[name], last = unsent->front().last_seq;
       protocol::StreamEncoder enc(name);
       // Seqs are increasing: at most last - sent records are in (sent, last].
-      Status s = replica->ReadStream(name, sent, std::min<uint64_t>(options.max_batch_ops,
-                                                                    last - sent),
-                                     stream_batch_bytes, &enc);
+      const auto max_records =
+          static_cast<size_t>(std::min<uint64_t>(options.max_batch_ops, last - sent));
+      Status s = replica->ReadStream(name, sent, max_records, stream_batch_bytes, &enc);
       if (!s.ok()) {
         conn->Close(s);
         return;
