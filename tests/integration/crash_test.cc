@@ -508,7 +508,7 @@ uint64_t BatchSize(uint64_t k) { return 1 + (k * 7919) % 40; }
     const uint64_t size = BatchSize(k);
     for (uint64_t i = 0; i < size; i++, n++) {
       if (!batch.Add({{"n", Value::Int(static_cast<int64_t>(n))},
-                      {"pad", Value::String(std::string(n % 200, 'p'))}})
+                      {"pad", Value::String(std::string(static_cast<size_t>(n % 200), 'p'))}})
                .ok()) {
         _exit(kChildWriteFailed);
       }
@@ -574,7 +574,8 @@ uint64_t CheckAppenderFile(const std::string& path, uint64_t last_acked, uint64_
   // Each record's value is its seq (none twice, none shifted).
   if (count > 0) {
     protocol::StreamEncoder enc("readings");
-    EXPECT_TRUE(replica->ReadStream("readings", 0, count, SIZE_MAX, &enc).ok());
+    EXPECT_TRUE(
+        replica->ReadStream("readings", 0, static_cast<size_t>(count), SIZE_MAX, &enc).ok());
     EXPECT_EQ(enc.record_count(), count);
     std::string frame;
     enc.FinishFrame(&frame);
