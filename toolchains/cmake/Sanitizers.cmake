@@ -1,6 +1,7 @@
 # CAIRN_SANITIZE: "" (off), "address" (ASan + UBSan), "undefined" (UBSan alone: the 32-bit ARM
-# run under qemu, where misaligned loads and 32-bit overflows show) or "thread" (TSan). Applied
-# to every target.
+# run under qemu, where misaligned loads and 32-bit overflows show), "thread" (TSan) or "fuzzer"
+# (clang: ASan + UBSan and libFuzzer's coverage; the fuzz targets link libFuzzer's main, see
+# tests/fuzz/run.sh). Applied to every target.
 set(CAIRN_SANITIZE "" CACHE STRING "Sanitizers: address (ASan+UBSan), undefined (UBSan) or thread (TSan)")
 if(CAIRN_SANITIZE STREQUAL "address")
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
@@ -17,9 +18,13 @@ elseif(CAIRN_SANITIZE STREQUAL "undefined")
     # to a function (CLI11 binds some to std::function) for a misaligned one.
     add_compile_options(-marm)
   endif()
+elseif(CAIRN_SANITIZE STREQUAL "fuzzer")
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+                      -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=address,undefined)
 elseif(CAIRN_SANITIZE STREQUAL "thread")
   add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
   add_link_options(-fsanitize=thread)
 elseif(NOT CAIRN_SANITIZE STREQUAL "")
-  message(FATAL_ERROR "CAIRN_SANITIZE must be empty, address, undefined or thread")
+  message(FATAL_ERROR "CAIRN_SANITIZE must be empty, address, undefined, thread or fuzzer")
 endif()
