@@ -12,6 +12,7 @@
 #include "protocol/frame.h"
 #include "protocol/stream_codec.h"
 #include "replica/replica.h"
+#include "support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace cairn;  // NOLINT
@@ -94,9 +95,7 @@ int main(int argc, char** argv) {
     (void)r->Delete("notes", "n2");
     (void)r->Export((tmp / "r.cex").string());
   }
-  std::ifstream in(tmp / "r.cex", std::ios::binary);
-  std::string file{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  Write(out / "import", "export", file);
+  Write(out / "import", "export", testing::ReadFile((tmp / "r.cex").string()));
   fs::remove_all(tmp);
   // JSON: fields of every kind, a record, values.
   Write(out / "json", "fields", R"({"title":"Hi","n":1,"d":0.5,"ok":true,"z":null,)"
