@@ -27,7 +27,6 @@ class StreamEncoder {
   // field twice ignoring case (ValidateRecord).
   Status Add(uint64_t seq, int64_t ts_ms, std::string_view body);
   size_t record_count() const { return count_; }
-  size_t bytes() const { return records_.size(); }
   bool empty() const { return count_ == 0; }
   uint64_t first_seq() const { return first_seq_; }
   uint64_t last_seq() const { return last_seq_; }
