@@ -871,7 +871,7 @@ TEST(SyncAuth, TokensAreChecked) {
   Status st = with(Token("alice", 3600, {"*"}, {"*"}, "another secret, also 32 bytes long......"));
   EXPECT_EQ(st.code(), Code::kEPERM);
   EXPECT_NE(st.message().find("signature"), std::string::npos);
-  st = with(Token("alice", -10));
+  st = with(Token("alice", -(auth::kClockLeewayS + 10)));
   EXPECT_EQ(st.code(), Code::kEPERM);
   EXPECT_NE(st.message().find("expired"), std::string::npos);
   EXPECT_EQ(with(Token("alice", 3600, {"*"}, {"*"}, kSecret, std::string(32, 'a'))).code(),

@@ -73,13 +73,18 @@ Result<std::vector<std::string>> CollectionList(const Json& claims, const char* 
 bool Claims::MayRead(const std::string& collection) const { return Allows(read, collection); }
 bool Claims::MayWrite(const std::string& collection) const { return Allows(write, collection); }
 
+std::string SignToken(const std::string& header_json, const std::string& payload_json,
+                      const std::string& secret) {
+  std::string signing = B64UrlEncode(header_json) + "." + B64UrlEncode(payload_json);
+  return signing + "." + B64UrlEncode(HmacSha256(secret, signing));
+}
+
 std::string MintToken(const Claims& claims, const std::string& secret) {
   Json payload = {{"sub", claims.subject}, {"exp", claims.expires_s},
                   {"read", claims.read},   {"write", claims.write}};
+  if (claims.not_before_s) payload["nbf"] = *claims.not_before_s;
   if (claims.replica_id) payload["rid"] = *claims.replica_id;
-  std::string signing = B64UrlEncode(R"({"alg":"HS256","typ":"JWT"})") + "." +
-                        B64UrlEncode(payload.dump());
-  return signing + "." + B64UrlEncode(HmacSha256(secret, signing));
+  return SignToken(R"({"alg":"HS256","typ":"JWT"})", payload.dump(), secret);
 }
 
 Result<Claims> VerifyToken(const std::string& token, const std::string& secret, int64_t now_s) {
@@ -101,8 +106,18 @@ Result<Claims> VerifyToken(const std::string& token, const std::string& secret, 
   Json header = Json::parse(header_raw, nullptr, /*allow_exceptions=*/false);
   Json payload = Json::parse(payload_raw, nullptr, /*allow_exceptions=*/false);
   if (!header.is_object() || !payload.is_object()) return Status::Invalid("token is not JSON");
+  // RFC 8725 §3.1, §3.11: the algorithm is pinned (never taken from the token to choose how
+  // to check it); a "typ" other than JWT is another kind of token; critical extensions
+  // ("crit") are not understood, so the token is refused (RFC 7515 §4.1.11).
   if (!header.contains("alg") || header["alg"] != "HS256") {
     return Status::Invalid("token algorithm must be HS256");
+  }
+  if (header.contains("typ") &&
+      (!header["typ"].is_string() || AsciiLower(header["typ"].get<std::string>()) != "jwt")) {
+    return Status::Invalid("token type must be JWT");
+  }
+  if (header.contains("crit")) {
+    return Status::Invalid("token names critical header extensions (crit): not supported");
   }
   Claims c;
   if (!payload.contains("sub") || !payload["sub"].is_string() ||
@@ -114,7 +129,16 @@ Result<Claims> VerifyToken(const std::string& token, const std::string& secret, 
     return Status::Invalid("token has no expiry");
   }
   c.expires_s = payload["exp"].get<int64_t>();
-  if (c.expires_s <= now_s) return Status::Invalid("token expired");
+  if (c.expires_s <= now_s - kClockLeewayS) return Status::Invalid("token expired");
+  if (payload.contains("nbf")) {
+    if (!payload["nbf"].is_number_integer()) {
+      return Status::Invalid("token claim 'nbf' is not an integer");
+    }
+    c.not_before_s = payload["nbf"].get<int64_t>();
+    if (*c.not_before_s > now_s + kClockLeewayS) {
+      return Status::Invalid("token not valid yet (nbf)");
+    }
+  }
   CAIRN_ASSIGN_OR_RETURN(c.read, CollectionList(payload, "read"));
   CAIRN_ASSIGN_OR_RETURN(c.write, CollectionList(payload, "write"));
   if (payload.contains("rid")) {

@@ -41,7 +41,8 @@ void Conn::Start(std::unique_ptr<TlsSession> tls) {
       uv_ip6_name(a, ip, sizeof(ip));
       port = ntohs(a->sin6_port);
     }
-    peer_ = std::string(ip) + ":" + std::to_string(port);
+    peer_ip_ = ip;
+    peer_ = peer_ip_ + ":" + std::to_string(port);
   }
   uv_tcp_nodelay(&tcp_, 1);
   last_recv_ms_ = last_send_ms_ = uv_now(loop_);
@@ -102,9 +103,10 @@ void Conn::ParseFrames() {
     uint32_t n = uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 |
                  uint32_t{p[3]} << 24;
     if (n > options_.limits.max_frame_bytes) {
-      SendErrorAndClose(Code::kECORRUPT, "frame of " + std::to_string(n) +
-                                             " bytes exceeds the limit of " +
-                                             std::to_string(options_.limits.max_frame_bytes));
+      std::string why = "frame of " + std::to_string(n) + " bytes exceeds the limit of " +
+                        std::to_string(options_.limits.max_frame_bytes);
+      if (*frame_limit_why_ != '\0') why += std::string(" ") + frame_limit_why_;
+      SendErrorAndClose(Code::kECORRUPT, why);
       return;
     }
     if (avail < 4 + size_t{n}) break;

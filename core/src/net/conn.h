@@ -75,10 +75,17 @@ class Conn {
   // `what` as the reason.
   void SetDeadline(uint64_t ms_from_now, const char* what);
   uint64_t last_send_ms() const { return last_send_ms_; }
+  // Changes the largest frame accepted from now on; `why` (a literal, or "") is said in the
+  // error when a larger one is announced. A frame's length is checked at its header.
+  void SetFrameLimit(uint32_t max_frame_bytes, const char* why) {
+    options_.limits.max_frame_bytes = max_frame_bytes;
+    frame_limit_why_ = why;
+  }
   // Closes (idempotent). OnClosed follows on a later loop turn.
   void Close(const Status& why);
   bool closing() const { return closing_; }
-  const std::string& peer() const { return peer_; }
+  const std::string& peer() const { return peer_; }       // "IP:PORT", known after Start
+  const std::string& peer_ip() const { return peer_ip_; }  // the IP alone
   // Bytes sent and received on the wire (TLS records included), for the sync status.
   uint64_t wire_bytes_out() const { return wire_out_; }
   uint64_t wire_bytes_in() const { return wire_in_; }
@@ -111,11 +118,12 @@ class Conn {
   uint64_t last_recv_ms_ = 0, last_send_ms_ = 0, partial_since_ms_ = 0;
   uint64_t deadline_ms_ = 0;
   const char* deadline_what_ = "";
+  const char* frame_limit_why_ = "";
   bool closing_ = false;
   bool close_after_flush_ = false;
   int pending_closes_ = 0;
   Status close_reason_;
-  std::string peer_;
+  std::string peer_, peer_ip_;
   uint64_t wire_out_ = 0, wire_in_ = 0;
 };
 

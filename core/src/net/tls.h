@@ -2,9 +2,10 @@
 // ciphertext from a buffer the connection fills and writes ciphertext back through the
 // connection (custom BIO), so the same Conn code serves plain TCP and TLS.
 //
-// Policy: TLS 1.2 or newer only. A client verifies the server's certificate chain against the
-// configured CAs (a private CA with `--ca`, else the system's bundle) and the host name, and
-// refuses the connection when either fails; this is on by default and cannot be skipped.
+// Policy: TLS 1.2 or newer; AEAD suites with ECDHE key exchange only; no renegotiation. A
+// client verifies the server's certificate chain against the configured CAs (a private CA with
+// `--ca`, else the system's bundle) and the host name (which must be given), and refuses the
+// connection when either fails; this is on by default and cannot be skipped.
 #ifndef CAIRN_NET_TLS_H_
 #define CAIRN_NET_TLS_H_
 

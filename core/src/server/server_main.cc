@@ -65,11 +65,18 @@ int Run(int argc, char** argv) {
   app.add_option("--idle-timeout-ms", o.conn.idle_timeout_ms,
                  "close a connection silent this long (default 60000)");
   app.add_option("--handshake-timeout-ms", o.handshake_timeout_ms,
-                 "close a connection without Hello after this long (default 10000)");
+                 "close a connection not past Hello this long after accept, TLS handshake included "
+                 "(default 10000)");
   app.add_option("--frame-timeout-ms", o.conn.frame_timeout_ms,
                  "close a connection whose frame does not complete (default 30000)");
   app.add_option("--max-frame-bytes", o.conn.limits.max_frame_bytes,
                  "largest frame accepted (default 16 MiB)");
+  app.add_option("--max-connections", o.max_connections,
+                 "connections in all; more are closed at accept (default 10000)")
+      ->check(CLI::Range(1, 10000000));
+  app.add_option("--max-connections-per-address", o.max_connections_per_address,
+                 "connections from one IP address (default 256)")
+      ->check(CLI::Range(1, 10000000));
   app.add_option("--max-drift-ms", o.max_drift_ms,
                  "refuse ops stamped further ahead of the server's clock (default 60000)")
       ->check(CLI::Range(1000u, 86400000u));

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "auth/jwt.h"
@@ -20,6 +21,10 @@ using protocol::FinishFrame;
 
 const char* BodyName(wire::Body b) { return wire::EnumNameBody(b); }
 
+// The largest frame a peer may send before its Hello is accepted (a Hello with a token and a
+// partial client's holdings fits many times over): an unauthenticated peer cannot make the
+// server buffer a large frame (docs/protocol.md, "Limits").
+constexpr uint32_t kMaxHelloFrameBytes = 256u << 10;
 
 }  // namespace
 
@@ -36,6 +41,10 @@ struct SyncServer::Impl {
   uv_signal_t sigterm, sigint;
   bool stopping = false;
   std::unordered_set<Session*> sessions;
+  // Open sessions by peer IP (ServerOptions::max_connections_per_address), and the addresses
+  // already said to be at their limit (said once until their count falls to zero).
+  std::unordered_map<std::string, size_t> per_address;
+  std::unordered_set<std::string> at_limit_logged;
   // Sessions whose snapshot yielded the loop (a scan budget spent): pumped again next turn.
   uv_idle_t repump;
   std::unordered_set<Session*> repump_sessions;
@@ -72,13 +81,20 @@ class Session : public net::Conn::Delegate {
   net::Conn* conn = nullptr;
   void Pump();
 
-  void OnOpen(net::Conn* c) override {
-    c->SetDeadline(server_->options.handshake_timeout_ms, "waiting for Hello");
-  }
+  // Called once the connection started (its peer known): closes it when the server or the
+  // peer's address has too many, else arms the pre-Hello limits (time and frame size).
+  void Admit();
   void OnFrame(net::Conn* c, const wire::Frame& frame) override;
   void OnDrained(net::Conn*) override { Pump(); }
   void OnClosed(net::Conn*, const Status& why) override {
-    if (live_ || !why.ok()) {
+    if (!address_.empty()) {
+      auto it = server_->per_address.find(address_);
+      if (it != server_->per_address.end() && --it->second == 0) {
+        server_->per_address.erase(it);
+        server_->at_limit_logged.erase(address_);
+      }
+    }
+    if (!refused_ && (live_ || !why.ok())) {
       server_->Log("session " + (live_ ? replica_.Hex() : std::string("(no hello)")) + " from " +
                    conn->peer() + " closed: " + (why.ok() ? "by the server" : why.ToString()));
     }
@@ -123,6 +139,8 @@ class Session : public net::Conn::Delegate {
   };
 
   SyncServer::Impl* server_;
+  std::string address_;          // the peer's IP once counted in per_address
+  bool refused_ = false;         // closed at accept by a connection limit
   bool live_ = false;            // Hello accepted
   ReplicaId replica_;
   uint64_t sent_ = 0;            // every log entry up to this cursor was sent or skipped
@@ -135,6 +153,32 @@ class Session : public net::Conn::Delegate {
   std::optional<Snapshot> snapshot_;
   std::optional<auth::Claims> claims_;   // when the server has a secret
 };
+
+void Session::Admit() {
+  const ServerOptions& o = server_->options;
+  const std::string& ip = conn->peer_ip();
+  const size_t from_ip = server_->per_address.count(ip) ? server_->per_address[ip] : 0;
+  std::string refusal;
+  if (server_->sessions.size() > o.max_connections) {
+    refusal = "too many connections (limit " + std::to_string(o.max_connections) + ")";
+  } else if (from_ip >= o.max_connections_per_address) {
+    refusal = "too many connections from " + ip + " (limit " +
+              std::to_string(o.max_connections_per_address) + ")";
+  }
+  if (!refusal.empty()) {
+    refused_ = true;
+    if (server_->at_limit_logged.insert(from_ip > 0 ? ip : std::string()).second) {
+      server_->Log("refusing connections: " + refusal);
+    }
+    conn->Close(Status(Code::kEBUSY, refusal));
+    return;
+  }
+  server_->per_address[ip] = from_ip + 1;
+  address_ = ip;
+  conn->SetFrameLimit(std::min(kMaxHelloFrameBytes, o.conn.limits.max_frame_bytes),
+                      "before Hello");
+  conn->SetDeadline(o.handshake_timeout_ms, "waiting for the handshake and Hello");
+}
 
 void Session::OnFrame(net::Conn* c, const wire::Frame& frame) {
   const wire::Body type = frame.body_type();
@@ -240,6 +284,7 @@ void Session::OnHello(const wire::Hello& hello) {
   sent_ = cursor;
   live_ = true;
   conn->SetDeadline(0, "");
+  conn->SetFrameLimit(server_->options.conn.limits.max_frame_bytes, "");
   flatbuffers::FlatBufferBuilder fbb(256);
   wire::ReplicaId sid = protocol::ToWire(store->id());
   auto welcome = wire::CreateWelcome(fbb, protocol::kProtocolVersion, &sid, store->NowMs(),
@@ -598,6 +643,7 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
     tls = std::move(t.value());
   }
   conn->Start(std::move(tls));
+  if (!conn->closing()) session->Admit();
 }
 
 void SyncServer::Impl::StopNow() {
@@ -631,6 +677,9 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
   std::unique_ptr<SyncServer> s(new SyncServer());
   Impl* i = s->impl_.get();
   i->options = options;
+  if (options.max_connections == 0 || options.max_connections_per_address == 0) {
+    return Status::Invalid("connection limits must be at least 1");
+  }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return Status::Invalid("TLS needs both a certificate and a key");
   }

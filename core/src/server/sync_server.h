@@ -31,7 +31,12 @@ struct ServerOptions {
   std::string token_secret;          // empty: open server (no authentication), said loudly
   ServerStoreOptions store;
   net::ConnOptions conn;             // frame limit, idle and frame timeouts
+  // From accept to Hello, TLS handshake included: a peer slower than this is closed.
   uint32_t handshake_timeout_ms = 10000;
+  // Connections beyond these are closed at accept: in all, and from one IP address (devices
+  // behind one NAT share an address: raise it for such fleets).
+  size_t max_connections = 10000;
+  size_t max_connections_per_address = 256;
   size_t max_queued_bytes = 1u << 20;  // per session: the log is read only below this
   uint32_t max_batch_ops = 8192;       // ops per batch the server sends
   uint32_t window_batches = 8;         // unacknowledged pushes a client may have in flight
