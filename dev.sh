@@ -5,8 +5,9 @@
 #   ./dev.sh test   install what is missing, build, and run the whole test suite
 #                   (Debug build, then the same suite under ASan + UBSan, then cross-built
 #                   for aarch64 and for 32-bit ARM with UBSan and run under qemu-user, the
-#                   self-contained libraries for x86_64 and aarch64 and their tests, then
-#                   the Release build and the sync demo)
+#                   threaded and networked tests under TSan, the self-contained libraries
+#                   for x86_64 and aarch64 and their tests, then the Release build and the
+#                   sync demo)
 # Works on a fresh Debian 12 machine (the ARM and self-contained builds fetch Debian 12's own
 # packages); needs root or sudo for apt-get.
 set -euo pipefail
@@ -49,6 +50,13 @@ case "${1:-}" in
       cmake --build --preset "$preset"
       ctest --preset "$preset"
     done
+    # ThreadSanitizer over the tests that run threads or a server (label "threaded"): only
+    # their programs are built.
+    echo "=== tsan: build, the threaded and networked tests"
+    cmake --preset tsan >/dev/null
+    cmake --build --preset tsan --target replica_test sync_test stream_sync_test security_test \
+      server_kill_test capi_test
+    ctest --preset tsan
     # The self-contained libraries (SQLite, libuv and mbedTLS built in from Debian's sources):
     # the JUnit suite and the C API test against the x86_64 ones, the C API test under qemu
     # against the aarch64 one, and what each exports.

@@ -1,6 +1,7 @@
 /* Tests of the C API written in C, using only cairn.h (as leveldb's db/c_test.c).
  * Usage: capi_test WORK_DIR [CAIRN_SERVER]: with the server binary, sync through a real
  * cairn-server too. Prints "N passed, N failed". */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -452,10 +453,10 @@ static void test_sync(const char* server_bin) {
 }
 
 /* Offline live sync: the status callback still hears the pending count grow. */
-static volatile int g_offline_pending_seen;
+static atomic_int g_offline_pending_seen; /* set on the sync thread, read on this one */
 static void on_offline_status(void* ctx, const char* json) {
   (void)ctx;
-  if (strstr(json, "\"pending_ops\":1,") != NULL) g_offline_pending_seen = 1;
+  if (strstr(json, "\"pending_ops\":1,") != NULL) atomic_store(&g_offline_pending_seen, 1);
 }
 
 static void test_status_while_offline(void) {
@@ -475,11 +476,11 @@ static void test_status_while_offline(void) {
   CHECK(cairn_sync_set_status_callback(s, on_offline_status, NULL, NULL) == CAIRN_OK);
   CHECK(cairn_sync_start(s) == CAIRN_OK);
   CHECK(cairn_replica_put_json(r, "notes", "n1", "{\"x\":1}") == CAIRN_OK);
-  for (int i = 0; i < 300 && !g_offline_pending_seen; i++) {
+  for (int i = 0; i < 300 && !atomic_load(&g_offline_pending_seen); i++) {
     struct timespec ts = {0, 10 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
-  CHECK(g_offline_pending_seen);
+  CHECK(atomic_load(&g_offline_pending_seen));
   CHECK(cairn_sync_stop(s) == CAIRN_OK);
   cairn_sync_free(s);
   cairn_replica_free(r);

@@ -134,7 +134,8 @@ TEST(StreamSync, NoLossAndNoDuplicateWhenConnectionsAreCut) {
   TempDir dir;
   ServerThread server(Options(dir));
   std::mt19937 rng(7);
-  FaultProxy proxy(server.port(), [&rng](int) {
+  // The proxy's faults come from its own generator: it runs on the proxy's thread.
+  FaultProxy proxy(server.port(), [rng = std::mt19937(1007)](int) mutable {
     Faults f;
     switch (rng() % 4) {
       case 0:

@@ -170,7 +170,8 @@ TEST(Sync, FaultProxyRandomizedRuns) {
   TempDir dir;
   ServerThread server(Options(dir));
   std::mt19937 rng(42);
-  FaultProxy proxy(server.port(), [&rng](int) {
+  // The proxy's faults come from its own generator: it runs on the proxy's thread.
+  FaultProxy proxy(server.port(), [rng = std::mt19937(1042)](int) mutable {
     Faults f;
     switch (rng() % 5) {
       case 0:
