@@ -1145,6 +1145,128 @@ TEST(SyncAuth, RandomRefusalsConverge) {
   }
 }
 
+// A device clock: the machine's, moved by an offset that the test changes from any thread.
+class OffsetClock final : public Clock {
+ public:
+  explicit OffsetClock(int64_t offset_ms) : offset_ms_(offset_ms) {}
+  int64_t NowMs() override { return port::WallClockMs() + offset_ms_.load(); }
+  void Jump(int64_t ms) { offset_ms_ += ms; }
+
+ private:
+  std::atomic<int64_t> offset_ms_;
+};
+
+// The clock matrix (docs/RELIABILITY.md, "Clocks"): six devices whose clocks run a year, a day
+// and an hour behind the server's, right, an hour and a year ahead, and jump both ways (a year,
+// a day, a minute) between sessions and, for the device that syncs live, during one, write the
+// same documents and counters. At the end every replica equals the server and each counter
+// holds exactly the increments that were not refused (ECLOCK). And no clock wins forever: each
+// device in turn syncs and then writes the same field, and its write is the one everybody
+// ends with, whatever its clock said before.
+TEST(SyncClock, ClockMatrixConverges) {
+  constexpr int64_t kMinute = 60'000, kHour = 60 * kMinute, kDay = 24 * kHour,
+                    kYear = 365 * kDay;
+  const int64_t start[] = {-kYear, -kDay, -kHour, 0, kHour, kYear};
+  const int64_t jumps[] = {-kYear, -kDay, -kMinute, kMinute, kDay, kYear};
+  constexpr size_t kDevices = 6, kLive = 5;
+  for (uint32_t seed = 1; seed <= 3; seed++) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    TempDir dir;
+    ServerThread server(Options(dir));  // the system clock, max drift 60 s
+    std::vector<std::unique_ptr<OffsetClock>> clocks;
+    std::vector<std::unique_ptr<Replica>> rs;
+    for (size_t i = 0; i < kDevices; i++) {
+      clocks.push_back(std::make_unique<OffsetClock>(start[i]));
+      ReplicaOptions ro;
+      ro.clock = clocks.back().get();
+      auto r = Replica::Open(dir.File("r" + std::to_string(i)), ro);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      rs.push_back(std::move(r).value());
+    }
+    sync::SyncOptions lo;
+    lo.server = server.address();
+    lo.backoff_min_ms = 10;
+    auto live = std::make_unique<sync::SyncClient>(rs[kLive].get(), lo);
+    ASSERT_TRUE(live->Start().ok());
+    std::mt19937 rng(seed);
+    std::map<std::string, int64_t> sums;
+    int jumped = 0;
+    for (int step = 0; step < 150; step++) {
+      const size_t who = rng() % kDevices;
+      Replica* r = rs[who].get();
+      const std::string key = "k" + std::to_string(rng() % 3);
+      switch (rng() % 6) {
+        case 0:
+        case 1:
+          ASSERT_TRUE(r->Put("docs", key, {{"v", Value::Int(step)},
+                                           {"by", Value::Int(static_cast<int64_t>(who))}}).ok());
+          break;
+        case 2: {
+          const int64_t d = static_cast<int64_t>(rng() % 20) - 5;
+          ASSERT_TRUE(r->Increment("counters", key, "n", d).ok());
+          sums[key] += d;
+          break;
+        }
+        case 3:
+          clocks[who]->Jump(jumps[rng() % 6]);
+          jumped++;
+          break;
+        default:
+          if (who != kLive) {
+            ASSERT_TRUE(SyncOnce(r, server.address()).ok());
+          }
+      }
+    }
+    live->Stop();
+    live.reset();
+    for (int round = 0; round < 2; round++) {
+      for (auto& r : rs) ASSERT_TRUE(SyncOnce(r.get(), server.address()).ok());
+    }
+    EXPECT_GT(jumped, 10);
+    const std::string want = ServerDigest(dir);
+    size_t refused = 0;
+    for (auto& r : rs) {
+      for (const auto& rej : RejectedOps(r.get())) {
+        EXPECT_EQ(rej.code, static_cast<int>(Code::kECLOCK)) << rej.reason;
+        if (rej.op.kind == OpKind::kIncrement) sums[rej.op.key] -= rej.op.delta;
+        refused++;
+      }
+    }
+    EXPECT_GT(refused, 0u);  // the clocks ahead were caught
+    // Nothing kept is stamped beyond the server's clock plus the drift it allows: a minute
+    // from now, any new write outranks every op there is.
+    const int64_t bound = port::WallClockMs() + 60'000;
+    for (auto& r : rs) {
+      ASSERT_TRUE(r->Log([&](const Op& op) {
+                     EXPECT_LE(static_cast<int64_t>(HlcPhysical(op.id.hlc)), bound)
+                         << op.id.origin.Hex() << ":" << op.id.seq;
+                     return Status::OK();
+                   }).ok());
+    }
+    for (auto& r : rs) {
+      EXPECT_EQ(r->Digest().value(), want);
+      EXPECT_EQ(r->GetStatus().value().pending_ops, 0);
+      for (const auto& [key, sum] : sums) EXPECT_EQ(Counter(r.get(), "counters", key, "n"), sum);
+    }
+    // No clock wins forever: the last device to write (having synced first) is what all see.
+    for (size_t i = 0; i < kDevices; i++) {
+      SCOPED_TRACE("final writer " + std::to_string(i));
+      clocks[i]->Jump(jumps[rng() % 6]);  // whatever its clock does now
+      const size_t refused_before = RejectedOps(rs[i].get()).size();
+      ASSERT_TRUE(SyncOnce(rs[i].get(), server.address()).ok());
+      ASSERT_TRUE(rs[i]->Put("docs", "last", {{"by", Value::Int(static_cast<int64_t>(i))}}).ok());
+      ASSERT_TRUE(SyncOnce(rs[i].get(), server.address()).ok());
+      EXPECT_EQ(RejectedOps(rs[i].get()).size(), refused_before);
+      for (auto& r : rs) {
+        ASSERT_TRUE(SyncOnce(r.get(), server.address()).ok());
+        auto doc = r->Get("docs", "last").value();
+        ASSERT_TRUE(doc.has_value());
+        EXPECT_EQ(doc->at("by").as_int(), static_cast<int64_t>(i));
+      }
+    }
+  }
+}
+
 // A client that pushes ops of another origin is refused and nothing is applied.
 TEST(SyncAuth, ForgedOriginIsRefused) {
   TempDir dir;
