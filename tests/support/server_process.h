@@ -22,33 +22,52 @@ extern char** environ;
 
 namespace cairn::testing {
 
+// Starts `args` (args[0]: the program's path) with stdout and stderr appended to `log`, the
+// signals in `blocked` blocked, and `env` (NAME=value) added to this process's environment.
+// The pid, or -1.
+inline pid_t SpawnProcess(const std::vector<std::string>& args, const std::string& log,
+                          const sigset_t* blocked = nullptr,
+                          const std::vector<std::string>& env = {}) {
+  std::vector<std::string> arg_strings = args, env_strings = env;
+  std::vector<char*> argv, envp;
+  for (auto& a : arg_strings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  if (blocked != nullptr) {
+    posix_spawnattr_setsigmask(&attr, blocked);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  }
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data()) != 0) pid = -1;
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
 // One cairn-server process on `db` listening on 127.0.0.1:`port` (0: any), with `extra`
 // arguments, stderr appended to `log`.
 class ServerProcess {
  public:
   // `blocked`: signals blocked in the server as it starts (what a parent such as a JVM or a
-  // Swift test runner passes on through posix_spawn).
+  // Swift test runner passes on through posix_spawn). `env`: NAME=value added to the
+  // environment it inherits.
   ServerProcess(const std::string& db, const std::string& log, uint16_t port,
-                const std::vector<std::string>& extra = {}, const sigset_t* blocked = nullptr)
+                const std::vector<std::string>& extra = {}, const sigset_t* blocked = nullptr,
+                const std::vector<std::string>& env = {})
       : log_(log) {
     std::vector<std::string> args = {CAIRN_SERVER_PATH, "--db", db, "--listen",
                                      "127.0.0.1:" + std::to_string(port)};
     args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    if (blocked != nullptr) {
-      posix_spawnattr_setsigmask(&attr, blocked);
-      posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-    }
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ), 0);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_ = SpawnProcess(args, log, blocked, env);
+    EXPECT_GT(pid_, 0);
   }
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
@@ -82,6 +101,14 @@ class ServerProcess {
     }
     return -1;
   }
+  // Whether it is still running (reaps it, keeping the wait status, when it has exited).
+  bool Running() {
+    if (pid_ <= 0) return false;
+    if (waitpid(pid_, &status_, WNOHANG) != pid_) return true;
+    pid_ = -1;
+    return false;
+  }
+  int status() const { return status_; }  // after Running() said false
   void Kill(int sig) {
     if (pid_ <= 0) return;
     kill(pid_, sig);
@@ -93,6 +120,7 @@ class ServerProcess {
  private:
   std::string log_;
   pid_t pid_ = -1;
+  int status_ = 0;
 };
 
 }  // namespace cairn::testing

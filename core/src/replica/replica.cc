@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/killpoint.h"
 #include "base/coding.h"
 #include "base/sha256.h"
 #include "base/strings.h"
@@ -1001,6 +1002,7 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
     return st;
   }
   clock_->Observe(max_hlc);
+  KillPoint("replica.apply.before_commit");
   CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
   return stats;
 }

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <map>
 
+#include "base/killpoint.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
@@ -183,6 +184,7 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
     uint64_t new_floor = floor_, log_ops = log_ops_ + result.applied;
     CAIRN_RETURN_IF_ERROR(TrimLog(&new_floor, &log_ops));
     clock_->Observe(max_hlc);  // accepted ops only: a refused clock does not drag the server's
+    KillPoint("server.push.before_commit");
     CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
     head_ = cursor;
     floor_ = new_floor;

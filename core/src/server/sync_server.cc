@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "auth/jwt.h"
+#include "base/killpoint.h"
 #include "net/tls.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
@@ -323,6 +324,7 @@ void Session::OnBatch(const wire::OpBatch& batch) {
                             "push refused: " + pushed.status().message());
     return;
   }
+  KillPoint("server.push.committed");
   flatbuffers::FlatBufferBuilder fbb(128);
   std::vector<flatbuffers::Offset<wire::Refusal>> refused;
   for (const Refused& r : pushed->refused) {
@@ -361,6 +363,7 @@ void Session::OnStreamBatch(const wire::StreamBatch& batch) {
       verdict = r.status();
     }
   }
+  if (verdict.ok()) KillPoint("server.stream.committed");
   if (!verdict.ok()) {
     server_->Log("session " + replica_.Hex() + ": refused a batch of stream '" + stream +
                  "': " + verdict.ToString());
@@ -520,6 +523,7 @@ bool Session::PumpSnapshot() {
     auto c = wire::CreateSnapshotChunk(fbb, batch, fbb.CreateString(coll),
                                        fbb.CreateString(last_key));
     conn->Send(FinishFrame(&fbb, wire::Body::SnapshotChunk, c));
+    KillPoint("server.snapshot.sent");
   }
   if (snap.next < snap.collections.size() || conn->queued_bytes() >= max_queued) return false;
   flatbuffers::FlatBufferBuilder fbb(64);
@@ -588,6 +592,7 @@ void Session::Pump() {
       std::string frame;
       enc.FinishFrame(&frame, last);
       conn->Send(std::move(frame));
+      KillPoint("server.log.sent");
       caught_up_sent_ = false;
     }
     sent_ = last;

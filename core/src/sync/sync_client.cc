@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "base/killpoint.h"
 #include "base/log.h"
 #include "base/strings.h"
 #include "net/tls.h"
@@ -532,7 +533,9 @@ struct SyncClient::Engine : net::Conn::Delegate {
       std::string frame;
       const size_t n = enc.op_count();
       enc.FinishFrame(&frame, 0, *last);
+      KillPoint("client.push.before_send");
       conn->Send(std::move(frame));
+      KillPoint("client.push.sent");
       inflight.push_back(*last);
       pushed_through = *last;
       caught_up = false;
@@ -620,6 +623,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       SetStateAndError(SyncState::kSyncing, why.ToString());
     } else if (!stream_refused.count(name)) {
       // (After a refusal, later acks of the stream would drop the refused records too.)
+      KillPoint("client.stream.before_ack");
       auto removed = replica->AckStream(name, ack.through_seq());
       if (!removed.ok()) {
         conn->Close(removed.status());
@@ -658,6 +662,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
                                      r->reason() ? r->reason()->str() : std::string()});
       }
     }
+    KillPoint("client.ack.before_record");
     Status s = replica->AckOutbox(through, refused);
     if (!s.ok()) {
       conn->Close(s);
@@ -708,6 +713,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       conn->SendErrorAndClose(Code::kECORRUPT, "batch cursor did not advance");
       return;
     }
+    KillPoint("client.apply.before");
     auto applied = replica->ApplyServerBatch(batch, batch.cursor(), server_id);
     if (!applied.ok()) {
       conn->SendErrorAndClose(applied.status().code(),
@@ -773,7 +779,9 @@ struct SyncClient::Engine : net::Conn::Delegate {
         chunk.after_key() ? chunk.after_key()->str() : "");
     if (!s.ok()) {
       conn->SendErrorAndClose(s.code(), "client could not stage a snapshot: " + s.message());
+      return;
     }
+    KillPoint("client.snapshot.staged");
   }
 
   void OnSnapshotEnd(const wire::SnapshotEnd& end) {
@@ -790,6 +798,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
       after.partial = true;
       for (const auto& c : snapshot_collections) after.holds[c] = cursor;
     }
+    KillPoint("client.snapshot.before_finish");
     auto applied = replica->FinishSnapshot(CoverageText(after));
     if (!applied.ok()) {
       conn->SendErrorAndClose(applied.status().code(),
