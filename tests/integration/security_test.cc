@@ -170,6 +170,30 @@ class SecurityTest : public ::testing::Test {
     if (!st.ok()) return st;
     return SyncOnce(r.get(), server.address(), o);
   }
+  // Opens `n` connections and keeps them: the next one is closed at once, the `n` stay open.
+  std::vector<int> FillAndOverflow(const ServerThread& server, int n) {
+    std::vector<int> held;
+    for (int i = 0; i < n; ++i) {
+      held.push_back(Dial(server.port()));
+      EXPECT_GE(held.back(), 0);
+    }
+    const int extra = Dial(server.port());
+    EXPECT_GE(extra, 0);
+    EXPECT_TRUE(ClosedByServer(extra, 5000));
+    if (extra >= 0) close(extra);
+    for (int fd : held) EXPECT_FALSE(ClosedByServer(fd, 50));
+    return held;
+  }
+  // LegitimateSync, retried for up to 2.5 s while the server has not yet seen a connection go.
+  Status SyncOnceThereIsRoom(const ServerThread& server) {
+    Status st;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      st = LegitimateSync(server);
+      if (st.ok()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return st;
+  }
   TempDir dir_;
   int n_ = 0;
 };
@@ -310,28 +334,13 @@ TEST_F(SecurityTest, ConnectionsPerAddressAreLimited) {
   server::ServerOptions o = Options(dir_);
   o.max_connections_per_address = 6;
   ServerThread server(o);
-  std::vector<int> held;
-  for (int i = 0; i < 6; ++i) {
-    held.push_back(Dial(server.port()));
-    ASSERT_GE(held.back(), 0);
-  }
-  // The seventh is closed at once; the six stay.
-  int extra = Dial(server.port());
-  ASSERT_GE(extra, 0);
-  EXPECT_TRUE(ClosedByServer(extra, 5000));
-  close(extra);
-  for (int fd : held) EXPECT_FALSE(ClosedByServer(fd, 50));
+  std::vector<int> held = FillAndOverflow(server, 6);
   EXPECT_NE(server.log().find("too many connections from 127.0.0.1"), std::string::npos)
       << server.log();
   // One goes away: room for one more.
   close(held.back());
   held.pop_back();
-  Status st;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    st = LegitimateSync(server);
-    if (st.ok()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  Status st = SyncOnceThereIsRoom(server);
   EXPECT_TRUE(st.ok()) << st.ToString();
   for (int fd : held) close(fd);
 }
@@ -340,22 +349,8 @@ TEST_F(SecurityTest, ConnectionsInAllAreLimited) {
   server::ServerOptions o = Options(dir_);
   o.max_connections = 3;
   ServerThread server(o);
-  std::vector<int> held;
-  for (int i = 0; i < 3; ++i) {
-    held.push_back(Dial(server.port()));
-    ASSERT_GE(held.back(), 0);
-  }
-  int extra = Dial(server.port());
-  ASSERT_GE(extra, 0);
-  EXPECT_TRUE(ClosedByServer(extra, 5000));
-  close(extra);
-  for (int fd : held) close(fd);
-  Status st;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    st = LegitimateSync(server);
-    if (st.ok()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  for (int fd : FillAndOverflow(server, 3)) close(fd);
+  Status st = SyncOnceThereIsRoom(server);
   EXPECT_TRUE(st.ok()) << st.ToString();
 }
 

@@ -225,6 +225,18 @@ class StorageFaultTest : public ::testing::TestWithParam<StorageFault> {
     ASSERT_TRUE(r->Write(b).ok());
   }
 
+  // Another replica (id 0x42..) with ThreeTransactions: its id and its five ops.
+  void OtherReplicasOps(ReplicaId* origin, std::vector<Op>* ops) {
+    auto other = Open(dir_.File("other.db"), 0x42);
+    ASSERT_NE(other, nullptr);
+    *origin = other->id();
+    ThreeTransactions(other.get());
+    ASSERT_TRUE(other->Log([&](const Op& op) {
+                       ops->push_back(op);
+                       return Status::OK();
+                     }).ok());
+  }
+
   TempDir dir_;
   FakeClock clock_;
   FaultVfs* vfs_ = nullptr;
@@ -274,16 +286,7 @@ TEST_P(StorageFaultTest, ApplyServerBatch) {
   ReplicaId origin, server;
   server.bytes.fill(0x5e);
   std::vector<Op> ops;
-  {
-    auto other = Open(dir_.File("other.db"), 0x42);
-    ASSERT_NE(other, nullptr);
-    origin = other->id();
-    ThreeTransactions(other.get());
-    ASSERT_TRUE(other->Log([&](const Op& op) {
-                       ops.push_back(op);
-                       return Status::OK();
-                     }).ok());
-  }
+  OtherReplicasOps(&origin, &ops);
   protocol::BatchEncoder enc;
   for (const Op& op : ops) enc.Add(op);
   enc.Cover(origin, 0, ops.size());
@@ -332,16 +335,7 @@ TEST_P(StorageFaultTest, ServerApplyPush) {
   // Another replica's three transactions, pushed in two batches: ops 1-3, then 4-5.
   std::vector<Op> ops;
   ReplicaId origin;
-  {
-    auto other = Open(dir_.File("other.db"), 0x42);
-    ASSERT_NE(other, nullptr);
-    origin = other->id();
-    ThreeTransactions(other.get());
-    ASSERT_TRUE(other->Log([&](const Op& op) {
-                       ops.push_back(op);
-                       return Status::OK();
-                     }).ok());
-  }
+  OtherReplicasOps(&origin, &ops);
   ASSERT_EQ(ops.size(), 5u);
   flatbuffers::FlatBufferBuilder first, second;
   protocol::BatchEncoder enc;
