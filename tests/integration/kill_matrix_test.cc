@@ -231,7 +231,7 @@ TEST(KillMatrix, NothingLostNothingTwiceAtEveryStep) {
     // The seed picks the point and which time it is reached that kills (1st for the first
     // round of seeds, then 2nd, 3rd), and drives the run's writes.
     const uint64_t seed = first_seed + static_cast<uint64_t>(i);
-    const KillPointInfo& point = kPoints[seed % points];
+    const KillPointInfo& point = kPoints[static_cast<size_t>(seed % points)];
     const int nth = 1 + static_cast<int>(seed / points % 3);
     SCOPED_TRACE("kill point " + std::string(point.name) + ":" + std::to_string(nth) +
                  "; rerun with CAIRN_KILL_SEED=" + std::to_string(seed) + " CAIRN_KILL_RUNS=1");
