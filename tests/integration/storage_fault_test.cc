@@ -1,5 +1,6 @@
 // Storage faults: every write and every sync along the replica's write paths fails in turn (an
-// I/O error, or a disk that is full from then on), through a SQLite VFS that wraps the default
+// I/O error from then on, a single transient one, or a disk that is full from then on), through
+// a SQLite VFS that wraps the default
 // one (support/fault_vfs.h). For the n-th write or sync of each path, for every n the path
 // makes, the test checks: the caller gets EIO, nothing changed (no acknowledged write lost, no
 // unsent op or queued record evicted, no counter or cache moved), the same call succeeds once
@@ -122,7 +123,8 @@ class StorageFaultTest : public ::testing::TestWithParam<StorageFault> {
   }
 
   // Runs `path` once without a fault (counting its writes and syncs), then once per write or
-  // sync with that one failing (and, for a full disk, every later one until the call returns).
+  // sync with that one failing, and every later one too until the call returns (kIoError,
+  // kDiskFull) or that one alone (kIoErrorOnce).
   template <typename T>
   void RunMatrix(const std::string& name, const FaultPath<T>& path) {
     const StorageFault fault = GetParam();
@@ -399,9 +401,17 @@ TEST_P(StorageFaultTest, ServerApplyPush) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Faults, StorageFaultTest,
-                         ::testing::Values(StorageFault::kIoError, StorageFault::kDiskFull),
+                         ::testing::Values(StorageFault::kIoError, StorageFault::kIoErrorOnce,
+                                           StorageFault::kDiskFull),
                          [](const ::testing::TestParamInfo<StorageFault>& p) {
-                           return p.param == StorageFault::kIoError ? "IoError" : "DiskFull";
+                           switch (p.param) {
+                             case StorageFault::kIoError:
+                               return "IoError";
+                             case StorageFault::kIoErrorOnce:
+                               return "IoErrorOnce";
+                             default:
+                               return "DiskFull";
+                           }
                          });
 
 }  // namespace

@@ -30,7 +30,9 @@ int Check(bool is_sync) {
   int64_t n = ++g_operations;
   int64_t from = g_fail_from.load();
   if (from == 0 || n < from) return SQLITE_OK;
-  if (static_cast<StorageFault>(g_fault.load()) == StorageFault::kDiskFull) {
+  const auto fault = static_cast<StorageFault>(g_fault.load());
+  if (fault == StorageFault::kIoErrorOnce && n > from) return SQLITE_OK;
+  if (fault == StorageFault::kDiskFull) {
     if (is_sync) return SQLITE_OK;
     ++g_failures;
     return SQLITE_FULL;

@@ -9,8 +9,9 @@
 namespace cairn::testing {
 
 enum class StorageFault {
-  kIoError,   // writes fail with SQLITE_IOERR_WRITE, syncs with SQLITE_IOERR_FSYNC
-  kDiskFull,  // writes fail with SQLITE_FULL; syncs succeed
+  kIoError,      // writes fail with SQLITE_IOERR_WRITE, syncs with SQLITE_IOERR_FSYNC
+  kIoErrorOnce,  // the same, for the n-th write or sync only (a transient error)
+  kDiskFull,     // writes fail with SQLITE_FULL; syncs succeed
 };
 
 class FaultVfs {
@@ -19,7 +20,8 @@ class FaultVfs {
   static FaultVfs& Install();
 
   // From the n-th write or sync on (1: the next one), every write and sync fails with `fault`
-  // until Clear() (a full disk stays full). Resets the counters.
+  // until Clear() (a full disk stays full), or only the n-th for kIoErrorOnce. Resets the
+  // counters.
   void FailFrom(int64_t n, StorageFault fault);
   // No fault; counters reset.
   void Clear();

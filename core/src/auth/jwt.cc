@@ -3,6 +3,7 @@
 #include <mbedtls/md.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "base/strings.h"
 #include "replica/json_codec.h"
@@ -68,6 +69,16 @@ Result<std::vector<std::string>> CollectionList(const Json& claims, const char* 
   return out;
 }
 
+// An integer NumericDate; one above INT64_MAX (JSON allows it) is INT64_MAX, not a wrapped
+// negative number (a huge nbf must not read as long ago).
+int64_t NumericDate(const Json& v) {
+  if (v.is_number_unsigned() &&
+      v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  return v.get<int64_t>();
+}
+
 }  // namespace
 
 bool Claims::MayRead(const std::string& collection) const { return Allows(read, collection); }
@@ -128,13 +139,13 @@ Result<Claims> VerifyToken(const std::string& token, const std::string& secret, 
   if (!payload.contains("exp") || !payload["exp"].is_number_integer()) {
     return Status::Invalid("token has no expiry");
   }
-  c.expires_s = payload["exp"].get<int64_t>();
+  c.expires_s = NumericDate(payload["exp"]);
   if (c.expires_s <= now_s - kClockLeewayS) return Status::Invalid("token expired");
   if (payload.contains("nbf")) {
     if (!payload["nbf"].is_number_integer()) {
       return Status::Invalid("token claim 'nbf' is not an integer");
     }
-    c.not_before_s = payload["nbf"].get<int64_t>();
+    c.not_before_s = NumericDate(payload["nbf"]);
     if (*c.not_before_s > now_s + kClockLeewayS) {
       return Status::Invalid("token not valid yet (nbf)");
     }

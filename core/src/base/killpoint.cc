@@ -1,5 +1,7 @@
 #include "base/killpoint.h"
 
+#if defined(CAIRN_KILL_POINTS)
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -46,3 +48,5 @@ void KillPoint(const char* name) {
 }
 
 }  // namespace cairn
+
+#endif  // CAIRN_KILL_POINTS

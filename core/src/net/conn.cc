@@ -26,7 +26,8 @@ Conn::Conn(uv_loop_t* loop, Delegate* delegate, const ConnOptions& options)
 
 Conn::~Conn() = default;
 
-void Conn::Start(std::unique_ptr<TlsSession> tls) {
+void Conn::ReadPeer() {
+  if (!peer_.empty()) return;
   sockaddr_storage addr;
   int len = sizeof(addr);
   if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
@@ -44,6 +45,10 @@ void Conn::Start(std::unique_ptr<TlsSession> tls) {
     peer_ip_ = ip;
     peer_ = peer_ip_ + ":" + std::to_string(port);
   }
+}
+
+void Conn::Start(std::unique_ptr<TlsSession> tls) {
+  ReadPeer();
   uv_tcp_nodelay(&tcp_, 1);
   last_recv_ms_ = last_send_ms_ = uv_now(loop_);
   uv_timer_start(&timer_, TimerCb, options_.tick_ms, options_.tick_ms);

@@ -84,7 +84,9 @@ class Conn {
   // Closes (idempotent). OnClosed follows on a later loop turn.
   void Close(const Status& why);
   bool closing() const { return closing_; }
-  const std::string& peer() const { return peer_; }       // "IP:PORT", known after Start
+  // Reads the peer's address (Start does it too): a server can look at it before starting.
+  void ReadPeer();
+  const std::string& peer() const { return peer_; }       // "IP:PORT", known after ReadPeer
   const std::string& peer_ip() const { return peer_ip_; }  // the IP alone
   // Bytes sent and received on the wire (TLS records included), for the sync status.
   uint64_t wire_bytes_out() const { return wire_out_; }

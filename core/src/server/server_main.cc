@@ -66,7 +66,8 @@ int Run(int argc, char** argv) {
                  "close a connection silent this long (default 60000)");
   app.add_option("--handshake-timeout-ms", o.handshake_timeout_ms,
                  "close a connection not past Hello this long after accept, TLS handshake included "
-                 "(default 10000)");
+                 "(default 10000)")
+      ->check(CLI::Range(1u, 3600000u));
   app.add_option("--frame-timeout-ms", o.conn.frame_timeout_ms,
                  "close a connection whose frame does not complete (default 30000)");
   app.add_option("--max-frame-bytes", o.conn.limits.max_frame_bytes,

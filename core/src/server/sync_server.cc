@@ -1,6 +1,9 @@
 #include "server/sync_server.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <cstring>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -46,6 +49,7 @@ struct SyncServer::Impl {
   // already said to be at their limit (said once until their count falls to zero).
   std::unordered_map<std::string, size_t> per_address;
   std::unordered_set<std::string> at_limit_logged;
+  bool total_limit_logged = false;  // said once until the count falls to the limit
   // Sessions whose snapshot yielded the loop (a scan budget spent): pumped again next turn.
   uv_idle_t repump;
   std::unordered_set<Session*> repump_sessions;
@@ -82,18 +86,22 @@ class Session : public net::Conn::Delegate {
   net::Conn* conn = nullptr;
   void Pump();
 
-  // Called once the connection started (its peer known): closes it when the server or the
-  // peer's address has too many, else arms the pre-Hello limits (time and frame size).
-  void Admit();
+  // Called at accept, before TLS or any read (the peer's address known): closes the
+  // connection when the server or the peer's address has too many (false), else counts it and
+  // arms the pre-Hello limits (time and frame size).
+  bool Admit();
   void OnFrame(net::Conn* c, const wire::Frame& frame) override;
   void OnDrained(net::Conn*) override { Pump(); }
   void OnClosed(net::Conn*, const Status& why) override {
-    if (!address_.empty()) {
+    if (counted_) {
       auto it = server_->per_address.find(address_);
       if (it != server_->per_address.end() && --it->second == 0) {
         server_->per_address.erase(it);
         server_->at_limit_logged.erase(address_);
       }
+    }
+    if (server_->sessions.size() <= server_->options.max_connections) {
+      server_->total_limit_logged = false;
     }
     if (!refused_ && (live_ || !why.ok())) {
       server_->Log("session " + (live_ ? replica_.Hex() : std::string("(no hello)")) + " from " +
@@ -140,7 +148,8 @@ class Session : public net::Conn::Delegate {
   };
 
   SyncServer::Impl* server_;
-  std::string address_;          // the peer's IP once counted in per_address
+  std::string address_;          // the peer's address key (AddressKey)
+  bool counted_ = false;         // counted in per_address[address_]
   bool refused_ = false;         // closed at accept by a connection limit
   bool live_ = false;            // Hello accepted
   ReplicaId replica_;
@@ -155,30 +164,49 @@ class Session : public net::Conn::Delegate {
   std::optional<auth::Claims> claims_;   // when the server has a secret
 };
 
-void Session::Admit() {
+// Connections are limited per address: an IPv4 address, or an IPv6 /64 (what one subscriber
+// usually gets); an IPv4-mapped IPv6 address counts as its IPv4 address.
+static std::string AddressKey(const std::string& ip) {
+  in6_addr a6;
+  if (ip.find(':') == std::string::npos || inet_pton(AF_INET6, ip.c_str(), &a6) != 1) return ip;
+  static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char text[64];
+  if (std::memcmp(a6.s6_addr, kMapped, sizeof(kMapped)) == 0) {
+    return inet_ntop(AF_INET, a6.s6_addr + 12, text, sizeof(text)) ? text : ip;
+  }
+  std::memset(a6.s6_addr + 8, 0, 8);
+  return inet_ntop(AF_INET6, &a6, text, sizeof(text)) ? std::string(text) + "/64" : ip;
+}
+
+bool Session::Admit() {
   const ServerOptions& o = server_->options;
-  const std::string& ip = conn->peer_ip();
-  const size_t from_ip = server_->per_address.count(ip) ? server_->per_address[ip] : 0;
+  const std::string key = AddressKey(conn->peer_ip());
+  auto it = server_->per_address.find(key);
+  const size_t from_key = it == server_->per_address.end() ? 0 : it->second;
   std::string refusal;
+  bool first = false;  // the first refusal of its kind since the limit was last reached
   if (server_->sessions.size() > o.max_connections) {
     refusal = "too many connections (limit " + std::to_string(o.max_connections) + ")";
-  } else if (from_ip >= o.max_connections_per_address) {
-    refusal = "too many connections from " + ip + " (limit " +
+    first = !server_->total_limit_logged;
+    server_->total_limit_logged = true;
+  } else if (from_key >= o.max_connections_per_address) {
+    refusal = "too many connections from " + key + " (limit " +
               std::to_string(o.max_connections_per_address) + ")";
+    first = server_->at_limit_logged.insert(key).second;
   }
   if (!refusal.empty()) {
     refused_ = true;
-    if (server_->at_limit_logged.insert(from_ip > 0 ? ip : std::string()).second) {
-      server_->Log("refusing connections: " + refusal);
-    }
+    if (first) server_->Log("refusing connections: " + refusal);
     conn->Close(Status(Code::kEBUSY, refusal));
-    return;
+    return false;
   }
-  server_->per_address[ip] = from_ip + 1;
-  address_ = ip;
+  server_->per_address[key] = from_key + 1;
+  address_ = key;
+  counted_ = true;
   conn->SetFrameLimit(std::min(kMaxHelloFrameBytes, o.conn.limits.max_frame_bytes),
                       "before Hello");
   conn->SetDeadline(o.handshake_timeout_ms, "waiting for the handshake and Hello");
+  return true;
 }
 
 void Session::OnFrame(net::Conn* c, const wire::Frame& frame) {
@@ -638,6 +666,9 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
     return;
   }
   impl->sessions.insert(session);
+  // The limits first: a refused peer costs no TLS session and no read.
+  conn->ReadPeer();
+  if (!session->Admit()) return;
   std::unique_ptr<net::TlsSession> tls;
   if (impl->tls) {
     auto t = net::TlsSession::Create(impl->tls.get(), "");
@@ -648,7 +679,6 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
     tls = std::move(t.value());
   }
   conn->Start(std::move(tls));
-  if (!conn->closing()) session->Admit();
 }
 
 void SyncServer::Impl::StopNow() {
@@ -684,6 +714,9 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
   i->options = options;
   if (options.max_connections == 0 || options.max_connections_per_address == 0) {
     return Status::Invalid("connection limits must be at least 1");
+  }
+  if (options.handshake_timeout_ms == 0) {
+    return Status::Invalid("the handshake timeout must be at least 1 ms");
   }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return Status::Invalid("TLS needs both a certificate and a key");

@@ -87,6 +87,8 @@ TEST(JwtTest, ExpiryHasASmallLeeway) {
   EXPECT_EQ(with_exp(kNow - 86400), "token expired");
   EXPECT_EQ(with_exp(INT64_MIN), "token expired");
   EXPECT_EQ(with_exp(INT64_MAX), "ok");
+  EXPECT_EQ(Reason(SignToken(kHeader, R"({"sub":"a","exp":18446744073709551615})", kSecret)),
+            "ok");
   EXPECT_EQ(Reason(SignToken(kHeader, R"({"sub":"alice","exp":1.9e9})", kSecret)),
             "token has no expiry");
   EXPECT_EQ(Reason(SignToken(kHeader, R"({"sub":"alice","exp":"1900000000"})", kSecret)),
@@ -102,6 +104,7 @@ TEST(JwtTest, NotBeforeHasTheSameLeeway) {
   EXPECT_EQ(with_nbf(std::to_string(kNow + kClockLeewayS)), "ok");  // a clock 60 s behind
   EXPECT_EQ(with_nbf(std::to_string(kNow + kClockLeewayS + 1)), "token not valid yet (nbf)");
   EXPECT_EQ(with_nbf(std::to_string(INT64_MAX)), "token not valid yet (nbf)");
+  EXPECT_EQ(with_nbf("18446744073709551615"), "token not valid yet (nbf)");  // not wrapped
   EXPECT_EQ(with_nbf("\"soon\""), "token claim 'nbf' is not an integer");
 }
 
