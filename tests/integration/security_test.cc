@@ -360,6 +360,16 @@ TEST_F(SecurityTest, ConnectionsInAllAreLimited) {
   EXPECT_TRUE(st.ok()) << st.ToString();
 }
 
+TEST(AddressKeyTest, Ipv6CountsPerSlash64AndMappedIpv4AsIpv4) {
+  EXPECT_EQ(server::AddressKey("10.1.2.3"), "10.1.2.3");
+  EXPECT_EQ(server::AddressKey("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+  EXPECT_EQ(server::AddressKey("2001:db8:1:2:ffff::1"), "2001:db8:1:2::/64");
+  EXPECT_NE(server::AddressKey("2001:db8:1:3::1"), server::AddressKey("2001:db8:1:2::1"));
+  EXPECT_EQ(server::AddressKey("::ffff:10.1.2.3"), "10.1.2.3");
+  EXPECT_EQ(server::AddressKey("::1"), "::/64");
+  EXPECT_EQ(server::AddressKey(""), "");  // an unknown peer: one shared key, still counted
+}
+
 // Before Hello a peer may send only a small frame: announcing a large one (legal after Hello)
 // closes the connection at once instead of buffering it.
 TEST_F(SecurityTest, LargeFrameBeforeHelloIsRefusedAtItsHeader) {

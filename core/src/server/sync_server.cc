@@ -164,9 +164,7 @@ class Session : public net::Conn::Delegate {
   std::optional<auth::Claims> claims_;   // when the server has a secret
 };
 
-// Connections are limited per address: an IPv4 address, or an IPv6 /64 (what one subscriber
-// usually gets); an IPv4-mapped IPv6 address counts as its IPv4 address.
-static std::string AddressKey(const std::string& ip) {
+std::string AddressKey(const std::string& ip) {
   in6_addr a6;
   if (ip.find(':') == std::string::npos || inet_pton(AF_INET6, ip.c_str(), &a6) != 1) return ip;
   static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};

@@ -49,6 +49,11 @@ struct ServerOptions {
   std::function<void(const std::string&)> log;
 };
 
+// What connections are counted by for max_connections_per_address: an IPv4 address as it is,
+// an IPv6 address by its /64 ("2001:db8:1:2::/64": what one subscriber usually gets), an
+// IPv4-mapped IPv6 address as its IPv4 address.
+std::string AddressKey(const std::string& ip);
+
 class SyncServer {
  public:
   static Result<std::unique_ptr<SyncServer>> Create(const ServerOptions& options);
