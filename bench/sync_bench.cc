@@ -192,10 +192,10 @@ void RawChild(const Args& a) {
 }
 
 // N idle TLS connections, each a Hello of a new replica; held until the parent says so.
-class IdleConn : public cairn::net::Conn::Delegate {
+class IdleConn : public cairn::net::Link::Delegate {
  public:
   explicit IdleConn(size_t* ready) : ready_(ready) {}
-  void OnOpen(cairn::net::Conn* c) override {
+  void OnOpen(cairn::net::Link* c) override {
     flatbuffers::FlatBufferBuilder fbb(256);
     cairn::ReplicaId id;
     Check(cairn::port::SecureRandom(id.bytes.data(), id.bytes.size()), "random");
@@ -205,14 +205,14 @@ class IdleConn : public cairn::net::Conn::Delegate {
     hello.add_replica_id(&rid);
     c->Send(cairn::protocol::FinishFrame(&fbb, cairn::wire::Body::Hello, hello.Finish()));
   }
-  void OnFrame(cairn::net::Conn*, const cairn::wire::Frame& f) override {
+  void OnFrame(cairn::net::Link*, const cairn::wire::Frame& f) override {
     if (f.body_type() == cairn::wire::Body::CaughtUp && !counted_) {
       counted_ = true;
       (*ready_)++;
     }
     if (f.body_type() == cairn::wire::Body::Error) Die("the server refused an idle connection");
   }
-  void OnClosed(cairn::net::Conn*, const cairn::Status& why) override {
+  void OnClosed(cairn::net::Link*, const cairn::Status& why) override {
     if (!why.ok()) Die("an idle connection closed: " + why.ToString());
   }
 

@@ -39,23 +39,54 @@ struct ConnOptions {
 
 class TlsSession;  // net/tls.h
 
-class Conn {
+// A framed, ordered, reliable connection as the sync logic (the server's sessions, the
+// client's exchange) sees it: net::Conn below (libuv TCP, or TLS), or an in-memory one that a
+// deterministic simulation drives (no sockets, a virtual clock).
+class Link {
  public:
   class Delegate {
    public:
     virtual ~Delegate() = default;
     // A verified frame. The pointer is valid during the call only.
-    virtual void OnFrame(Conn* conn, const wire::Frame& frame) = 0;
+    virtual void OnFrame(Link* link, const wire::Frame& frame) = 0;
     // The connection is established (after the TLS handshake, when there is one).
-    virtual void OnOpen(Conn*) {}
-    // The write queue fell below options.drained_bytes.
-    virtual void OnDrained(Conn*) {}
-    // Every tick (options.tick_ms), with uv_now.
-    virtual void OnTick(Conn*, uint64_t /*now_ms*/) {}
-    // The connection is gone (why: OK for a close asked by the owner). Last call; the Conn is
+    virtual void OnOpen(Link*) {}
+    // The write queue fell below the drained mark.
+    virtual void OnDrained(Link*) {}
+    // Every tick, with the link's clock in ms.
+    virtual void OnTick(Link*, uint64_t /*now_ms*/) {}
+    // The connection is gone (why: OK for a close asked by the owner). Last call; the link is
     // deleted right after it returns.
-    virtual void OnClosed(Conn* conn, const Status& why) = 0;
+    virtual void OnClosed(Link* link, const Status& why) = 0;
   };
+
+  virtual ~Link() = default;
+  // Queues one complete frame (length prefix included).
+  virtual void Send(std::string frame) = 0;
+  // Sends an Error message, then closes once it has been written.
+  virtual void SendErrorAndClose(Code code, const std::string& message) = 0;
+  virtual size_t queued_bytes() const = 0;
+  // Arms (or, with 0, clears) a deadline in ms from now; when it passes, the link closes with
+  // `what` as the reason.
+  virtual void SetDeadline(uint64_t ms_from_now, const char* what) = 0;
+  virtual uint64_t last_send_ms() const = 0;
+  // Changes the largest frame accepted from now on; `why` (a literal, or "") is said in the
+  // error when a larger one is announced. A frame's length is checked at its header.
+  virtual void SetFrameLimit(uint32_t max_frame_bytes, const char* why) = 0;
+  // Closes (idempotent). OnClosed follows later, never from inside this call.
+  virtual void Close(const Status& why) = 0;
+  virtual bool closing() const = 0;
+  virtual const std::string& peer() const = 0;     // "IP:PORT"
+  virtual const std::string& peer_ip() const = 0;  // the IP alone
+  // Bytes sent and received on the wire (TLS records included), for the sync status.
+  virtual uint64_t wire_bytes_out() const = 0;
+  virtual uint64_t wire_bytes_in() const = 0;
+};
+
+// The libuv Link: TCP, with TLS when given one.
+class Conn final : public Link {
+ public:
+  using Delegate = Link::Delegate;
 
   Conn(uv_loop_t* loop, Delegate* delegate, const ConnOptions& options);
   Conn(const Conn&) = delete;
@@ -66,31 +97,23 @@ class Conn {
   // Starts reading and the timers, on an accepted or connected handle. With `tls`, frames go
   // through it (the handshake runs first; OnOpen follows it).
   void Start(std::unique_ptr<TlsSession> tls = nullptr);
-  // Queues one complete frame (length prefix included).
-  void Send(std::string frame);
-  // Sends an Error message, then closes once it has been written.
-  void SendErrorAndClose(Code code, const std::string& message);
-  size_t queued_bytes() const { return queued_; }
-  // Arms (or, with 0, clears) a deadline in ms from now; when it passes, the conn closes with
-  // `what` as the reason.
-  void SetDeadline(uint64_t ms_from_now, const char* what);
-  uint64_t last_send_ms() const { return last_send_ms_; }
-  // Changes the largest frame accepted from now on; `why` (a literal, or "") is said in the
-  // error when a larger one is announced. A frame's length is checked at its header.
-  void SetFrameLimit(uint32_t max_frame_bytes, const char* why) {
+  void Send(std::string frame) override;
+  void SendErrorAndClose(Code code, const std::string& message) override;
+  size_t queued_bytes() const override { return queued_; }
+  void SetDeadline(uint64_t ms_from_now, const char* what) override;
+  uint64_t last_send_ms() const override { return last_send_ms_; }
+  void SetFrameLimit(uint32_t max_frame_bytes, const char* why) override {
     options_.limits.max_frame_bytes = max_frame_bytes;
     frame_limit_why_ = why;
   }
-  // Closes (idempotent). OnClosed follows on a later loop turn.
-  void Close(const Status& why);
-  bool closing() const { return closing_; }
+  void Close(const Status& why) override;
+  bool closing() const override { return closing_; }
   // Reads the peer's address (Start does it too): a server can look at it before starting.
   void ReadPeer();
-  const std::string& peer() const { return peer_; }       // "IP:PORT", known after ReadPeer
-  const std::string& peer_ip() const { return peer_ip_; }  // the IP alone
-  // Bytes sent and received on the wire (TLS records included), for the sync status.
-  uint64_t wire_bytes_out() const { return wire_out_; }
-  uint64_t wire_bytes_in() const { return wire_in_; }
+  const std::string& peer() const override { return peer_; }  // known after ReadPeer
+  const std::string& peer_ip() const override { return peer_ip_; }
+  uint64_t wire_bytes_out() const override { return wire_out_; }
+  uint64_t wire_bytes_in() const override { return wire_in_; }
 
   // For TlsSession: ciphertext to the socket, and plaintext from it.
   void WriteRaw(std::string bytes);

@@ -80,19 +80,19 @@ struct SyncServer::Impl {
 };
 
 // One client connection: the exchange of docs/protocol.md from the server's side.
-class Session : public net::Conn::Delegate {
+class Session : public net::Link::Delegate {
  public:
   explicit Session(SyncServer::Impl* server) : server_(server) {}
-  net::Conn* conn = nullptr;
+  net::Link* conn = nullptr;
   void Pump();
 
   // Called at accept, before TLS or any read (the peer's address known): closes the
   // connection when the server or the peer's address has too many (false), else counts it and
   // arms the pre-Hello limits (time and frame size).
   bool Admit();
-  void OnFrame(net::Conn* c, const wire::Frame& frame) override;
-  void OnDrained(net::Conn*) override { Pump(); }
-  void OnClosed(net::Conn*, const Status& why) override {
+  void OnFrame(net::Link* c, const wire::Frame& frame) override;
+  void OnDrained(net::Link*) override { Pump(); }
+  void OnClosed(net::Link*, const Status& why) override {
     if (counted_) {
       auto it = server_->per_address.find(address_);
       if (it != server_->per_address.end() && --it->second == 0) {
@@ -207,7 +207,7 @@ bool Session::Admit() {
   return true;
 }
 
-void Session::OnFrame(net::Conn* c, const wire::Frame& frame) {
+void Session::OnFrame(net::Link* c, const wire::Frame& frame) {
   const wire::Body type = frame.body_type();
   if (!live_ && type != wire::Body::Hello) {
     c->SendErrorAndClose(Code::kEINVAL, std::string("expected Hello, got ") + BodyName(type));

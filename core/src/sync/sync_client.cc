@@ -109,7 +109,7 @@ std::optional<std::string> CoverageText(const Coverage& c) {
 }  // namespace
 
 // Runs on one loop (SyncOnce: the caller's thread; Start: the background thread).
-struct SyncClient::Engine : net::Conn::Delegate {
+struct SyncClient::Engine : net::Link::Delegate {
   Replica* replica;
   SyncOptions options;
   std::string host;
@@ -350,7 +350,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
     e->conn->Start(std::move(session));
   }
 
-  void OnOpen(net::Conn* c) override {
+  void OnOpen(net::Link* c) override {
     auto pos = replica->GetSyncPosition();
     if (!pos.ok()) {
       c->Close(pos.status());
@@ -410,7 +410,7 @@ struct SyncClient::Engine : net::Conn::Delegate {
 
   // --- The exchange ---
 
-  void OnFrame(net::Conn* c, const wire::Frame& frame) override {
+  void OnFrame(net::Link* c, const wire::Frame& frame) override {
     if (!welcomed && frame.body_type() != wire::Body::Welcome &&
         frame.body_type() != wire::Body::Error) {
       c->SendErrorAndClose(Code::kEINVAL, std::string("expected Welcome, got ") +
@@ -868,14 +868,14 @@ struct SyncClient::Engine : net::Conn::Delegate {
     if (!idle) Push();
   }
 
-  void OnTick(net::Conn* c, uint64_t now) override {
+  void OnTick(net::Link* c, uint64_t now) override {
     if (welcomed && now - c->last_send_ms() >= options.conn.idle_timeout_ms / 3) {
       flatbuffers::FlatBufferBuilder fbb(64);
       c->Send(FinishFrame(&fbb, wire::Body::Ping, wire::CreatePing(fbb, port::WallClockMs())));
     }
   }
 
-  void OnClosed(net::Conn* c, const Status& why) override {
+  void OnClosed(net::Link* c, const Status& why) override {
     {
       std::lock_guard<std::mutex> lock(mu);
       st.bytes_sent += c->wire_bytes_out();
