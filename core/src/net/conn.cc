@@ -17,7 +17,7 @@ struct WriteReq {
 }  // namespace
 
 Conn::Conn(uv_loop_t* loop, Delegate* delegate, const ConnOptions& options)
-    : loop_(loop), delegate_(delegate), options_(options) {
+    : Link(delegate), loop_(loop), options_(options) {
   uv_tcp_init(loop_, &tcp_);
   uv_timer_init(loop_, &timer_);
   tcp_.data = this;
@@ -237,7 +237,7 @@ void Conn::Close(const Status& why) {
 void Conn::CloseCb(uv_handle_t* h) {
   auto* c = static_cast<Conn*>(h->data);
   if (--c->pending_closes_ > 0) return;
-  c->delegate_->OnClosed(c, c->close_reason_);
+  if (c->delegate_) c->delegate_->OnClosed(c, c->close_reason_);
   delete c;
 }
 

@@ -60,7 +60,11 @@ class Link {
     virtual void OnClosed(Link* link, const Status& why) = 0;
   };
 
+  explicit Link(Delegate* delegate) : delegate_(delegate) {}
   virtual ~Link() = default;
+  // Who hears of this link's events: set before the link opens (a server hands an accepted
+  // link to its session this way). A link without one closes silently.
+  void set_delegate(Delegate* delegate) { delegate_ = delegate; }
   // Queues one complete frame (length prefix included).
   virtual void Send(std::string frame) = 0;
   // Sends an Error message, then closes once it has been written.
@@ -81,6 +85,9 @@ class Link {
   // Bytes sent and received on the wire (TLS records included), for the sync status.
   virtual uint64_t wire_bytes_out() const = 0;
   virtual uint64_t wire_bytes_in() const = 0;
+
+ protected:
+  Delegate* delegate_;
 };
 
 // The libuv Link: TCP, with TLS when given one.
@@ -130,7 +137,6 @@ class Conn final : public Link {
   void ParseFrames();
 
   uv_loop_t* loop_;
-  Delegate* delegate_;
   ConnOptions options_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;

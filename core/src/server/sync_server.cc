@@ -15,6 +15,7 @@
 #include "net/tls.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
+#include "server/session_hub.h"
 #include "server/stream_tables.h"
 
 namespace cairn::server {
@@ -34,24 +35,18 @@ constexpr uint32_t kMaxHelloFrameBytes = 256u << 10;
 
 class Session;
 
-struct SyncServer::Impl {
+struct SessionHub::Impl {
   ServerOptions options;
   std::unique_ptr<ServerStore> store;
   std::unique_ptr<StreamTables> streams;  // opened at the first stream batch
-  std::unique_ptr<net::TlsConfig> tls;
-  uv_loop_t loop;
-  uv_tcp_t listener;
-  uv_async_t stop_async;
-  uv_signal_t sigterm, sigint;
-  bool stopping = false;
+  std::function<void()> request_turn;
   std::unordered_set<Session*> sessions;
   // Open sessions by peer IP (ServerOptions::max_connections_per_address), and the addresses
   // already said to be at their limit (said once until their count falls to zero).
   std::unordered_map<std::string, size_t> per_address;
   std::unordered_set<std::string> at_limit_logged;
   bool total_limit_logged = false;  // said once until the count falls to the limit
-  // Sessions whose snapshot yielded the loop (a scan budget spent): pumped again next turn.
-  uv_idle_t repump;
+  // Sessions whose snapshot yielded (a scan budget spent): pumped again at the next turn.
   std::unordered_set<Session*> repump_sessions;
 
   void Log(const std::string& msg) {
@@ -61,13 +56,10 @@ struct SyncServer::Impl {
       std::fprintf(stderr, "cairn-server: %s\n", msg.c_str());
     }
   }
-  static void OnConnection(uv_stream_t* server, int status);
   void Repump(Session* s) {
-    if (repump_sessions.empty()) uv_idle_start(&repump, OnRepump);
+    if (repump_sessions.empty()) request_turn();
     repump_sessions.insert(s);
   }
-  static void OnRepump(uv_idle_t* idle);
-  void StopNow();
   void PumpAll();
   Result<StreamTables*> Streams() {
     if (!streams) {
@@ -79,10 +71,27 @@ struct SyncServer::Impl {
   }
 };
 
+// The libuv transport: a listener, TCP (or TLS) connections handed to the hub, and the loop.
+struct SyncServer::Impl {
+  std::unique_ptr<SessionHub> hub;
+  ServerOptions options;
+  std::unique_ptr<net::TlsConfig> tls;
+  uv_loop_t loop;
+  uv_tcp_t listener;
+  uv_async_t stop_async;
+  uv_signal_t sigterm, sigint;
+  uv_idle_t repump;  // runs the hub's turn
+  bool loop_ready = false;  // the loop and its handles are initialized (Create got that far)
+  bool stopping = false;
+
+  static void OnConnection(uv_stream_t* server, int status);
+  void StopNow();
+};
+
 // One client connection: the exchange of docs/protocol.md from the server's side.
 class Session : public net::Link::Delegate {
  public:
-  explicit Session(SyncServer::Impl* server) : server_(server) {}
+  explicit Session(SessionHub::Impl* server) : server_(server) {}
   net::Link* conn = nullptr;
   void Pump();
 
@@ -147,7 +156,7 @@ class Session : public net::Link::Delegate {
     std::map<ReplicaId, uint64_t> watermarks;
   };
 
-  SyncServer::Impl* server_;
+  SessionHub::Impl* server_;
   std::string address_;          // the peer's address key (AddressKey)
   bool counted_ = false;         // counted in per_address[address_]
   bool refused_ = false;         // closed at accept by a connection limit
@@ -631,17 +640,7 @@ void Session::Pump() {
   }
 }
 
-void SyncServer::Impl::OnRepump(uv_idle_t* idle) {
-  auto* impl = static_cast<Impl*>(idle->data);
-  std::vector<Session*> due(impl->repump_sessions.begin(), impl->repump_sessions.end());
-  impl->repump_sessions.clear();
-  uv_idle_stop(idle);
-  for (Session* s : due) {
-    if (impl->sessions.count(s)) s->Pump();
-  }
-}
-
-void SyncServer::Impl::PumpAll() {
+void SessionHub::Impl::PumpAll() {
   // A session may close (and leave the set) while pumping: iterate over a copy.
   std::vector<Session*> all(sessions.begin(), sessions.end());
   for (Session* s : all) {
@@ -649,24 +648,63 @@ void SyncServer::Impl::PumpAll() {
   }
 }
 
+SessionHub::SessionHub() : impl_(std::make_unique<Impl>()) {}
+SessionHub::~SessionHub() = default;
+
+Result<std::unique_ptr<SessionHub>> SessionHub::Open(const ServerOptions& options,
+                                                     std::function<void()> request_turn) {
+  if (options.max_connections == 0 || options.max_connections_per_address == 0) {
+    return Status::Invalid("connection limits must be at least 1");
+  }
+  if (options.handshake_timeout_ms == 0) {
+    return Status::Invalid("the handshake timeout must be at least 1 ms");
+  }
+  std::unique_ptr<SessionHub> hub(new SessionHub());
+  hub->impl_->options = options;
+  hub->impl_->request_turn = std::move(request_turn);
+  CAIRN_ASSIGN_OR_RETURN(hub->impl_->store, ServerStore::Open(options.db_path, options.store));
+  return hub;
+}
+
+bool SessionHub::Attach(net::Link* link) {
+  auto* session = new Session(impl_.get());
+  session->conn = link;
+  link->set_delegate(session);
+  impl_->sessions.insert(session);
+  return session->Admit();
+}
+
+void SessionHub::RunTurn() {
+  std::vector<Session*> due(impl_->repump_sessions.begin(), impl_->repump_sessions.end());
+  impl_->repump_sessions.clear();
+  for (Session* s : due) {
+    if (impl_->sessions.count(s)) s->Pump();
+  }
+}
+
+void SessionHub::CloseAll() {
+  std::vector<Session*> all(impl_->sessions.begin(), impl_->sessions.end());
+  for (Session* s : all) s->conn->Close(Status::OK());
+}
+
+size_t SessionHub::session_count() const { return impl_->sessions.size(); }
+ServerStore* SessionHub::store() { return impl_->store.get(); }
+void SessionHub::Log(const std::string& message) { impl_->Log(message); }
+
 void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
   auto* impl = static_cast<Impl*>(listener->data);
   if (status != 0) {
-    impl->Log(std::string("accept failed: ") + uv_strerror(status));
+    impl->hub->Log(std::string("accept failed: ") + uv_strerror(status));
     return;
   }
-  auto* session = new Session(impl);
-  auto* conn = new net::Conn(&impl->loop, session, impl->options.conn);
-  session->conn = conn;
+  auto* conn = new net::Conn(&impl->loop, nullptr, impl->options.conn);
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
-    impl->sessions.insert(session);
-    conn->Close(Status(Code::kENETWORK, "accept failed"));
+    conn->Close(Status(Code::kENETWORK, "accept failed"));  // no session: closes silently
     return;
   }
-  impl->sessions.insert(session);
   // The limits first: a refused peer costs no TLS session and no read.
   conn->ReadPeer();
-  if (!session->Admit()) return;
+  if (!impl->hub->Attach(conn)) return;
   std::unique_ptr<net::TlsSession> tls;
   if (impl->tls) {
     auto t = net::TlsSession::Create(impl->tls.get(), "");
@@ -682,7 +720,7 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
 void SyncServer::Impl::StopNow() {
   if (stopping) return;
   stopping = true;
-  Log("stopping");
+  hub->Log("stopping");
   uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&repump), nullptr);
@@ -690,14 +728,13 @@ void SyncServer::Impl::StopNow() {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
   }
-  std::vector<Session*> all(sessions.begin(), sessions.end());
-  for (Session* s : all) s->conn->Close(Status::OK());
+  hub->CloseAll();
 }
 
 SyncServer::SyncServer() : impl_(std::make_unique<Impl>()) {}
 
 SyncServer::~SyncServer() {
-  if (impl_) {
+  if (impl_ && impl_->loop_ready) {
     if (!impl_->stopping) {
       impl_->StopNow();
       uv_run(&impl_->loop, UV_RUN_DEFAULT);
@@ -710,12 +747,6 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
   std::unique_ptr<SyncServer> s(new SyncServer());
   Impl* i = s->impl_.get();
   i->options = options;
-  if (options.max_connections == 0 || options.max_connections_per_address == 0) {
-    return Status::Invalid("connection limits must be at least 1");
-  }
-  if (options.handshake_timeout_ms == 0) {
-    return Status::Invalid("the handshake timeout must be at least 1 ms");
-  }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return Status::Invalid("TLS needs both a certificate and a key");
   }
@@ -723,8 +754,14 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
     CAIRN_ASSIGN_OR_RETURN(i->tls,
                            net::TlsConfig::Server(options.tls_cert_file, options.tls_key_file));
   }
-  CAIRN_ASSIGN_OR_RETURN(i->store, ServerStore::Open(options.db_path, options.store));
+  CAIRN_ASSIGN_OR_RETURN(i->hub, SessionHub::Open(options, [i] {
+    uv_idle_start(&i->repump, [](uv_idle_t* idle) {
+      uv_idle_stop(idle);
+      static_cast<Impl*>(idle->data)->hub->RunTurn();
+    });
+  }));
   uv_loop_init(&i->loop);
+  i->loop_ready = true;
   uv_tcp_init(&i->loop, &i->listener);
   i->listener.data = i;
   uv_idle_init(&i->loop, &i->repump);
@@ -740,7 +777,7 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
     }
     auto on_signal = [](uv_signal_t* sig, int signum) {
       auto* impl = static_cast<Impl*>(sig->data);
-      impl->Log(std::string("received ") + (signum == SIGTERM ? "SIGTERM" : "SIGINT"));
+      impl->hub->Log(std::string("received ") + (signum == SIGTERM ? "SIGTERM" : "SIGINT"));
       impl->StopNow();
     };
     uv_signal_start(&i->sigterm, on_signal, SIGTERM);
@@ -749,9 +786,9 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
   return s;
 }
 
-const ReplicaId& SyncServer::id() const { return impl_->store->id(); }
+const ReplicaId& SyncServer::id() const { return impl_->hub->store()->id(); }
 
-size_t SyncServer::session_count() const { return impl_->sessions.size(); }
+size_t SyncServer::session_count() const { return impl_->hub->session_count(); }
 
 Status SyncServer::Listen() {
   Impl* i = impl_.get();
@@ -775,10 +812,10 @@ Status SyncServer::Listen() {
   uv_tcp_getsockname(&i->listener, reinterpret_cast<sockaddr*>(&addr), &len);
   port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
                                            : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-  i->Log("listening on " + i->options.host + ":" + std::to_string(port_) +
-         (i->tls ? " (TLS)" : " (plain TCP, no TLS)") + ", server id " + i->store->id().Hex());
+  i->hub->Log("listening on " + i->options.host + ":" + std::to_string(port_) +
+         (i->tls ? " (TLS)" : " (plain TCP, no TLS)") + ", server id " + i->hub->store()->id().Hex());
   if (i->options.token_secret.empty()) {
-    i->Log("WARNING: no token secret: the server is OPEN, anyone who can connect may read and "
+    i->hub->Log("WARNING: no token secret: the server is OPEN, anyone who can connect may read and "
            "write everything. Use --token-secret FILE outside development.");
   }
   return Status::OK();
