@@ -40,14 +40,17 @@ struct SessionHub::Impl {
   std::unique_ptr<ServerStore> store;
   std::unique_ptr<StreamTables> streams;  // opened at the first stream batch
   std::function<void()> request_turn;
-  std::unordered_set<Session*> sessions;
+  // Open sessions by serial (the order they were accepted in): served in that order, the
+  // same in every run (a simulation replays exactly).
+  std::map<uint64_t, Session*> sessions;
+  uint64_t next_serial = 1;
   // Open sessions by peer IP (ServerOptions::max_connections_per_address), and the addresses
   // already said to be at their limit (said once until their count falls to zero).
   std::unordered_map<std::string, size_t> per_address;
   std::unordered_set<std::string> at_limit_logged;
   bool total_limit_logged = false;  // said once until the count falls to the limit
   // Sessions whose snapshot yielded (a scan budget spent): pumped again at the next turn.
-  std::unordered_set<Session*> repump_sessions;
+  std::set<uint64_t> repump_sessions;
 
   void Log(const std::string& msg) {
     if (options.log) {
@@ -56,10 +59,7 @@ struct SessionHub::Impl {
       std::fprintf(stderr, "cairn-server: %s\n", msg.c_str());
     }
   }
-  void Repump(Session* s) {
-    if (repump_sessions.empty()) request_turn();
-    repump_sessions.insert(s);
-  }
+  void Repump(Session* s);
   void PumpAll();
   Result<StreamTables*> Streams() {
     if (!streams) {
@@ -91,7 +91,8 @@ struct SyncServer::Impl {
 // One client connection: the exchange of docs/protocol.md from the server's side.
 class Session : public net::Link::Delegate {
  public:
-  explicit Session(SessionHub::Impl* server) : server_(server) {}
+  Session(SessionHub::Impl* server, uint64_t serial) : server_(server), serial_(serial) {}
+  uint64_t serial() const { return serial_; }
   net::Link* conn = nullptr;
   void Pump();
 
@@ -116,8 +117,8 @@ class Session : public net::Link::Delegate {
       server_->Log("session " + (live_ ? replica_.Hex() : std::string("(no hello)")) + " from " +
                    conn->peer() + " closed: " + (why.ok() ? "by the server" : why.ToString()));
     }
-    server_->sessions.erase(this);
-    server_->repump_sessions.erase(this);
+    server_->sessions.erase(serial_);
+    server_->repump_sessions.erase(serial_);
     delete this;
   }
 
@@ -157,6 +158,7 @@ class Session : public net::Link::Delegate {
   };
 
   SessionHub::Impl* server_;
+  const uint64_t serial_;
   std::string address_;          // the peer's address key (AddressKey)
   bool counted_ = false;         // counted in per_address[address_]
   bool refused_ = false;         // closed at accept by a connection limit
@@ -640,11 +642,18 @@ void Session::Pump() {
   }
 }
 
+void SessionHub::Impl::Repump(Session* s) {
+  if (repump_sessions.empty()) request_turn();
+  repump_sessions.insert(s->serial());
+}
+
 void SessionHub::Impl::PumpAll() {
-  // A session may close (and leave the set) while pumping: iterate over a copy.
-  std::vector<Session*> all(sessions.begin(), sessions.end());
-  for (Session* s : all) {
-    if (sessions.count(s)) s->Pump();
+  // A session may close (and leave the map) while pumping: iterate over a copy.
+  std::vector<uint64_t> all;
+  for (const auto& entry : sessions) all.push_back(entry.first);
+  for (uint64_t serial : all) {
+    auto it = sessions.find(serial);
+    if (it != sessions.end()) it->second->Pump();
   }
 }
 
@@ -667,23 +676,25 @@ Result<std::unique_ptr<SessionHub>> SessionHub::Open(const ServerOptions& option
 }
 
 bool SessionHub::Attach(net::Link* link) {
-  auto* session = new Session(impl_.get());
+  auto* session = new Session(impl_.get(), impl_->next_serial++);
   session->conn = link;
   link->set_delegate(session);
-  impl_->sessions.insert(session);
+  impl_->sessions.emplace(session->serial(), session);
   return session->Admit();
 }
 
 void SessionHub::RunTurn() {
-  std::vector<Session*> due(impl_->repump_sessions.begin(), impl_->repump_sessions.end());
+  std::vector<uint64_t> due(impl_->repump_sessions.begin(), impl_->repump_sessions.end());
   impl_->repump_sessions.clear();
-  for (Session* s : due) {
-    if (impl_->sessions.count(s)) s->Pump();
+  for (uint64_t serial : due) {
+    auto it = impl_->sessions.find(serial);
+    if (it != impl_->sessions.end()) it->second->Pump();
   }
 }
 
 void SessionHub::CloseAll() {
-  std::vector<Session*> all(impl_->sessions.begin(), impl_->sessions.end());
+  std::vector<Session*> all;
+  for (const auto& entry : impl_->sessions) all.push_back(entry.second);
   for (Session* s : all) s->conn->Close(Status::OK());
 }
 
