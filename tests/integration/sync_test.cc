@@ -698,6 +698,35 @@ TEST(Sync, LiveSyncPushesNewWritesToOtherClients) {
   EXPECT_EQ(ca.status().state, sync::SyncState::kOffline);
 }
 
+// Found by the simulation (tests/sim): a replica's own ops pushed through another session (a
+// second process syncing the same file) were skipped silently by its live session, whose cursor
+// then stayed behind the log's head for good. The server says CaughtUp at the new head.
+TEST(Sync, LiveSessionCursorPassesItsOwnOpsPushedElsewhere) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  auto app = OpenReplica(dir.File("a.db"));
+  sync::SyncOptions o;
+  o.server = server.address();
+  o.poll_ms = 600000;  // the live client does not look for other processes' writes
+  sync::SyncClient live(app.get(), o);
+  ASSERT_TRUE(live.Start().ok());
+  for (int i = 0; i < 500 && live.status().state != sync::SyncState::kIdle; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(live.status().state, sync::SyncState::kIdle);
+  // Another process writes to the same file and syncs it once.
+  auto other = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(other->Put("c", "k", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(other.get(), server.address()).ok());
+  const uint64_t head = other->GetSyncPosition()->cursor;
+  ASSERT_GT(head, 0u);
+  for (int i = 0; i < 500 && live.status().cursor != head; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(live.status().cursor, head);
+  live.Stop();
+}
+
 // A write made just as live sync starts, before its thread listens for wake-ups, is not lost to
 // the status callback: offline, nothing else would wake the thread to count it (seen under qemu,
 // where starting the thread is slow; here many starts race a write each).

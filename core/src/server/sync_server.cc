@@ -630,8 +630,10 @@ void Session::Pump() {
       enc.FinishFrame(&frame, last);
       conn->Send(std::move(frame));
       KillPoint("server.log.sent");
-      caught_up_sent_ = false;
     }
+    // The cursor moved: said by a batch, else (its own ops, pushed through another session of
+    // the replica) by the next CaughtUp, so the client's cursor does not stay behind them.
+    caught_up_sent_ = false;
     sent_ = last;
   }
   if (sent_ >= store->head() && !caught_up_sent_ && conn->queued_bytes() < max_queued) {
