@@ -8,10 +8,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -696,6 +698,111 @@ TEST(Sync, LiveSyncPushesNewWritesToOtherClients) {
   ca.Stop();
   cb.Stop();
   EXPECT_EQ(ca.status().state, sync::SyncState::kOffline);
+}
+
+// A document's integer field; nullopt when the document or the field is missing.
+std::optional<int64_t> IntField(Replica* r, const std::string& coll, const std::string& key,
+                                const std::string& field) {
+  auto doc = r->Get(coll, key);
+  if (!doc.ok() || !doc->has_value()) return std::nullopt;
+  auto it = (*doc)->find(field);
+  if (it == (*doc)->end() || it->second.type() != ValueType::kInt) return std::nullopt;
+  return it->second.as_int();
+}
+
+// Restored replicas (docs/protocol.md): a device's file is lost and an older backup of it is
+// restored. `keep_log_ops` 0: the server's default log.
+struct RestoredDevice {
+  TempDir dir;
+  std::unique_ptr<ServerThread> server;
+  ReplicaId id;
+  // The device syncs op 1, is backed up, then syncs ops 2..1+`later` (sets and an increment),
+  // and is lost: backup.db is what is left.
+  void Build(uint64_t keep_log_ops, int later) {
+    server::ServerOptions o = Options(dir);
+    if (keep_log_ops > 0) o.store.keep_log_ops = keep_log_ops;
+    server = std::make_unique<ServerThread>(o);
+    auto a = OpenReplica(dir.File("a.db"));
+    id = a->id();
+    ASSERT_TRUE(a->Put("c", "k1", {{"v", Value::Int(1)}}).ok());
+    ASSERT_TRUE(SyncOnce(a.get(), server->address()).ok());
+    ASSERT_TRUE(a->Close().ok());
+    std::filesystem::copy_file(dir.File("a.db"), dir.File("backup.db"));
+    a = OpenReplica(dir.File("a.db"));
+    for (int i = 2; i <= later; i++) {
+      ASSERT_TRUE(a->Put("c", "k" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+      ASSERT_TRUE(SyncOnce(a.get(), server->address()).ok());
+    }
+    ASSERT_TRUE(a->Increment("c", "n", "x", 5).ok());
+    ASSERT_TRUE(SyncOnce(a.get(), server->address()).ok());
+    ASSERT_TRUE(a->Close().ok());
+  }
+};
+
+// Restored before it writes: it gets back its own newer ops (the server never sent a replica
+// its own ops, so they were missing for good), and its next write takes a new seq (it took a
+// seq the server had, and the server dropped the write as a duplicate: lost).
+TEST(SyncRestored, BackupGetsItsOwnNewerOpsBackAndNeverReusesASeq) {
+  RestoredDevice d;
+  d.Build(0, 3);  // seqs 1..4 on the server; the backup has 1
+  auto r = OpenReplica(d.dir.File("backup.db"));
+  ASSERT_EQ(r->GetStatus().value().last_seq, 1u);
+  ASSERT_TRUE(SyncOnce(r.get(), d.server->address()).ok());
+  EXPECT_EQ(r->GetStatus().value().last_seq, 4u);
+  EXPECT_EQ(IntField(r.get(), "c", "k3", "v"), 3);
+  EXPECT_EQ(IntField(r.get(), "c", "n", "x"), 5);
+  ASSERT_TRUE(r->Put("c", "k9", {{"v", Value::Int(9)}}).ok());
+  EXPECT_EQ(r->GetStatus().value().last_seq, 5u);
+  ASSERT_TRUE(SyncOnce(r.get(), d.server->address()).ok());
+  auto b = OpenReplica(d.dir.File("b.db"));
+  ASSERT_TRUE(SyncOnce(b.get(), d.server->address()).ok());
+  EXPECT_EQ(IntField(b.get(), "c", "k9", "v"), 9) << "the restored replica's write was lost";
+  EXPECT_EQ(b->Digest().value(), r->Digest().value());
+}
+
+// The same when the server's log no longer has the ops: they come in the snapshot.
+TEST(SyncRestored, BackupBehindTheKeptLogGetsItsOwnOpsInTheSnapshot) {
+  RestoredDevice d;
+  d.Build(2, 6);
+  auto r = OpenReplica(d.dir.File("backup.db"));
+  ASSERT_TRUE(SyncOnce(r.get(), d.server->address()).ok());
+  EXPECT_EQ(r->GetStatus().value().last_seq, 7u);
+  EXPECT_EQ(IntField(r.get(), "c", "n", "x"), 5);
+  ASSERT_TRUE(r->Put("c", "k9", {{"v", Value::Int(9)}}).ok());
+  ASSERT_TRUE(SyncOnce(r.get(), d.server->address()).ok());
+  auto b = OpenReplica(d.dir.File("b.db"));
+  ASSERT_TRUE(SyncOnce(b.get(), d.server->address()).ok());
+  EXPECT_EQ(IntField(b.get(), "c", "k9", "v"), 9) << "the restored replica's write was lost";
+  EXPECT_EQ(b->Digest().value(), r->Digest().value());
+}
+
+// Restored and written to before it syncs: its new ops reuse seqs the server has. They are
+// refused with EFORKED and stay queued (they were acknowledged as duplicates and dropped).
+TEST(SyncRestored, BackupThatWroteFirstIsRefusedNotDropped) {
+  RestoredDevice d;
+  d.Build(0, 3);
+  auto r = OpenReplica(d.dir.File("backup.db"));
+  ASSERT_TRUE(r->Put("c", "k1", {{"v", Value::Int(100)}}).ok());  // seq 2, as the server's k2
+  Status s = SyncOnce(r.get(), d.server->address());
+  EXPECT_EQ(s.code(), Code::kEFORKED) << s.ToString();
+  EXPECT_EQ(r->PendingOps().value(), 1);
+  EXPECT_NE(d.server->log().find("history forked at seq 2"), std::string::npos);
+  auto b = OpenReplica(d.dir.File("b.db"));
+  ASSERT_TRUE(SyncOnce(b.get(), d.server->address()).ok());
+  EXPECT_EQ(IntField(b.get(), "c", "k1", "v"), 1);
+  // A device that lost only an Ack is not taken for a fork: same seq, same op.
+  auto c = OpenReplica(d.dir.File("c.db"));
+  ASSERT_TRUE(c->Put("c", "z", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(c.get(), d.server->address()).ok());
+  ASSERT_TRUE(c->Put("c", "z", {{"v", Value::Int(2)}}).ok());
+  ASSERT_TRUE(c->Close().ok());
+  std::filesystem::copy_file(d.dir.File("c.db"), d.dir.File("c-unacked.db"));
+  c = OpenReplica(d.dir.File("c.db"));
+  ASSERT_TRUE(SyncOnce(c.get(), d.server->address()).ok());
+  auto unacked = OpenReplica(d.dir.File("c-unacked.db"));  // pushed, its Ack never recorded
+  EXPECT_EQ(unacked->PendingOps().value(), 1);
+  ASSERT_TRUE(SyncOnce(unacked.get(), d.server->address()).ok());
+  EXPECT_EQ(unacked->PendingOps().value(), 0);
 }
 
 // Found by the simulation (tests/sim): a replica's own ops pushed through another session (a

@@ -95,17 +95,18 @@ void SimLink::Open() {
 void SimLink::Tick() {
   if (closing_) return;
   const uint64_t now = world_->now();
-  if (delegate_) delegate_->OnTick(this, now);
-  if (closing_) return;
+  // As net::Conn: the deadline, then the idle timeout, then the delegate's tick.
+  if (deadline_ms_ != 0 && now >= deadline_ms_) {
+    Close(Status(Code::kETIMEDOUT, std::string("timed out ") + deadline_what_));
+    return;
+  }
   if (now - last_recv_ms_ >= options_.idle_timeout_ms) {
     Close(Status(Code::kETIMEDOUT,
                  "no frame for " + std::to_string(options_.idle_timeout_ms) + " ms"));
     return;
   }
-  if (deadline_ms_ != 0 && now >= deadline_ms_) {
-    Close(Status(Code::kETIMEDOUT, std::string("timed out ") + deadline_what_));
-    return;
-  }
+  if (delegate_) delegate_->OnTick(this, now);
+  if (closing_) return;
   const uint64_t id = id_;
   world_->After(options_.tick_ms, [this, id, w = world_] {
     if (w->links_.count(id)) Tick();
@@ -113,7 +114,7 @@ void SimLink::Tick() {
 }
 
 void SimLink::Send(std::string frame) {
-  if (closing_ || peer_id_ == 0) return;
+  if (closing_ || close_after_flush_ || peer_id_ == 0) return;
   const size_t n = frame.size();
   world_->Mix(n);
   bytes_out_ += n;
@@ -142,7 +143,7 @@ void SimLink::Send(std::string frame) {
 }
 
 void SimLink::Deliver(std::string frame) {
-  if (closing_) return;
+  if (closing_ || close_after_flush_) return;
   bytes_in_ += frame.size();
   last_recv_ms_ = world_->now();
   const size_t n = frame.size() - 4;
@@ -164,12 +165,20 @@ void SimLink::Deliver(std::string frame) {
   if (delegate_) delegate_->OnFrame(this, *verified.value());
 }
 
+// As net::Conn: the Error frame is sent, nothing else is sent or read, and the link closes
+// (closing() turns true) once the frame has left: here, when it has arrived.
 void SimLink::SendErrorAndClose(Code code, const std::string& message) {
-  if (closing_) return;
+  if (closing_ || close_after_flush_) return;
   flatbuffers::FlatBufferBuilder fbb;
   auto err = wire::CreateError(fbb, static_cast<int32_t>(code), fbb.CreateString(message));
   Send(protocol::FinishFrame(&fbb, wire::Body::Error, err));
-  Close(Status(code, message));
+  close_after_flush_ = true;
+  const Status why(code, message);
+  const uint64_t id = id_;
+  world_->At(std::max(next_arrival_, world_->now()), [w = world_, id, why] {
+    auto it = w->links_.find(id);
+    if (it != w->links_.end()) it->second->Close(why);
+  });
 }
 
 void SimLink::SetDeadline(uint64_t ms_from_now, const char* what) {

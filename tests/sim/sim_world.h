@@ -113,6 +113,7 @@ class SimLink final : public net::Link {
   void SetFrameLimit(uint32_t max_frame_bytes, const char* why) override;
   void Close(const Status& why) override;
   bool closing() const override { return closing_; }
+  uint64_t peer_id() const { return peer_id_; }
   const std::string& peer() const override { return peer_name_; }
   const std::string& peer_ip() const override { return peer_ip_; }
   uint64_t wire_bytes_out() const override { return bytes_out_; }
@@ -145,6 +146,7 @@ class SimLink final : public net::Link {
   size_t queued_ = 0;
   bool above_drained_ = false;
   bool closing_ = false;
+  bool close_after_flush_ = false;  // SendErrorAndClose: closes once its frame has arrived
   bool opened_ = false;
   uint64_t last_send_ms_ = 0, last_recv_ms_ = 0;
   uint64_t deadline_ms_ = 0;

@@ -62,8 +62,8 @@ class Link {
 
   explicit Link(Delegate* delegate) : delegate_(delegate) {}
   virtual ~Link() = default;
-  // Who hears of this link's events: set before the link opens (a server hands an accepted
-  // link to its session this way). A link without one closes silently.
+  // Who hears of this link's events: set before the link is started (a server hands an
+  // accepted link to its session this way). A link never started may close without one.
   void set_delegate(Delegate* delegate) { delegate_ = delegate; }
   // Queues one complete frame (length prefix included).
   virtual void Send(std::string frame) = 0;

@@ -903,6 +903,18 @@ Result<store::SyncPosition> Replica::GetSyncPosition() {
   return store_->GetSyncPosition();
 }
 
+Result<Replica::OwnHead> Replica::GetOwnHead() {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
+  OwnHead head;
+  head.last_seq = store_->last_seq();
+  if (head.last_seq > 0) {
+    CAIRN_ASSIGN_OR_RETURN(head.hlc, store_->OutboxHlcAt(head.last_seq));
+  }
+  return head;
+}
+
 Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, uint64_t cursor,
                                                    const ReplicaId& server) {
   Locked lock(this);
@@ -930,8 +942,8 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
     for (const wire::Coverage* c : *batch.covers()) {
       const ReplicaId origin = protocol::FromWire(c->origin());
       Track& t = track(origin);
-      if (t.covered || c->from_seq() > c->through_seq() || c->through_seq() > kMaxSeq ||
-          origin == id_) {
+      // (Its own origin too: a restored file gets back its own ops it lacks.)
+      if (t.covered || c->from_seq() > c->through_seq() || c->through_seq() > kMaxSeq) {
         st = Status::Corrupt("bad coverage for origin " + origin.Hex() + " in a server batch");
         break;
       }
@@ -1166,7 +1178,9 @@ Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& cover
   uint64_t applied = 0;
   Hlc max_hlc = 0;
   CAIRN_RETURN_IF_ERROR(store_->ForEachPendingOp(store::kSnapshotUnit, [&](const Op& op) -> Status {
-    if (op.id.origin == id_) return Status::OK();  // this replica has all its own ops
+    // Its own ops it has; a restored file gets back those it lacks (docs/protocol.md
+    // "Restored replicas").
+    if (op.id.origin == id_ && op.id.seq <= store_->last_seq()) return Status::OK();
     // Ops above the limit come from the log that follows (a resumed snapshot reads a later
     // state): applying them here too would count an increment twice.
     uint64_t limit = 0;
@@ -1184,7 +1198,7 @@ Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& cover
   CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
   if (snap->rebase) {
     for (const auto& [origin, through] : snap->watermarks) {
-      if (origin != id_ && through > store_->Through(origin)) {
+      if (through > store_->Through(origin)) {  // its own too: never reuse a seq
         CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, through));
       }
     }

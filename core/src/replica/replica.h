@@ -214,6 +214,13 @@ class Replica {
 
   // --- Sync support (sync::SyncClient; docs/protocol.md "Exchange") ---
   Result<store::SyncPosition> GetSyncPosition();
+  // This replica's last local seq and, while that op is unacknowledged, its HLC (what a
+  // client's Hello says of its own history: docs/protocol.md "Restored replicas").
+  struct OwnHead {
+    uint64_t last_seq = 0;
+    std::optional<Hlc> hlc;
+  };
+  Result<OwnHead> GetOwnHead();
   // Applies one batch the server sent, atomically, and stores `cursor` (and the server's id) in
   // the same transaction. Ops already accounted for are skipped; an op past a gap in its
   // origin's seqs is refused (ECORRUPT, nothing applied): the server sends each origin in order.

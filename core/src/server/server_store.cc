@@ -19,6 +19,7 @@ const char* const kServerSchema = R"sql(
 CREATE TABLE IF NOT EXISTS cairn_server_log(
   cursor INTEGER PRIMARY KEY AUTOINCREMENT, origin BLOB NOT NULL, first_seq INTEGER NOT NULL,
   last_seq INTEGER NOT NULL, op_count INTEGER NOT NULL, batch BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS cairn_server_log_origin ON cairn_server_log(origin, last_seq);
 CREATE TABLE IF NOT EXISTS cairn_server_meta(
   id INTEGER PRIMARY KEY CHECK (id = 1), floor INTEGER NOT NULL);
 INSERT OR IGNORE INTO cairn_server_meta VALUES (1, 0);
@@ -241,6 +242,27 @@ Status ServerStore::ReadLog(uint64_t after, size_t max_rows,
     e.batch = read_log_.Blob(4);
     return fn(e);
   });
+}
+
+Result<std::optional<Hlc>> ServerStore::OpHlc(const ReplicaId& origin, uint64_t seq) {
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt st, store_->db()->Prepare(
+      "SELECT batch FROM cairn_server_log WHERE origin = ? AND last_seq >= ? AND first_seq <= ? "
+      "ORDER BY last_seq LIMIT 1"));
+  st.BindBlob(1, origin.Bytes());
+  st.BindInt(2, I(seq));
+  st.BindInt(3, I(seq));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  std::optional<Hlc> hlc;
+  if (!row) return hlc;
+  std::string payload(st.Blob(0));
+  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+  const wire::OpBatch* batch = frame->body_as_OpBatch();
+  if (batch == nullptr) return Status::Corrupt("log entry is not a batch");
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, [&](const Op& op) -> Status {
+    if (op.id.origin == origin && op.id.seq == seq) hlc = op.id.hlc;
+    return Status::OK();
+  }));
+  return hlc;
 }
 
 Status ServerStore::BindReplica(const ReplicaId& replica, const std::string& subject) {

@@ -75,6 +75,9 @@ class ServerStore {
   // Log entries with cursor > after, oldest first, at most max_rows.
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn);
+  // The HLC of `origin`'s op `seq` as merged here, from the log; nullopt when the log no longer
+  // has it (trimmed) or never had it (refused).
+  Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq);
   // The server's state, for snapshots (store::ReplicaStore).
   store::ReplicaStore* state() { return store_.get(); }
   // Binds a replica id to the subject that first synced it; EPERM when another subject

@@ -173,6 +173,9 @@ class Session : public net::Link::Delegate {
   std::map<std::string, uint64_t> holds_;
   std::optional<Snapshot> snapshot_;
   std::optional<auth::Claims> claims_;   // when the server has a secret
+  // The replica's own ops it has (Hello's own_seq): its later ones in the log (a file restored
+  // from a backup lacks them) are sent back to it. nullopt: an older client, never sent back.
+  std::optional<uint64_t> own_seq_;
 };
 
 std::string AddressKey(const std::string& ip) {
@@ -307,6 +310,32 @@ void Session::OnHello(const wire::Hello& hello) {
     all_collections_ = false;
     subscriptions_.insert(claims_->read.begin(), claims_->read.end());
   }
+  // A restored or copied replica file (docs/protocol.md "Restored replicas"): its last op must
+  // be the one the server has under that seq, else its history forked and what it pushes
+  // would be taken for duplicates (and dropped): refused, its ops stay queued.
+  if (hello.own_seq()) {
+    const uint64_t own = *hello.own_seq();
+    if (hello.own_hlc() && own > 0 && own <= store->state()->Through(replica_)) {
+      auto theirs = store->OpHlc(replica_, own);
+      if (!theirs.ok()) {
+        server_->Log("reading the log failed: " + theirs.status().ToString());
+        conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");
+        return;
+      }
+      if (theirs->has_value() && **theirs != *hello.own_hlc()) {
+        server_->Log("session " + replica_.Hex() + " from " + conn->peer() +
+                     ": history forked at seq " + std::to_string(own));
+        conn->SendErrorAndClose(
+            Code::kEFORKED,
+            "the server has another op " + std::to_string(own) + " from replica " +
+                replica_.Hex() + ": this file's history forked from the server's (restored "
+                "from a backup after it had synced newer ops, or copied from another device); "
+                "its unsent ops cannot be pushed under this replica id");
+        return;
+      }
+    }
+    own_seq_ = own;
+  }
   // The cursor counts only on the server that issued it.
   uint64_t cursor = hello.cursor();
   const bool same_server = hello.server_id() != nullptr &&
@@ -362,6 +391,7 @@ void Session::OnBatch(const wire::OpBatch& batch) {
     return;
   }
   KillPoint("server.push.committed");
+  if (own_seq_) own_seq_ = std::max(*own_seq_, pushed->through);  // (not sent back to it)
   flatbuffers::FlatBufferBuilder fbb(128);
   std::vector<flatbuffers::Offset<wire::Refusal>> refused;
   for (const Refused& r : pushed->refused) {
@@ -528,9 +558,11 @@ bool Session::PumpSnapshot() {
           scanned++;
           last_key = key;
           for (Op& op : *ops) {
-            // Not the client's own ops; nothing past the snapshot's receipts (the log has them).
+            // Not the client's own ops it has; nothing past the snapshot's receipts (the log
+            // has them).
             auto w = snap.watermarks.find(op.id.origin);
-            if (op.id.origin == replica_ || w == snap.watermarks.end() || op.id.seq > w->second) {
+            const bool has = op.id.origin == replica_ && (!own_seq_ || op.id.seq <= *own_seq_);
+            if (has || w == snap.watermarks.end() || op.id.seq > w->second) {
               continue;
             }
             chunk.push_back(std::move(op));
@@ -594,7 +626,9 @@ void Session::Pump() {
     Status st = store->ReadLog(sent_, 64, [&](const LogEntry& e) -> Status {
       if (enc.op_count() >= max_ops) return Status(Code::kEBUSY, "batch full");  // stop here
       last = e.cursor;
-      if (e.origin == replica_) return Status::OK();  // a client never gets its own ops back
+      // A client gets back only its own ops it lacks (a restored file).
+      if (e.origin == replica_ && (!own_seq_ || e.last_seq <= *own_seq_)) return Status::OK();
+      if (e.origin == replica_) own_seq_ = e.last_seq;
       std::string payload(e.batch);
       CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
       const wire::OpBatch* b = frame->body_as_OpBatch();

@@ -1238,6 +1238,14 @@ Status ReplicaStore::AckOutbox(uint64_t through) {
   return del.Run();
 }
 
+Result<std::optional<Hlc>> ReplicaStore::OutboxHlcAt(uint64_t seq) {
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("SELECT max_hlc FROM cairn_outbox WHERE last_seq = ?"));
+  st.BindInt(1, I(seq));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<Hlc>();
+  return std::optional<Hlc>(U(st.Int(0)));
+}
+
 Result<SyncPosition> ReplicaStore::GetSyncPosition() {
   SyncPosition pos;
   if (!has_sync_table_) return pos;  // a format 1 file opened read-only: never synced

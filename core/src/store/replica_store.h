@@ -195,6 +195,9 @@ class ReplicaStore {
   // Lowers the clock this file stores to `hlc` (the replica's clock was wound back, SPEC §2
   // drift; REQUIRES: inside Begin/Commit; AckOutbox, called next, persists it).
   void RewindHlc(Hlc hlc) { hlc_ = std::min(hlc_, hlc); }
+  // The HLC of the local op `seq` when it ends an outbox transaction (unacknowledged), else
+  // nullopt (a transaction's last op carries its highest HLC: local stamps only grow).
+  Result<std::optional<Hlc>> OutboxHlcAt(uint64_t seq);
   Result<SyncPosition> GetSyncPosition();
   Status SetSyncPosition(const SyncPosition& pos);  // REQUIRES: inside Begin/Commit
   Status ForEachRejected(const std::function<Status(const RejectedOp&)>& fn);

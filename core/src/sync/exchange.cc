@@ -138,6 +138,11 @@ void Exchange::OnOpen(net::Link* c) {
     c->Close(snap.status());
     return;
   }
+  auto own = replica->GetOwnHead();
+  if (!own.ok()) {
+    c->Close(own.status());
+    return;
+  }
   flatbuffers::FlatBufferBuilder fbb(512);
   wire::ReplicaId rid = protocol::ToWire(replica->id());
   std::vector<flatbuffers::Offset<flatbuffers::String>> subs;
@@ -169,6 +174,8 @@ void Exchange::OnOpen(net::Link* c) {
   hello.add_cursor(cursor);
   hello.add_subscriptions(subs_vec);
   hello.add_client_time_ms(port::WallClockMs());
+  hello.add_own_seq(own->last_seq);
+  if (own->hlc) hello.add_own_hlc(*own->hlc);
   wire::ReplicaId sid;
   if (known_server) {
     sid = protocol::ToWire(*known_server);
@@ -641,6 +648,7 @@ void Exchange::OnTick(net::Link* c, uint64_t now) {
 }
 
 void Exchange::OnClosed(net::Link* c, const Status& why) {
+  if (c != link_) return;  // not this session's link (a driver bug): nothing of ours to end
   {
     std::lock_guard<std::mutex> lock(mu);
     st.bytes_sent += c->wire_bytes_out();

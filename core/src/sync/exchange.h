@@ -53,8 +53,9 @@ struct Exchange : net::Link::Delegate {
 
   // Reads the stored position and the pending counts into the status.
   void LoadStatus();
-  // A new session on `link`, which is connecting (OnOpen sends Hello). `once`: the session
-  // ends when idle, and stream records appended after Welcome wait for the next one.
+  // A new session (its state reset) on `link`, which is connecting (OnOpen sends Hello);
+  // nullptr while the driver is still making it (it sets link_ then). `once`: the session ends
+  // when idle, and stream records appended after Welcome wait for the next one.
   void Begin(net::Link* link, bool once);
   // Sends what is new (local writes, records) if the session is up.
   void Push();

@@ -179,6 +179,7 @@ struct SyncClient::Engine : Exchange::Owner {
   void Connect() {
     if (done || conn != nullptr) return;
     ex.SetState(SyncState::kConnecting);
+    ex.Begin(nullptr, once);  // the session starts (its state reset) before anything can fail
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -190,7 +191,7 @@ struct SyncClient::Engine : Exchange::Owner {
       return;
     }
     conn = new net::Conn(loop, &ex, ex.options.conn);
-    ex.Begin(conn, once);
+    ex.link_ = conn;
     connect_req.data = this;
     rc = uv_tcp_connect(&connect_req, conn->tcp(), req.addrinfo->ai_addr, OnConnected);
     uv_freeaddrinfo(req.addrinfo);

@@ -15,6 +15,7 @@ public struct CairnError: Error, Equatable, Sendable, CustomStringConvertible {
     public static let network = CAIRN_ENETWORK.rawValue
     public static let timedOut = CAIRN_ETIMEDOUT.rawValue
     public static let full = CAIRN_EFULL.rawValue
+    public static let forked = CAIRN_EFORKED.rawValue
 
     public init(code: Int32, message: String) {
         self.code = code

@@ -21,6 +21,7 @@ public class CairnException extends RuntimeException {
     public static final int ETIMEDOUT = -15;
     public static final int ECLOCK = -16;
     public static final int EFULL = -17;
+    public static final int EFORKED = -18;
 
     private final int code;
     private final String codeName;
