@@ -805,6 +805,57 @@ TEST(SyncRestored, BackupThatWroteFirstIsRefusedNotDropped) {
   EXPECT_EQ(unacked->PendingOps().value(), 0);
 }
 
+// Backed up with an op not yet pushed, which the lost device pushed later, then more: the
+// restored file pushes that op again (a duplicate, the same op) and gets the later ones back;
+// the Ack covers them too (it looked beyond what was pushed: the session failed, for good).
+TEST(SyncRestored, BackupWithAnUnpushedOpSyncs) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  auto a = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(a->Put("c", "k1", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(a->Put("c", "k2", {{"v", Value::Int(2)}}).ok());  // seq 2, not pushed yet
+  ASSERT_TRUE(a->Close().ok());
+  std::filesystem::copy_file(dir.File("a.db"), dir.File("backup.db"));
+  a = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(a->Put("c", "k3", {{"v", Value::Int(3)}}).ok());  // seq 3
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  ASSERT_TRUE(a->Close().ok());
+  auto r = OpenReplica(dir.File("backup.db"));
+  EXPECT_EQ(r->PendingOps().value(), 1);
+  Status s = SyncOnce(r.get(), server.address());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(r->PendingOps().value(), 0);
+  EXPECT_EQ(IntField(r.get(), "c", "k3", "v"), 3);
+  ASSERT_TRUE(r->Put("c", "k4", {{"v", Value::Int(4)}}).ok());
+  EXPECT_EQ(r->GetStatus().value().last_seq, 4u);
+  ASSERT_TRUE(SyncOnce(r.get(), server.address()).ok());
+  auto b = OpenReplica(dir.File("b.db"));
+  ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
+  EXPECT_EQ(IntField(b.get(), "c", "k4", "v"), 4);
+  EXPECT_EQ(b->Digest().value(), r->Digest().value());
+}
+
+// Restored, then written past what the server has (its last seq is beyond the server's: Hello
+// cannot tell): the push's "duplicates" are not the ops the server has under those seqs. Refused
+// with EFORKED, nothing applied (they were dropped, and the rest of their transaction applied).
+TEST(SyncRestored, BackupThatWrotePastTheServerIsRefusedNotDropped) {
+  RestoredDevice d;
+  d.Build(0, 3);  // the server has seqs 1..4; the backup 1
+  auto r = OpenReplica(d.dir.File("backup.db"));
+  for (int i = 0; i < 4; i++) {  // seqs 2..5
+    ASSERT_TRUE(r->Put("c", "x" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+  }
+  Status s = SyncOnce(r.get(), d.server->address());
+  EXPECT_EQ(s.code(), Code::kEFORKED) << s.ToString();
+  EXPECT_EQ(r->PendingOps().value(), 4);
+  auto b = OpenReplica(d.dir.File("b.db"));
+  ASSERT_TRUE(SyncOnce(b.get(), d.server->address()).ok());
+  EXPECT_FALSE(b->Get("c", "x3").value().has_value());
+  EXPECT_EQ(IntField(b.get(), "c", "k3", "v"), 3);
+}
+
 // Found by the simulation (tests/sim): a replica's own ops pushed through another session (a
 // second process syncing the same file) were skipped silently by its live session, whose cursor
 // then stayed behind the log's head for good. The server says CaughtUp at the new head.

@@ -369,7 +369,7 @@ void SimDevice::Write() {
   std::map<std::string, int64_t> increments;
   const uint64_t n = w.Chance(0.15) ? w.Uniform(2, 6) : 1;
   for (uint64_t k = 0; k < n; k++) {
-    const std::string& coll = colls[w.Uniform(0, colls.size() - 1)];
+    const std::string& coll = colls[w.Pick(colls.size())];
     const uint64_t kind = w.Uniform(0, 9);
     if (kind < 5) {
       const std::string key = "k" + std::to_string(w.Uniform(0, 9));
@@ -453,13 +453,13 @@ std::string Run::Go() {
   link.latency_ms = base_latency_ = w.Uniform(1, 40);
   link.jitter_ms = w.Uniform(0, 20);
   link.idle_timeout_ms = static_cast<uint32_t>(w.Uniform(5, 30) * 1000);
-  link.drained_bytes = w.Uniform(1, 16) << 10;
+  link.drained_bytes = (w.Pick(16) + 1) << 10;
   server::ServerOptions so;
   so.db_path = dir + "/server.db";
   so.max_queued_bytes = link.drained_bytes * 2;
   so.max_batch_ops = static_cast<uint32_t>(w.Uniform(1, 64));
   so.window_batches = static_cast<uint32_t>(w.Uniform(1, 8));
-  so.snapshot_docs_per_turn = w.Uniform(1, 8);
+  so.snapshot_docs_per_turn = w.Pick(8) + 1;
   const bool trims = w.Chance(0.3);
   so.store.keep_log_ops = trims ? w.Uniform(5, 100) : 1000000;
   server_clock = std::make_unique<SimClock>(&world, 0);
@@ -521,7 +521,7 @@ void Run::Chaos(uint64_t until) {
 void Run::WriteSomething() {
   SimWorld& w = world;
   if (w.now() >= chaos_end_) return;
-  SimDevice* d = devices[w.Uniform(0, devices.size() - 1)].get();
+  SimDevice* d = devices[w.Pick(devices.size())].get();
   if (w.Chance(0.2)) {
     d->Append();
   } else {
@@ -535,7 +535,7 @@ void Run::Fault() {
   SimWorld& w = world;
   if (w.now() >= chaos_end_) return;
   const uint64_t kind = w.Uniform(0, 99);
-  SimDevice* d = devices[w.Uniform(0, devices.size() - 1)].get();
+  SimDevice* d = devices[w.Pick(devices.size())].get();
   if (kind < 28) {
     d->CutLink(SimDevice::Cut::kBoth);
   } else if (kind < 38) {

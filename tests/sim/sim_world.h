@@ -36,6 +36,8 @@ class SimWorld {
     return std::uniform_int_distribution<uint64_t>(lo, hi)(rng_);
   }
   bool Chance(double p) { return std::bernoulli_distribution(p)(rng_); }
+  // A uniform index in [0, n) (n > 0).
+  size_t Pick(size_t n) { return static_cast<size_t>(Uniform(0, n - 1)); }
 
   // Runs `fn` at `when` (not before now), after everything already scheduled for that time.
   void At(uint64_t when, std::function<void()> fn);

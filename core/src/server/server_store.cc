@@ -90,6 +90,7 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
   const uint64_t before = store_->Through(origin);
   uint64_t through = before;
   uint64_t dup_low = 0, dup_high = 0;  // the duplicates' seqs, to report earlier refusals
+  Hlc dup_high_hlc = 0;                // the highest duplicate's stamp, to compare with ours
   Hlc max_hlc = 0;
   protocol::BatchEncoder accepted;
   // Transactions are applied or refused whole: one is collected, then decided. The first `n`
@@ -132,6 +133,7 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
     if (!op.continues_txn) CAIRN_RETURN_IF_ERROR(finish_txn());
     if (op.id.seq <= through) {
       if (result.duplicates++ == 0) dup_low = op.id.seq;
+      if (op.id.seq >= dup_high) dup_high_hlc = op.id.hlc;
       dup_high = std::max(dup_high, op.id.seq);
       return Status::OK();
     }
@@ -153,6 +155,19 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
     return Status::OK();
   }));
   CAIRN_RETURN_IF_ERROR(finish_txn());
+  // A "duplicate" that is not the op received under that seq: the replica's history forked
+  // (a restored or copied file wrote new ops under seqs it had already used); taking it for a
+  // duplicate would drop it (docs/protocol.md "Restored replicas"). Checked while the log
+  // holds the op.
+  if (result.duplicates > 0) {
+    CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, OpHlc(origin, dup_high));
+    if (ours && *ours != dup_high_hlc) {
+      return Status(Code::kEFORKED,
+                    "op " + std::to_string(dup_high) + " of replica " + origin.Hex() +
+                        " differs from the one received under that seq: the replica's history "
+                        "forked (a file restored from a backup or copied from another device)");
+    }
+  }
   // A retry after a lost Ack: what was refused then is reported again.
   if (result.duplicates > 0) {
     find_refused_.BindBlob(1, origin.Bytes());

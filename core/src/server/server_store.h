@@ -68,7 +68,9 @@ class ServerStore {
   // skipped; an op past a gap ends the push (ECORRUPT). A transaction with an op that breaks
   // the rules or that `admit` refuses is refused whole: not applied, recorded, reported in
   // PushResult::refused; its seqs count as received. The batch gets the next cursor; its log
-  // entry covers the refused seqs too (docs/protocol.md, "Refused ops").
+  // entry covers the refused seqs too (docs/protocol.md, "Refused ops"). EFORKED (nothing
+  // applied) when a skipped op is not the one received under its seq while the log holds that
+  // one (docs/protocol.md, "Restored replicas").
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                const AdmitFn& admit);
 

@@ -422,8 +422,13 @@ void Exchange::OnAck(const wire::Ack& ack) {
     }
   }
   if (through > pushed_through) {
-    link_->SendErrorAndClose(Code::kECORRUPT, "Ack beyond what was pushed");
-    return;
+    // Beyond what this session pushed: fine up to this replica's last seq (its own ops pushed by
+    // another process on the file, or sent back to a restored file), never past it.
+    auto own = replica->GetOwnHead();
+    if (!own.ok() || through > own->last_seq) {
+      link_->SendErrorAndClose(Code::kECORRUPT, "Ack beyond what was pushed");
+      return;
+    }
   }
   std::vector<RefusedTxn> refused;
   if (ack.refused()) {
