@@ -21,16 +21,13 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
-#include "base/log.h"
 #include "replica/replica.h"
 #include "server/session_hub.h"
 #include "server/sync_server.h"
 #include "sim/sim_world.h"
-#include "support/temp_dir.h"
 #include "sync/exchange.h"
 
 namespace cairn::sim {

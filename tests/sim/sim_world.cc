@@ -83,7 +83,6 @@ SimLink* SimLink::Refused(SimWorld* world, Delegate* client, const SimLinkOption
 
 void SimLink::Open() {
   if (closing_) return;
-  opened_ = true;
   last_recv_ms_ = world_->now();
   const uint64_t id = id_;
   world_->After(options_.tick_ms, [this, id, w = world_] {

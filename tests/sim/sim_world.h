@@ -44,7 +44,6 @@ class SimWorld {
   void After(uint64_t delay, std::function<void()> fn) { At(now_ + delay, std::move(fn)); }
   // Runs the events due up to `until` (the clock ends there); false when the queue is empty.
   bool RunUntil(uint64_t until);
-  size_t pending_events() const { return events_.size(); }
   // Frames sent on the world's links and not yet delivered (or dropped).
   size_t in_flight() const { return in_flight_; }
   // The live link with this id, or nullptr.
@@ -149,7 +148,6 @@ class SimLink final : public net::Link {
   bool above_drained_ = false;
   bool closing_ = false;
   bool close_after_flush_ = false;  // SendErrorAndClose: closes once its frame has arrived
-  bool opened_ = false;
   uint64_t last_send_ms_ = 0, last_recv_ms_ = 0;
   uint64_t deadline_ms_ = 0;
   const char* deadline_what_ = "";
