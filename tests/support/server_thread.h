@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -12,14 +15,50 @@
 
 #include "replica/replica.h"
 #include "server/sync_server.h"
+#ifdef CAIRN_HAVE_POSTGRESQL
+#include "server/pg.h"
+#endif
 #include "support/temp_dir.h"
 #include "sync/sync_client.h"
 
 namespace cairn::testing {
 
+// The store the server tests run against: SQLite, or with CAIRN_TEST_POSTGRES set (the URL of a
+// database: the tests' ".pg" variants, tests/CMakeLists.txt, whose fixture "postgres" starts
+// one) PostgreSQL, in a schema of its own per server file: the same file, the same data (a
+// restarted server finds it), and tests do not see each other's.
+inline std::string TestPostgres() {
+  const char* url = std::getenv("CAIRN_TEST_POSTGRES");
+  return url != nullptr ? url : "";
+}
+inline bool TestOnPostgres() { return !TestPostgres().empty(); }
+
+inline std::string TestStoreUrl(const std::string& db_path) {
+  if (!TestOnPostgres()) return "";
+#ifdef CAIRN_HAVE_POSTGRESQL
+  const std::string base = TestPostgres();
+  char schema[32];
+  std::snprintf(schema, sizeof schema, "t_%016llx",
+                static_cast<unsigned long long>(std::hash<std::string>()(db_path)));
+  auto conn = server::pg::Conn::Connect(base);
+  EXPECT_TRUE(conn.ok()) << conn.status().ToString();
+  if (!conn.ok()) return "";
+  Status st = conn.value()->ExecScript(
+      ("CREATE SCHEMA IF NOT EXISTS " + server::pg::QuoteIdent(schema)).c_str());
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  std::string url = base;
+  return url + (url.find('?') == std::string::npos ? "?" : "&") +
+         "options=-csearch_path%3D" + schema;
+#else
+  ADD_FAILURE() << "CAIRN_TEST_POSTGRES in a build without PostgreSQL support";
+  return "";
+#endif
+}
+
 class ServerThread {
  public:
   explicit ServerThread(server::ServerOptions o) {
+    if (o.store.url.empty()) o.store.url = TestStoreUrl(o.db_path);
     o.log = [this](const std::string& line) {
       std::lock_guard<std::mutex> lock(log_mu_);
       log_ += line + "\n";

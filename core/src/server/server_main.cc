@@ -1,5 +1,6 @@
 // cairn-server: the sync server (SPEC §5, §7).
 //   cairn-server --db FILE --listen HOST:PORT [--tls-cert F --tls-key F] [--token-secret FILE]
+//   cairn-server --store postgresql://... --db NODE_FILE --listen HOST:PORT ...  (several nodes)
 //   cairn-server token --token-secret FILE --sub SUBJECT [--read C,..] [--write C,..] [--ttl S]
 // Exit codes: 0 success (stopped by SIGTERM/SIGINT), 2 usage error, 3 other error.
 #include <pthread.h>
@@ -53,7 +54,18 @@ int Run(int argc, char** argv) {
   app.set_version_flag("--version", "cairn-server 0.1.0");
   cairn::server::ServerOptions o;
   std::string listen = "127.0.0.1:7420", secret_file;
-  app.add_option("--db", o.db_path, "the server's SQLite file (created when missing)");
+  app.add_option("--db", o.db_path,
+                 "the server's SQLite file (created when missing); with --store postgresql://, "
+                 "this node's copy of the database");
+  std::string store = "sqlite";
+  app.add_option("--store", store,
+                 "where the data lives: sqlite (the --db file, default) or a PostgreSQL URL "
+                 "(postgresql://USER@HOST:PORT/DB?...) shared by several nodes, the --db file "
+                 "being this node's copy");
+  app.add_option("--catch-up-ms", o.catch_up_ms,
+                 "with PostgreSQL: catch up with the other nodes at least this often "
+                 "(default 1000)")
+      ->check(CLI::Range(1u, 3600000u));
   app.add_option("--streams", o.streams_db_path,
                  "SQLite file of the telemetry streams, a table per stream (default: DB.streams)");
   app.add_option("--listen", listen, "HOST:PORT to listen on (default 127.0.0.1:7420)");
@@ -125,6 +137,14 @@ int Run(int argc, char** argv) {
   if (o.db_path.empty()) {
     std::cerr << "cairn-server: --db FILE is required\n";
     return kExitUsage;
+  }
+  if (store != "sqlite") {
+    if (!cairn::server::IsPostgresUrl(store)) {
+      std::cerr << "cairn-server: --store takes sqlite or a PostgreSQL URL (postgresql://...), "
+                   "not '" << store << "'\n";
+      return kExitUsage;
+    }
+    o.store.url = store;
   }
   std::string host;
   uint16_t port = 0;

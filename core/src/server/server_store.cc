@@ -8,6 +8,9 @@
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "replica/replica.h"
+#ifdef CAIRN_HAVE_POSTGRESQL
+#include "server/pg_server_store.h"
+#endif
 
 namespace cairn::server {
 
@@ -37,14 +40,119 @@ uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 
 }  // namespace
 
+Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
+                const AdmitFn& admit, const TxnFn& on_txn, PushSort* sort) {
+  *sort = PushSort();
+  sort->through = before;
+  // Transactions are applied or refused whole: one is collected, then decided. The first `n`
+  // slots of `txn` hold it; they are assigned over, not reallocated, from one to the next.
+  std::vector<Op> txn;
+  size_t n = 0;
+  Status verdict;
+  auto finish_txn = [&]() -> Status {
+    if (n == 0) return Status::OK();
+    CAIRN_RETURN_IF_ERROR(on_txn(txn, n, verdict));
+    if (verdict.ok()) {
+      for (size_t i = 0; i < n; i++) sort->max_hlc = std::max(sort->max_hlc, txn[i].id.hlc);
+      sort->applied += n;
+    }
+    sort->through = txn[n - 1].id.seq;
+    n = 0;
+    verdict = Status::OK();
+    return Status::OK();
+  };
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+    if (op.id.origin != origin) {
+      return Status::Invalid("op of origin " + op.id.origin.Hex() +
+                             " pushed by replica " + origin.Hex() +
+                             ": a replica pushes only its own ops");
+    }
+    if (!op.continues_txn) CAIRN_RETURN_IF_ERROR(finish_txn());
+    if (op.id.seq <= sort->through) {
+      if (sort->duplicates++ == 0) sort->dup_low = op.id.seq;
+      if (op.id.seq >= sort->dup_high) sort->dup_high_hlc = op.id.hlc;
+      sort->dup_high = std::max(sort->dup_high, op.id.seq);
+      return Status::OK();
+    }
+    const uint64_t expected = (n == 0 ? sort->through : txn[n - 1].id.seq) + 1;
+    if (op.id.seq != expected) {
+      return Status::Corrupt("op " + origin.Hex() + ":" + std::to_string(op.id.seq) +
+                             " follows seq " + std::to_string(expected - 1) + " (a gap)");
+    }
+    if (verdict.ok()) {
+      verdict = ValidateOp(op);
+      if (verdict.ok()) verdict = admit(op);
+    }
+    if (n == txn.size()) {
+      txn.push_back(op);
+    } else {
+      txn[n] = op;
+    }
+    n++;
+    return Status::OK();
+  }));
+  return finish_txn();
+}
+
+Status CheckFork(const ReplicaId& origin, const PushSort& sort, std::optional<Hlc> ours) {
+  // A "duplicate" that is not the op received under that seq: the replica's history forked
+  // (a restored or copied file wrote new ops under seqs it had already used); taking it for a
+  // duplicate would drop it.
+  if (sort.duplicates == 0 || !ours || *ours == sort.dup_high_hlc) return Status::OK();
+  return Status(Code::kEFORKED,
+                "op " + std::to_string(sort.dup_high) + " of replica " + origin.Hex() +
+                    " differs from the one received under that seq: the replica's history "
+                    "forked (a file restored from a backup or copied from another device)");
+}
+
+Result<std::optional<Hlc>> FindOpHlc(std::string_view batch_frame, const ReplicaId& origin,
+                                     uint64_t seq) {
+  std::optional<Hlc> hlc;
+  std::string payload(batch_frame);
+  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+  const wire::OpBatch* batch = frame->body_as_OpBatch();
+  if (batch == nullptr) return Status::Corrupt("log entry is not a batch");
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, [&](const Op& op) -> Status {
+    if (op.id.origin == origin && op.id.seq == seq) hlc = op.id.hlc;
+    return Status::OK();
+  }));
+  return hlc;
+}
+
+bool IsPostgresUrl(std::string_view s) {
+  return s.rfind("postgresql://", 0) == 0 || s.rfind("postgres://", 0) == 0;
+}
+
 Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
                                                        const ServerStoreOptions& options) {
-  std::unique_ptr<ServerStore> s(new ServerStore());
+  if (!options.url.empty()) {
+    if (!IsPostgresUrl(options.url)) {
+      return Status::Invalid("the store '" + options.url +
+                             "' is not a PostgreSQL URL (postgresql://...)");
+    }
+#ifdef CAIRN_HAVE_POSTGRESQL
+    return OpenPgServerStore(path, options);
+#else
+    return Status::Invalid("this cairn-server was built without PostgreSQL support (libpq)");
+#endif
+  }
+  CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<SqliteServerStore> s,
+                         SqliteServerStore::Open(path, options));
+  return std::unique_ptr<ServerStore>(std::move(s));
+}
+
+Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
+    const std::string& path, const ServerStoreOptions& options, const ReplicaId* id) {
+  std::unique_ptr<SqliteServerStore> s(new SqliteServerStore());
   s->options_ = options;
   s->clock_source_ = options.clock ? options.clock : Clock::System();
   s->clock_ = std::make_unique<HybridClock>(s->clock_source_);
   ReplicaId new_id;
-  CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+  if (id != nullptr) {
+    new_id = *id;
+  } else {
+    CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+  }
   CAIRN_ASSIGN_OR_RETURN(s->store_, store::ReplicaStore::Open(path, store::StoreOptions(), new_id,
                                                               s->clock_source_->NowMs()));
   s->clock_->Restore(s->store_->stored_hlc());
@@ -64,8 +172,8 @@ Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
     s->log_ops_ = U(st.Int(2));
   }
   CAIRN_ASSIGN_OR_RETURN(s->put_log_, db->Prepare(
-      "INSERT INTO cairn_server_log(origin, first_seq, last_seq, op_count, batch) "
-      "VALUES (?,?,?,?,?)"));
+      "INSERT INTO cairn_server_log(cursor, origin, first_seq, last_seq, op_count, batch) "
+      "VALUES (?,?,?,?,?,?)"));
   CAIRN_ASSIGN_OR_RETURN(s->read_log_, db->Prepare(
       "SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_server_log "
       "WHERE cursor > ? ORDER BY cursor LIMIT ?"));
@@ -77,8 +185,9 @@ Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
   return s;
 }
 
-Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                                          const AdmitFn& admit) {
+Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin,
+                                                const wire::OpBatch& batch,
+                                                const AdmitFn& admit) {
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   struct Guard {
     store::ReplicaStore* s;
@@ -88,91 +197,38 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
   } guard{store_.get()};
   PushResult result;
   const uint64_t before = store_->Through(origin);
-  uint64_t through = before;
-  uint64_t dup_low = 0, dup_high = 0;  // the duplicates' seqs, to report earlier refusals
-  Hlc dup_high_hlc = 0;                // the highest duplicate's stamp, to compare with ours
-  Hlc max_hlc = 0;
   protocol::BatchEncoder accepted;
-  // Transactions are applied or refused whole: one is collected, then decided. The first `n`
-  // slots of `txn` hold it; they are assigned over, not reallocated, from one to the next.
-  std::vector<Op> txn;
-  size_t n = 0;
-  Status verdict;
-  auto finish_txn = [&]() -> Status {
-    if (n == 0) return Status::OK();
-    const uint64_t first = txn.front().id.seq, last = txn[n - 1].id.seq;
-    if (!verdict.ok()) {
-      Refused r{first, last, verdict.code(), verdict.message()};
-      put_refused_.BindBlob(1, origin.Bytes());
-      put_refused_.BindInt(2, I(first));
-      put_refused_.BindInt(3, I(last));
-      put_refused_.BindInt(4, static_cast<int64_t>(r.code));
-      put_refused_.BindText(5, r.reason);
-      put_refused_.BindInt(6, clock_source_->NowMs());
-      CAIRN_RETURN_IF_ERROR(put_refused_.Run());
-      result.refused.push_back(std::move(r));
-    } else {
-      for (size_t i = 0; i < n; i++) {
-        max_hlc = std::max(max_hlc, txn[i].id.hlc);
-        accepted.Add(txn[i]);
-        CAIRN_RETURN_IF_ERROR(store_->Apply(txn[i], /*local=*/false));
-      }
-      result.applied += n;
-    }
-    through = last;
-    n = 0;
-    verdict = Status::OK();
-    return Status::OK();
-  };
-  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
-    if (op.id.origin != origin) {
-      return Status::Invalid("op of origin " + op.id.origin.Hex() +
-                             " pushed by replica " + origin.Hex() +
-                             ": a replica pushes only its own ops");
-    }
-    if (!op.continues_txn) CAIRN_RETURN_IF_ERROR(finish_txn());
-    if (op.id.seq <= through) {
-      if (result.duplicates++ == 0) dup_low = op.id.seq;
-      if (op.id.seq >= dup_high) dup_high_hlc = op.id.hlc;
-      dup_high = std::max(dup_high, op.id.seq);
-      return Status::OK();
-    }
-    const uint64_t expected = (n == 0 ? through : txn[n - 1].id.seq) + 1;
-    if (op.id.seq != expected) {
-      return Status::Corrupt("op " + origin.Hex() + ":" + std::to_string(op.id.seq) +
-                             " follows seq " + std::to_string(expected - 1) + " (a gap)");
-    }
-    if (verdict.ok()) {
-      verdict = ValidateOp(op);
-      if (verdict.ok()) verdict = admit(op);
-    }
-    if (n == txn.size()) {
-      txn.push_back(op);
-    } else {
-      txn[n] = op;
-    }
-    n++;
-    return Status::OK();
-  }));
-  CAIRN_RETURN_IF_ERROR(finish_txn());
-  // A "duplicate" that is not the op received under that seq: the replica's history forked
-  // (a restored or copied file wrote new ops under seqs it had already used); taking it for a
-  // duplicate would drop it (docs/protocol.md "Restored replicas"). Checked while the log
-  // holds the op.
-  if (result.duplicates > 0) {
-    CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, OpHlc(origin, dup_high));
-    if (ours && *ours != dup_high_hlc) {
-      return Status(Code::kEFORKED,
-                    "op " + std::to_string(dup_high) + " of replica " + origin.Hex() +
-                        " differs from the one received under that seq: the replica's history "
-                        "forked (a file restored from a backup or copied from another device)");
-    }
-  }
-  // A retry after a lost Ack: what was refused then is reported again.
-  if (result.duplicates > 0) {
+  PushSort sort;
+  CAIRN_RETURN_IF_ERROR(SortPush(origin, batch, before, admit,
+      [&](const std::vector<Op>& txn, size_t n, const Status& verdict) -> Status {
+        if (!verdict.ok()) {
+          Refused r{txn.front().id.seq, txn[n - 1].id.seq, verdict.code(), verdict.message()};
+          put_refused_.BindBlob(1, origin.Bytes());
+          put_refused_.BindInt(2, I(r.first_seq));
+          put_refused_.BindInt(3, I(r.last_seq));
+          put_refused_.BindInt(4, static_cast<int64_t>(r.code));
+          put_refused_.BindText(5, r.reason);
+          put_refused_.BindInt(6, clock_source_->NowMs());
+          CAIRN_RETURN_IF_ERROR(put_refused_.Run());
+          result.refused.push_back(std::move(r));
+          return Status::OK();
+        }
+        for (size_t i = 0; i < n; i++) {
+          accepted.Add(txn[i]);
+          CAIRN_RETURN_IF_ERROR(store_->Apply(txn[i], /*local=*/false));
+        }
+        return Status::OK();
+      }, &sort));
+  result.applied = sort.applied;
+  result.duplicates = sort.duplicates;
+  if (sort.duplicates > 0) {
+    // Checked while the log holds the op (docs/protocol.md "Restored replicas").
+    CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, OpHlc(origin, sort.dup_high));
+    CAIRN_RETURN_IF_ERROR(CheckFork(origin, sort, ours));
+    // A retry after a lost Ack: what was refused then is reported again.
     find_refused_.BindBlob(1, origin.Bytes());
-    find_refused_.BindInt(2, I(dup_low));
-    find_refused_.BindInt(3, I(dup_high));
+    find_refused_.BindInt(2, I(sort.dup_low));
+    find_refused_.BindInt(3, I(sort.dup_high));
     std::vector<Refused> earlier;
     CAIRN_RETURN_IF_ERROR(find_refused_.ForEachRow([&] {
       earlier.push_back(Refused{U(find_refused_.Int(0)), U(find_refused_.Int(1)),
@@ -182,29 +238,17 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
     }));
     result.refused.insert(result.refused.begin(), earlier.begin(), earlier.end());
   }
-  result.through = through;
-  if (through > before) {
+  result.through = sort.through;
+  if (sort.through > before) {
     // The log entry accounts for every seq received, refused ones included (they are absent
     // from its batch: receivers get them as covered, docs/protocol.md "Coverage").
-    CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, through));
+    CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, sort.through));
     flatbuffers::FlatBufferBuilder fbb(accepted.ops_bytes() + 1024);
     accepted.Finish(&fbb);
-    put_log_.BindBlob(1, origin.Bytes());
-    put_log_.BindInt(2, I(before + 1));
-    put_log_.BindInt(3, I(through));
-    put_log_.BindInt(4, I(result.applied));
-    put_log_.BindStaticBlob(
-        5, std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()));
-    CAIRN_RETURN_IF_ERROR(put_log_.Run());
-    const uint64_t cursor = U(sqlite3_last_insert_rowid(store_->db()->raw()));
-    uint64_t new_floor = floor_, log_ops = log_ops_ + result.applied;
-    CAIRN_RETURN_IF_ERROR(TrimLog(&new_floor, &log_ops));
-    clock_->Observe(max_hlc);  // accepted ops only: a refused clock does not drag the server's
-    KillPoint("server.push.before_commit");
-    CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
-    head_ = cursor;
-    floor_ = new_floor;
-    log_ops_ = log_ops;
+    CAIRN_RETURN_IF_ERROR(LogAndCommit(
+        0, origin, before + 1, sort.through, sort.applied,
+        std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()),
+        sort.max_hlc));
   } else {
     store_->Rollback();  // nothing new: a retry after a lost Ack
   }
@@ -212,7 +256,69 @@ Result<PushResult> ServerStore::ApplyPush(const ReplicaId& origin, const wire::O
   return result;
 }
 
-Status ServerStore::TrimLog(uint64_t* floor, uint64_t* log_ops) {
+Status SqliteServerStore::LogAndCommit(uint64_t cursor, const ReplicaId& origin,
+                                       uint64_t first_seq, uint64_t last_seq, uint64_t op_count,
+                                       std::string_view batch, Hlc max_hlc) {
+  if (cursor == 0) {
+    put_log_.BindNull(1);
+  } else {
+    put_log_.BindInt(1, I(cursor));
+  }
+  put_log_.BindBlob(2, origin.Bytes());
+  put_log_.BindInt(3, I(first_seq));
+  put_log_.BindInt(4, I(last_seq));
+  put_log_.BindInt(5, I(op_count));
+  put_log_.BindStaticBlob(6, batch);
+  CAIRN_RETURN_IF_ERROR(put_log_.Run());
+  cursor = U(sqlite3_last_insert_rowid(store_->db()->raw()));
+  uint64_t new_floor = floor_, log_ops = log_ops_ + op_count;
+  CAIRN_RETURN_IF_ERROR(TrimLog(&new_floor, &log_ops));
+  clock_->Observe(max_hlc);  // accepted ops only: a refused clock does not drag the server's
+  KillPoint("server.push.before_commit");
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  head_ = cursor;
+  floor_ = new_floor;
+  log_ops_ = log_ops;
+  return Status::OK();
+}
+
+Status SqliteServerStore::AppendEntry(const LogEntry& e) {
+  if (e.cursor <= head_) {
+    return Status::Corrupt("log entry " + std::to_string(e.cursor) + " is not past the head " +
+                           std::to_string(head_));
+  }
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  struct Guard {
+    store::ReplicaStore* s;
+    ~Guard() {
+      if (s->in_transaction()) s->Rollback();
+    }
+  } guard{store_.get()};
+  const uint64_t before = store_->Through(e.origin);
+  if (e.first_seq != before + 1 || e.last_seq < e.first_seq) {
+    return Status::Corrupt("log entry " + std::to_string(e.cursor) + " covers seqs " +
+                           std::to_string(e.first_seq) + ".." + std::to_string(e.last_seq) +
+                           " of " + e.origin.Hex() + ", which has " + std::to_string(before));
+  }
+  std::string payload(e.batch);
+  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+  const wire::OpBatch* batch = frame->body_as_OpBatch();
+  if (batch == nullptr) return Status::Corrupt("log entry is not a batch");
+  uint64_t ops = 0;
+  Hlc max_hlc = 0;
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, [&](const Op& op) -> Status {
+    if (op.id.origin != e.origin || op.id.seq < e.first_seq || op.id.seq > e.last_seq) {
+      return Status::Corrupt("log entry " + std::to_string(e.cursor) + " holds a foreign op");
+    }
+    ops++;
+    max_hlc = std::max(max_hlc, op.id.hlc);
+    return store_->Apply(op, /*local=*/false);
+  }));
+  CAIRN_RETURN_IF_ERROR(store_->SetThrough(e.origin, e.last_seq));
+  return LogAndCommit(e.cursor, e.origin, e.first_seq, e.last_seq, ops, e.batch, max_hlc);
+}
+
+Status SqliteServerStore::TrimLog(uint64_t* floor, uint64_t* log_ops) {
   if (*log_ops <= options_.keep_log_ops) return Status::OK();
   // Oldest entries first, keeping at least the newest one.
   CAIRN_ASSIGN_OR_RETURN(store::Stmt st, store_->db()->Prepare(
@@ -240,7 +346,7 @@ Status ServerStore::TrimLog(uint64_t* floor, uint64_t* log_ops) {
   return Status::OK();
 }
 
-Status ServerStore::ReadLog(uint64_t after, size_t max_rows,
+Status SqliteServerStore::ReadLog(uint64_t after, size_t max_rows,
                             const std::function<Status(const LogEntry&)>& fn) {
   read_log_.BindInt(1, I(after));
   read_log_.BindInt(2, static_cast<int64_t>(max_rows));
@@ -259,7 +365,7 @@ Status ServerStore::ReadLog(uint64_t after, size_t max_rows,
   });
 }
 
-Result<std::optional<Hlc>> ServerStore::OpHlc(const ReplicaId& origin, uint64_t seq) {
+Result<std::optional<Hlc>> SqliteServerStore::OpHlc(const ReplicaId& origin, uint64_t seq) {
   CAIRN_ASSIGN_OR_RETURN(store::Stmt st, store_->db()->Prepare(
       "SELECT batch FROM cairn_server_log WHERE origin = ? AND last_seq >= ? AND first_seq <= ? "
       "ORDER BY last_seq LIMIT 1"));
@@ -267,20 +373,11 @@ Result<std::optional<Hlc>> ServerStore::OpHlc(const ReplicaId& origin, uint64_t 
   st.BindInt(2, I(seq));
   st.BindInt(3, I(seq));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
-  std::optional<Hlc> hlc;
-  if (!row) return hlc;
-  std::string payload(st.Blob(0));
-  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-  const wire::OpBatch* batch = frame->body_as_OpBatch();
-  if (batch == nullptr) return Status::Corrupt("log entry is not a batch");
-  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, [&](const Op& op) -> Status {
-    if (op.id.origin == origin && op.id.seq == seq) hlc = op.id.hlc;
-    return Status::OK();
-  }));
-  return hlc;
+  if (!row) return std::optional<Hlc>();
+  return FindOpHlc(st.Blob(0), origin, seq);
 }
 
-Status ServerStore::BindReplica(const ReplicaId& replica, const std::string& subject) {
+Status SqliteServerStore::BindReplica(const ReplicaId& replica, const std::string& subject) {
   CAIRN_ASSIGN_OR_RETURN(store::Stmt find, store_->db()->Prepare(
       "SELECT subject FROM cairn_server_replicas WHERE replica_id = ?"));
   find.BindBlob(1, replica.Bytes());

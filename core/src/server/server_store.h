@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,15 @@ namespace cairn::server {
 struct ServerStoreOptions {
   uint64_t keep_log_ops = 1000000;  // ops kept in the global log (at least the newest batch)
   Clock* clock = nullptr;           // nullptr: the system clock
+  // Where the server's data lives: empty, the SQLite file given to Open; a PostgreSQL URL
+  // ("postgresql://..."), that database, shared by every node given it, the file being this
+  // node's copy (server/pg_server_store.h).
+  std::string url;
 };
+
+// A PostgreSQL URL ("postgresql://..." or "postgres://..."): what ServerStoreOptions::url and
+// cairn-server --store take.
+bool IsPostgresUrl(std::string_view s);
 
 // A transaction of a push the server refused (kept, so a retry after a lost Ack learns it too).
 struct Refused {
@@ -53,15 +62,44 @@ struct LogEntry {
   std::string_view batch;  // an OpBatch frame; valid during the callback only
 };
 
+// The rules of a push, the same whichever store keeps it (docs/protocol.md "Pushes"): what the
+// batch of `origin` holds past its receipt `before`, sorted into duplicates and transactions,
+// each accepted or refused whole.
+struct PushSort {
+  uint64_t through = 0;             // the receipt after the push
+  uint64_t applied = 0;             // ops accepted
+  uint64_t duplicates = 0;          // ops at or below `before`
+  uint64_t dup_low = 0, dup_high = 0;
+  Hlc dup_high_hlc = 0;             // the stamp of the highest duplicate as pushed now
+  Hlc max_hlc = 0;                  // the highest stamp accepted
+};
+// Gets each transaction past the receipt in order: its ops txn[0..n), and OK or why it is
+// refused (ValidateOp, then `admit`).
+using TxnFn = std::function<Status(const std::vector<Op>& txn, size_t n, const Status& verdict)>;
+// EINVAL for an op of another origin, ECORRUPT for a gap; `on_txn`'s errors end it.
+Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
+                const AdmitFn& admit, const TxnFn& on_txn, PushSort* sort);
+// EFORKED when the highest duplicate is not the op the store received under that seq (`ours`,
+// its stamp while the log holds it): the replica's history forked (docs/protocol.md "Restored
+// replicas").
+Status CheckFork(const ReplicaId& origin, const PushSort& sort, std::optional<Hlc> ours);
+// The stamp of op `seq` of `origin` in a log entry's batch (an OpBatch frame), if it holds it.
+Result<std::optional<Hlc>> FindOpHlc(std::string_view batch_frame, const ReplicaId& origin,
+                                     uint64_t seq);
+
 class ServerStore {
  public:
+  // Opens the store `options` names (SQLite at `path`, or PostgreSQL with `path` as this
+  // node's copy).
   static Result<std::unique_ptr<ServerStore>> Open(const std::string& path,
                                                    const ServerStoreOptions& options);
-  const ReplicaId& id() const { return store_->replica_id(); }
-  uint64_t head() const { return head_; }
+  virtual ~ServerStore() = default;
+  virtual const ReplicaId& id() const = 0;
+  // The newest cursor this store serves (ReadLog reaches it; state() includes it).
+  virtual uint64_t head() const = 0;
   // Cursors up to floor() were trimmed from the log.
-  uint64_t floor() const { return floor_; }
-  int64_t NowMs() { return clock_source_->NowMs(); }
+  virtual uint64_t floor() const = 0;
+  virtual int64_t NowMs() = 0;
 
   // Applies a batch pushed by `origin` (the authenticated replica) atomically. Every op must be
   // the origin's own (EINVAL otherwise, nothing applied); ops already received are
@@ -71,23 +109,60 @@ class ServerStore {
   // entry covers the refused seqs too (docs/protocol.md, "Refused ops"). EFORKED (nothing
   // applied) when a skipped op is not the one received under its seq while the log holds that
   // one (docs/protocol.md, "Restored replicas").
-  Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                               const AdmitFn& admit);
+  virtual Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
+                                       const AdmitFn& admit) = 0;
 
-  // Log entries with cursor > after, oldest first, at most max_rows.
-  Status ReadLog(uint64_t after, size_t max_rows,
-                 const std::function<Status(const LogEntry&)>& fn);
+  // Log entries with cursor > after (up to head()), oldest first, at most max_rows.
+  virtual Status ReadLog(uint64_t after, size_t max_rows,
+                         const std::function<Status(const LogEntry&)>& fn) = 0;
   // The HLC of `origin`'s op `seq` as merged here, from the log; nullopt when the log no longer
   // has it (trimmed) or never had it (refused).
-  Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq);
-  // The server's state, for snapshots (store::ReplicaStore).
-  store::ReplicaStore* state() { return store_.get(); }
+  virtual Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) = 0;
+  // The server's state as of head(), for snapshots (store::ReplicaStore).
+  virtual store::ReplicaStore* state() = 0;
   // Binds a replica id to the subject that first synced it; EPERM when another subject
   // presents it (a device cannot push as another's replica).
-  Status BindReplica(const ReplicaId& replica, const std::string& subject);
+  virtual Status BindReplica(const ReplicaId& replica, const std::string& subject) = 0;
+
+  // Several nodes on one database (PostgreSQL; no-ops for SQLite): CatchUp takes in what other
+  // nodes committed, moving head(); notify_socket() becomes readable when one did, and
+  // TakeNotifications consumes that (true: something was committed; catch up).
+  virtual Status CatchUp() { return Status::OK(); }
+  virtual int notify_socket() const { return -1; }
+  virtual Result<bool> TakeNotifications() { return false; }
+};
+
+// The SQLite store: one file holds the state, the log and the receipts, a push commits all of
+// them in one transaction.
+class SqliteServerStore final : public ServerStore {
+ public:
+  // `id`: the id of a new file (nullptr: a random one).
+  static Result<std::unique_ptr<SqliteServerStore>> Open(const std::string& path,
+                                                         const ServerStoreOptions& options,
+                                                         const ReplicaId* id = nullptr);
+  const ReplicaId& id() const override { return store_->replica_id(); }
+  uint64_t head() const override { return head_; }
+  uint64_t floor() const override { return floor_; }
+  int64_t NowMs() override { return clock_source_->NowMs(); }
+  Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
+                               const AdmitFn& admit) override;
+  Status ReadLog(uint64_t after, size_t max_rows,
+                 const std::function<Status(const LogEntry&)>& fn) override;
+  Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;
+  store::ReplicaStore* state() override { return store_.get(); }
+  Status BindReplica(const ReplicaId& replica, const std::string& subject) override;
+
+  // Takes in a log entry committed elsewhere (a PostgreSQL node's copy): its ops merged, the
+  // origin's receipt raised to its last seq, the entry logged under its cursor, atomically.
+  // ECORRUPT unless e.cursor > head() and e.first_seq follows the origin's receipt.
+  Status AppendEntry(const LogEntry& e);
 
  private:
-  ServerStore() = default;
+  SqliteServerStore() = default;
+  // Logs a batch (inside the push's transaction), trims, commits: head() becomes `cursor`
+  // (0: the next one).
+  Status LogAndCommit(uint64_t cursor, const ReplicaId& origin, uint64_t first_seq,
+                      uint64_t last_seq, uint64_t op_count, std::string_view batch, Hlc max_hlc);
   // Drops the oldest log entries beyond keep_log_ops (inside the push's transaction).
   Status TrimLog(uint64_t* floor, uint64_t* log_ops);
 

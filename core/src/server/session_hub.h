@@ -37,6 +37,10 @@ class SessionHub {
   bool Attach(net::Link* link);
   // Serves the sessions that yielded (request_turn).
   void RunTurn();
+  // Several nodes on one database: takes in what the other nodes committed
+  // (ServerStore::CatchUp) and feeds it to the sessions. A failure is logged (once until it
+  // works again); the sessions go on with what this node has.
+  void CatchUp();
   // Closes every session's link (OnClosed follows for each).
   void CloseAll();
   size_t session_count() const;

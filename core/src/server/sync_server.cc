@@ -49,6 +49,7 @@ struct SessionHub::Impl {
   std::unordered_map<std::string, size_t> per_address;
   std::unordered_set<std::string> at_limit_logged;
   bool total_limit_logged = false;  // said once until the count falls to the limit
+  bool catch_up_failing = false;     // said once until it works again
   // Sessions whose snapshot yielded (a scan budget spent): pumped again at the next turn.
   std::set<uint64_t> repump_sessions;
 
@@ -81,11 +82,20 @@ struct SyncServer::Impl {
   uv_async_t stop_async;
   uv_signal_t sigterm, sigint;
   uv_idle_t repump;  // runs the hub's turn
+  // Several nodes (a PostgreSQL store): its notifications wake the hub to catch up, and so
+  // does a timer, for what a lost notification did not say.
+  uv_poll_t* notify_poll = nullptr;  // on the store's notify_socket(); replaced when it changes
+  int notify_fd = -1;
+  uv_timer_t catch_up_timer;
+  bool catch_up_timer_on = false;
   bool loop_ready = false;  // the loop and its handles are initialized (Create got that far)
   bool stopping = false;
 
   static void OnConnection(uv_stream_t* server, int status);
   void StopNow();
+  // (Re)starts watching the store's notification socket, when it has one.
+  void WatchNotifications();
+  void CloseNotifyPoll();
 };
 
 // One client connection: the exchange of docs/protocol.md from the server's side.
@@ -336,7 +346,14 @@ void Session::OnHello(const wire::Hello& hello) {
     }
     own_seq_ = own;
   }
-  // The cursor counts only on the server that issued it.
+  // The cursor counts only on the server that issued it: any node of it (several nodes on one
+  // PostgreSQL database), once this one has taken in what the others committed.
+  Status caught_up = store->CatchUp();
+  if (!caught_up.ok()) {
+    server_->Log("catching up with the database failed: " + caught_up.ToString());
+    conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its database");
+    return;
+  }
   uint64_t cursor = hello.cursor();
   const bool same_server = hello.server_id() != nullptr &&
                            protocol::FromWire(*hello.server_id()) == store->id() &&
@@ -719,6 +736,19 @@ bool SessionHub::Attach(net::Link* link) {
   return session->Admit();
 }
 
+void SessionHub::CatchUp() {
+  const uint64_t head = impl_->store->head();
+  Status st = impl_->store->CatchUp();
+  if (!st.ok()) {
+    if (!impl_->catch_up_failing) impl_->Log("catching up with the database failed: " + st.ToString());
+    impl_->catch_up_failing = true;
+    return;
+  }
+  if (impl_->catch_up_failing) impl_->Log("caught up with the database again");
+  impl_->catch_up_failing = false;
+  if (impl_->store->head() != head) impl_->PumpAll();
+}
+
 void SessionHub::RunTurn() {
   std::vector<uint64_t> due(impl_->repump_sessions.begin(), impl_->repump_sessions.end());
   impl_->repump_sessions.clear();
@@ -764,10 +794,49 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
   conn->Start(std::move(tls));
 }
 
+void SyncServer::Impl::CloseNotifyPoll() {
+  if (notify_poll == nullptr) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(notify_poll),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  notify_poll = nullptr;
+  notify_fd = -1;
+}
+
+void SyncServer::Impl::WatchNotifications() {
+  const int fd = hub->store()->notify_socket();
+  if (fd == notify_fd) return;
+  CloseNotifyPoll();
+  if (fd < 0) return;
+  notify_poll = new uv_poll_t;
+  if (uv_poll_init_socket(&loop, notify_poll, fd) != 0) {
+    delete notify_poll;
+    notify_poll = nullptr;
+    hub->Log("cannot watch the database's notifications: catching up every " +
+             std::to_string(options.catch_up_ms) + " ms only");
+    return;
+  }
+  notify_fd = fd;
+  notify_poll->data = this;
+  uv_poll_start(notify_poll, UV_READABLE, [](uv_poll_t* p, int status, int) {
+    auto* impl = static_cast<Impl*>(p->data);
+    Result<bool> woken = status == 0 ? impl->hub->store()->TakeNotifications()
+                                     : Result<bool>(Status(Code::kENETWORK, uv_strerror(status)));
+    if (!woken.ok()) {
+      impl->hub->Log("database notifications: " + woken.status().ToString());
+      impl->CloseNotifyPoll();  // the timer catches up, and watches again once it can
+      return;
+    }
+    if (*woken) impl->hub->CatchUp();
+    impl->WatchNotifications();  // the socket changes when the connection was remade
+  });
+}
+
 void SyncServer::Impl::StopNow() {
   if (stopping) return;
   stopping = true;
   hub->Log("stopping");
+  CloseNotifyPoll();
+  if (catch_up_timer_on) uv_close(reinterpret_cast<uv_handle_t*>(&catch_up_timer), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&repump), nullptr);
@@ -817,6 +886,21 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
     static_cast<Impl*>(a->data)->StopNow();
   });
   i->stop_async.data = i;
+  if (i->hub->store()->notify_socket() >= 0) {
+    i->WatchNotifications();
+    uv_timer_init(&i->loop, &i->catch_up_timer);
+    i->catch_up_timer.data = i;
+    i->catch_up_timer_on = true;
+    const uint64_t every = std::max<uint32_t>(options.catch_up_ms, 1);
+    uv_timer_start(&i->catch_up_timer, [](uv_timer_t* t) {
+      auto* impl = static_cast<Impl*>(t->data);
+      if (impl->notify_poll == nullptr) {
+        Result<bool> again = impl->hub->store()->TakeNotifications();  // listens again
+        if (again.ok()) impl->WatchNotifications();
+      }
+      impl->hub->CatchUp();
+    }, every, every);
+  }
   if (options.handle_signals) {
     for (uv_signal_t* sig : {&i->sigterm, &i->sigint}) {
       uv_signal_init(&i->loop, sig);

@@ -44,6 +44,9 @@ struct ServerOptions {
   // SPEC §2 clock safety: a transaction with an op stamped further ahead of the server's clock
   // is refused (ECLOCK); clients rewind their clock to this bound (docs/protocol.md).
   uint32_t max_drift_ms = 60000;
+  // Several nodes on one PostgreSQL database (store.url): how often a node catches up with
+  // the others' commits besides when notified (a lost notification costs at most this).
+  uint32_t catch_up_ms = 1000;
   bool handle_signals = false;         // stop on SIGTERM / SIGINT
   // Where messages go; default: stderr, prefixed "cairn-server: ".
   std::function<void(const std::string&)> log;

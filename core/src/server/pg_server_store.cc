@@ -1,0 +1,289 @@
+#include "server/pg_server_store.h"
+
+#include <vector>
+
+#include "port/port.h"
+#include "protocol/batch_codec.h"
+#include "server/pg.h"
+
+namespace cairn::server {
+
+namespace {
+
+// docs/storage-format.md, "PostgreSQL server store". Created under an advisory lock so that
+// nodes starting together do not race.
+const char* const kSchema = R"sql(
+BEGIN;
+SELECT pg_advisory_xact_lock(4349427201);
+CREATE TABLE IF NOT EXISTS cairn_meta(
+  id integer PRIMARY KEY CHECK (id = 1), server_id bytea NOT NULL, head bigint NOT NULL,
+  format integer NOT NULL);
+CREATE TABLE IF NOT EXISTS cairn_log(
+  cursor bigint PRIMARY KEY, origin bytea NOT NULL, first_seq bigint NOT NULL,
+  last_seq bigint NOT NULL, op_count bigint NOT NULL, batch bytea NOT NULL);
+CREATE INDEX IF NOT EXISTS cairn_log_origin ON cairn_log(origin, last_seq);
+CREATE TABLE IF NOT EXISTS cairn_receipts(origin bytea PRIMARY KEY, through bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS cairn_refused(
+  origin bytea NOT NULL, first_seq bigint NOT NULL, last_seq bigint NOT NULL,
+  code bigint NOT NULL, reason text NOT NULL, at_ms bigint NOT NULL,
+  PRIMARY KEY (origin, first_seq));
+CREATE TABLE IF NOT EXISTS cairn_replicas(
+  replica_id bytea PRIMARY KEY, subject text NOT NULL, first_seen_ms bigint NOT NULL);
+COMMIT;
+)sql";
+
+constexpr int kFormat = 1;
+constexpr int kCatchUpRows = 256;  // log entries read per query while catching up
+
+uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
+
+ReplicaId IdFrom(std::string_view bytes) {
+  ReplicaId id;
+  ReplicaId::FromBytes(bytes.data(), bytes.size(), &id);
+  return id;
+}
+
+class PgServerStore final : public ServerStore {
+ public:
+  static Result<std::unique_ptr<ServerStore>> Open(const std::string& path,
+                                                   const ServerStoreOptions& options);
+  const ReplicaId& id() const override { return copy_->id(); }
+  uint64_t head() const override { return copy_->head(); }
+  uint64_t floor() const override { return copy_->floor(); }
+  int64_t NowMs() override { return copy_->NowMs(); }
+  Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
+                               const AdmitFn& admit) override;
+  Status ReadLog(uint64_t after, size_t max_rows,
+                 const std::function<Status(const LogEntry&)>& fn) override {
+    return copy_->ReadLog(after, max_rows, fn);
+  }
+  Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;
+  store::ReplicaStore* state() override { return copy_->state(); }
+  Status BindReplica(const ReplicaId& replica, const std::string& subject) override;
+  Status CatchUp() override;
+  int notify_socket() const override { return listen_ ? listen_->socket() : -1; }
+  Result<bool> TakeNotifications() override;
+
+ private:
+  // The connection for statements, reconnected when it broke.
+  Result<pg::Conn*> Db();
+  Status Listen();
+
+  ServerStoreOptions options_;
+  std::unique_ptr<pg::Conn> db_, listen_;
+  std::string channel_;  // NOTIFY channel: "cairn_" + the server id in hex
+  std::unique_ptr<SqliteServerStore> copy_;
+};
+
+// ROLLBACK unless committed (a failed statement aborts the transaction anyway).
+struct PgTxn {
+  pg::Conn* db;
+  bool done = false;
+  ~PgTxn() {
+    if (!done) (void)db->ExecScript("ROLLBACK");
+  }
+  Status Commit() {
+    done = true;
+    return db->ExecScript("COMMIT");
+  }
+};
+
+Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path,
+                                                         const ServerStoreOptions& options) {
+  std::unique_ptr<PgServerStore> s(new PgServerStore());
+  s->options_ = options;
+  CAIRN_ASSIGN_OR_RETURN(s->db_, pg::Conn::Connect(options.url));
+  CAIRN_RETURN_IF_ERROR(s->db_->ExecScript(kSchema));
+  ReplicaId new_id;
+  CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+  CAIRN_RETURN_IF_ERROR(s->db_->Exec(
+      "INSERT INTO cairn_meta VALUES (1, $1, 0, $2) ON CONFLICT (id) DO NOTHING",
+      {pg::Param::Bytes(new_id.Bytes()), pg::Param(int64_t{kFormat})}).status());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows meta,
+                         s->db_->Exec("SELECT server_id, head, format::bigint FROM cairn_meta"));
+  if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
+  if (meta.Int(0, 2) > kFormat) {
+    return Status(Code::kEVERSION, "PostgreSQL: the database's format " +
+                                       std::to_string(meta.Int(0, 2)) + " is newer than " +
+                                       std::to_string(kFormat));
+  }
+  const ReplicaId server_id = IdFrom(meta.Bytes(0, 0));
+  ServerStoreOptions copy_options = options;
+  copy_options.url.clear();
+  CAIRN_ASSIGN_OR_RETURN(s->copy_, SqliteServerStore::Open(path, copy_options, &server_id));
+  if (s->copy_->id() != server_id) {
+    return Status::Invalid("the file " + path + " belongs to server " + s->copy_->id().Hex() +
+                           ", not to this database's server " + server_id.Hex() +
+                           ": give each node a file of its own");
+  }
+  if (s->copy_->head() > U(meta.Int(0, 1))) {
+    return Status::Invalid("the file " + path + " is at cursor " +
+                           std::to_string(s->copy_->head()) + ", past the database's " +
+                           std::to_string(meta.Int(0, 1)) +
+                           " (the database was restored from an older backup?): move the file "
+                           "away, the node rebuilds it from the database");
+  }
+  s->channel_ = "cairn_" + server_id.Hex();
+  CAIRN_RETURN_IF_ERROR(s->Listen());
+  CAIRN_RETURN_IF_ERROR(s->CatchUp());
+  return std::unique_ptr<ServerStore>(std::move(s));
+}
+
+Status PgServerStore::Listen() {
+  CAIRN_ASSIGN_OR_RETURN(listen_, pg::Conn::Connect(options_.url));
+  return listen_->ExecScript(("LISTEN " + pg::QuoteIdent(channel_)).c_str());
+}
+
+Result<pg::Conn*> PgServerStore::Db() {
+  if (!db_ || !db_->ok()) {
+    db_.reset();
+    CAIRN_ASSIGN_OR_RETURN(db_, pg::Conn::Connect(options_.url));
+  }
+  return db_.get();
+}
+
+Result<bool> PgServerStore::TakeNotifications() {
+  if (listen_ && listen_->ok()) {
+    Result<int> n = listen_->TakeNotifications();
+    if (n.ok()) return *n > 0;
+  }
+  // The connection broke: listen again (a new socket), and catch up on what was missed.
+  listen_.reset();
+  CAIRN_RETURN_IF_ERROR(Listen());
+  return true;
+}
+
+Status PgServerStore::CatchUp() {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
+        "SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_log WHERE cursor > $1 "
+        "ORDER BY cursor LIMIT $2",
+        {pg::Param(copy_->head()), pg::Param(int64_t{kCatchUpRows})}));
+    for (int i = 0; i < rows.size(); i++) {
+      LogEntry e;
+      e.cursor = U(rows.Int(i, 0));
+      if (e.cursor != copy_->head() + 1) {
+        return Status::Corrupt("PostgreSQL: the log jumps from cursor " +
+                               std::to_string(copy_->head()) + " to " +
+                               std::to_string(e.cursor));
+      }
+      e.origin = IdFrom(rows.Bytes(i, 1));
+      e.first_seq = U(rows.Int(i, 2));
+      e.last_seq = U(rows.Int(i, 3));
+      e.batch = rows.Bytes(i, 4);
+      CAIRN_RETURN_IF_ERROR(copy_->AppendEntry(e));
+    }
+    if (rows.size() < kCatchUpRows) return Status::OK();
+  }
+}
+
+Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
+                                            const AdmitFn& admit) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  const std::string o = origin.Bytes();
+  CAIRN_RETURN_IF_ERROR(db->ExecScript("BEGIN"));
+  PgTxn txn{db};
+  // The origin's receipt, locked: a second session of the replica (on this node or another)
+  // waits here until this push committed, then sees its receipt.
+  CAIRN_RETURN_IF_ERROR(db->Exec(
+      "INSERT INTO cairn_receipts VALUES ($1, 0) ON CONFLICT (origin) DO NOTHING",
+      {pg::Param::Bytes(o)}).status());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows receipt, db->Exec(
+      "SELECT through FROM cairn_receipts WHERE origin = $1 FOR UPDATE", {pg::Param::Bytes(o)}));
+  if (receipt.size() != 1) return Status::Internal("PostgreSQL: the receipt row vanished");
+  const uint64_t before = U(receipt.Int(0, 0));
+  PushResult result;
+  protocol::BatchEncoder accepted;
+  PushSort sort;
+  const int64_t now = NowMs();
+  CAIRN_RETURN_IF_ERROR(SortPush(origin, batch, before, admit,
+      [&](const std::vector<Op>& ops, size_t n, const Status& verdict) -> Status {
+        if (!verdict.ok()) {
+          Refused r{ops.front().id.seq, ops[n - 1].id.seq, verdict.code(), verdict.message()};
+          CAIRN_RETURN_IF_ERROR(db->Exec(
+              "INSERT INTO cairn_refused VALUES ($1, $2, $3, $4, $5, $6)",
+              {pg::Param::Bytes(o), pg::Param(r.first_seq), pg::Param(r.last_seq),
+               pg::Param(static_cast<int64_t>(r.code)), pg::Param::Text(r.reason),
+               pg::Param(now)}).status());
+          result.refused.push_back(std::move(r));
+          return Status::OK();
+        }
+        for (size_t i = 0; i < n; i++) accepted.Add(ops[i]);
+        return Status::OK();
+      }, &sort));
+  result.applied = sort.applied;
+  result.duplicates = sort.duplicates;
+  if (sort.duplicates > 0) {
+    CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, OpHlc(origin, sort.dup_high));
+    CAIRN_RETURN_IF_ERROR(CheckFork(origin, sort, ours));
+    CAIRN_ASSIGN_OR_RETURN(pg::Rows earlier, db->Exec(
+        "SELECT first_seq, last_seq, code, reason FROM cairn_refused "
+        "WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $3 ORDER BY first_seq",
+        {pg::Param::Bytes(o), pg::Param(sort.dup_low), pg::Param(sort.dup_high)}));
+    std::vector<Refused> again;
+    for (int i = 0; i < earlier.size(); i++) {
+      again.push_back(Refused{U(earlier.Int(i, 0)), U(earlier.Int(i, 1)),
+                              static_cast<Code>(earlier.Int(i, 2)),
+                              std::string(earlier.Bytes(i, 3))});
+    }
+    result.refused.insert(result.refused.begin(), again.begin(), again.end());
+  }
+  result.through = sort.through;
+  if (sort.through > before) {
+    flatbuffers::FlatBufferBuilder fbb(accepted.ops_bytes() + 1024);
+    accepted.Finish(&fbb);
+    const std::string_view frame(reinterpret_cast<const char*>(fbb.GetBufferPointer()),
+                                 fbb.GetSize());
+    CAIRN_RETURN_IF_ERROR(db->Exec("UPDATE cairn_receipts SET through = $2 WHERE origin = $1",
+                                   {pg::Param::Bytes(o), pg::Param(sort.through)}).status());
+    // The cursor, last: the head row stays locked until COMMIT, so cursors follow commit
+    // order (the header comment).
+    CAIRN_ASSIGN_OR_RETURN(pg::Rows head, db->Exec(
+        "UPDATE cairn_meta SET head = head + 1 RETURNING head"));
+    if (head.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
+    CAIRN_RETURN_IF_ERROR(db->Exec(
+        "INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
+        {pg::Param(head.Int(0, 0)), pg::Param::Bytes(o), pg::Param(before + 1),
+         pg::Param(sort.through), pg::Param(sort.applied), pg::Param::Bytes(frame)}).status());
+    CAIRN_RETURN_IF_ERROR(db->Exec("SELECT pg_notify($1, '')",
+                                   {pg::Param::Text(channel_)}).status());
+    CAIRN_RETURN_IF_ERROR(txn.Commit());
+    // Durable from here: the Ack may go out. This node's copy takes it (and whatever other
+    // nodes committed before it) now; a failure there is made up by the next catch-up.
+    CAIRN_RETURN_IF_ERROR(CatchUp());
+  }
+  result.cursor = head();
+  return result;
+}
+
+Result<std::optional<Hlc>> PgServerStore::OpHlc(const ReplicaId& origin, uint64_t seq) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
+      "SELECT batch FROM cairn_log WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $2 "
+      "ORDER BY last_seq LIMIT 1",
+      {pg::Param::Bytes(origin.Bytes()), pg::Param(seq)}));
+  if (rows.size() == 0) return std::optional<Hlc>();
+  return FindOpHlc(rows.Bytes(0, 0), origin, seq);
+}
+
+Status PgServerStore::BindReplica(const ReplicaId& replica, const std::string& subject) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  const std::string r = replica.Bytes();
+  CAIRN_RETURN_IF_ERROR(db->Exec(
+      "INSERT INTO cairn_replicas VALUES ($1, $2, $3) ON CONFLICT (replica_id) DO NOTHING",
+      {pg::Param::Bytes(r), pg::Param::Text(subject), pg::Param(NowMs())}).status());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows bound, db->Exec(
+      "SELECT subject FROM cairn_replicas WHERE replica_id = $1", {pg::Param::Bytes(r)}));
+  if (bound.size() == 1 && bound.Bytes(0, 0) == subject) return Status::OK();
+  return Status(Code::kEPERM, "replica " + replica.Hex() + " belongs to another subject");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ServerStore>> OpenPgServerStore(const std::string& path,
+                                                       const ServerStoreOptions& options) {
+  return PgServerStore::Open(path, options);
+}
+
+}  // namespace cairn::server
