@@ -71,7 +71,7 @@ struct FaultProxy::Impl {
   uv_tcp_t listener;
   uv_async_t stop;
   std::thread thread;
-  uint16_t target_port = 0;
+  std::atomic<uint16_t> target_port{0};
   std::atomic<uint16_t> port{0};
   std::atomic<int> connections{0};
   std::atomic<int> cuts{0};
@@ -291,6 +291,7 @@ FaultProxy::~FaultProxy() {
   uv_loop_close(&impl_->loop);
 }
 
+void FaultProxy::set_target(uint16_t target_port) { impl_->target_port = target_port; }
 uint16_t FaultProxy::port() const { return impl_->port; }
 int FaultProxy::connections() const { return impl_->connections; }
 int FaultProxy::cuts() const { return impl_->cuts; }

@@ -28,6 +28,8 @@ class FaultProxy {
   FaultProxy(uint16_t target_port, std::function<Faults(int)> faults);
   ~FaultProxy();
   uint16_t port() const;
+  // Where new connections go from now on (a load balancer moving off a dead node).
+  void set_target(uint16_t target_port);
   int connections() const;
   int cuts() const;
 

@@ -1,0 +1,301 @@
+// Several cairn-server nodes on one PostgreSQL database (docs/scale-out.md): replicas synced
+// through different nodes converge, a write reaches live sessions on every node, a cursor
+// issued by one node is valid on another, concurrent pushes on two nodes are each logged once
+// under cursors without gaps, and when a node is killed its clients carry on through another
+// with nothing lost or duplicated. Runs only against PostgreSQL (CAIRN_TEST_POSTGRES: the ctest
+// fixture "postgres" starts one).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <random>
+#include <regex>
+#include <thread>
+#include <vector>
+
+#include "replica/replica.h"
+#include "server/pg.h"
+#include "server/sync_server.h"
+#include "support/fault_proxy.h"
+#include "support/server_process.h"
+#include "support/server_thread.h"
+#include "support/temp_dir.h"
+#include "sync/sync_client.h"
+
+namespace cairn {
+namespace {
+
+using testing::FaultProxy;
+using testing::Faults;
+using testing::OpenReplica;
+using testing::ServerProcess;
+using testing::ServerThread;
+using testing::SyncOnce;
+using testing::TempDir;
+
+// Node `n` of the cluster whose database is the schema of `dir`: its own copy file.
+server::ServerOptions Node(const TempDir& dir, int n) {
+  server::ServerOptions o = testing::Options(dir);
+  o.db_path = dir.File("node" + std::to_string(n) + ".db");
+  o.store.url = testing::TestStoreUrl(dir.File("cluster"));
+  return o;
+}
+
+// Polls `done` every 10 ms for up to `ms`.
+bool WaitFor(const std::function<bool()>& done, int ms = 30000) {
+  for (int waited = 0; waited < ms; waited += 10) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+std::string Digest(Replica* r) { return r->Digest().value(); }
+
+// The database's log, as PostgreSQL has it: entries, lowest and highest cursor, ops.
+struct LogShape {
+  int64_t entries = -1, min_cursor = -1, max_cursor = -1, ops = -1;
+};
+LogShape ReadLogShape(const TempDir& dir) {
+  LogShape shape;
+  auto db = server::pg::Conn::Connect(testing::TestStoreUrl(dir.File("cluster")));
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  if (!db.ok()) return shape;
+  auto rows = db.value()->Exec(
+      "SELECT count(*)::bigint, coalesce(min(cursor), 0), coalesce(max(cursor), 0), "
+      "coalesce(sum(op_count), 0)::bigint FROM cairn_log");
+  EXPECT_TRUE(rows.ok()) << rows.status().ToString();
+  if (!rows.ok()) return shape;
+  shape.entries = rows->Int(0, 0);
+  shape.min_cursor = rows->Int(0, 1);
+  shape.max_cursor = rows->Int(0, 2);
+  shape.ops = rows->Int(0, 3);
+  return shape;
+}
+
+class MultiNode : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::TestOnPostgres()) GTEST_SKIP() << "needs CAIRN_TEST_POSTGRES";
+  }
+};
+
+TEST_F(MultiNode, ReplicasOnDifferentNodesConverge) {
+  TempDir dir;
+  ServerThread n1(Node(dir, 1)), n2(Node(dir, 2));
+  const std::string nodes[2] = {n1.address(), n2.address()};
+  std::vector<std::unique_ptr<Replica>> replicas;
+  for (int i = 0; i < 4; i++) replicas.push_back(OpenReplica(dir.File("r" + std::to_string(i))));
+  std::mt19937 rng(8);
+  int64_t increments = 0;
+  for (int round = 0; round < 6; round++) {
+    for (size_t i = 0; i < replicas.size(); i++) {
+      Replica* r = replicas[i].get();
+      for (int k = 0; k < 20; k++) {
+        const std::string key = "k" + std::to_string(rng() % 12);
+        switch (rng() % 4) {
+          case 0:
+            ASSERT_TRUE(r->Delete("docs", key).ok());
+            break;
+          case 1:
+            ASSERT_TRUE(r->Increment("counters", "c", "n", 1).ok());
+            increments++;
+            break;
+          default:
+            ASSERT_TRUE(r->Put("docs", key, {{"v", Value::Int(static_cast<int64_t>(rng() % 100))},
+                                             {"by", Value::String("r" + std::to_string(i))}})
+                            .ok());
+        }
+      }
+      // Replicas 0 and 1 on node 1, 2 and 3 on node 2; now and then through the other node.
+      const int node = static_cast<int>((i / 2 + (round == 3 ? 1 : 0)) % 2);
+      Status st = SyncOnce(r, nodes[node]);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+    }
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t i = 0; i < replicas.size(); i++) {
+      ASSERT_TRUE(SyncOnce(replicas[i].get(), nodes[i / 2]).ok());
+    }
+  }
+  const std::string want = Digest(replicas[0].get());
+  for (auto& r : replicas) EXPECT_EQ(Digest(r.get()), want);
+  auto doc = replicas[3]->Get("counters", "c").value();
+  ASSERT_TRUE(doc.has_value());
+  EXPECT_EQ(doc->at("n").as_int(), increments);
+  // Both nodes' copies hold the same state.
+  for (int n = 1; n <= 2; n++) {
+    ReplicaOptions ro;
+    ro.read_only = true;
+    auto copy = Replica::Open(dir.File("node" + std::to_string(n) + ".db"), ro);
+    ASSERT_TRUE(copy.ok()) << copy.status().ToString();
+    EXPECT_EQ(Digest(copy.value().get()), want) << "node " << n;
+  }
+  const LogShape log = ReadLogShape(dir);
+  EXPECT_EQ(log.min_cursor, 1);
+  EXPECT_EQ(log.max_cursor, log.entries);
+}
+
+// A write pushed to one node reaches a live session on the other through the database's
+// notification: the nodes' periodic catch-up is an hour here, longer than the test waits.
+TEST_F(MultiNode, LiveWritesReachSessionsOnTheOtherNode) {
+  TempDir dir;
+  server::ServerOptions o1 = Node(dir, 1), o2 = Node(dir, 2);
+  o1.catch_up_ms = o2.catch_up_ms = 3600000;
+  ServerThread n1(o1), n2(o2);
+  auto a = OpenReplica(dir.File("a.db"));
+  auto b = OpenReplica(dir.File("b.db"));
+  sync::SyncOptions sa, sb;
+  sa.server = n1.address();
+  sb.server = n2.address();
+  sync::SyncClient ca(a.get(), sa), cb(b.get(), sb);
+  ASSERT_TRUE(ca.Start().ok());
+  ASSERT_TRUE(cb.Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return ca.status().state == sync::SyncState::kIdle &&
+                                   cb.status().state == sync::SyncState::kIdle; }));
+  ASSERT_TRUE(a->Put("live", "from-a", {{"v", Value::Int(1)}}).ok());
+  EXPECT_TRUE(WaitFor([&] { return b->Get("live", "from-a").value().has_value(); }))
+      << "node 2 log:\n" << n2.log();
+  ASSERT_TRUE(b->Put("live", "from-b", {{"v", Value::Int(2)}}).ok());
+  EXPECT_TRUE(WaitFor([&] { return a->Get("live", "from-b").value().has_value(); }))
+      << "node 1 log:\n" << n1.log();
+  ca.Stop();
+  cb.Stop();
+  EXPECT_EQ(Digest(a.get()), Digest(b.get()));
+}
+
+TEST_F(MultiNode, CursorFromOneNodeIsValidOnAnother) {
+  TempDir dir;
+  ServerThread n1(Node(dir, 1)), n2(Node(dir, 2));
+  auto a = OpenReplica(dir.File("a.db"));
+  auto b = OpenReplica(dir.File("b.db"));
+  for (int i = 0; i < 5; i++) {
+    ASSERT_TRUE(a->Put("t", "a" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+  }
+  ASSERT_TRUE(SyncOnce(a.get(), n1.address()).ok());
+  const uint64_t cursor = a->GetSyncPosition().value().cursor;
+  ASSERT_GT(cursor, 0u);
+  ASSERT_TRUE(b->Put("t", "b", {{"v", Value::Int(9)}}).ok());
+  ASSERT_TRUE(SyncOnce(b.get(), n2.address()).ok());
+  // Node 2 resumes A at its cursor from node 1: the log after it, no snapshot.
+  ASSERT_TRUE(SyncOnce(a.get(), n2.address()).ok());
+  const std::regex resumed("session " + a->id().Hex() + " from [^ ]+ at cursor " +
+                           std::to_string(cursor) + "\n");
+  EXPECT_TRUE(std::regex_search(n2.log(), resumed)) << n2.log();
+  EXPECT_EQ(n2.log().find("snapshot"), std::string::npos) << n2.log();
+  EXPECT_TRUE(a->Get("t", "b").value().has_value());
+  EXPECT_EQ(Digest(a.get()), Digest(b.get()));
+}
+
+// Writers push through both nodes at once while a live reader on each node follows: every
+// reader ends with every write, the log has each push once under cursors 1..n, no gap.
+TEST_F(MultiNode, ConcurrentPushesThroughTwoNodesAreLoggedOnceWithoutGaps) {
+  TempDir dir;
+  ServerThread n1(Node(dir, 1)), n2(Node(dir, 2));
+  const std::string nodes[2] = {n1.address(), n2.address()};
+  std::vector<std::unique_ptr<Replica>> readers;
+  std::vector<std::unique_ptr<sync::SyncClient>> live;
+  for (int n = 0; n < 2; n++) {
+    readers.push_back(OpenReplica(dir.File("reader" + std::to_string(n))));
+    sync::SyncOptions o;
+    o.server = nodes[n];
+    live.push_back(std::make_unique<sync::SyncClient>(readers.back().get(), o));
+    ASSERT_TRUE(live.back()->Start().ok());
+  }
+  constexpr int kWriters = 4, kWrites = 30;
+  std::vector<std::thread> writers;
+  std::atomic<int> failures{0};
+  for (int w = 0; w < kWriters; w++) {
+    writers.emplace_back([&, w] {
+      auto r = OpenReplica(dir.File("writer" + std::to_string(w)));
+      for (int i = 0; i < kWrites; i++) {
+        const std::string key = "w" + std::to_string(w) + "-" + std::to_string(i);
+        if (!r->Put("load", key, {{"i", Value::Int(i)}}).ok()) failures++;
+        if (!SyncOnce(r.get(), nodes[(w + i) % 2]).ok()) failures++;
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  auto count = [](Replica* r) {
+    int n = 0;
+    for (int w = 0; w < kWriters; w++) {
+      for (int i = 0; i < kWrites; i++) {
+        if (r->Get("load", "w" + std::to_string(w) + "-" + std::to_string(i)).value()) n++;
+      }
+    }
+    return n;
+  };
+  for (size_t n = 0; n < 2; n++) {
+    EXPECT_TRUE(WaitFor([&] { return count(readers[n].get()) == kWriters * kWrites; }))
+        << "reader on node " << n + 1 << " has " << count(readers[n].get());
+    live[n]->Stop();
+  }
+  const LogShape log = ReadLogShape(dir);
+  EXPECT_EQ(log.ops, kWriters * kWrites);  // each write logged once
+  EXPECT_EQ(log.min_cursor, 1);
+  EXPECT_EQ(log.max_cursor, log.entries);  // no gap
+  EXPECT_EQ(Digest(readers[0].get()), Digest(readers[1].get()));
+}
+
+// A node killed (SIGKILL) in the middle of a client's upload: the client, through a load
+// balancer that moves it to the other node, finishes; every op is on the server once, and a
+// reader on the surviving node gets all of them.
+TEST_F(MultiNode, KilledNodesClientsResumeOnAnotherWithNothingLostOrDuplicated) {
+  TempDir dir;
+  const std::string url = testing::TestStoreUrl(dir.File("cluster"));
+  auto node = [&](int n) {
+    return std::make_unique<ServerProcess>(
+        dir.File("node" + std::to_string(n) + ".db"), dir.File("node" + std::to_string(n) + ".log"),
+        0, std::vector<std::string>{"--store", url});
+  };
+  auto n1 = node(1), n2 = node(2);
+  const uint16_t p1 = n1->WaitListening(), p2 = n2->WaitListening();
+  ASSERT_GT(p1, 0);
+  ASSERT_GT(p2, 0);
+  FaultProxy balancer(p1, [](int) { return Faults(); });
+  auto writer = OpenReplica(dir.File("writer.db"));
+  constexpr int kTxns = 400, kOpsPerTxn = 5;
+  for (int t = 0; t < kTxns; t++) {
+    WriteBatch batch;
+    for (int k = 0; k < kOpsPerTxn; k++) {
+      batch.Set("bulk", "d" + std::to_string(t * kOpsPerTxn + k), "t", Value::Int(t));
+    }
+    ASSERT_TRUE(writer->Write(batch).ok());
+  }
+  const uint64_t last = writer->GetStatus().value().last_seq;
+  sync::SyncOptions o;
+  o.server = "127.0.0.1:" + std::to_string(balancer.port());
+  o.max_batch_ops = 25;
+  o.window = 2;
+  o.backoff_min_ms = 10;
+  o.backoff_max_ms = 100;
+  sync::SyncClient client(writer.get(), o);
+  std::atomic<uint64_t> durable{0};
+  client.SetDurableCallback([&](uint64_t through) { durable = through; });
+  ASSERT_TRUE(client.Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return durable.load() > 0; }));
+  EXPECT_GT(n1->Signal(SIGKILL, 5000), -1);
+  balancer.set_target(p2);
+  EXPECT_TRUE(WaitFor([&] { return durable.load() == last; }, 60000))
+      << "durable through " << durable.load() << " of " << last;
+  client.Stop();
+  auto reader = OpenReplica(dir.File("reader.db"));
+  ASSERT_TRUE(SyncOnce(reader.get(), "127.0.0.1:" + std::to_string(p2)).ok());
+  EXPECT_EQ(Digest(reader.get()), Digest(writer.get()));
+  const LogShape log = ReadLogShape(dir);
+  EXPECT_EQ(log.ops, static_cast<int64_t>(last));  // every op once
+  EXPECT_EQ(log.max_cursor, log.entries);
+  // A node restarted on its old copy catches up with what it missed while down.
+  auto again = node(1);
+  const uint16_t p3 = again->WaitListening(2);  // (its log file has the first run's)
+  ASSERT_GT(p3, 0);
+  auto late = OpenReplica(dir.File("late.db"));
+  ASSERT_TRUE(SyncOnce(late.get(), "127.0.0.1:" + std::to_string(p3)).ok());
+  EXPECT_EQ(Digest(late.get()), Digest(writer.get()));
+}
+
+}  // namespace
+}  // namespace cairn
