@@ -44,8 +44,9 @@ struct Server {
 
 // Starts cairn-server over TLS (the certificates MakeDevCerts put in `dir`) on a free port of
 // 127.0.0.1, its file `dir`/`name`.db and its log `dir`/`name`.log.
+// `extra`: more arguments (--store URL).
 inline Server StartServer(const std::string& server_bin, const std::string& dir,
-                          const std::string& name) {
+                          const std::string& name, const std::vector<std::string>& extra = {}) {
   const std::string db = dir + "/" + name + ".db", log = dir + "/" + name + ".log";
   for (const char* ext : {"", "-wal", "-shm", ".streams", ".streams-wal", ".streams-shm"}) {
     std::filesystem::remove(db + ext);
@@ -53,6 +54,7 @@ inline Server StartServer(const std::string& server_bin, const std::string& dir,
   std::vector<std::string> args = {server_bin,     "--db",       db,
                                    "--listen",       "127.0.0.1:0", "--tls-cert",
                                    dir + "/server.pem", "--tls-key", dir + "/server.key"};
+  args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);

@@ -3,7 +3,7 @@
 // server spends per idle TLS connection.
 //
 //   sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH] [--idle N]
-//              [--scenario e2e,idle]
+//              [--scenario e2e,idle] [--store postgresql://... [--nodes 1|2]]
 //
 // e2e   Replicas A, B and C each write their trace ops offline (transactions of 100 ops, not
 //       timed), then all three sync through one cairn-server (TLS, a certificate made for the
@@ -14,6 +14,10 @@
 //       all clients), the peak RSS of each client and of the server; all three digests and the
 //       server's must agree. Raw SQLite, same run: the same 3 x N ops as prepared upserts into
 //       one table, transactions of 100 ops (what a central database would do for them).
+//       With --store, the server keeps its data in that PostgreSQL database (which must be
+//       empty: tests/support/postgres.sh starts a fresh one) and with --nodes 2 there are two
+//       server processes on it, A and C syncing through the first, B through the second; every
+//       node's copy must agree too.
 // idle  One server; a client process opens N TLS connections (each a Hello of a new replica,
 //       answered by Welcome and CaughtUp) and holds them. Reported: the server's RSS growth per
 //       connection (VmRSS from /proc before and after).
@@ -52,8 +56,9 @@ constexpr size_t kTxnOps = 100;  // ops per local transaction of the trace's rep
 
 struct Args {
   std::string trace, dir, server_bin, scenario = "e2e,idle", child, replica;
-  std::string address, ca;
+  std::string address, ca, store;
   size_t idle = 2000;
+  int nodes = 1;
 };
 
 void RaiseFileLimit() {
@@ -276,7 +281,7 @@ void IdleChild(const Args& a) {
 void Usage() {
   std::fprintf(stderr,
                "usage: sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH]\n"
-               "                  [--idle N] [--scenario e2e,idle]\n");
+               "                  [--idle N] [--scenario e2e,idle] [--store URL [--nodes 1|2]]\n");
 }
 
 }  // namespace
@@ -313,6 +318,11 @@ int main(int argc, char** argv) {
       a.address = next();
     } else if (f == "--ca") {
       a.ca = next();
+    } else if (f == "--store") {
+      a.store = next();
+    } else if (f == "--nodes") {
+      a.nodes = std::atoi(next().c_str());
+      if (a.nodes < 1 || a.nodes > 2) Die("--nodes takes 1 or 2");
     } else {
       Usage();
       return 2;
@@ -367,9 +377,18 @@ int main(int argc, char** argv) {
     Json raw_out = ReadLine(&raw);
     Reap(&raw);
 
-    Server server = StartServer(a.server_bin, a.dir, "server");
+    if (a.nodes > 1 && a.store.empty()) Die("--nodes 2 needs --store postgresql://...");
+    std::vector<std::string> store_args;
+    if (!a.store.empty()) store_args = {"--store", a.store};
+    std::vector<Server> servers;
+    for (int n = 0; n < a.nodes; n++) {
+      servers.push_back(StartServer(a.server_bin, a.dir, n == 0 ? "server" : "server2",
+                                    store_args));
+    }
     std::vector<Child> clients;
+    int next_client = 0;
     for (const char* r : {"A", "B", "C"}) {
+      const Server& server = servers[static_cast<size_t>(next_client++ % a.nodes)];
       clients.push_back(SpawnChild(self, {"--child", "client", "--replica", r, "--trace",
                                           a.trace, "--dir", a.dir, "--address", server.address,
                                           "--ca", a.ca}));
@@ -381,16 +400,20 @@ int main(int argc, char** argv) {
     for (auto& c : clients) outs.push_back(ReadLine(&c));
     const double secs = Seconds(t0, Clock::now());
     for (auto& c : clients) Reap(&c);
-    const int64_t server_kb = StopServer(&server);
+    int64_t server_kb = 0;
+    for (auto& server : servers) server_kb = std::max(server_kb, StopServer(&server));
     std::string server_digest;
-    {
+    bool agree = true;
+    for (int n = 0; n < a.nodes; n++) {
       cairn::ReplicaOptions ro;
       ro.read_only = true;
-      auto srv = Must(cairn::Replica::Open(a.dir + "/server.db", ro), "open server file");
-      server_digest = Must(srv->Digest(), "server digest");
+      auto srv = Must(cairn::Replica::Open(a.dir + (n == 0 ? "/server.db" : "/server2.db"), ro),
+                      "open server file");
+      const std::string d = Must(srv->Digest(), "server digest");
+      if (n == 0) server_digest = d;
+      agree = agree && d == server_digest;
     }
     uint64_t bytes = 0, sent = 0, received = 0;
-    bool agree = true;
     for (const auto& o : outs) {
       sent += o["bytes_sent"].get<uint64_t>();
       received += o["bytes_received"].get<uint64_t>();
@@ -399,7 +422,9 @@ int main(int argc, char** argv) {
     bytes = sent + received;
     const double trace_ops = raw_out["ops"].get<double>();
     const double ops_s = trace_ops / secs;
-    std::printf("\n### End to end: A, B and C through one cairn-server over TLS (127.0.0.1)\n\n");
+    std::printf("\n### End to end: A, B and C through %s over TLS (127.0.0.1), %s store\n\n",
+                a.nodes == 1 ? "one cairn-server" : "two cairn-server nodes",
+                a.store.empty() ? "SQLite" : "PostgreSQL");
     std::printf("| | value |\n|---|---:|\n");
     std::printf("| trace ops (A + B + C) | %s |\n", Num(trace_ops).c_str());
     std::printf("| time until all three hold everything | %s s |\n", Num(secs, 3).c_str());
@@ -417,7 +442,7 @@ int main(int argc, char** argv) {
                   Mb(clients[i].maxrss_kb).c_str(), outs[i]["syncs"].get<int>(),
                   Num(outs[i]["seconds"].get<double>(), 3).c_str());
     }
-    std::printf("| server peak RSS | %s |\n", Mb(server_kb).c_str());
+    std::printf("| server peak RSS (the largest node) | %s |\n", Mb(server_kb).c_str());
     std::printf("| raw SQLite process peak RSS | %s |\n", Mb(raw.maxrss_kb).c_str());
     std::printf("| digests of A, B, C and the server | %s |\n",
                 agree ? ("all `" + server_digest.substr(0, 16) + "...`").c_str() : "DIFFER");

@@ -249,9 +249,11 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     CAIRN_RETURN_IF_ERROR(db->Exec("SELECT pg_notify($1, '')",
                                    {pg::Param::Text(channel_)}).status());
     CAIRN_RETURN_IF_ERROR(txn.Commit());
-    // Durable from here: the Ack may go out. This node's copy takes it (and whatever other
-    // nodes committed before it) now; a failure there is made up by the next catch-up.
-    CAIRN_RETURN_IF_ERROR(CatchUp());
+    // Durable from here: the Ack goes out whatever follows. This node's copy takes the entry
+    // (and whatever other nodes committed before it) now; if that fails, the push is not
+    // undone: the server's periodic catch-up retries and logs the failure
+    // (SessionHub::CatchUp), and the sessions wait for it.
+    (void)CatchUp();
   }
   result.cursor = head();
   return result;

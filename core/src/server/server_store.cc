@@ -36,6 +36,14 @@ CREATE TABLE IF NOT EXISTS cairn_server_replicas(
 )sql";
 
 int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
+
+// Rolls back the store's transaction unless it was committed.
+struct RollbackGuard {
+  store::ReplicaStore* s;
+  ~RollbackGuard() {
+    if (s->in_transaction()) s->Rollback();
+  }
+};
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 
 }  // namespace
@@ -189,12 +197,7 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin,
                                                 const wire::OpBatch& batch,
                                                 const AdmitFn& admit) {
   CAIRN_RETURN_IF_ERROR(store_->Begin());
-  struct Guard {
-    store::ReplicaStore* s;
-    ~Guard() {
-      if (s->in_transaction()) s->Rollback();
-    }
-  } guard{store_.get()};
+  RollbackGuard guard{store_.get()};
   PushResult result;
   const uint64_t before = store_->Through(origin);
   protocol::BatchEncoder accepted;
@@ -288,12 +291,7 @@ Status SqliteServerStore::AppendEntry(const LogEntry& e) {
                            std::to_string(head_));
   }
   CAIRN_RETURN_IF_ERROR(store_->Begin());
-  struct Guard {
-    store::ReplicaStore* s;
-    ~Guard() {
-      if (s->in_transaction()) s->Rollback();
-    }
-  } guard{store_.get()};
+  RollbackGuard guard{store_.get()};
   const uint64_t before = store_->Through(e.origin);
   if (e.first_seq != before + 1 || e.last_seq < e.first_seq) {
     return Status::Corrupt("log entry " + std::to_string(e.cursor) + " covers seqs " +

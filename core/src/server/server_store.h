@@ -5,6 +5,9 @@
 //     trimmed (a client behind the trimmed part gets a snapshot of the state instead);
 //   - receipts: the per-origin watermarks of the replica store (every op of an origin up to
 //     `through` is applied), so a retried push is never applied twice.
+// Two implementations: SqliteServerStore (below: one file holds it all) and the PostgreSQL store
+// of several nodes (server/pg_server_store.h: the log and receipts in PostgreSQL, each node a
+// SqliteServerStore copy of them). Both sort pushes with SortPush, so the rules are one.
 // Not thread-safe: the server's loop thread only.
 #ifndef CAIRN_SERVER_SERVER_STORE_H_
 #define CAIRN_SERVER_SERVER_STORE_H_
