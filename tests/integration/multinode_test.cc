@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <regex>
@@ -295,6 +296,49 @@ TEST_F(MultiNode, KilledNodesClientsResumeOnAnotherWithNothingLostOrDuplicated) 
   auto late = OpenReplica(dir.File("late.db"));
   ASSERT_TRUE(SyncOnce(late.get(), "127.0.0.1:" + std::to_string(p3)).ok());
   EXPECT_EQ(Digest(late.get()), Digest(writer.get()));
+}
+
+// Bad settings are refused at start with a clear error, and nothing is changed.
+TEST_F(MultiNode, BadStoresAndForeignNodeFilesAreRefused) {
+  TempDir dir;
+  auto open = [&](server::ServerOptions o) { return server::SyncServer::Create(o).status(); };
+  server::ServerOptions o = Node(dir, 1);
+  o.store.url = "mysql://localhost/cairn";
+  Status st = open(o);
+  EXPECT_EQ(st.code(), Code::kEINVAL) << st.ToString();
+  EXPECT_NE(st.message().find("not a PostgreSQL URL"), std::string::npos) << st.ToString();
+  o.store.url = "postgresql:///cairn?host=" + dir.File("no-such-socket-dir") + "&connect_timeout=2";
+  st = open(o);
+  EXPECT_EQ(st.code(), Code::kENETWORK) << st.ToString();
+  EXPECT_NE(st.message().find("cannot connect"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(std::filesystem::exists(o.db_path)) << "nothing made for a refused store";
+
+  // A node's file belongs to its database: given another database, the node refuses to start.
+  {
+    ServerThread n1(Node(dir, 1));
+    auto a = OpenReplica(dir.File("a.db"));
+    ASSERT_TRUE(a->Put("t", "k", {{"v", Value::Int(1)}}).ok());
+    ASSERT_TRUE(SyncOnce(a.get(), n1.address()).ok());
+  }
+  o = Node(dir, 1);
+  o.store.url = testing::TestStoreUrl(dir.File("another-cluster"));
+  st = open(o);
+  EXPECT_EQ(st.code(), Code::kEINVAL) << st.ToString();
+  EXPECT_NE(st.message().find("give each node a file of its own"), std::string::npos)
+      << st.ToString();
+  // A database that lost commits the node's file has (restored from an older backup): refused,
+  // and moving the file away lets the node rebuild it from the database.
+  {
+    auto db = server::pg::Conn::Connect(testing::TestStoreUrl(dir.File("cluster")));
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    ASSERT_TRUE(db.value()->ExecScript(
+        "DELETE FROM cairn_log; DELETE FROM cairn_receipts; UPDATE cairn_meta SET head = 0").ok());
+  }
+  st = open(Node(dir, 1));
+  EXPECT_EQ(st.code(), Code::kEINVAL) << st.ToString();
+  EXPECT_NE(st.message().find("past the database's"), std::string::npos) << st.ToString();
+  std::filesystem::rename(dir.File("node1.db"), dir.File("node1.db.old"));
+  EXPECT_TRUE(open(Node(dir, 1)).ok());
 }
 
 }  // namespace
