@@ -298,6 +298,88 @@ TEST_F(MultiNode, KilledNodesClientsResumeOnAnotherWithNothingLostOrDuplicated) 
   EXPECT_EQ(Digest(late.get()), Digest(writer.get()));
 }
 
+// The text of the first column of every row of `sql` on the cluster's database.
+std::vector<std::string> Query(const TempDir& dir, const std::string& sql) {
+  std::vector<std::string> out;
+  auto db = server::pg::Conn::Connect(testing::TestStoreUrl(dir.File("cluster")));
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  if (!db.ok()) return out;
+  auto rows = db.value()->Query(sql);
+  EXPECT_TRUE(rows.ok()) << rows.status().ToString();
+  if (!rows.ok()) return out;
+  for (int i = 0; i < rows->size(); i++) {
+    out.emplace_back(rows->IsNull(i, 0) ? "NULL" : std::string(rows->Bytes(i, 0)));
+  }
+  return out;
+}
+
+// Telemetry goes into the database's tables, shared by the nodes: a batch stored through one
+// node whose acknowledgement was lost, sent again through the other, is stored once.
+TEST_F(MultiNode, TelemetryRetriedThroughAnotherNodeIsStoredOnce) {
+  TempDir dir;
+  ServerThread n1(Node(dir, 1)), n2(Node(dir, 2));
+  FaultProxy balancer(n1.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 2;  // after Welcome and CaughtUp: no StreamAck
+    return f;
+  });
+  auto gw = OpenReplica(dir.File("gw.db"));
+  for (int64_t start = 1; start <= 1000; start += 100) {
+    RecordBatch b;
+    for (int64_t n = start; n < start + 100; n++) {
+      ASSERT_TRUE(b.Add({{"n", Value::Int(n)}}, 1'700'000'000'000 + n).ok());
+    }
+    ASSERT_TRUE(gw->Append("readings", b).ok());
+  }
+  sync::SyncOptions o;
+  o.max_batch_ops = 100;
+  o.window = 4;
+  const std::string via = "127.0.0.1:" + std::to_string(balancer.port());
+  EXPECT_FALSE(SyncOnce(gw.get(), via, o).ok());  // cut: stored, not acknowledged
+  EXPECT_GT(std::stoll(Query(dir, "SELECT count(*) FROM readings").at(0)), 0);
+  EXPECT_EQ(gw->QueuedRecords().value(), 1000u);
+  balancer.set_target(n2.port());
+  ASSERT_TRUE(SyncOnce(gw.get(), via, o).ok());
+  EXPECT_EQ(gw->QueuedRecords().value(), 0u);
+  EXPECT_EQ(Query(dir, "SELECT count(*) || ' ' || count(DISTINCT seq) || ' ' || sum(n) "
+                       "FROM readings WHERE seq = n"),
+            (std::vector<std::string>{"1000 1000 500500"}));
+}
+
+// PostgreSQL columns have types: a field's column takes its first values' type and widens when
+// a later value does not fit (bigint to double precision, then to text), keeping every value.
+TEST_F(MultiNode, StreamColumnsWidenToHoldEveryValue) {
+  TempDir dir;
+  ServerThread n1(Node(dir, 1));
+  auto gw = OpenReplica(dir.File("gw.db"));
+  const std::vector<Fields> records = {
+      {{"v", Value::Int(1)}, {"ok", Value::Bool(true)}, {"raw", Value::Bytes("\x01\xff")}},
+      {{"v", Value::Double(2.5)}, {"ok", Value::Bool(false)}},
+      {{"v", Value::String("x")}, {"ok", Value::Int(3)}, {"raw", Value::String("text")}},
+      {{"v", Value::Null()}}};
+  for (size_t i = 0; i < records.size(); i++) {
+    RecordBatch b;
+    ASSERT_TRUE(b.Add(records[i], 1'700'000'000'000 + static_cast<int64_t>(i)).ok());
+    ASSERT_TRUE(gw->Append("mixed", b).ok());
+    ASSERT_TRUE(SyncOnce(gw.get(), n1.address()).ok());
+    if (i == 0) {
+      EXPECT_EQ(Query(dir, "SELECT data_type FROM information_schema.columns WHERE "
+                           "table_schema = current_schema() AND table_name = 'mixed' "
+                           "ORDER BY ordinal_position"),
+                (std::vector<std::string>{"text", "bigint", "bigint", "bigint", "boolean",
+                                          "bytea", "bigint"}));
+    }
+  }
+  EXPECT_EQ(Query(dir, "SELECT data_type FROM information_schema.columns WHERE "
+                       "table_schema = current_schema() AND table_name = 'mixed' "
+                       "ORDER BY ordinal_position"),
+            (std::vector<std::string>{"text", "bigint", "bigint", "bigint", "text", "text",
+                                      "text"}));
+  EXPECT_EQ(Query(dir, "SELECT coalesce(v, 'NULL') || ' ' || coalesce(ok, '-') || ' ' || "
+                       "coalesce(raw, '-') FROM mixed ORDER BY seq"),
+            (std::vector<std::string>{"1 true 01ff", "2.5 false -", "x 3 text", "NULL - -"}));
+}
+
 // Bad settings are refused at start with a clear error, and nothing is changed.
 TEST_F(MultiNode, BadStoresAndForeignNodeFilesAreRefused) {
   TempDir dir;

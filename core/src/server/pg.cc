@@ -8,7 +8,8 @@ namespace cairn::server::pg {
 namespace {
 
 // Type Oids (pg_type.h; stable across PostgreSQL releases).
-constexpr unsigned int kByteaOid = 17, kInt8Oid = 20, kTextOid = 25;
+constexpr unsigned int kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kTextOid = 25,
+                       kFloat8Oid = 701;
 
 std::string BigEndian(uint64_t v) {
   std::string out(8, '\0');
@@ -29,6 +30,29 @@ std::string Trimmed(const char* s) {
 
 Param::Param(int64_t v) : type_(kInt8Oid), owned_(BigEndian(static_cast<uint64_t>(v))) {}
 Param::Param(uint64_t v) : type_(kInt8Oid), owned_(BigEndian(v)) {}
+
+Param Param::Double(double v) {
+  Param p;
+  p.type_ = kFloat8Oid;
+  uint64_t bits;
+  static_assert(sizeof bits == sizeof v, "IEEE 754 double");
+  std::memcpy(&bits, &v, sizeof bits);
+  p.owned_ = BigEndian(bits);
+  return p;
+}
+
+Param Param::Bool(bool v) {
+  Param p;
+  p.type_ = kBoolOid;
+  p.owned_.assign(1, v ? '\1' : '\0');
+  return p;
+}
+
+Param Param::Null() {
+  Param p;
+  p.null_ = true;
+  return p;
+}
 
 Param Param::Bytes(std::string_view b) {
   Param p;
@@ -73,6 +97,8 @@ Conn::~Conn() { PQfinish(conn_); }
 
 Status Conn::Error(std::string_view what, const PGresult* r) const {
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  // The statement, shortened (a batch's INSERT can be long).
+  if (what.size() > 100) what = what.substr(0, 100);
   std::string message = "PostgreSQL: " + std::string(what) + ": " +
                         Trimmed(r ? PQresultErrorMessage(r) : PQerrorMessage(conn_));
   if (PQstatus(conn_) != CONNECTION_OK) return Status(Code::kENETWORK, message);
@@ -94,18 +120,35 @@ Status Conn::Error(std::string_view what, const PGresult* r) const {
 }
 
 Result<Rows> Conn::Exec(const char* sql, std::initializer_list<Param> params) {
-  std::vector<unsigned int> types;
-  std::vector<const char*> values;
-  std::vector<int> lengths, formats;
-  for (const Param& p : params) {
-    types.push_back(p.type_);
-    std::string_view v = p.type_ == kInt8Oid ? std::string_view(p.owned_) : p.data_;
-    values.push_back(v.data());
-    lengths.push_back(static_cast<int>(v.size()));
-    formats.push_back(1);
+  return Run(sql, params.begin(), params.size());
+}
+
+Result<Rows> Conn::Exec(const std::string& sql, const std::vector<Param>& params) {
+  return Run(sql.c_str(), params.data(), params.size());
+}
+
+Result<Rows> Conn::Run(const char* sql, const Param* params, size_t count) {
+  std::vector<unsigned int> types(count);
+  std::vector<const char*> values(count);
+  std::vector<int> lengths(count), formats(count, 1);
+  for (size_t i = 0; i < count; i++) {
+    const Param& p = params[i];
+    types[i] = p.type_;
+    if (p.null_) continue;  // a NULL: no value
+    std::string_view v = p.owned_.empty() ? p.data_ : std::string_view(p.owned_);
+    values[i] = v.data();
+    lengths[i] = static_cast<int>(v.size());
   }
-  Rows rows(PQexecParams(conn_, sql, static_cast<int>(params.size()), types.data(),
-                         values.data(), lengths.data(), formats.data(), /*resultFormat=*/1));
+  Rows rows(PQexecParams(conn_, sql, static_cast<int>(count), types.data(), values.data(),
+                         lengths.data(), formats.data(), /*resultFormat=*/1));
+  PGresult* r = rows.r_.get();
+  const ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) return Error(sql, r);
+  return rows;
+}
+
+Result<Rows> Conn::Query(const std::string& sql) {
+  Rows rows(PQexec(conn_, sql.c_str()));
   PGresult* r = rows.r_.get();
   const ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) return Error(sql, r);
@@ -131,6 +174,29 @@ Result<int> Conn::TakeNotifications() {
     n++;
   }
   return n;
+}
+
+Result<Conn*> Reconnected(std::unique_ptr<Conn>* conn, const std::string& url) {
+  if (!*conn || !(*conn)->ok()) {
+    conn->reset();
+    CAIRN_ASSIGN_OR_RETURN(*conn, Conn::Connect(url));
+  }
+  return conn->get();
+}
+
+Txn::~Txn() {
+  if (open_) (void)db_->ExecScript("ROLLBACK");
+}
+
+Status Txn::Begin() {
+  CAIRN_RETURN_IF_ERROR(db_->ExecScript("BEGIN"));
+  open_ = true;
+  return Status::OK();
+}
+
+Status Txn::Commit() {
+  open_ = false;
+  return db_->ExecScript("COMMIT");
 }
 
 std::string QuoteIdent(std::string_view name) {

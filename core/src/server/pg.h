@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/result.h"
 
@@ -22,14 +23,18 @@ class Param {
  public:
   Param(int64_t v);                 // NOLINT: implicit by design (a call lists its parameters)
   Param(uint64_t v);                // NOLINT: stored as bigint (a cursor, a seq)
+  static Param Double(double v);    // double precision
+  static Param Bool(bool v);
+  static Param Null();              // NULL, of whatever type the statement needs
   static Param Bytes(std::string_view b);
   static Param Text(std::string_view t);
 
  private:
   friend class Conn;
   Param() = default;
-  unsigned int type_ = 0;  // an Oid
-  std::string owned_;      // a bigint's 8 big-endian bytes
+  unsigned int type_ = 0;  // an Oid (0: NULL, unknown type)
+  bool null_ = false;
+  std::string owned_;      // a bigint's or a double's 8 big-endian bytes, a bool's byte
   std::string_view data_;
 };
 
@@ -61,6 +66,9 @@ class Conn {
 
   // Runs one statement with its parameters ($1, $2, ...); rows in binary.
   Result<Rows> Exec(const char* sql, std::initializer_list<Param> params = {});
+  Result<Rows> Exec(const std::string& sql, const std::vector<Param>& params);
+  // Runs one statement without parameters; rows as text (what psql shows).
+  Result<Rows> Query(const std::string& sql);
   // Runs statements without parameters (several, separated by ';').
   Status ExecScript(const char* sql);
   // The socket to poll for notifications (LISTEN), and what arrived: their count, their
@@ -71,8 +79,28 @@ class Conn {
 
  private:
   explicit Conn(PGconn* c) : conn_(c) {}
+  Result<Rows> Run(const char* sql, const Param* params, size_t count);
   Status Error(std::string_view what, const PGresult* r) const;
   PGconn* conn_;
+};
+
+// The connection in `conn`, made anew from `url` when there is none or it broke.
+Result<Conn*> Reconnected(std::unique_ptr<Conn>* conn, const std::string& url);
+
+// BEGIN ... COMMIT on a connection; rolled back by the destructor unless committed (a failed
+// statement has aborted it anyway).
+class Txn {
+ public:
+  explicit Txn(Conn* db) : db_(db) {}
+  ~Txn();
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+  Status Begin();
+  Status Commit();
+
+ private:
+  Conn* db_;
+  bool open_ = false;
 };
 
 // Quotes an identifier ("name" with quotes doubled).

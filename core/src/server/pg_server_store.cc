@@ -75,19 +75,6 @@ class PgServerStore final : public ServerStore {
   std::unique_ptr<SqliteServerStore> copy_;
 };
 
-// ROLLBACK unless committed (a failed statement aborts the transaction anyway).
-struct PgTxn {
-  pg::Conn* db;
-  bool done = false;
-  ~PgTxn() {
-    if (!done) (void)db->ExecScript("ROLLBACK");
-  }
-  Status Commit() {
-    done = true;
-    return db->ExecScript("COMMIT");
-  }
-};
-
 Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path,
                                                          const ServerStoreOptions& options) {
   std::unique_ptr<PgServerStore> s(new PgServerStore());
@@ -134,13 +121,7 @@ Status PgServerStore::Listen() {
   return listen_->ExecScript(("LISTEN " + pg::QuoteIdent(channel_)).c_str());
 }
 
-Result<pg::Conn*> PgServerStore::Db() {
-  if (!db_ || !db_->ok()) {
-    db_.reset();
-    CAIRN_ASSIGN_OR_RETURN(db_, pg::Conn::Connect(options_.url));
-  }
-  return db_.get();
-}
+Result<pg::Conn*> PgServerStore::Db() { return pg::Reconnected(&db_, options_.url); }
 
 Result<bool> PgServerStore::TakeNotifications() {
   if (listen_ && listen_->ok()) {
@@ -182,8 +163,8 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
                                             const AdmitFn& admit) {
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
   const std::string o = origin.Bytes();
-  CAIRN_RETURN_IF_ERROR(db->ExecScript("BEGIN"));
-  PgTxn txn{db};
+  pg::Txn txn(db);
+  CAIRN_RETURN_IF_ERROR(txn.Begin());
   // The origin's receipt, locked: a second session of the replica (on this node or another)
   // waits here until this push committed, then sees its receipt.
   CAIRN_RETURN_IF_ERROR(db->Exec(

@@ -30,15 +30,25 @@ struct StreamStoreResult {
   uint64_t duplicates = 0;  // records it already had (a retry after a lost ack)
 };
 
-class StreamTables {
+// Where the server stores telemetry records: StreamTables (SQLite, below) or, with a PostgreSQL
+// store, tables in that database shared by every node (server/pg_stream_tables.h).
+class StreamSink {
  public:
-  // Opens (creating) the file at `path`.
-  static Result<std::unique_ptr<StreamTables>> Open(const std::string& path);
+  virtual ~StreamSink() = default;
   // Stores a batch of `origin`'s records atomically (all or nothing): EINVAL or ECORRUPT for a
   // batch that breaks the rules (protocol/stream_codec.h), that names a stream differing only in
   // case from an existing table, or whose table or columns cannot be made; nothing stored.
+  virtual Result<StreamStoreResult> Store(const ReplicaId& origin,
+                                          const wire::StreamBatch& batch, int64_t now_ms,
+                                          uint32_t max_records) = 0;
+};
+
+class StreamTables final : public StreamSink {
+ public:
+  // Opens (creating) the file at `path`.
+  static Result<std::unique_ptr<StreamTables>> Open(const std::string& path);
   Result<StreamStoreResult> Store(const ReplicaId& origin, const wire::StreamBatch& batch,
-                                  int64_t now_ms, uint32_t max_records);
+                                  int64_t now_ms, uint32_t max_records) override;
 
  private:
   struct Table {

@@ -17,6 +17,9 @@
 #include "protocol/frame.h"
 #include "server/session_hub.h"
 #include "server/stream_tables.h"
+#ifdef CAIRN_HAVE_POSTGRESQL
+#include "server/pg_stream_tables.h"
+#endif
 
 namespace cairn::server {
 
@@ -38,7 +41,7 @@ class Session;
 struct SessionHub::Impl {
   ServerOptions options;
   std::unique_ptr<ServerStore> store;
-  std::unique_ptr<StreamTables> streams;  // opened at the first stream batch
+  std::unique_ptr<StreamSink> streams;  // opened at the first stream batch
   std::function<void()> request_turn;
   // Open sessions by serial (the order they were accepted in): served in that order, the
   // same in every run (a simulation replays exactly).
@@ -62,11 +65,20 @@ struct SessionHub::Impl {
   }
   void Repump(Session* s);
   void PumpAll();
-  Result<StreamTables*> Streams() {
+  // SQLite (--streams, default DB.streams), or with a PostgreSQL store that database.
+  Result<StreamSink*> Streams() {
     if (!streams) {
-      const std::string path =
-          options.streams_db_path.empty() ? options.db_path + ".streams" : options.streams_db_path;
-      CAIRN_ASSIGN_OR_RETURN(streams, StreamTables::Open(path));
+      if (!options.store.url.empty()) {
+#ifdef CAIRN_HAVE_POSTGRESQL
+        CAIRN_ASSIGN_OR_RETURN(streams, OpenPgStreamTables(options.store.url));
+#else
+        return Status::Invalid("built without PostgreSQL support");
+#endif
+      } else {
+        const std::string path = options.streams_db_path.empty() ? options.db_path + ".streams"
+                                                                 : options.streams_db_path;
+        CAIRN_ASSIGN_OR_RETURN(streams, StreamTables::Open(path));
+      }
     }
     return streams.get();
   }
