@@ -87,7 +87,7 @@ class Conn {
 // The connection in `conn`, made anew from `url` when there is none or it broke.
 Result<Conn*> Reconnected(std::unique_ptr<Conn>* conn, const std::string& url);
 
-// BEGIN ... COMMIT on a connection; rolled back by the destructor unless committed (a failed
+// BEGIN (READ COMMITTED) ... COMMIT on a connection; rolled back by the destructor unless committed (a failed
 // statement has aborted it anyway).
 class Txn {
  public:

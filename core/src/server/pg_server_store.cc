@@ -25,7 +25,7 @@ CREATE INDEX IF NOT EXISTS cairn_log_origin ON cairn_log(origin, last_seq);
 CREATE TABLE IF NOT EXISTS cairn_receipts(origin bytea PRIMARY KEY, through bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS cairn_refused(
   origin bytea NOT NULL, first_seq bigint NOT NULL, last_seq bigint NOT NULL,
-  code bigint NOT NULL, reason text NOT NULL, at_ms bigint NOT NULL,
+  code bigint NOT NULL, reason bytea NOT NULL, at_ms bigint NOT NULL,
   PRIMARY KEY (origin, first_seq));
 CREATE TABLE IF NOT EXISTS cairn_replicas(
   replica_id bytea PRIMARY KEY, subject text NOT NULL, first_seen_ms bigint NOT NULL);
@@ -33,7 +33,8 @@ COMMIT;
 )sql";
 
 constexpr int kFormat = 1;
-constexpr int kCatchUpRows = 256;  // log entries read per query while catching up
+constexpr int kCatchUpRows = 32;  // log entries read per query while catching up (each up to
+                                  // a batch of 8,192 ops)
 
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 
@@ -61,18 +62,24 @@ class PgServerStore final : public ServerStore {
   store::ReplicaStore* state() override { return copy_->state(); }
   Status BindReplica(const ReplicaId& replica, const std::string& subject) override;
   Status CatchUp() override;
-  int notify_socket() const override { return listen_ ? listen_->socket() : -1; }
+  int notify_socket() const override { return listen_ && listen_->ok() ? listen_->socket() : -1; }
   Result<bool> TakeNotifications() override;
+  Status Relisten() override;
 
  private:
-  // The connection for statements, reconnected when it broke.
+  // The connection for statements, reconnected (and checked) when it broke.
   Result<pg::Conn*> Db();
-  Status Listen();
+  // EINVAL unless the database is the one this node's copy was taken from, at or past it.
+  Status CheckDatabase(pg::Conn* db);
+  // Takes the log entries after the copy's head, up to cursor `upto`, into the copy.
+  Status TakeIn(pg::Conn* db, uint64_t upto);
+  Result<std::optional<Hlc>> OpHlcIn(pg::Conn* db, const ReplicaId& origin, uint64_t seq);
 
   ServerStoreOptions options_;
   std::unique_ptr<pg::Conn> db_, listen_;
   std::string channel_;  // NOTIFY channel: "cairn_" + the server id in hex
   std::unique_ptr<SqliteServerStore> copy_;
+  std::string path_;  // of the copy
 };
 
 Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path,
@@ -80,7 +87,12 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   std::unique_ptr<PgServerStore> s(new PgServerStore());
   s->options_ = options;
   CAIRN_ASSIGN_OR_RETURN(s->db_, pg::Conn::Connect(options.url));
-  CAIRN_RETURN_IF_ERROR(s->db_->ExecScript(kSchema));
+  // The tables, when missing (making them needs CREATE on the schema; using them does not).
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows made, s->db_->Exec(
+      "SELECT (to_regclass('cairn_meta') IS NOT NULL)::int::bigint"));
+  if (made.size() != 1 || made.Int(0, 0) == 0) {
+    CAIRN_RETURN_IF_ERROR(s->db_->ExecScript(kSchema));
+  }
   ReplicaId new_id;
   CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
   CAIRN_RETURN_IF_ERROR(s->db_->Exec(
@@ -98,49 +110,86 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   ServerStoreOptions copy_options = options;
   copy_options.url.clear();
   CAIRN_ASSIGN_OR_RETURN(s->copy_, SqliteServerStore::Open(path, copy_options, &server_id));
-  if (s->copy_->id() != server_id) {
-    return Status::Invalid("the file " + path + " belongs to server " + s->copy_->id().Hex() +
-                           ", not to this database's server " + server_id.Hex() +
-                           ": give each node a file of its own");
-  }
-  if (s->copy_->head() > U(meta.Int(0, 1))) {
-    return Status::Invalid("the file " + path + " is at cursor " +
-                           std::to_string(s->copy_->head()) + ", past the database's " +
-                           std::to_string(meta.Int(0, 1)) +
-                           " (the database was restored from an older backup?): move the file "
-                           "away, the node rebuilds it from the database");
-  }
+  s->path_ = path;
+  CAIRN_RETURN_IF_ERROR(s->CheckDatabase(s->db_.get()));
   s->channel_ = "cairn_" + server_id.Hex();
-  CAIRN_RETURN_IF_ERROR(s->Listen());
+  CAIRN_RETURN_IF_ERROR(s->Relisten());
   CAIRN_RETURN_IF_ERROR(s->CatchUp());
   return std::unique_ptr<ServerStore>(std::move(s));
 }
 
-Status PgServerStore::Listen() {
-  CAIRN_ASSIGN_OR_RETURN(listen_, pg::Conn::Connect(options_.url));
-  return listen_->ExecScript(("LISTEN " + pg::QuoteIdent(channel_)).c_str());
+Status PgServerStore::Relisten() {
+  listen_.reset();
+  CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<pg::Conn> conn, pg::Conn::Connect(options_.url));
+  CAIRN_RETURN_IF_ERROR(conn->ExecScript(("LISTEN " + pg::QuoteIdent(channel_)).c_str()));
+  listen_ = std::move(conn);
+  return Status::OK();
 }
 
-Result<pg::Conn*> PgServerStore::Db() { return pg::Reconnected(&db_, options_.url); }
+Result<pg::Conn*> PgServerStore::Db() {
+  if (db_ && db_->ok()) return db_.get();
+  // A new connection: perhaps to a standby promoted since (a failover), which may lack the
+  // last commits this node's copy has taken in. Checked before anything is served from it.
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, pg::Reconnected(&db_, options_.url));
+  Status st = CheckDatabase(db);
+  if (!st.ok()) {
+    db_.reset();
+    return st;
+  }
+  return db;
+}
+
+Status PgServerStore::CheckDatabase(pg::Conn* db) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows meta, db->Exec(
+      "SELECT server_id, head, (SELECT origin FROM cairn_log WHERE cursor = $1), "
+      "(SELECT last_seq FROM cairn_log WHERE cursor = $1) FROM cairn_meta",
+      {pg::Param(copy_->head())}));
+  if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
+  if (IdFrom(meta.Bytes(0, 0)) != copy_->id()) {
+    return Status::Invalid("the file " + path_ + " belongs to server " + copy_->id().Hex() +
+                           ", not to this database's server " + IdFrom(meta.Bytes(0, 0)).Hex() +
+                           ": give each node a file of its own");
+  }
+  // The entry at the copy's head must be the database's (same origin, same seqs).
+  bool same = copy_->head() == 0;
+  if (!same && !meta.IsNull(0, 2)) {
+    CAIRN_RETURN_IF_ERROR(copy_->ReadLog(copy_->head() - 1, 1, [&](const LogEntry& e) {
+      same = e.cursor == copy_->head() && e.origin == IdFrom(meta.Bytes(0, 2)) &&
+             e.last_seq == U(meta.Int(0, 3));
+      return Status::OK();
+    }));
+    if (copy_->head() <= copy_->floor()) same = true;  // trimmed from the copy: not comparable
+  }
+  if (copy_->head() > U(meta.Int(0, 1)) || !same) {
+    return Status::Invalid(
+        "the file " + path_ + " is at cursor " + std::to_string(copy_->head()) +
+        ", which the database (at " + std::to_string(meta.Int(0, 1)) +
+        ") does not have as this node does (restored from an older backup, or a standby that "
+        "lacked the last commits promoted?): stop the node, move the file (and its -wal and "
+        "-shm files) away, start it again: it rebuilds the file from the database");
+  }
+  return Status::OK();
+}
 
 Result<bool> PgServerStore::TakeNotifications() {
-  if (listen_ && listen_->ok()) {
-    Result<int> n = listen_->TakeNotifications();
-    if (n.ok()) return *n > 0;
+  if (!listen_ || !listen_->ok()) {
+    return Status(Code::kENETWORK, "PostgreSQL: the notification connection is closed");
   }
-  // The connection broke: listen again (a new socket), and catch up on what was missed.
-  listen_.reset();
-  CAIRN_RETURN_IF_ERROR(Listen());
-  return true;
+  CAIRN_ASSIGN_OR_RETURN(int n, listen_->TakeNotifications());
+  return n > 0;
 }
 
 Status PgServerStore::CatchUp() {
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
-  for (;;) {
+  return TakeIn(db, static_cast<uint64_t>(INT64_MAX));
+}
+
+Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto) {
+  while (copy_->head() < upto) {
     CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
-        "SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_log WHERE cursor > $1 "
-        "ORDER BY cursor LIMIT $2",
-        {pg::Param(copy_->head()), pg::Param(int64_t{kCatchUpRows})}));
+        "SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_log "
+        "WHERE cursor > $1 AND cursor <= $2 ORDER BY cursor LIMIT $3",
+        {pg::Param(copy_->head()), pg::Param(upto), pg::Param(int64_t{kCatchUpRows})}));
     for (int i = 0; i < rows.size(); i++) {
       LogEntry e;
       e.cursor = U(rows.Int(i, 0));
@@ -155,8 +204,9 @@ Status PgServerStore::CatchUp() {
       e.batch = rows.Bytes(i, 4);
       CAIRN_RETURN_IF_ERROR(copy_->AppendEntry(e));
     }
-    if (rows.size() < kCatchUpRows) return Status::OK();
+    if (rows.size() < kCatchUpRows) break;
   }
+  return Status::OK();
 }
 
 Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
@@ -164,7 +214,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
   const std::string o = origin.Bytes();
   pg::Txn txn(db);
-  CAIRN_RETURN_IF_ERROR(txn.Begin());
+  CAIRN_RETURN_IF_ERROR(txn.Begin());  // READ COMMITTED (pg::Txn), whatever the default
   // The origin's receipt, locked: a second session of the replica (on this node or another)
   // waits here until this push committed, then sees its receipt.
   CAIRN_RETURN_IF_ERROR(db->Exec(
@@ -185,7 +235,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
           CAIRN_RETURN_IF_ERROR(db->Exec(
               "INSERT INTO cairn_refused VALUES ($1, $2, $3, $4, $5, $6)",
               {pg::Param::Bytes(o), pg::Param(r.first_seq), pg::Param(r.last_seq),
-               pg::Param(static_cast<int64_t>(r.code)), pg::Param::Text(r.reason),
+               pg::Param(static_cast<int64_t>(r.code)), pg::Param::Bytes(r.reason),
                pg::Param(now)}).status());
           result.refused.push_back(std::move(r));
           return Status::OK();
@@ -196,7 +246,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   result.applied = sort.applied;
   result.duplicates = sort.duplicates;
   if (sort.duplicates > 0) {
-    CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, OpHlc(origin, sort.dup_high));
+    CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, OpHlcIn(db, origin, sort.dup_high));
     CAIRN_RETURN_IF_ERROR(CheckFork(origin, sort, ours));
     CAIRN_ASSIGN_OR_RETURN(pg::Rows earlier, db->Exec(
         "SELECT first_seq, last_seq, code, reason FROM cairn_refused "
@@ -223,18 +273,34 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     CAIRN_ASSIGN_OR_RETURN(pg::Rows head, db->Exec(
         "UPDATE cairn_meta SET head = head + 1 RETURNING head"));
     if (head.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
-    CAIRN_RETURN_IF_ERROR(db->Exec(
-        "INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
-        {pg::Param(head.Int(0, 0)), pg::Param::Bytes(o), pg::Param(before + 1),
-         pg::Param(sort.through), pg::Param(sort.applied), pg::Param::Bytes(frame)}).status());
-    CAIRN_RETURN_IF_ERROR(db->Exec("SELECT pg_notify($1, '')",
-                                   {pg::Param::Text(channel_)}).status());
-    CAIRN_RETURN_IF_ERROR(txn.Commit());
-    // Durable from here: the Ack goes out whatever follows. This node's copy takes the entry
-    // (and whatever other nodes committed before it) now; if that fails, the push is not
-    // undone: the server's periodic catch-up retries and logs the failure
-    // (SessionHub::CatchUp), and the sessions wait for it.
-    (void)CatchUp();
+    LogEntry entry;
+    entry.cursor = U(head.Int(0, 0));
+    entry.origin = origin;
+    entry.first_seq = before + 1;
+    entry.last_seq = sort.through;
+    entry.batch = frame;
+    // Before it is committed, this node's copy takes in the entries below it (all committed:
+    // the lock) and then this one, in a transaction left open: an entry that cannot be merged
+    // (a limit of the copy's SQLite, say) is refused here instead of reaching the log, where
+    // every node would stop at it.
+    CAIRN_RETURN_IF_ERROR(TakeIn(db, entry.cursor - 1));
+    CAIRN_RETURN_IF_ERROR(copy_->StageEntry(entry));
+    Status st = db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
+                         {pg::Param(entry.cursor), pg::Param::Bytes(o), pg::Param(before + 1),
+                          pg::Param(sort.through), pg::Param(sort.applied),
+                          pg::Param::Bytes(frame)}).status();
+    if (st.ok()) {
+      st = db->Exec("SELECT pg_notify($1, '')", {pg::Param::Text(channel_)}).status();
+    }
+    if (st.ok()) st = txn.Commit();
+    if (!st.ok()) {
+      // Not committed (or not known to be: then the next catch-up finds it in the log).
+      copy_->AbortStaged();
+      return st;
+    }
+    // Durable from here: the Ack goes out whatever follows. Should the copy's commit fail, the
+    // next catch-up takes the entry in again from the log.
+    (void)copy_->CommitStaged();
   }
   result.cursor = head();
   return result;
@@ -242,6 +308,11 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
 
 Result<std::optional<Hlc>> PgServerStore::OpHlc(const ReplicaId& origin, uint64_t seq) {
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  return OpHlcIn(db, origin, seq);
+}
+
+Result<std::optional<Hlc>> PgServerStore::OpHlcIn(pg::Conn* db, const ReplicaId& origin,
+                                                   uint64_t seq) {
   CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
       "SELECT batch FROM cairn_log WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $2 "
       "ORDER BY last_seq LIMIT 1",

@@ -262,6 +262,13 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin,
 Status SqliteServerStore::LogAndCommit(uint64_t cursor, const ReplicaId& origin,
                                        uint64_t first_seq, uint64_t last_seq, uint64_t op_count,
                                        std::string_view batch, Hlc max_hlc) {
+  CAIRN_RETURN_IF_ERROR(LogStaged(cursor, origin, first_seq, last_seq, op_count, batch, max_hlc));
+  return CommitStaged();
+}
+
+Status SqliteServerStore::LogStaged(uint64_t cursor, const ReplicaId& origin,
+                                    uint64_t first_seq, uint64_t last_seq, uint64_t op_count,
+                                    std::string_view batch, Hlc max_hlc) {
   if (cursor == 0) {
     put_log_.BindNull(1);
   } else {
@@ -273,47 +280,64 @@ Status SqliteServerStore::LogAndCommit(uint64_t cursor, const ReplicaId& origin,
   put_log_.BindInt(5, I(op_count));
   put_log_.BindStaticBlob(6, batch);
   CAIRN_RETURN_IF_ERROR(put_log_.Run());
-  cursor = U(sqlite3_last_insert_rowid(store_->db()->raw()));
-  uint64_t new_floor = floor_, log_ops = log_ops_ + op_count;
-  CAIRN_RETURN_IF_ERROR(TrimLog(&new_floor, &log_ops));
+  staged_.cursor = U(sqlite3_last_insert_rowid(store_->db()->raw()));
+  staged_.floor = floor_;
+  staged_.log_ops = log_ops_ + op_count;
+  CAIRN_RETURN_IF_ERROR(TrimLog(&staged_.floor, &staged_.log_ops));
   clock_->Observe(max_hlc);  // accepted ops only: a refused clock does not drag the server's
-  KillPoint("server.push.before_commit");
-  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
-  head_ = cursor;
-  floor_ = new_floor;
-  log_ops_ = log_ops;
   return Status::OK();
 }
 
+Status SqliteServerStore::CommitStaged() {
+  KillPoint("server.push.before_commit");
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  head_ = staged_.cursor;
+  floor_ = staged_.floor;
+  log_ops_ = staged_.log_ops;
+  return Status::OK();
+}
+
+void SqliteServerStore::AbortStaged() {
+  if (store_->in_transaction()) store_->Rollback();
+}
+
 Status SqliteServerStore::AppendEntry(const LogEntry& e) {
+  CAIRN_RETURN_IF_ERROR(StageEntry(e));
+  return CommitStaged();
+}
+
+Status SqliteServerStore::StageEntry(const LogEntry& e) {
   if (e.cursor <= head_) {
     return Status::Corrupt("log entry " + std::to_string(e.cursor) + " is not past the head " +
                            std::to_string(head_));
   }
   CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackGuard guard{store_.get()};
-  const uint64_t before = store_->Through(e.origin);
-  if (e.first_seq != before + 1 || e.last_seq < e.first_seq) {
-    return Status::Corrupt("log entry " + std::to_string(e.cursor) + " covers seqs " +
-                           std::to_string(e.first_seq) + ".." + std::to_string(e.last_seq) +
-                           " of " + e.origin.Hex() + ", which has " + std::to_string(before));
-  }
-  std::string payload(e.batch);
-  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-  const wire::OpBatch* batch = frame->body_as_OpBatch();
-  if (batch == nullptr) return Status::Corrupt("log entry is not a batch");
-  uint64_t ops = 0;
-  Hlc max_hlc = 0;
-  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, [&](const Op& op) -> Status {
-    if (op.id.origin != e.origin || op.id.seq < e.first_seq || op.id.seq > e.last_seq) {
-      return Status::Corrupt("log entry " + std::to_string(e.cursor) + " holds a foreign op");
+  Status st = [&]() -> Status {
+    const uint64_t before = store_->Through(e.origin);
+    if (e.first_seq != before + 1 || e.last_seq < e.first_seq) {
+      return Status::Corrupt("log entry " + std::to_string(e.cursor) + " covers seqs " +
+                             std::to_string(e.first_seq) + ".." + std::to_string(e.last_seq) +
+                             " of " + e.origin.Hex() + ", which has " + std::to_string(before));
     }
-    ops++;
-    max_hlc = std::max(max_hlc, op.id.hlc);
-    return store_->Apply(op, /*local=*/false);
-  }));
-  CAIRN_RETURN_IF_ERROR(store_->SetThrough(e.origin, e.last_seq));
-  return LogAndCommit(e.cursor, e.origin, e.first_seq, e.last_seq, ops, e.batch, max_hlc);
+    std::string payload(e.batch);
+    CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+    const wire::OpBatch* batch = frame->body_as_OpBatch();
+    if (batch == nullptr) return Status::Corrupt("log entry is not a batch");
+    uint64_t ops = 0;
+    Hlc max_hlc = 0;
+    CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, [&](const Op& op) -> Status {
+      if (op.id.origin != e.origin || op.id.seq < e.first_seq || op.id.seq > e.last_seq) {
+        return Status::Corrupt("log entry " + std::to_string(e.cursor) + " holds a foreign op");
+      }
+      ops++;
+      max_hlc = std::max(max_hlc, op.id.hlc);
+      return store_->Apply(op, /*local=*/false);
+    }));
+    CAIRN_RETURN_IF_ERROR(store_->SetThrough(e.origin, e.last_seq));
+    return LogStaged(e.cursor, e.origin, e.first_seq, e.last_seq, ops, e.batch, max_hlc);
+  }();
+  if (!st.ok()) AbortStaged();
+  return st;
 }
 
 Status SqliteServerStore::TrimLog(uint64_t* floor, uint64_t* log_ops) {

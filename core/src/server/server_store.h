@@ -128,11 +128,13 @@ class ServerStore {
   virtual Status BindReplica(const ReplicaId& replica, const std::string& subject) = 0;
 
   // Several nodes on one database (PostgreSQL; no-ops for SQLite): CatchUp takes in what other
-  // nodes committed, moving head(); notify_socket() becomes readable when one did, and
-  // TakeNotifications consumes that (true: something was committed; catch up).
+  // nodes committed, moving head(); notify_socket() (-1: none) becomes readable when one did,
+  // and TakeNotifications consumes that (true: something was committed; catch up), ENETWORK
+  // when the notification connection broke: Relisten makes a new one (a new socket).
   virtual Status CatchUp() { return Status::OK(); }
   virtual int notify_socket() const { return -1; }
   virtual Result<bool> TakeNotifications() { return false; }
+  virtual Status Relisten() { return Status::OK(); }
 };
 
 // The SQLite store: one file holds the state, the log and the receipts, a push commits all of
@@ -159,6 +161,11 @@ class SqliteServerStore final : public ServerStore {
   // origin's receipt raised to its last seq, the entry logged under its cursor, atomically.
   // ECORRUPT unless e.cursor > head() and e.first_seq follows the origin's receipt.
   Status AppendEntry(const LogEntry& e);
+  // The same in two steps: StageEntry does it all in a transaction left open (nothing done on
+  // failure); CommitStaged commits it (head() becomes e.cursor), AbortStaged rolls it back.
+  Status StageEntry(const LogEntry& e);
+  Status CommitStaged();
+  void AbortStaged();
 
  private:
   SqliteServerStore() = default;
@@ -166,6 +173,9 @@ class SqliteServerStore final : public ServerStore {
   // (0: the next one).
   Status LogAndCommit(uint64_t cursor, const ReplicaId& origin, uint64_t first_seq,
                       uint64_t last_seq, uint64_t op_count, std::string_view batch, Hlc max_hlc);
+  // LogAndCommit up to the commit.
+  Status LogStaged(uint64_t cursor, const ReplicaId& origin, uint64_t first_seq,
+                   uint64_t last_seq, uint64_t op_count, std::string_view batch, Hlc max_hlc);
   // Drops the oldest log entries beyond keep_log_ops (inside the push's transaction).
   Status TrimLog(uint64_t* floor, uint64_t* log_ops);
 
@@ -174,6 +184,9 @@ class SqliteServerStore final : public ServerStore {
   std::unique_ptr<HybridClock> clock_;
   std::unique_ptr<store::ReplicaStore> store_;
   uint64_t head_ = 0, floor_ = 0, log_ops_ = 0;
+  struct {
+    uint64_t cursor = 0, floor = 0, log_ops = 0;
+  } staged_;  // head_, floor_, log_ops_ once the staged transaction commits
   store::Stmt put_log_, read_log_, put_refused_, find_refused_;
 };
 

@@ -1,6 +1,7 @@
 #include "server/sync_server.h"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -96,8 +97,14 @@ struct SyncServer::Impl {
   uv_idle_t repump;  // runs the hub's turn
   // Several nodes (a PostgreSQL store): its notifications wake the hub to catch up, and so
   // does a timer, for what a lost notification did not say.
-  uv_poll_t* notify_poll = nullptr;  // on the store's notify_socket(); replaced when it changes
-  int notify_fd = -1;
+  // Polls a duplicate of the store's notify_socket(): libpq may close its own descriptor (a
+  // broken connection) while the poll is active, and its number may come back for the next
+  // connection; the duplicate stays ours until the poll handle is closed.
+  struct NotifyPoll {
+    uv_poll_t handle;
+    int fd = -1;
+  };
+  NotifyPoll* notify_poll = nullptr;
   uv_timer_t catch_up_timer;
   bool catch_up_timer_on = false;
   bool loop_ready = false;  // the loop and its handles are initialized (Create got that far)
@@ -105,7 +112,7 @@ struct SyncServer::Impl {
 
   static void OnConnection(uv_stream_t* server, int status);
   void StopNow();
-  // (Re)starts watching the store's notification socket, when it has one.
+  // Starts watching the store's notification socket, when it has one and none is watched.
   void WatchNotifications();
   void CloseNotifyPoll();
 };
@@ -332,6 +339,16 @@ void Session::OnHello(const wire::Hello& hello) {
     all_collections_ = false;
     subscriptions_.insert(claims_->read.begin(), claims_->read.end());
   }
+  // Several nodes on one database: what the others committed first, so that the checks below
+  // and the client's cursor see all of it; the node's other sessions get it too.
+  const uint64_t head_before = store->head();
+  Status caught_up = store->CatchUp();
+  if (!caught_up.ok()) {
+    server_->Log("catching up with the database failed: " + caught_up.ToString());
+    conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its database");
+    return;
+  }
+  const bool head_moved = store->head() != head_before;
   // A restored or copied replica file (docs/protocol.md "Restored replicas"): its last op must
   // be the one the server has under that seq, else its history forked and what it pushes
   // would be taken for duplicates (and dropped): refused, its ops stay queued.
@@ -360,12 +377,6 @@ void Session::OnHello(const wire::Hello& hello) {
   }
   // The cursor counts only on the server that issued it: any node of it (several nodes on one
   // PostgreSQL database), once this one has taken in what the others committed.
-  Status caught_up = store->CatchUp();
-  if (!caught_up.ok()) {
-    server_->Log("catching up with the database failed: " + caught_up.ToString());
-    conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its database");
-    return;
-  }
   uint64_t cursor = hello.cursor();
   const bool same_server = hello.server_id() != nullptr &&
                            protocol::FromWire(*hello.server_id()) == store->id() &&
@@ -394,7 +405,11 @@ void Session::OnHello(const wire::Hello& hello) {
                (snapshot_ ? (snapshot_->rebase ? ", snapshot" : ", snapshot of added collections") +
                                 std::string(snapshot_->resumed ? " (resumed)" : "")
                           : std::string()));
-  Pump();
+  if (head_moved) {
+    server_->PumpAll();  // this session and the others: the entries the catch-up took in
+  } else {
+    Pump();
+  }
 }
 
 void Session::OnBatch(const wire::OpBatch& batch) {
@@ -415,8 +430,17 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   };
   auto pushed = store->ApplyPush(replica_, batch, admit);
   if (!pushed.ok()) {
-    conn->SendErrorAndClose(pushed.status().code(),
-                            "push refused: " + pushed.status().message());
+    const Code code = pushed.status().code();
+    if (code == Code::kEINVAL || code == Code::kECORRUPT || code == Code::kEFORKED) {
+      // The push itself is at fault: the client learns why.
+      conn->SendErrorAndClose(code, "push refused: " + pushed.status().message());
+    } else {
+      // The server's own trouble (its disk, its database): logged here, not told to the
+      // client; the push was not taken and the client sends it again.
+      server_->Log("session " + replica_.Hex() + ": storing a push failed: " +
+                   pushed.status().ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error storing the push");
+    }
     return;
   }
   KillPoint("server.push.committed");
@@ -808,38 +832,42 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
 
 void SyncServer::Impl::CloseNotifyPoll() {
   if (notify_poll == nullptr) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(notify_poll),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(&notify_poll->handle), [](uv_handle_t* h) {
+    auto* p = reinterpret_cast<NotifyPoll*>(h);  // (handle is the first member)
+    close(p->fd);
+    delete p;
+  });
   notify_poll = nullptr;
-  notify_fd = -1;
 }
 
 void SyncServer::Impl::WatchNotifications() {
-  const int fd = hub->store()->notify_socket();
-  if (fd == notify_fd) return;
-  CloseNotifyPoll();
-  if (fd < 0) return;
-  notify_poll = new uv_poll_t;
-  if (uv_poll_init_socket(&loop, notify_poll, fd) != 0) {
-    delete notify_poll;
-    notify_poll = nullptr;
+  if (notify_poll != nullptr) return;
+  const int socket = hub->store()->notify_socket();
+  if (socket < 0) return;
+  auto* p = new NotifyPoll;
+  p->fd = dup(socket);
+  if (p->fd < 0 || uv_poll_init_socket(&loop, &p->handle, p->fd) != 0) {
+    if (p->fd >= 0) close(p->fd);
+    delete p;
     hub->Log("cannot watch the database's notifications: catching up every " +
              std::to_string(options.catch_up_ms) + " ms only");
     return;
   }
-  notify_fd = fd;
-  notify_poll->data = this;
-  uv_poll_start(notify_poll, UV_READABLE, [](uv_poll_t* p, int status, int) {
-    auto* impl = static_cast<Impl*>(p->data);
+  notify_poll = p;
+  p->handle.data = this;
+  uv_poll_start(&p->handle, UV_READABLE, [](uv_poll_t* h, int status, int) {
+    auto* impl = static_cast<Impl*>(h->data);
     Result<bool> woken = status == 0 ? impl->hub->store()->TakeNotifications()
                                      : Result<bool>(Status(Code::kENETWORK, uv_strerror(status)));
     if (!woken.ok()) {
-      impl->hub->Log("database notifications: " + woken.status().ToString());
-      impl->CloseNotifyPoll();  // the timer catches up, and watches again once it can
+      // The timer listens again (a new connection, a new poll) and catches up meanwhile.
+      impl->hub->Log("database notifications: " + woken.status().ToString() +
+                     "; listening again");
+      impl->CloseNotifyPoll();
+      impl->hub->CatchUp();
       return;
     }
     if (*woken) impl->hub->CatchUp();
-    impl->WatchNotifications();  // the socket changes when the connection was remade
   });
 }
 
@@ -906,9 +934,8 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
     const uint64_t every = std::max<uint32_t>(options.catch_up_ms, 1);
     uv_timer_start(&i->catch_up_timer, [](uv_timer_t* t) {
       auto* impl = static_cast<Impl*>(t->data);
-      if (impl->notify_poll == nullptr) {
-        Result<bool> again = impl->hub->store()->TakeNotifications();  // listens again
-        if (again.ok()) impl->WatchNotifications();
+      if (impl->notify_poll == nullptr && impl->hub->store()->Relisten().ok()) {
+        impl->WatchNotifications();
       }
       impl->hub->CatchUp();
     }, every, every);
