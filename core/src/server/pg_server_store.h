@@ -13,7 +13,10 @@
 //
 // Each node keeps a copy in its own SQLite file (a SqliteServerStore of the same server id):
 // it takes the log entries in cursor order (CatchUp) and merges them with the same rules, so
-// sessions, snapshots and fan-out read locally. A node learns of other nodes' commits by
+// sessions, snapshots and fan-out read locally. A node merges its own push into its copy before
+// the PostgreSQL COMMIT (holding the head lock, after the entries below it), so an entry that
+// cannot be merged is refused instead of logged. A reconnection checks that the database still
+// holds what the copy took in (a failover to a standby that lacked it is refused). A node learns of other nodes' commits by
 // LISTEN/NOTIFY (notify_socket) and catches up; a lost notification is made up for by the next
 // one or by the server's periodic CatchUp.
 #ifndef CAIRN_SERVER_PG_SERVER_STORE_H_
