@@ -421,6 +421,27 @@ TEST_F(MultiNode, CatchingUpForAHelloFeedsTheNodesOtherSessions) {
   client.Stop();
 }
 
+// A node's connection ended by the database (a restart, an administrator): the next client is
+// served on a new one, not failed for the broken one.
+TEST_F(MultiNode, ConnectionsBrokenSinceTheLastCallAreRemade) {
+  TempDir dir;
+  ServerThread n1(Node(dir, 1));
+  auto a = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(a->Put("t", "a", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), n1.address()).ok());
+  const std::string schema = Query(dir, "SELECT current_schema()").at(0);
+  // (Not the LISTEN connection: its break would make the node catch up, and so reconnect,
+  // before the client comes.)
+  EXPECT_EQ(Query(dir, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                       "application_name = '" + schema + "' AND pid <> pg_backend_pid() AND "
+                       "query NOT LIKE 'LISTEN%'"),
+            (std::vector<std::string>{"1"}));
+  ASSERT_TRUE(a->Put("t", "b", {{"v", Value::Int(2)}}).ok());
+  Status st = SyncOnce(a.get(), n1.address());
+  EXPECT_TRUE(st.ok()) << st.ToString() << "\n" << n1.log();
+  EXPECT_EQ(ReadLogShape(dir).entries, 2);
+}
+
 // A node whose notification connection broke makes a new one (and catches up meanwhile).
 TEST_F(MultiNode, BrokenNotificationConnectionIsRemade) {
   TempDir dir;

@@ -47,8 +47,9 @@ inline std::string TestStoreUrl(const std::string& db_path) {
       ("CREATE SCHEMA IF NOT EXISTS " + server::pg::QuoteIdent(schema)).c_str());
   EXPECT_TRUE(st.ok()) << st.ToString();
   std::string url = base;
+  // The schema names the connections too (pg_stat_activity.application_name).
   return url + (url.find('?') == std::string::npos ? "?" : "&") +
-         "options=-csearch_path%3D" + schema;
+         "options=-csearch_path%3D" + schema + "&application_name=" + schema;
 #else
   ADD_FAILURE() << "CAIRN_TEST_POSTGRES in a build without PostgreSQL support";
   return "";

@@ -97,6 +97,8 @@ class Txn {
   Txn& operator=(const Txn&) = delete;
   Status Begin();
   Status Commit();
+  // Another connection, for a Begin that failed on a broken one (REQUIRES: not begun).
+  void Rebind(Conn* db) { db_ = db; }
 
  private:
   Conn* db_;

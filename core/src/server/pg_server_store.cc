@@ -181,7 +181,14 @@ Result<bool> PgServerStore::TakeNotifications() {
 
 Status PgServerStore::CatchUp() {
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
-  return TakeIn(db, static_cast<uint64_t>(INT64_MAX));
+  Status st = TakeIn(db, static_cast<uint64_t>(INT64_MAX));
+  if (st.code() == Code::kENETWORK && !db->ok()) {
+    // The connection had broken since the last call (the database restarted, say): once more
+    // on a new one (TakeIn goes on from what the copy has).
+    CAIRN_ASSIGN_OR_RETURN(db, Db());
+    st = TakeIn(db, static_cast<uint64_t>(INT64_MAX));
+  }
+  return st;
 }
 
 Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto) {
@@ -214,7 +221,14 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
   const std::string o = origin.Bytes();
   pg::Txn txn(db);
-  CAIRN_RETURN_IF_ERROR(txn.Begin());  // READ COMMITTED (pg::Txn), whatever the default
+  Status begun = txn.Begin();  // READ COMMITTED (pg::Txn), whatever the default
+  if (begun.code() == Code::kENETWORK && !db->ok()) {
+    // The connection had broken since the last call (nothing done yet): a new one.
+    CAIRN_ASSIGN_OR_RETURN(db, Db());
+    txn.Rebind(db);
+    begun = txn.Begin();
+  }
+  CAIRN_RETURN_IF_ERROR(begun);
   // The origin's receipt, locked: a second session of the replica (on this node or another)
   // waits here until this push committed, then sees its receipt.
   CAIRN_RETURN_IF_ERROR(db->Exec(
