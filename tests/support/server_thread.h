@@ -51,6 +51,7 @@ inline std::string TestStoreUrl(const std::string& db_path) {
   return url + (url.find('?') == std::string::npos ? "?" : "&") +
          "options=-csearch_path%3D" + schema + "&application_name=" + schema;
 #else
+  (void)db_path;
   ADD_FAILURE() << "CAIRN_TEST_POSTGRES in a build without PostgreSQL support";
   return "";
 #endif
