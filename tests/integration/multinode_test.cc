@@ -495,6 +495,54 @@ TEST_F(MultiNode, APushNoNodeCanMergeIsNotLogged) {
   EXPECT_TRUE(d->Get("t", "c").value().has_value());
 }
 
+// The database's log is trimmed to --keep-log as the SQLite store's is, after a checkpoint of
+// the state: a node started later (an empty file) starts from the checkpoint and the log after
+// it, and a replica whose cursor the log no longer reaches gets a snapshot; nothing is counted
+// twice.
+TEST_F(MultiNode, TrimmedLogNodesStartFromACheckpoint) {
+  TempDir dir;
+  server::ServerOptions o1 = Node(dir, 1);
+  o1.store.keep_log_ops = 20;
+  o1.catch_up_ms = 50;
+  auto n1 = std::make_unique<ServerThread>(o1);
+  auto early = OpenReplica(dir.File("early.db"));
+  ASSERT_TRUE(early->Put("t", "early", {{"v", Value::Int(0)}}).ok());
+  ASSERT_TRUE(SyncOnce(early.get(), n1->address()).ok());
+  auto writer = OpenReplica(dir.File("writer.db"));
+  for (int push = 0; push < 30; push++) {
+    WriteBatch b;
+    for (int k = 0; k < 4; k++) {
+      b.Set("t", "d" + std::to_string((push * 4 + k) % 50), "v", Value::Int(push));
+    }
+    b.Increment("c", "total", "n", 1);
+    ASSERT_TRUE(writer->Write(b).ok());
+    ASSERT_TRUE(SyncOnce(writer.get(), n1->address()).ok());
+  }
+  // (The checkpoint is written at the node's next catch-up after the push that crossed the mark.)
+  EXPECT_TRUE(WaitFor([&] {
+    return Query(dir, "SELECT (count(*) = 1)::text FROM cairn_checkpoints") ==
+               std::vector<std::string>{"true"} &&
+           Query(dir, "SELECT (min(cursor) > 1 AND sum(op_count) <= 30)::text FROM cairn_log") ==
+               std::vector<std::string>{"true"};
+  }, 10000)) << Query(dir, "SELECT min(cursor) || ' ' || sum(op_count) FROM cairn_log").at(0);
+  // A second node, started now on an empty file.
+  server::ServerOptions o2 = Node(dir, 2);
+  o2.store.keep_log_ops = 20;
+  ServerThread n2(o2);
+  auto fresh = OpenReplica(dir.File("fresh.db"));
+  ASSERT_TRUE(SyncOnce(fresh.get(), n2.address()).ok());
+  EXPECT_EQ(Digest(fresh.get()), Digest(writer.get()));
+  EXPECT_EQ(fresh->Get("c", "total").value()->at("n").as_int(), 30);
+  ASSERT_TRUE(SyncOnce(early.get(), n2.address()).ok());  // its cursor: trimmed away
+  EXPECT_EQ(Digest(early.get()), Digest(writer.get()));
+  EXPECT_NE(n2.log().find("snapshot"), std::string::npos) << n2.log();
+  // More writes through the new node reach the first, live.
+  ASSERT_TRUE(writer->Increment("c", "total", "n", 1).ok());
+  ASSERT_TRUE(SyncOnce(writer.get(), n2.address()).ok());
+  ASSERT_TRUE(SyncOnce(fresh.get(), n1->address()).ok());
+  EXPECT_EQ(fresh->Get("c", "total").value()->at("n").as_int(), 31);
+}
+
 // Bad settings are refused at start with a clear error, and nothing is changed.
 TEST_F(MultiNode, BadStoresAndForeignNodeFilesAreRefused) {
   TempDir dir;

@@ -203,8 +203,9 @@ Txn::~Txn() {
   if (open_) (void)db_->ExecScript("ROLLBACK");
 }
 
-Status Txn::Begin() {
-  CAIRN_RETURN_IF_ERROR(db_->ExecScript("BEGIN ISOLATION LEVEL READ COMMITTED"));
+Status Txn::Begin(bool repeatable_read) {
+  CAIRN_RETURN_IF_ERROR(db_->ExecScript(repeatable_read ? "BEGIN ISOLATION LEVEL REPEATABLE READ"
+                                                        : "BEGIN ISOLATION LEVEL READ COMMITTED"));
   open_ = true;
   return Status::OK();
 }

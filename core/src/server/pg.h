@@ -95,7 +95,8 @@ class Txn {
   ~Txn();
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
-  Status Begin();
+  // READ COMMITTED, or REPEATABLE READ (one snapshot for every statement).
+  Status Begin(bool repeatable_read = false);
   Status Commit();
   // Another connection, for a Begin that failed on a broken one (REQUIRES: not begun).
   void Rebind(Conn* db) { db_ = db; }

@@ -4,6 +4,7 @@
 
 #include "port/port.h"
 #include "protocol/batch_codec.h"
+#include "protocol/frame.h"
 #include "server/pg.h"
 
 namespace cairn::server {
@@ -17,7 +18,13 @@ BEGIN;
 SELECT pg_advisory_xact_lock(4349427201);
 CREATE TABLE IF NOT EXISTS cairn_meta(
   id integer PRIMARY KEY CHECK (id = 1), server_id bytea NOT NULL, head bigint NOT NULL,
-  format integer NOT NULL);
+  format integer NOT NULL, floor bigint NOT NULL DEFAULT 0, log_ops bigint NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS cairn_checkpoints(cursor bigint PRIMARY KEY, made_ms bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS cairn_checkpoint_ops(
+  cursor bigint NOT NULL, part bigint NOT NULL, batch bytea NOT NULL, PRIMARY KEY (cursor, part));
+CREATE TABLE IF NOT EXISTS cairn_checkpoint_receipts(
+  cursor bigint NOT NULL, origin bytea NOT NULL, through bigint NOT NULL,
+  PRIMARY KEY (cursor, origin));
 CREATE TABLE IF NOT EXISTS cairn_log(
   cursor bigint PRIMARY KEY, origin bytea NOT NULL, first_seq bigint NOT NULL,
   last_seq bigint NOT NULL, op_count bigint NOT NULL, batch bytea NOT NULL);
@@ -33,6 +40,8 @@ COMMIT;
 )sql";
 
 constexpr int kFormat = 1;
+constexpr int64_t kCheckpointLockKey = 4349427203;  // one node writes a checkpoint at a time
+constexpr size_t kCheckpointPartOps = 4096;         // ops per part of a checkpoint
 constexpr int kCatchUpRows = 32;  // log entries read per query while catching up (each up to
                                   // a batch of 8,192 ops)
 
@@ -72,7 +81,12 @@ class PgServerStore final : public ServerStore {
   // EINVAL unless the database is the one this node's copy was taken from, at or past it.
   Status CheckDatabase(pg::Conn* db);
   // Takes the log entries after the copy's head, up to cursor `upto`, into the copy.
-  Status TakeIn(pg::Conn* db, uint64_t upto);
+  Status TakeIn(pg::Conn* db, uint64_t upto, bool in_push = false);
+  // Writes a checkpoint of the copy's state at its head (unless one as new exists) and trims
+  // the log to --keep-log ops, never past the newest checkpoint; one node at a time.
+  Status Checkpoint();
+  // Installs the newest checkpoint into the copy when the log no longer reaches its head.
+  Status LoadCheckpoint(pg::Conn* db);
   Result<std::optional<Hlc>> OpHlcIn(pg::Conn* db, const ReplicaId& origin, uint64_t seq);
 
   ServerStoreOptions options_;
@@ -80,6 +94,7 @@ class PgServerStore final : public ServerStore {
   std::string channel_;  // NOTIFY channel: "cairn_" + the server id in hex
   std::unique_ptr<SqliteServerStore> copy_;
   std::string path_;  // of the copy
+  bool checkpoint_due_ = false;  // a push of this node took the log past the mark
 };
 
 Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path,
@@ -89,14 +104,15 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   CAIRN_ASSIGN_OR_RETURN(s->db_, pg::Conn::Connect(options.url));
   // The tables, when missing (making them needs CREATE on the schema; using them does not).
   CAIRN_ASSIGN_OR_RETURN(pg::Rows made, s->db_->Exec(
-      "SELECT (to_regclass('cairn_meta') IS NOT NULL)::int::bigint"));
+      "SELECT (to_regclass('cairn_checkpoints') IS NOT NULL)::int::bigint"));
   if (made.size() != 1 || made.Int(0, 0) == 0) {
     CAIRN_RETURN_IF_ERROR(s->db_->ExecScript(kSchema));
   }
   ReplicaId new_id;
   CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
   CAIRN_RETURN_IF_ERROR(s->db_->Exec(
-      "INSERT INTO cairn_meta VALUES (1, $1, 0, $2) ON CONFLICT (id) DO NOTHING",
+      "INSERT INTO cairn_meta(id, server_id, head, format) VALUES (1, $1, 0, $2) "
+      "ON CONFLICT (id) DO NOTHING",
       {pg::Param::Bytes(new_id.Bytes()), pg::Param(int64_t{kFormat})}).status());
   CAIRN_ASSIGN_OR_RETURN(pg::Rows meta,
                          s->db_->Exec("SELECT server_id, head, format::bigint FROM cairn_meta"));
@@ -188,15 +204,34 @@ Status PgServerStore::CatchUp() {
     CAIRN_ASSIGN_OR_RETURN(db, Db());
     st = TakeIn(db, static_cast<uint64_t>(INT64_MAX));
   }
+  if (st.ok() && checkpoint_due_) {
+    checkpoint_due_ = false;  // (a failure is reported; the next push past the mark retries)
+    st = Checkpoint();
+  }
   return st;
 }
 
-Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto) {
+Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
   while (copy_->head() < upto) {
     CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
         "SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_log "
         "WHERE cursor > $1 AND cursor <= $2 ORDER BY cursor LIMIT $3",
         {pg::Param(copy_->head()), pg::Param(upto), pg::Param(int64_t{kCatchUpRows})}));
+    if (rows.size() > 0 && U(rows.Int(0, 0)) != copy_->head() + 1) {
+      // The entries after the copy's head were trimmed (a node down long, a new one): from the
+      // newest checkpoint, outside any transaction (not in a push's: the push fails, EBUSY,
+      // and its client retries once the catch-up did it).
+      if (in_push) {
+        return Status(Code::kEBUSY, "this node is catching up from a checkpoint");
+      }
+      const uint64_t before = copy_->head();
+      CAIRN_RETURN_IF_ERROR(LoadCheckpoint(db));
+      if (copy_->head() == before) {
+        return Status::Corrupt("PostgreSQL: the log jumps from cursor " + std::to_string(before) +
+                               " to " + std::to_string(rows.Int(0, 0)));
+      }
+      continue;
+    }
     for (int i = 0; i < rows.size(); i++) {
       LogEntry e;
       e.cursor = U(rows.Int(i, 0));
@@ -285,7 +320,8 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     // The cursor, last: the head row stays locked until COMMIT, so cursors follow commit
     // order (the header comment).
     CAIRN_ASSIGN_OR_RETURN(pg::Rows head, db->Exec(
-        "UPDATE cairn_meta SET head = head + 1 RETURNING head"));
+        "UPDATE cairn_meta SET head = head + 1, log_ops = log_ops + $1 RETURNING head, log_ops",
+        {pg::Param(sort.applied)}));
     if (head.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
     LogEntry entry;
     entry.cursor = U(head.Int(0, 0));
@@ -297,7 +333,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     // the lock) and then this one, in a transaction left open: an entry that cannot be merged
     // (a limit of the copy's SQLite, say) is refused here instead of reaching the log, where
     // every node would stop at it.
-    CAIRN_RETURN_IF_ERROR(TakeIn(db, entry.cursor - 1));
+    CAIRN_RETURN_IF_ERROR(TakeIn(db, entry.cursor - 1, /*in_push=*/true));
     CAIRN_RETURN_IF_ERROR(copy_->StageEntry(entry));
     Status st = db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
                          {pg::Param(entry.cursor), pg::Param::Bytes(o), pg::Param(before + 1),
@@ -315,9 +351,115 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     // Durable from here: the Ack goes out whatever follows. Should the copy's commit fail, the
     // next catch-up takes the entry in again from the log.
     (void)copy_->CommitStaged();
+    // The log past --keep-log and a half: a checkpoint, then the oldest entries go, at the
+    // next catch-up (the server's timer: not on the way of this push's Ack).
+    const uint64_t keep = options_.keep_log_ops;
+    if (U(head.Int(0, 1)) > keep + keep / 2) checkpoint_due_ = true;
   }
   result.cursor = head();
   return result;
+}
+
+Status PgServerStore::Checkpoint() {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  pg::Txn txn(db);
+  CAIRN_RETURN_IF_ERROR(txn.Begin());
+  // One node at a time; the others skip (the next push past the mark tries again).
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows locked, db->Exec(
+      "SELECT pg_try_advisory_xact_lock($1)::int::bigint", {pg::Param(kCheckpointLockKey)}));
+  if (locked.size() != 1 || locked.Int(0, 0) == 0) return Status::OK();
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows newest, db->Exec(
+      "SELECT coalesce(max(cursor), 0), (SELECT floor FROM cairn_meta) FROM cairn_checkpoints"));
+  uint64_t checkpoint = U(newest.Int(0, 0));
+  const uint64_t floor = U(newest.Int(0, 1));
+  const uint64_t at = copy_->head();
+  if (checkpoint < at) {
+    // The state of this node's copy at its head: its surviving ops, in parts, and receipts.
+    protocol::BatchEncoder enc;
+    int64_t part = 0;
+    auto flush = [&]() -> Status {
+      flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
+      enc.Finish(&fbb);
+      return db->Exec("INSERT INTO cairn_checkpoint_ops VALUES ($1, $2, $3)",
+                      {pg::Param(at), pg::Param(part++),
+                       pg::Param::Bytes(std::string_view(
+                           reinterpret_cast<const char*>(fbb.GetBufferPointer()),
+                           fbb.GetSize()))}).status();
+    };
+    CAIRN_RETURN_IF_ERROR(copy_->state()->ForEachSurvivor([&](const Op& op) -> Status {
+      enc.Add(op);
+      return enc.op_count() >= kCheckpointPartOps ? flush() : Status::OK();
+    }));
+    if (!enc.empty() || part == 0) CAIRN_RETURN_IF_ERROR(flush());
+    for (const store::OriginInfo& o : copy_->state()->Origins()) {
+      CAIRN_RETURN_IF_ERROR(db->Exec(
+          "INSERT INTO cairn_checkpoint_receipts VALUES ($1, $2, $3)",
+          {pg::Param(at), pg::Param::Bytes(o.id.Bytes()), pg::Param(o.through)}).status());
+    }
+    CAIRN_RETURN_IF_ERROR(db->Exec("INSERT INTO cairn_checkpoints VALUES ($1, $2)",
+                                   {pg::Param(at), pg::Param(NowMs())}).status());
+    for (const char* older : {"DELETE FROM cairn_checkpoint_ops WHERE cursor < $1",
+                              "DELETE FROM cairn_checkpoint_receipts WHERE cursor < $1",
+                              "DELETE FROM cairn_checkpoints WHERE cursor < $1"}) {
+      CAIRN_RETURN_IF_ERROR(db->Exec(older, {pg::Param(at)}).status());
+    }
+    checkpoint = at;
+  }
+  // The log keeps its newest --keep-log ops (and its newest entry), and never loses what the
+  // newest checkpoint does not hold.
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows bound, db->Exec(
+      "SELECT coalesce(max(cursor), 0) FROM (SELECT cursor, sum(op_count) OVER (ORDER BY cursor "
+      "DESC) AS newer, max(cursor) OVER () AS newest FROM cairn_log) t "
+      "WHERE newer > $1 AND cursor < newest",
+      {pg::Param(options_.keep_log_ops)}));
+  const uint64_t new_floor = std::min(U(bound.Int(0, 0)), checkpoint);
+  if (new_floor > floor) {
+    CAIRN_ASSIGN_OR_RETURN(pg::Rows gone, db->Exec(
+        "WITH d AS (DELETE FROM cairn_log WHERE cursor <= $1 RETURNING op_count) "
+        "SELECT coalesce(sum(op_count), 0)::bigint FROM d",
+        {pg::Param(new_floor)}));
+    // Last: the head row's lock, which pushes wait for, is held only until COMMIT.
+    CAIRN_RETURN_IF_ERROR(db->Exec(
+        "UPDATE cairn_meta SET floor = $1, log_ops = log_ops - $2",
+        {pg::Param(new_floor), pg::Param(gone.Int(0, 0))}).status());
+  }
+  return txn.Commit();
+}
+
+Status PgServerStore::LoadCheckpoint(pg::Conn* db) {
+  // One snapshot of the database for the whole read: a newer checkpoint replacing this one
+  // meanwhile does not tear it.
+  pg::Txn txn(db);
+  CAIRN_RETURN_IF_ERROR(txn.Begin(/*repeatable_read=*/true));
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows newest, db->Exec(
+      "SELECT coalesce(max(cursor), 0), (SELECT floor FROM cairn_meta) FROM cairn_checkpoints"));
+  const uint64_t at = U(newest.Int(0, 0));
+  if (copy_->head() >= U(newest.Int(0, 1))) return Status::OK();  // (not needed after all)
+  if (at <= copy_->head()) {
+    return Status::Corrupt("PostgreSQL: the log is trimmed to cursor " +
+                           std::to_string(newest.Int(0, 1)) + " and no checkpoint is past " +
+                           std::to_string(copy_->head()));
+  }
+  std::map<ReplicaId, uint64_t> receipts;
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
+      "SELECT origin, through FROM cairn_checkpoint_receipts WHERE cursor = $1",
+      {pg::Param(at)}));
+  for (int i = 0; i < rows.size(); i++) receipts[IdFrom(rows.Bytes(i, 0))] = U(rows.Int(i, 1));
+  CAIRN_RETURN_IF_ERROR(copy_->InstallCheckpoint(
+      at, receipts, [&](const std::function<Status(const Op&)>& fn) -> Status {
+        for (int64_t part = 0;; part++) {
+          CAIRN_ASSIGN_OR_RETURN(pg::Rows p, db->Exec(
+              "SELECT batch FROM cairn_checkpoint_ops WHERE cursor = $1 AND part = $2",
+              {pg::Param(at), pg::Param(part)}));
+          if (p.size() == 0) return Status::OK();
+          std::string payload(p.Bytes(0, 0));
+          CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
+          const wire::OpBatch* batch = frame->body_as_OpBatch();
+          if (batch == nullptr) return Status::Corrupt("PostgreSQL: a checkpoint part is not a batch");
+          CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, fn));
+        }
+      }));
+  return txn.Commit();
 }
 
 Result<std::optional<Hlc>> PgServerStore::OpHlc(const ReplicaId& origin, uint64_t seq) {

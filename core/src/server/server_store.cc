@@ -306,6 +306,39 @@ Status SqliteServerStore::AppendEntry(const LogEntry& e) {
   return CommitStaged();
 }
 
+Status SqliteServerStore::InstallCheckpoint(
+    uint64_t cursor, const std::map<ReplicaId, uint64_t>& receipts,
+    const std::function<Status(const std::function<Status(const Op&)>&)>& for_each_op) {
+  if (cursor <= head_) {
+    return Status::Corrupt("checkpoint at cursor " + std::to_string(cursor) +
+                           " is not past the head " + std::to_string(head_));
+  }
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  RollbackGuard guard{store_.get()};
+  Hlc max_hlc = 0;
+  CAIRN_RETURN_IF_ERROR(for_each_op([&](const Op& op) -> Status {
+    max_hlc = std::max(max_hlc, op.id.hlc);
+    return store_->ApplyIdempotent(op);
+  }));
+  for (const auto& [origin, through] : receipts) {
+    if (through > store_->Through(origin)) {
+      CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, through));
+    }
+  }
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt clear, store_->db()->Prepare(
+      "DELETE FROM cairn_server_log"));
+  CAIRN_RETURN_IF_ERROR(clear.Run());
+  CAIRN_ASSIGN_OR_RETURN(store::Stmt meta,
+                         store_->db()->Prepare("UPDATE cairn_server_meta SET floor = ?"));
+  meta.BindInt(1, I(cursor));
+  CAIRN_RETURN_IF_ERROR(meta.Run());
+  clock_->Observe(max_hlc);
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  head_ = floor_ = cursor;
+  log_ops_ = 0;
+  return Status::OK();
+}
+
 Status SqliteServerStore::StageEntry(const LogEntry& e) {
   if (e.cursor <= head_) {
     return Status::Corrupt("log entry " + std::to_string(e.cursor) + " is not past the head " +

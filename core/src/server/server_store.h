@@ -13,6 +13,7 @@
 #define CAIRN_SERVER_SERVER_STORE_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -166,6 +167,13 @@ class SqliteServerStore final : public ServerStore {
   Status StageEntry(const LogEntry& e);
   Status CommitStaged();
   void AbortStaged();
+  // Takes in a checkpoint of the state at `cursor` (> head(), the log past head() trimmed
+  // elsewhere): the ops `for_each_op` gives (the survivors of that state) merged, idempotently,
+  // into what this file has, the receipts raised to `receipts`, the log emptied; head() and
+  // floor() become `cursor`. Atomic.
+  Status InstallCheckpoint(
+      uint64_t cursor, const std::map<ReplicaId, uint64_t>& receipts,
+      const std::function<Status(const std::function<Status(const Op&)>&)>& for_each_op);
 
  private:
   SqliteServerStore() = default;
