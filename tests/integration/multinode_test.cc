@@ -543,6 +543,43 @@ TEST_F(MultiNode, TrimmedLogNodesStartFromACheckpoint) {
   EXPECT_EQ(fresh->Get("c", "total").value()->at("n").as_int(), 31);
 }
 
+// A node down while the log was trimmed past what its file has: restarted on that file, it
+// starts from the newest checkpoint (merged over its older state: nothing counted twice).
+TEST_F(MultiNode, NodeDownWhileTheLogWasTrimmedStartsFromTheCheckpoint) {
+  TempDir dir;
+  server::ServerOptions o1 = Node(dir, 1), o2 = Node(dir, 2);
+  o1.store.keep_log_ops = o2.store.keep_log_ops = 20;
+  o1.catch_up_ms = 50;
+  ServerThread n1(o1);
+  auto writer = OpenReplica(dir.File("writer.db"));
+  auto push = [&](int i) {
+    WriteBatch b;
+    b.Set("t", "d" + std::to_string(i % 7), "v", Value::Int(i));
+    b.Increment("c", "total", "n", 1);
+    ASSERT_TRUE(writer->Write(b).ok());
+    ASSERT_TRUE(SyncOnce(writer.get(), n1.address()).ok());
+  };
+  uint64_t down_at = 0;
+  {
+    ServerThread n2(o2);
+    for (int i = 0; i < 5; i++) push(i);
+    auto probe = OpenReplica(dir.File("probe.db"));
+    ASSERT_TRUE(SyncOnce(probe.get(), n2.address()).ok());  // node 2 has taken in all five
+    down_at = probe->GetSyncPosition().value().cursor;
+  }
+  for (int i = 5; i < 40; i++) push(i);
+  ASSERT_TRUE(WaitFor([&] {
+    return std::stoull(Query(dir, "SELECT coalesce(min(cursor), 0) FROM cairn_log").at(0)) >
+           down_at + 1;
+  }, 10000)) << "the log was not trimmed past node 2's file";
+  ServerThread n2(o2);  // its old file
+  auto fresh = OpenReplica(dir.File("fresh.db"));
+  Status st = SyncOnce(fresh.get(), n2.address());
+  ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << n2.log();
+  EXPECT_EQ(Digest(fresh.get()), Digest(writer.get()));
+  EXPECT_EQ(fresh->Get("c", "total").value()->at("n").as_int(), 40);
+}
+
 // Bad settings are refused at start with a clear error, and nothing is changed.
 TEST_F(MultiNode, BadStoresAndForeignNodeFilesAreRefused) {
   TempDir dir;

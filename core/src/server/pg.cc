@@ -112,6 +112,7 @@ Conn::~Conn() { PQfinish(conn_); }
 
 Status Conn::Error(std::string_view what, const PGresult* r) const {
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  last_sqlstate_ = state ? state : "";
   // The statement, shortened (a batch's INSERT can be long).
   if (what.size() > 100) what = what.substr(0, 100);
   std::string message = "PostgreSQL: " + std::string(what) + ": " +
@@ -123,7 +124,9 @@ Status Conn::Error(std::string_view what, const PGresult* r) const {
     if (std::strncmp(state, "08", 2) == 0 || std::strncmp(state, "57P", 3) == 0) {
       return Status(Code::kENETWORK, message);
     }
-    if (std::strcmp(state, "40001") == 0 || std::strcmp(state, "40P01") == 0) {
+    // ... 55P03: a lock not granted in lock_timeout; 57014: statement_timeout (or a cancel).
+    if (std::strcmp(state, "40001") == 0 || std::strcmp(state, "40P01") == 0 ||
+        std::strcmp(state, "55P03") == 0 || std::strcmp(state, "57014") == 0) {
       return Status(Code::kEBUSY, message);
     }
     if (std::strncmp(state, "53", 2) == 0) return Status(Code::kEIO, message);
@@ -212,7 +215,12 @@ Status Txn::Begin(bool repeatable_read) {
 
 Status Txn::Commit() {
   open_ = false;
-  return db_->ExecScript("COMMIT");
+  CAIRN_ASSIGN_OR_RETURN(Rows done, db_->Query("COMMIT"));
+  // COMMIT of a transaction a failed statement aborted succeeds, saying ROLLBACK.
+  if (done.command() != "COMMIT") {
+    return Status(Code::kEIO, "PostgreSQL: the transaction was rolled back, not committed");
+  }
+  return Status::OK();
 }
 
 std::string QuoteIdent(std::string_view name) {

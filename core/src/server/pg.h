@@ -43,6 +43,8 @@ class Rows {
   Rows() = default;
   explicit Rows(PGresult* r) : r_(r) {}
   int size() const { return r_ ? PQntuples(r_.get()) : 0; }
+  // The command tag ("COMMIT", "ROLLBACK", "INSERT 0 1", ...).
+  std::string_view command() const { return r_ ? PQcmdStatus(r_.get()) : ""; }
   bool IsNull(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
   int64_t Int(int row, int col) const;  // a bigint column
   std::string_view Bytes(int row, int col) const;  // bytea or text, as stored
@@ -76,12 +78,15 @@ class Conn {
   int socket() const { return PQsocket(conn_); }
   Result<int> TakeNotifications();
   bool ok() const { return PQstatus(conn_) == CONNECTION_OK; }
+  // The SQLSTATE of the last failed statement ("" if it had none).
+  const std::string& last_sqlstate() const { return last_sqlstate_; }
 
  private:
   explicit Conn(PGconn* c) : conn_(c) {}
   Result<Rows> Run(const char* sql, const Param* params, size_t count);
   Status Error(std::string_view what, const PGresult* r) const;
   PGconn* conn_;
+  mutable std::string last_sqlstate_;
 };
 
 // The connection in `conn`, made anew from `url` when there is none or it broke.

@@ -15,7 +15,7 @@ namespace {
 // nodes starting together do not race.
 const char* const kSchema = R"sql(
 BEGIN;
-SELECT pg_advisory_xact_lock(4349427201);
+SELECT pg_advisory_xact_lock(hashtext(current_schema()), 1);
 CREATE TABLE IF NOT EXISTS cairn_meta(
   id integer PRIMARY KEY CHECK (id = 1), server_id bytea NOT NULL, head bigint NOT NULL,
   format integer NOT NULL, floor bigint NOT NULL DEFAULT 0, log_ops bigint NOT NULL DEFAULT 0);
@@ -36,16 +36,31 @@ CREATE TABLE IF NOT EXISTS cairn_refused(
   PRIMARY KEY (origin, first_seq));
 CREATE TABLE IF NOT EXISTS cairn_replicas(
   replica_id bytea PRIMARY KEY, subject text NOT NULL, first_seen_ms bigint NOT NULL);
+-- format 1 databases: the columns of format 2
+ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS log_ops bigint NOT NULL DEFAULT 0;
+UPDATE cairn_meta SET format = 2,
+  log_ops = (SELECT coalesce(sum(op_count), 0) FROM cairn_log) WHERE format < 2;
 COMMIT;
 )sql";
 
-constexpr int kFormat = 1;
-constexpr int64_t kCheckpointLockKey = 4349427203;  // one node writes a checkpoint at a time
-constexpr size_t kCheckpointPartOps = 4096;         // ops per part of a checkpoint
+// 1: the log, receipts, refusals, bindings; 2: checkpoints, cairn_meta.floor and log_ops.
+constexpr int kFormat = 2;
+// A part of a checkpoint: at most this many ops, and about this many bytes (a part is one
+// frame, read back with the default frame limit).
+constexpr size_t kCheckpointPartOps = 4096;
+constexpr size_t kCheckpointPartBytes = 4u << 20;
 constexpr int kCatchUpRows = 32;  // log entries read per query while catching up (each up to
                                   // a batch of 8,192 ops)
 
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
+
+// A failure of the server's own (its copy, its database) met during a push, which the client
+// must not take for a fault of its push (EINVAL, ECORRUPT are that): EINTERNAL.
+Status AsServerError(const Status& s) {
+  if (s.code() != Code::kEINVAL && s.code() != Code::kECORRUPT) return s;
+  return Status::Internal(s.message());
+}
 
 ReplicaId IdFrom(std::string_view bytes) {
   ReplicaId id;
@@ -71,6 +86,7 @@ class PgServerStore final : public ServerStore {
   store::ReplicaStore* state() override { return copy_->state(); }
   Status BindReplica(const ReplicaId& replica, const std::string& subject) override;
   Status CatchUp() override;
+  Status Maintain() override;
   int notify_socket() const override { return listen_ && listen_->ok() ? listen_->socket() : -1; }
   Result<bool> TakeNotifications() override;
   Status Relisten() override;
@@ -158,7 +174,7 @@ Result<pg::Conn*> PgServerStore::Db() {
 Status PgServerStore::CheckDatabase(pg::Conn* db) {
   CAIRN_ASSIGN_OR_RETURN(pg::Rows meta, db->Exec(
       "SELECT server_id, head, (SELECT origin FROM cairn_log WHERE cursor = $1), "
-      "(SELECT last_seq FROM cairn_log WHERE cursor = $1) FROM cairn_meta",
+      "(SELECT last_seq FROM cairn_log WHERE cursor = $1), floor FROM cairn_meta",
       {pg::Param(copy_->head())}));
   if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
   if (IdFrom(meta.Bytes(0, 0)) != copy_->id()) {
@@ -176,6 +192,9 @@ Status PgServerStore::CheckDatabase(pg::Conn* db) {
     }));
     if (copy_->head() <= copy_->floor()) same = true;  // trimmed from the copy: not comparable
   }
+  // Trimmed from the database (the node was down while the log moved on): not comparable; the
+  // catch-up starts it from the newest checkpoint.
+  if (copy_->head() <= U(meta.Int(0, 4))) same = true;
   if (copy_->head() > U(meta.Int(0, 1)) || !same) {
     return Status::Invalid(
         "the file " + path_ + " is at cursor " + std::to_string(copy_->head()) +
@@ -204,11 +223,14 @@ Status PgServerStore::CatchUp() {
     CAIRN_ASSIGN_OR_RETURN(db, Db());
     st = TakeIn(db, static_cast<uint64_t>(INT64_MAX));
   }
-  if (st.ok() && checkpoint_due_) {
-    checkpoint_due_ = false;  // (a failure is reported; the next push past the mark retries)
-    st = Checkpoint();
-  }
   return st;
+}
+
+Status PgServerStore::Maintain() {
+  if (!checkpoint_due_) return Status::OK();
+  CAIRN_RETURN_IF_ERROR(Checkpoint());  // (still due after a failure: the next tick retries)
+  checkpoint_due_ = false;
+  return Status::OK();
 }
 
 Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
@@ -253,6 +275,10 @@ Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
 
 Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                             const AdmitFn& admit) {
+  // What others committed, taken in before the log's lock is held (a node behind by much, or
+  // from a checkpoint, does not make every node's pushes wait for it).
+  Status caught_up = CatchUp();
+  if (!caught_up.ok()) return AsServerError(caught_up);
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
   const std::string o = origin.Bytes();
   pg::Txn txn(db);
@@ -333,7 +359,8 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     // the lock) and then this one, in a transaction left open: an entry that cannot be merged
     // (a limit of the copy's SQLite, say) is refused here instead of reaching the log, where
     // every node would stop at it.
-    CAIRN_RETURN_IF_ERROR(TakeIn(db, entry.cursor - 1, /*in_push=*/true));
+    Status taken = TakeIn(db, entry.cursor - 1, /*in_push=*/true);
+    if (!taken.ok()) return AsServerError(taken);
     CAIRN_RETURN_IF_ERROR(copy_->StageEntry(entry));
     Status st = db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
                          {pg::Param(entry.cursor), pg::Param::Bytes(o), pg::Param(before + 1),
@@ -352,7 +379,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     // next catch-up takes the entry in again from the log.
     (void)copy_->CommitStaged();
     // The log past --keep-log and a half: a checkpoint, then the oldest entries go, at the
-    // next catch-up (the server's timer: not on the way of this push's Ack).
+    // server's next maintenance tick (not on the way of this push's Ack, nor of a Hello).
     const uint64_t keep = options_.keep_log_ops;
     if (U(head.Int(0, 1)) > keep + keep / 2) checkpoint_due_ = true;
   }
@@ -366,8 +393,11 @@ Status PgServerStore::Checkpoint() {
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   // One node at a time; the others skip (the next push past the mark tries again).
   CAIRN_ASSIGN_OR_RETURN(pg::Rows locked, db->Exec(
-      "SELECT pg_try_advisory_xact_lock($1)::int::bigint", {pg::Param(kCheckpointLockKey)}));
+      "SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), 3)::int::bigint"));
   if (locked.size() != 1 || locked.Int(0, 0) == 0) return Status::OK();
+  // Reading the copy's whole state sends PostgreSQL nothing for a while: not "idle".
+  CAIRN_RETURN_IF_ERROR(db->ExecScript(
+      "SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL statement_timeout = 0"));
   CAIRN_ASSIGN_OR_RETURN(pg::Rows newest, db->Exec(
       "SELECT coalesce(max(cursor), 0), (SELECT floor FROM cairn_meta) FROM cairn_checkpoints"));
   uint64_t checkpoint = U(newest.Int(0, 0));
@@ -388,7 +418,9 @@ Status PgServerStore::Checkpoint() {
     };
     CAIRN_RETURN_IF_ERROR(copy_->state()->ForEachSurvivor([&](const Op& op) -> Status {
       enc.Add(op);
-      return enc.op_count() >= kCheckpointPartOps ? flush() : Status::OK();
+      return enc.op_count() >= kCheckpointPartOps || enc.ops_bytes() >= kCheckpointPartBytes
+                 ? flush()
+                 : Status::OK();
     }));
     if (!enc.empty() || part == 0) CAIRN_RETURN_IF_ERROR(flush());
     for (const store::OriginInfo& o : copy_->state()->Origins()) {

@@ -1,5 +1,6 @@
 #include "server/pg_stream_tables.h"
 
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <deque>
@@ -14,8 +15,6 @@ namespace cairn::server {
 
 namespace {
 
-// Taken (per transaction) by a batch that makes or changes a table; the same on every node.
-constexpr int64_t kSchemaLockKey = 4349427202;
 // Parameters of one INSERT: PostgreSQL takes at most 65,535.
 constexpr size_t kMaxParams = 60000;
 
@@ -55,7 +54,8 @@ const char* SqlType(ColType t) {
 }
 
 // information_schema's data_type; a type Cairn does not make (someone altered the column) is
-// written as text, for PostgreSQL to convert.
+// sent as text: PostgreSQL converts it where it can, else the batch fails (the server's error,
+// sent again later), until the column's type is put back.
 ColType FromSqlType(std::string_view t) {
   if (t == "boolean") return ColType::kBool;
   if (t == "bigint") return ColType::kBigint;
@@ -73,9 +73,10 @@ pg::Param ToParam(const Value& v, ColType t, std::deque<std::string>* arena) {
       case ValueType::kBool: return pg::Param::Text(v.as_bool() ? "true" : "false");
       case ValueType::kInt: arena->push_back(std::to_string(v.as_int())); break;
       case ValueType::kDouble: {
+        // The shortest form that reads back the same, as PostgreSQL writes a double.
         char buf[32];
-        std::snprintf(buf, sizeof buf, "%.17g", v.as_double());
-        arena->push_back(buf);
+        auto end = std::to_chars(buf, buf + sizeof buf, v.as_double()).ptr;
+        arena->push_back(std::string(buf, end));
         break;
       }
       case ValueType::kBytes: arena->push_back(HexEncode(v.as_string())); break;
@@ -175,12 +176,16 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, pg::Reconnected(&db_, url_));
   pg::Txn txn(db);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
-  // A schema change that fails is the batch's refusal (EINVAL), not a server error: the client
-  // would otherwise send the same batch again at every reconnection.
+  // A schema change the database refuses for what it is (a name, a limit, a value: SQLSTATE
+  // classes 42, 54, 22) is the batch's refusal (EINVAL); a passing trouble (a lock or statement
+  // timeout, a lost connection) is the server's, and the client sends the batch again later.
   auto schema = [&](const Status& s) {
-    return s.ok() || s.code() == Code::kEINVAL
-               ? s
-               : Status::Invalid("cannot store stream '" + stream + "': " + s.message());
+    if (s.ok() || s.code() == Code::kEINVAL) return s;
+    const std::string state = db->last_sqlstate();
+    if (state.rfind("42", 0) != 0 && state.rfind("54", 0) != 0 && state.rfind("22", 0) != 0) {
+      return s;
+    }
+    return Status::Invalid("cannot store stream '" + stream + "': " + s.message());
   };
   // The table and columns as the batch needs them: what to make or widen, if anything.
   std::vector<Column> columns(field_count);
@@ -222,8 +227,9 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
   plan(*table, &ddl);
   if (!ddl.empty()) {
     // Another node may be making the same table or column: one at a time, and look again.
+    // (The same lock on every node of this schema.)
     CAIRN_RETURN_IF_ERROR(
-        db->Exec("SELECT pg_advisory_xact_lock($1)", {pg::Param(kSchemaLockKey)}).status());
+        db->Exec("SELECT pg_advisory_xact_lock(hashtext(current_schema()), 2)").status());
     table = ReadTable(db, stream);
     if (!table.ok()) return schema(table.status());
     ddl.clear();

@@ -136,6 +136,9 @@ class ServerStore {
   virtual int notify_socket() const { return -1; }
   virtual Result<bool> TakeNotifications() { return false; }
   virtual Status Relisten() { return Status::OK(); }
+  // Housekeeping the server runs on its timer, off the way of pushes and Hellos (PostgreSQL:
+  // a checkpoint and the log's trim, when due).
+  virtual Status Maintain() { return Status::OK(); }
 };
 
 // The SQLite store: one file holds the state, the log and the receipts, a push commits all of

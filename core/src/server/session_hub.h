@@ -41,6 +41,8 @@ class SessionHub {
   // (ServerStore::CatchUp) and feeds it to the sessions. A failure is logged (once until it
   // works again); the sessions go on with what this node has.
   void CatchUp();
+  // ServerStore::Maintain, its failures logged (once until it works again).
+  void Maintain();
   // Closes every session's link (OnClosed follows for each).
   void CloseAll();
   size_t session_count() const;

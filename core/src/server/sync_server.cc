@@ -54,6 +54,7 @@ struct SessionHub::Impl {
   std::unordered_set<std::string> at_limit_logged;
   bool total_limit_logged = false;  // said once until the count falls to the limit
   bool catch_up_failing = false;     // said once until it works again
+  bool maintain_failing = false;     // the same
   // Sessions whose snapshot yielded (a scan budget spent): pumped again at the next turn.
   std::set<uint64_t> repump_sessions;
 
@@ -785,6 +786,13 @@ void SessionHub::CatchUp() {
   if (impl_->store->head() != head) impl_->PumpAll();
 }
 
+void SessionHub::Maintain() {
+  Status st = impl_->store->Maintain();
+  if (!st.ok() && !impl_->maintain_failing) impl_->Log("maintenance failed: " + st.ToString());
+  if (st.ok() && impl_->maintain_failing) impl_->Log("maintenance works again");
+  impl_->maintain_failing = !st.ok();
+}
+
 void SessionHub::RunTurn() {
   std::vector<uint64_t> due(impl_->repump_sessions.begin(), impl_->repump_sessions.end());
   impl_->repump_sessions.clear();
@@ -938,6 +946,7 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
         impl->WatchNotifications();
       }
       impl->hub->CatchUp();
+      impl->hub->Maintain();
     }, every, every);
   }
   if (options.handle_signals) {
