@@ -246,4 +246,13 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
   return Status::OK();
 }
 
+Status DecodeBatchFrame(std::string_view frame, std::string_view what,
+                        const std::function<Status(const Op&)>& fn) {
+  std::string payload(frame);
+  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* f, VerifyFrame(payload, {}));
+  const wire::OpBatch* batch = f->body_as_OpBatch();
+  if (batch == nullptr) return Status::Corrupt(std::string(what) + " is not a batch");
+  return DecodeBatch(*batch, {}, fn);
+}
+
 }  // namespace cairn::protocol

@@ -83,6 +83,11 @@ struct DecodeLimits {
 // Verifier having passed.
 Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
                    const std::function<Status(const Op&)>& fn);
+// The same for an OpBatch frame kept as it was written (a log entry, an outbox row, a
+// checkpoint part; no length prefix): verified first; ECORRUPT naming `what` when it is not a
+// batch.
+Status DecodeBatchFrame(std::string_view frame, std::string_view what,
+                        const std::function<Status(const Op&)>& fn);
 
 }  // namespace cairn::protocol
 

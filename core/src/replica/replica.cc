@@ -129,10 +129,7 @@ Status WriteBatch::ForEach(const std::function<Status(const Entry&)>& fn) const 
 
 // The ops of an OpBatch frame the file keeps (an outbox row), verified first.
 static Status DecodeFrameOps(std::string_view blob, const std::function<Status(const Op&)>& fn) {
-  std::string payload(blob);
-  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-  if (!frame->body_as_OpBatch()) return Status::Corrupt("outbox entry is not a batch");
-  return protocol::DecodeBatch(*frame->body_as_OpBatch(), {}, fn);
+  return protocol::DecodeBatchFrame(blob, "outbox entry", fn);
 }
 
 // `ops` as one OpBatch frame without a length prefix, each op once, in (origin, seq) order as the
@@ -579,10 +576,7 @@ Status Replica::Log(const std::function<Status(const Op&)>& fn) {
   CAIRN_RETURN_IF_ERROR(store_->ForEachOutbox(
       [&](uint64_t first, uint64_t, std::string_view batch) -> Status {
         if (outbox_first == 0) outbox_first = first;
-        std::string payload(batch);
-        CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-        if (!frame->body_as_OpBatch()) return Status::Corrupt("outbox entry is not a batch");
-        return protocol::DecodeBatch(*frame->body_as_OpBatch(), {}, fn);
+        return DecodeFrameOps(batch, fn);
       }));
   return store_->ForEachSurvivor([&](const Op& op) -> Status {
     if (op.id.origin == id_ && outbox_first != 0 && op.id.seq >= outbox_first) {

@@ -484,11 +484,8 @@ Status PgServerStore::LoadCheckpoint(pg::Conn* db) {
               "SELECT batch FROM cairn_checkpoint_ops WHERE cursor = $1 AND part = $2",
               {pg::Param(at), pg::Param(part)}));
           if (p.size() == 0) return Status::OK();
-          std::string payload(p.Bytes(0, 0));
-          CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-          const wire::OpBatch* batch = frame->body_as_OpBatch();
-          if (batch == nullptr) return Status::Corrupt("PostgreSQL: a checkpoint part is not a batch");
-          CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, fn));
+          CAIRN_RETURN_IF_ERROR(
+              protocol::DecodeBatchFrame(p.Bytes(0, 0), "PostgreSQL: a checkpoint part", fn));
         }
       }));
   return txn.Commit();

@@ -116,11 +116,7 @@ Status CheckFork(const ReplicaId& origin, const PushSort& sort, std::optional<Hl
 Result<std::optional<Hlc>> FindOpHlc(std::string_view batch_frame, const ReplicaId& origin,
                                      uint64_t seq) {
   std::optional<Hlc> hlc;
-  std::string payload(batch_frame);
-  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-  const wire::OpBatch* batch = frame->body_as_OpBatch();
-  if (batch == nullptr) return Status::Corrupt("log entry is not a batch");
-  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, [&](const Op& op) -> Status {
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(batch_frame, "log entry", [&](const Op& op) {
     if (op.id.origin == origin && op.id.seq == seq) hlc = op.id.hlc;
     return Status::OK();
   }));
@@ -352,13 +348,9 @@ Status SqliteServerStore::StageEntry(const LogEntry& e) {
                              std::to_string(e.first_seq) + ".." + std::to_string(e.last_seq) +
                              " of " + e.origin.Hex() + ", which has " + std::to_string(before));
     }
-    std::string payload(e.batch);
-    CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-    const wire::OpBatch* batch = frame->body_as_OpBatch();
-    if (batch == nullptr) return Status::Corrupt("log entry is not a batch");
     uint64_t ops = 0;
     Hlc max_hlc = 0;
-    CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, {}, [&](const Op& op) -> Status {
+    CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(e.batch, "log entry", [&](const Op& op) {
       if (op.id.origin != e.origin || op.id.seq < e.first_seq || op.id.seq > e.last_seq) {
         return Status::Corrupt("log entry " + std::to_string(e.cursor) + " holds a foreign op");
       }

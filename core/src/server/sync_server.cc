@@ -683,12 +683,8 @@ void Session::Pump() {
       // A client gets back only its own ops it lacks (a restored file).
       if (e.origin == replica_ && (!own_seq_ || e.last_seq <= *own_seq_)) return Status::OK();
       if (e.origin == replica_) own_seq_ = e.last_seq;
-      std::string payload(e.batch);
-      CAIRN_ASSIGN_OR_RETURN(const wire::Frame* frame, protocol::VerifyFrame(payload, {}));
-      const wire::OpBatch* b = frame->body_as_OpBatch();
-      if (b == nullptr) return Status::Corrupt("log entry is not a batch");
       uint64_t sent = 0;
-      CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*b, {}, [&](const Op& op) -> Status {
+      CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(e.batch, "log entry", [&](const Op& op) {
         if (Wants(op.collection, e.cursor)) {
           enc.Add(op);
           sent++;
