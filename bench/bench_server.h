@@ -5,7 +5,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -14,8 +14,6 @@
 #include <thread>
 
 #include "bench_util.h"
-
-extern char** environ;
 
 namespace cairn::bench {
 
@@ -58,14 +56,18 @@ inline Server StartServer(const std::string& server_bin, const std::string& dir,
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (log_fd < 0) Die("cannot write " + log);
   Server s;
-  if (posix_spawn(&s.pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) {
-    Die("cannot start " + server_bin);
+  s.pid = fork();
+  if (s.pid < 0) Die("fork");
+  if (s.pid == 0) {
+    DieWithParent();  // a benchmark that dies takes its server with it
+    dup2(log_fd, STDERR_FILENO);
+    execv(argv[0], argv.data());
+    _exit(127);
   }
-  posix_spawn_file_actions_destroy(&fa);
+  close(log_fd);
   const std::regex re("listening on 127\\.0\\.0\\.1:([0-9]+)");
   for (int i = 0; i < 1000 && s.address.empty(); i++) {
     const std::string text = ReadFile(log);

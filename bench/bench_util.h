@@ -4,7 +4,10 @@
 #define CAIRN_BENCH_BENCH_UTIL_H_
 
 #include <sqlite3.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -36,6 +39,14 @@ constexpr uint8_t kCounterField = 5;
   std::fprintf(stderr, "cairn_bench: FATAL: %s\n", msg.c_str());
   std::fflush(stderr);
   std::exit(2);
+}
+
+// In a child between fork and exec: SIGKILL when the benchmark (the parent) ends, however it
+// ends, so that no server or client process outlives a benchmark that died.
+inline void DieWithParent() {
+  const pid_t parent = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(1);  // the parent ended before prctl took effect
 }
 
 inline void Check(const cairn::Status& st, const std::string& what) {

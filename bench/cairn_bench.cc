@@ -313,6 +313,7 @@ ChildResult RunChild(const std::string& self, const std::string& task, const Ctx
   pid_t pid = fork();
   if (pid < 0) Die("fork");
   if (pid == 0) {
+    DieWithParent();
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
     close(fds[1]);

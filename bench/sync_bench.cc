@@ -46,7 +46,6 @@
 #include "protocol/frame.h"
 #include "sync/sync_client.h"
 
-extern char** environ;
 
 namespace {
 
@@ -86,6 +85,7 @@ Child SpawnChild(const std::string& self, std::vector<std::string> args) {
   c.pid = fork();
   if (c.pid < 0) Die("fork");
   if (c.pid == 0) {
+    DieWithParent();
     dup2(to[0], STDIN_FILENO);
     dup2(from[1], STDOUT_FILENO);
     for (int fd : {to[0], to[1], from[0], from[1]}) close(fd);
@@ -364,12 +364,16 @@ int main(int argc, char** argv) {
   a.ca = a.dir + "/ca.pem";
   MakeDevCerts(a.dir);
   RaiseFileLimit();
-  std::fprintf(stderr, "sync_bench: trace %s (sha256 %s), work dir %s\n", a.trace.c_str(),
-               FileSha256(a.trace).c_str(), a.dir.c_str());
-  std::printf("\n## sync_bench results\n\n- trace `%s`, sha256 `%s`\n", a.trace.c_str(),
-              FileSha256(a.trace).c_str());
+  // Only the end-to-end scenario reads the trace; the idle one runs without it.
+  const bool e2e = a.scenario.find("e2e") != std::string::npos;
+  std::printf("\n## sync_bench results\n\n");
+  if (e2e) {
+    std::fprintf(stderr, "sync_bench: trace %s (sha256 %s), work dir %s\n", a.trace.c_str(),
+                 FileSha256(a.trace).c_str(), a.dir.c_str());
+    std::printf("- trace `%s`, sha256 `%s`\n", a.trace.c_str(), FileSha256(a.trace).c_str());
+  }
 
-  if (a.scenario.find("e2e") != std::string::npos) {
+  if (e2e) {
     // Raw SQLite first (its own process), then the three clients through the server.
     Child raw = SpawnChild(self, {"--child", "raw", "--trace", a.trace, "--dir", a.dir});
     ReadLine(&raw);
@@ -450,7 +454,12 @@ int main(int argc, char** argv) {
   }
 
   if (a.scenario.find("idle") != std::string::npos) {
-    Server server = StartServer(a.server_bin, a.dir, "idle-server");
+    // Every idle connection comes from 127.0.0.1: the server's per-address limit (default 256)
+    // and its total (default 10,000) are raised to let them all in.
+    const std::string limit = std::to_string(a.idle + 16);
+    Server server = StartServer(a.server_bin, a.dir, "idle-server",
+                                {"--max-connections-per-address", limit,
+                                 "--max-connections", limit});
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     const int64_t before = ProcessRssKb(server.pid);
     Child idle = SpawnChild(self, {"--child", "idle", "--address", server.address, "--ca", a.ca,

@@ -87,6 +87,10 @@ TEST_F(CliTest, UsageErrorsExitTwoAndChangeNothing) {
       {"put", "notes", std::string(1025, 'k'), R"({"a":1})"},
       {"put", "notes", "", R"({"a":1})"},
       {"put", "notes", "n1", R"({"a":18446744073709551615})"},
+      // Integer literals outside int64 are refused, never read as a double.
+      {"put", "notes", "n1", R"({"a":99999999999999999999999})"},
+      {"put", "notes", "n1", R"({"a":-9223372036854775809})"},
+      {"put", "notes", "n1", R"({"a":9223372036854775808})"},
       {"inc", "notes", "n1", "n", "1.5"},
       {"inc", "notes", "n1", "n", "99999999999999999999"},
       {"inc", "notes", "n1", "key", "1"},
@@ -123,6 +127,26 @@ TEST_F(CliTest, BadInputDoesNotCreateTheReplica) {
   EXPECT_EQ(Cairn({"inc", "notes", "n1", "bad-field", "1"}).code, 2);
   EXPECT_EQ(Cairn({"import", dir_.File("missing.cex")}).code, 3);
   EXPECT_FALSE(std::ifstream(db_).good());
+}
+
+// A command refused after the replica file was made for it takes the file away again: a
+// damaged import into a new file, an integer outside int64 in a record, a sync that cannot
+// reach its server. Nothing is left at the path, not even the WAL.
+TEST_F(CliTest, RefusedCommandLeavesNoNewFileBehind) {
+  std::ofstream(dir_.File("junk.cex")) << "junk";
+  EXPECT_EQ(Cairn({"import", dir_.File("junk.cex")}).code, 3);
+  EXPECT_FALSE(std::ifstream(db_).good());
+  EXPECT_FALSE(std::ifstream(db_ + "-wal").good());
+  EXPECT_FALSE(std::ifstream(db_ + "-shm").good());
+  EXPECT_EQ(Cairn({"append", "readings", R"({"t":99999999999999999999})"}).code, 2);
+  EXPECT_FALSE(std::ifstream(db_).good());
+  EXPECT_EQ(Cairn({"sync", "--server", "127.0.0.1:1", "--once"}).code, 3);
+  EXPECT_FALSE(std::ifstream(db_).good());
+  // A file that was there before stays, whatever the command's fate.
+  ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
+  const std::string before = Digest();
+  EXPECT_EQ(Cairn({"import", dir_.File("junk.cex")}).code, 3);
+  EXPECT_EQ(Digest(), before);
 }
 
 TEST_F(CliTest, NewerFormatIsRefused) {

@@ -198,7 +198,9 @@ CAIRN_API int cairn_replica_query_json_params(cairn_buf* out, cairn_replica* rep
   CHECK_ARG(replica);
   CHECK_ARG(sql);
   CHECK_ARG(params_json);
-  cairn::Json parsed = cairn::Json::parse(params_json, nullptr, /*allow_exceptions=*/false);
+  auto json = cairn::ParseJson(params_json);
+  if (!json.ok()) return ToC(json.status().WithContext("params_json"));
+  const cairn::Json& parsed = json.value();
   if (!parsed.is_array()) {
     return SetError(CAIRN_EINVAL, "params_json must be a JSON array of values");
   }

@@ -10,6 +10,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <memory>
 
 #include "base/strings.h"
 #include "oplog/record.h"
@@ -33,6 +34,41 @@ int Fail(const cairn::Status& st) {
       return kExitError;
   }
 }
+
+// The replica file and SQLite's files beside it.
+void RemoveReplicaFiles(const std::string& path) {
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+    std::remove((path + suffix).c_str());
+  }
+}
+
+// True when the replica holds nothing: no op of its own or received, no cursor, no stream.
+bool IsEmptyReplica(cairn::Replica* r) {
+  auto s = r->GetStatus();
+  return s.ok() && s->last_seq == 0 && s->known.empty() && s->cursor == 0 &&
+         s->held_back_ops == 0 && s->rejected_ops == 0 && s->streams.empty();
+}
+
+// Removes a replica file that the command created, when the command did not succeed and the
+// file holds nothing; `replica` null: the file was there before, it stays.
+class RemoveIfRefused {
+ public:
+  RemoveIfRefused(std::unique_ptr<cairn::Replica>* replica, const std::string& path,
+                  const bool& succeeded)
+      : replica_(replica), path_(path), succeeded_(succeeded) {}
+  RemoveIfRefused(const RemoveIfRefused&) = delete;
+  RemoveIfRefused& operator=(const RemoveIfRefused&) = delete;
+  ~RemoveIfRefused() {
+    if (replica_ == nullptr || succeeded_ || !IsEmptyReplica(replica_->get())) return;
+    replica_->reset();
+    RemoveReplicaFiles(path_);
+  }
+
+ private:
+  std::unique_ptr<cairn::Replica>* replica_;
+  const std::string& path_;
+  const bool& succeeded_;
+};
 
 int Usage(const std::string& msg) {
   std::cerr << "cairn: " << msg << "\n";
@@ -212,11 +248,19 @@ static int Run(int argc, char** argv) {
     std::cerr << "cairn: no replica at " << db << "\n";
     return kExitError;
   }
+  const bool existed = ::stat(db.c_str(), &sb) == 0;
   cairn::ReplicaOptions options;
   options.create = writes;
   auto opened = cairn::Replica::Open(db, options);
-  if (!opened.ok()) return Fail(opened.status());
+  if (!opened.ok()) {
+    if (!existed) RemoveReplicaFiles(db);
+    return Fail(opened.status());
+  }
   cairn::Replica& r = *opened.value();
+  // A command that made the file and then failed takes it away again, if nothing was kept in
+  // it (a sync that received data before failing keeps its file: the data is there).
+  bool succeeded = false;
+  RemoveIfRefused remove_if_refused(existed ? nullptr : &opened.value(), db, succeeded);
 
   cairn::Status st;
   if (put->parsed()) {
@@ -366,5 +410,6 @@ static int Run(int argc, char** argv) {
   }
   st = r.Close();
   if (!st.ok()) return Fail(st);
+  succeeded = true;
   return 0;
 }

@@ -103,9 +103,57 @@ Json FieldsToJson(const Fields& fields) {
   return out;
 }
 
-Result<Fields> ParseFieldsJson(const std::string& text) {
+namespace {
+
+// nlohmann/json reads an integer literal that fits neither int64 nor uint64 as a double, silently.
+// Its SAX interface hands over each number's text: a "double" whose text has no fraction and no
+// exponent was such an integer, and is refused (the caller says EINVAL) instead of being rounded.
+class IntegerRangeCheck : public nlohmann::json_sax<Json> {
+ public:
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t& text) override {
+    if (text.find_first_of(".eE") != string_t::npos) return true;
+    out_of_range_ = text;
+    return false;
+  }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return true; }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+  const std::string& out_of_range() const { return out_of_range_; }
+
+ private:
+  std::string out_of_range_;
+};
+
+}  // namespace
+
+Result<Json> ParseJson(std::string_view text) {
+  IntegerRangeCheck check;
+  Json::sax_parse(text, &check, nlohmann::detail::input_format_t::json, /*strict=*/true,
+                  /*ignore_comments=*/false);
+  if (!check.out_of_range().empty()) {
+    return Status::Invalid("integer " + check.out_of_range().substr(0, 40) +
+                           " does not fit in int64");
+  }
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status::Invalid("malformed JSON: " + text.substr(0, 80));
+  if (j.is_discarded()) {
+    return Status::Invalid("malformed JSON: " + std::string(text.substr(0, 80)));
+  }
+  return j;
+}
+
+Result<Fields> ParseFieldsJson(const std::string& text) {
+  CAIRN_ASSIGN_OR_RETURN(Json j, ParseJson(text));
   if (!j.is_object()) return Status::Invalid("expected a JSON object of fields");
   if (j.empty()) return Status::Invalid("expected at least one field");
   Fields fields;

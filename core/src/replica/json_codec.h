@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -23,6 +24,9 @@ Result<Value> ValueFromJson(const Json& j);
 Json FieldsToJson(const Fields& fields);
 // Parses a JSON object of fields: at least one field, names valid (SPEC §2), values as above.
 Result<Fields> ParseFieldsJson(const std::string& text);
+// Parses one JSON text; EINVAL when malformed or when an integer literal lies outside int64 and
+// uint64 (which nlohmann/json would read as a double): such numbers are refused, never rounded.
+Result<Json> ParseJson(std::string_view text);
 // Canonical text of `j` (what every command-line tool prints).
 std::string CanonicalJson(const Json& j);
 Json OpToJson(const Op& op);

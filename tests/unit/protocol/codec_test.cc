@@ -218,6 +218,20 @@ TEST(JsonValueTest, RejectsUnsupportedValues) {
   EXPECT_FALSE(ParseFieldsJson("{\"a\":").ok());
   EXPECT_FALSE(ParseFieldsJson("{\"bad-name\":1}").ok());
   EXPECT_FALSE(ParseFieldsJson("{\"key\":1}").ok());
+  // An integer literal outside int64 is an error, not a double (nlohmann reads it as one).
+  for (const char* big : {"{\"a\":99999999999999999999999}", "{\"a\":-9223372036854775809}",
+                          "{\"a\":9223372036854775808}", "{\"a\":1,\"b\":-100000000000000000000}"}) {
+    auto r = ParseFieldsJson(big);
+    ASSERT_FALSE(r.ok()) << big;
+    EXPECT_EQ(r.status().code(), Code::kEINVAL);
+    EXPECT_NE(r.status().message().find("int64"), std::string::npos) << r.status().ToString();
+  }
+  // Doubles written with a fraction or an exponent stay doubles, however large.
+  auto d = ParseFieldsJson("{\"a\":1e30,\"b\":99999999999999999999999.0,\"c\":-9223372036854775808}");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d.value().at("a"), Value::Double(1e30));
+  EXPECT_EQ(d.value().at("b"), Value::Double(99999999999999999999999.0));
+  EXPECT_EQ(d.value().at("c"), Value::Int(INT64_MIN));
   auto ok = ParseFieldsJson("{\"s\":\"x\",\"n\":1,\"d\":1.5,\"b\":false,\"z\":null}");
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(ok.value().size(), 5u);
