@@ -1,8 +1,8 @@
-// Crash safety (SPEC §2 "a transaction is atomic", §3 "a write call returns only after its
-// transaction committed"): a process killed with SIGKILL at a random moment leaves a file that
-// passes SQLite's integrity check, holds every write it acknowledged and never part of a
-// transaction; a killed import leaves either none of the import or all of it; a killed
-// telemetry appender keeps every record it acknowledged, in whole batches.
+// Crash safety (docs/crdt-semantics.md "Transactions", docs/storage-format.md "Durability": a write
+// call returns only after its transaction committed): a process killed with SIGKILL at a random
+// moment leaves a file that passes SQLite's integrity check, holds every write it acknowledged and
+// never part of a transaction; a killed import leaves either none of the import or all of it; a
+// killed telemetry appender keeps every record it acknowledged, in whole batches.
 //
 // The killed work runs in a fork()ed child as plain code (no GoogleTest after fork) that ends
 // with _exit(); the parent kills it, then inspects the file.

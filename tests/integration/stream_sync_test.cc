@@ -1,6 +1,7 @@
-// Telemetry streams through a real server on 127.0.0.1 (SPEC §6): upload in order into a table
-// per stream, no loss and no duplicate when connections are cut and acks lost (fault proxy),
-// priorities, refusals that keep the records, live upload, documents and streams in one session.
+// Telemetry streams through a real server on 127.0.0.1 (docs/protocol.md "Streams"): upload in
+// order into a table per stream, no loss and no duplicate when connections are cut and acks lost
+// (fault proxy), priorities, refusals that keep the records, live upload, documents and streams in
+// one session.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 

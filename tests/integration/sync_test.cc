@@ -119,8 +119,9 @@ TEST(Sync, ThreeClientsRandomOpsConverge) {
   }
 }
 
-// SPEC §2 clock safety: a device whose clock runs a year ahead stamps its writes with the
-// server's time once it has connected (the offset is taken against the replica's own clock).
+// docs/crdt-semantics.md "Clock safety": a device whose clock runs a year ahead stamps its
+// writes with the server's time once it has connected (the offset is taken against the replica's
+// own clock).
 TEST(Sync, ClientClockIsCorrectedByTheServerTime) {
   TempDir dir;
   ServerThread server(Options(dir));  // the system clock
@@ -1107,9 +1108,10 @@ std::string QueryRows(Replica* r, const std::string& sql) {
   return out;
 }
 
-// SPEC §5: a token names the collections its holder may write. The server refuses, whole, a
-// transaction that writes elsewhere; the origin records its ops as rejected, with the reason,
-// and undoes them (what they had replaced comes back), so it ends equal to everyone else.
+// docs/protocol.md "Authentication and tokens": a token names the collections its holder may write.
+// The server refuses, whole, a transaction that writes elsewhere; the origin records its ops as
+// rejected, with the reason, and undoes them (what they had replaced comes back), so it ends equal
+// to everyone else.
 TEST(SyncAuth, WritesTheTokenDoesNotAllowAreRefusedAndUndone) {
   TempDir dir;
   server::ServerOptions so = Options(dir);
@@ -1200,9 +1202,9 @@ TEST(SyncAuth, LostAckOfARefusalReportsItAgain) {
   EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
 }
 
-// SPEC §2 clock safety. A device whose clock runs a year ahead writes offline; the server
-// refuses those ops (ECLOCK) instead of letting them win every conflict for a year; the device
-// records and undoes them, winds its clock back, and its later writes are taken and ordered
+// docs/crdt-semantics.md "Clock safety". A device whose clock runs a year ahead writes offline; the
+// server refuses those ops (ECLOCK) instead of letting them win every conflict for a year; the
+// device records and undoes them, winds its clock back, and its later writes are taken and ordered
 // with everyone else's, also after a restart offline. Every replica ends in the same state.
 TEST(SyncClock, AClockAYearAheadDoesNotWinForever) {
   TempDir dir;

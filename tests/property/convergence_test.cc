@@ -1,9 +1,10 @@
-// Randomized convergence (SPEC §2, §9): replicas with skewed, frozen and backwards-running clocks
-// make thousands of conflicting ops over a small key space and exchange them through export
-// files in random orders, with duplicates, stale and partial version vectors and deliberate gaps.
-// Once everything is delivered, every replica must show the same dump, digest and collection
-// digests, hold nothing back, and that dump must equal what a deliberately simple reference model
-// of SPEC §2 computes from the full set of ops. Along the way:
+// Randomized convergence (docs/crdt-semantics.md "Why it converges"): replicas with skewed, frozen
+// and backwards-running clocks make thousands of conflicting ops over a small key space and
+// exchange them through export files in random orders, with duplicates, stale and partial version
+// vectors and deliberate gaps. Once everything is delivered, every replica must show the same dump,
+// digest and collection digests, hold nothing back, and that dump must equal what a deliberately
+// simple reference model of docs/crdt-semantics.md "The rules" computes from the full set of ops.
+// Along the way:
 //  - every import's counts add up (applied + duplicates + held back = ops in the file), and a
 //    file that assumes ops the receiver lacks (a range starting past its watermark) is held
 //    back whole: nothing of it applied, Known() unchanged;
@@ -83,7 +84,8 @@ std::string Sha256Hex(const std::string& text) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The reference model: SPEC §2 written out as literally as possible, from the full set of ops.
+// The reference model: docs/crdt-semantics.md "The rules" written out as literally as possible,
+// from the full set of ops.
 // It shares nothing with the engine's merge code (only ValueToJson, to render values).
 
 struct RefOp {
@@ -97,7 +99,7 @@ struct RefOp {
   int64_t delta = 0;
 };
 
-// SPEC §2: ops are ordered by (hlc, origin id bytes, seq); larger wins.
+// docs/crdt-semantics.md: ops are ordered by (hlc, origin id bytes, seq); larger wins.
 bool Before(const RefOp& a, const RefOp& b) {
   if (a.hlc != b.hlc) return a.hlc < b.hlc;
   int c = std::memcmp(a.origin.bytes.data(), b.origin.bytes.data(), a.origin.bytes.size());

@@ -39,8 +39,9 @@ CAIRN_API void cairn_replica_free(cairn_replica* CAIRN_NULLABLE replica);
 /** Writes the replica's id as 32 lowercase hex characters and a NUL into `out`. */
 CAIRN_API int cairn_replica_id(char out[33], cairn_replica* replica);
 
-/** Sets the fields of a JSON object (at least one) on a document, in one transaction. Values
- *  follow SPEC §7: null, bool, integers (int64), doubles, strings, {"$bytes":"<base64>"}.
+/** Sets the fields of a JSON object (at least one) on a document, in one transaction. Values:
+ *  null, bool, integers (int64), doubles, strings, {"$bytes":"<base64>"} (docs/cli.md
+ *  "Canonical JSON").
  *  @return CAIRN_OK or CAIRN_EINVAL (bad JSON, name, key or value; nothing written). */
 CAIRN_API int cairn_replica_put_json(cairn_replica* replica, const char* collection,
                                      const char* key, const char* fields_json);
@@ -63,7 +64,8 @@ CAIRN_API int cairn_replica_digest(char out[65], cairn_replica* replica);
  *  followed by '\n'. @return CAIRN_OK, CAIRN_EREADONLY (would write) or CAIRN_EINVAL. */
 CAIRN_API int cairn_replica_query_json(cairn_buf* out, cairn_replica* replica, const char* sql);
 /** The same with parameters: `params_json` is a JSON array bound in order to the statement's
- *  parameters (?, ?NNN, :name), values as SPEC §7 ({"$bytes":"<base64>"} binds a blob).
+ *  parameters (?, ?NNN, :name), values as docs/cli.md "Canonical JSON" ({"$bytes":"<base64>"}
+ *  binds a blob).
  *  @return as above, or CAIRN_EINVAL (not an array, a bad value, or a count that differs from
  *  the statement's). */
 CAIRN_API int cairn_replica_query_json_params(cairn_buf* out, cairn_replica* replica,

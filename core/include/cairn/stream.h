@@ -1,4 +1,4 @@
-/* cairn/stream.h: telemetry streams of a replica (SPEC §6, docs/storage-format.md "Streams").
+/* cairn/stream.h: telemetry streams of a replica (docs/storage-format.md "Streams").
  * A stream is an append-only queue of records (JSON objects of fields, each with a timestamp)
  * that a sync uploads in order and drops once the server stored it. Appends are durable when
  * they return; each stream has a quota (bytes and/or age of the oldest record), a policy when

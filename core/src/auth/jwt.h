@@ -1,5 +1,6 @@
-// HS256 JSON Web Tokens (RFC 7519) as cairn-server uses them (SPEC §5): the HMAC-SHA256 comes
-// from mbedTLS, base64 from mbedTLS, JSON from nlohmann/json. Claims:
+// HS256 JSON Web Tokens (RFC 7519) as cairn-server uses them (docs/protocol.md
+// "Authentication and tokens"): the HMAC-SHA256 comes from mbedTLS, base64 from mbedTLS, JSON
+// from nlohmann/json. Claims:
 //   sub    the subject (user or device), required
 //   exp    expiry, seconds since the Unix epoch, required
 //   nbf    optional: not valid before, seconds since the Unix epoch

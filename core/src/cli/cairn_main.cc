@@ -1,4 +1,4 @@
-// cairn: the command-line tool over one replica file (SPEC §7).
+// cairn: the command-line tool over one replica file (docs/cli.md).
 // Exit codes: 0 success, 1 not found, 2 usage error, 3 other error (message on stderr).
 // Everything printed as JSON is canonical (replica/json_codec.h).
 #include <sys/stat.h>

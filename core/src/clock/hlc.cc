@@ -31,8 +31,9 @@ static Hlc Advance(Hlc last, uint64_t physical) {
   uint64_t counter = HlcCounter(last);
   if (counter < kHlcCounterMask) return MakeHlc(last_phys, counter + 1);
   if (last_phys < kHlcMaxPhysical) return MakeHlc(last_phys + 1, 0);  // carry the overflow
-  // The largest timestamp (year 10889): stay there rather than wrap to 0. This replica's ops
-  // still order among themselves by seq; a clock this far ahead is what SPEC's drift rule stops.
+  // The largest timestamp (year 10889): stay there rather than wrap to 0. This replica's ops still
+  // order among themselves by seq; a clock this far ahead is what the drift rule stops
+  // (docs/crdt-semantics.md "Clock safety").
   return last;
 }
 

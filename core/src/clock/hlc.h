@@ -1,6 +1,6 @@
-// Hybrid logical clock (Kulkarni et al., "Logical Physical Clocks", 2014) as SPEC §2 fixes it:
-// a 64-bit timestamp whose upper 48 bits are the physical time in ms since the Unix epoch and
-// whose lower 16 bits are a logical counter.
+// Hybrid logical clock (Kulkarni et al., "Logical Physical Clocks", 2014) as Cairn uses it
+// (docs/crdt-semantics.md "Operations and their order"): a 64-bit timestamp whose upper 48 bits are
+// the physical time in ms since the Unix epoch and whose lower 16 bits are a logical counter.
 //
 // Invariants: every timestamp a clock hands out is strictly larger than every timestamp it handed
 // out or observed before, whatever the wall clock does (it may go backwards), except at the very
@@ -47,12 +47,14 @@ class HybridClock {
   void Restore(Hlc last) {
     if (last > last_) last_ = last;
   }
-  // Winds the clock back to `to` when it is beyond (a clock found too far ahead of the
-  // server's, SPEC §2: the ops stamped beyond are refused; later ones must not be).
+  // Winds the clock back to `to` when it is beyond: a clock found too far ahead of the server's
+  // (docs/crdt-semantics.md "Clock safety"); the ops stamped beyond are refused, later ones must
+  // not be.
   void Rewind(Hlc to) {
     if (to < last_) last_ = to;
   }
-  // Milliseconds added to the source's time (the server's correction, SPEC §2 "Clock safety").
+  // Milliseconds added to the source's time (the server's correction, docs/crdt-semantics.md
+  // "Clock safety").
   void set_offset_ms(int64_t offset) { offset_ms_ = offset; }
   int64_t offset_ms() const { return offset_ms_; }
 

@@ -1,4 +1,4 @@
-// The merge rules of SPEC §2, in one place, shared by every replica and the server.
+// The merge rules of docs/crdt-semantics.md, in one place, shared by every replica and the server.
 //
 // A DocState is the CRDT state of one document: the largest delete D, and per field a Cell with
 // the field's largest set, and the increments larger than D (their count, sum and largest id).

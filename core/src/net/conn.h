@@ -1,5 +1,5 @@
-// net::Conn: one framed connection (SPEC §4) on a libuv TCP handle, used by the sync server and
-// the sync client alike, so both enforce the same rules on every received frame:
+// net::Conn: one framed connection (docs/protocol.md "Frames") on a libuv TCP handle, used by the
+// sync server and the sync client alike, so both enforce the same rules on every received frame:
 //   - the 4-byte length is checked against the frame limit before anything is buffered for it;
 //   - the payload goes through the FlatBuffers Verifier (protocol::VerifyFrame) before the
 //     delegate sees it;

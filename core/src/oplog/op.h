@@ -1,4 +1,4 @@
-// Operations: the unit of change, replication and merge (SPEC §2).
+// Operations: the unit of change, replication and merge (docs/crdt-semantics.md).
 //
 // An op's identity is (origin, seq): origin is the 128-bit id of the replica that made it, seq
 // counts 1, 2, 3, ... per origin with no gaps. Ops are totally ordered by (hlc, origin bytes, seq);

@@ -1,4 +1,4 @@
-// Telemetry stream records (SPEC §6, docs/storage-format.md "Streams"): a record is an object of
+// Telemetry stream records (docs/storage-format.md "Streams"): a record is an object of
 // fields, stored and sent without merge. Its local encoding (the body kept in the replica file):
 //   varint field count, then per field (names in bytewise order): varint name length, name,
 //   tagged value (oplog/value_codec.h).
@@ -18,8 +18,8 @@ namespace cairn {
 // their names, in any case.
 constexpr const char* kStreamColumns[] = {"origin", "seq", "ts_ms", "received_ms"};
 
-// Stream names follow the collection-name rules (SPEC §2); fields the field-name rules, minus
-// "key" (streams have no document key), plus the stream columns above.
+// Stream names follow the collection-name rules (docs/crdt-semantics.md "Data model"); fields the
+// field-name rules, minus "key" (streams have no document key), plus the stream columns above.
 Status ValidateStreamName(std::string_view name);
 Status ValidateStreamFieldName(std::string_view name);
 // A record's fields: at least one, names valid, no two names equal but for case (they would

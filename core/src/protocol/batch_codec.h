@@ -79,8 +79,8 @@ struct DecodeLimits {
 
 // Decodes and validates every record of `batch` in order, calling `fn` for each op. Stops at the
 // first error: Corrupt for a malformed record, Invalid for a name, key or value that breaks the
-// rules of SPEC §2, or whatever `fn` returns. Nothing is assumed about the batch beyond the
-// Verifier having passed.
+// rules of docs/crdt-semantics.md "Data model", or whatever `fn` returns. Nothing is assumed about
+// the batch beyond the Verifier having passed.
 Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
                    const std::function<Status(const Op&)>& fn);
 // The same for an OpBatch frame kept as it was written (a log entry, an outbox row, a

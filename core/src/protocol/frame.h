@@ -1,7 +1,7 @@
-// Framing (SPEC §4): a frame is a 4-byte little-endian length N, then N bytes holding one
-// FlatBuffers `cairn.wire.Frame` with file identifier "CRN1". The same frames go over TCP/TLS
-// and into export files. A receiver checks N against its limit before allocating and runs the
-// FlatBuffers Verifier (depth and table limits set) before reading any field.
+// Framing (docs/protocol.md "Frames"): a frame is a 4-byte little-endian length N, then N bytes
+// holding one FlatBuffers `cairn.wire.Frame` with file identifier "CRN1". The same frames go over
+// TCP/TLS and into export files. A receiver checks N against its limit before allocating and runs
+// the FlatBuffers Verifier (depth and table limits set) before reading any field.
 #ifndef CAIRN_PROTOCOL_FRAME_H_
 #define CAIRN_PROTOCOL_FRAME_H_
 

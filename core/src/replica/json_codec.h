@@ -1,6 +1,6 @@
-// Cairn's JSON conventions (SPEC §7): canonical output (keys sorted bytewise, no spaces, integers
-// as integers, doubles in round-trip form, bytes as {"$bytes":"<base64>"}) and the parsing of
-// field objects given by users. JSON itself is nlohmann/json; base64 is mbedTLS's.
+// Cairn's JSON conventions (docs/cli.md "Canonical JSON"): canonical output (keys sorted bytewise,
+// no spaces, integers as integers, doubles in round-trip form, bytes as {"$bytes":"<base64>"}) and
+// the parsing of field objects given by users. JSON itself is nlohmann/json; base64 is mbedTLS's.
 #ifndef CAIRN_REPLICA_JSON_CODEC_H_
 #define CAIRN_REPLICA_JSON_CODEC_H_
 
@@ -22,7 +22,8 @@ Json ValueToJson(const Value& v);
 // non-finite doubles, strings that are not UTF-8, or bad base64.
 Result<Value> ValueFromJson(const Json& j);
 Json FieldsToJson(const Fields& fields);
-// Parses a JSON object of fields: at least one field, names valid (SPEC §2), values as above.
+// Parses a JSON object of fields: at least one field, names valid, values as above
+// (docs/crdt-semantics.md "Data model").
 Result<Fields> ParseFieldsJson(const std::string& text);
 // Parses one JSON text; EINVAL when malformed or when an integer literal lies outside int64 and
 // uint64 (which nlohmann/json would read as a double): such numbers are refused, never rounded.

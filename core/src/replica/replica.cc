@@ -172,7 +172,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
                          store::ReplicaStore::Open(path, so, new_id, r->clock_source_->NowMs()));
   r->id_ = r->store_->replica_id();
   r->clock_->Restore(r->store_->stored_hlc());
-  // The clock correction learnt from a server holds offline too (SPEC §2 clock safety).
+  // A server's clock correction holds offline too (docs/crdt-semantics.md "Clock safety").
   CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r->store_->GetSyncPosition());
   r->stored_offset_ms_ = pos.clock_offset_ms;
   if (pos.clock_offset_ms) r->clock_->set_offset_ms(*pos.clock_offset_ms);

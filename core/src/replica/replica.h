@@ -1,4 +1,5 @@
-// cairn::Replica: the C++ API of a local replica (SPEC §2, §3). One replica is one SQLite file.
+// cairn::Replica: the C++ API of a local replica (docs/crdt-semantics.md, docs/storage-format.md).
+// One replica is one SQLite file.
 //
 // Every write is atomic and durable when the call returns OK (WAL, synchronous=FULL). Reads see
 // the last committed state. Export and Import move ops between replicas as protocol frames, so a
@@ -29,7 +30,8 @@ namespace cairn {
 constexpr size_t kMaxValueBytes = 4u << 20;          // a string or bytes value
 constexpr size_t kMaxTransactionOps = 1u << 20;      // changes in one WriteBatch
 
-// Names, key and value of an op received from elsewhere (SPEC §2); EINVAL when one is bad.
+// Names, key and value of an op received from elsewhere (docs/crdt-semantics.md "Data model");
+// EINVAL when one is bad.
 Status ValidateOp(const Op& op);
 
 struct ReplicaOptions {
@@ -75,7 +77,8 @@ class WriteBatch {
   size_t count_ = 0;
 };
 
-// Telemetry streams (SPEC §6; store/stream_store.h): settings, counters, append results.
+// Telemetry streams (docs/storage-format.md "Streams"; store/stream_store.h): settings,
+// counters, append results.
 using store::StreamConfig;
 using store::StreamInfo;
 using store::StreamPolicy;
@@ -243,7 +246,7 @@ class Replica {
   // sync client can push at once. One listener; nullptr removes it.
   void SetWriteListener(std::function<void()> fn);
 
-  // --- Telemetry streams (SPEC §6, docs/storage-format.md "Streams") ---
+  // --- Telemetry streams (docs/storage-format.md "Streams") ---
   // Creates `stream` or changes its settings. EINVAL for a bad name or a negative max_age_ms.
   Status ConfigureStream(const std::string& stream, const StreamConfig& config);
   // Appends one record (stamped now) or a batch (one transaction), creating the stream with
@@ -305,11 +308,11 @@ class Replica {
   // cursor brings the rest), so its state stays exactly what its watermarks count. Ops above
   // the limit are left to the log. `coverage` is stored. Returns the ops applied.
   Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage);
-  // SPEC §2 "Clock safety": from now on the HLC's physical time follows the server's clock
-  // (`server_time_ms`, as the server reported it) instead of this replica's clock source; the
-  // correction is stored, so it holds offline after a restart. A clock that already ran more
-  // than `max_drift_ms` ahead of the server (0: unknown) is wound back to that bound: the
-  // server refuses the ops stamped beyond it, and new ones must not be.
+  // docs/crdt-semantics.md "Clock safety": from now on the HLC's physical time follows the server's
+  // clock (`server_time_ms`, as the server reported it) instead of this replica's clock source; the
+  // correction is stored, so it holds offline after a restart. A clock that already ran more than
+  // `max_drift_ms` ahead of the server (0: unknown) is wound back to that bound: the server refuses
+  // the ops stamped beyond it, and new ones must not be.
   Status CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms);
 
  private:

@@ -1,6 +1,6 @@
-// cairn::Replica: telemetry streams (SPEC §6). The store keeps them (store/stream_store.h);
-// here records are validated, encoded and stamped, and the sync client reads and acknowledges
-// them.
+// cairn::Replica: telemetry streams (docs/storage-format.md "Streams"). The store keeps them
+// (store/stream_store.h); here records are validated, encoded and stamped, and the sync client
+// reads and acknowledges them.
 #include "oplog/record.h"
 #include "protocol/stream_codec.h"
 #include "replica/replica.h"

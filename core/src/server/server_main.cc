@@ -1,4 +1,4 @@
-// cairn-server: the sync server (SPEC §5, §7).
+// cairn-server: the sync server (docs/cli.md "cairn-server", docs/protocol.md).
 //   cairn-server --db FILE --listen HOST:PORT [--tls-cert F --tls-key F] [--token-secret FILE]
 //   cairn-server --store postgresql://... --db NODE_FILE --listen HOST:PORT ...  (several nodes)
 //   cairn-server token --token-secret FILE --sub SUBJECT [--read C,..] [--write C,..] [--ttl S]

@@ -1,5 +1,6 @@
-// ServerStore: what cairn-server keeps (SPEC §5). The server is a replica built from the same
-// core: a ReplicaStore (its own SQLite file, merged with the same rules as every client) plus
+// ServerStore: what cairn-server keeps (docs/storage-format.md "Server file"). The server is a
+// replica built from the same core: a ReplicaStore (its own SQLite file, merged with the same
+// rules as every client) plus
 //   - the global log: every accepted batch with its cursor (the global sequence), kept up to a
 //     configurable number of ops so clients can resume from their cursor; older entries are
 //     trimmed (a client behind the trimmed part gets a snapshot of the state instead);

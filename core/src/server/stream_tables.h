@@ -1,4 +1,4 @@
-// StreamTables: where cairn-server keeps telemetry records (SPEC §6, docs/protocol.md "Streams"):
+// StreamTables: where cairn-server keeps telemetry records (docs/protocol.md "Streams"):
 // its own SQLite file beside the server's (--streams, default `<db>.streams`), one table per
 // stream, named as the stream, that anyone may query with SQL:
 //   origin TEXT (the sending replica's id, hex), seq INTEGER (its seq in that stream),

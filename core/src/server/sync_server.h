@@ -1,7 +1,8 @@
-// SyncServer: cairn-server's network side (SPEC §4, §5). One libuv loop on one thread accepts
-// TCP (or TLS) connections, runs the exchange of docs/protocol.md with each, commits pushed
-// batches to the ServerStore, acknowledges them only after the commit, and streams the global
-// log to every session from its cursor (live once caught up).
+// SyncServer: cairn-server's network side (docs/protocol.md "The server loop: backpressure and
+// fan-out"). One libuv loop on one thread accepts TCP (or TLS) connections, runs the exchange of
+// docs/protocol.md with each, commits pushed batches to the ServerStore, acknowledges them only
+// after the commit, and streams the global log to every session from its cursor (live once
+// caught up).
 //
 // Backpressure: a session is fed from the log (on disk) only while its write queue is below
 // `max_queued_bytes`, so a slow client costs a bounded buffer and a cursor, never a copy of the
@@ -41,8 +42,9 @@ struct ServerOptions {
   uint32_t max_batch_ops = 8192;       // ops per batch the server sends
   uint32_t window_batches = 8;         // unacknowledged pushes a client may have in flight
   size_t snapshot_docs_per_turn = 4096;  // documents a snapshot reads before serving others
-  // SPEC §2 clock safety: a transaction with an op stamped further ahead of the server's clock
-  // is refused (ECLOCK); clients rewind their clock to this bound (docs/protocol.md).
+  // docs/crdt-semantics.md "Clock safety": a transaction with an op stamped further ahead of the
+  // server's clock is refused (ECLOCK); clients rewind their clock to this bound
+  // (docs/protocol.md).
   uint32_t max_drift_ms = 60000;
   // Several nodes on one PostgreSQL database (store.url): how often a node catches up with
   // the others' commits besides when notified (a lost notification costs at most this).

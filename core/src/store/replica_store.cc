@@ -802,7 +802,8 @@ Status ReplicaStore::Apply(const Op& op, bool local, std::vector<Op>* superseded
     CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
   }
   if (superseded != nullptr) Superseded(doc->state, op, superseded);
-  // Received ops, and local ones written after the clock was wound back (SPEC §2 drift).
+  // Received ops, and local ones written after the clock was wound back (docs/crdt-semantics.md
+  // "Clock safety").
   CAIRN_RETURN_IF_ERROR(KeepIfOutranked(doc->state, op));
   crdt::ApplyOp(&doc->state, op);
   if (cache_count_ > options_.cache_docs) CAIRN_RETURN_IF_ERROR(TrimCache());

@@ -147,7 +147,7 @@ class ReplicaStore {
   // Case-insensitive clash of a new name with an existing, different one ("" if none).
   std::string CollectionClash(const std::string& name) const;
   std::string FieldClash(const std::string& name) const;
-  // Gap handling (SPEC §2: a gap is held back until filled). A held-back unit is one received
+  // Gap handling (docs/crdt-semantics.md "Gaps are held back"). A held-back unit is one received
   // file (or batch) kept whole: its ops, and per origin the range (from, through] it covers,
   // where `from` is what the sender assumed this replica already has.
   Result<int64_t> NewPendingUnit();
@@ -192,8 +192,9 @@ class ReplicaStore {
   // The server made every local op up to `through` durable: drops those outbox rows, after
   // persisting the clock and seq they implied (REQUIRES: inside Begin/Commit).
   Status AckOutbox(uint64_t through);
-  // Lowers the clock this file stores to `hlc` (the replica's clock was wound back, SPEC §2
-  // drift; REQUIRES: inside Begin/Commit; AckOutbox, called next, persists it).
+  // Lowers the clock this file stores to `hlc` (the replica's clock was wound back,
+  // docs/crdt-semantics.md "Clock safety"; REQUIRES: inside Begin/Commit; AckOutbox, called next,
+  // persists it).
   void RewindHlc(Hlc hlc) { hlc_ = std::min(hlc_, hlc); }
   // The HLC of the local op `seq` when it ends an outbox transaction (unacknowledged), else
   // nullopt (a transaction's last op carries its highest HLC: local stamps only grow).

@@ -1,5 +1,5 @@
-// StreamStore: the telemetry streams of a replica file (SPEC §6, docs/storage-format.md
-// "Streams"): per stream its settings and counters (cairn_streams) and its queued records
+// StreamStore: the telemetry streams of a replica file (docs/storage-format.md "Streams"): per
+// stream its settings and counters (cairn_streams) and its queued records
 // (cairn_stream_records, by stream and seq). Records are appended under the stream's quota and
 // policy, read in seq order for upload and deleted once a server acknowledged them. No merge:
 // a record is stored once and sent as it is.

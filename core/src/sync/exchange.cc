@@ -265,7 +265,7 @@ void Exchange::OnWelcome(const wire::Welcome& w) {
     }
     coverage = held;
   }
-  // SPEC §2 clock safety: correct the HLC's physical source by the server's time.
+  // docs/crdt-semantics.md "Clock safety": the HLC's physical source follows the server's time.
   Status clock = replica->CorrectClock(w.server_time_ms(), w.max_drift_ms());
   if (!clock.ok()) {
     link_->Close(clock);

@@ -1,4 +1,4 @@
-// SyncClient: a replica's side of the exchange (SPEC §4, docs/protocol.md "Exchange").
+// SyncClient: a replica's side of the exchange (docs/protocol.md "The exchange (network)").
 //
 //   Hello(cursor) -> Welcome(server time)      the clock offset is applied to the replica's HLC
 //   push: the outbox in batches, at most `window` unacknowledged; an op counts as durable on the
@@ -48,7 +48,7 @@ struct SyncOptions {
 };
 
 // "tasks,notes" -> {"tasks", "notes"} (SyncOptions::only); "" -> {}. EINVAL for a name that
-// breaks SPEC §2.
+// breaks docs/crdt-semantics.md "Data model".
 Result<std::vector<std::string>> ParseCollectionList(const std::string& list);
 
 enum class SyncState { kOffline, kConnecting, kSyncing, kIdle };

@@ -431,9 +431,9 @@ TEST_F(ReplicaTest, RefusedTransactionsAreUndoneExactly) {
   }
 }
 
-// SPEC §2 drift: a replica whose clock ran a year ahead is wound back at the server's Welcome;
-// a write made before the refusal of its earlier (future) write arrives ranks below that write
-// at first, and must not be lost when the future write is undone.
+// docs/crdt-semantics.md "Clock safety": a replica whose clock ran a year ahead is wound back at
+// the server's Welcome; a write made before the refusal of its earlier (future) write arrives ranks
+// below that write at first, and must not be lost when the future write is undone.
 TEST_F(ReplicaTest, WriteAfterTheClockIsWoundBackSurvivesTheRefusal) {
   const int64_t now = clock_.NowMs(), year_ms = int64_t{365} * 24 * 3600 * 1000;
   FakeClock ahead(now + year_ms);

@@ -1,5 +1,6 @@
-// Telemetry streams on one replica (SPEC §6): appends, quotas and both full-policies exactly,
-// upload reads and acknowledgements, bad input, persistence; the StreamBatch codec.
+// Telemetry streams on one replica (docs/storage-format.md "Streams"): appends, quotas and both
+// full-policies exactly, upload reads and acknowledgements, bad input, persistence; the
+// StreamBatch codec.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 

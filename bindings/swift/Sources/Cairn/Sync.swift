@@ -1,7 +1,7 @@
 import CCairn
 import Foundation
 
-/// A sync's status (SPEC §4).
+/// A sync's status (docs/protocol.md "Sync status (client)").
 public struct SyncStatus: Sendable, Equatable, Decodable {
     public enum State: String, Sendable, Decodable { case offline, connecting, syncing, idle }
     public let state: State

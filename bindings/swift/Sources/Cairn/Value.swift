@@ -1,6 +1,7 @@
 import Foundation
 
-/// A field value (SPEC §7): null, a boolean, a 64-bit integer, a double, a string or bytes.
+/// A field value (docs/crdt-semantics.md "Data model"): null, a boolean, a 64-bit integer, a
+/// double, a string or bytes.
 public enum Value: Equatable, Hashable, Sendable {
     case null
     case bool(Bool)

@@ -2,7 +2,10 @@ package dev.cairn;
 
 import java.util.Map;
 
-/** A sync's status (SPEC §4): what it is doing, what is left, the last error. Immutable. */
+/**
+ * A sync's status (docs/protocol.md "Sync status (client)"): what it is doing, what is left,
+ * the last error. Immutable.
+ */
 public final class SyncStatus {
     /** offline, connecting, syncing, or idle (everything acknowledged and applied). */
     public enum State { OFFLINE, CONNECTING, SYNCING, IDLE }
