@@ -5,12 +5,16 @@
 #include <algorithm>
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
+#include "base/base64.h"
 #include "base/strings.h"
-#include "replica/json_codec.h"
 
 namespace cairn::auth {
 
 namespace {
+
+using Json = nlohmann::json;
 
 // base64url (RFC 4648 §5) without padding, over mbedTLS's standard base64.
 std::string B64UrlEncode(const std::string& bytes) {

@@ -1,4 +1,5 @@
-// Small string helpers shared by the core: hex, UTF-8 validation and Cairn's name rules.
+// Small string helpers shared by the core: hex, UTF-8 validation, ASCII case. The name, key and
+// value rules are in oplog/validate.h.
 #ifndef CAIRN_BASE_STRINGS_H_
 #define CAIRN_BASE_STRINGS_H_
 
@@ -16,15 +17,6 @@ bool HexDecode(std::string_view hex, std::string* out);
 
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
 bool IsValidUtf8(std::string_view s);
-
-// Collection and field names: [A-Za-z_][A-Za-z0-9_]{0,62}, not starting with "cairn" in any case;
-// collection names also not with "sqlite_" (SQLite reserves such table names).
-// Field names also may not be "key" in any case (the materialized tables' key column).
-Status ValidateCollectionName(std::string_view name);
-Status ValidateFieldName(std::string_view name);
-// Document keys: UTF-8, 1 to 1024 bytes, no NUL byte.
-Status ValidateKey(std::string_view key);
-constexpr size_t kMaxKeyBytes = 1024;
 
 // ASCII lowercase copy (names are ASCII by rule).
 std::string AsciiLower(std::string_view s);

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "base/strings.h"
+#include "oplog/validate.h"
 #include "oplog/record.h"
 #include "replica/replica.h"
 #include "sync/sync_client.h"

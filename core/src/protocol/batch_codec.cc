@@ -4,6 +4,7 @@
 
 #include "base/coding.h"
 #include "base/strings.h"
+#include "oplog/validate.h"
 #include "oplog/value_codec.h"
 #include "protocol/frame.h"
 

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/base64.h"
 #include "base/result.h"
 #include "oplog/op.h"
 
@@ -35,8 +36,6 @@ Json OpToJson(const Op& op);
 // "at_ms" (when it was recorded).
 Json RejectedOpToJson(const Op& op, int code, const std::string& reason, int64_t at_ms);
 
-std::string Base64Encode(const std::string& bytes);
-bool Base64Decode(const std::string& text, std::string* out);
 
 }  // namespace cairn
 

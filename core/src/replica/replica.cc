@@ -52,30 +52,7 @@ struct FileCloser {
 };
 using File = std::unique_ptr<std::FILE, FileCloser>;
 
-Status ValidateValue(const Value& v) {
-  if (v.type() == ValueType::kDouble && !std::isfinite(v.as_double())) {
-    return Status::Invalid("double value is not finite");
-  }
-  if ((v.type() == ValueType::kString || v.type() == ValueType::kBytes) &&
-      v.as_string().size() > kMaxValueBytes) {
-    return Status::Invalid("value of " + std::to_string(v.as_string().size()) +
-                           " bytes exceeds the limit of " + std::to_string(kMaxValueBytes));
-  }
-  if (v.type() == ValueType::kString && !IsValidUtf8(v.as_string())) {
-    return Status::Invalid("string value is not UTF-8");
-  }
-  return Status::OK();
-}
-
 }  // namespace
-
-Status ValidateOp(const Op& op) {
-  CAIRN_RETURN_IF_ERROR(ValidateCollectionName(op.collection));
-  CAIRN_RETURN_IF_ERROR(ValidateKey(op.key));
-  if (op.kind != OpKind::kDelete) CAIRN_RETURN_IF_ERROR(ValidateFieldName(op.field));
-  if (op.kind == OpKind::kSet) CAIRN_RETURN_IF_ERROR(ValidateValue(op.value));
-  return Status::OK();
-}
 
 // WriteBatch encoding: per entry, kind byte, length-prefixed collection and key, then for set
 // and increment the length-prefixed field, then the value (set) or signed varint delta.

@@ -21,18 +21,12 @@
 #include "base/result.h"
 #include "clock/hlc.h"
 #include "oplog/op.h"
+#include "oplog/validate.h"
 #include "replica/json_codec.h"
 #include "store/replica_store.h"
 
 namespace cairn {
 
-// Limits that keep every change shippable in one frame (docs/protocol.md).
-constexpr size_t kMaxValueBytes = 4u << 20;          // a string or bytes value
-constexpr size_t kMaxTransactionOps = 1u << 20;      // changes in one WriteBatch
-
-// Names, key and value of an op received from elsewhere (docs/crdt-semantics.md "Data model");
-// EINVAL when one is bad.
-Status ValidateOp(const Op& op);
 
 struct ReplicaOptions {
   Clock* clock = nullptr;         // physical time source; nullptr: the system clock

@@ -7,7 +7,7 @@
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
-#include "replica/replica.h"
+#include "oplog/validate.h"
 #ifdef CAIRN_HAVE_POSTGRESQL
 #include "server/pg_server_store.h"
 #endif

@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "base/strings.h"
+#include "oplog/validate.h"
 #include "net/tls.h"
 #include "port/port.h"
 #include "sync/exchange.h"

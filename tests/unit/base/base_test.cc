@@ -73,33 +73,6 @@ TEST(VarintTest, TruncatedAndOverlongInputFail) {
   EXPECT_FALSE(r.GetVarint(&v));
 }
 
-TEST(NamesTest, FollowTheSpecRule) {
-  EXPECT_TRUE(ValidateCollectionName("notes").ok());
-  EXPECT_TRUE(ValidateCollectionName("_a9").ok());
-  EXPECT_TRUE(ValidateCollectionName(std::string(63, 'a')).ok());
-  EXPECT_FALSE(ValidateCollectionName(std::string(64, 'a')).ok());
-  EXPECT_FALSE(ValidateCollectionName("").ok());
-  EXPECT_FALSE(ValidateCollectionName("9lives").ok());
-  EXPECT_FALSE(ValidateCollectionName("a-b").ok());
-  EXPECT_FALSE(ValidateCollectionName("cairn_x").ok());
-  EXPECT_FALSE(ValidateCollectionName("CAIRNx").ok());
-  EXPECT_FALSE(ValidateFieldName("key").ok());
-  EXPECT_FALSE(ValidateFieldName("KEY").ok());
-  EXPECT_TRUE(ValidateFieldName("keys").ok());
-}
-
-TEST(KeysTest, AreUtf8OfOneTo1024Bytes) {
-  EXPECT_TRUE(ValidateKey("doc-1").ok());
-  EXPECT_TRUE(ValidateKey("\xc3\xa9t\xc3\xa9").ok());
-  EXPECT_TRUE(ValidateKey(std::string(1024, 'k')).ok());
-  EXPECT_FALSE(ValidateKey(std::string(1025, 'k')).ok());
-  EXPECT_FALSE(ValidateKey("").ok());
-  EXPECT_FALSE(ValidateKey("\xc3").ok());          // truncated sequence
-  EXPECT_FALSE(ValidateKey("\xc0\xaf").ok());      // overlong
-  EXPECT_FALSE(ValidateKey("\xed\xa0\x80").ok());  // surrogate
-  EXPECT_FALSE(ValidateKey(std::string("a\0b", 3)).ok());
-}
-
 TEST(HexTest, RoundTrips) {
   std::string raw("\x00\x7f\xff", 3), back;
   EXPECT_EQ(HexEncode(raw), "007fff");
