@@ -109,25 +109,78 @@ static Status DecodeFrameOps(std::string_view blob, const std::function<Status(c
   return protocol::DecodeBatchFrame(blob, "outbox entry", fn);
 }
 
-// `ops` as one OpBatch frame without a length prefix, each op once, in (origin, seq) order as the
-// encoding requires; empty for no ops.
-static std::string EncodeOps(std::vector<Op>* ops) {
-  if (ops->empty()) return std::string();
-  auto by_id = [](const Op& a, const Op& b) {
-    return a.id.origin != b.id.origin ? a.id.origin < b.id.origin : a.id.seq < b.id.seq;
-  };
-  std::sort(ops->begin(), ops->end(), by_id);
-  protocol::BatchEncoder enc;
-  for (size_t i = 0; i < ops->size(); i++) {
-    Op& o = (*ops)[i];
-    if (i > 0 && o.id == (*ops)[i - 1].id) continue;
-    o.continues_txn = false;
-    enc.Add(o);
+// The ops a local transaction removes from the state, kept with its outbox row so that a
+// refusal can undo it (UndoRefused). A transaction rewriting many documents supersedes many
+// ops, so they are held encoded (a few bytes plus their strings each, not an Op apiece) until
+// the row is written: one OpBatch frame without a length prefix, each op once, in (origin, seq)
+// order as the encoding requires.
+class KeptOps {
+ public:
+  void Add(const Op& op) {
+    if (origins_.empty() || origins_[last_origin_] != op.id.origin) {
+      // A few origins at most: this file's own and those it merged.
+      auto it = std::find(origins_.begin(), origins_.end(), op.id.origin);
+      if (it == origins_.end()) it = origins_.insert(origins_.end(), op.id.origin);
+      last_origin_ = static_cast<uint32_t>(it - origins_.begin());
+    }
+    refs_.push_back({rep_.size(), op.id.seq, last_origin_});
+    PutVarint(&rep_, op.id.hlc);
+    rep_.push_back(static_cast<char>(op.kind));
+    PutLengthPrefixed(&rep_, op.collection);
+    PutLengthPrefixed(&rep_, op.key);
+    PutLengthPrefixed(&rep_, op.field);
+    if (op.kind == OpKind::kSet) PutValue(&rep_, op.value);
+    if (op.kind == OpKind::kIncrement) PutSignedVarint(&rep_, op.delta);
   }
-  flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
-  enc.Finish(&fbb);
-  return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
-}
+
+  // The frame; empty for no ops.
+  Result<std::string> Encode() {
+    if (refs_.empty()) return std::string();
+    std::sort(refs_.begin(), refs_.end(), [this](const Ref& a, const Ref& b) {
+      return a.origin != b.origin ? origins_[a.origin] < origins_[b.origin] : a.seq < b.seq;
+    });
+    protocol::BatchEncoder enc;
+    Op op;
+    for (size_t i = 0; i < refs_.size(); i++) {
+      const Ref& ref = refs_[i];
+      if (i > 0 && ref.origin == refs_[i - 1].origin && ref.seq == refs_[i - 1].seq) continue;
+      Reader r(reinterpret_cast<const uint8_t*>(rep_.data()) + ref.offset,
+               rep_.size() - ref.offset);
+      uint8_t kind = 0;
+      std::string_view collection, key, field;
+      op.id.origin = origins_[ref.origin];
+      op.id.seq = ref.seq;
+      op.value = Value();
+      op.delta = 0;
+      bool ok = r.GetVarint(&op.id.hlc) && r.GetByte(&kind) && kind <= 2 &&
+                GetLengthPrefixed(&r, &collection) && GetLengthPrefixed(&r, &key) &&
+                GetLengthPrefixed(&r, &field);
+      op.kind = static_cast<OpKind>(kind);
+      op.collection.assign(collection);
+      op.key.assign(key);
+      op.field.assign(field);
+      if (ok && op.kind == OpKind::kSet) ok = GetValue(&r, false, &op.value);
+      if (ok && op.kind == OpKind::kIncrement) ok = r.GetSignedVarint(&op.delta);
+      if (!ok) return Status::Internal("malformed list of superseded ops");
+      op.continues_txn = false;
+      enc.Add(op);
+    }
+    flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
+    enc.Finish(&fbb);
+    return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
+  }
+
+ private:
+  struct Ref {
+    uint64_t offset;  // of the op's hlc in rep_
+    uint64_t seq;
+    uint32_t origin;  // index in origins_
+  };
+  std::string rep_;
+  std::vector<Ref> refs_;
+  std::vector<ReplicaId> origins_;
+  uint32_t last_origin_ = 0;
+};
 
 Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
                                                const ReplicaOptions& options) {
@@ -231,8 +284,9 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
   // ready to be pushed as it is.
   protocol::BatchEncoder outbox;
   // The ops this transaction removes from the state, kept with it until the server takes it,
-  // so that a refusal can undo it (UndoRefused).
+  // so that a refusal can undo it (UndoRefused): what each op superseded, then kept.
   std::vector<Op> superseded;
+  KeptOps kept;
   Op op;
   op.id.origin = id_;
   const uint64_t first_seq = store_->last_seq() + 1;
@@ -247,7 +301,13 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
     op.delta = e.delta;
     op.continues_txn = op.id.seq != first_seq;
     outbox.Add(op);
-    return store_->Apply(op, /*local=*/true, &superseded);
+    superseded.clear();
+    CAIRN_RETURN_IF_ERROR(store_->Apply(op, /*local=*/true, &superseded));
+    for (const Op& o : superseded) {
+      // Ops of this same transaction are refused or taken with it: not kept.
+      if (o.id.origin != id_ || o.id.seq < first_seq) kept.Add(o);
+    }
+    return Status::OK();
   });
   if (st.ok()) st = store_->WriteBack();
   if (st.ok()) {
@@ -260,17 +320,14 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
                              " bytes encoded exceeds the frame limit of " +
                              std::to_string(protocol::kDefaultMaxFrameBytes) + ": split it");
     }
-    // Ops of this same transaction are refused or taken with it: not kept.
-    superseded.erase(std::remove_if(superseded.begin(), superseded.end(),
-                                    [&](const Op& o) {
-                                      return o.id.origin == id_ && o.id.seq >= first_seq;
-                                    }),
-                     superseded.end());
-    std::string kept = EncodeOps(&superseded);
-    st = store_->AppendOutbox(
-        first_seq, store_->last_seq(), clock_->last(),
-        std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()),
-        kept);
+    auto kept_frame = kept.Encode();
+    st = kept_frame.status();
+    if (st.ok()) {
+      st = store_->AppendOutbox(
+          first_seq, store_->last_seq(), clock_->last(),
+          std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()),
+          kept_frame.value());
+    }
   }
   if (!st.ok()) {
     store_->Rollback();
