@@ -33,6 +33,21 @@ install_deps() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# Each stage's duration, on one line after it ("=== ... took M min S s"), and the total at the
+# end: where the test command's time goes (README "Set-up").
+STAGE_NAME=""
+STAGE_START=$SECONDS
+stage() {
+  if [ -n "$STAGE_NAME" ]; then
+    local t=$((SECONDS - STAGE_START))
+    echo "=== $STAGE_NAME took $((t / 60)) min $((t % 60)) s"
+  fi
+  STAGE_NAME="$1"
+  STAGE_START=$SECONDS
+  [ -n "$1" ] && echo "=== $1"
+  return 0
+}
+
 case "${1:-}" in
   demo)
     install_deps
@@ -45,14 +60,14 @@ case "${1:-}" in
     # The ARM presets fetch Debian's arm64/armhf libraries into build/deps/ on first use
     # (toolchains/debian-deps.sh), leaving dpkg's architectures alone.
     for preset in dev asan linux-aarch64 linux-armhf; do
-      echo "=== $preset: configure, build, test"
+      stage "$preset: configure, build, test"
       cmake --preset "$preset" >/dev/null
       cmake --build --preset "$preset"
       ctest --preset "$preset"
     done
     # ThreadSanitizer over the tests that run threads or a server (label "threaded"): only
     # their programs are built.
-    echo "=== tsan: build, the threaded and networked tests"
+    stage "tsan: build, the threaded and networked tests"
     cmake --preset tsan >/dev/null
     cmake --build --preset tsan --target replica_test sync_test stream_sync_test security_test \
       server_kill_test capi_test
@@ -60,21 +75,23 @@ case "${1:-}" in
     # The self-contained libraries (SQLite, libuv and mbedTLS built in from Debian's sources):
     # the JUnit suite and the C API test against the x86_64 ones, the C API test under qemu
     # against the aarch64 one, and what each exports.
-    echo "=== selfcontained: build, JUnit and C API tests"
+    stage "selfcontained: build, JUnit and C API tests"
     cmake --preset selfcontained >/dev/null
     cmake --build --preset selfcontained --target cairn cairn_jni cairn_java_tests capi_test
     ctest --preset selfcontained
-    echo "=== selfcontained-aarch64: build, C API test under qemu-aarch64"
+    stage "selfcontained-aarch64: build, C API test under qemu-aarch64"
     cmake --preset selfcontained-aarch64 >/dev/null
     cmake --build --preset selfcontained-aarch64 --target cairn capi_test
     ctest --preset selfcontained-aarch64
     # The Release build the demo uses (-O3 raises warnings the others do not), and the demo
     # itself: the real binaries over TLS, end to end.
-    echo "=== release: build, run the sync demo"
+    stage "release: build, run the sync demo"
     cmake --preset release >/dev/null
     cmake --build --preset release
     examples/sync_demo.sh build/release/core/cairn build/release/core/cairn-server >/dev/null
     echo "sync demo: converged"
+    stage ""
+    echo "=== the whole test command took $((SECONDS / 60)) min $((SECONDS % 60)) s"
     ;;
   *)
     echo "usage: ./dev.sh demo | test" >&2
