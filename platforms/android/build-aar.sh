@@ -60,9 +60,12 @@ for abi in "${ABIS[@]}"; do
          "$abi" "$API" "$NDK_MAJOR" > "$STAGE/prefab/modules/cairn/libs/android.$abi/abi.json"
 done
 
-# The Java API, compiled for Java 8 as Android's toolchain expects.
+# The Java API, compiled for Java 8 as Android's toolchain expects; CairnException is the one
+# CMake wrote from errors.def (bindings/java/CMakeLists.txt) in the first ABI's build.
 rm -rf "$OUT/classes"
-javac --release 8 -Xlint:all -Xlint:-options -Werror -d "$OUT/classes" bindings/java/src/main/java/dev/cairn/*.java
+javac --release 8 -Xlint:all -Xlint:-options -Werror -d "$OUT/classes" \
+      bindings/java/src/main/java/dev/cairn/*.java \
+      "$OUT/${ABIS[0]}/bindings/java/generated/dev/cairn/CairnException.java"
 jar --create --no-manifest --file "$STAGE/classes.jar" -C "$OUT/classes" .
 
 cp core/include/cairn/* "$STAGE/prefab/modules/cairn/include/cairn/"

@@ -183,6 +183,52 @@ static void test_batch_and_exchange(void) {
   cairn_replica_free(b);
 }
 
+/* One batch reused for many transactions (cairn_batch_clear), the option initializers, the
+ * named stream policy. */
+static void test_batch_reuse_and_initializers(void) {
+  cairn_replica* r = NULL;
+  cairn_batch* batch = NULL;
+  cairn_buf out = {NULL, 0};
+  cairn_sync_options by_macro = CAIRN_SYNC_OPTIONS_INIT, by_call;
+  cairn_stream_options so = CAIRN_STREAM_OPTIONS_INIT;
+  cairn_stream_policy policy = CAIRN_STREAM_DROP_OLDEST;
+  int i;
+  unlink(path_of("capi_reuse.db"));
+  CHECK(cairn_replica_open(&r, path_of("capi_reuse.db"), NULL) == CAIRN_OK);
+  CHECK(cairn_batch_new(&batch) == CAIRN_OK);
+  CHECK(cairn_batch_count(batch) == 0);
+  CHECK(cairn_batch_count(NULL) == 0);
+  for (i = 0; i < 100; i++) {
+    cairn_batch_clear(batch);
+    CHECK(cairn_batch_count(batch) == 0);
+    CHECK(cairn_batch_increment(batch, "c", "k", "n", 1) == CAIRN_OK);
+    CHECK(cairn_batch_set_int(batch, "c", "k", "last", i) == CAIRN_OK);
+    CHECK(cairn_batch_count(batch) == 2);
+    CHECK(cairn_replica_write(r, batch) == CAIRN_OK);
+  }
+  /* Each write held its own two changes: 100 increments of 1, not 1 + 2 + ... + 100. */
+  CHECK(cairn_replica_get_json(&out, r, "c", "k") == CAIRN_OK);
+  CHECK(out.data != NULL && strcmp((const char*)out.data, "{\"last\":99,\"n\":100}") == 0);
+  cairn_buf_dispose(&out);
+  cairn_batch_clear(batch);
+  CHECK(cairn_batch_delete(batch, NULL, "k") == CAIRN_EINVAL);
+  CHECK(cairn_batch_count(batch) == 0);
+  cairn_batch_clear(NULL);
+  cairn_batch_free(batch);
+  CHECK(cairn_sync_options_init(&by_call, CAIRN_SYNC_OPTIONS_VERSION) == CAIRN_OK);
+  CHECK(by_macro.version == by_call.version && by_macro.server == by_call.server &&
+        by_macro.token == by_call.token && by_macro.tls == by_call.tls &&
+        by_macro.ca_file == by_call.ca_file && by_macro.server_name == by_call.server_name &&
+        by_macro.only == by_call.only);
+  CHECK(cairn_sync_options_init(NULL, CAIRN_SYNC_OPTIONS_VERSION) == CAIRN_EINVAL);
+  so.policy = policy;
+  CHECK(cairn_replica_configure_stream(r, "s", &so) == CAIRN_OK);
+  CHECK(cairn_replica_streams_json(&out, r) == CAIRN_OK);
+  CHECK(out.data != NULL && strstr((const char*)out.data, "\"policy\":\"drop_oldest\"") != NULL);
+  cairn_buf_dispose(&out);
+  cairn_replica_free(r);
+}
+
 /* Starts `server_bin` on a free port of 127.0.0.1; returns its pid and writes "127.0.0.1:PORT"
  * into `address` (0 on failure). */
 /* Change listeners: what they saw, as "L|R collection:key,key;" per call. */
@@ -491,6 +537,7 @@ int main(int argc, char** argv) {
   test_crud();
   test_errors();
   test_batch_and_exchange();
+  test_batch_reuse_and_initializers();
   test_streams();
   test_listeners_and_params();
   test_status_while_offline();

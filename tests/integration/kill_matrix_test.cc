@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "replica/replica.h"
+#include "support/env.h"
 #include "support/server_process.h"
 #include "support/temp_dir.h"
 
@@ -54,10 +55,7 @@ const KillPointInfo kPoints[] = {
     {"server.stream.committed", true},
 };
 
-int64_t EnvInt(const char* name, int64_t fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::strtoll(v, nullptr, 10) : fallback;
-}
+using cairn::testing::EnvCount;
 
 // One run: a server and three replicas in a fresh directory.
 class KillRun {
@@ -234,8 +232,8 @@ class KillRun {
 
 TEST(KillMatrix, NothingLostNothingTwiceAtEveryStep) {
   const size_t points = sizeof(kPoints) / sizeof(kPoints[0]);
-  const int64_t runs = EnvInt("CAIRN_KILL_RUNS", static_cast<int64_t>(points));
-  const uint64_t first_seed = static_cast<uint64_t>(EnvInt("CAIRN_KILL_SEED", 0));
+  const int64_t runs = EnvCount("CAIRN_KILL_RUNS", static_cast<int64_t>(points));
+  const uint64_t first_seed = static_cast<uint64_t>(EnvCount("CAIRN_KILL_SEED", 0));
   std::map<std::string, int> kills;
   for (int64_t i = 0; i < runs; i++) {
     // The seed picks the point and which time it is reached that kills (1st for the first

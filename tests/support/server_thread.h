@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "base/strings.h"
 #include "replica/replica.h"
 #include "server/sync_server.h"
 #ifdef CAIRN_HAVE_POSTGRESQL
@@ -44,7 +45,7 @@ inline std::string TestStoreUrl(const std::string& db_path) {
   EXPECT_TRUE(conn.ok()) << conn.status().ToString();
   if (!conn.ok()) return "";
   Status st = conn.value()->ExecScript(
-      ("CREATE SCHEMA IF NOT EXISTS " + server::pg::QuoteIdent(schema)).c_str());
+      ("CREATE SCHEMA IF NOT EXISTS " + QuoteIdent(schema)).c_str());
   EXPECT_TRUE(st.ok()) << st.ToString();
   std::string url = base;
   // The schema names the connections too (pg_stat_activity.application_name).

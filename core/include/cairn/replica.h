@@ -116,9 +116,17 @@ CAIRN_API int cairn_replica_remove_change_listener(cairn_replica* replica, uint6
 
 /* --- Multi-op transactions -------------------------------------------------------------- */
 
-/** A list of changes applied atomically by cairn_replica_write. One thread at a time. */
+/** A list of changes applied atomically by cairn_replica_write. One thread at a time.
+ *  The cairn_batch_set_*, _increment and _delete calls add a change and return CAIRN_OK, or
+ *  CAIRN_EINVAL for a NULL argument (nothing added); names, keys and values are checked by
+ *  cairn_replica_write, against the replica (CAIRN_EINVAL there, nothing written). */
 CAIRN_API int cairn_batch_new(cairn_batch* CAIRN_NULLABLE* CAIRN_NONNULL out);
 CAIRN_API void cairn_batch_free(cairn_batch* CAIRN_NULLABLE batch);
+/** Removes every change, keeping the batch's memory: a loop that writes one transaction at a
+ *  time reuses one batch instead of making one per write. NULL is a no-op. */
+CAIRN_API void cairn_batch_clear(cairn_batch* CAIRN_NULLABLE batch);
+/** The number of changes in the batch (0 for NULL). */
+CAIRN_API size_t cairn_batch_count(const cairn_batch* CAIRN_NULLABLE batch);
 CAIRN_API int cairn_batch_set_null(cairn_batch* b, const char* collection, const char* key,
                                    const char* field);
 CAIRN_API int cairn_batch_set_bool(cairn_batch* b, const char* collection, const char* key,

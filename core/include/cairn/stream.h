@@ -16,16 +16,18 @@
 CAIRN_BEGIN_DECLS
 CAIRN_ASSUME_NONNULL_BEGIN
 
-enum {
-  CAIRN_STREAM_REJECT = 0,      /* when full, new records are refused (CAIRN_EFULL) */
-  CAIRN_STREAM_DROP_OLDEST = 1  /* when full, the oldest records are dropped (counted) */
-};
+/** What a full stream does with a new record (cairn_stream_options.policy). */
+typedef enum cairn_stream_policy {
+  CAIRN_STREAM_REJECT = 0,      /* new records are refused (CAIRN_EFULL) */
+  CAIRN_STREAM_DROP_OLDEST = 1  /* the oldest records are dropped (counted) */
+} cairn_stream_policy;
 
 typedef struct cairn_stream_options {
   unsigned int version; /* CAIRN_STREAM_OPTIONS_VERSION */
   uint64_t max_bytes;   /* quota of the queued records' sizes; 0: none (default 64 MiB) */
   int64_t max_age_ms;   /* quota of the oldest queued record's age; 0: none (the default) */
-  int policy;           /* CAIRN_STREAM_REJECT (default) or CAIRN_STREAM_DROP_OLDEST */
+  int policy;           /* a cairn_stream_policy: CAIRN_STREAM_REJECT (default) or
+                           CAIRN_STREAM_DROP_OLDEST (an int: the struct's layout is fixed) */
   int32_t priority;     /* higher uploads first (default 0) */
 } cairn_stream_options;
 #define CAIRN_STREAM_OPTIONS_VERSION 1

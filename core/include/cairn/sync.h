@@ -27,7 +27,10 @@ typedef struct cairn_sync_options {
   const char* CAIRN_NULLABLE only;
 } cairn_sync_options;
 #define CAIRN_SYNC_OPTIONS_VERSION 1
-/** Fills `opts` with defaults. @return CAIRN_OK or CAIRN_EINVAL (unknown version). */
+/** The defaults as an initializer: cairn_sync_options o = CAIRN_SYNC_OPTIONS_INIT; (no server
+ *  yet, no token, plain TCP, every collection), the same as cairn_sync_options_init. */
+#define CAIRN_SYNC_OPTIONS_INIT {CAIRN_SYNC_OPTIONS_VERSION, NULL, NULL, 0, NULL, NULL, NULL}
+/** Fills `opts` with defaults. @return CAIRN_OK or CAIRN_EINVAL (NULL opts, unknown version). */
 CAIRN_API int cairn_sync_options_init(cairn_sync_options* opts, unsigned int version);
 
 /** Creates a sync handle for `replica` (which must outlive it). Nothing connects yet.
@@ -43,22 +46,25 @@ CAIRN_API void cairn_sync_free(cairn_sync* CAIRN_NULLABLE sync);
  *  A stream the server refused keeps its records and makes the call fail with the server's
  *  code once everything else is done. CAIRN_EBUSY while live sync runs. */
 CAIRN_API int cairn_sync_once(cairn_sync* sync, uint32_t timeout_ms);
-/** Starts live sync on a background thread. @return CAIRN_OK or CAIRN_EBUSY (running). */
+/** Starts live sync on a background thread.
+ *  @return CAIRN_OK, CAIRN_EINVAL (NULL sync) or CAIRN_EBUSY (running). */
 CAIRN_API int cairn_sync_start(cairn_sync* sync);
-/** Stops live sync and waits for its thread; no-op when not running. */
+/** Stops live sync and waits for its thread; no-op when not running.
+ *  @return CAIRN_OK or CAIRN_EINVAL (NULL sync). */
 CAIRN_API int cairn_sync_stop(cairn_sync* sync);
-/** The app says the network is back: a waiting live sync reconnects at once. */
+/** The app says the network is back: a waiting live sync reconnects at once.
+ *  @return CAIRN_OK or CAIRN_EINVAL (NULL sync). */
 CAIRN_API int cairn_sync_network_changed(cairn_sync* sync);
 /** The status as JSON: {"state":"offline|connecting|syncing|idle","pending_ops":N,
  *  "pending_records":N, "records_uploaded":N, "last_error":..., "last_sync_ms":...,
- *  "cursor":N, "bytes_sent":N, ...}. */
+ *  "cursor":N, "bytes_sent":N, ...}. @return CAIRN_OK or CAIRN_EINVAL (NULL argument). */
 CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync);
 
 /** Called when the server made every local op up to `through_seq` durable. */
 typedef void (*cairn_durable_fn)(void* CAIRN_NULLABLE ctx, uint64_t through_seq);
 /** Sets (or, with fn NULL, removes) the durable notification. `free_ctx`, if not NULL, is
  *  called on `ctx` once: when the callback is replaced, removed or the handle freed (after any
- *  call in progress), or when this call fails. */
+ *  call in progress), or when this call fails. @return CAIRN_OK or CAIRN_EINVAL (NULL sync). */
 CAIRN_API int cairn_sync_set_durable_callback(
     cairn_sync* sync, cairn_durable_fn CAIRN_NULLABLE fn, void* CAIRN_NULLABLE ctx,
     void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));
@@ -66,7 +72,8 @@ CAIRN_API int cairn_sync_set_durable_callback(
 /** Called when the state, the count of pending ops or the last error changed, with the status
  *  as cairn_sync_status_json gives it (valid during the call only). */
 typedef void (*cairn_status_fn)(void* CAIRN_NULLABLE ctx, const char* status_json);
-/** Sets (or, with fn NULL, removes) the status callback; `free_ctx` as for the durable one. */
+/** Sets (or, with fn NULL, removes) the status callback; `free_ctx` as for the durable one.
+ *  @return CAIRN_OK or CAIRN_EINVAL (NULL sync). */
 CAIRN_API int cairn_sync_set_status_callback(
     cairn_sync* sync, cairn_status_fn CAIRN_NULLABLE fn, void* CAIRN_NULLABLE ctx,
     void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));

@@ -24,6 +24,9 @@ std::string AsciiLower(std::string_view s);
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 bool StartsWithIgnoreCase(std::string_view s, std::string_view prefix);
 
+// An SQL identifier in double quotes, inner quotes doubled: the same for SQLite and PostgreSQL.
+std::string QuoteIdent(std::string_view name);
+
 }  // namespace cairn
 
 #endif  // CAIRN_BASE_STRINGS_H_

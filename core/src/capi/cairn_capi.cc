@@ -313,6 +313,14 @@ CAIRN_API int cairn_batch_new(cairn_batch** out) {
 
 CAIRN_API void cairn_batch_free(cairn_batch* batch) { delete batch; }
 
+CAIRN_API void cairn_batch_clear(cairn_batch* batch) {
+  if (batch) batch->impl.Clear();
+}
+
+CAIRN_API size_t cairn_batch_count(const cairn_batch* batch) {
+  return batch ? batch->impl.size() : 0;
+}
+
 #define BATCH_ARGS          \
   CHECK_ARG(b);             \
   CHECK_ARG(collection);    \

@@ -139,5 +139,62 @@ bool ApplyOp(DocState* doc, const Op& op) {
   return false;
 }
 
+void StateOps(const std::string& collection, const std::string& key, const DocState& doc,
+              std::vector<Op>* out) {
+  Op op;
+  op.collection = collection;
+  op.key = key;
+  if (!doc.del.none()) {
+    op.kind = OpKind::kDelete;
+    op.id = doc.del;
+    out->push_back(op);
+  }
+  for (const auto& [field, cell] : doc.cells) {
+    if (cell.set_id.none()) continue;
+    op.kind = OpKind::kSet;
+    op.id = cell.set_id;
+    op.field = field;
+    op.value = cell.set_value;
+    out->push_back(op);
+  }
+  op.kind = OpKind::kIncrement;
+  op.value = Value();
+  for (const auto& [field, incs] : doc.incs) {
+    for (const IncEntry& e : incs) {
+      op.id = e.id;
+      op.field = field;
+      op.delta = e.delta;
+      out->push_back(op);
+    }
+  }
+}
+
+void SupersededBy(const DocState& doc, const Op& op, std::vector<Op>* out) {
+  if (op.kind == OpKind::kSet) {
+    if (op.id < doc.del) return;
+    auto it = doc.cells.find(op.field);
+    if (it == doc.cells.end() || it->second.set_id.none() || !(it->second.set_id < op.id)) return;
+    Op old = op;
+    old.id = it->second.set_id;
+    old.value = it->second.set_value;
+    out->push_back(std::move(old));
+  } else if (op.kind == OpKind::kDelete && doc.del < op.id) {
+    const auto from = static_cast<std::ptrdiff_t>(out->size());
+    StateOps(op.collection, op.key, doc, out);
+    out->erase(std::remove_if(out->begin() + from, out->end(),
+                              [&](const Op& o) { return !(o.id < op.id); }),
+               out->end());
+  }
+}
+
+OpId OutrankedBy(const DocState& doc, const Op& op) {
+  if (op.id < doc.del) return doc.del;
+  if (op.kind == OpKind::kSet) {
+    auto it = doc.cells.find(op.field);
+    if (it != doc.cells.end() && op.id < it->second.set_id) return it->second.set_id;
+  }
+  return OpId();
+}
+
 }  // namespace cairn::crdt
 

@@ -131,6 +131,22 @@ bool HasIncrement(const DocState& doc, const Op& op);
 // in doc->changes. Returns true when the CRDT state changed.
 bool ApplyOp(DocState* doc, const Op& op);
 
+// What outranks what, by the rules above; the store keeps these ops so that a refused local
+// transaction can be undone (docs/protocol.md "Refused ops"), and asks here rather than decide.
+//
+// The ops `doc` keeps (its delete, its fields' sets, and its increments when doc.incs_loaded),
+// as ops of `collection`/`key`, appended to `out`.
+void StateOps(const std::string& collection, const std::string& key, const DocState& doc,
+              std::vector<Op>* out);
+// The ops of `doc` that applying `op` removes (the field's smaller set for a set; everything
+// below it for a delete), as ops of op's document, appended to `out` (REQUIRES: doc.incs_loaded
+// for a delete). Call before ApplyOp.
+void SupersededBy(const DocState& doc, const Op& op, std::vector<Op>* out);
+// The op of `doc` that makes `op` change nothing because it is larger: the delete `op` is below,
+// or for a set the field's larger set. none() when nothing outranks `op` (an increment above the
+// delete always counts).
+OpId OutrankedBy(const DocState& doc, const Op& op);
+
 }  // namespace cairn::crdt
 
 #endif  // CAIRN_CRDT_DOC_STATE_H_

@@ -6,6 +6,7 @@
 #define CAIRN_OPLOG_VALIDATE_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 #include "base/status.h"
@@ -16,6 +17,9 @@ namespace cairn {
 constexpr size_t kMaxKeyBytes = 1024;            // a document key
 constexpr size_t kMaxValueBytes = 4u << 20;      // a string or bytes value
 constexpr size_t kMaxTransactionOps = 1u << 20;  // changes in one WriteBatch
+// No replica makes 2^62 ops; a larger seq in a file or a batch is damage (and would wrap
+// counters).
+constexpr uint64_t kMaxSeq = uint64_t{1} << 62;
 
 // Collection and field names: [A-Za-z_][A-Za-z0-9_]{0,62}, not starting with "cairn" in any case;
 // collection names also not with "sqlite_" (SQLite reserves such table names).

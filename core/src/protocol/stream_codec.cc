@@ -141,4 +141,11 @@ Status DecodeStreamBatch(const wire::StreamBatch& batch, uint32_t max_records,
   return Status::OK();
 }
 
+Result<std::string> StreamBatchName(const wire::StreamBatch& batch, uint32_t max_records) {
+  CAIRN_RETURN_IF_ERROR(CheckStreamBatchHeader(batch, max_records));
+  const flatbuffers::String* name = batch.stream();
+  if (batch.record_count() == 0 || name == nullptr) return std::string();  // (checked: named)
+  return name->str();
+}
+
 }  // namespace cairn::protocol

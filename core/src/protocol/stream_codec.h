@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/result.h"
 #include "base/status.h"
 #include "cairn_generated.h"
 #include "oplog/op.h"
@@ -61,6 +62,9 @@ Status DecodeStreamBatch(const wire::StreamBatch& batch, uint32_t max_records,
                          const std::function<Status(const StreamRecord&)>& fn);
 // The part of those checks that needs no record: the names, the count, the first seq.
 Status CheckStreamBatchHeader(const wire::StreamBatch& batch, uint32_t max_records);
+// Those header checks, then the batch's stream name: "" when the batch holds no record (a
+// server has nothing to store). What both server stores do first with a batch.
+Result<std::string> StreamBatchName(const wire::StreamBatch& batch, uint32_t max_records);
 
 }  // namespace cairn::protocol
 

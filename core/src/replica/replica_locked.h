@@ -1,9 +1,14 @@
-// Replica::Locked, shared by the translation units of cairn::Replica (replica.cc,
-// replica_streams.cc): holds the replica's lock; on release, a scope that committed delivers
-// the changes to the change listeners.
+// Shared by the translation units of cairn::Replica (replica.cc: the app's API;
+// replica_export.cc; replica_query.cc; replica_sync.cc: what the sync engine reaches;
+// replica_streams.cc): Replica::Locked holds the replica's lock and, on release, a scope that
+// committed delivers the changes to the change listeners.
 #ifndef CAIRN_REPLICA_REPLICA_LOCKED_H_
 #define CAIRN_REPLICA_REPLICA_LOCKED_H_
 
+#include <functional>
+#include <string_view>
+
+#include "protocol/batch_codec.h"
 #include "replica/replica.h"
 
 namespace cairn {
@@ -28,6 +33,11 @@ class Replica::Locked {
   Replica* r_;
   uint64_t commits_ = 0;
 };
+
+// The ops of an OpBatch frame the file keeps (an outbox row, its superseded ops), verified first.
+inline Status DecodeOutboxOps(std::string_view blob, const std::function<Status(const Op&)>& fn) {
+  return protocol::DecodeBatchFrame(blob, "outbox entry", fn);
+}
 
 }  // namespace cairn
 

@@ -223,13 +223,4 @@ Status Txn::Commit() {
   return Status::OK();
 }
 
-std::string QuoteIdent(std::string_view name) {
-  std::string out = "\"";
-  for (char c : name) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
 }  // namespace cairn::server::pg

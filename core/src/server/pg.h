@@ -111,9 +111,6 @@ class Txn {
   bool open_ = false;
 };
 
-// Quotes an identifier ("name" with quotes doubled).
-std::string QuoteIdent(std::string_view name);
-
 }  // namespace cairn::server::pg
 
 #endif  // CAIRN_SERVER_PG_H_

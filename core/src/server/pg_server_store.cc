@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "base/strings.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
@@ -53,7 +54,7 @@ constexpr size_t kCheckpointPartBytes = 4u << 20;
 constexpr int kCatchUpRows = 32;  // log entries read per query while catching up (each up to
                                   // a batch of 8,192 ops)
 
-uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
+using store::U;
 
 // A failure of the server's own (its copy, its database) met during a push, which the client
 // must not take for a fault of its push (EINVAL, ECORRUPT are that): EINTERNAL.
@@ -153,7 +154,7 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
 Status PgServerStore::Relisten() {
   listen_.reset();
   CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<pg::Conn> conn, pg::Conn::Connect(options_.url));
-  CAIRN_RETURN_IF_ERROR(conn->ExecScript(("LISTEN " + pg::QuoteIdent(channel_)).c_str()));
+  CAIRN_RETURN_IF_ERROR(conn->ExecScript(("LISTEN " + QuoteIdent(channel_)).c_str()));
   listen_ = std::move(conn);
   return Status::OK();
 }
@@ -306,7 +307,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   CAIRN_RETURN_IF_ERROR(SortPush(origin, batch, before, admit,
       [&](const std::vector<Op>& ops, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
-          Refused r{ops.front().id.seq, ops[n - 1].id.seq, verdict.code(), verdict.message()};
+          Refused r = RefusalOf(ops, n, verdict);
           CAIRN_RETURN_IF_ERROR(db->Exec(
               "INSERT INTO cairn_refused VALUES ($1, $2, $3, $4, $5, $6)",
               {pg::Param::Bytes(o), pg::Param(r.first_seq), pg::Param(r.last_seq),
@@ -318,24 +319,21 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
         for (size_t i = 0; i < n; i++) accepted.Add(ops[i]);
         return Status::OK();
       }, &sort));
-  result.applied = sort.applied;
-  result.duplicates = sort.duplicates;
-  if (sort.duplicates > 0) {
-    CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, OpHlcIn(db, origin, sort.dup_high));
-    CAIRN_RETURN_IF_ERROR(CheckFork(origin, sort, ours));
-    CAIRN_ASSIGN_OR_RETURN(pg::Rows earlier, db->Exec(
-        "SELECT first_seq, last_seq, code, reason FROM cairn_refused "
-        "WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $3 ORDER BY first_seq",
-        {pg::Param::Bytes(o), pg::Param(sort.dup_low), pg::Param(sort.dup_high)}));
-    std::vector<Refused> again;
-    for (int i = 0; i < earlier.size(); i++) {
-      again.push_back(Refused{U(earlier.Int(i, 0)), U(earlier.Int(i, 1)),
-                              static_cast<Code>(earlier.Int(i, 2)),
-                              std::string(earlier.Bytes(i, 3))});
-    }
-    result.refused.insert(result.refused.begin(), again.begin(), again.end());
-  }
-  result.through = sort.through;
+  CAIRN_RETURN_IF_ERROR(FinishPush(
+      origin, sort, [&](uint64_t seq) { return OpHlcIn(db, origin, seq); },
+      [&](uint64_t low, uint64_t high, std::vector<Refused>* out) -> Status {
+        CAIRN_ASSIGN_OR_RETURN(pg::Rows earlier, db->Exec(
+            "SELECT first_seq, last_seq, code, reason FROM cairn_refused "
+            "WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $3 ORDER BY first_seq",
+            {pg::Param::Bytes(o), pg::Param(low), pg::Param(high)}));
+        for (int i = 0; i < earlier.size(); i++) {
+          out->push_back(Refused{U(earlier.Int(i, 0)), U(earlier.Int(i, 1)),
+                                 static_cast<Code>(earlier.Int(i, 2)),
+                                 std::string(earlier.Bytes(i, 3))});
+        }
+        return Status::OK();
+      },
+      &result));
   if (sort.through > before) {
     flatbuffers::FlatBufferBuilder fbb(accepted.ops_bytes() + 1024);
     accepted.Finish(&fbb);

@@ -150,10 +150,9 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
                                                 const wire::StreamBatch& batch, int64_t now_ms,
                                                 uint32_t max_records) {
   StreamStoreResult result;
-  CAIRN_RETURN_IF_ERROR(protocol::CheckStreamBatchHeader(batch, max_records));
-  const flatbuffers::String* name = batch.stream();
-  if (batch.record_count() == 0 || name == nullptr) return result;
-  const std::string stream = name->str();
+  CAIRN_ASSIGN_OR_RETURN(const std::string stream,
+                         protocol::StreamBatchName(batch, max_records));
+  if (stream.empty()) return result;
   std::vector<protocol::StreamRecord> records;
   CAIRN_RETURN_IF_ERROR(protocol::DecodeStreamBatch(
       batch, max_records, [&](const protocol::StreamRecord& rec) -> Status {
@@ -190,7 +189,7 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
   // The table and columns as the batch needs them: what to make or widen, if anything.
   std::vector<Column> columns(field_count);
   auto plan = [&](const Table& t, std::vector<std::string>* ddl) {
-    const std::string table = pg::QuoteIdent(stream);
+    const std::string table = QuoteIdent(stream);
     if (!t.exists) {
       ddl->push_back("CREATE TABLE " + table +
                      "(origin text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL, "
@@ -204,7 +203,7 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
         // A new column: the type of its values here (text when all are null).
         const ColType type = needs[i] == ColType::kNone ? ColType::kText : needs[i];
         columns[i] = Column{field, type};
-        ddl->push_back("ALTER TABLE " + table + " ADD COLUMN " + pg::QuoteIdent(field) + " " +
+        ddl->push_back("ALTER TABLE " + table + " ADD COLUMN " + QuoteIdent(field) + " " +
                        SqlType(type));
         continue;
       }
@@ -212,7 +211,7 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
       columns[i] = it->second;
       const ColType wider = Join(it->second.type, needs[i]);
       if (wider != it->second.type) {
-        const std::string col = pg::QuoteIdent(it->second.name);
+        const std::string col = QuoteIdent(it->second.name);
         const std::string from = it->second.type == ColType::kBytea ? "encode(" + col + ", 'hex')"
                                                                      : col + "::" + SqlType(wider);
         ddl->push_back("ALTER TABLE " + table + " ALTER COLUMN " + col + " TYPE " +
@@ -240,12 +239,12 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
   }
 
   // The rows, many per INSERT; records lacking a field get NULL there.
-  std::string head = "INSERT INTO " + pg::QuoteIdent(stream) + "(origin, seq, ts_ms, received_ms";
+  std::string head = "INSERT INTO " + QuoteIdent(stream) + "(origin, seq, ts_ms, received_ms";
   std::vector<size_t> present;  // the batch's field indexes that some record has
   for (size_t i = 0; i < field_count; i++) {
     if (!used[i]) continue;
     present.push_back(i);
-    head += ", " + pg::QuoteIdent(columns[i].name);
+    head += ", " + QuoteIdent(columns[i].name);
   }
   head += ") VALUES ";
   const size_t per_row = 4 + present.size();

@@ -8,8 +8,10 @@
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "oplog/validate.h"
+#include "server/stream_tables.h"
 #ifdef CAIRN_HAVE_POSTGRESQL
 #include "server/pg_server_store.h"
+#include "server/pg_stream_tables.h"
 #endif
 
 namespace cairn::server {
@@ -35,16 +37,9 @@ CREATE TABLE IF NOT EXISTS cairn_server_replicas(
   WITHOUT ROWID;
 )sql";
 
-int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
+using store::I;
+using store::U;
 
-// Rolls back the store's transaction unless it was committed.
-struct RollbackGuard {
-  store::ReplicaStore* s;
-  ~RollbackGuard() {
-    if (s->in_transaction()) s->Rollback();
-  }
-};
-uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 
 }  // namespace
 
@@ -102,6 +97,30 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
   return finish_txn();
 }
 
+Status FinishPush(
+    const ReplicaId& origin, const PushSort& sort,
+    const std::function<Result<std::optional<Hlc>>(uint64_t seq)>& op_hlc,
+    const std::function<Status(uint64_t low, uint64_t high, std::vector<Refused>* out)>& refused_in,
+    PushResult* result) {
+  result->applied = sort.applied;
+  result->duplicates = sort.duplicates;
+  result->through = sort.through;
+  if (sort.duplicates == 0) return Status::OK();
+  // Checked while the log holds the op (docs/protocol.md "Restored replicas").
+  CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, op_hlc(sort.dup_high));
+  CAIRN_RETURN_IF_ERROR(CheckFork(origin, sort, ours));
+  // A retry after a lost Ack: what was refused then is reported again.
+  std::vector<Refused> earlier;
+  CAIRN_RETURN_IF_ERROR(refused_in(sort.dup_low, sort.dup_high, &earlier));
+  result->refused.insert(result->refused.begin(), std::make_move_iterator(earlier.begin()),
+                         std::make_move_iterator(earlier.end()));
+  return Status::OK();
+}
+
+Refused RefusalOf(const std::vector<Op>& txn, size_t n, const Status& verdict) {
+  return Refused{txn.front().id.seq, txn[n - 1].id.seq, verdict.code(), verdict.message()};
+}
+
 Status CheckFork(const ReplicaId& origin, const PushSort& sort, std::optional<Hlc> ours) {
   // A "duplicate" that is not the op received under that seq: the replica's history forked
   // (a restored or copied file wrote new ops under seqs it had already used); taking it for a
@@ -127,22 +146,47 @@ bool IsPostgresUrl(std::string_view s) {
   return s.rfind("postgresql://", 0) == 0 || s.rfind("postgres://", 0) == 0;
 }
 
+namespace {
+
+// Which backend `options` names: false for SQLite (no URL), true for PostgreSQL; EINVAL for
+// another URL, or a PostgreSQL one when this build has no libpq. The one place the choice is
+// made, for the server store and the telemetry tables alike.
+Result<bool> UsesPostgres(const ServerStoreOptions& options) {
+  if (options.url.empty()) return false;
+  if (!IsPostgresUrl(options.url)) {
+    return Status::Invalid("the store '" + options.url +
+                           "' is not a PostgreSQL URL (postgresql://...)");
+  }
+#ifdef CAIRN_HAVE_POSTGRESQL
+  return true;
+#else
+  return Status::Invalid("this cairn-server was built without PostgreSQL support (libpq)");
+#endif
+}
+
+}  // namespace
+
 Result<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
                                                        const ServerStoreOptions& options) {
-  if (!options.url.empty()) {
-    if (!IsPostgresUrl(options.url)) {
-      return Status::Invalid("the store '" + options.url +
-                             "' is not a PostgreSQL URL (postgresql://...)");
-    }
+  CAIRN_ASSIGN_OR_RETURN(bool postgres, UsesPostgres(options));
 #ifdef CAIRN_HAVE_POSTGRESQL
-    return OpenPgServerStore(path, options);
-#else
-    return Status::Invalid("this cairn-server was built without PostgreSQL support (libpq)");
+  if (postgres) return OpenPgServerStore(path, options);
 #endif
-  }
+  (void)postgres;
   CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<SqliteServerStore> s,
                          SqliteServerStore::Open(path, options));
   return std::unique_ptr<ServerStore>(std::move(s));
+}
+
+Result<std::unique_ptr<StreamSink>> OpenStreamSink(const ServerStoreOptions& options,
+                                                   const std::string& sqlite_path) {
+  CAIRN_ASSIGN_OR_RETURN(bool postgres, UsesPostgres(options));
+#ifdef CAIRN_HAVE_POSTGRESQL
+  if (postgres) return OpenPgStreamTables(options.url);
+#endif
+  (void)postgres;
+  CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<StreamTables> t, StreamTables::Open(sqlite_path));
+  return std::unique_ptr<StreamSink>(std::move(t));
 }
 
 Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
@@ -193,7 +237,7 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin,
                                                 const wire::OpBatch& batch,
                                                 const AdmitFn& admit) {
   CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackGuard guard{store_.get()};
+  store::RollbackUnlessCommitted guard(store_.get());
   PushResult result;
   const uint64_t before = store_->Through(origin);
   protocol::BatchEncoder accepted;
@@ -201,7 +245,7 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin,
   CAIRN_RETURN_IF_ERROR(SortPush(origin, batch, before, admit,
       [&](const std::vector<Op>& txn, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
-          Refused r{txn.front().id.seq, txn[n - 1].id.seq, verdict.code(), verdict.message()};
+          Refused r = RefusalOf(txn, n, verdict);
           put_refused_.BindBlob(1, origin.Bytes());
           put_refused_.BindInt(2, I(r.first_seq));
           put_refused_.BindInt(3, I(r.last_seq));
@@ -218,26 +262,20 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin,
         }
         return Status::OK();
       }, &sort));
-  result.applied = sort.applied;
-  result.duplicates = sort.duplicates;
-  if (sort.duplicates > 0) {
-    // Checked while the log holds the op (docs/protocol.md "Restored replicas").
-    CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, OpHlc(origin, sort.dup_high));
-    CAIRN_RETURN_IF_ERROR(CheckFork(origin, sort, ours));
-    // A retry after a lost Ack: what was refused then is reported again.
-    find_refused_.BindBlob(1, origin.Bytes());
-    find_refused_.BindInt(2, I(sort.dup_low));
-    find_refused_.BindInt(3, I(sort.dup_high));
-    std::vector<Refused> earlier;
-    CAIRN_RETURN_IF_ERROR(find_refused_.ForEachRow([&] {
-      earlier.push_back(Refused{U(find_refused_.Int(0)), U(find_refused_.Int(1)),
-                                static_cast<Code>(find_refused_.Int(2)),
-                                std::string(find_refused_.Text(3))});
-      return Status::OK();
-    }));
-    result.refused.insert(result.refused.begin(), earlier.begin(), earlier.end());
-  }
-  result.through = sort.through;
+  CAIRN_RETURN_IF_ERROR(FinishPush(
+      origin, sort, [&](uint64_t seq) { return OpHlc(origin, seq); },
+      [&](uint64_t low, uint64_t high, std::vector<Refused>* out) {
+        find_refused_.BindBlob(1, origin.Bytes());
+        find_refused_.BindInt(2, I(low));
+        find_refused_.BindInt(3, I(high));
+        return find_refused_.ForEachRow([&] {
+          out->push_back(Refused{U(find_refused_.Int(0)), U(find_refused_.Int(1)),
+                                 static_cast<Code>(find_refused_.Int(2)),
+                                 std::string(find_refused_.Text(3))});
+          return Status::OK();
+        });
+      },
+      &result));
   if (sort.through > before) {
     // The log entry accounts for every seq received, refused ones included (they are absent
     // from its batch: receivers get them as covered, docs/protocol.md "Coverage").
@@ -310,7 +348,7 @@ Status SqliteServerStore::InstallCheckpoint(
                            " is not past the head " + std::to_string(head_));
   }
   CAIRN_RETURN_IF_ERROR(store_->Begin());
-  RollbackGuard guard{store_.get()};
+  store::RollbackUnlessCommitted guard(store_.get());
   Hlc max_hlc = 0;
   CAIRN_RETURN_IF_ERROR(for_each_op([&](const Op& op) -> Status {
     max_hlc = std::max(max_hlc, op.id.hlc);

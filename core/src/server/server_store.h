@@ -88,9 +88,26 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
 // its stamp while the log holds it): the replica's history forked (docs/protocol.md "Restored
 // replicas").
 Status CheckFork(const ReplicaId& origin, const PushSort& sort, std::optional<Hlc> ours);
+// What every store does with a push once sorted: the counts and the receipt into `result`; for a
+// push that repeated ops the server holds, the fork check (`op_hlc`: the stamp the log holds
+// for one of the origin's seqs, CheckFork) and the refusals within the repeated range
+// (`refused_in`, in seq order), reported again first: a retry after a lost Ack learns them.
+Status FinishPush(
+    const ReplicaId& origin, const PushSort& sort,
+    const std::function<Result<std::optional<Hlc>>(uint64_t seq)>& op_hlc,
+    const std::function<Status(uint64_t low, uint64_t high, std::vector<Refused>* out)>& refused_in,
+    PushResult* result);
+// A refusal of the transaction txn[0..n) for `verdict`.
+Refused RefusalOf(const std::vector<Op>& txn, size_t n, const Status& verdict);
 // The stamp of op `seq` of `origin` in a log entry's batch (an OpBatch frame), if it holds it.
 Result<std::optional<Hlc>> FindOpHlc(std::string_view batch_frame, const ReplicaId& origin,
                                      uint64_t seq);
+
+class StreamSink;  // server/stream_tables.h
+// Where the server stores telemetry: the tables in `options`' PostgreSQL database, or without a
+// URL the SQLite file at `sqlite_path`. The backend is chosen where ServerStore::Open chooses it.
+Result<std::unique_ptr<StreamSink>> OpenStreamSink(const ServerStoreOptions& options,
+                                                   const std::string& sqlite_path);
 
 class ServerStore {
  public:

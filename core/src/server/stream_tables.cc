@@ -40,7 +40,7 @@ Result<StreamTables::Table*> StreamTables::EnsureTable(const std::string& name) 
     find = store::Stmt();
     if (!exists) {
       CAIRN_RETURN_IF_ERROR(db_.Exec(
-          "CREATE TABLE " + store::QuoteIdent(name) +
+          "CREATE TABLE " + QuoteIdent(name) +
           "(origin TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, "
           "received_ms INTEGER NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID"));
     }
@@ -68,8 +68,8 @@ Status StreamTables::EnsureColumn(const std::string& stream, Table* t, const std
   const std::string lower = AsciiLower(field);
   auto it = t->columns.find(lower);
   if (it == t->columns.end()) {
-    CAIRN_RETURN_IF_ERROR(db_.Exec("ALTER TABLE " + store::QuoteIdent(stream) + " ADD COLUMN " +
-                                   store::QuoteIdent(field)));
+    CAIRN_RETURN_IF_ERROR(db_.Exec("ALTER TABLE " + QuoteIdent(stream) + " ADD COLUMN " +
+                                   QuoteIdent(field)));
     it = t->columns.emplace(lower, field).first;
   }
   // A field differing from an existing column only in case shares it (SQL names ignore case).
@@ -82,10 +82,9 @@ Result<StreamStoreResult> StreamTables::Store(const ReplicaId& origin,
                                               uint32_t max_records) {
   StreamStoreResult result;
   // Names are checked before any table or column is made for them.
-  CAIRN_RETURN_IF_ERROR(protocol::CheckStreamBatchHeader(batch, max_records));
-  const flatbuffers::String* name = batch.stream();
-  if (batch.record_count() == 0 || name == nullptr) return result;  // (the check refused no name)
-  const std::string stream = name->str();
+  CAIRN_ASSIGN_OR_RETURN(const std::string stream,
+                         protocol::StreamBatchName(batch, max_records));
+  if (stream.empty()) return result;
   CAIRN_ASSIGN_OR_RETURN(auto txn, store::Txn::Begin(&db_));
   // Someone changed the file's tables since this server last did (an archive job dropped a
   // table, say): what the cache says exists is read again.
@@ -129,11 +128,11 @@ Result<StreamStoreResult> StreamTables::Store(const ReplicaId& origin,
                   schema(EnsureColumn(stream, table, fields->Get(idx)->str(), &columns[idx])));
             }
           }
-          std::string sql = "INSERT OR IGNORE INTO " + store::QuoteIdent(stream) +
+          std::string sql = "INSERT OR IGNORE INTO " + QuoteIdent(stream) +
                             "(origin, seq, ts_ms, received_ms";
           std::string values = "?,?,?,?";
           for (uint32_t idx : shape) {
-            sql += ", " + store::QuoteIdent(columns[idx]);
+            sql += ", " + QuoteIdent(columns[idx]);
             values += ",?";
           }
           CAIRN_ASSIGN_OR_RETURN(store::Stmt s, db_.Prepare(sql + ") VALUES (" + values + ")"));

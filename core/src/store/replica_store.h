@@ -308,6 +308,25 @@ class ReplicaStore {
       del_inc_, del_incs_, put_outbox_, save_state_, set_through_, stage_op_;
 };
 
+// Rolls the store's open transaction back when the scope leaves without committing (an error
+// return, or an exception such as bad_alloc), so a replica never stays locked in a half-done
+// transaction. A no-op once committed or rolled back.
+class RollbackUnlessCommitted {
+ public:
+  explicit RollbackUnlessCommitted(ReplicaStore* store) : store_(store) {}
+  RollbackUnlessCommitted(const RollbackUnlessCommitted&) = delete;
+  RollbackUnlessCommitted& operator=(const RollbackUnlessCommitted&) = delete;
+  ~RollbackUnlessCommitted() {
+    try {
+      if (store_->in_transaction()) store_->Rollback();
+    } catch (...) {
+    }
+  }
+
+ private:
+  ReplicaStore* store_;
+};
+
 }  // namespace cairn::store
 
 #endif  // CAIRN_STORE_REPLICA_STORE_H_

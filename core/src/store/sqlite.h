@@ -110,8 +110,10 @@ class Txn {
   bool done_ = false;
 };
 
-// Double-quotes an SQL identifier (names are validated, but quoting keeps keywords safe).
-std::string QuoteIdent(std::string_view name);
+// SQLite and PostgreSQL integers are signed 64-bit; seqs, cursors and clocks are unsigned and
+// stored as the same 64 bits (docs/storage-format.md).
+inline int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
+inline uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
 
 }  // namespace cairn::store
 

@@ -14,14 +14,11 @@ CREATE TABLE IF NOT EXISTS cairn_stream_records(
 
 namespace {
 
-int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
-uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
-
 // A record's key: its stream's id in the high bits, its seq in the low kSeqBits. One integer
 // key makes an append a rowid insert (no composite-key comparison), and a stream's records a
 // key range in seq order.
 constexpr int kSeqBits = 44;
-constexpr uint64_t kMaxSeq = (uint64_t{1} << kSeqBits) - 1;
+constexpr uint64_t kMaxRecordSeq = (uint64_t{1} << kSeqBits) - 1;
 // The last id whose successor's key (the end of its range) still fits in a signed 64-bit key.
 constexpr int64_t kMaxStreamId = (int64_t{1} << (63 - kSeqBits)) - 2;
 int64_t Key(int64_t stream, uint64_t seq) {
@@ -246,7 +243,7 @@ Result<AppendResult> StreamStore::Append(const std::string& name,
     row.info.dropped += skip;
     result.dropped += skip;
   }
-  if (row.info.last_seq + (records.size() - skip) > kMaxSeq) {
+  if (row.info.last_seq + (records.size() - skip) > kMaxRecordSeq) {
     return Status(Code::kEFULL, "stream '" + name + "' has used every seq (2^" +
                                     std::to_string(kSeqBits) + "); use another stream");
   }
@@ -310,7 +307,7 @@ Status StreamStore::Read(
       "SELECT key, ts_ms, body FROM cairn_stream_records WHERE key > ? AND key < ? "
       "ORDER BY key LIMIT ?"));
   const int64_t base = Key(row->id, 0);
-  read_.BindInt(1, Key(row->id, std::min(after_seq, kMaxSeq)));
+  read_.BindInt(1, Key(row->id, std::min(after_seq, kMaxRecordSeq)));
   read_.BindInt(2, Key(row->id + 1, 0));
   read_.BindInt(3, static_cast<int64_t>(std::min<uint64_t>(max_records, INT64_MAX)));
   size_t bytes = 0;

@@ -148,5 +148,67 @@ TEST(DocStateTest, EveryOrderGivesTheSameState) {
   } while (std::next_permutation(ops.begin(), ops.end(), less));
 }
 
+// What an op outranks and what outranks it, decided here for the store (the undo of refusals).
+std::vector<OpId> Ids(const std::vector<Op>& ops) {
+  std::vector<OpId> ids;
+  for (const Op& o : ops) ids.push_back(o.id);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+TEST(OutrankTest, ASetSupersedesTheFieldsSmallerSetOnly) {
+  DocState d = ApplyAll({Set(10, 1, 1, "a", Value::Int(1)), Set(10, 1, 2, "b", Value::Int(2))});
+  std::vector<Op> out;
+  SupersededBy(d, Set(20, 2, 1, "a", Value::Int(3)), &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].id, Set(10, 1, 1, "a", Value()).id);
+  EXPECT_EQ(out[0].value, Value::Int(1));  // the value it had, to restore on an undo
+  EXPECT_EQ(out[0].field, "a");
+  out.clear();
+  SupersededBy(d, Set(5, 2, 2, "a", Value::Int(4)), &out);  // smaller: removes nothing
+  EXPECT_TRUE(out.empty());
+  SupersededBy(d, Inc(30, 2, 3, "a", 1), &out);  // an increment removes nothing
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(OutrankTest, ADeleteSupersedesEverythingBelowIt) {
+  const Op low_set = Set(10, 1, 1, "a", Value::Int(1)), low_inc = Inc(11, 1, 2, "n", 5);
+  const Op old_del = Del(5, 3, 1), high_inc = Inc(30, 2, 1, "n", 7);
+  DocState d = ApplyAll({old_del, low_set, low_inc, high_inc});
+  std::vector<Op> out;
+  SupersededBy(d, Del(20, 3, 2), &out);
+  EXPECT_EQ(Ids(out), Ids({old_del, low_set, low_inc}));
+  for (const Op& o : out) EXPECT_EQ(o.key, "k");
+  out.clear();
+  SupersededBy(d, Del(4, 3, 3), &out);  // below the delete it has: removes nothing
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(OutrankTest, WhatMakesAnOpChangeNothing) {
+  const Op del = Del(20, 3, 1), set = Set(30, 1, 1, "a", Value::Int(1));
+  DocState d = ApplyAll({del, set});
+  EXPECT_EQ(OutrankedBy(d, Set(10, 2, 1, "b", Value::Int(2))), del.id);  // below the delete
+  EXPECT_EQ(OutrankedBy(d, Inc(10, 2, 2, "n", 1)), del.id);
+  EXPECT_EQ(OutrankedBy(d, Set(25, 2, 3, "a", Value::Int(3))), set.id);  // the larger set
+  EXPECT_TRUE(OutrankedBy(d, Set(35, 2, 4, "a", Value::Int(4))).none());
+  EXPECT_TRUE(OutrankedBy(d, Inc(25, 2, 5, "a", 1)).none());  // increments above D count
+  // Whatever it says outranks an op, applying that op indeed changes nothing.
+  for (const Op& op : {Set(10, 2, 1, "b", Value::Int(2)), Set(25, 2, 3, "a", Value::Int(3))}) {
+    DocState copy = d;
+    EXPECT_FALSE(ApplyOp(&copy, op));
+  }
+}
+
+TEST(OutrankTest, StateOpsListWhatTheStateKeeps) {
+  const Op del = Del(5, 3, 1), set = Set(10, 1, 1, "a", Value::Int(1));
+  const Op inc = Inc(11, 1, 2, "n", 5);
+  DocState d = ApplyAll({del, set, inc});
+  std::vector<Op> out;
+  StateOps("c", "k", d, &out);
+  EXPECT_EQ(Ids(out), Ids({del, set, inc}));
+  // Rebuilt from those ops alone, the state is the same.
+  EXPECT_EQ(Visible(ApplyAll(out)), Visible(d));
+}
+
 }  // namespace
 }  // namespace cairn::crdt

@@ -71,7 +71,7 @@ const char* CodeName(int code) {
 #include "cairn/errors.def"
 #undef XX
     default:
-      return "ERROR";
+      return "EUNKNOWN";
   }
 }
 
@@ -497,6 +497,10 @@ JNIEXPORT jint JNI_OnLoad(JavaVM* vm, void*) {
 
 JNIEXPORT jstring JNICALL Java_dev_cairn_Cairn_nativeVersion(JNIEnv* env, jclass) {
   return env->NewStringUTF(cairn_version());
+}
+
+JNIEXPORT jstring JNICALL Java_dev_cairn_Cairn_nativeCodeName(JNIEnv* env, jclass, jint code) {
+  return env->NewStringUTF(CodeName(code));  // ASCII: modified UTF-8 is the same
 }
 
 JNIEXPORT void JNICALL Java_dev_cairn_Cairn_nativeSetLogger(JNIEnv* env, jclass, jint level,

@@ -37,6 +37,12 @@ public final class Cairn {
         return nativeVersion();
     }
 
+    /** The name of an engine error code ("EINVAL" for {@link CairnException#EINVAL}); "EUNKNOWN" for a number that is none. */
+    public static String codeName(int code) {
+        load();
+        return nativeCodeName(code);
+    }
+
     /**
      * Sends the engine's messages at {@code minLevel} or above to {@code logger} (null: none, the
      * default). An exception the logger throws is dropped.
@@ -60,6 +66,8 @@ public final class Cairn {
     }
 
     private static native String nativeVersion();
+
+    private static native String nativeCodeName(int code);
 
     private static native void nativeSetLogger(int minLevel, Logger logger);
 }

@@ -1,0 +1,359 @@
+// cairn::Replica: what the sync engine reaches (docs/protocol.md "Exchange"): server batches,
+// the outbox and its acknowledgement, refusals and their undo, snapshots, the clock correction.
+#include "replica/replica.h"
+#include "replica/replica_locked.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "base/coding.h"
+#include "base/killpoint.h"
+#include "base/strings.h"
+#include "port/port.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
+
+namespace cairn {
+
+// ---------------------------------------------------------------------------------------------
+// Sync support (docs/protocol.md, "Exchange")
+
+Result<store::SyncPosition> Replica::GetSyncPosition() {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  return store_->GetSyncPosition();
+}
+
+Result<Replica::OwnHead> Replica::GetOwnHead() {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
+  OwnHead head;
+  head.last_seq = store_->last_seq();
+  if (head.last_seq > 0) {
+    CAIRN_ASSIGN_OR_RETURN(head.hlc, store_->OutboxHlcAt(head.last_seq));
+  }
+  return head;
+}
+
+Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, uint64_t cursor,
+                                                   const ReplicaId& server) {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  store::RollbackUnlessCommitted guard(store_.get());
+  ServerBatchStats stats;
+  Hlc max_hlc = 0;
+  // Per origin: the watermark before the batch, the last seq seen in it, and the seqs the
+  // server says it covers (ops skipped for this client: docs/protocol.md, "Partial sync").
+  struct Track {
+    uint64_t through = 0, last = 0;
+    bool covered = false;
+    uint64_t from = 0, to = 0;
+  };
+  std::map<ReplicaId, Track> tracks;
+  auto track = [&](const ReplicaId& origin) -> Track& {
+    auto [it, first] = tracks.try_emplace(origin);
+    if (first) it->second.through = it->second.last = store_->Through(origin);
+    return it->second;
+  };
+  Status st;
+  if (batch.covers()) {
+    for (const wire::Coverage* c : *batch.covers()) {
+      const ReplicaId origin = protocol::FromWire(c->origin());
+      Track& t = track(origin);
+      // (Its own origin too: a restored file gets back its own ops it lacks.)
+      if (t.covered || c->from_seq() > c->through_seq() || c->through_seq() > kMaxSeq) {
+        st = Status::Corrupt("bad coverage for origin " + origin.Hex() + " in a server batch");
+        break;
+      }
+      if (c->from_seq() > t.through) {
+        st = Status::Corrupt("server skipped origin " + origin.Hex() + " from seq " +
+                             std::to_string(c->from_seq()) + " but this replica has only " +
+                             std::to_string(t.through) + " (a gap)");
+        break;
+      }
+      t.covered = true;
+      t.last = t.from = c->from_seq();
+      t.to = c->through_seq();
+    }
+  }
+  if (st.ok()) st = protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+    stats.ops++;
+    CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+    Track& t = track(op.id.origin);
+    auto name = [&op] { return op.id.origin.Hex() + ":" + std::to_string(op.id.seq); };
+    if (t.covered) {
+      // Inside the declared range, in increasing order; what this replica has is a duplicate.
+      if (op.id.seq <= t.from || op.id.seq > t.to || op.id.seq <= t.last) {
+        return Status::Corrupt("server sent op " + name() + " outside or out of order in the "
+                               "range it declared");
+      }
+      t.last = op.id.seq;
+      if (op.id.seq <= t.through) {
+        stats.duplicates++;
+        return Status::OK();
+      }
+    } else {
+      if (op.id.seq <= t.last) {
+        stats.duplicates++;
+        return Status::OK();
+      }
+      if (op.id.seq != t.last + 1) {
+        return Status::Corrupt("server sent op " + name() + " after seq " + std::to_string(t.last) +
+                               " (a gap)");
+      }
+      t.last = op.id.seq;
+    }
+    max_hlc = std::max(max_hlc, op.id.hlc);
+    stats.applied++;
+    return store_->Apply(op, /*local=*/false);
+  });
+  std::map<ReplicaId, uint64_t> through;
+  for (const auto& [origin, t] : tracks) {
+    const uint64_t after = t.covered ? std::max(t.through, t.to) : t.last;
+    if (after > t.through) through[origin] = after;
+  }
+  for (const auto& [origin, seq] : through) {
+    if (!st.ok()) break;
+    st = store_->SetThrough(origin, seq);
+  }
+  if (st.ok()) {
+    auto pos = store_->GetSyncPosition();
+    if (!pos.ok()) {
+      st = pos.status();
+    } else {
+      pos->cursor = cursor;
+      pos->server_id = server;
+      st = store_->SetSyncPosition(*pos);
+    }
+  }
+  if (st.ok()) st = store_->DrainPending();
+  if (!st.ok()) {
+    store_->Rollback();
+    return st;
+  }
+  clock_->Observe(max_hlc);
+  KillPoint("replica.apply.before_commit");
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  return stats;
+}
+
+Status Replica::InWriteTxn(const std::function<Status()>& body) {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  store::RollbackUnlessCommitted guard(store_.get());
+  CAIRN_RETURN_IF_ERROR(body());
+  return store_->Commit(clock_->last());
+}
+
+Status Replica::UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change) {
+  return InWriteTxn([&]() -> Status {
+    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+    change(&pos);
+    return store_->SetSyncPosition(pos);
+  });
+}
+
+Status Replica::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
+                                std::optional<int64_t> synced_ms) {
+  return UpdateSyncPosition([&](store::SyncPosition* pos) {
+    pos->cursor = cursor;
+    pos->server_id = server;
+    if (synced_ms) pos->last_sync_ms = synced_ms;
+  });
+}
+
+Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
+                                     protocol::BatchEncoder* enc) {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  CAIRN_RETURN_IF_ERROR(store_->Refresh());
+  uint64_t last = after_seq;
+  // Rows are whole transactions; stop after the one that reaches max_ops. Rows are read a few
+  // at a time, so a huge outbox is never in memory at once.
+  for (;;) {
+    bool more = false;
+    CAIRN_RETURN_IF_ERROR(store_->ForEachOutboxAfter(
+        last, 16, [&](uint64_t first, uint64_t through, std::string_view blob) -> Status {
+          if (enc->op_count() >= max_ops) return Status::OK();
+          if (first <= last) {
+            return Status::Corrupt("outbox rows overlap at seq " + std::to_string(first));
+          }
+          CAIRN_RETURN_IF_ERROR(DecodeOutboxOps(blob, [&](const Op& op) -> Status {
+            enc->Add(op);
+            return Status::OK();
+          }));
+          last = through;
+          more = true;
+          return Status::OK();
+        }));
+    if (!more || enc->op_count() >= max_ops) break;
+  }
+  return last;
+}
+
+Status Replica::AckOutbox(uint64_t through, const std::vector<RefusedTxn>& refused) {
+  return InWriteTxn([&]() -> Status {
+    CAIRN_RETURN_IF_ERROR(UndoRefused(refused));
+    if (clock_rewound_) store_->RewindHlc(clock_->last());
+    return store_->AckOutbox(through);
+  });
+}
+
+Status Replica::UndoRefused(const std::vector<RefusedTxn>& refused) {
+  if (refused.empty()) return Status::OK();
+  // Refused now, or by an earlier Ack (an op of a refused transaction that a later one, still
+  // pending then, had superseded).
+  Status lookup;
+  auto is_refused = [&](const OpId& id) {
+    if (id.origin != id_) return false;
+    for (const RefusedTxn& r : refused) {
+      if (id.seq >= r.first_seq && id.seq <= r.last_seq) return true;
+    }
+    auto earlier = store_->IsRejected(id);
+    if (!earlier.ok()) lookup = earlier.status();
+    return earlier.ok() && earlier.value();
+  };
+  // Per document touched: the ops the refused transactions superseded there (when written) or
+  // outranked (received later).
+  std::map<std::pair<std::string, std::string>, std::vector<Op>> docs;
+  const int64_t now = clock_source_->NowMs();
+  for (const RefusedTxn& r : refused) {
+    // Rows already gone: this refusal was handled before (an Ack repeated after a lost one).
+    CAIRN_RETURN_IF_ERROR(store_->TakeOutbox(
+        r.first_seq, r.last_seq,
+        [&](std::string_view batch, std::string_view superseded) -> Status {
+          CAIRN_RETURN_IF_ERROR(DecodeOutboxOps(batch, [&](const Op& op) -> Status {
+            docs[{op.collection, op.key}];
+            return store_->RecordRejected(op, static_cast<int>(r.code), r.reason, now);
+          }));
+          if (superseded.empty()) return Status::OK();
+          return DecodeOutboxOps(superseded, [&](const Op& op) -> Status {
+            docs[{op.collection, op.key}].push_back(op);
+            return Status::OK();
+          });
+        }));
+    // And the ops received later that they outranked.
+    CAIRN_RETURN_IF_ERROR(store_->TakeOutranked(r.first_seq, r.last_seq, [&](const Op& op) {
+      docs[{op.collection, op.key}].push_back(op);
+      return Status::OK();
+    }));
+  }
+  for (const auto& [doc, extra] : docs) {
+    CAIRN_RETURN_IF_ERROR(store_->RebuildDoc(doc.first, doc.second, is_refused, extra));
+    CAIRN_RETURN_IF_ERROR(lookup);
+  }
+  return Status::OK();
+}
+
+Status Replica::SetCoverage(const std::optional<std::string>& coverage) {
+  return UpdateSyncPosition([&](store::SyncPosition* pos) { pos->subscriptions = coverage; });
+}
+
+Result<std::optional<store::SnapshotState>> Replica::GetSnapshot() {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  return store_->GetSnapshot();
+}
+
+Status Replica::BeginSnapshot(const store::SnapshotState& snap) {
+  return InWriteTxn([&]() -> Status {
+    CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
+    CAIRN_RETURN_IF_ERROR(store_->SetSnapshot(snap));
+    // The cursor belongs to this server from now on (a cut snapshot resumes only with it).
+    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+    if (pos.server_id == snap.server_id) return Status::OK();
+    pos.server_id = snap.server_id;
+    pos.cursor = 0;
+    return store_->SetSyncPosition(pos);
+  });
+}
+
+Status Replica::DiscardSnapshot() {
+  return InWriteTxn([&] { return store_->ClearSnapshot(); });
+}
+
+Status Replica::StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
+                                   const std::string& after_key) {
+  return InWriteTxn([&]() -> Status {
+    CAIRN_RETURN_IF_ERROR(store_->SetSnapshotPosition(after_collection, after_key));
+    return protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+      CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+      return store_->StagePending(store::kSnapshotUnit, op);
+    });
+  });
+}
+
+Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& coverage) {
+  Locked lock(this);
+  CAIRN_RETURN_IF_ERROR(CheckOpen());
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  store::RollbackUnlessCommitted guard(store_.get());
+  CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, store_->GetSnapshot());
+  if (!snap) return Status::Invalid("no snapshot to finish");
+  uint64_t applied = 0;
+  Hlc max_hlc = 0;
+  CAIRN_RETURN_IF_ERROR(store_->ForEachPendingOp(store::kSnapshotUnit, [&](const Op& op) -> Status {
+    // Its own ops it has; a restored file gets back those it lacks (docs/protocol.md
+    // "Restored replicas").
+    if (op.id.origin == id_ && op.id.seq <= store_->last_seq()) return Status::OK();
+    // Ops above the limit come from the log that follows (a resumed snapshot reads a later
+    // state): applying them here too would count an increment twice.
+    uint64_t limit = 0;
+    if (snap->rebase) {
+      auto w = snap->watermarks.find(op.id.origin);
+      if (w != snap->watermarks.end()) limit = w->second;
+    } else {
+      limit = store_->Through(op.id.origin);
+    }
+    if (op.id.seq > limit) return Status::OK();
+    max_hlc = std::max(max_hlc, op.id.hlc);
+    applied++;
+    return store_->ApplyIdempotent(op);
+  }));
+  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+  if (snap->rebase) {
+    for (const auto& [origin, through] : snap->watermarks) {
+      if (through > store_->Through(origin)) {  // its own too: never reuse a seq
+        CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, through));
+      }
+    }
+    pos.cursor = snap->cursor;
+  }
+  pos.subscriptions = coverage;  // (BeginSnapshot stored the server's id)
+  CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
+  CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
+  CAIRN_RETURN_IF_ERROR(store_->DrainPending());
+  clock_->Observe(max_hlc);
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  return applied;
+}
+
+Status Replica::CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms) {
+  const int64_t offset = server_time_ms - clock_source_->NowMs();
+  {
+    Locked lock(this);
+    clock_->set_offset_ms(offset);
+    const Hlc bound = MakeHlc(static_cast<uint64_t>(std::max<int64_t>(server_time_ms, 0)) +
+                                  max_drift_ms, 0);
+    if (max_drift_ms > 0 && clock_->last() > bound) {
+      clock_->Rewind(bound);
+      clock_rewound_ = true;
+    }
+    // Stored when it moved by a second or more: not a write per connection.
+    if (stored_offset_ms_ && std::llabs(*stored_offset_ms_ - offset) < 1000) return Status::OK();
+  }
+  CAIRN_RETURN_IF_ERROR(
+      UpdateSyncPosition([&](store::SyncPosition* pos) { pos->clock_offset_ms = offset; }));
+  Locked lock(this);
+  stored_offset_ms_ = offset;
+  return Status::OK();
+}
+
+}  // namespace cairn

@@ -1,0 +1,389 @@
+#include "server/session.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/killpoint.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
+
+namespace cairn::server {
+
+namespace {
+
+using protocol::FinishFrame;
+
+const char* BodyName(wire::Body b) { return wire::EnumNameBody(b); }
+
+}  // namespace
+
+std::string AddressKey(const std::string& ip) {
+  in6_addr a6;
+  if (ip.find(':') == std::string::npos || inet_pton(AF_INET6, ip.c_str(), &a6) != 1) return ip;
+  static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char text[64];
+  if (std::memcmp(a6.s6_addr, kMapped, sizeof(kMapped)) == 0) {
+    return inet_ntop(AF_INET, a6.s6_addr + 12, text, sizeof(text)) ? text : ip;
+  }
+  std::memset(a6.s6_addr + 8, 0, 8);
+  return inet_ntop(AF_INET6, &a6, text, sizeof(text)) ? std::string(text) + "/64" : ip;
+}
+
+bool Session::Admit() {
+  const ServerOptions& o = server_->options;
+  const std::string key = AddressKey(conn->peer_ip());
+  auto it = server_->per_address.find(key);
+  const size_t from_key = it == server_->per_address.end() ? 0 : it->second;
+  std::string refusal;
+  bool first = false;  // the first refusal of its kind since the limit was last reached
+  if (server_->sessions.size() > o.max_connections) {
+    refusal = "too many connections (limit " + std::to_string(o.max_connections) + ")";
+    first = !server_->total_limit_logged;
+    server_->total_limit_logged = true;
+  } else if (from_key >= o.max_connections_per_address) {
+    refusal = "too many connections from " + key + " (limit " +
+              std::to_string(o.max_connections_per_address) + ")";
+    first = server_->at_limit_logged.insert(key).second;
+  }
+  if (!refusal.empty()) {
+    refused_ = true;
+    if (first) server_->Log("refusing connections: " + refusal);
+    conn->Close(Status(Code::kEBUSY, refusal));
+    return false;
+  }
+  server_->per_address[key] = from_key + 1;
+  address_ = key;
+  counted_ = true;
+  conn->SetFrameLimit(std::min(kMaxHelloFrameBytes, o.conn.limits.max_frame_bytes),
+                      "before Hello");
+  conn->SetDeadline(o.handshake_timeout_ms, "waiting for the handshake and Hello");
+  return true;
+}
+
+void Session::OnFrame(net::Link* c, const wire::Frame& frame) {
+  const wire::Body type = frame.body_type();
+  if (!live_ && type != wire::Body::Hello) {
+    c->SendErrorAndClose(Code::kEINVAL, std::string("expected Hello, got ") + BodyName(type));
+    return;
+  }
+  switch (type) {
+    case wire::Body::Hello:
+      if (live_) {
+        c->SendErrorAndClose(Code::kEINVAL, "Hello sent twice");
+        return;
+      }
+      OnHello(*frame.body_as_Hello());
+      return;
+    case wire::Body::OpBatch:
+      OnBatch(*frame.body_as_OpBatch());
+      return;
+    case wire::Body::StreamBatch:
+      OnStreamBatch(*frame.body_as_StreamBatch());
+      return;
+    case wire::Body::Ping: {
+      flatbuffers::FlatBufferBuilder fbb(64);
+      auto pong = wire::CreatePong(fbb, server_->store->NowMs());
+      c->Send(FinishFrame(&fbb, wire::Body::Pong, pong));
+      return;
+    }
+    case wire::Body::Pong:
+      return;
+    case wire::Body::Error:
+      c->Close(protocol::ErrorFromWire(frame.body_as_Error(), "client reported an error"));
+      return;
+    default:
+      c->SendErrorAndClose(Code::kEINVAL,
+                           std::string("unexpected message from a client: ") + BodyName(type));
+  }
+}
+
+void Session::OnHello(const wire::Hello& hello) {
+  if (hello.protocol_version() != protocol::kProtocolVersion) {
+    conn->SendErrorAndClose(Code::kEVERSION,
+                            "protocol version " + std::to_string(hello.protocol_version()) +
+                                " is not supported (this server speaks " +
+                                std::to_string(protocol::kProtocolVersion) + ")");
+    return;
+  }
+  if (hello.replica_id() == nullptr) {
+    conn->SendErrorAndClose(Code::kEINVAL, "Hello without a replica id");
+    return;
+  }
+  replica_ = protocol::FromWire(*hello.replica_id());
+  ServerStore* store = server_->store.get();
+  const std::string& secret = server_->options.token_secret;
+  if (!secret.empty()) {
+    const std::string token = hello.token() ? hello.token()->str() : std::string();
+    if (token.empty()) {
+      conn->SendErrorAndClose(Code::kEPERM, "this server requires a token");
+      return;
+    }
+    auto claims = auth::VerifyToken(token, secret, store->NowMs() / 1000);
+    if (!claims.ok()) {
+      conn->SendErrorAndClose(Code::kEPERM, claims.status().message());
+      return;
+    }
+    if (claims->replica_id && *claims->replica_id != replica_.Hex()) {
+      conn->SendErrorAndClose(Code::kEPERM, "the token is for replica " + *claims->replica_id);
+      return;
+    }
+    Status bound = store->BindReplica(replica_, claims->subject);
+    if (!bound.ok()) {
+      conn->SendErrorAndClose(bound.code(), bound.message());
+      return;
+    }
+    claims_ = std::move(claims.value());
+  }
+  // Subscriptions: the collections named, or all the token allows.
+  if (hello.subscriptions() && hello.subscriptions()->size() > 0) {
+    all_collections_ = false;
+    for (const auto* name : *hello.subscriptions()) {
+      std::string n = name->str();
+      if (claims_ && !claims_->MayRead(n)) {
+        conn->SendErrorAndClose(Code::kEPERM, "the token does not allow reading '" + n + "'");
+        return;
+      }
+      subscriptions_.insert(n);
+    }
+  } else if (claims_ && !claims_->MayRead("*")) {
+    all_collections_ = false;
+    subscriptions_.insert(claims_->read.begin(), claims_->read.end());
+  }
+  // Several nodes on one database: what the others committed first, so that the checks below
+  // and the client's cursor see all of it; the node's other sessions get it too.
+  const uint64_t head_before = store->head();
+  Status caught_up = store->CatchUp();
+  if (!caught_up.ok()) {
+    server_->Log("catching up with the database failed: " + caught_up.ToString());
+    conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its database");
+    return;
+  }
+  const bool head_moved = store->head() != head_before;
+  // A restored or copied replica file (docs/protocol.md "Restored replicas"): its last op must
+  // be the one the server has under that seq, else its history forked and what it pushes
+  // would be taken for duplicates (and dropped): refused, its ops stay queued.
+  if (hello.own_seq()) {
+    const uint64_t own = *hello.own_seq();
+    if (hello.own_hlc() && own > 0 && own <= store->state()->Through(replica_)) {
+      auto theirs = store->OpHlc(replica_, own);
+      if (!theirs.ok()) {
+        server_->Log("reading the log failed: " + theirs.status().ToString());
+        conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");
+        return;
+      }
+      if (theirs->has_value() && **theirs != *hello.own_hlc()) {
+        server_->Log("session " + replica_.Hex() + " from " + conn->peer() +
+                     ": history forked at seq " + std::to_string(own));
+        conn->SendErrorAndClose(
+            Code::kEFORKED,
+            "the server has another op " + std::to_string(own) + " from replica " +
+                replica_.Hex() + ": this file's history forked from the server's (restored "
+                "from a backup after it had synced newer ops, or copied from another device); "
+                "its unsent ops cannot be pushed under this replica id");
+        return;
+      }
+    }
+    own_seq_ = own;
+  }
+  // The cursor counts only on the server that issued it: any node of it (several nodes on one
+  // PostgreSQL database), once this one has taken in what the others committed.
+  uint64_t cursor = hello.cursor();
+  const bool same_server = hello.server_id() != nullptr &&
+                           protocol::FromWire(*hello.server_id()) == store->id() &&
+                           cursor <= store->head();
+  if (!same_server) cursor = 0;
+  Status planned = PlanSnapshot(hello, same_server, cursor);
+  if (!planned.ok()) {
+    conn->SendErrorAndClose(planned.code(), planned.message());
+    return;
+  }
+  if (snapshot_ && snapshot_->rebase) cursor = snapshot_->cursor;
+  sent_ = cursor;
+  live_ = true;
+  conn->SetDeadline(0, "");
+  conn->SetFrameLimit(server_->options.conn.limits.max_frame_bytes, "");
+  flatbuffers::FlatBufferBuilder fbb(256);
+  wire::ReplicaId sid = protocol::ToWire(store->id());
+  auto welcome = wire::CreateWelcome(fbb, protocol::kProtocolVersion, &sid, store->NowMs(),
+                                     server_->options.conn.limits.max_frame_bytes,
+                                     server_->options.max_batch_ops,
+                                     server_->options.window_batches,
+                                     server_->options.max_drift_ms);
+  conn->Send(FinishFrame(&fbb, wire::Body::Welcome, welcome));
+  server_->Log("session " + replica_.Hex() + " from " + conn->peer() + " at cursor " +
+               std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()) +
+               (snapshot_ ? (snapshot_->rebase ? ", snapshot" : ", snapshot of added collections") +
+                                std::string(snapshot_->resumed ? " (resumed)" : "")
+                          : std::string()));
+  if (head_moved) {
+    server_->PumpAll();  // this session and the others: the entries the catch-up took in
+  } else {
+    Pump();
+  }
+}
+
+void Session::OnBatch(const wire::OpBatch& batch) {
+  ServerStore* store = server_->store.get();
+  const int64_t now = store->NowMs();
+  const int64_t max_drift = server_->options.max_drift_ms;
+  auto admit = [&](const Op& op) -> Status {
+    if (claims_ && !claims_->MayWrite(op.collection)) {
+      return Status(Code::kEPERM, "the token does not allow writing '" + op.collection + "'");
+    }
+    const int64_t ahead = static_cast<int64_t>(HlcPhysical(op.id.hlc)) - now;
+    if (ahead > max_drift) {
+      return Status(Code::kECLOCK, "op stamped " + std::to_string(ahead) +
+                                       " ms ahead of the server's clock (at most " +
+                                       std::to_string(max_drift) + " ms)");
+    }
+    return Status::OK();
+  };
+  auto pushed = store->ApplyPush(replica_, batch, admit);
+  if (!pushed.ok()) {
+    const Code code = pushed.status().code();
+    if (code == Code::kEINVAL || code == Code::kECORRUPT || code == Code::kEFORKED) {
+      // The push itself is at fault: the client learns why.
+      conn->SendErrorAndClose(code, "push refused: " + pushed.status().message());
+    } else {
+      // The server's own trouble (its disk, its database): logged here, not told to the
+      // client; the push was not taken and the client sends it again.
+      server_->Log("session " + replica_.Hex() + ": storing a push failed: " +
+                   pushed.status().ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error storing the push");
+    }
+    return;
+  }
+  KillPoint("server.push.committed");
+  if (own_seq_) own_seq_ = std::max(*own_seq_, pushed->through);  // (not sent back to it)
+  flatbuffers::FlatBufferBuilder fbb(128);
+  std::vector<flatbuffers::Offset<wire::Refusal>> refused;
+  for (const Refused& r : pushed->refused) {
+    refused.push_back(wire::CreateRefusal(fbb, r.first_seq, r.last_seq,
+                                          static_cast<int32_t>(r.code),
+                                          fbb.CreateString(r.reason)));
+    server_->Log("session " + replica_.Hex() + ": refused seqs " + std::to_string(r.first_seq) +
+                 ".." + std::to_string(r.last_seq) + ": " + r.reason);
+  }
+  wire::AckEntry entry(protocol::ToWire(replica_), pushed->through);
+  auto ack = wire::CreateAck(fbb, fbb.CreateVectorOfStructs(&entry, 1), batch.batch_id(),
+                             refused.empty() ? 0 : fbb.CreateVector(refused));
+  conn->Send(FinishFrame(&fbb, wire::Body::Ack, ack));
+  caught_up_sent_ = false;  // the client learns the exchange completed by the next CaughtUp
+  server_->PumpAll();
+}
+
+// Telemetry (docs/protocol.md "Streams"): stored, then acknowledged; a refused batch (the
+// token may not write the stream, or it breaks the rules) gets a StreamAck with the reason
+// and nothing stored, and the session goes on.
+void Session::OnStreamBatch(const wire::StreamBatch& batch) {
+  const std::string stream = batch.stream() ? batch.stream()->str() : std::string();
+  Status verdict;
+  StreamStoreResult stored;
+  if (claims_ && !claims_->MayWrite(stream)) {
+    verdict = Status(Code::kEPERM, "the token does not allow writing stream '" + stream + "'");
+  } else {
+    auto tables = server_->Streams();
+    Result<StreamStoreResult> r = tables.ok()
+        ? tables.value()->Store(replica_, batch, server_->store->NowMs(),
+                                server_->options.max_batch_ops)
+        : Result<StreamStoreResult>(tables.status());
+    if (r.ok()) {
+      stored = *r;
+    } else {
+      verdict = r.status();
+    }
+  }
+  if (verdict.ok()) KillPoint("server.stream.committed");
+  if (!verdict.ok()) {
+    server_->Log("session " + replica_.Hex() + ": refused a batch of stream '" + stream +
+                 "': " + verdict.ToString());
+    if (verdict.code() != Code::kEPERM && verdict.code() != Code::kEINVAL &&
+        verdict.code() != Code::kECORRUPT) {
+      // The server's own trouble (I/O, a full disk): the client keeps its records and retries.
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error storing stream records");
+      return;
+    }
+  }
+  flatbuffers::FlatBufferBuilder fbb(128);
+  auto ack = wire::CreateStreamAck(fbb, fbb.CreateString(stream), stored.through,
+                                   static_cast<int32_t>(verdict.code()),
+                                   verdict.ok() ? 0 : fbb.CreateString(verdict.message()));
+  conn->Send(FinishFrame(&fbb, wire::Body::StreamAck, ack));
+}
+
+void Session::Pump() {
+  if (!live_ || conn->closing()) return;
+  for (;;) {
+    if (!snapshot_ && sent_ < server_->store->floor()) {
+      // The log was trimmed past this session while it waited (a slow client, or one receiving
+      // a snapshot): what it lacks is no longer in the log. A snapshot again, then the log.
+      snapshot_ = RebaseSnapshot();
+      sent_ = snapshot_->cursor;
+      server_->Log("session " + replica_.Hex() + " fell behind the kept log: snapshot");
+    }
+    if (!snapshot_) break;
+    if (!PumpSnapshot()) return;
+  }
+  ServerStore* store = server_->store.get();
+  const size_t max_queued = server_->options.max_queued_bytes;
+  const uint32_t max_ops = server_->options.max_batch_ops;
+  while (conn->queued_bytes() < max_queued && sent_ < store->head()) {
+    protocol::BatchEncoder enc;
+    uint64_t last = sent_;
+    // Per origin, the seqs this batch accounts for; which origins had ops skipped.
+    std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covered;
+    std::set<ReplicaId> skipped_origins;
+    Status st = store->ReadLog(sent_, 64, [&](const LogEntry& e) -> Status {
+      if (enc.op_count() >= max_ops) return Status(Code::kEBUSY, "batch full");  // stop here
+      last = e.cursor;
+      // A client gets back only its own ops it lacks (a restored file).
+      if (e.origin == replica_ && (!own_seq_ || e.last_seq <= *own_seq_)) return Status::OK();
+      if (e.origin == replica_) own_seq_ = e.last_seq;
+      uint64_t sent = 0;
+      CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(e.batch, "log entry", [&](const Op& op) {
+        if (Wants(op.collection, e.cursor)) {
+          enc.Add(op);
+          sent++;
+        }
+        return Status::OK();
+      }));
+      // Skipped: ops of collections it does not get, and refused seqs (not in the batch).
+      const bool skipped = sent != e.last_seq - e.first_seq + 1;
+      // The client must learn that the seqs it did not get were skipped, not lost.
+      auto& range = covered[e.origin];
+      if (range.first == 0 && range.second == 0) range.first = e.first_seq - 1;
+      range.second = e.last_seq;
+      if (skipped) skipped_origins.insert(e.origin);
+      return Status::OK();
+    });
+    if (!st.ok() && st.code() != Code::kEBUSY) {
+      server_->Log("reading the log failed: " + st.ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");
+      return;
+    }
+    if (last == sent_) break;
+    for (const ReplicaId& origin : skipped_origins) {
+      enc.Cover(origin, covered[origin].first, covered[origin].second);
+    }
+    if (!enc.empty() || enc.has_covers()) {
+      std::string frame;
+      enc.FinishFrame(&frame, last);
+      conn->Send(std::move(frame));
+      KillPoint("server.log.sent");
+    }
+    // The cursor moved: said by a batch, else (its own ops, pushed through another session of
+    // the replica) by the next CaughtUp, so the client's cursor does not stay behind them.
+    caught_up_sent_ = false;
+    sent_ = last;
+  }
+  if (sent_ >= store->head() && !caught_up_sent_ && conn->queued_bytes() < max_queued) {
+    flatbuffers::FlatBufferBuilder fbb(64);
+    auto cu = wire::CreateCaughtUp(fbb, sent_, store->NowMs());
+    conn->Send(FinishFrame(&fbb, wire::Body::CaughtUp, cu));
+    caught_up_sent_ = true;
+  }
+}
+
+}  // namespace cairn::server

@@ -1,0 +1,167 @@
+// Inside SessionHub (server/session_hub.h): SessionHub::Impl, what the sessions share (the
+// store, the telemetry tables, the connection counts, the order they are served in), and
+// Session, one client's exchange from the server's side (docs/protocol.md "Exchange"). Internal
+// to core/src/server: session_hub.cc (the hub), session.cc (Hello, pushes, telemetry, the log
+// pump), session_snapshot.cc (snapshots).
+#ifndef CAIRN_SERVER_SESSION_H_
+#define CAIRN_SERVER_SESSION_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "auth/jwt.h"
+#include "net/conn.h"
+#include "server/server_store.h"
+#include "server/session_hub.h"
+#include "server/stream_tables.h"
+#include "server/sync_server.h"
+
+namespace cairn::server {
+
+// The largest frame a peer may send before its Hello is accepted (a Hello with a token and a
+// partial client's holdings fits many times over): an unauthenticated peer cannot make the
+// server buffer a large frame (docs/protocol.md, "Limits").
+constexpr uint32_t kMaxHelloFrameBytes = 256u << 10;
+
+class Session;
+
+struct SessionHub::Impl {
+  ServerOptions options;
+  std::unique_ptr<ServerStore> store;
+  std::unique_ptr<StreamSink> streams;  // opened at the first stream batch
+  std::function<void()> request_turn;
+  // Open sessions by serial (the order they were accepted in): served in that order, the
+  // same in every run (a simulation replays exactly).
+  std::map<uint64_t, Session*> sessions;
+  uint64_t next_serial = 1;
+  // Open sessions by peer IP (ServerOptions::max_connections_per_address), and the addresses
+  // already said to be at their limit (said once until their count falls to zero).
+  std::unordered_map<std::string, size_t> per_address;
+  std::unordered_set<std::string> at_limit_logged;
+  bool total_limit_logged = false;  // said once until the count falls to the limit
+  bool catch_up_failing = false;     // said once until it works again
+  bool maintain_failing = false;     // the same
+  // Sessions whose snapshot yielded (a scan budget spent): pumped again at the next turn.
+  std::set<uint64_t> repump_sessions;
+
+  void Log(const std::string& msg) {
+    if (options.log) {
+      options.log(msg);
+    } else {
+      std::fprintf(stderr, "cairn-server: %s\n", msg.c_str());
+    }
+  }
+  void Repump(Session* s);
+  void PumpAll();
+  // SQLite (--streams, default DB.streams), or with a PostgreSQL store that database.
+  Result<StreamSink*> Streams() {
+    if (!streams) {
+      const std::string path = options.streams_db_path.empty() ? options.db_path + ".streams"
+                                                               : options.streams_db_path;
+      CAIRN_ASSIGN_OR_RETURN(streams, OpenStreamSink(options.store, path));
+    }
+    return streams.get();
+  }
+};
+
+// One client connection: the exchange of docs/protocol.md from the server's side.
+class Session : public net::Link::Delegate {
+ public:
+  Session(SessionHub::Impl* server, uint64_t serial) : server_(server), serial_(serial) {}
+  uint64_t serial() const { return serial_; }
+  net::Link* conn = nullptr;
+  void Pump();
+
+  // Called at accept, before TLS or any read (the peer's address known): closes the
+  // connection when the server or the peer's address has too many (false), else counts it and
+  // arms the pre-Hello limits (time and frame size).
+  bool Admit();
+  void OnFrame(net::Link* c, const wire::Frame& frame) override;
+  void OnDrained(net::Link*) override { Pump(); }
+  void OnClosed(net::Link*, const Status& why) override {
+    if (counted_) {
+      auto it = server_->per_address.find(address_);
+      if (it != server_->per_address.end() && --it->second == 0) {
+        server_->per_address.erase(it);
+        server_->at_limit_logged.erase(address_);
+      }
+    }
+    if (server_->sessions.size() <= server_->options.max_connections) {
+      server_->total_limit_logged = false;
+    }
+    if (!refused_ && (live_ || !why.ok())) {
+      server_->Log("session " + (live_ ? replica_.Hex() : std::string("(no hello)")) + " from " +
+                   conn->peer() + " closed: " + (why.ok() ? "by the server" : why.ToString()));
+    }
+    server_->sessions.erase(serial_);
+    server_->repump_sessions.erase(serial_);
+    delete this;
+  }
+
+ private:
+  void OnHello(const wire::Hello& hello);
+  void OnBatch(const wire::OpBatch& batch);
+  void OnStreamBatch(const wire::StreamBatch& batch);
+  // Whether the client gets `collection`'s ops from the log entry at `cursor`.
+  bool Wants(const std::string& collection, uint64_t cursor) const {
+    if (!all_collections_ && subscriptions_.count(collection) == 0) return false;
+    if (holds_.empty()) return true;
+    auto it = holds_.find(collection);
+    if (it == holds_.end()) it = holds_.find("*");
+    return it == holds_.end() || cursor > it->second;
+  }
+  bool Reads(const std::string& collection) const {
+    return all_collections_ ? !claims_ || claims_->MayRead(collection)
+                            : subscriptions_.count(collection) > 0;
+  }
+  // Decides whether the client needs a snapshot (docs/protocol.md "Snapshots").
+  Status PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_t cursor);
+  // The state of every collection the client reads, at the log's head.
+  struct Snapshot;
+  Snapshot RebaseSnapshot();
+  // Sends the snapshot's frames while the write queue has room; true when it is complete.
+  bool PumpSnapshot();
+
+  // A snapshot being sent.
+  struct Snapshot {
+    bool begun = false, rebase = false, resumed = false;
+    uint64_t cursor = 0;
+    std::vector<std::string> announced;   // SnapshotBegin.collections
+    std::vector<std::string> collections;  // the collections read, sorted
+    size_t next = 0;                       // index into collections
+    std::string after_key;                 // in collections[next]
+    std::map<ReplicaId, uint64_t> watermarks;
+  };
+
+  SessionHub::Impl* server_;
+  const uint64_t serial_;
+  std::string address_;          // the peer's address key (AddressKey)
+  bool counted_ = false;         // counted in per_address[address_]
+  bool refused_ = false;         // closed at accept by a connection limit
+  bool live_ = false;            // Hello accepted
+  ReplicaId replica_;
+  uint64_t sent_ = 0;            // every log entry up to this cursor was sent or skipped
+  bool caught_up_sent_ = false;
+  bool all_collections_ = true;
+  std::set<std::string> subscriptions_;  // when !all_collections_
+  // A partial client: collection -> the cursor after which it needs that collection's ops
+  // ("*": every other collection). Empty: it gets every collection it reads in full.
+  std::map<std::string, uint64_t> holds_;
+  std::optional<Snapshot> snapshot_;
+  std::optional<auth::Claims> claims_;   // when the server has a secret
+  // The replica's own ops it has (Hello's own_seq): its later ones in the log (a file restored
+  // from a backup lacks them) are sent back to it. nullopt: an older client, never sent back.
+  std::optional<uint64_t> own_seq_;
+};
+
+}  // namespace cairn::server
+
+#endif  // CAIRN_SERVER_SESSION_H_

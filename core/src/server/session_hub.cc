@@ -1,0 +1,87 @@
+#include "server/session_hub.h"
+
+#include "server/session.h"
+
+namespace cairn::server {
+
+void SessionHub::Impl::Repump(Session* s) {
+  if (repump_sessions.empty()) request_turn();
+  repump_sessions.insert(s->serial());
+}
+
+void SessionHub::Impl::PumpAll() {
+  // A session may close (and leave the map) while pumping: iterate over a copy.
+  std::vector<uint64_t> all;
+  for (const auto& entry : sessions) all.push_back(entry.first);
+  for (uint64_t serial : all) {
+    auto it = sessions.find(serial);
+    if (it != sessions.end()) it->second->Pump();
+  }
+}
+
+SessionHub::SessionHub() : impl_(std::make_unique<Impl>()) {}
+SessionHub::~SessionHub() = default;
+
+Result<std::unique_ptr<SessionHub>> SessionHub::Open(const ServerOptions& options,
+                                                     std::function<void()> request_turn) {
+  if (options.max_connections == 0 || options.max_connections_per_address == 0) {
+    return Status::Invalid("connection limits must be at least 1");
+  }
+  if (options.handshake_timeout_ms == 0) {
+    return Status::Invalid("the handshake timeout must be at least 1 ms");
+  }
+  std::unique_ptr<SessionHub> hub(new SessionHub());
+  hub->impl_->options = options;
+  hub->impl_->request_turn = std::move(request_turn);
+  CAIRN_ASSIGN_OR_RETURN(hub->impl_->store, ServerStore::Open(options.db_path, options.store));
+  return hub;
+}
+
+bool SessionHub::Attach(net::Link* link) {
+  auto* session = new Session(impl_.get(), impl_->next_serial++);
+  session->conn = link;
+  link->set_delegate(session);
+  impl_->sessions.emplace(session->serial(), session);
+  return session->Admit();
+}
+
+void SessionHub::CatchUp() {
+  const uint64_t head = impl_->store->head();
+  Status st = impl_->store->CatchUp();
+  if (!st.ok()) {
+    if (!impl_->catch_up_failing) impl_->Log("catching up with the database failed: " + st.ToString());
+    impl_->catch_up_failing = true;
+    return;
+  }
+  if (impl_->catch_up_failing) impl_->Log("caught up with the database again");
+  impl_->catch_up_failing = false;
+  if (impl_->store->head() != head) impl_->PumpAll();
+}
+
+void SessionHub::Maintain() {
+  Status st = impl_->store->Maintain();
+  if (!st.ok() && !impl_->maintain_failing) impl_->Log("maintenance failed: " + st.ToString());
+  if (st.ok() && impl_->maintain_failing) impl_->Log("maintenance works again");
+  impl_->maintain_failing = !st.ok();
+}
+
+void SessionHub::RunTurn() {
+  std::vector<uint64_t> due(impl_->repump_sessions.begin(), impl_->repump_sessions.end());
+  impl_->repump_sessions.clear();
+  for (uint64_t serial : due) {
+    auto it = impl_->sessions.find(serial);
+    if (it != impl_->sessions.end()) it->second->Pump();
+  }
+}
+
+void SessionHub::CloseAll() {
+  std::vector<Session*> all;
+  for (const auto& entry : impl_->sessions) all.push_back(entry.second);
+  for (Session* s : all) s->conn->Close(Status::OK());
+}
+
+size_t SessionHub::session_count() const { return impl_->sessions.size(); }
+ServerStore* SessionHub::store() { return impl_->store.get(); }
+void SessionHub::Log(const std::string& message) { impl_->Log(message); }
+
+}  // namespace cairn::server
