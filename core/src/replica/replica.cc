@@ -133,7 +133,7 @@ class KeptOps {
 
  private:
   struct Ref {
-    uint64_t offset;  // of the op's hlc in rep_
+    size_t offset;    // of the op's hlc in rep_
     uint64_t seq;
     uint32_t origin;  // index in origins_
   };
