@@ -25,6 +25,12 @@ for _ in $(seq 1 500); do
 done
 grep -q "listening on" "$work/killed/idle-server.log" || { echo "FAIL: the server never started"; exit 1; }
 pgrep -f "$work/killed/idle-server.db" >/dev/null || { echo "FAIL: no server process seen"; exit 1; }
+# ... and its idle client (a child of the benchmark too, opening connections).
+for _ in $(seq 1 500); do
+  pgrep -f -- "--child idle .*$work/killed" >/dev/null && break
+  sleep 0.02
+done
+pgrep -f -- "--child idle .*$work/killed" >/dev/null || { echo "FAIL: no idle client seen"; exit 1; }
 kill -KILL "$pid"
 { wait "$pid"; } 2>/dev/null || true
 for _ in $(seq 1 250); do

@@ -2,12 +2,18 @@
 // and bad input that must leave the replica unchanged.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "support/server_process.h"
 #include "support/temp_dir.h"
@@ -147,6 +153,51 @@ TEST_F(CliTest, RefusedCommandLeavesNoNewFileBehind) {
   const std::string before = Digest();
   EXPECT_EQ(Cairn({"import", dir_.File("junk.cex")}).code, 3);
   EXPECT_EQ(Digest(), before);
+}
+
+// The same, with another process holding the new file open when the command fails: the file is
+// left to it (removing it would lose what that process writes).
+TEST_F(CliTest, RefusedCommandLeavesANewFileAnotherProcessOpened) {
+  // A "server" that takes the connection and never answers: the sync times out (exit 3).
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string server = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  const std::string cmd = std::string(CAIRN_CLI_PATH) + " --db " + Quote(db_) +
+                          " sync --once --timeout-ms 3000 --server " + server + " 2>/dev/null";
+  FILE* running = popen(cmd.c_str(), "r");
+  ASSERT_NE(running, nullptr);
+  // Once the command made the file, this process opens it and reads it (SQLite then holds its
+  // shared lock on the -shm, as an app using the file does).
+  sqlite3* other = nullptr;
+  bool reading = false;
+  for (int i = 0; i < 200 && !reading; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!std::ifstream(db_).good()) continue;
+    if (other == nullptr && sqlite3_open_v2(db_.c_str(), &other, SQLITE_OPEN_READWRITE,
+                                            nullptr) != SQLITE_OK) {
+      sqlite3_close(other);
+      other = nullptr;
+      continue;
+    }
+    reading = sqlite3_exec(other, "SELECT count(*) FROM sqlite_master", nullptr, nullptr,
+                           nullptr) == SQLITE_OK &&
+              std::ifstream(db_ + "-shm").good();
+  }
+  ASSERT_TRUE(reading) << "the new file never became readable";
+  const int status = pclose(running);
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  EXPECT_TRUE(std::ifstream(db_).good()) << "a file another process had open was removed";
+  sqlite3_close(other);
+  close(listener);
+  // Still a replica, usable.
+  EXPECT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
 }
 
 TEST_F(CliTest, NewerFormatIsRefused) {

@@ -1,7 +1,9 @@
 // cairn: the command-line tool over one replica file (docs/cli.md).
 // Exit codes: 0 success, 1 not found, 2 usage error, 3 other error (message on stderr).
 // Everything printed as JSON is canonical (replica/json_codec.h).
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
@@ -43,6 +45,34 @@ void RemoveReplicaFiles(const std::string& path) {
   }
 }
 
+// Makes an empty file at `path` if there is none: true when this call made it.
+bool CreateNewFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+// True when another process holds a lock on the replica's file or its -shm: it has the file
+// open (in WAL mode SQLite keeps a shared lock on the -shm for as long as a connection uses it).
+// Call with this process's own connection closed: closing the probe's descriptor drops every
+// POSIX lock this process holds on that file.
+bool OtherProcessUses(const std::string& path) {
+  for (const char* suffix : {"", "-shm"}) {
+    const int fd = ::open((path + suffix).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct flock probe {};
+    probe.l_type = F_WRLCK;
+    probe.l_whence = SEEK_SET;
+    probe.l_start = 0;
+    probe.l_len = 0;  // the whole file
+    const bool locked = ::fcntl(fd, F_GETLK, &probe) == 0 && probe.l_type != F_UNLCK;
+    ::close(fd);
+    if (locked) return true;
+  }
+  return false;
+}
+
 // True when the replica holds nothing: no op of its own or received, no cursor, no stream.
 bool IsEmptyReplica(cairn::Replica* r) {
   auto s = r->GetStatus();
@@ -50,8 +80,8 @@ bool IsEmptyReplica(cairn::Replica* r) {
          s->held_back_ops == 0 && s->rejected_ops == 0 && s->streams.empty();
 }
 
-// Removes a replica file that the command created, when the command did not succeed and the
-// file holds nothing; `replica` null: the file was there before, it stays.
+// Removes a replica file that the command created, when the command did not succeed, the file
+// holds nothing and no other process has it open; `replica` null: the file was there before.
 class RemoveIfRefused {
  public:
   RemoveIfRefused(std::unique_ptr<cairn::Replica>* replica, const std::string& path,
@@ -62,6 +92,7 @@ class RemoveIfRefused {
   ~RemoveIfRefused() {
     if (replica_ == nullptr || succeeded_ || !IsEmptyReplica(replica_->get())) return;
     replica_->reset();
+    if (OtherProcessUses(path_)) return;  // someone opened the new file meanwhile: theirs too
     RemoveReplicaFiles(path_);
   }
 
@@ -249,19 +280,21 @@ static int Run(int argc, char** argv) {
     std::cerr << "cairn: no replica at " << db << "\n";
     return kExitError;
   }
-  const bool existed = ::stat(db.c_str(), &sb) == 0;
+  // Whether this command makes the file: decided by creating it (O_EXCL), so that a file another
+  // process creates at the same moment is never taken for ours.
+  const bool created = writes && CreateNewFile(db);
   cairn::ReplicaOptions options;
   options.create = writes;
   auto opened = cairn::Replica::Open(db, options);
   if (!opened.ok()) {
-    if (!existed) RemoveReplicaFiles(db);
+    if (created && !OtherProcessUses(db)) RemoveReplicaFiles(db);
     return Fail(opened.status());
   }
   cairn::Replica& r = *opened.value();
   // A command that made the file and then failed takes it away again, if nothing was kept in
   // it (a sync that received data before failing keeps its file: the data is there).
   bool succeeded = false;
-  RemoveIfRefused remove_if_refused(existed ? nullptr : &opened.value(), db, succeeded);
+  RemoveIfRefused remove_if_refused(created ? &opened.value() : nullptr, db, succeeded);
 
   cairn::Status st;
   if (put->parsed()) {

@@ -7,6 +7,7 @@
 #define CAIRN_SERVER_SESSION_H_
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>

@@ -60,7 +60,7 @@ extension Replica {
         o.version = UInt32(CAIRN_STREAM_OPTIONS_VERSION)
         o.max_bytes = options.maxBytes
         o.max_age_ms = options.maxAgeMs
-        o.policy = options.dropOldest ? Int32(CAIRN_STREAM_DROP_OLDEST) : Int32(CAIRN_STREAM_REJECT)
+        o.policy = Int32(options.dropOldest ? CAIRN_STREAM_DROP_OLDEST.rawValue : CAIRN_STREAM_REJECT.rawValue)
         o.priority = options.priority
         try withHandle { h in try check(cairn_replica_configure_stream(h, stream, &o)) }
     }
