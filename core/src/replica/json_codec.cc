@@ -112,7 +112,7 @@ class IntegerRangeCheck : public nlohmann::json_sax<Json> {
 
 Result<Json> ParseJson(std::string_view text) {
   IntegerRangeCheck check;
-  Json::sax_parse(text, &check, nlohmann::detail::input_format_t::json, /*strict=*/true,
+  Json::sax_parse(text, &check, Json::input_format_t::json, /*strict=*/true,
                   /*ignore_comments=*/false);
   if (!check.out_of_range().empty()) {
     return Status::Invalid("integer " + check.out_of_range().substr(0, 40) +
