@@ -235,8 +235,9 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
     if (op.kind == OpKind::kIncrement && !r.GetSignedVarint(&op.delta)) {
       return corrupt("truncated delta");
     }
-    if (op.kind == OpKind::kSet && !GetValuePayload(&r, tag, /*check_utf8=*/true, &op.value)) {
-      return corrupt("bad value");
+    if (op.kind == OpKind::kSet) {
+      if (!GetValuePayload(&r, tag, /*check_utf8=*/false, &op.value)) return corrupt("bad value");
+      if (limits.check_values) CAIRN_RETURN_IF_ERROR(ValidateValue(op.value));
     }
     os.last_seq = seq;
     os.last_phys = phys;

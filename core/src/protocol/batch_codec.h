@@ -75,12 +75,17 @@ class BatchEncoder {
 
 struct DecodeLimits {
   uint32_t max_ops = 1u << 20;
+  // Whether values are checked against ValidateValue (finite doubles, UTF-8 strings, sizes).
+  // Off only for a caller that checks each value itself to refuse less than the whole batch
+  // (a push refuses the transaction). Names and keys are always checked.
+  bool check_values = true;
 };
 
 // Decodes and validates every record of `batch` in order, calling `fn` for each op. Stops at the
 // first error: Corrupt for a malformed record, Invalid for a name, key or value that breaks the
 // rules of docs/crdt-semantics.md "Data model", or whatever `fn` returns. Nothing is assumed about
-// the batch beyond the Verifier having passed.
+// the batch beyond the Verifier having passed. An op `fn` gets has passed ValidateOp: the paths
+// that receive ops check them here, once.
 Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
                    const std::function<Status(const Op&)>& fn);
 // The same for an OpBatch frame kept as it was written (a log entry, an outbox row, a

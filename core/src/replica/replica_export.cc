@@ -10,6 +10,7 @@
 #include "base/killpoint.h"
 #include "base/sha256.h"
 #include "base/strings.h"
+#include "oplog/admission.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
@@ -184,20 +185,18 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
                                        " is newer than this Cairn reads (" +
                                        std::to_string(kExportFormatVersion) + "): upgrade Cairn");
   }
-  struct Range {
-    uint64_t from, through;
-  };
-  std::map<ReplicaId, Range> ranges;
+  // Per origin, the range (from, through] the file declares: its ops of that origin, in
+  // increasing seq order, assuming the receiver has the origin's ops through `from`.
+  std::map<ReplicaId, admission::OriginSeq> ranges;
   if (hdr->ranges()) {
     for (const auto* rg : *hdr->ranges()) {
-      if (!hdr->origins() || rg->origin() >= hdr->origins()->size() ||
-          rg->from_seq() > rg->through_seq() || rg->through_seq() > kMaxSeq) {
+      if (!hdr->origins() || rg->origin() >= hdr->origins()->size()) {
         return Status::Corrupt("bad range in export header");
       }
       ReplicaId id = protocol::FromWire(*hdr->origins()->Get(rg->origin()));
-      if (!ranges.emplace(id, Range{rg->from_seq(), rg->through_seq()}).second) {
-        return Status::Corrupt("origin listed twice in export header");
-      }
+      auto it = ranges.emplace(id, admission::OriginSeq(id, store_->Through(id))).first;
+      CAIRN_RETURN_IF_ERROR(
+          it->second.Declare(rg->from_seq(), rg->through_seq()).WithContext("export header"));
     }
   }
   sha.Update(raw);
@@ -208,16 +207,13 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
   // range's `from`). If anything is missing, the whole file is held back as one unit: applying
   // part of it could count an op as received whose dominating op has not arrived.
   bool hold = false;
-  for (const auto& [origin, rg] : ranges) hold = hold || rg.from > store_->Through(origin);
+  for (const auto& [origin, seq] : ranges) hold = hold || !seq.assumption_met();
   int64_t unit = 0;
   if (hold) {
     CAIRN_ASSIGN_OR_RETURN(unit, store_->NewPendingUnit());
   }
   uint32_t batches = 0;
   protocol::DecodeLimits dlimits;
-  // Per origin, the last seq read: a file lists each origin's ops in increasing seq order (the
-  // watermarks advance only at the end, so a repeated op would otherwise be applied twice).
-  std::map<ReplicaId, uint64_t> last_seq;
   for (;;) {
     CAIRN_RETURN_IF_ERROR(reader.Next(&payload, &eof, &raw));
     if (eof) return Status::Corrupt("truncated export (no end frame)");
@@ -240,23 +236,17 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
     CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(*batch, dlimits, [&](const Op& op) -> Status {
       stats.ops++;
       auto rg = ranges.find(op.id.origin);
-      if (rg == ranges.end() || op.id.seq <= rg->second.from || op.id.seq > rg->second.through) {
+      if (rg == ranges.end()) {
         return Status::Corrupt("op " + op.id.origin.Hex() + ":" + std::to_string(op.id.seq) +
-                               " lies outside the ranges the file declares");
+                               " of an origin the file does not declare");
       }
-      uint64_t& last = last_seq[op.id.origin];
-      if (op.id.seq <= last) {
-        return Status::Corrupt("op " + op.id.origin.Hex() + ":" + std::to_string(op.id.seq) +
-                               " repeated or out of order");
-      }
-      last = op.id.seq;
-      CAIRN_RETURN_IF_ERROR(ValidateOp(op));
+      CAIRN_ASSIGN_OR_RETURN(admission::Seq seq, rg->second.Next(op.id.seq));
       max_hlc = std::max(max_hlc, op.id.hlc);
       if (hold) {
         stats.held_back++;
         return store_->StagePending(unit, op);
       }
-      if (op.id.seq <= store_->Through(op.id.origin)) {
+      if (seq == admission::Seq::kDuplicate) {
         stats.duplicates++;
         return Status::OK();
       }
@@ -266,11 +256,12 @@ Result<ImportStats> Replica::ImportLocked(std::FILE* in) {
   }
   // Nothing may follow the end frame.
   if (std::fgetc(in) != EOF) return Status::Corrupt("data after the end frame");
-  for (const auto& [origin, rg] : ranges) {
+  for (const auto& [origin, seq] : ranges) {
     if (hold) {
-      CAIRN_RETURN_IF_ERROR(store_->StagePendingRange(unit, origin, rg.from, rg.through));
+      CAIRN_RETURN_IF_ERROR(
+          store_->StagePendingRange(unit, origin, seq.declared_from(), seq.declared_to()));
     } else {
-      CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, rg.through));
+      CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, seq.through_after()));
     }
   }
   CAIRN_RETURN_IF_ERROR(store_->DrainPending());

@@ -10,6 +10,7 @@
 #include "base/coding.h"
 #include "base/killpoint.h"
 #include "base/strings.h"
+#include "oplog/admission.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
@@ -46,79 +47,48 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
   store::RollbackUnlessCommitted guard(store_.get());
   ServerBatchStats stats;
   Hlc max_hlc = 0;
-  // Per origin: the watermark before the batch, the last seq seen in it, and the seqs the
-  // server says it covers (ops skipped for this client: docs/protocol.md, "Partial sync").
-  struct Track {
-    uint64_t through = 0, last = 0;
-    bool covered = false;
-    uint64_t from = 0, to = 0;
-  };
-  std::map<ReplicaId, Track> tracks;
-  auto track = [&](const ReplicaId& origin) -> Track& {
-    auto [it, first] = tracks.try_emplace(origin);
-    if (first) it->second.through = it->second.last = store_->Through(origin);
+  // Per origin, its ops as the batch brings them: in order from the watermark, or in the range
+  // the server declares for them (ops skipped for this client: docs/protocol.md "Partial sync").
+  std::map<ReplicaId, admission::OriginSeq> seqs;
+  auto seq_of = [&](const ReplicaId& origin) -> admission::OriginSeq& {
+    auto it = seqs.find(origin);
+    if (it == seqs.end()) {
+      it = seqs.emplace(origin, admission::OriginSeq(origin, store_->Through(origin))).first;
+    }
     return it->second;
   };
   Status st;
   if (batch.covers()) {
     for (const wire::Coverage* c : *batch.covers()) {
-      const ReplicaId origin = protocol::FromWire(c->origin());
-      Track& t = track(origin);
       // (Its own origin too: a restored file gets back its own ops it lacks.)
-      if (t.covered || c->from_seq() > c->through_seq() || c->through_seq() > kMaxSeq) {
-        st = Status::Corrupt("bad coverage for origin " + origin.Hex() + " in a server batch");
+      admission::OriginSeq& seq = seq_of(protocol::FromWire(c->origin()));
+      st = seq.Declare(c->from_seq(), c->through_seq());
+      if (st.ok() && !seq.assumption_met()) {
+        st = Status::Corrupt("the server skipped ops this replica lacks (a gap): its coverage "
+                             "starts at seq " + std::to_string(c->from_seq()) + ", this replica has " +
+                             std::to_string(seq.through()));
+      }
+      if (!st.ok()) {
+        st = st.WithContext("server batch");
         break;
       }
-      if (c->from_seq() > t.through) {
-        st = Status::Corrupt("server skipped origin " + origin.Hex() + " from seq " +
-                             std::to_string(c->from_seq()) + " but this replica has only " +
-                             std::to_string(t.through) + " (a gap)");
-        break;
-      }
-      t.covered = true;
-      t.last = t.from = c->from_seq();
-      t.to = c->through_seq();
     }
   }
   if (st.ok()) st = protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
     stats.ops++;
-    CAIRN_RETURN_IF_ERROR(ValidateOp(op));
-    Track& t = track(op.id.origin);
-    auto name = [&op] { return op.id.origin.Hex() + ":" + std::to_string(op.id.seq); };
-    if (t.covered) {
-      // Inside the declared range, in increasing order; what this replica has is a duplicate.
-      if (op.id.seq <= t.from || op.id.seq > t.to || op.id.seq <= t.last) {
-        return Status::Corrupt("server sent op " + name() + " outside or out of order in the "
-                               "range it declared");
-      }
-      t.last = op.id.seq;
-      if (op.id.seq <= t.through) {
-        stats.duplicates++;
-        return Status::OK();
-      }
-    } else {
-      if (op.id.seq <= t.last) {
-        stats.duplicates++;
-        return Status::OK();
-      }
-      if (op.id.seq != t.last + 1) {
-        return Status::Corrupt("server sent op " + name() + " after seq " + std::to_string(t.last) +
-                               " (a gap)");
-      }
-      t.last = op.id.seq;
+    auto seq = seq_of(op.id.origin).Next(op.id.seq);
+    if (!seq.ok()) return seq.status().WithContext("server batch");
+    if (*seq != admission::Seq::kNew) {  // (repeated in the batch: its log entries overlap)
+      stats.duplicates++;
+      return Status::OK();
     }
     max_hlc = std::max(max_hlc, op.id.hlc);
     stats.applied++;
     return store_->Apply(op, /*local=*/false);
   });
-  std::map<ReplicaId, uint64_t> through;
-  for (const auto& [origin, t] : tracks) {
-    const uint64_t after = t.covered ? std::max(t.through, t.to) : t.last;
-    if (after > t.through) through[origin] = after;
-  }
-  for (const auto& [origin, seq] : through) {
+  for (const auto& [origin, seq] : seqs) {
     if (!st.ok()) break;
-    st = store_->SetThrough(origin, seq);
+    if (seq.through_after() > seq.through()) st = store_->SetThrough(origin, seq.through_after());
   }
   if (st.ok()) {
     auto pos = store_->GetSyncPosition();
@@ -283,7 +253,6 @@ Status Replica::StageSnapshotChunk(const wire::OpBatch& batch, const std::string
   return InWriteTxn([&]() -> Status {
     CAIRN_RETURN_IF_ERROR(store_->SetSnapshotPosition(after_collection, after_key));
     return protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
-      CAIRN_RETURN_IF_ERROR(ValidateOp(op));
       return store_->StagePending(store::kSnapshotUnit, op);
     });
   });

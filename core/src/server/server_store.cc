@@ -7,6 +7,7 @@
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
+#include "oplog/admission.h"
 #include "oplog/validate.h"
 #include "server/stream_tables.h"
 #ifdef CAIRN_HAVE_POSTGRESQL
@@ -64,26 +65,29 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
     verdict = Status::OK();
     return Status::OK();
   };
-  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
+  admission::OriginSeq seqs(origin, before);
+  protocol::DecodeLimits limits;
+  limits.check_values = false;  // a bad value refuses its transaction, not the push
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, limits, [&](const Op& op) -> Status {
     if (op.id.origin != origin) {
       return Status::Invalid("op of origin " + op.id.origin.Hex() +
                              " pushed by replica " + origin.Hex() +
                              ": a replica pushes only its own ops");
     }
     if (!op.continues_txn) CAIRN_RETURN_IF_ERROR(finish_txn());
-    if (op.id.seq <= sort->through) {
+    CAIRN_ASSIGN_OR_RETURN(admission::Seq seq, seqs.Next(op.id.seq));
+    if (seq == admission::Seq::kRepeat) {
+      return Status::Corrupt("op " + origin.Hex() + ":" + std::to_string(op.id.seq) +
+                             " repeated within one push");
+    }
+    if (seq == admission::Seq::kDuplicate) {
       if (sort->duplicates++ == 0) sort->dup_low = op.id.seq;
       if (op.id.seq >= sort->dup_high) sort->dup_high_hlc = op.id.hlc;
       sort->dup_high = std::max(sort->dup_high, op.id.seq);
       return Status::OK();
     }
-    const uint64_t expected = (n == 0 ? sort->through : txn[n - 1].id.seq) + 1;
-    if (op.id.seq != expected) {
-      return Status::Corrupt("op " + origin.Hex() + ":" + std::to_string(op.id.seq) +
-                             " follows seq " + std::to_string(expected - 1) + " (a gap)");
-    }
     if (verdict.ok()) {
-      verdict = ValidateOp(op);
+      verdict = ValidateValue(op.value);
       if (verdict.ok()) verdict = admit(op);
     }
     if (n == txn.size()) {
@@ -122,14 +126,8 @@ Refused RefusalOf(const std::vector<Op>& txn, size_t n, const Status& verdict) {
 }
 
 Status CheckFork(const ReplicaId& origin, const PushSort& sort, std::optional<Hlc> ours) {
-  // A "duplicate" that is not the op received under that seq: the replica's history forked
-  // (a restored or copied file wrote new ops under seqs it had already used); taking it for a
-  // duplicate would drop it.
-  if (sort.duplicates == 0 || !ours || *ours == sort.dup_high_hlc) return Status::OK();
-  return Status(Code::kEFORKED,
-                "op " + std::to_string(sort.dup_high) + " of replica " + origin.Hex() +
-                    " differs from the one received under that seq: the replica's history "
-                    "forked (a file restored from a backup or copied from another device)");
+  if (sort.duplicates == 0) return Status::OK();
+  return admission::CheckFork(origin, sort.dup_high, sort.dup_high_hlc, ours);
 }
 
 Result<std::optional<Hlc>> FindOpHlc(std::string_view batch_frame, const ReplicaId& origin,
@@ -380,18 +378,22 @@ Status SqliteServerStore::StageEntry(const LogEntry& e) {
   }
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   Status st = [&]() -> Status {
-    const uint64_t before = store_->Through(e.origin);
-    if (e.first_seq != before + 1 || e.last_seq < e.first_seq) {
-      return Status::Corrupt("log entry " + std::to_string(e.cursor) + " covers seqs " +
-                             std::to_string(e.first_seq) + ".." + std::to_string(e.last_seq) +
-                             " of " + e.origin.Hex() + ", which has " + std::to_string(before));
+    const std::string entry = "log entry " + std::to_string(e.cursor);
+    // An entry declares the seqs first_seq..last_seq of its origin (the refused ones absent) and
+    // continues exactly where this node's copy of the origin ends.
+    admission::OriginSeq seqs(e.origin, store_->Through(e.origin));
+    if (e.first_seq == 0 || e.last_seq < e.first_seq ||
+        !seqs.Declare(e.first_seq - 1, e.last_seq).ok() ||
+        seqs.declared_from() != seqs.through()) {
+      return Status::Corrupt(entry + " covers seqs " + std::to_string(e.first_seq) + ".." +
+                             std::to_string(e.last_seq) + " of " + e.origin.Hex() +
+                             ", which has " + std::to_string(seqs.through()));
     }
     uint64_t ops = 0;
     Hlc max_hlc = 0;
     CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(e.batch, "log entry", [&](const Op& op) {
-      if (op.id.origin != e.origin || op.id.seq < e.first_seq || op.id.seq > e.last_seq) {
-        return Status::Corrupt("log entry " + std::to_string(e.cursor) + " holds a foreign op");
-      }
+      if (op.id.origin != e.origin) return Status::Corrupt(entry + " holds a foreign op");
+      CAIRN_RETURN_IF_ERROR(seqs.Next(op.id.seq).status().WithContext(entry));
       ops++;
       max_hlc = std::max(max_hlc, op.id.hlc);
       return store_->Apply(op, /*local=*/false);

@@ -8,6 +8,7 @@
 
 #include "base/coding.h"
 #include "base/strings.h"
+#include "oplog/admission.h"
 #include "oplog/value_codec.h"
 #include "store/replica_store_rows.h"
 
@@ -55,14 +56,17 @@ Status ReplicaStore::DrainPending() {
         CAIRN_ASSIGN_OR_RETURN(bool row, ranges.Step());
         if (!row) break;
         int64_t unit = ranges.Int(0), origin = ranges.Int(1);
-        if (U(ranges.Int(2)) > origins_[origin].through) blocked.insert(unit);
+        if (!admission::AssumptionMet(U(ranges.Int(2)), origins_[origin].through)) {
+          blocked.insert(unit);
+        }
         units[unit].emplace_back(origin, U(ranges.Int(3)));
       }
     }
     for (const auto& [unit, ranges] : units) {
       if (blocked.count(unit)) continue;
       CAIRN_RETURN_IF_ERROR(ForEachPendingOp(unit, [&](const Op& op) -> Status {
-        if (op.id.seq <= Through(op.id.origin)) return Status::OK();  // accounted for meanwhile
+        // Accounted for meanwhile (another unit, a server batch): never applied twice.
+        if (admission::Has(Through(op.id.origin), op.id.seq)) return Status::OK();
         return Apply(op, /*local=*/false);
       }));
       for (const auto& [origin, through] : ranges) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "oplog/validate.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "replica/json_codec.h"
@@ -108,6 +109,37 @@ TEST(BatchCodecTest, RandomOpsRoundTrip) {
   auto out = RoundTrip(ops);
   ASSERT_EQ(out.size(), ops.size());
   for (size_t i = 0; i < ops.size(); i++) EXPECT_TRUE(SameOp(ops[i], out[i])) << i;
+}
+
+// A received op is checked once, by the decoder: a value that breaks the data model's rules
+// refuses the batch, unless the caller asks to check values itself (a push refuses only the
+// transaction).
+TEST(BatchCodecTest, DecoderChecksValuesUnlessTheCallerDoes) {
+  const Hlc t = MakeHlc(1700000000000, 0);
+  for (const Value& bad : {Value::Double(std::nan("")), Value::Double(HUGE_VAL),
+                           Value::String("\xff\xfe"),
+                           Value::Bytes(std::string(kMaxValueBytes + 1, 'x'))}) {
+    protocol::BatchEncoder enc;
+    enc.Add(MakeOp(1, 1, t, OpKind::kSet, "k", "f", Value::Int(1)));
+    enc.Add(MakeOp(1, 2, t + 1, OpKind::kSet, "k", "g", bad));
+    flatbuffers::FlatBufferBuilder fbb;
+    enc.Finish(&fbb);
+    const wire::Frame* f = wire::GetFrame(fbb.GetBufferPointer());
+    const wire::OpBatch* batch = f->body_as_OpBatch();
+    ASSERT_NE(batch, nullptr);
+    int seen = 0;
+    auto count = [&](const Op&) {
+      seen++;
+      return Status::OK();
+    };
+    EXPECT_EQ(protocol::DecodeBatch(*batch, {}, count).code(), Code::kEINVAL);
+    EXPECT_EQ(seen, 1);  // the op before it only
+    protocol::DecodeLimits unchecked;
+    unchecked.check_values = false;
+    seen = 0;
+    EXPECT_TRUE(protocol::DecodeBatch(*batch, unchecked, count).ok());
+    EXPECT_EQ(seen, 2);
+  }
 }
 
 std::string OneBatchFrame() {
