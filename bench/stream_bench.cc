@@ -20,6 +20,7 @@
 
 #include "bench_server.h"
 #include "bench_util.h"
+#include "replica/sync_access.h"
 #include "sync/sync_client.h"
 
 namespace {
@@ -200,14 +201,15 @@ int main(int argc, char** argv) {
   o.tls = true;
   o.ca_file = dir + "/ca.pem";
   cairn::sync::SyncClient client(replica.get(), o);
-  const uint64_t queued = Must(replica->QueuedRecords(), "queued");
+  const uint64_t queued = Must(cairn::SyncAccess(*replica).QueuedRecords(), "queued");
   auto t0 = Clock::now();
   Check(client.SyncOnce(0), "upload");
   const double secs = Seconds(t0, Clock::now());
   const cairn::sync::SyncStatus st = client.status();
   const int64_t server_kb = StopServer(&server);
   const int64_t stored = ServerCount(dir + "/server.db.streams");
-  if (stored != static_cast<int64_t>(n) || Must(replica->QueuedRecords(), "queued") != 0) {
+  if (stored != static_cast<int64_t>(n) ||
+      Must(cairn::SyncAccess(*replica).QueuedRecords(), "queued") != 0) {
     Die("the upload is incomplete: the server holds " + std::to_string(stored) + " of " +
         std::to_string(n));
   }

@@ -1,4 +1,4 @@
-// Fuzz target: a batch a server sent, applied to a replica (Replica::ApplyServerBatch: the
+// Fuzz target: a batch a server sent, applied to a replica (SyncAccess::ApplyServerBatch: the
 // merge rules, the gap check, the materialized tables), after the same checks a client makes.
 // The replica is in memory and holds one document per collection the seeds use, so merges meet
 // existing state. Errors are fine; crashes, sanitizer reports and hangs are findings.
@@ -9,6 +9,7 @@
 
 #include "protocol/frame.h"
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace cairn;
@@ -25,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)replica.Increment("notes", "n1", "views", 2);
   ReplicaId server;
   server.bytes.fill(0x5e);
-  auto applied = replica.ApplyServerBatch(*frame.value()->body_as_OpBatch(), 1, server);
+  auto applied = SyncAccess(replica).ApplyServerBatch(*frame.value()->body_as_OpBatch(), 1, server);
   if (applied.ok()) {
     (void)replica.Digest();  // the state it made can be read back whole
   }

@@ -21,18 +21,18 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "replica/json_codec.h"
 #include "protocol/frame.h"
 #include "protocol/stream_codec.h"
+#include "replica/json_codec.h"
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 #include "support/env.h"
 #include "support/temp_dir.h"
 
@@ -576,8 +576,9 @@ uint64_t CheckAppenderFile(const std::string& path, uint64_t last_acked, uint64_
   // Each record's value is its seq (none twice, none shifted).
   if (count > 0) {
     protocol::StreamEncoder enc("readings");
-    EXPECT_TRUE(
-        replica->ReadStream("readings", 0, static_cast<size_t>(count), SIZE_MAX, &enc).ok());
+    EXPECT_TRUE(SyncAccess(*replica)
+                    .ReadStream("readings", 0, static_cast<size_t>(count), SIZE_MAX, &enc)
+                    .ok());
     EXPECT_EQ(enc.record_count(), count);
     std::string frame;
     enc.FinishFrame(&frame);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 #include "support/env.h"
 #include "support/server_process.h"
 #include "support/temp_dir.h"
@@ -191,7 +192,7 @@ class KillRun {
       EXPECT_EQ(st->pending_ops, 0);
       EXPECT_EQ(st->held_back_ops, 0);
       EXPECT_EQ(st->rejected_ops, 0);
-      EXPECT_EQ(r.value()->QueuedRecords().value(), 0u);
+      EXPECT_EQ(SyncAccess(*r.value()).QueuedRecords().value(), 0u);
       for (const auto& [key, sum] : sums_) {
         auto doc = r.value()->Get("counters", key).value();
         ASSERT_TRUE(doc.has_value()) << key;

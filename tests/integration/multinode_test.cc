@@ -17,7 +17,8 @@
 #include <vector>
 
 #include "replica/replica.h"
-#include "server/pg.h"
+#include "replica/sync_access.h"
+#include "server/pg/pg.h"
 #include "server/sync_server.h"
 #include "support/fault_proxy.h"
 #include "support/server_process.h"
@@ -176,7 +177,7 @@ TEST_F(MultiNode, CursorFromOneNodeIsValidOnAnother) {
     ASSERT_TRUE(a->Put("t", "a" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
   }
   ASSERT_TRUE(SyncOnce(a.get(), n1.address()).ok());
-  const uint64_t cursor = a->GetSyncPosition().value().cursor;
+  const uint64_t cursor = SyncAccess(*a).GetSyncPosition().value().cursor;
   ASSERT_GT(cursor, 0u);
   ASSERT_TRUE(b->Put("t", "b", {{"v", Value::Int(9)}}).ok());
   ASSERT_TRUE(SyncOnce(b.get(), n2.address()).ok());
@@ -337,10 +338,10 @@ TEST_F(MultiNode, TelemetryRetriedThroughAnotherNodeIsStoredOnce) {
   const std::string via = "127.0.0.1:" + std::to_string(balancer.port());
   EXPECT_FALSE(SyncOnce(gw.get(), via, o).ok());  // cut: stored, not acknowledged
   EXPECT_GT(std::stoll(Query(dir, "SELECT count(*) FROM readings").at(0)), 0);
-  EXPECT_EQ(gw->QueuedRecords().value(), 1000u);
+  EXPECT_EQ(SyncAccess(*gw).QueuedRecords().value(), 1000u);
   balancer.set_target(n2.port());
   ASSERT_TRUE(SyncOnce(gw.get(), via, o).ok());
-  EXPECT_EQ(gw->QueuedRecords().value(), 0u);
+  EXPECT_EQ(SyncAccess(*gw).QueuedRecords().value(), 0u);
   EXPECT_EQ(Query(dir, "SELECT count(*) || ' ' || count(DISTINCT seq) || ' ' || sum(n) "
                        "FROM readings WHERE seq = n"),
             (std::vector<std::string>{"1000 1000 500500"}));
@@ -565,7 +566,7 @@ TEST_F(MultiNode, NodeDownWhileTheLogWasTrimmedStartsFromTheCheckpoint) {
     for (int i = 0; i < 5; i++) push(i);
     auto probe = OpenReplica(dir.File("probe.db"));
     ASSERT_TRUE(SyncOnce(probe.get(), n2.address()).ok());  // node 2 has taken in all five
-    down_at = probe->GetSyncPosition().value().cursor;
+    down_at = SyncAccess(*probe).GetSyncPosition().value().cursor;
   }
   for (int i = 5; i < 40; i++) push(i);
   ASSERT_TRUE(WaitFor([&] {

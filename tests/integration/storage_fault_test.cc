@@ -6,6 +6,7 @@
 // unsent op or queued record evicted, no counter or cache moved), the same call succeeds once
 // the fault clears and leaves what a run without the fault leaves, the file reopens to the same
 // state and SQLite's integrity_check passes. docs/RELIABILITY.md, "Storage faults".
+#include <flatbuffers/flatbuffers.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
@@ -18,13 +19,12 @@
 #include <string>
 #include <vector>
 
-#include <flatbuffers/flatbuffers.h>
-
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "protocol/stream_codec.h"
 #include "replica/json_codec.h"
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 #include "server/server_store.h"
 #include "support/fault_vfs.h"
 #include "support/temp_dir.h"
@@ -80,7 +80,7 @@ class StorageFaultTest : public ::testing::TestWithParam<StorageFault> {
                    out += CanonicalJson(j) + "\n";
                    return Status::OK();
                  }).ok());
-    EXPECT_TRUE(r->Rejected([&](const store::RejectedOp& rej) {
+    EXPECT_TRUE(r->Rejected([&](const RejectedOp& rej) {
                    out += rej.reason + " " + std::to_string(rej.code) + " " +
                           std::to_string(rej.op.id.seq) + "\n";
                    return Status::OK();
@@ -90,7 +90,7 @@ class StorageFaultTest : public ::testing::TestWithParam<StorageFault> {
     if (streams.ok()) {
       for (const auto& s : streams.value()) {
         protocol::StreamEncoder enc(s.name);
-        EXPECT_TRUE(r->ReadStream(s.name, 0, 1u << 20, 1u << 30, &enc).ok());
+        EXPECT_TRUE(SyncAccess(*r).ReadStream(s.name, 0, 1u << 20, 1u << 30, &enc).ok());
         std::string frame;
         enc.FinishFrame(&frame);
         out += s.name + " " + std::to_string(frame.size()) + " " +
@@ -255,7 +255,8 @@ TEST_P(StorageFaultTest, LocalWrite) {
 }
 
 TEST_P(StorageFaultTest, AcknowledgeOutbox) {
-  RunMatrix("ack", ReplicaPath(ThreeTransactions, [](Replica* r) { return r->AckOutbox(3); }));
+  RunMatrix("ack",
+            ReplicaPath(ThreeTransactions, [](Replica* r) { return SyncAccess(*r).AckOutbox(3); }));
 }
 
 TEST_P(StorageFaultTest, RefusedTransactionUndone) {
@@ -265,7 +266,7 @@ TEST_P(StorageFaultTest, RefusedTransactionUndone) {
                          t.last_seq = 5;
                          t.code = Code::kEPERM;
                          t.reason = "no write access to tasks";
-                         return r->AckOutbox(5, {t});
+                         return SyncAccess(*r).AckOutbox(5, {t});
                        }));
 }
 
@@ -297,8 +298,8 @@ TEST_P(StorageFaultTest, ApplyServerBatch) {
   const wire::Frame* frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
   ASSERT_NE(frame->body_as_OpBatch(), nullptr);
   RunMatrix("apply", ReplicaPath(ThreeTransactions, [&](Replica* r) {
-                        return r->ApplyServerBatch(*frame->body_as_OpBatch(), 7, server).status();
-                      }));
+              return SyncAccess(*r).ApplyServerBatch(*frame->body_as_OpBatch(), 7, server).status();
+            }));
 }
 
 // Appends that make the stream drop its oldest records: a full disk must not drop any.
@@ -328,8 +329,9 @@ TEST_P(StorageFaultTest, StreamAcknowledged) {
       ASSERT_TRUE(r->Append("temps", {{"i", Value::Int(i)}}).ok());
     }
   };
-  RunMatrix("stream-ack",
-            ReplicaPath(prepare, [](Replica* r) { return r->AckStream("temps", 3).status(); }));
+  RunMatrix("stream-ack", ReplicaPath(prepare, [](Replica* r) {
+              return SyncAccess(*r).AckStream("temps", 3).status();
+            }));
 }
 
 // The server's side of a push: ApplyPush (ops, refusals, the global log, its trimming).

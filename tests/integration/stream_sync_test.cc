@@ -14,6 +14,7 @@
 
 #include "auth/jwt.h"
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 #include "support/fault_proxy.h"
 #include "support/server_thread.h"
 #include "support/temp_dir.h"
@@ -140,7 +141,7 @@ TEST(StreamSync, UploadsInOrderIntoATablePerStreamAndEmptiesTheQueue) {
                                       "temp"}));
   EXPECT_EQ(ServerValue(dir, "SELECT count(*) FROM climate WHERE received_ms < ts_ms"), "0");
   for (Replica* r : {a.get(), b.get()}) {
-    EXPECT_EQ(r->QueuedRecords().value(), 0u);
+    EXPECT_EQ(SyncAccess(*r).QueuedRecords().value(), 0u);
     const std::vector<StreamInfo> streams = r->Streams().value();  // (not a temporary's member)
     for (const StreamInfo& s : streams) {
       EXPECT_EQ(s.uploaded, s.last_seq) << s.name;
@@ -201,7 +202,7 @@ TEST(StreamSync, NoLossAndNoDuplicateWhenConnectionsAreCut) {
   EXPECT_GT(proxy.cuts(), 10);
   EXPECT_GT(failures, 10);
   ExpectExactly(dir, "readings", gw->id(), appended);
-  EXPECT_EQ(gw->QueuedRecords().value(), 0u);
+  EXPECT_EQ(SyncAccess(*gw).QueuedRecords().value(), 0u);
   auto info = gw->Streams().value();
   ASSERT_EQ(info.size(), 1u);
   EXPECT_EQ(info[0].uploaded, static_cast<uint64_t>(appended));
@@ -271,14 +272,15 @@ TEST(StreamSync, ARefusedStreamKeepsItsRecordsAndIsReported) {
   EXPECT_EQ(s.code(), Code::kEPERM) << s.ToString();
   EXPECT_NE(s.message().find("stream 'readings'"), std::string::npos) << s.ToString();
   EXPECT_EQ(gw->PendingOps().value(), 0);  // the document went
-  EXPECT_EQ(gw->QueuedRecords().value(), 250u);  // the refused records stayed, all of them
+  EXPECT_EQ(SyncAccess(*gw).QueuedRecords().value(),
+            250u);  // the refused records stayed, all of them
   ExpectExactly(dir, "status", gw->id(), 10);
   EXPECT_EQ(CountTables(dir, "'readings'"), "0");
   claims.write = {"*"};
   o.token = auth::MintToken(claims, secret);
   ASSERT_TRUE(SyncOnce(gw.get(), server.address(), o).ok());
   ExpectExactly(dir, "readings", gw->id(), 250);
-  EXPECT_EQ(gw->QueuedRecords().value(), 0u);
+  EXPECT_EQ(SyncAccess(*gw).QueuedRecords().value(), 0u);
 }
 
 // An app appending faster than the uplink carries: a SyncOnce uploads what was queued when it

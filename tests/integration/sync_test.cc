@@ -1,17 +1,17 @@
 // Sync through a real cairn server on 127.0.0.1 (in-process, its own loop thread), with real
 // sockets, a fault-injecting proxy, TLS with certificates made at test time, and tokens.
-#include <gtest/gtest.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -21,6 +21,7 @@
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 #include "server/sync_server.h"
 #include "support/env.h"
 #include "support/fault_proxy.h"
@@ -381,7 +382,7 @@ TEST(SyncSnapshot, CutSnapshotResumes) {
   EditAndSync(a.get(), server.address(), 10, &rng, &sums);
   auto b = OpenReplica(dir.File("b.db"));
   EXPECT_FALSE(SyncOnce(b.get(), "127.0.0.1:" + std::to_string(proxy.port())).ok());
-  auto staged = b->GetSnapshot().value();
+  auto staged = SyncAccess(*b).GetSnapshot().value();
   ASSERT_TRUE(staged.has_value());
   EXPECT_FALSE(staged->after_key.empty());
   EXPECT_EQ(b->DumpString().value(), "{}");  // nothing applied before the snapshot is whole
@@ -389,13 +390,13 @@ TEST(SyncSnapshot, CutSnapshotResumes) {
   EditAndSync(a.get(), server.address(), 1, &rng, &sums);
   ASSERT_TRUE(SyncOnce(b.get(), server.address()).ok());
   EXPECT_NE(server.log().find("(resumed)"), std::string::npos);
-  EXPECT_FALSE(b->GetSnapshot().value().has_value());
+  EXPECT_FALSE(SyncAccess(*b).GetSnapshot().value().has_value());
   EXPECT_EQ(b->Digest().value(), ServerDigest(dir));
   ExpectSums(b.get(), sums);
   // Cut again, and this time the log moves past the snapshot's cursor: a new snapshot.
   auto c = OpenReplica(dir.File("c.db"));
   EXPECT_FALSE(SyncOnce(c.get(), "127.0.0.1:" + std::to_string(proxy.port())).ok());
-  ASSERT_TRUE(c->GetSnapshot().value().has_value());
+  ASSERT_TRUE(SyncAccess(*c).GetSnapshot().value().has_value());
   EditAndSync(a.get(), server.address(), 3, &rng, &sums);
   ASSERT_TRUE(SyncOnce(c.get(), server.address()).ok());
   EXPECT_EQ(c->Digest().value(), ServerDigest(dir));
@@ -527,7 +528,7 @@ TEST(SyncPartial, StaleSnapshotIsNotResumed) {
   ASSERT_TRUE(sync_b({"tasks"}, server.address()).ok());
   const std::string via = "127.0.0.1:" + std::to_string(proxy.port());
   EXPECT_FALSE(sync_b({"tasks", "notes"}, via).ok());
-  ASSERT_TRUE(b->GetSnapshot().value().has_value());
+  ASSERT_TRUE(SyncAccess(*b).GetSnapshot().value().has_value());
   // Without notes for a while; a writes to notes meanwhile.
   for (int i = 0; i < 40; i++) {
     ASSERT_TRUE(a->Increment("notes", "n" + std::to_string(i), "c", 1).ok());
@@ -535,7 +536,7 @@ TEST(SyncPartial, StaleSnapshotIsNotResumed) {
   }
   ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
   ASSERT_TRUE(sync_b({"tasks"}, server.address()).ok());
-  EXPECT_FALSE(b->GetSnapshot().value().has_value());  // stale: dropped
+  EXPECT_FALSE(SyncAccess(*b).GetSnapshot().value().has_value());  // stale: dropped
   ASSERT_TRUE(sync_b({"tasks", "notes"}, server.address()).ok());
   EXPECT_EQ(b->CollectionDigests().value()["notes"], ServerDigest(dir, "notes"));
   int64_t total = 0;
@@ -567,7 +568,7 @@ TEST(SyncPartial, AddSnapshotKeepsReceiptsExact) {
   sync::SyncOptions both;
   both.only = {"tasks", "notes"};
   EXPECT_FALSE(SyncOnce(p.get(), "127.0.0.1:" + std::to_string(proxy.port()), both).ok());
-  EXPECT_FALSE(p->GetSnapshot().value().has_value());  // the snapshot was applied
+  EXPECT_FALSE(SyncAccess(*p).GetSnapshot().value().has_value());  // the snapshot was applied
   // A file from a full replica, then the log: every increment counted once.
   ASSERT_TRUE(a->Export(dir.File("a.cex")).ok());
   ASSERT_TRUE(p->Import(dir.File("a.cex")).ok());
@@ -880,7 +881,7 @@ TEST(Sync, LiveSessionCursorPassesItsOwnOpsPushedElsewhere) {
   auto other = OpenReplica(dir.File("a.db"));
   ASSERT_TRUE(other->Put("c", "k", {{"v", Value::Int(1)}}).ok());
   ASSERT_TRUE(SyncOnce(other.get(), server.address()).ok());
-  const uint64_t head = other->GetSyncPosition()->cursor;
+  const uint64_t head = SyncAccess(*other).GetSyncPosition()->cursor;
   ASSERT_GT(head, 0u);
   for (int i = 0; i < 500 && live.status().cursor != head; i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -1093,9 +1094,9 @@ TEST(SyncAuth, ReadPermissionLimitsWhatIsSent) {
   EXPECT_EQ(b->DumpString().value(), R"({"public":{"p":{"v":1}}})");
 }
 
-std::vector<store::RejectedOp> RejectedOps(Replica* r) {
-  std::vector<store::RejectedOp> out;
-  EXPECT_TRUE(r->Rejected([&](const store::RejectedOp& op) {
+std::vector<RejectedOp> RejectedOps(Replica* r) {
+  std::vector<RejectedOp> out;
+  EXPECT_TRUE(r->Rejected([&](const RejectedOp& op) {
                  out.push_back(op);
                  return Status::OK();
                }).ok());

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 #include "server/session_hub.h"
 #include "server/sync_server.h"
 #include "sim/sim_world.h"
@@ -424,7 +425,7 @@ bool SimDevice::Quiet(uint64_t head) {
   SimLink* theirs = mine ? run_->world.link(mine->peer_id()) : nullptr;
   if (theirs == nullptr || theirs->closing()) return false;
   auto pending = replica_->PendingOps();
-  auto queued = replica_->QueuedRecords();
+  auto queued = SyncAccess(*replica_).QueuedRecords();
   return pending.ok() && *pending == 0 && queued.ok() && *queued == 0;
 }
 
@@ -432,7 +433,7 @@ std::string SimDevice::Describe() {
   std::string out = "device " + std::to_string(index_) + ":";
   if (!ex_) return out + " down";
   auto pending = replica_->PendingOps();
-  auto queued = replica_->QueuedRecords();
+  auto queued = SyncAccess(*replica_).QueuedRecords();
   out += " link " + std::to_string(link_id_) + (ex_->welcomed ? " welcomed" : "") +
          (ex_->caught_up ? " caught-up" : "") + " cursor " + std::to_string(ex_->cursor) +
          " inflight " + std::to_string(ex_->inflight.size()) + "/" +
@@ -612,7 +613,7 @@ void Run::Check() {
       }
     }
     int rejected = 0;
-    (void)devices[i]->replica()->Rejected([&](const store::RejectedOp&) {
+    (void)devices[i]->replica()->Rejected([&](const RejectedOp&) {
       rejected++;
       return Status::OK();
     });

@@ -17,7 +17,7 @@
 #include "replica/replica.h"
 #include "server/sync_server.h"
 #ifdef CAIRN_HAVE_POSTGRESQL
-#include "server/pg.h"
+#include "server/pg/pg.h"
 #endif
 #include "support/temp_dir.h"
 #include "sync/sync_client.h"

@@ -269,7 +269,7 @@ CAIRN_API int cairn_replica_rejected_json(cairn_buf* out, cairn_replica* replica
   *out = cairn_buf{nullptr, 0};
   CHECK_ARG(replica);
   std::string text;
-  cairn::Status st = replica->impl->Rejected([&](const cairn::store::RejectedOp& r) {
+  cairn::Status st = replica->impl->Rejected([&](const cairn::RejectedOp& r) {
     text += cairn::CanonicalJson(cairn::RejectedOpToJson(r.op, r.code, r.reason, r.at_ms));
     text += '\n';
     return cairn::Status::OK();

@@ -326,7 +326,7 @@ static int Run(int argc, char** argv) {
       return cairn::Status::OK();
     });
   } else if (rejected->parsed()) {
-    st = r.Rejected([](const cairn::store::RejectedOp& x) {
+    st = r.Rejected([](const cairn::RejectedOp& x) {
       std::cout << cairn::CanonicalJson(cairn::RejectedOpToJson(x.op, x.code, x.reason, x.at_ms))
                 << "\n";
       return cairn::Status::OK();

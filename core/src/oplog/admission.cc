@@ -11,7 +11,7 @@ std::string OriginSeq::Name(uint64_t seq) const {
 }
 
 Status OriginSeq::Declare(uint64_t from, uint64_t to) {
-  if (declared_ || from > to || to > kMaxSeq) {
+  if (declared_ || seen_ || from > to || to > kMaxSeq) {
     return Status::Corrupt("bad or repeated range (" + std::to_string(from) + ", " +
                            std::to_string(to) + "] for origin " + origin_.Hex());
   }
@@ -23,6 +23,7 @@ Status OriginSeq::Declare(uint64_t from, uint64_t to) {
 }
 
 Result<Seq> OriginSeq::Next(uint64_t seq) {
+  seen_ = true;
   if (declared_) {
     if (seq <= from_ || seq > to_ || seq <= last_) {
       return Status::Corrupt(Name(seq) + " lies outside or out of order in the range (" +
@@ -32,7 +33,8 @@ Result<Seq> OriginSeq::Next(uint64_t seq) {
     last_ = seq;
     return Has(through_, seq) ? Seq::kDuplicate : Seq::kNew;
   }
-  if (seq <= last_) return Has(through_, seq) ? Seq::kDuplicate : Seq::kRepeat;
+  if (Has(through_, seq)) return Seq::kDuplicate;
+  if (seq <= last_) return Status::Corrupt(Name(seq) + " repeated within one batch");
   if (seq != last_ + 1) {
     return Status::Corrupt(Name(seq) + " follows seq " + std::to_string(last_) + " (a gap)");
   }

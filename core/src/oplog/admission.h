@@ -2,7 +2,7 @@
 // sender is broken; when a unit that assumes ops the receiver lacks is held back; when a repeated
 // op is not the op received under its seq (a fork). docs/crdt-semantics.md "Admission" states the
 // rules; this is their one home, for every path that receives ops: a server batch
-// (Replica::ApplyServerBatch), an export file (Replica::ImportLocked), a push (the server's
+// (SyncAccess::ApplyServerBatch), an export file (Replica::ImportLocked), a push (the server's
 // SortPush) and the drain of held-back units (ReplicaStore::DrainPending).
 //
 // A receiver keeps, per origin, a watermark `through`: it has that origin's ops 1..through (or
@@ -25,7 +25,6 @@ namespace cairn::admission {
 enum class Seq {
   kNew,        // to apply
   kDuplicate,  // at or below the receiver's watermark before the unit: it has the op
-  kRepeat,     // above that watermark but seen earlier in the same unit
 };
 
 // Whether a unit that assumes its receiver has an origin's ops through `from` can be applied by
@@ -38,8 +37,9 @@ inline bool Has(uint64_t through, uint64_t seq) { return seq <= through; }
 
 // One origin's ops as one unit (a batch, a push, a file) brings them, in the order it brings
 // them. Two shapes:
-//  - contiguous (nothing declared): the ops follow each other, seq after seq; an op at or below
-//    the last one seen is a duplicate or a repeat, one further on leaves a gap (ECORRUPT);
+//  - contiguous (nothing declared): the ops follow each other, seq after seq. An op at or below
+//    the watermark is a duplicate; one above it that the unit brought already is a repeat, and
+//    one further on than the next leaves a gap (both ECORRUPT: no sender does that);
 //  - declared (Declare): the unit brings ops in (from, to] in increasing order, not necessarily
 //    all of them (the sender leaves out what the receiver may not see, or never had); an op
 //    outside the range or out of order is ECORRUPT.
@@ -48,7 +48,8 @@ class OriginSeq {
   OriginSeq(const ReplicaId& origin, uint64_t through)
       : origin_(origin), through_(through), last_(through) {}
 
-  // Declares the range (from, to]. ECORRUPT when from > to, to > kMaxSeq, or declared twice.
+  // Declares the range (from, to]. ECORRUPT when from > to, to > kMaxSeq, declared twice, or
+  // after an op of the unit was classified (it would be counted again).
   Status Declare(uint64_t from, uint64_t to);
   bool declared() const { return declared_; }
   uint64_t declared_from() const { return from_; }
@@ -72,6 +73,7 @@ class OriginSeq {
   uint64_t through_;
   uint64_t last_;
   bool declared_ = false;
+  bool seen_ = false;  // Next was called
   uint64_t from_ = 0, to_ = 0;
 };
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <tuple>
 #include <variant>
+#include <vector>
 
 #include "clock/hlc.h"
 
@@ -93,6 +94,24 @@ struct Op {
 
 // A document's visible fields, by name (sorted bytewise).
 using Fields = std::map<std::string, Value>;
+
+// A local transaction a server refused, kept in the replica's rejected-ops table: one of its
+// ops, why (the server's code and reason) and when it was learnt (docs/protocol.md "Refused ops").
+struct RejectedOp {
+  int64_t id = 0;
+  Op op;
+  std::string reason;
+  int code = 0;
+  int64_t at_ms = 0;
+};
+
+// The documents of one collection whose visible state a committed transaction changed (change
+// listeners: docs/c-api.md).
+struct ChangeSet {
+  std::string collection;
+  std::vector<std::string> keys;  // sorted, unique
+  bool local = false;             // written by this replica (else received: sync, import)
+};
 
 }  // namespace cairn
 

@@ -81,4 +81,8 @@ Status DecodeRecord(std::string_view body,
   return Status::OK();
 }
 
+const char* StreamPolicyName(StreamPolicy p) {
+  return p == StreamPolicy::kDropOldest ? "drop_oldest" : "reject";
+}
+
 }  // namespace cairn

@@ -5,7 +5,9 @@
 #ifndef CAIRN_OPLOG_RECORD_H_
 #define CAIRN_OPLOG_RECORD_H_
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -33,6 +35,47 @@ void EncodeRecord(const Fields& fields, std::string* dst);
 // Calls fn(name, value) for each field of a body in order. Corrupt for a malformed body.
 Status DecodeRecord(std::string_view body,
                     const std::function<void(std::string_view, Value&&)>& fn);
+
+// --- A replica's streams: settings, counters, appends (kept by store::StreamStore,
+// docs/storage-format.md "Streams"; shown by the app API and the C API).
+
+enum class StreamPolicy : int32_t {
+  kReject = 0,      // a record that does not fit is refused (EFULL); the queue is kept
+  kDropOldest = 1,  // the oldest records make room; they are counted as dropped
+};
+const char* StreamPolicyName(StreamPolicy p);  // "reject", "drop_oldest"
+
+// A stream's settings. 0 = no limit of that kind.
+struct StreamConfig {
+  uint64_t max_bytes = 64u << 20;  // sum of the queued records' body sizes
+  int64_t max_age_ms = 0;          // age of the oldest queued record
+  StreamPolicy policy = StreamPolicy::kReject;
+  int32_t priority = 0;  // higher uploads first
+};
+
+struct StreamInfo {
+  std::string name;
+  StreamConfig config;
+  uint64_t last_seq = 0;                // the newest record's seq (seqs start at 1)
+  uint64_t records = 0;                 // queued: not yet acknowledged by a server
+  uint64_t bytes = 0;                   // their body sizes
+  std::optional<int64_t> oldest_ts_ms;  // the oldest queued record's timestamp
+  uint64_t dropped = 0;                 // removed by kDropOldest before upload
+  uint64_t rejected = 0;                // refused by kReject (or larger than max_bytes)
+  uint64_t uploaded = 0;                // acknowledged by a server
+};
+
+// One record to append: its timestamp (nullopt: the append's time) and its body
+// (oplog/record.h).
+struct NewRecord {
+  std::optional<int64_t> ts_ms;
+  std::string body;
+};
+
+struct AppendResult {
+  uint64_t first_seq = 0, last_seq = 0;  // the seqs given to the stored records
+  uint64_t dropped = 0;                  // records dropped to make room (kDropOldest)
+};
 
 }  // namespace cairn
 

@@ -236,8 +236,9 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
       return corrupt("truncated delta");
     }
     if (op.kind == OpKind::kSet) {
-      if (!GetValuePayload(&r, tag, /*check_utf8=*/false, &op.value)) return corrupt("bad value");
-      if (limits.check_values) CAIRN_RETURN_IF_ERROR(ValidateValue(op.value));
+      const bool utf8 = limits.values == ValueCheck::kUtf8;
+      if (!GetValuePayload(&r, tag, utf8, &op.value)) return corrupt("bad value");
+      if (limits.values == ValueCheck::kFull) CAIRN_RETURN_IF_ERROR(ValidateValue(op.value));
     }
     os.last_seq = seq;
     os.last_phys = phys;
@@ -254,7 +255,9 @@ Status DecodeBatchFrame(std::string_view frame, std::string_view what,
   CAIRN_ASSIGN_OR_RETURN(const wire::Frame* f, VerifyFrame(payload, {}));
   const wire::OpBatch* batch = f->body_as_OpBatch();
   if (batch == nullptr) return Status::Corrupt(std::string(what) + " is not a batch");
-  return DecodeBatch(*batch, {}, fn);
+  DecodeLimits limits;
+  limits.values = ValueCheck::kUtf8;
+  return DecodeBatch(*batch, limits, fn);
 }
 
 }  // namespace cairn::protocol

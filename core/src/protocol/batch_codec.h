@@ -73,12 +73,17 @@ class BatchEncoder {
   uint32_t last_coll_idx_ = 0, last_field_idx_ = 0;
 };
 
+// How the decoder checks values.
+enum class ValueCheck {
+  kFull,      // ValidateValue (finite doubles, UTF-8 strings, sizes): ops received from elsewhere
+  kUtf8,      // strings UTF-8 only (ECORRUPT): frames this program stored after checking them
+  kByCaller,  // none: the caller checks each value itself, to refuse less than the whole batch
+              // (a push refuses the transaction)
+};
+
 struct DecodeLimits {
   uint32_t max_ops = 1u << 20;
-  // Whether values are checked against ValidateValue (finite doubles, UTF-8 strings, sizes).
-  // Off only for a caller that checks each value itself to refuse less than the whole batch
-  // (a push refuses the transaction). Names and keys are always checked.
-  bool check_values = true;
+  ValueCheck values = ValueCheck::kFull;  // names and keys are always checked
 };
 
 // Decodes and validates every record of `batch` in order, calling `fn` for each op. Stops at the
@@ -89,8 +94,8 @@ struct DecodeLimits {
 Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
                    const std::function<Status(const Op&)>& fn);
 // The same for an OpBatch frame kept as it was written (a log entry, an outbox row, a
-// checkpoint part; no length prefix): verified first; ECORRUPT naming `what` when it is not a
-// batch.
+// checkpoint part; no length prefix), whose ops were checked when they were received or
+// written (ValueCheck::kUtf8): verified first; ECORRUPT naming `what` when it is not a batch.
 Status DecodeBatchFrame(std::string_view frame, std::string_view what,
                         const std::function<Status(const Op&)>& fn);
 

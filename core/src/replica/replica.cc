@@ -503,7 +503,7 @@ Status Replica::Log(const std::function<Status(const Op&)>& fn) {
   });
 }
 
-Status Replica::Rejected(const std::function<Status(const store::RejectedOp&)>& fn) {
+Status Replica::Rejected(const std::function<Status(const RejectedOp&)>& fn) {
   Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   return store_->ForEachRejected(fn);

@@ -14,16 +14,16 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
 #include "clock/hlc.h"
 #include "oplog/op.h"
+#include "oplog/record.h"
 #include "oplog/validate.h"
 #include "replica/json_codec.h"
-#include "store/replica_store.h"
 
 namespace cairn {
 
@@ -73,10 +73,6 @@ class WriteBatch {
 
 // Telemetry streams (docs/storage-format.md "Streams"; store/stream_store.h): settings,
 // counters, append results.
-using store::StreamConfig;
-using store::StreamInfo;
-using store::StreamPolicy;
-using AppendResult = store::AppendResult;
 
 // Records appended atomically to one stream by Replica::Append. Each record is validated and
 // encoded when added (about its field names and values in size), so a batch of 100,000 records
@@ -90,10 +86,10 @@ class RecordBatch {
   size_t size() const { return records_.size(); }
   bool empty() const { return records_.empty(); }
   void Clear() { records_.clear(); }
-  const std::vector<store::NewRecord>& records() const { return records_; }
+  const std::vector<NewRecord>& records() const { return records_; }
 
  private:
-  std::vector<store::NewRecord> records_;
+  std::vector<NewRecord> records_;
 };
 
 // For each origin, every op with seq <= the number is accounted for.
@@ -129,30 +125,13 @@ struct ImportStats {
   uint64_t held_back = 0;  // staged until a gap is filled
 };
 
-struct ServerBatchStats {
-  uint64_t ops = 0;
-  uint64_t applied = 0;
-  uint64_t duplicates = 0;
-};
-
-// A local transaction (seqs first_seq..last_seq) a server refused, and why.
-struct RefusedTxn {
-  uint64_t first_seq = 0, last_seq = 0;
-  Code code = Code::kERROR;
-  std::string reason;
-};
-
 // A stream's settings and counters as JSON (cairn status): {"bytes","dropped","last_seq",
 // "max_age_ms","max_bytes","oldest_age_ms" (null when empty),"policy","priority","records",
 // "rejected","uploaded"}.
 Json StreamJson(const StreamInfo& s, int64_t now_ms);
 
-namespace protocol {
-class BatchEncoder;
-class StreamEncoder;
-}
-namespace wire {
-struct OpBatch;
+namespace store {
+class ReplicaStore;
 }
 
 class Replica {
@@ -195,7 +174,7 @@ class Replica {
                const std::function<Status(const std::string&)>& row);
   // The op log: the ops the state depends on plus the unacknowledged local ops.
   Status Log(const std::function<Status(const Op&)>& fn);
-  Status Rejected(const std::function<Status(const store::RejectedOp&)>& fn);
+  Status Rejected(const std::function<Status(const RejectedOp&)>& fn);
 
   // Writes every op this replica has (after compaction: those the state depends on) to `path` as
   // protocol frames. With `since`, leaves out what a replica at that version already has.
@@ -209,33 +188,6 @@ class Replica {
   Result<int64_t> PendingOps();
   VersionVector Known();
 
-  // --- Sync support (sync::SyncClient; docs/protocol.md "Exchange") ---
-  Result<store::SyncPosition> GetSyncPosition();
-  // This replica's last local seq and, while that op is unacknowledged, its HLC (what a
-  // client's Hello says of its own history: docs/protocol.md "Restored replicas").
-  struct OwnHead {
-    uint64_t last_seq = 0;
-    std::optional<Hlc> hlc;
-  };
-  Result<OwnHead> GetOwnHead();
-  // Applies one batch the server sent, atomically, and stores `cursor` (and the server's id) in
-  // the same transaction. Ops already accounted for are skipped; an op past a gap in its
-  // origin's seqs is refused (ECORRUPT, nothing applied): the server sends each origin in order.
-  Result<ServerBatchStats> ApplyServerBatch(const wire::OpBatch& batch, uint64_t cursor,
-                                            const ReplicaId& server);
-  // Records the cursor the server reported with CaughtUp and, when `synced_ms` is set, the time
-  // of a completed exchange.
-  Status SetSyncPosition(uint64_t cursor, const ReplicaId& server,
-                         std::optional<int64_t> synced_ms);
-  // Adds the outbox's transactions after local seq `after_seq` to `enc`, whole, until it holds
-  // at least `max_ops` ops. Returns the last local seq added (after_seq when none).
-  Result<uint64_t> ReadOutbox(uint64_t after_seq, size_t max_ops, protocol::BatchEncoder* enc);
-  // The server made every local op up to `through` durable: they leave the outbox. The
-  // transactions in `refused` were not taken (docs/protocol.md "Refused ops"): in the same
-  // transaction their ops go to the rejected-ops table with the reason and are undone here
-  // (each document they touched is recomputed without them, from its ops and those they
-  // superseded).
-  Status AckOutbox(uint64_t through, const std::vector<RefusedTxn>& refused = {});
   // `fn` runs after each committed local write (on the writer's thread, outside the lock), so a
   // sync client can push at once. One listener; nullptr removes it.
   void SetWriteListener(std::function<void()> fn);
@@ -254,19 +206,11 @@ class Replica {
   Result<std::vector<StreamInfo>> Streams();
   // The replica's time: its clock source, corrected by the server's (what stamps records).
   int64_t NowMs() const;
-  // Sync support: adds `stream`'s queued records with seq > after_seq to `enc` (at most
-  // max_records, and max_bytes of bodies past the first); AckStream drops the records a server
-  // made durable, up to `through`; QueuedRecords counts every stream's queue.
-  Status ReadStream(const std::string& stream, uint64_t after_seq, size_t max_records,
-                    size_t max_bytes, protocol::StreamEncoder* enc);
-  Result<uint64_t> AckStream(const std::string& stream, uint64_t through);
-  Result<uint64_t> QueuedRecords();
-
   // --- Change listeners ---
   // Documents of one collection whose visible state a committed transaction changed (a field's
   // value, a counter, a delete or a revival); `local`: written through this replica (else
   // received: sync, snapshot, import, a refused write undone).
-  using ChangeSet = store::ReplicaStore::ChangeSet;
+  using ChangeSet = cairn::ChangeSet;  // oplog/op.h
   using ChangeListener = std::function<void(const ChangeSet&)>;
   // Adds a listener; returns its id (never 0). Listeners run after the transaction committed,
   // outside the replica's lock, one call at a time per replica and in commit order: on the
@@ -282,34 +226,9 @@ class Replica {
   // except a call another thread is starting at that moment; a running call finishes, and the
   // listener is destroyed after it.
   bool RemoveChangeListener(uint64_t id);
-  // Stores what this replica holds of the server's collections (SyncPosition::subscriptions:
-  // nullopt = every collection; else a JSON object collection -> since-cursor, "*" = the rest).
-  Status SetCoverage(const std::optional<std::string>& coverage);
-  // Snapshots (docs/protocol.md "Snapshots"): a snapshot is staged chunk by chunk (each chunk
-  // committed with its position, so a cut connection resumes) and applied whole at the end.
-  Result<std::optional<store::SnapshotState>> GetSnapshot();
-  // Starts a new snapshot: forgets an earlier one and what it staged.
-  Status BeginSnapshot(const store::SnapshotState& snap);
-  // Forgets a staged snapshot (the server went on without it: it is stale).
-  Status DiscardSnapshot();
-  // Stages one chunk (validated, not applied) and records its last document.
-  Status StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
-                            const std::string& after_key);
-  // Applies the staged snapshot in one transaction, idempotently (a snapshot may repeat ops
-  // this replica has). A rebase applies the ops up to the snapshot's watermarks, raises this
-  // replica's watermarks to them and stores the snapshot's cursor; a snapshot that adds
-  // collections applies only the ops up to this replica's own watermarks (the log from its
-  // cursor brings the rest), so its state stays exactly what its watermarks count. Ops above
-  // the limit are left to the log. `coverage` is stored. Returns the ops applied.
-  Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage);
-  // docs/crdt-semantics.md "Clock safety": from now on the HLC's physical time follows the server's
-  // clock (`server_time_ms`, as the server reported it) instead of this replica's clock source; the
-  // correction is stored, so it holds offline after a restart. A clock that already ran more than
-  // `max_drift_ms` ahead of the server (0: unknown) is wound back to that bound: the server refuses
-  // the ops stamped beyond it, and new ones must not be.
-  Status CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms);
 
  private:
+  friend class SyncAccess;  // replica/sync_access.h: what the sync engine reaches
   Replica() = default;
   Status CheckOpen() const;
   Status ValidateBatch(const WriteBatch& batch);
@@ -318,8 +237,6 @@ class Replica {
   // Runs `body` in one write transaction under the lock; commits when it succeeds, else rolls
   // back.
   Status InWriteTxn(const std::function<Status()>& body);
-  Status UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change);
-  Status UndoRefused(const std::vector<RefusedTxn>& refused);
   // Tells the write listener (a sync client) that something was written.
   void NotifyWritten();
 

@@ -10,6 +10,7 @@
 
 #include "protocol/batch_codec.h"
 #include "replica/replica.h"
+#include "store/replica_store.h"
 
 namespace cairn {
 

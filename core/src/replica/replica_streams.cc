@@ -5,12 +5,13 @@
 #include "protocol/stream_codec.h"
 #include "replica/replica.h"
 #include "replica/replica_locked.h"
+#include "replica/sync_access.h"
 
 namespace cairn {
 
 Status RecordBatch::Add(const Fields& fields, std::optional<int64_t> ts_ms) {
   CAIRN_RETURN_IF_ERROR(ValidateRecord(fields));
-  store::NewRecord r;
+  NewRecord r;
   r.ts_ms = ts_ms;
   EncodeRecord(fields, &r.body);
   if (r.body.size() > kMaxRecordBytes) {
@@ -29,7 +30,7 @@ Json StreamJson(const StreamInfo& s, int64_t now_ms) {
               {"max_bytes", s.config.max_bytes},
               {"oldest_age_ms",
                s.oldest_ts_ms ? Json(std::max<int64_t>(0, now_ms - *s.oldest_ts_ms)) : Json()},
-              {"policy", store::StreamPolicyName(s.config.policy)},
+              {"policy", StreamPolicyName(s.config.policy)},
               {"priority", s.config.priority},
               {"records", s.records},
               {"rejected", s.rejected},
@@ -80,26 +81,25 @@ Result<std::vector<StreamInfo>> Replica::Streams() {
   return store_->streams()->List();
 }
 
-Status Replica::ReadStream(const std::string& stream, uint64_t after_seq, size_t max_records,
-                           size_t max_bytes, protocol::StreamEncoder* enc) {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  return store_->streams()->Read(stream, after_seq, max_records, max_bytes,
-                                 [&](uint64_t seq, int64_t ts, std::string_view body) {
-                                   return enc->Add(seq, ts, body);
-                                 });
+Status SyncAccess::ReadStream(const std::string& stream, uint64_t after_seq, size_t max_records,
+                              size_t max_bytes, protocol::StreamEncoder* enc) {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  return r_->store_->streams()->Read(
+      stream, after_seq, max_records, max_bytes,
+      [&](uint64_t seq, int64_t ts, std::string_view body) { return enc->Add(seq, ts, body); });
 }
 
-Result<uint64_t> Replica::AckStream(const std::string& stream, uint64_t through) {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  return store_->streams()->Ack(stream, through);
+Result<uint64_t> SyncAccess::AckStream(const std::string& stream, uint64_t through) {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  return r_->store_->streams()->Ack(stream, through);
 }
 
-Result<uint64_t> Replica::QueuedRecords() {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  return store_->streams()->QueuedRecords();
+Result<uint64_t> SyncAccess::QueuedRecords() {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  return r_->store_->streams()->QueuedRecords();
 }
 
 }  // namespace cairn

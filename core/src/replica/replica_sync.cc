@@ -1,6 +1,7 @@
-// cairn::Replica: what the sync engine reaches (docs/protocol.md "Exchange"): server batches,
-// the outbox and its acknowledgement, refusals and their undo, snapshots, the clock correction.
-#include "replica/replica.h"
+// cairn::SyncAccess: what the sync engine reaches of a Replica (docs/protocol.md "Exchange"):
+// server batches, the outbox and its acknowledgement, refusals and their undo, snapshots, the
+// clock correction.
+#include "replica/sync_access.h"
 #include "replica/replica_locked.h"
 
 #include <algorithm>
@@ -14,37 +15,38 @@
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
+#include "replica/replica.h"
 
 namespace cairn {
 
 // ---------------------------------------------------------------------------------------------
 // Sync support (docs/protocol.md, "Exchange")
 
-Result<store::SyncPosition> Replica::GetSyncPosition() {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  return store_->GetSyncPosition();
+Result<store::SyncPosition> SyncAccess::GetSyncPosition() {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  return r_->store_->GetSyncPosition();
 }
 
-Result<Replica::OwnHead> Replica::GetOwnHead() {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  CAIRN_RETURN_IF_ERROR(store_->Refresh());
+Result<SyncAccess::OwnHead> SyncAccess::GetOwnHead() {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  CAIRN_RETURN_IF_ERROR(r_->store_->Refresh());
   OwnHead head;
-  head.last_seq = store_->last_seq();
+  head.last_seq = r_->store_->last_seq();
   if (head.last_seq > 0) {
-    CAIRN_ASSIGN_OR_RETURN(head.hlc, store_->OutboxHlcAt(head.last_seq));
+    CAIRN_ASSIGN_OR_RETURN(head.hlc, r_->store_->OutboxHlcAt(head.last_seq));
   }
   return head;
 }
 
-Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, uint64_t cursor,
-                                                   const ReplicaId& server) {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
-  CAIRN_RETURN_IF_ERROR(store_->Begin());
-  store::RollbackUnlessCommitted guard(store_.get());
+Result<ServerBatchStats> SyncAccess::ApplyServerBatch(const wire::OpBatch& batch, uint64_t cursor,
+                                                      const ReplicaId& server) {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  if (r_->read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(r_->store_->Begin());
+  store::RollbackUnlessCommitted guard(r_->store_.get());
   ServerBatchStats stats;
   Hlc max_hlc = 0;
   // Per origin, its ops as the batch brings them: in order from the watermark, or in the range
@@ -53,7 +55,7 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
   auto seq_of = [&](const ReplicaId& origin) -> admission::OriginSeq& {
     auto it = seqs.find(origin);
     if (it == seqs.end()) {
-      it = seqs.emplace(origin, admission::OriginSeq(origin, store_->Through(origin))).first;
+      it = seqs.emplace(origin, admission::OriginSeq(origin, r_->store_->Through(origin))).first;
     }
     return it->second;
   };
@@ -78,36 +80,37 @@ Result<ServerBatchStats> Replica::ApplyServerBatch(const wire::OpBatch& batch, u
     stats.ops++;
     auto seq = seq_of(op.id.origin).Next(op.id.seq);
     if (!seq.ok()) return seq.status().WithContext("server batch");
-    if (*seq != admission::Seq::kNew) {  // (repeated in the batch: its log entries overlap)
+    if (*seq == admission::Seq::kDuplicate) {
       stats.duplicates++;
       return Status::OK();
     }
     max_hlc = std::max(max_hlc, op.id.hlc);
     stats.applied++;
-    return store_->Apply(op, /*local=*/false);
+    return r_->store_->Apply(op, /*local=*/false);
   });
   for (const auto& [origin, seq] : seqs) {
     if (!st.ok()) break;
-    if (seq.through_after() > seq.through()) st = store_->SetThrough(origin, seq.through_after());
+    if (seq.through_after() > seq.through())
+      st = r_->store_->SetThrough(origin, seq.through_after());
   }
   if (st.ok()) {
-    auto pos = store_->GetSyncPosition();
+    auto pos = r_->store_->GetSyncPosition();
     if (!pos.ok()) {
       st = pos.status();
     } else {
       pos->cursor = cursor;
       pos->server_id = server;
-      st = store_->SetSyncPosition(*pos);
+      st = r_->store_->SetSyncPosition(*pos);
     }
   }
-  if (st.ok()) st = store_->DrainPending();
+  if (st.ok()) st = r_->store_->DrainPending();
   if (!st.ok()) {
-    store_->Rollback();
+    r_->store_->Rollback();
     return st;
   }
-  clock_->Observe(max_hlc);
+  r_->clock_->Observe(max_hlc);
   KillPoint("replica.apply.before_commit");
-  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  CAIRN_RETURN_IF_ERROR(r_->store_->Commit(r_->clock_->last()));
   return stats;
 }
 
@@ -121,16 +124,16 @@ Status Replica::InWriteTxn(const std::function<Status()>& body) {
   return store_->Commit(clock_->last());
 }
 
-Status Replica::UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change) {
-  return InWriteTxn([&]() -> Status {
-    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+Status SyncAccess::UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change) {
+  return r_->InWriteTxn([&]() -> Status {
+    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r_->store_->GetSyncPosition());
     change(&pos);
-    return store_->SetSyncPosition(pos);
+    return r_->store_->SetSyncPosition(pos);
   });
 }
 
-Status Replica::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
-                                std::optional<int64_t> synced_ms) {
+Status SyncAccess::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
+                                   std::optional<int64_t> synced_ms) {
   return UpdateSyncPosition([&](store::SyncPosition* pos) {
     pos->cursor = cursor;
     pos->server_id = server;
@@ -138,17 +141,17 @@ Status Replica::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
   });
 }
 
-Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
-                                     protocol::BatchEncoder* enc) {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  CAIRN_RETURN_IF_ERROR(store_->Refresh());
+Result<uint64_t> SyncAccess::ReadOutbox(uint64_t after_seq, size_t max_ops,
+                                        protocol::BatchEncoder* enc) {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  CAIRN_RETURN_IF_ERROR(r_->store_->Refresh());
   uint64_t last = after_seq;
   // Rows are whole transactions; stop after the one that reaches max_ops. Rows are read a few
   // at a time, so a huge outbox is never in memory at once.
   for (;;) {
     bool more = false;
-    CAIRN_RETURN_IF_ERROR(store_->ForEachOutboxAfter(
+    CAIRN_RETURN_IF_ERROR(r_->store_->ForEachOutboxAfter(
         last, 16, [&](uint64_t first, uint64_t through, std::string_view blob) -> Status {
           if (enc->op_count() >= max_ops) return Status::OK();
           if (first <= last) {
@@ -167,40 +170,40 @@ Result<uint64_t> Replica::ReadOutbox(uint64_t after_seq, size_t max_ops,
   return last;
 }
 
-Status Replica::AckOutbox(uint64_t through, const std::vector<RefusedTxn>& refused) {
-  return InWriteTxn([&]() -> Status {
+Status SyncAccess::AckOutbox(uint64_t through, const std::vector<RefusedTxn>& refused) {
+  return r_->InWriteTxn([&]() -> Status {
     CAIRN_RETURN_IF_ERROR(UndoRefused(refused));
-    if (clock_rewound_) store_->RewindHlc(clock_->last());
-    return store_->AckOutbox(through);
+    if (r_->clock_rewound_) r_->store_->RewindHlc(r_->clock_->last());
+    return r_->store_->AckOutbox(through);
   });
 }
 
-Status Replica::UndoRefused(const std::vector<RefusedTxn>& refused) {
+Status SyncAccess::UndoRefused(const std::vector<RefusedTxn>& refused) {
   if (refused.empty()) return Status::OK();
   // Refused now, or by an earlier Ack (an op of a refused transaction that a later one, still
   // pending then, had superseded).
   Status lookup;
   auto is_refused = [&](const OpId& id) {
-    if (id.origin != id_) return false;
+    if (id.origin != r_->id_) return false;
     for (const RefusedTxn& r : refused) {
       if (id.seq >= r.first_seq && id.seq <= r.last_seq) return true;
     }
-    auto earlier = store_->IsRejected(id);
+    auto earlier = r_->store_->IsRejected(id);
     if (!earlier.ok()) lookup = earlier.status();
     return earlier.ok() && earlier.value();
   };
   // Per document touched: the ops the refused transactions superseded there (when written) or
   // outranked (received later).
   std::map<std::pair<std::string, std::string>, std::vector<Op>> docs;
-  const int64_t now = clock_source_->NowMs();
+  const int64_t now = r_->clock_source_->NowMs();
   for (const RefusedTxn& r : refused) {
     // Rows already gone: this refusal was handled before (an Ack repeated after a lost one).
-    CAIRN_RETURN_IF_ERROR(store_->TakeOutbox(
+    CAIRN_RETURN_IF_ERROR(r_->store_->TakeOutbox(
         r.first_seq, r.last_seq,
         [&](std::string_view batch, std::string_view superseded) -> Status {
           CAIRN_RETURN_IF_ERROR(DecodeOutboxOps(batch, [&](const Op& op) -> Status {
             docs[{op.collection, op.key}];
-            return store_->RecordRejected(op, static_cast<int>(r.code), r.reason, now);
+            return r_->store_->RecordRejected(op, static_cast<int>(r.code), r.reason, now);
           }));
           if (superseded.empty()) return Status::OK();
           return DecodeOutboxOps(superseded, [&](const Op& op) -> Status {
@@ -209,119 +212,122 @@ Status Replica::UndoRefused(const std::vector<RefusedTxn>& refused) {
           });
         }));
     // And the ops received later that they outranked.
-    CAIRN_RETURN_IF_ERROR(store_->TakeOutranked(r.first_seq, r.last_seq, [&](const Op& op) {
+    CAIRN_RETURN_IF_ERROR(r_->store_->TakeOutranked(r.first_seq, r.last_seq, [&](const Op& op) {
       docs[{op.collection, op.key}].push_back(op);
       return Status::OK();
     }));
   }
   for (const auto& [doc, extra] : docs) {
-    CAIRN_RETURN_IF_ERROR(store_->RebuildDoc(doc.first, doc.second, is_refused, extra));
+    CAIRN_RETURN_IF_ERROR(r_->store_->RebuildDoc(doc.first, doc.second, is_refused, extra));
     CAIRN_RETURN_IF_ERROR(lookup);
   }
   return Status::OK();
 }
 
-Status Replica::SetCoverage(const std::optional<std::string>& coverage) {
+Status SyncAccess::SetCoverage(const std::optional<std::string>& coverage) {
   return UpdateSyncPosition([&](store::SyncPosition* pos) { pos->subscriptions = coverage; });
 }
 
-Result<std::optional<store::SnapshotState>> Replica::GetSnapshot() {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  return store_->GetSnapshot();
+Result<std::optional<store::SnapshotState>> SyncAccess::GetSnapshot() {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  return r_->store_->GetSnapshot();
 }
 
-Status Replica::BeginSnapshot(const store::SnapshotState& snap) {
-  return InWriteTxn([&]() -> Status {
-    CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
-    CAIRN_RETURN_IF_ERROR(store_->SetSnapshot(snap));
+Status SyncAccess::BeginSnapshot(const store::SnapshotState& snap) {
+  return r_->InWriteTxn([&]() -> Status {
+    CAIRN_RETURN_IF_ERROR(r_->store_->ClearSnapshot());
+    CAIRN_RETURN_IF_ERROR(r_->store_->SetSnapshot(snap));
     // The cursor belongs to this server from now on (a cut snapshot resumes only with it).
-    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r_->store_->GetSyncPosition());
     if (pos.server_id == snap.server_id) return Status::OK();
     pos.server_id = snap.server_id;
     pos.cursor = 0;
-    return store_->SetSyncPosition(pos);
+    return r_->store_->SetSyncPosition(pos);
   });
 }
 
-Status Replica::DiscardSnapshot() {
-  return InWriteTxn([&] { return store_->ClearSnapshot(); });
+Status SyncAccess::DiscardSnapshot() {
+  return r_->InWriteTxn([&] { return r_->store_->ClearSnapshot(); });
 }
 
-Status Replica::StageSnapshotChunk(const wire::OpBatch& batch, const std::string& after_collection,
-                                   const std::string& after_key) {
-  return InWriteTxn([&]() -> Status {
-    CAIRN_RETURN_IF_ERROR(store_->SetSnapshotPosition(after_collection, after_key));
+Status SyncAccess::StageSnapshotChunk(const wire::OpBatch& batch,
+                                      const std::string& after_collection,
+                                      const std::string& after_key) {
+  return r_->InWriteTxn([&]() -> Status {
+    CAIRN_RETURN_IF_ERROR(r_->store_->SetSnapshotPosition(after_collection, after_key));
     return protocol::DecodeBatch(batch, {}, [&](const Op& op) -> Status {
-      return store_->StagePending(store::kSnapshotUnit, op);
+      return r_->store_->StagePending(store::kSnapshotUnit, op);
     });
   });
 }
 
-Result<uint64_t> Replica::FinishSnapshot(const std::optional<std::string>& coverage) {
-  Locked lock(this);
-  CAIRN_RETURN_IF_ERROR(CheckOpen());
-  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
-  CAIRN_RETURN_IF_ERROR(store_->Begin());
-  store::RollbackUnlessCommitted guard(store_.get());
-  CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, store_->GetSnapshot());
+Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& coverage) {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  if (r_->read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(r_->store_->Begin());
+  store::RollbackUnlessCommitted guard(r_->store_.get());
+  CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, r_->store_->GetSnapshot());
   if (!snap) return Status::Invalid("no snapshot to finish");
   uint64_t applied = 0;
   Hlc max_hlc = 0;
-  CAIRN_RETURN_IF_ERROR(store_->ForEachPendingOp(store::kSnapshotUnit, [&](const Op& op) -> Status {
-    // Its own ops it has; a restored file gets back those it lacks (docs/protocol.md
-    // "Restored replicas").
-    if (op.id.origin == id_ && op.id.seq <= store_->last_seq()) return Status::OK();
-    // Ops above the limit come from the log that follows (a resumed snapshot reads a later
-    // state): applying them here too would count an increment twice.
-    uint64_t limit = 0;
-    if (snap->rebase) {
-      auto w = snap->watermarks.find(op.id.origin);
-      if (w != snap->watermarks.end()) limit = w->second;
-    } else {
-      limit = store_->Through(op.id.origin);
-    }
-    if (op.id.seq > limit) return Status::OK();
-    max_hlc = std::max(max_hlc, op.id.hlc);
-    applied++;
-    return store_->ApplyIdempotent(op);
-  }));
-  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, store_->GetSyncPosition());
+  CAIRN_RETURN_IF_ERROR(
+      r_->store_->ForEachPendingOp(store::kSnapshotUnit, [&](const Op& op) -> Status {
+        // Its own ops it has; a restored file gets back those it lacks (docs/protocol.md
+        // "Restored replicas").
+        if (op.id.origin == r_->id_ && op.id.seq <= r_->store_->last_seq()) return Status::OK();
+        // Ops above the limit come from the log that follows (a resumed snapshot reads a later
+        // state): applying them here too would count an increment twice.
+        uint64_t limit = 0;
+        if (snap->rebase) {
+          auto w = snap->watermarks.find(op.id.origin);
+          if (w != snap->watermarks.end()) limit = w->second;
+        } else {
+          limit = r_->store_->Through(op.id.origin);
+        }
+        if (op.id.seq > limit) return Status::OK();
+        max_hlc = std::max(max_hlc, op.id.hlc);
+        applied++;
+        return r_->store_->ApplyIdempotent(op);
+      }));
+  CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r_->store_->GetSyncPosition());
   if (snap->rebase) {
     for (const auto& [origin, through] : snap->watermarks) {
-      if (through > store_->Through(origin)) {  // its own too: never reuse a seq
-        CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, through));
+      if (through > r_->store_->Through(origin)) {  // its own too: never reuse a seq
+        CAIRN_RETURN_IF_ERROR(r_->store_->SetThrough(origin, through));
       }
     }
     pos.cursor = snap->cursor;
   }
   pos.subscriptions = coverage;  // (BeginSnapshot stored the server's id)
-  CAIRN_RETURN_IF_ERROR(store_->SetSyncPosition(pos));
-  CAIRN_RETURN_IF_ERROR(store_->ClearSnapshot());
-  CAIRN_RETURN_IF_ERROR(store_->DrainPending());
-  clock_->Observe(max_hlc);
-  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  CAIRN_RETURN_IF_ERROR(r_->store_->SetSyncPosition(pos));
+  CAIRN_RETURN_IF_ERROR(r_->store_->ClearSnapshot());
+  CAIRN_RETURN_IF_ERROR(r_->store_->DrainPending());
+  r_->clock_->Observe(max_hlc);
+  CAIRN_RETURN_IF_ERROR(r_->store_->Commit(r_->clock_->last()));
   return applied;
 }
 
-Status Replica::CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms) {
-  const int64_t offset = server_time_ms - clock_source_->NowMs();
+Status SyncAccess::CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms) {
+  const int64_t offset = server_time_ms - r_->clock_source_->NowMs();
   {
-    Locked lock(this);
-    clock_->set_offset_ms(offset);
+    Replica::Locked lock(r_);
+    r_->clock_->set_offset_ms(offset);
     const Hlc bound = MakeHlc(static_cast<uint64_t>(std::max<int64_t>(server_time_ms, 0)) +
                                   max_drift_ms, 0);
-    if (max_drift_ms > 0 && clock_->last() > bound) {
-      clock_->Rewind(bound);
-      clock_rewound_ = true;
+    if (max_drift_ms > 0 && r_->clock_->last() > bound) {
+      r_->clock_->Rewind(bound);
+      r_->clock_rewound_ = true;
     }
     // Stored when it moved by a second or more: not a write per connection.
-    if (stored_offset_ms_ && std::llabs(*stored_offset_ms_ - offset) < 1000) return Status::OK();
+    if (r_->stored_offset_ms_ && std::llabs(*r_->stored_offset_ms_ - offset) < 1000)
+      return Status::OK();
   }
   CAIRN_RETURN_IF_ERROR(
       UpdateSyncPosition([&](store::SyncPosition* pos) { pos->clock_offset_ms = offset; }));
-  Locked lock(this);
-  stored_offset_ms_ = offset;
+  Replica::Locked lock(r_);
+  r_->stored_offset_ms_ = offset;
   return Status::OK();
 }
 

@@ -11,8 +11,8 @@
 #include "oplog/validate.h"
 #include "server/stream_tables.h"
 #ifdef CAIRN_HAVE_POSTGRESQL
-#include "server/pg_server_store.h"
-#include "server/pg_stream_tables.h"
+#include "server/pg/pg_server_store.h"
+#include "server/pg/pg_stream_tables.h"
 #endif
 
 namespace cairn::server {
@@ -67,7 +67,7 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
   };
   admission::OriginSeq seqs(origin, before);
   protocol::DecodeLimits limits;
-  limits.check_values = false;  // a bad value refuses its transaction, not the push
+  limits.values = protocol::ValueCheck::kByCaller;  // a bad value refuses its transaction only
   CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, limits, [&](const Op& op) -> Status {
     if (op.id.origin != origin) {
       return Status::Invalid("op of origin " + op.id.origin.Hex() +
@@ -76,10 +76,6 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
     }
     if (!op.continues_txn) CAIRN_RETURN_IF_ERROR(finish_txn());
     CAIRN_ASSIGN_OR_RETURN(admission::Seq seq, seqs.Next(op.id.seq));
-    if (seq == admission::Seq::kRepeat) {
-      return Status::Corrupt("op " + origin.Hex() + ":" + std::to_string(op.id.seq) +
-                             " repeated within one push");
-    }
     if (seq == admission::Seq::kDuplicate) {
       if (sort->duplicates++ == 0) sort->dup_low = op.id.seq;
       if (op.id.seq >= sort->dup_high) sort->dup_high_hlc = op.id.hlc;
@@ -312,7 +308,7 @@ Status SqliteServerStore::LogStaged(uint64_t cursor, const ReplicaId& origin,
   put_log_.BindInt(5, I(op_count));
   put_log_.BindStaticBlob(6, batch);
   CAIRN_RETURN_IF_ERROR(put_log_.Run());
-  staged_.cursor = U(sqlite3_last_insert_rowid(store_->db()->raw()));
+  staged_.cursor = U(store_->db()->LastInsertRowid());
   staged_.floor = floor_;
   staged_.log_ops = log_ops_ + op_count;
   CAIRN_RETURN_IF_ERROR(TrimLog(&staged_.floor, &staged_.log_ops));

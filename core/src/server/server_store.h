@@ -79,7 +79,8 @@ struct PushSort {
   Hlc max_hlc = 0;                  // the highest stamp accepted
 };
 // Gets each transaction past the receipt in order: its ops txn[0..n), and OK or why it is
-// refused (ValidateValue: the decoder checked names and keys; then `admit`).
+// refused (ValidateValue: the decoder checked names and keys; then `admit`). Ops above the
+// receipt the push already brought, and gaps, are ECORRUPT (oplog/admission.h).
 using TxnFn = std::function<Status(const std::vector<Op>& txn, size_t n, const Status& verdict)>;
 // EINVAL for an op of another origin, ECORRUPT for a gap; `on_txn`'s errors end it.
 Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,

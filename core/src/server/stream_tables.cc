@@ -10,7 +10,7 @@ namespace cairn::server {
 Result<std::unique_ptr<StreamTables>> StreamTables::Open(const std::string& path) {
   std::unique_ptr<StreamTables> t(new StreamTables());
   CAIRN_RETURN_IF_ERROR(t->db_.Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
-  sqlite3_busy_timeout(t->db_.raw(), 5000);
+  t->db_.SetBusyTimeout(5000);
   // WAL and synchronous=FULL: a record is acknowledged only once it would survive power loss.
   CAIRN_RETURN_IF_ERROR(t->db_.Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"));
   return t;

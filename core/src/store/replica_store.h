@@ -70,14 +70,6 @@ struct SnapshotState {
 };
 constexpr int64_t kSnapshotUnit = 0;
 
-struct RejectedOp {
-  int64_t id = 0;
-  Op op;
-  std::string reason;
-  int code = 0;
-  int64_t at_ms = 0;
-};
-
 class ReplicaStore {
  public:
   // Opens (and creates, migrates or refuses) the replica at `path`. `new_id` is the id given to
@@ -108,11 +100,7 @@ class ReplicaStore {
   // Change tracking for change listeners: when on, each committed transaction records the
   // documents whose visible state it changed (a field's value, a counter, a delete), grouped by
   // collection; TakeChanges hands them over, oldest transaction first.
-  struct ChangeSet {
-    std::string collection;
-    std::vector<std::string> keys;  // sorted, unique
-    bool local = false;             // written by this replica (else received: sync, import)
-  };
+  using ChangeSet = cairn::ChangeSet;  // oplog/op.h
   void set_track_changes(bool on) { track_changes_ = on; }
   bool has_changes() const { return !committed_changes_.empty(); }
   uint64_t commit_count() const { return commits_; }  // transactions committed by this handle

@@ -1,5 +1,7 @@
 #include "store/sqlite.h"
 
+#include <cctype>
+
 namespace cairn::store {
 
 static Code CodeForSqlite(int rc) {
@@ -113,6 +115,51 @@ Result<Stmt> Db::Prepare(std::string_view sql) {
                               SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
   if (rc != SQLITE_OK) return Error("prepare", rc);
   return Stmt(this, stmt);
+}
+
+namespace {
+
+// Denies everything a read-only query has no business doing.
+int QueryAuthorizer(void*, int action, const char*, const char*, const char*, const char*) {
+  switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_FUNCTION:
+    case SQLITE_RECURSIVE:
+      return SQLITE_OK;
+    default:
+      return SQLITE_DENY;
+  }
+}
+
+}  // namespace
+
+Result<Stmt> Db::PrepareReadOnlyQuery(const std::string& sql, size_t params) {
+  sqlite3_stmt* raw = nullptr;
+  const char* tail = nullptr;
+  sqlite3_set_authorizer(db_, QueryAuthorizer, nullptr);
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), &raw, &tail);
+  sqlite3_set_authorizer(db_, nullptr, nullptr);
+  Stmt stmt(this, raw);
+  if (rc == SQLITE_AUTH) {
+    return Status(Code::kEREADONLY,
+                  "query must be a read-only SELECT: " + std::string(sqlite3_errmsg(db_)));
+  }
+  if (rc != SQLITE_OK) return Error("query", rc);
+  if (raw == nullptr) return Status::Invalid("empty query");
+  for (; tail && *tail; tail++) {
+    if (!std::isspace(static_cast<unsigned char>(*tail)) && *tail != ';') {
+      return Status::Invalid("query must be a single statement");
+    }
+  }
+  if (!sqlite3_stmt_readonly(raw)) {
+    return Status(Code::kEREADONLY, "query must be a read-only SELECT");
+  }
+  if (static_cast<size_t>(sqlite3_bind_parameter_count(raw)) != params) {
+    return Status::Invalid("the query has " + std::to_string(sqlite3_bind_parameter_count(raw)) +
+                           " parameters, " + std::to_string(params) + " given");
+  }
+  return stmt;
 }
 
 Result<std::unique_ptr<Txn>> Txn::Begin(Db* db, bool immediate) {

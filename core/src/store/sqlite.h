@@ -90,7 +90,14 @@ class Db {
   Result<Stmt> Prepare(std::string_view sql);
   // The current error as a Status with `what` as context.
   Status Error(std::string_view what, int rc) const;
+  // A statement from outside (the app's SQL, docs/c-api.md "Queries") that may only read:
+  // EREADONLY for one that would write or touch anything but reading tables and calling
+  // functions (an authorizer denies the rest while it is prepared), EINVAL for none, more than
+  // one statement, or a parameter count other than `params`.
+  Result<Stmt> PrepareReadOnlyQuery(const std::string& sql, size_t params);
   int64_t Changes() const { return sqlite3_changes64(db_); }
+  int64_t LastInsertRowid() const { return sqlite3_last_insert_rowid(db_); }
+  void SetBusyTimeout(int ms) { sqlite3_busy_timeout(db_, ms); }
   sqlite3* raw() const { return db_; }
 
  private:

@@ -37,10 +37,6 @@ Status Prep(Db* db, Stmt* s, const char* sql) {
 
 }  // namespace
 
-const char* StreamPolicyName(StreamPolicy p) {
-  return p == StreamPolicy::kDropOldest ? "drop_oldest" : "reject";
-}
-
 Status StreamStore::Check() const {
   if (read_only_) return Status(Code::kEREADONLY, "the replica is open read-only");
   if (!enabled_) return Status(Code::kEINTERNAL, "the replica file has no stream tables");

@@ -19,50 +19,13 @@
 #include <vector>
 
 #include "base/result.h"
+#include "oplog/record.h"
 #include "store/sqlite.h"
 
 namespace cairn::store {
 
 // What storage format 5 added (ReplicaStore's migration chain runs it).
 extern const char* const kStreamSchema;
-
-enum class StreamPolicy : int32_t {
-  kReject = 0,      // a record that does not fit is refused (EFULL); the queue is kept
-  kDropOldest = 1,  // the oldest records make room; they are counted as dropped
-};
-const char* StreamPolicyName(StreamPolicy p);  // "reject", "drop_oldest"
-
-// A stream's settings. 0 = no limit of that kind.
-struct StreamConfig {
-  uint64_t max_bytes = 64u << 20;  // sum of the queued records' body sizes
-  int64_t max_age_ms = 0;          // age of the oldest queued record
-  StreamPolicy policy = StreamPolicy::kReject;
-  int32_t priority = 0;            // higher uploads first
-};
-
-struct StreamInfo {
-  std::string name;
-  StreamConfig config;
-  uint64_t last_seq = 0;    // the newest record's seq (seqs start at 1)
-  uint64_t records = 0;     // queued: not yet acknowledged by a server
-  uint64_t bytes = 0;       // their body sizes
-  std::optional<int64_t> oldest_ts_ms;  // the oldest queued record's timestamp
-  uint64_t dropped = 0;     // removed by kDropOldest before upload
-  uint64_t rejected = 0;    // refused by kReject (or larger than max_bytes)
-  uint64_t uploaded = 0;    // acknowledged by a server
-};
-
-// One record to append: its timestamp (nullopt: the append's time) and its body
-// (oplog/record.h).
-struct NewRecord {
-  std::optional<int64_t> ts_ms;
-  std::string body;
-};
-
-struct AppendResult {
-  uint64_t first_seq = 0, last_seq = 0;  // the seqs given to the stored records
-  uint64_t dropped = 0;                  // records dropped to make room (kDropOldest)
-};
 
 class StreamStore {
  public:

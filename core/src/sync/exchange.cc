@@ -9,6 +9,7 @@
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "protocol/stream_codec.h"
+#include "replica/sync_access.h"
 
 namespace cairn::sync {
 
@@ -52,7 +53,7 @@ Exchange::Exchange(Replica* r, SyncOptions o, Owner* w)
     : replica(r), options(std::move(o)), owner(w), stream_batch_bytes(kMaxStreamBatchBytes) {}
 
 void Exchange::LoadStatus() {
-  auto pos = replica->GetSyncPosition();
+  auto pos = SyncAccess(*replica).GetSyncPosition();
   if (pos.ok()) {
     std::lock_guard<std::mutex> lock(mu);
     st.cursor = pos->cursor;
@@ -113,14 +114,14 @@ void Exchange::NotifyStatus() {
 // and acks).
 void Exchange::RefreshPending() {
   auto pending = replica->PendingOps();
-  auto records = replica->QueuedRecords();
+  auto records = SyncAccess(*replica).QueuedRecords();
   std::lock_guard<std::mutex> lock(mu);
   if (pending.ok()) st.pending_ops = pending.value();
   if (records.ok()) st.pending_records = records.value();
 }
 
 void Exchange::OnOpen(net::Link* c) {
-  auto pos = replica->GetSyncPosition();
+  auto pos = SyncAccess(*replica).GetSyncPosition();
   if (!pos.ok()) {
     c->Close(pos.status());
     return;
@@ -133,12 +134,12 @@ void Exchange::OnOpen(net::Link* c) {
   only.erase(std::unique(only.begin(), only.end()), only.end());
   wanted = CanonicalJson(Json(only));
   in_snapshot = false;
-  auto snap = replica->GetSnapshot();
+  auto snap = SyncAccess(*replica).GetSnapshot();
   if (!snap.ok()) {
     c->Close(snap.status());
     return;
   }
-  auto own = replica->GetOwnHead();
+  auto own = SyncAccess(*replica).GetOwnHead();
   if (!own.ok()) {
     c->Close(own.status());
     return;
@@ -258,7 +259,7 @@ void Exchange::OnWelcome(const wire::Welcome& w) {
     }
   }
   if (!(held == coverage)) {
-    Status s = replica->SetCoverage(CoverageText(held));
+    Status s = SyncAccess(*replica).SetCoverage(CoverageText(held));
     if (!s.ok()) {
       link_->Close(s);
       return;
@@ -266,7 +267,7 @@ void Exchange::OnWelcome(const wire::Welcome& w) {
     coverage = held;
   }
   // docs/crdt-semantics.md "Clock safety": the HLC's physical source follows the server's time.
-  Status clock = replica->CorrectClock(w.server_time_ms(), w.max_drift_ms());
+  Status clock = SyncAccess(*replica).CorrectClock(w.server_time_ms(), w.max_drift_ms());
   if (!clock.ok()) {
     link_->Close(clock);
     return;
@@ -297,7 +298,7 @@ void Exchange::Push() {
   if (link_ == nullptr || !welcomed || link_->closing()) return;
   while (inflight.size() < options.window) {
     protocol::BatchEncoder enc;
-    auto last = replica->ReadOutbox(pushed_through, options.max_batch_ops, &enc);
+    auto last = SyncAccess(*replica).ReadOutbox(pushed_through, options.max_batch_ops, &enc);
     if (!last.ok()) {
       link_->Close(last.status());
       return;
@@ -358,7 +359,7 @@ void Exchange::PushStreams() {
     // Seqs are increasing: at most last - sent records are in (sent, last].
     const auto max_records =
         static_cast<size_t>(std::min<uint64_t>(options.max_batch_ops, last - sent));
-    Status s = replica->ReadStream(name, sent, max_records, stream_batch_bytes, &enc);
+    Status s = SyncAccess(*replica).ReadStream(name, sent, max_records, stream_batch_bytes, &enc);
     if (!s.ok()) {
       link_->Close(s);
       return;
@@ -397,7 +398,7 @@ void Exchange::OnStreamAck(const wire::StreamAck& ack) {
   } else if (!stream_refused.count(name)) {
     // (After a refusal, later acks of the stream would drop the refused records too.)
     KillPoint("client.stream.before_ack");
-    auto removed = replica->AckStream(name, ack.through_seq());
+    auto removed = SyncAccess(*replica).AckStream(name, ack.through_seq());
     if (!removed.ok()) {
       link_->Close(removed.status());
       return;
@@ -424,7 +425,7 @@ void Exchange::OnAck(const wire::Ack& ack) {
   if (through > pushed_through) {
     // Beyond what this session pushed: fine up to this replica's last seq (its own ops pushed by
     // another process on the file, or sent back to a restored file), never past it.
-    auto own = replica->GetOwnHead();
+    auto own = SyncAccess(*replica).GetOwnHead();
     if (!own.ok() || through > own->last_seq) {
       link_->SendErrorAndClose(Code::kECORRUPT, "Ack beyond what was pushed");
       return;
@@ -442,7 +443,7 @@ void Exchange::OnAck(const wire::Ack& ack) {
     }
   }
   KillPoint("client.ack.before_record");
-  Status s = replica->AckOutbox(through, refused);
+  Status s = SyncAccess(*replica).AckOutbox(through, refused);
   if (!s.ok()) {
     link_->Close(s);
     return;
@@ -476,7 +477,7 @@ bool Exchange::SessionGoesOn(const char* what) {
     return false;
   }
   if (stale_snapshot) {
-    Status s = replica->DiscardSnapshot();
+    Status s = SyncAccess(*replica).DiscardSnapshot();
     if (!s.ok()) {
       link_->Close(s);
       return false;
@@ -493,7 +494,7 @@ void Exchange::OnBatch(const wire::OpBatch& batch) {
     return;
   }
   KillPoint("client.apply.before");
-  auto applied = replica->ApplyServerBatch(batch, batch.cursor(), server_id);
+  auto applied = SyncAccess(*replica).ApplyServerBatch(batch, batch.cursor(), server_id);
   if (!applied.ok()) {
     link_->SendErrorAndClose(applied.status().code(),
                             "client could not apply a batch: " + applied.status().message());
@@ -516,7 +517,7 @@ void Exchange::OnSnapshotBegin(const wire::SnapshotBegin& b) {
     for (const auto* c : *b.collections()) snapshot_collections.push_back(c->str());
   }
   if (b.resumed()) {
-    auto staged = replica->GetSnapshot();
+    auto staged = SyncAccess(*replica).GetSnapshot();
     if (!staged.ok() || !staged->has_value() || staged->value().cursor != b.cursor() ||
         staged->value().rebase != b.rebase() || staged->value().server_id != server_id) {
       link_->SendErrorAndClose(Code::kECORRUPT,
@@ -534,7 +535,7 @@ void Exchange::OnSnapshotBegin(const wire::SnapshotBegin& b) {
         snap.watermarks[protocol::FromWire(e->origin())] = e->through_seq();
       }
     }
-    Status s = replica->BeginSnapshot(snap);
+    Status s = SyncAccess(*replica).BeginSnapshot(snap);
     if (!s.ok()) {
       link_->Close(s);
       return;
@@ -551,7 +552,7 @@ void Exchange::OnSnapshotChunk(const wire::SnapshotChunk& chunk) {
     link_->SendErrorAndClose(Code::kEINVAL, "a snapshot chunk outside a snapshot");
     return;
   }
-  Status s = replica->StageSnapshotChunk(
+  Status s = SyncAccess(*replica).StageSnapshotChunk(
       *chunk.batch(), chunk.after_collection() ? chunk.after_collection()->str() : "",
       chunk.after_key() ? chunk.after_key()->str() : "");
   if (!s.ok()) {
@@ -576,7 +577,7 @@ void Exchange::OnSnapshotEnd(const wire::SnapshotEnd& end) {
     for (const auto& c : snapshot_collections) after.holds[c] = cursor;
   }
   KillPoint("client.snapshot.before_finish");
-  auto applied = replica->FinishSnapshot(CoverageText(after));
+  auto applied = SyncAccess(*replica).FinishSnapshot(CoverageText(after));
   if (!applied.ok()) {
     link_->SendErrorAndClose(applied.status().code(),
                             "client could not apply a snapshot: " + applied.status().message());
@@ -621,7 +622,7 @@ void Exchange::CheckIdle() {
   std::optional<int64_t> synced;
   if (idle) synced = port::WallClockMs();
   if (cursor != stored_cursor || idle) {
-    Status s = replica->SetSyncPosition(cursor, server_id, synced);
+    Status s = SyncAccess(*replica).SetSyncPosition(cursor, server_id, synced);
     if (!s.ok()) {
       link_->Close(s);
       return;

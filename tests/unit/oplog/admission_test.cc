@@ -21,7 +21,7 @@ std::string Classes(OriginSeq* s, std::initializer_list<uint64_t> seqs) {
   for (uint64_t seq : seqs) {
     auto r = s->Next(seq);
     if (!r.ok()) return out + std::string(CodeName(r.status().code()));
-    out += *r == Seq::kNew ? "n" : *r == Seq::kDuplicate ? "d" : "r";
+    out += *r == Seq::kNew ? "n" : "d";
   }
   return out;
 }
@@ -41,10 +41,28 @@ TEST(AdmissionTest, OpsAtOrBelowTheWatermarkAreDuplicates) {
   EXPECT_EQ(s.through_after(), 5u);
 }
 
-TEST(AdmissionTest, AnOpSeenEarlierInTheUnitIsARepeatNotADuplicate) {
+TEST(AdmissionTest, AnOpTheUnitBroughtAlreadyIsDamage) {
+  // Above the watermark and seen in this unit: no sender repeats an op within one batch.
   OriginSeq s(Origin(), 4);
-  EXPECT_EQ(Classes(&s, {5, 6, 5, 6, 4, 7}), "nnrrdn");
-  EXPECT_EQ(s.through_after(), 7u);
+  EXPECT_EQ(Classes(&s, {5, 6, 4, 5}), "nndECORRUPT");
+  EXPECT_EQ(s.through_after(), 6u);
+  OriginSeq t(Origin(), 4);
+  EXPECT_EQ(Classes(&t, {5, 6, 6}), "nnECORRUPT");
+}
+
+TEST(AdmissionTest, ADuplicateThenAGapIsDamage) {
+  OriginSeq s(Origin(), 4);
+  EXPECT_EQ(Classes(&s, {3, 6}), "dECORRUPT");
+}
+
+TEST(AdmissionTest, AUnitWithoutOpsLeavesTheWatermark) {
+  EXPECT_EQ(OriginSeq(Origin(), 7).through_after(), 7u);
+  OriginSeq below(Origin(), 7);
+  ASSERT_TRUE(below.Declare(2, 5).ok());
+  EXPECT_EQ(below.through_after(), 7u);
+  OriginSeq above(Origin(), 7);
+  ASSERT_TRUE(above.Declare(6, 9).ok());
+  EXPECT_EQ(above.through_after(), 9u);  // the range accounts for 8 and 9 though none came
 }
 
 TEST(AdmissionTest, AGapIsDamage) {
@@ -107,9 +125,26 @@ TEST(AdmissionTest, BadOrRepeatedDeclarationsAreDamage) {
   EXPECT_TRUE(s.Declare(0, kMaxSeq).ok());
   EXPECT_EQ(s.Declare(0, 1).code(), Code::kECORRUPT);
   EXPECT_EQ(s.declared_to(), kMaxSeq);
+  EXPECT_EQ(Classes(&s, {1, kMaxSeq}), "nn");
+  EXPECT_EQ(s.through_after(), kMaxSeq);
   OriginSeq empty(Origin(), 3);
   EXPECT_TRUE(empty.Declare(3, 3).ok());  // an empty range: every op of it is outside
   EXPECT_EQ(Classes(&empty, {4}), "ECORRUPT");
+}
+
+TEST(AdmissionTest, ARangeDeclaredAfterOpsIsDamage) {
+  // Declaring after ops were counted would reset the order and count them again.
+  OriginSeq s(Origin(), 0);
+  EXPECT_EQ(Classes(&s, {1, 2}), "nn");
+  EXPECT_EQ(s.Declare(0, 5).code(), Code::kECORRUPT);
+  EXPECT_FALSE(s.declared());
+  EXPECT_EQ(Classes(&s, {1}), "ECORRUPT");  // still in sequence: 1 came already
+}
+
+TEST(AdmissionTest, ADeclaredRangeBelowTheWatermarkStillWantsOrder) {
+  OriginSeq s(Origin(), 9);
+  ASSERT_TRUE(s.Declare(3, 12).ok());
+  EXPECT_EQ(Classes(&s, {4, 4}), "dECORRUPT");  // no repeats in a range either
 }
 
 TEST(AdmissionTest, HeldBackUnitsWaitForTheirAssumptions) {

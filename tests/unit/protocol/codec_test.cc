@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "oplog/validate.h"
@@ -111,34 +112,62 @@ TEST(BatchCodecTest, RandomOpsRoundTrip) {
   for (size_t i = 0; i < ops.size(); i++) EXPECT_TRUE(SameOp(ops[i], out[i])) << i;
 }
 
-// A received op is checked once, by the decoder: a value that breaks the data model's rules
-// refuses the batch, unless the caller asks to check values itself (a push refuses only the
-// transaction).
-TEST(BatchCodecTest, DecoderChecksValuesUnlessTheCallerDoes) {
-  const Hlc t = MakeHlc(1700000000000, 0);
-  for (const Value& bad : {Value::Double(std::nan("")), Value::Double(HUGE_VAL),
-                           Value::String("\xff\xfe"),
-                           Value::Bytes(std::string(kMaxValueBytes + 1, 'x'))}) {
+// An OpBatch (no frame: a value over the frame limit fits) of an ok op, then `bad` at field g.
+struct BatchWith {
+  explicit BatchWith(const Value& bad, const std::string& field = "g") {
+    const Hlc t = MakeHlc(1700000000000, 0);
     protocol::BatchEncoder enc;
     enc.Add(MakeOp(1, 1, t, OpKind::kSet, "k", "f", Value::Int(1)));
-    enc.Add(MakeOp(1, 2, t + 1, OpKind::kSet, "k", "g", bad));
-    flatbuffers::FlatBufferBuilder fbb;
+    enc.Add(MakeOp(1, 2, t + 1, OpKind::kSet, "k", field, bad));
     enc.Finish(&fbb);
-    const wire::Frame* f = wire::GetFrame(fbb.GetBufferPointer());
-    const wire::OpBatch* batch = f->body_as_OpBatch();
-    ASSERT_NE(batch, nullptr);
+  }
+  const wire::OpBatch& batch() const {
+    return *wire::GetFrame(fbb.GetBufferPointer())->body_as_OpBatch();
+  }
+  // The ops decoded before the first error, and that error's code.
+  std::pair<int, Code> Decode(protocol::ValueCheck check) const {
+    protocol::DecodeLimits limits;
+    limits.values = check;
     int seen = 0;
-    auto count = [&](const Op&) {
+    Status st = protocol::DecodeBatch(batch(), limits, [&](const Op&) {
       seen++;
       return Status::OK();
-    };
-    EXPECT_EQ(protocol::DecodeBatch(*batch, {}, count).code(), Code::kEINVAL);
-    EXPECT_EQ(seen, 1);  // the op before it only
-    protocol::DecodeLimits unchecked;
-    unchecked.check_values = false;
-    seen = 0;
-    EXPECT_TRUE(protocol::DecodeBatch(*batch, unchecked, count).ok());
-    EXPECT_EQ(seen, 2);
+    });
+    return {seen, st.code()};
+  }
+  flatbuffers::FlatBufferBuilder fbb;
+};
+
+// A received op is checked once, by the decoder: a value that breaks the data model's rules
+// refuses the batch (EINVAL), unless the caller checks values itself (a push refuses only the
+// transaction). Frames the program stored get the UTF-8 check they always had.
+TEST(BatchCodecTest, DecoderChecksValuesUnlessTheCallerDoes) {
+  using protocol::ValueCheck;
+  const std::pair<int, Code> refused{1, Code::kEINVAL}, passed{2, Code::kOK},
+      damaged{1, Code::kECORRUPT};
+  for (const Value& bad :
+       {Value::Double(std::nan("")), Value::Double(HUGE_VAL), Value::Double(-HUGE_VAL),
+        Value::String(std::string(kMaxValueBytes + 1, 's')),
+        Value::Bytes(std::string(kMaxValueBytes + 1, 'x'))}) {
+    BatchWith b(bad);
+    EXPECT_EQ(b.Decode(ValueCheck::kFull), refused);
+    EXPECT_EQ(b.Decode(ValueCheck::kByCaller), passed);
+    EXPECT_EQ(b.Decode(ValueCheck::kUtf8), passed);
+  }
+  BatchWith not_utf8(Value::String("\xff\xfe"));
+  EXPECT_EQ(not_utf8.Decode(ValueCheck::kFull), refused);
+  EXPECT_EQ(not_utf8.Decode(ValueCheck::kByCaller), passed);
+  EXPECT_EQ(not_utf8.Decode(ValueCheck::kUtf8), damaged);
+  // At the limits: accepted.
+  for (const Value& ok :
+       {Value::String(std::string(kMaxValueBytes, 's')), Value::Bytes(std::string("\xff\xfe")),
+        Value::Double(std::numeric_limits<double>::max())}) {
+    EXPECT_EQ(BatchWith(ok).Decode(ValueCheck::kFull), passed);
+  }
+  // Names are checked whatever the value check.
+  BatchWith bad_name(Value::Int(2), "cairn_field");
+  for (ValueCheck check : {ValueCheck::kFull, ValueCheck::kByCaller, ValueCheck::kUtf8}) {
+    EXPECT_EQ(bad_name.Decode(check).second, Code::kEINVAL);
   }
 }
 

@@ -5,14 +5,15 @@
 
 #include <atomic>
 #include <fstream>
-#include <set>
-#include <thread>
 #include <random>
 #include <regex>
+#include <set>
+#include <thread>
 
 #include "base/sha256.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
+#include "replica/sync_access.h"
 #include "support/temp_dir.h"
 
 namespace cairn {
@@ -291,7 +292,7 @@ TEST_F(ReplicaTest, ServerBatchCoverage) {
     flatbuffers::FlatBufferBuilder fbb;
     enc.Finish(&fbb, /*cursor=*/through);
     auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
-    return b->ApplyServerBatch(*frame->body_as_OpBatch(), through, server).status();
+    return SyncAccess(*b).ApplyServerBatch(*frame->body_as_OpBatch(), through, server).status();
   };
   // Seqs 1-2 skipped (another collection), 3 sent, 4-5 skipped.
   ASSERT_TRUE(apply({3}, 0, 5).ok());
@@ -306,7 +307,7 @@ TEST_F(ReplicaTest, ServerBatchCoverage) {
   Status overlap = apply({3, 6}, 2, 6);
   ASSERT_TRUE(overlap.ok()) << overlap.ToString();
   EXPECT_EQ(Get(b.get(), "c", "k"), R"({"n":10})");
-  EXPECT_EQ(b->GetSyncPosition().value().cursor, 6u);
+  EXPECT_EQ(SyncAccess(*b).GetSyncPosition().value().cursor, 6u);
 }
 
 // A server refuses some of A's transactions (docs/protocol.md "Refused ops"): A undoes them.
@@ -383,7 +384,7 @@ TEST_F(ReplicaTest, RefusedTransactionsAreUndoneExactly) {
       }
       const uint64_t through = n > 0 ? pending[n - 1].last : 0;
       if (n > 0) {
-        ASSERT_TRUE(a->AckOutbox(through, refused).ok());
+        ASSERT_TRUE(SyncAccess(*a).AckOutbox(through, refused).ok());
       }
       pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(n));
     };
@@ -425,7 +426,7 @@ TEST_F(ReplicaTest, RefusedTransactionsAreUndoneExactly) {
     EXPECT_EQ(a->GetStatus().value().pending_ops, 0);
     // Acknowledged again (a repeated Ack): nothing changes, nothing is recorded twice.
     const int64_t rejected = a->GetStatus().value().rejected_ops;
-    ASSERT_TRUE(a->AckOutbox(a->GetStatus().value().last_seq, {}).ok());
+    ASSERT_TRUE(SyncAccess(*a).AckOutbox(a->GetStatus().value().last_seq, {}).ok());
     EXPECT_EQ(a->GetStatus().value().rejected_ops, rejected);
     same();
   }
@@ -440,11 +441,11 @@ TEST_F(ReplicaTest, WriteAfterTheClockIsWoundBackSurvivesTheRefusal) {
   auto a = Open("a.db", &ahead);
   ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(1)}}).ok());
   ASSERT_TRUE(a->Delete("c", "gone").ok());
-  ASSERT_TRUE(a->CorrectClock(now, 60000).ok());
+  ASSERT_TRUE(SyncAccess(*a).CorrectClock(now, 60000).ok());
   ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(2)}}).ok());
   ASSERT_TRUE(a->Increment("c", "gone", "n", 3).ok());
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"v":1})");  // the future write still ranks first
-  ASSERT_TRUE(a->AckOutbox(4, {RefusedTxn{1, 2, Code::kECLOCK, "ahead"}}).ok());
+  ASSERT_TRUE(SyncAccess(*a).AckOutbox(4, {RefusedTxn{1, 2, Code::kECLOCK, "ahead"}}).ok());
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"v":2})");
   EXPECT_EQ(Get(a.get(), "c", "gone"), R"({"n":3})");
 }
@@ -463,16 +464,16 @@ TEST_F(ReplicaTest, SnapshotOpHiddenByARefusedDeleteComesBack) {
   snap.cursor = 5;
   snap.rebase = true;
   snap.watermarks[b] = 1;
-  ASSERT_TRUE(a->BeginSnapshot(snap).ok());
+  ASSERT_TRUE(SyncAccess(*a).BeginSnapshot(snap).ok());
   protocol::BatchEncoder enc;
   enc.Add(IncOp(b, 1));
   flatbuffers::FlatBufferBuilder fbb;
   enc.Finish(&fbb);
   const auto* batch = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
-  ASSERT_TRUE(a->StageSnapshotChunk(*batch, "c", "k").ok());
-  ASSERT_TRUE(a->FinishSnapshot(std::nullopt).ok());
+  ASSERT_TRUE(SyncAccess(*a).StageSnapshotChunk(*batch, "c", "k").ok());
+  ASSERT_TRUE(SyncAccess(*a).FinishSnapshot(std::nullopt).ok());
   EXPECT_EQ(Get(a.get(), "c", "k"), "<none>");
-  ASSERT_TRUE(a->AckOutbox(1, {RefusedTxn{1, 1, Code::kEPERM, "test"}}).ok());
+  ASSERT_TRUE(SyncAccess(*a).AckOutbox(1, {RefusedTxn{1, 1, Code::kEPERM, "test"}}).ok());
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":5})");
 }
 
@@ -486,9 +487,9 @@ TEST_F(ReplicaTest, SnapshotStepsOutOfOrderAreRefused) {
   flatbuffers::FlatBufferBuilder fbb;
   enc.Finish(&fbb);
   const auto* batch = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
-  EXPECT_EQ(b->StageSnapshotChunk(*batch, "c", "k").code(), Code::kEINVAL);
-  EXPECT_EQ(b->FinishSnapshot(std::nullopt).status().code(), Code::kEINVAL);
-  EXPECT_FALSE(b->GetSnapshot().value().has_value());
+  EXPECT_EQ(SyncAccess(*b).StageSnapshotChunk(*batch, "c", "k").code(), Code::kEINVAL);
+  EXPECT_EQ(SyncAccess(*b).FinishSnapshot(std::nullopt).status().code(), Code::kEINVAL);
+  EXPECT_FALSE(SyncAccess(*b).GetSnapshot().value().has_value());
   EXPECT_EQ(b->GetStatus().value().pending_ops, 0);
   EXPECT_EQ(Dump(b.get()), "{}");
 }
@@ -554,31 +555,31 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
       auto r = Replica::Open(dir_.File(name), ro);
       ASSERT_TRUE(r.ok()) << r.status().ToString();
       EXPECT_EQ(r.value()->GetStatus().value().cursor, 0u);
-      EXPECT_FALSE(r.value()->GetSnapshot().value().has_value());
+      EXPECT_FALSE(SyncAccess(*r.value()).GetSnapshot().value().has_value());
       EXPECT_TRUE(r.value()->Streams().value().empty());
     }
     auto r = Open(name);
     ASSERT_NE(r, nullptr);
     EXPECT_EQ(r->Get("c", "k").value()->at("v").as_int(), 7);
     EXPECT_EQ(r->GetStatus().value().cursor, 0u);
-    ASSERT_TRUE(r->SetSyncPosition(5, r->id(), 1234).ok());
+    ASSERT_TRUE(SyncAccess(*r).SetSyncPosition(5, r->id(), 1234).ok());
     EXPECT_EQ(r->GetStatus().value().cursor, 5u);
     store::SnapshotState snap;
     snap.server_id = r->id();
     snap.cursor = 9;
-    ASSERT_TRUE(r->BeginSnapshot(snap).ok());
-    EXPECT_EQ(r->GetSnapshot().value()->cursor, 9u);
+    ASSERT_TRUE(SyncAccess(*r).BeginSnapshot(snap).ok());
+    EXPECT_EQ(SyncAccess(*r).GetSnapshot().value()->cursor, 9u);
     // Format 4: the clock correction is kept; the old outbox row (nothing superseded recorded)
     // is still pushed and acknowledged.
-    ASSERT_TRUE(r->CorrectClock(5000, 60000).ok());
-    EXPECT_TRUE(r->GetSyncPosition().value().clock_offset_ms.has_value());
+    ASSERT_TRUE(SyncAccess(*r).CorrectClock(5000, 60000).ok());
+    EXPECT_TRUE(SyncAccess(*r).GetSyncPosition().value().clock_offset_ms.has_value());
     EXPECT_EQ(r->GetStatus().value().pending_ops, 1);
-    ASSERT_TRUE(r->AckOutbox(1, {RefusedTxn{1, 1, Code::kEPERM, "test"}}).ok());
+    ASSERT_TRUE(SyncAccess(*r).AckOutbox(1, {RefusedTxn{1, 1, Code::kEPERM, "test"}}).ok());
     EXPECT_FALSE(r->Get("c", "k").value().has_value());
     EXPECT_EQ(r->GetStatus().value().rejected_ops, 1);
     // Format 5: streams.
     ASSERT_TRUE(r->Append("temps", {{"t", Value::Double(1.5)}}).ok());
-    EXPECT_EQ(r->QueuedRecords().value(), 1u);
+    EXPECT_EQ(SyncAccess(*r).QueuedRecords().value(), 1u);
     ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
     sqlite3_stmt* st;
     sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);

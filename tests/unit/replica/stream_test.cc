@@ -12,6 +12,7 @@
 #include "protocol/frame.h"
 #include "protocol/stream_codec.h"
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 #include "support/temp_dir.h"
 
 namespace cairn {
@@ -38,7 +39,7 @@ std::vector<protocol::StreamRecord> Upload(Replica* r, const std::string& stream
                                            uint64_t after = 0,
                                            std::vector<std::string>* names = nullptr) {
   protocol::StreamEncoder enc(stream);
-  Status s = r->ReadStream(stream, after, 1000000, 64u << 20, &enc);
+  Status s = SyncAccess(*r).ReadStream(stream, after, 1000000, 64u << 20, &enc);
   EXPECT_TRUE(s.ok()) << s.ToString();
   std::string frame;
   enc.FinishFrame(&frame);
@@ -150,20 +151,20 @@ TEST_F(StreamTest, AcknowledgedRecordsLeaveAndAreCounted) {
   RecordBatch batch;
   for (int64_t n = 1; n <= 10; n++) ASSERT_TRUE(batch.Add(Reading(n)).ok());
   ASSERT_TRUE(r->Append("temps", batch).ok());
-  EXPECT_EQ(r->AckStream("temps", 4).value(), 4u);
-  EXPECT_EQ(r->AckStream("temps", 4).value(), 0u);  // again (a retry): nothing more
-  EXPECT_EQ(r->AckStream("temps", 2).value(), 0u);
+  EXPECT_EQ(SyncAccess(*r).AckStream("temps", 4).value(), 4u);
+  EXPECT_EQ(SyncAccess(*r).AckStream("temps", 4).value(), 0u);  // again (a retry): nothing more
+  EXPECT_EQ(SyncAccess(*r).AckStream("temps", 2).value(), 0u);
   EXPECT_EQ(Seqs(Upload(r.get(), "temps")), (std::vector<uint64_t>{5, 6, 7, 8, 9, 10}));
   StreamInfo info = Info(r.get(), "temps");
   EXPECT_EQ(info.records, 6u);
   EXPECT_EQ(info.uploaded, 4u);
-  EXPECT_EQ(r->QueuedRecords().value(), 6u);
+  EXPECT_EQ(SyncAccess(*r).QueuedRecords().value(), 6u);
   // Beyond what was ever appended: refused, nothing changes.
-  EXPECT_EQ(r->AckStream("temps", 11).status().code(), Code::kECORRUPT);
-  EXPECT_EQ(r->AckStream("nope", 1).status().code(), Code::kENOTFOUND);
+  EXPECT_EQ(SyncAccess(*r).AckStream("temps", 11).status().code(), Code::kECORRUPT);
+  EXPECT_EQ(SyncAccess(*r).AckStream("nope", 1).status().code(), Code::kENOTFOUND);
   EXPECT_EQ(Info(r.get(), "temps").records, 6u);
   // Seqs go on after the queue empties.
-  EXPECT_EQ(r->AckStream("temps", 10).value(), 6u);
+  EXPECT_EQ(SyncAccess(*r).AckStream("temps", 10).value(), 6u);
   EXPECT_EQ(r->Append("temps", Reading(11)).value().first_seq, 11u);
 }
 
@@ -190,7 +191,7 @@ TEST_F(StreamTest, RejectPolicyRefusesWithEFullAndKeepsTheQueue) {
   EXPECT_EQ(Ns(Upload(r.get(), "temps")),
             (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
   // Room made by an upload: the batch fits again, whole.
-  ASSERT_TRUE(r->AckStream("temps", 3).ok());
+  ASSERT_TRUE(SyncAccess(*r).AckStream("temps", 3).ok());
   auto ok = r->Append("temps", three);
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->first_seq, 11u);
@@ -263,9 +264,9 @@ TEST_F(StreamTest, AgeLimitRejectsOrDropsByTheOldestRecord) {
   EXPECT_EQ(Ns(Upload(r.get(), "fast")), (std::vector<int64_t>{4, 5, 6}));
   EXPECT_EQ(Info(r.get(), "fast").dropped, 3u);
   // Once the old ones are uploaded, the reject stream takes records again.
-  ASSERT_TRUE(r->AckStream("slow", 2).ok());
+  ASSERT_TRUE(SyncAccess(*r).AckStream("slow", 2).ok());
   EXPECT_EQ(r->Append("slow", Reading(6)).status().code(), Code::kEFULL);  // T0 + 400: too old
-  ASSERT_TRUE(r->AckStream("slow", 3).ok());
+  ASSERT_TRUE(SyncAccess(*r).AckStream("slow", 3).ok());
   EXPECT_TRUE(r->Append("slow", Reading(6)).ok());
 }
 
@@ -354,7 +355,7 @@ TEST_F(StreamTest, StreamIdsEndWhereTheKeyLayoutDoes) {
   ASSERT_TRUE(r->Append("last", Reading(7)).ok());
   EXPECT_EQ(Ns(Upload(r.get(), "last")), (std::vector<int64_t>{7}));
   EXPECT_EQ(Ns(Upload(r.get(), "first")), (std::vector<int64_t>{1}));
-  EXPECT_EQ(r->AckStream("last", 1).value(), 1u);
+  EXPECT_EQ(SyncAccess(*r).AckStream("last", 1).value(), 1u);
   EXPECT_EQ(Info(r.get(), "first").records, 1u);
   // One more stream does not fit.
   EXPECT_EQ(r->Append("one_more", Reading(1)).status().code(), Code::kEINVAL);
@@ -385,7 +386,7 @@ TEST_F(StreamTest, SettingsQueueAndCountersSurviveReopen) {
     cfg.priority = 7;
     ASSERT_TRUE(r->ConfigureStream("alarms", cfg).ok());
     for (int64_t n = 1; n <= 4; n++) ASSERT_TRUE(r->Append("alarms", Reading(n)).ok());
-    ASSERT_TRUE(r->AckStream("alarms", 1).ok());
+    ASSERT_TRUE(SyncAccess(*r).AckStream("alarms", 1).ok());
   }
   auto r = Open("r.db");
   StreamInfo info = Info(r.get(), "alarms");

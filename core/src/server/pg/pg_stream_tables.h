@@ -12,8 +12,8 @@
 // them, bytes as lowercase hex). Tables and columns are made (and widened) inside the batch's
 // transaction, under an advisory lock that nodes share, so a failed batch leaves none behind
 // and two nodes never make the same table twice.
-#ifndef CAIRN_SERVER_PG_STREAM_TABLES_H_
-#define CAIRN_SERVER_PG_STREAM_TABLES_H_
+#ifndef CAIRN_SERVER_PG_PG_STREAM_TABLES_H_
+#define CAIRN_SERVER_PG_PG_STREAM_TABLES_H_
 
 #include <memory>
 #include <string>
@@ -28,4 +28,4 @@ Result<std::unique_ptr<StreamSink>> OpenPgStreamTables(const std::string& url);
 
 }  // namespace cairn::server
 
-#endif  // CAIRN_SERVER_PG_STREAM_TABLES_H_
+#endif  // CAIRN_SERVER_PG_PG_STREAM_TABLES_H_

@@ -16,11 +16,11 @@
 // sessions, snapshots and fan-out read locally. A node merges its own push into its copy before
 // the PostgreSQL COMMIT (holding the head lock, after the entries below it), so an entry that
 // cannot be merged is refused instead of logged. A reconnection checks that the database still
-// holds what the copy took in (a failover to a standby that lacked it is refused). A node learns of other nodes' commits by
-// LISTEN/NOTIFY (notify_socket) and catches up; a lost notification is made up for by the next
-// one or by the server's periodic CatchUp.
-#ifndef CAIRN_SERVER_PG_SERVER_STORE_H_
-#define CAIRN_SERVER_PG_SERVER_STORE_H_
+// holds what the copy took in (a failover to a standby that lacked it is refused). A node learns of
+// other nodes' commits by LISTEN/NOTIFY (notify_socket) and catches up; a lost notification is made
+// up for by the next one or by the server's periodic CatchUp.
+#ifndef CAIRN_SERVER_PG_PG_SERVER_STORE_H_
+#define CAIRN_SERVER_PG_PG_SERVER_STORE_H_
 
 #include <memory>
 #include <string>
@@ -38,4 +38,4 @@ Result<std::unique_ptr<ServerStore>> OpenPgServerStore(const std::string& path,
 
 }  // namespace cairn::server
 
-#endif  // CAIRN_SERVER_PG_SERVER_STORE_H_
+#endif  // CAIRN_SERVER_PG_PG_SERVER_STORE_H_

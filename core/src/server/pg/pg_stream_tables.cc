@@ -1,4 +1,4 @@
-#include "server/pg_stream_tables.h"
+#include "server/pg/pg_stream_tables.h"
 
 #include <charconv>
 #include <cinttypes>
@@ -9,7 +9,7 @@
 
 #include "base/strings.h"
 #include "protocol/stream_codec.h"
-#include "server/pg.h"
+#include "server/pg/pg.h"
 
 namespace cairn::server {
 
@@ -22,12 +22,18 @@ enum class ColType { kNone, kBool, kBigint, kDouble, kText, kBytea };
 
 ColType TypeOf(const Value& v) {
   switch (v.type()) {
-    case ValueType::kNull: return ColType::kNone;
-    case ValueType::kBool: return ColType::kBool;
-    case ValueType::kInt: return ColType::kBigint;
-    case ValueType::kDouble: return ColType::kDouble;
-    case ValueType::kString: return ColType::kText;
-    case ValueType::kBytes: return ColType::kBytea;
+    case ValueType::kNull:
+      return ColType::kNone;
+    case ValueType::kBool:
+      return ColType::kBool;
+    case ValueType::kInt:
+      return ColType::kBigint;
+    case ValueType::kDouble:
+      return ColType::kDouble;
+    case ValueType::kString:
+      return ColType::kText;
+    case ValueType::kBytes:
+      return ColType::kBytea;
   }
   return ColType::kText;
 }
@@ -45,11 +51,16 @@ ColType Join(ColType a, ColType b) {
 
 const char* SqlType(ColType t) {
   switch (t) {
-    case ColType::kBool: return "boolean";
-    case ColType::kBigint: return "bigint";
-    case ColType::kDouble: return "double precision";
-    case ColType::kBytea: return "bytea";
-    default: return "text";
+    case ColType::kBool:
+      return "boolean";
+    case ColType::kBigint:
+      return "bigint";
+    case ColType::kDouble:
+      return "double precision";
+    case ColType::kBytea:
+      return "bytea";
+    default:
+      return "text";
   }
 }
 
@@ -70,8 +81,11 @@ pg::Param ToParam(const Value& v, ColType t, std::deque<std::string>* arena) {
   if (v.type() == ValueType::kNull) return pg::Param::Null();
   if (t == ColType::kText) {
     switch (v.type()) {
-      case ValueType::kBool: return pg::Param::Text(v.as_bool() ? "true" : "false");
-      case ValueType::kInt: arena->push_back(std::to_string(v.as_int())); break;
+      case ValueType::kBool:
+        return pg::Param::Text(v.as_bool() ? "true" : "false");
+      case ValueType::kInt:
+        arena->push_back(std::to_string(v.as_int()));
+        break;
       case ValueType::kDouble: {
         // The shortest form that reads back the same, as PostgreSQL writes a double.
         char buf[32];
@@ -79,19 +93,26 @@ pg::Param ToParam(const Value& v, ColType t, std::deque<std::string>* arena) {
         arena->push_back(std::string(buf, end));
         break;
       }
-      case ValueType::kBytes: arena->push_back(HexEncode(v.as_string())); break;
-      default: return pg::Param::Text(v.as_string());
+      case ValueType::kBytes:
+        arena->push_back(HexEncode(v.as_string()));
+        break;
+      default:
+        return pg::Param::Text(v.as_string());
     }
     return pg::Param::Text(arena->back());
   }
   switch (v.type()) {
-    case ValueType::kBool: return pg::Param::Bool(v.as_bool());
+    case ValueType::kBool:
+      return pg::Param::Bool(v.as_bool());
     case ValueType::kInt:
       return t == ColType::kDouble ? pg::Param::Double(static_cast<double>(v.as_int()))
                                    : pg::Param(v.as_int());
-    case ValueType::kDouble: return pg::Param::Double(v.as_double());
-    case ValueType::kBytes: return pg::Param::Bytes(v.as_string());
-    default: return pg::Param::Text(v.as_string());
+    case ValueType::kDouble:
+      return pg::Param::Double(v.as_double());
+    case ValueType::kBytes:
+      return pg::Param::Bytes(v.as_string());
+    default:
+      return pg::Param::Text(v.as_string());
   }
 }
 
@@ -121,10 +142,11 @@ class PgStreamTables final : public StreamSink {
 
 Result<PgStreamTables::Table> PgStreamTables::ReadTable(pg::Conn* db, const std::string& stream) {
   Table t;
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows found, db->Exec(
-      "SELECT table_name::text, table_type::text FROM information_schema.tables "
-      "WHERE table_schema = current_schema() AND lower(table_name) = lower($1)",
-      {pg::Param::Text(stream)}));
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows found,
+      db->Exec("SELECT table_name::text, table_type::text FROM information_schema.tables "
+               "WHERE table_schema = current_schema() AND lower(table_name) = lower($1)",
+               {pg::Param::Text(stream)}));
   for (int i = 0; i < found.size(); i++) {
     const std::string_view name = found.Bytes(i, 0), type = found.Bytes(i, 1);
     if (name != stream || type != "BASE TABLE") {
@@ -135,10 +157,11 @@ Result<PgStreamTables::Table> PgStreamTables::ReadTable(pg::Conn* db, const std:
     t.exists = true;
   }
   if (!t.exists) return t;
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows cols, db->Exec(
-      "SELECT column_name::text, data_type::text FROM information_schema.columns "
-      "WHERE table_schema = current_schema() AND table_name = $1",
-      {pg::Param::Text(stream)}));
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows cols,
+      db->Exec("SELECT column_name::text, data_type::text FROM information_schema.columns "
+               "WHERE table_schema = current_schema() AND table_name = $1",
+               {pg::Param::Text(stream)}));
   for (int i = 0; i < cols.size(); i++) {
     Column c{std::string(cols.Bytes(i, 0)), FromSqlType(cols.Bytes(i, 1))};
     t.columns[AsciiLower(c.name)] = c;
@@ -150,8 +173,7 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
                                                 const wire::StreamBatch& batch, int64_t now_ms,
                                                 uint32_t max_records) {
   StreamStoreResult result;
-  CAIRN_ASSIGN_OR_RETURN(const std::string stream,
-                         protocol::StreamBatchName(batch, max_records));
+  CAIRN_ASSIGN_OR_RETURN(const std::string stream, protocol::StreamBatchName(batch, max_records));
   if (stream.empty()) return result;
   std::vector<protocol::StreamRecord> records;
   CAIRN_RETURN_IF_ERROR(protocol::DecodeStreamBatch(
@@ -213,9 +235,9 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
       if (wider != it->second.type) {
         const std::string col = QuoteIdent(it->second.name);
         const std::string from = it->second.type == ColType::kBytea ? "encode(" + col + ", 'hex')"
-                                                                     : col + "::" + SqlType(wider);
-        ddl->push_back("ALTER TABLE " + table + " ALTER COLUMN " + col + " TYPE " +
-                       SqlType(wider) + " USING " + from);
+                                                                    : col + "::" + SqlType(wider);
+        ddl->push_back("ALTER TABLE " + table + " ALTER COLUMN " + col + " TYPE " + SqlType(wider) +
+                       " USING " + from);
         columns[i].type = wider;
       }
     }

@@ -1,4 +1,4 @@
-#include "server/pg_server_store.h"
+#include "server/pg/pg_server_store.h"
 
 #include <vector>
 
@@ -6,7 +6,7 @@
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
-#include "server/pg.h"
+#include "server/pg/pg.h"
 
 namespace cairn::server {
 
@@ -110,7 +110,7 @@ class PgServerStore final : public ServerStore {
   std::unique_ptr<pg::Conn> db_, listen_;
   std::string channel_;  // NOTIFY channel: "cairn_" + the server id in hex
   std::unique_ptr<SqliteServerStore> copy_;
-  std::string path_;  // of the copy
+  std::string path_;             // of the copy
   bool checkpoint_due_ = false;  // a push of this node took the log past the mark
 };
 
@@ -120,17 +120,20 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   s->options_ = options;
   CAIRN_ASSIGN_OR_RETURN(s->db_, pg::Conn::Connect(options.url));
   // The tables, when missing (making them needs CREATE on the schema; using them does not).
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows made, s->db_->Exec(
-      "SELECT (to_regclass('cairn_checkpoints') IS NOT NULL)::int::bigint"));
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows made,
+      s->db_->Exec("SELECT (to_regclass('cairn_checkpoints') IS NOT NULL)::int::bigint"));
   if (made.size() != 1 || made.Int(0, 0) == 0) {
     CAIRN_RETURN_IF_ERROR(s->db_->ExecScript(kSchema));
   }
   ReplicaId new_id;
   CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
-  CAIRN_RETURN_IF_ERROR(s->db_->Exec(
-      "INSERT INTO cairn_meta(id, server_id, head, format) VALUES (1, $1, 0, $2) "
-      "ON CONFLICT (id) DO NOTHING",
-      {pg::Param::Bytes(new_id.Bytes()), pg::Param(int64_t{kFormat})}).status());
+  CAIRN_RETURN_IF_ERROR(
+      s->db_
+          ->Exec("INSERT INTO cairn_meta(id, server_id, head, format) VALUES (1, $1, 0, $2) "
+                 "ON CONFLICT (id) DO NOTHING",
+                 {pg::Param::Bytes(new_id.Bytes()), pg::Param(int64_t{kFormat})})
+          .status());
   CAIRN_ASSIGN_OR_RETURN(pg::Rows meta,
                          s->db_->Exec("SELECT server_id, head, format::bigint FROM cairn_meta"));
   if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
@@ -173,10 +176,11 @@ Result<pg::Conn*> PgServerStore::Db() {
 }
 
 Status PgServerStore::CheckDatabase(pg::Conn* db) {
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows meta, db->Exec(
-      "SELECT server_id, head, (SELECT origin FROM cairn_log WHERE cursor = $1), "
-      "(SELECT last_seq FROM cairn_log WHERE cursor = $1), floor FROM cairn_meta",
-      {pg::Param(copy_->head())}));
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows meta,
+      db->Exec("SELECT server_id, head, (SELECT origin FROM cairn_log WHERE cursor = $1), "
+               "(SELECT last_seq FROM cairn_log WHERE cursor = $1), floor FROM cairn_meta",
+               {pg::Param(copy_->head())}));
   if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
   if (IdFrom(meta.Bytes(0, 0)) != copy_->id()) {
     return Status::Invalid("the file " + path_ + " belongs to server " + copy_->id().Hex() +
@@ -236,10 +240,11 @@ Status PgServerStore::Maintain() {
 
 Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
   while (copy_->head() < upto) {
-    CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
-        "SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_log "
-        "WHERE cursor > $1 AND cursor <= $2 ORDER BY cursor LIMIT $3",
-        {pg::Param(copy_->head()), pg::Param(upto), pg::Param(int64_t{kCatchUpRows})}));
+    CAIRN_ASSIGN_OR_RETURN(
+        pg::Rows rows,
+        db->Exec("SELECT cursor, origin, first_seq, last_seq, batch FROM cairn_log "
+                 "WHERE cursor > $1 AND cursor <= $2 ORDER BY cursor LIMIT $3",
+                 {pg::Param(copy_->head()), pg::Param(upto), pg::Param(int64_t{kCatchUpRows})}));
     if (rows.size() > 0 && U(rows.Int(0, 0)) != copy_->head() + 1) {
       // The entries after the copy's head were trimmed (a node down long, a new one): from the
       // newest checkpoint, outside any transaction (not in a push's: the push fails, EBUSY,
@@ -260,8 +265,7 @@ Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
       e.cursor = U(rows.Int(i, 0));
       if (e.cursor != copy_->head() + 1) {
         return Status::Corrupt("PostgreSQL: the log jumps from cursor " +
-                               std::to_string(copy_->head()) + " to " +
-                               std::to_string(e.cursor));
+                               std::to_string(copy_->head()) + " to " + std::to_string(e.cursor));
       }
       e.origin = IdFrom(rows.Bytes(i, 1));
       e.first_seq = U(rows.Int(i, 2));
@@ -293,39 +297,45 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   CAIRN_RETURN_IF_ERROR(begun);
   // The origin's receipt, locked: a second session of the replica (on this node or another)
   // waits here until this push committed, then sees its receipt.
-  CAIRN_RETURN_IF_ERROR(db->Exec(
-      "INSERT INTO cairn_receipts VALUES ($1, 0) ON CONFLICT (origin) DO NOTHING",
-      {pg::Param::Bytes(o)}).status());
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows receipt, db->Exec(
-      "SELECT through FROM cairn_receipts WHERE origin = $1 FOR UPDATE", {pg::Param::Bytes(o)}));
+  CAIRN_RETURN_IF_ERROR(
+      db->Exec("INSERT INTO cairn_receipts VALUES ($1, 0) ON CONFLICT (origin) DO NOTHING",
+               {pg::Param::Bytes(o)})
+          .status());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows receipt,
+                         db->Exec("SELECT through FROM cairn_receipts WHERE origin = $1 FOR UPDATE",
+                                  {pg::Param::Bytes(o)}));
   if (receipt.size() != 1) return Status::Internal("PostgreSQL: the receipt row vanished");
   const uint64_t before = U(receipt.Int(0, 0));
   PushResult result;
   protocol::BatchEncoder accepted;
   PushSort sort;
   const int64_t now = NowMs();
-  CAIRN_RETURN_IF_ERROR(SortPush(origin, batch, before, admit,
+  CAIRN_RETURN_IF_ERROR(SortPush(
+      origin, batch, before, admit,
       [&](const std::vector<Op>& ops, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
           Refused r = RefusalOf(ops, n, verdict);
-          CAIRN_RETURN_IF_ERROR(db->Exec(
-              "INSERT INTO cairn_refused VALUES ($1, $2, $3, $4, $5, $6)",
-              {pg::Param::Bytes(o), pg::Param(r.first_seq), pg::Param(r.last_seq),
-               pg::Param(static_cast<int64_t>(r.code)), pg::Param::Bytes(r.reason),
-               pg::Param(now)}).status());
+          CAIRN_RETURN_IF_ERROR(
+              db->Exec("INSERT INTO cairn_refused VALUES ($1, $2, $3, $4, $5, $6)",
+                       {pg::Param::Bytes(o), pg::Param(r.first_seq), pg::Param(r.last_seq),
+                        pg::Param(static_cast<int64_t>(r.code)), pg::Param::Bytes(r.reason),
+                        pg::Param(now)})
+                  .status());
           result.refused.push_back(std::move(r));
           return Status::OK();
         }
         for (size_t i = 0; i < n; i++) accepted.Add(ops[i]);
         return Status::OK();
-      }, &sort));
+      },
+      &sort));
   CAIRN_RETURN_IF_ERROR(FinishPush(
       origin, sort, [&](uint64_t seq) { return OpHlcIn(db, origin, seq); },
       [&](uint64_t low, uint64_t high, std::vector<Refused>* out) -> Status {
-        CAIRN_ASSIGN_OR_RETURN(pg::Rows earlier, db->Exec(
-            "SELECT first_seq, last_seq, code, reason FROM cairn_refused "
-            "WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $3 ORDER BY first_seq",
-            {pg::Param::Bytes(o), pg::Param(low), pg::Param(high)}));
+        CAIRN_ASSIGN_OR_RETURN(
+            pg::Rows earlier,
+            db->Exec("SELECT first_seq, last_seq, code, reason FROM cairn_refused "
+                     "WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $3 ORDER BY first_seq",
+                     {pg::Param::Bytes(o), pg::Param(low), pg::Param(high)}));
         for (int i = 0; i < earlier.size(); i++) {
           out->push_back(Refused{U(earlier.Int(i, 0)), U(earlier.Int(i, 1)),
                                  static_cast<Code>(earlier.Int(i, 2)),
@@ -340,12 +350,15 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     const std::string_view frame(reinterpret_cast<const char*>(fbb.GetBufferPointer()),
                                  fbb.GetSize());
     CAIRN_RETURN_IF_ERROR(db->Exec("UPDATE cairn_receipts SET through = $2 WHERE origin = $1",
-                                   {pg::Param::Bytes(o), pg::Param(sort.through)}).status());
+                                   {pg::Param::Bytes(o), pg::Param(sort.through)})
+                              .status());
     // The cursor, last: the head row stays locked until COMMIT, so cursors follow commit
     // order (the header comment).
-    CAIRN_ASSIGN_OR_RETURN(pg::Rows head, db->Exec(
-        "UPDATE cairn_meta SET head = head + 1, log_ops = log_ops + $1 RETURNING head, log_ops",
-        {pg::Param(sort.applied)}));
+    CAIRN_ASSIGN_OR_RETURN(
+        pg::Rows head,
+        db->Exec(
+            "UPDATE cairn_meta SET head = head + 1, log_ops = log_ops + $1 RETURNING head, log_ops",
+            {pg::Param(sort.applied)}));
     if (head.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
     LogEntry entry;
     entry.cursor = U(head.Int(0, 0));
@@ -360,10 +373,11 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     Status taken = TakeIn(db, entry.cursor - 1, /*in_push=*/true);
     if (!taken.ok()) return AsServerError(taken);
     CAIRN_RETURN_IF_ERROR(copy_->StageEntry(entry));
-    Status st = db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
-                         {pg::Param(entry.cursor), pg::Param::Bytes(o), pg::Param(before + 1),
-                          pg::Param(sort.through), pg::Param(sort.applied),
-                          pg::Param::Bytes(frame)}).status();
+    Status st =
+        db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
+                 {pg::Param(entry.cursor), pg::Param::Bytes(o), pg::Param(before + 1),
+                  pg::Param(sort.through), pg::Param(sort.applied), pg::Param::Bytes(frame)})
+            .status();
     if (st.ok()) {
       st = db->Exec("SELECT pg_notify($1, '')", {pg::Param::Text(channel_)}).status();
     }
@@ -390,14 +404,15 @@ Status PgServerStore::Checkpoint() {
   pg::Txn txn(db);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   // One node at a time; the others skip (the next push past the mark tries again).
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows locked, db->Exec(
-      "SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), 3)::int::bigint"));
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows locked,
+      db->Exec("SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), 3)::int::bigint"));
   if (locked.size() != 1 || locked.Int(0, 0) == 0) return Status::OK();
   // Reading the copy's whole state sends PostgreSQL nothing for a while: not "idle".
   CAIRN_RETURN_IF_ERROR(db->ExecScript(
       "SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL statement_timeout = 0"));
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows newest, db->Exec(
-      "SELECT coalesce(max(cursor), 0), (SELECT floor FROM cairn_meta) FROM cairn_checkpoints"));
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows newest, db->Exec("SELECT coalesce(max(cursor), 0), (SELECT floor "
+                                                   "FROM cairn_meta) FROM cairn_checkpoints"));
   uint64_t checkpoint = U(newest.Int(0, 0));
   const uint64_t floor = U(newest.Int(0, 1));
   const uint64_t at = copy_->head();
@@ -408,11 +423,12 @@ Status PgServerStore::Checkpoint() {
     auto flush = [&]() -> Status {
       flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
       enc.Finish(&fbb);
-      return db->Exec("INSERT INTO cairn_checkpoint_ops VALUES ($1, $2, $3)",
-                      {pg::Param(at), pg::Param(part++),
-                       pg::Param::Bytes(std::string_view(
-                           reinterpret_cast<const char*>(fbb.GetBufferPointer()),
-                           fbb.GetSize()))}).status();
+      return db
+          ->Exec("INSERT INTO cairn_checkpoint_ops VALUES ($1, $2, $3)",
+                 {pg::Param(at), pg::Param(part++),
+                  pg::Param::Bytes(std::string_view(
+                      reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()))})
+          .status();
     };
     CAIRN_RETURN_IF_ERROR(copy_->state()->ForEachSurvivor([&](const Op& op) -> Status {
       enc.Add(op);
@@ -422,12 +438,14 @@ Status PgServerStore::Checkpoint() {
     }));
     if (!enc.empty() || part == 0) CAIRN_RETURN_IF_ERROR(flush());
     for (const store::OriginInfo& o : copy_->state()->Origins()) {
-      CAIRN_RETURN_IF_ERROR(db->Exec(
-          "INSERT INTO cairn_checkpoint_receipts VALUES ($1, $2, $3)",
-          {pg::Param(at), pg::Param::Bytes(o.id.Bytes()), pg::Param(o.through)}).status());
+      CAIRN_RETURN_IF_ERROR(
+          db->Exec("INSERT INTO cairn_checkpoint_receipts VALUES ($1, $2, $3)",
+                   {pg::Param(at), pg::Param::Bytes(o.id.Bytes()), pg::Param(o.through)})
+              .status());
     }
     CAIRN_RETURN_IF_ERROR(db->Exec("INSERT INTO cairn_checkpoints VALUES ($1, $2)",
-                                   {pg::Param(at), pg::Param(NowMs())}).status());
+                                   {pg::Param(at), pg::Param(NowMs())})
+                              .status());
     for (const char* older : {"DELETE FROM cairn_checkpoint_ops WHERE cursor < $1",
                               "DELETE FROM cairn_checkpoint_receipts WHERE cursor < $1",
                               "DELETE FROM cairn_checkpoints WHERE cursor < $1"}) {
@@ -437,21 +455,23 @@ Status PgServerStore::Checkpoint() {
   }
   // The log keeps its newest --keep-log ops (and its newest entry), and never loses what the
   // newest checkpoint does not hold.
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows bound, db->Exec(
-      "SELECT coalesce(max(cursor), 0) FROM (SELECT cursor, sum(op_count) OVER (ORDER BY cursor "
-      "DESC) AS newer, max(cursor) OVER () AS newest FROM cairn_log) t "
-      "WHERE newer > $1 AND cursor < newest",
-      {pg::Param(options_.keep_log_ops)}));
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows bound,
+                         db->Exec("SELECT coalesce(max(cursor), 0) FROM (SELECT cursor, "
+                                  "sum(op_count) OVER (ORDER BY cursor "
+                                  "DESC) AS newer, max(cursor) OVER () AS newest FROM cairn_log) t "
+                                  "WHERE newer > $1 AND cursor < newest",
+                                  {pg::Param(options_.keep_log_ops)}));
   const uint64_t new_floor = std::min(U(bound.Int(0, 0)), checkpoint);
   if (new_floor > floor) {
-    CAIRN_ASSIGN_OR_RETURN(pg::Rows gone, db->Exec(
-        "WITH d AS (DELETE FROM cairn_log WHERE cursor <= $1 RETURNING op_count) "
-        "SELECT coalesce(sum(op_count), 0)::bigint FROM d",
-        {pg::Param(new_floor)}));
+    CAIRN_ASSIGN_OR_RETURN(
+        pg::Rows gone,
+        db->Exec("WITH d AS (DELETE FROM cairn_log WHERE cursor <= $1 RETURNING op_count) "
+                 "SELECT coalesce(sum(op_count), 0)::bigint FROM d",
+                 {pg::Param(new_floor)}));
     // Last: the head row's lock, which pushes wait for, is held only until COMMIT.
-    CAIRN_RETURN_IF_ERROR(db->Exec(
-        "UPDATE cairn_meta SET floor = $1, log_ops = log_ops - $2",
-        {pg::Param(new_floor), pg::Param(gone.Int(0, 0))}).status());
+    CAIRN_RETURN_IF_ERROR(db->Exec("UPDATE cairn_meta SET floor = $1, log_ops = log_ops - $2",
+                                   {pg::Param(new_floor), pg::Param(gone.Int(0, 0))})
+                              .status());
   }
   return txn.Commit();
 }
@@ -461,8 +481,8 @@ Status PgServerStore::LoadCheckpoint(pg::Conn* db) {
   // meanwhile does not tear it.
   pg::Txn txn(db);
   CAIRN_RETURN_IF_ERROR(txn.Begin(/*repeatable_read=*/true));
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows newest, db->Exec(
-      "SELECT coalesce(max(cursor), 0), (SELECT floor FROM cairn_meta) FROM cairn_checkpoints"));
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows newest, db->Exec("SELECT coalesce(max(cursor), 0), (SELECT floor "
+                                                   "FROM cairn_meta) FROM cairn_checkpoints"));
   const uint64_t at = U(newest.Int(0, 0));
   if (copy_->head() >= U(newest.Int(0, 1))) return Status::OK();  // (not needed after all)
   if (at <= copy_->head()) {
@@ -471,16 +491,18 @@ Status PgServerStore::LoadCheckpoint(pg::Conn* db) {
                            std::to_string(copy_->head()));
   }
   std::map<ReplicaId, uint64_t> receipts;
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
-      "SELECT origin, through FROM cairn_checkpoint_receipts WHERE cursor = $1",
-      {pg::Param(at)}));
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows rows,
+      db->Exec("SELECT origin, through FROM cairn_checkpoint_receipts WHERE cursor = $1",
+               {pg::Param(at)}));
   for (int i = 0; i < rows.size(); i++) receipts[IdFrom(rows.Bytes(i, 0))] = U(rows.Int(i, 1));
   CAIRN_RETURN_IF_ERROR(copy_->InstallCheckpoint(
       at, receipts, [&](const std::function<Status(const Op&)>& fn) -> Status {
         for (int64_t part = 0;; part++) {
-          CAIRN_ASSIGN_OR_RETURN(pg::Rows p, db->Exec(
-              "SELECT batch FROM cairn_checkpoint_ops WHERE cursor = $1 AND part = $2",
-              {pg::Param(at), pg::Param(part)}));
+          CAIRN_ASSIGN_OR_RETURN(
+              pg::Rows p,
+              db->Exec("SELECT batch FROM cairn_checkpoint_ops WHERE cursor = $1 AND part = $2",
+                       {pg::Param(at), pg::Param(part)}));
           if (p.size() == 0) return Status::OK();
           CAIRN_RETURN_IF_ERROR(
               protocol::DecodeBatchFrame(p.Bytes(0, 0), "PostgreSQL: a checkpoint part", fn));
@@ -495,11 +517,13 @@ Result<std::optional<Hlc>> PgServerStore::OpHlc(const ReplicaId& origin, uint64_
 }
 
 Result<std::optional<Hlc>> PgServerStore::OpHlcIn(pg::Conn* db, const ReplicaId& origin,
-                                                   uint64_t seq) {
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows rows, db->Exec(
-      "SELECT batch FROM cairn_log WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $2 "
-      "ORDER BY last_seq LIMIT 1",
-      {pg::Param::Bytes(origin.Bytes()), pg::Param(seq)}));
+                                                  uint64_t seq) {
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows rows,
+      db->Exec(
+          "SELECT batch FROM cairn_log WHERE origin = $1 AND last_seq >= $2 AND first_seq <= $2 "
+          "ORDER BY last_seq LIMIT 1",
+          {pg::Param::Bytes(origin.Bytes()), pg::Param(seq)}));
   if (rows.size() == 0) return std::optional<Hlc>();
   return FindOpHlc(rows.Bytes(0, 0), origin, seq);
 }
@@ -507,11 +531,13 @@ Result<std::optional<Hlc>> PgServerStore::OpHlcIn(pg::Conn* db, const ReplicaId&
 Status PgServerStore::BindReplica(const ReplicaId& replica, const std::string& subject) {
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
   const std::string r = replica.Bytes();
-  CAIRN_RETURN_IF_ERROR(db->Exec(
-      "INSERT INTO cairn_replicas VALUES ($1, $2, $3) ON CONFLICT (replica_id) DO NOTHING",
-      {pg::Param::Bytes(r), pg::Param::Text(subject), pg::Param(NowMs())}).status());
-  CAIRN_ASSIGN_OR_RETURN(pg::Rows bound, db->Exec(
-      "SELECT subject FROM cairn_replicas WHERE replica_id = $1", {pg::Param::Bytes(r)}));
+  CAIRN_RETURN_IF_ERROR(
+      db->Exec("INSERT INTO cairn_replicas VALUES ($1, $2, $3) ON CONFLICT (replica_id) DO NOTHING",
+               {pg::Param::Bytes(r), pg::Param::Text(subject), pg::Param(NowMs())})
+          .status());
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows bound,
+      db->Exec("SELECT subject FROM cairn_replicas WHERE replica_id = $1", {pg::Param::Bytes(r)}));
   if (bound.size() == 1 && bound.Bytes(0, 0) == subject) return Status::OK();
   return Status(Code::kEPERM, "replica " + replica.Hex() + " belongs to another subject");
 }

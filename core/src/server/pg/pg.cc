@@ -1,4 +1,4 @@
-#include "server/pg.h"
+#include "server/pg/pg.h"
 
 #include <cstring>
 #include <vector>
@@ -85,11 +85,11 @@ Result<std::unique_ptr<Conn>> Conn::Connect(const std::string& conninfo) {
   // Defaults for what the connection string leaves unset (it comes last, so it wins): a peer
   // that vanished (a cut network, a stalled server) is noticed in about half a minute, not the
   // two hours of TCP's defaults, and never while a lock is held for long.
-  const char* const keywords[] = {"connect_timeout", "keepalives", "keepalives_idle",
+  const char* const keywords[] = {"connect_timeout",     "keepalives",       "keepalives_idle",
                                   "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-                                  "application_name", "dbname", nullptr};
-  const char* const values[] = {"10", "1", "15", "5", "3", "30000", "cairn-server",
-                                conninfo.c_str(), nullptr};
+                                  "application_name",    "dbname",           nullptr};
+  const char* const values[] = {
+      "10", "1", "15", "5", "3", "30000", "cairn-server", conninfo.c_str(), nullptr};
   PGconn* c = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
   if (c == nullptr) return Status(Code::kENOMEM, "PostgreSQL: cannot allocate a connection");
   std::unique_ptr<Conn> conn(new Conn(c));
@@ -97,14 +97,16 @@ Result<std::unique_ptr<Conn>> Conn::Connect(const std::string& conninfo) {
     return Status(Code::kENETWORK, "PostgreSQL: cannot connect: " + Trimmed(PQerrorMessage(c)));
   }
   // Notices (e.g. "relation already exists, skipping") are not errors: not printed.
-  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      c, [](void*, const char*) {}, nullptr);
   // Server-side limits, unless the role, the database or the connection string set their own:
   // a statement, a lock wait, a transaction left open by a stalled node (its locks freed).
-  CAIRN_RETURN_IF_ERROR(conn->Exec(
-      "SELECT set_config(name, value, false) FROM (VALUES "
-      "('statement_timeout', '60s'), ('lock_timeout', '30s'), "
-      "('idle_in_transaction_session_timeout', '60s')) AS d(name, value) "
-      "WHERE current_setting(name) = '0'").status());
+  CAIRN_RETURN_IF_ERROR(
+      conn->Exec("SELECT set_config(name, value, false) FROM (VALUES "
+                 "('statement_timeout', '60s'), ('lock_timeout', '30s'), "
+                 "('idle_in_transaction_session_timeout', '60s')) AS d(name, value) "
+                 "WHERE current_setting(name) = '0'")
+          .status());
   return conn;
 }
 

@@ -2,8 +2,8 @@
 // results, and parameters sent and columns read in binary (bigint as 8 bytes, bytea as is), so
 // nothing is escaped or parsed as text. Every libpq error becomes a Status carrying
 // PQerrorMessage / the server's message. Not thread-safe: one thread per connection.
-#ifndef CAIRN_SERVER_PG_H_
-#define CAIRN_SERVER_PG_H_
+#ifndef CAIRN_SERVER_PG_PG_H_
+#define CAIRN_SERVER_PG_PG_H_
 
 #include <libpq-fe.h>
 
@@ -21,11 +21,11 @@ namespace cairn::server::pg {
 // A parameter: a bigint, a bytea or a text (binary format, typed).
 class Param {
  public:
-  Param(int64_t v);                 // NOLINT: implicit by design (a call lists its parameters)
-  Param(uint64_t v);                // NOLINT: stored as bigint (a cursor, a seq)
-  static Param Double(double v);    // double precision
+  Param(int64_t v);               // NOLINT: implicit by design (a call lists its parameters)
+  Param(uint64_t v);              // NOLINT: stored as bigint (a cursor, a seq)
+  static Param Double(double v);  // double precision
   static Param Bool(bool v);
-  static Param Null();              // NULL, of whatever type the statement needs
+  static Param Null();  // NULL, of whatever type the statement needs
   static Param Bytes(std::string_view b);
   static Param Text(std::string_view t);
 
@@ -34,7 +34,7 @@ class Param {
   Param() = default;
   unsigned int type_ = 0;  // an Oid (0: NULL, unknown type)
   bool null_ = false;
-  std::string owned_;      // a bigint's or a double's 8 big-endian bytes, a bool's byte
+  std::string owned_;  // a bigint's or a double's 8 big-endian bytes, a bool's byte
   std::string_view data_;
 };
 
@@ -46,7 +46,7 @@ class Rows {
   // The command tag ("COMMIT", "ROLLBACK", "INSERT 0 1", ...).
   std::string_view command() const { return r_ ? PQcmdStatus(r_.get()) : ""; }
   bool IsNull(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
-  int64_t Int(int row, int col) const;  // a bigint column
+  int64_t Int(int row, int col) const;             // a bigint column
   std::string_view Bytes(int row, int col) const;  // bytea or text, as stored
 
  private:
@@ -92,8 +92,8 @@ class Conn {
 // The connection in `conn`, made anew from `url` when there is none or it broke.
 Result<Conn*> Reconnected(std::unique_ptr<Conn>* conn, const std::string& url);
 
-// BEGIN (READ COMMITTED) ... COMMIT on a connection; rolled back by the destructor unless committed (a failed
-// statement has aborted it anyway).
+// BEGIN (READ COMMITTED) ... COMMIT on a connection; rolled back by the destructor unless committed
+// (a failed statement has aborted it anyway).
 class Txn {
  public:
   explicit Txn(Conn* db) : db_(db) {}
@@ -113,4 +113,4 @@ class Txn {
 
 }  // namespace cairn::server::pg
 
-#endif  // CAIRN_SERVER_PG_H_
+#endif  // CAIRN_SERVER_PG_PG_H_

@@ -1,0 +1,123 @@
+// The server's side of a push (server::SortPush through ServerStore::ApplyPush,
+// docs/protocol.md "Pushes", "Refused ops"): what is taken, refused, counted as a duplicate or
+// refused as damage, on either backend (the ".pg" variants run against PostgreSQL).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "protocol/batch_codec.h"
+#include "server/server_store.h"
+#include "support/server_thread.h"
+#include "support/temp_dir.h"
+
+namespace cairn {
+namespace {
+
+class PushTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    origin_.bytes.fill(0x42);
+    server::ServerStoreOptions o;
+    o.url = testing::TestStoreUrl(dir_.File("server.db"));
+    auto s = server::ServerStore::Open(dir_.File("server.db"), o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+  }
+
+  // A set of `value` at notes/k.<field> as op `seq` of the origin; `txn`: continues the previous
+  // op's transaction.
+  Op Set(uint64_t seq, const std::string& field, Value value, bool txn = false) const {
+    Op op;
+    op.id = OpId{MakeHlc(1700000000000 + seq, 0), origin_, seq};
+    op.kind = OpKind::kSet;
+    op.collection = "notes";
+    op.key = "k";
+    op.field = field;
+    op.value = std::move(value);
+    op.continues_txn = txn;
+    return op;
+  }
+
+  Result<server::PushResult> Push(const std::vector<Op>& ops) {
+    protocol::BatchEncoder enc;
+    for (const Op& op : ops) enc.Add(op);
+    flatbuffers::FlatBufferBuilder fbb;
+    enc.Finish(&fbb);
+    const auto* batch =
+        flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
+    return store_->ApplyPush(origin_, *batch, [](const Op&) { return Status::OK(); });
+  }
+
+  // The fields of notes/k in the server's state.
+  std::map<std::string, Value> Fields() {
+    std::map<std::string, Value> out;
+    EXPECT_TRUE(store_->state()
+                    ->ForEachDocSurvivors("notes", "", 10,
+                                          [&](const std::string&, std::vector<Op>* ops) {
+                                            for (const Op& op : *ops) out[op.field] = op.value;
+                                            return Status::OK();
+                                          })
+                    .ok());
+    return out;
+  }
+
+  testing::TempDir dir_;
+  ReplicaId origin_;
+  std::unique_ptr<server::ServerStore> store_;
+};
+
+// A bad value refuses its own transaction, reported, and no other: the ops before and after it
+// are taken and the receipt covers the whole push.
+TEST_F(PushTest, ABadValueRefusesItsTransactionOnly) {
+  auto r = Push({Set(1, "a", Value::Int(1)),                                            // txn 1
+                 Set(2, "b", Value::Int(2)), Set(3, "c", Value::Double(NAN), true),     // txn 2
+                 Set(4, "d", Value::Int(4)), Set(5, "e", Value::String("\xff"), true),  // txn 3
+                 Set(6, "f", Value::Int(6))});                                          // txn 4
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->through, 6u);
+  EXPECT_EQ(r->applied, 2u);
+  ASSERT_EQ(r->refused.size(), 2u);
+  EXPECT_EQ(r->refused[0].first_seq, 2u);
+  EXPECT_EQ(r->refused[0].last_seq, 3u);
+  EXPECT_EQ(r->refused[0].code, Code::kEINVAL);
+  EXPECT_EQ(r->refused[1].first_seq, 4u);
+  EXPECT_EQ(r->refused[1].last_seq, 5u);
+  EXPECT_EQ(r->refused[1].code, Code::kEINVAL);
+  auto fields = Fields();
+  EXPECT_EQ(fields.size(), 2u);
+  EXPECT_EQ(fields["a"], Value::Int(1));
+  EXPECT_EQ(fields["f"], Value::Int(6));
+
+  // Pushed again (a lost Ack): duplicates, the refusals reported again, nothing applied twice.
+  auto again = Push({Set(1, "a", Value::Int(1)), Set(2, "b", Value::Int(2)),
+                     Set(3, "c", Value::Double(NAN), true), Set(4, "d", Value::Int(4)),
+                     Set(5, "e", Value::String("\xff"), true), Set(6, "f", Value::Int(6)),
+                     Set(7, "g", Value::Int(7))});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->duplicates, 6u);
+  EXPECT_EQ(again->applied, 1u);
+  EXPECT_EQ(again->through, 7u);
+  ASSERT_EQ(again->refused.size(), 2u);
+  EXPECT_EQ(again->refused[0].first_seq, 2u);
+  EXPECT_EQ(again->refused[1].first_seq, 4u);
+  EXPECT_EQ(Fields().size(), 3u);
+}
+
+// An op the push brought already, or a gap, is damage: nothing of the push is taken.
+TEST_F(PushTest, ARepeatOrAGapRefusesThePush) {
+  ASSERT_TRUE(Push({Set(1, "a", Value::Int(1))}).ok());
+  const uint64_t head = store_->head();
+  auto repeat =
+      Push({Set(2, "b", Value::Int(2)), Set(3, "c", Value::Int(3)), Set(2, "b", Value::Int(2))});
+  EXPECT_EQ(repeat.status().code(), Code::kECORRUPT) << repeat.status().ToString();
+  auto gap = Push({Set(2, "b", Value::Int(2)), Set(4, "d", Value::Int(4))});
+  EXPECT_EQ(gap.status().code(), Code::kECORRUPT) << gap.status().ToString();
+  EXPECT_EQ(store_->head(), head);
+  EXPECT_EQ(Fields().size(), 1u);
+  auto next = Push({Set(2, "b", Value::Int(2))});
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(next->through, 2u);
+}
+
+}  // namespace
+}  // namespace cairn
