@@ -48,9 +48,10 @@ static bool ApplySet(DocState* doc, const Op& op) {
 static bool ApplyIncrement(DocState* doc, const Op& op) {
   if (op.id < doc->del) return false;
   Cell& cell = doc->cells[op.field];
-  cell.counter = WrappingAdd(cell.counter, op.delta);
-  cell.inc_count++;
-  cell.inc_max = std::max(cell.inc_max, op.id);
+  IncSum& sum = cell.incs();
+  sum.counter = WrappingAdd(sum.counter, op.delta);
+  sum.count++;
+  sum.max = std::max(sum.max, op.id);
   IncEntry entry{op.id, op.delta};
   if (doc->incs_loaded) doc->incs[op.field].push_back(entry);
   doc->changes.added_incs.emplace_back(op.field, entry);
@@ -95,11 +96,12 @@ static bool ApplyDelete(DocState* doc, const Op& op) {
     auto incs_it = doc->incs.find(field);
     if (incs_it != doc->incs.end()) {
       auto& incs = incs_it->second;
+      IncSum& sum = cell.incs();
       OpId new_max;
       for (auto inc = incs.begin(); inc != incs.end();) {
         if (inc->id < op.id) {
-          cell.counter = WrappingSub(cell.counter, inc->delta);
-          cell.inc_count--;
+          sum.counter = WrappingSub(sum.counter, inc->delta);
+          sum.count--;
           doc->changes.removed_incs.emplace_back(field, inc->id);
           inc = incs.erase(inc);
           dirty = true;
@@ -108,7 +110,8 @@ static bool ApplyDelete(DocState* doc, const Op& op) {
           ++inc;
         }
       }
-      cell.inc_max = new_max;
+      sum.max = new_max;
+      cell.DropEmptyIncs();
       if (incs.empty()) doc->incs.erase(incs_it);
     }
     if (dirty) MarkDirty(doc, &cell);

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,17 +36,55 @@ struct IncEntry {
   int64_t delta = 0;
 };
 
+// The increments of one field larger than D. Kept out of the Cell's line: most fields are only
+// ever set, and a store caches a Cell per field of thousands of documents.
+struct IncSum {
+  OpId max;             // the largest
+  int64_t counter = 0;  // the wrapping sum of their deltas
+  int64_t count = 0;    // how many
+};
+
 struct Cell {
   OpId set_id;             // none() when the field has no set larger than D
   Value set_value;
-  OpId inc_max;            // largest increment larger than D; none() when inc_count == 0
-  int64_t counter = 0;     // wrapping sum of the deltas larger than D
-  int64_t inc_count = 0;   // how many increments larger than D the field has
   bool dirty = false;      // changed since the store last wrote it back
-  bool empty() const { return set_id.none() && inc_count == 0; }
-  OpId Deciding() const { return set_id < inc_max ? inc_max : set_id; }
+
+  Cell() = default;
+  Cell(const Cell& o) { *this = o; }
+  Cell& operator=(const Cell& o) {
+    set_id = o.set_id;
+    set_value = o.set_value;
+    dirty = o.dirty;
+    inc_ = o.inc_ ? std::make_unique<IncSum>(*o.inc_) : nullptr;
+    return *this;
+  }
+  Cell(Cell&&) = default;
+  Cell& operator=(Cell&&) = default;
+
+  // The increments larger than D: the largest (none() when there are none), the counter, how
+  // many.
+  OpId inc_max() const { return inc_ ? inc_->max : OpId(); }
+  int64_t counter() const { return inc_ ? inc_->counter : 0; }
+  int64_t inc_count() const { return inc_ ? inc_->count : 0; }
+  // For changing them (made on first use); DropEmptyIncs frees them when none are left.
+  IncSum& incs() {
+    if (!inc_) inc_ = std::make_unique<IncSum>();
+    return *inc_;
+  }
+  void DropEmptyIncs() {
+    if (inc_ && inc_->count == 0) inc_.reset();
+  }
+
+  bool empty() const { return set_id.none() && inc_count() == 0; }
+  OpId Deciding() const {
+    const OpId inc = inc_max();
+    return set_id < inc ? inc : set_id;
+  }
   // The value the field shows (REQUIRES: !empty()).
-  Value Visible() const { return set_id < inc_max ? Value::Int(counter) : set_value; }
+  Value Visible() const { return set_id < inc_max() ? Value::Int(counter()) : set_value; }
+
+ private:
+  std::unique_ptr<IncSum> inc_;  // null: no increment larger than D
 };
 
 // What one apply changed, for a store that writes back only what is dirty.

@@ -23,8 +23,8 @@ bool ReplicaId::FromBytes(const void* data, size_t len, ReplicaId* out) {
 }
 
 bool Value::operator==(const Value& o) const {
-  if (type_ != o.type_) return false;
-  if (type_ == ValueType::kDouble) {
+  if (type() != o.type()) return false;
+  if (type() == ValueType::kDouble) {
     double a = as_double(), b = o.as_double();
     return std::memcmp(&a, &b, sizeof a) == 0;
   }

@@ -47,34 +47,45 @@ struct OpId {
   bool operator!=(const OpId& o) const { return !(*this == o); }
 };
 
-// Field values. Bytes and strings are both std::string; the type tag tells them apart.
+// Field values. Bytes and strings are both std::string; which alternative holds it tells them
+// apart (the alternatives are in ValueType's order, so the type is the variant's index: a Value
+// is 40 bytes, and a document cache holds one per field).
 enum class ValueType : uint8_t { kNull = 0, kBool = 1, kInt = 2, kDouble = 3, kString = 4, kBytes = 5 };
 
 class Value {
  public:
   Value() = default;  // null
   static Value Null() { return Value(); }
-  static Value Bool(bool b) { return Value(ValueType::kBool, b); }
-  static Value Int(int64_t i) { return Value(ValueType::kInt, i); }
-  static Value Double(double d) { return Value(ValueType::kDouble, d); }
-  static Value String(std::string s) { return Value(ValueType::kString, std::move(s)); }
-  static Value Bytes(std::string b) { return Value(ValueType::kBytes, std::move(b)); }
+  static Value Bool(bool b) { return Value(kAs, b); }
+  static Value Int(int64_t i) { return Value(kAs, i); }
+  static Value Double(double d) { return Value(kAs, d); }
+  static Value String(std::string s) { return Value(kAs, std::move(s)); }
+  static Value Bytes(std::string b) { return Value(kAs, BytesBox{std::move(b)}); }
 
-  ValueType type() const { return type_; }
+  ValueType type() const { return static_cast<ValueType>(v_.index()); }
   bool as_bool() const { return std::get<bool>(v_); }
   int64_t as_int() const { return std::get<int64_t>(v_); }
   double as_double() const { return std::get<double>(v_); }
-  const std::string& as_string() const { return std::get<std::string>(v_); }  // string or bytes
+  const std::string& as_string() const {  // string or bytes
+    return v_.index() == kBytesIndex ? std::get<BytesBox>(v_).b : std::get<std::string>(v_);
+  }
   // Equality of type and content; doubles compare by bit pattern (so NaN == NaN, -0 != 0).
   bool operator==(const Value& o) const;
   bool operator!=(const Value& o) const { return !(*this == o); }
 
  private:
+  struct BytesBox {
+    std::string b;
+    bool operator==(const BytesBox& o) const { return b == o.b; }
+  };
+  static constexpr size_t kBytesIndex = 5;
+  struct As {};
+  static constexpr As kAs{};
   template <class T>
-  Value(ValueType t, T v) : type_(t), v_(std::move(v)) {}
-  ValueType type_ = ValueType::kNull;
-  std::variant<std::monostate, bool, int64_t, double, std::string> v_;
+  Value(As, T v) : v_(std::move(v)) {}
+  std::variant<std::monostate, bool, int64_t, double, std::string, BytesBox> v_;
 };
+static_assert(static_cast<size_t>(ValueType::kBytes) == 5, "Value's alternatives follow ValueType");
 
 enum class OpKind : uint8_t { kSet = 0, kIncrement = 1, kDelete = 2 };
 const char* OpKindName(OpKind kind);  // "set", "inc", "del"

@@ -43,16 +43,16 @@ std::string ReplicaStore::EncodeCells(const crdt::DocState& state) const {
   for (const auto& [field, cell] : state.cells) {
     PutVarint(&out, U(fields_.at(field)));
     uint8_t flags = static_cast<uint8_t>((cell.set_id.none() ? 0 : kCellHasSet) |
-                                         (cell.inc_count > 0 ? kCellHasInc : 0));
+                                         (cell.inc_count() > 0 ? kCellHasInc : 0));
     out.push_back(static_cast<char>(flags));
     if (flags & kCellHasSet) {
       put_id(cell.set_id);
       PutValue(&out, cell.set_value);
     }
     if (flags & kCellHasInc) {
-      put_id(cell.inc_max);
-      PutSignedVarint(&out, cell.counter);
-      PutVarint(&out, U(cell.inc_count));
+      put_id(cell.inc_max());
+      PutSignedVarint(&out, cell.counter());
+      PutVarint(&out, U(cell.inc_count()));
     }
   }
   return out;
@@ -81,10 +81,12 @@ bool ReplicaStore::DecodeCells(std::string_view blob,
     }
     if (flags & kCellHasInc) {
       uint64_t count;
-      if (!get_id(&cell.inc_max) || !r.GetSignedVarint(&cell.counter) || !r.GetVarint(&count)) {
+      crdt::IncSum& sum = cell.incs();
+      if (!get_id(&sum.max) || !r.GetSignedVarint(&sum.counter) || !r.GetVarint(&count)) {
         return false;
       }
-      cell.inc_count = I(count);
+      sum.count = I(count);
+      cell.DropEmptyIncs();
     }
     (*cells)[name->second] = std::move(cell);
   }

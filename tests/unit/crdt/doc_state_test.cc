@@ -118,6 +118,37 @@ TEST(DocStateTest, SetAndIncrementOnOneFieldLargestDecides) {
   EXPECT_EQ(Visible(d).at("f"), Value::String("t"));
 }
 
+// A cell keeps its increments out of line (most fields are only set): a copy owns its own, a
+// field that was only set has none, and a delete that covers them all frees them.
+TEST(DocStateTest, IncrementStateIsOwnedPerCellAndFreedWhenCovered) {
+  DocState d = ApplyAll({Set(1, 1, 1, "s", Value::Int(1)), Inc(2, 1, 2, "n", 5)});
+  EXPECT_EQ(d.cells.find("s")->second.inc_count(), 0);
+  EXPECT_TRUE(d.cells.find("s")->second.inc_max().none());
+  DocState copy = d;
+  ApplyOp(&copy, Inc(3, 2, 1, "n", 4));
+  EXPECT_EQ(Visible(copy).at("n"), Value::Int(9));
+  EXPECT_EQ(Visible(d).at("n"), Value::Int(5));  // the original's counter is its own
+  EXPECT_EQ(d.cells.find("n")->second.inc_count(), 1);
+  Cell assigned;
+  assigned = copy.cells.find("n")->second;
+  EXPECT_EQ(assigned.counter(), 9);
+  EXPECT_EQ(assigned.inc_count(), 2);
+  EXPECT_EQ(assigned.inc_max(), (OpId{MakeHlc(3, 0), Rid(2), 1}));
+  // A delete between the increments: only the later one counts, its id the largest.
+  ApplyOp(&copy, Del(2, 3, 1));
+  ApplyOp(&copy, Del(3, 3, 2));  // above both: the field is gone
+  EXPECT_TRUE(copy.cells.find("n") == copy.cells.end());
+  DocState between = ApplyAll({Inc(1, 1, 1, "n", 5), Inc(3, 1, 2, "n", 4), Del(2, 2, 1),
+                               Set(4, 2, 2, "n", Value::Int(0)), Del(5, 2, 3)});
+  EXPECT_TRUE(between.cells.empty());
+  DocState partly = ApplyAll({Inc(1, 1, 1, "n", 5), Inc(3, 1, 2, "n", 4), Del(2, 2, 1)});
+  ASSERT_TRUE(partly.cells.find("n") != partly.cells.end());
+  const Cell* n = &partly.cells.find("n")->second;
+  EXPECT_EQ(n->counter(), 4);
+  EXPECT_EQ(n->inc_count(), 1);
+  EXPECT_EQ(n->inc_max(), (OpId{MakeHlc(3, 0), Rid(1), 2}));
+}
+
 TEST(DocStateTest, ApplyingASetOrDeleteTwiceChangesNothing) {
   DocState d = ApplyAll({Set(10, 1, 1, "a", Value::Int(1)), Del(5, 2, 1)});
   EXPECT_FALSE(ApplyOp(&d, Set(10, 1, 1, "a", Value::Int(1))));

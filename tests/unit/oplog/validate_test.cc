@@ -37,6 +37,26 @@ TEST(KeysTest, AreUtf8OfOneTo1024Bytes) {
   EXPECT_FALSE(ValidateKey(std::string("a\0b", 3)).ok());
 }
 
+// A Value's type is which alternative holds it: strings and bytes of the same content differ.
+TEST(ValuesTest, KeepTheirTypeAndCompareByIt) {
+  const Value values[] = {Value::Null(), Value::Bool(false), Value::Int(0), Value::Double(0.0),
+                          Value::String("a"), Value::Bytes("a")};
+  const ValueType types[] = {ValueType::kNull, ValueType::kBool, ValueType::kInt,
+                             ValueType::kDouble, ValueType::kString, ValueType::kBytes};
+  for (size_t i = 0; i < 6; i++) {
+    EXPECT_EQ(values[i].type(), types[i]) << i;
+    for (size_t j = 0; j < 6; j++) EXPECT_EQ(values[i] == values[j], i == j) << i << " " << j;
+  }
+  EXPECT_EQ(Value::Bytes("a").as_string(), "a");
+  EXPECT_EQ(Value::String("a").as_string(), "a");
+  Value copy = Value::Bytes("xyz");
+  Value moved = std::move(copy);
+  EXPECT_EQ(moved, Value::Bytes("xyz"));
+  EXPECT_EQ(Value::Double(std::nan("")), Value::Double(std::nan("")));  // by bit pattern
+  EXPECT_NE(Value::Double(0.0), Value::Double(-0.0));
+  EXPECT_LE(sizeof(Value), 40u);  // the type costs no byte beside the variant
+}
+
 TEST(ValuesTest, AreFiniteUtf8AndBounded) {
   EXPECT_TRUE(ValidateValue(Value::Null()).ok());
   EXPECT_TRUE(ValidateValue(Value::Double(1.5)).ok());
