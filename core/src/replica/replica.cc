@@ -94,9 +94,10 @@ class KeptOps {
     if (op.kind == OpKind::kIncrement) PutSignedVarint(&rep_, op.delta);
   }
 
-  // The frame; empty for no ops.
-  Result<std::string> Encode() {
-    if (refs_.empty()) return std::string();
+  // The frame (size 0 for no ops). What was held is freed on the way: the largest transactions
+  // end here, beside a full document cache.
+  Result<flatbuffers::DetachedBuffer> Encode() {
+    if (refs_.empty()) return flatbuffers::DetachedBuffer();
     std::sort(refs_.begin(), refs_.end(), [this](const Ref& a, const Ref& b) {
       return a.origin != b.origin ? origins_[a.origin] < origins_[b.origin] : a.seq < b.seq;
     });
@@ -126,9 +127,11 @@ class KeptOps {
       op.continues_txn = false;
       enc.Add(op);
     }
+    std::string().swap(rep_);
+    std::vector<Ref>().swap(refs_);
     flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
     enc.Finish(&fbb);
-    return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
+    return fbb.Release();
   }
 
  private:
@@ -276,6 +279,7 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
   if (st.ok()) {
     flatbuffers::FlatBufferBuilder fbb(outbox.ops_bytes() + 1024);
     outbox.Finish(&fbb);
+    outbox = protocol::BatchEncoder();  // its buffers, before the kept ops are encoded
     // The transaction travels as one frame: it must fit the frame limit every peer enforces.
     if (fbb.GetSize() > protocol::kDefaultMaxFrameBytes) {
       store_->Rollback();
@@ -289,7 +293,7 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
       st = store_->AppendOutbox(
           first_seq, store_->last_seq(), clock_->last(),
           std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()),
-          kept_frame.value());
+          std::string_view(reinterpret_cast<const char*>(kept_frame->data()), kept_frame->size()));
     }
   }
   if (!st.ok()) {
