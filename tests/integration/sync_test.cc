@@ -610,6 +610,63 @@ int ReadErrorAndEof(int fd, bool* closed_by_server = nullptr) {
   return f.value()->body_as_Error()->code();
 }
 
+// A Hello with a reserved replica id (all zero, all 0xff) or the server's own id is refused
+// (EINVAL) before anything else of the session is read: its ops would be taken for the server's
+// own. The client side refuses to make a replica with a reserved id at all.
+TEST(Sync, ReservedReplicaIdsAreRefusedBeforeAnyOp) {
+  TempDir dir;
+  ServerThread server(Options(dir));
+  auto a = OpenReplica(dir.File("a.db"));
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  const std::optional<ReplicaId> server_id = SyncAccess(*a).GetSyncPosition().value().server_id;
+  ASSERT_TRUE(server_id.has_value());
+  const std::string before = ServerDigest(dir);
+
+  ReplicaId zero, ones;
+  zero.bytes.fill(0x00);
+  ones.bytes.fill(0xff);
+  for (const ReplicaId& id : {zero, ones, *server_id}) {
+    // A raw Hello, then a push under that id: the Error comes for the Hello.
+    flatbuffers::FlatBufferBuilder fbb;
+    const wire::ReplicaId wid = protocol::ToWire(id);
+    std::string bytes = protocol::FinishFrame(
+        &fbb, wire::Body::Hello, wire::CreateHello(fbb, protocol::kProtocolVersion, &wid));
+    protocol::BatchEncoder enc;
+    Op op;
+    op.id = OpId{MakeHlc(1700000000000, 0), id, 1};
+    op.kind = OpKind::kSet;
+    op.collection = "c";
+    op.key = "k";
+    op.field = "v";
+    op.value = Value::Int(666);
+    enc.Add(op);
+    enc.FinishFrame(&bytes);
+    int fd = Connect(server.port());
+    EXPECT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    EXPECT_EQ(ReadErrorAndEof(fd), static_cast<int>(Code::kEINVAL)) << id.Hex();
+  }
+  // Cairn's own client with a file made under the server's id.
+  ReplicaOptions as_server;
+  as_server.new_id = *server_id;
+  auto impostor = Replica::Open(dir.File("impostor.db"), as_server);
+  ASSERT_TRUE(impostor.ok()) << impostor.status().ToString();
+  ASSERT_TRUE(impostor.value()->Put("c", "k", {{"v", Value::Int(666)}}).ok());
+  EXPECT_EQ(SyncOnce(impostor.value().get(), server.address()).code(), Code::kEINVAL);
+  EXPECT_EQ(impostor.value()->PendingOps().value(), 1);  // refused, not lost
+  EXPECT_EQ(ServerDigest(dir), before);
+  // And the others are served as before.
+  ASSERT_TRUE(a->Put("c", "k2", {{"v", Value::Int(2)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+  // No replica is made with a reserved id.
+  for (const ReplicaId& id : {zero, ones}) {
+    ReplicaOptions o;
+    o.new_id = id;
+    EXPECT_EQ(Replica::Open(dir.File("reserved.db"), o).status().code(), Code::kEINVAL);
+  }
+}
+
 TEST(Sync, MalformedFramesGetAnErrorAndTheServerKeepsServing) {
   TempDir dir;
   ServerThread server(Options(dir));

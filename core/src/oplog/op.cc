@@ -1,5 +1,6 @@
 #include "oplog/op.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/strings.h"
@@ -20,6 +21,13 @@ bool ReplicaId::FromBytes(const void* data, size_t len, ReplicaId* out) {
   if (len != 16) return false;
   std::memcpy(out->bytes.data(), data, 16);
   return true;
+}
+
+bool IsReservedReplicaId(const ReplicaId& id) {
+  const auto all = [&id](uint8_t b) {
+    return std::all_of(id.bytes.begin(), id.bytes.end(), [b](uint8_t x) { return x == b; });
+  };
+  return all(0x00) || all(0xff);
 }
 
 bool Value::operator==(const Value& o) const {

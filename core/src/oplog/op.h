@@ -30,6 +30,11 @@ struct ReplicaId {
   bool operator<(const ReplicaId& o) const { return bytes < o.bytes; }
 };
 
+// Ids no replica may have (docs/protocol.md "Replica ids"): all zero bytes (the "none" of ids) and
+// all 0xff bytes (kept for the server's own uses). A replica refuses to be made with one; a server
+// refuses a Hello carrying one, or its own id.
+bool IsReservedReplicaId(const ReplicaId& id);
+
 // The identity and order key of an op. A default OpId (hlc 0) is smaller than every real op and
 // stands for "none".
 struct OpId {

@@ -157,8 +157,13 @@ Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
   ReplicaId new_id;
   if (options.new_id) {
     new_id = *options.new_id;
+    if (IsReservedReplicaId(new_id)) {
+      return Status::Invalid("replica id " + new_id.Hex() + " is reserved (docs/protocol.md)");
+    }
   } else {
-    CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+    do {
+      CAIRN_RETURN_IF_ERROR(port::SecureRandom(new_id.bytes.data(), new_id.bytes.size()));
+    } while (IsReservedReplicaId(new_id));
   }
   store::StoreOptions so;
   so.create = options.create;
@@ -279,7 +284,6 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
   if (st.ok()) {
     flatbuffers::FlatBufferBuilder fbb(outbox.ops_bytes() + 1024);
     outbox.Finish(&fbb);
-    outbox = protocol::BatchEncoder();  // its buffers, before the kept ops are encoded
     // The transaction travels as one frame: it must fit the frame limit every peer enforces.
     if (fbb.GetSize() > protocol::kDefaultMaxFrameBytes) {
       store_->Rollback();

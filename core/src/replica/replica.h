@@ -9,6 +9,7 @@
 #define CAIRN_REPLICA_REPLICA_H_
 
 #include <atomic>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -70,9 +71,6 @@ class WriteBatch {
   std::string rep_;
   size_t count_ = 0;
 };
-
-// Telemetry streams (docs/storage-format.md "Streams"; store/stream_store.h): settings,
-// counters, append results.
 
 // Records appended atomically to one stream by Replica::Append. Each record is validated and
 // encoded when added (about its field names and values in size), so a batch of 100,000 records

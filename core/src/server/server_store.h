@@ -7,7 +7,7 @@
 //   - receipts: the per-origin watermarks of the replica store (every op of an origin up to
 //     `through` is applied), so a retried push is never applied twice.
 // Two implementations: SqliteServerStore (below: one file holds it all) and the PostgreSQL store
-// of several nodes (server/pg_server_store.h: the log and receipts in PostgreSQL, each node a
+// of several nodes (server/pg/pg_server_store.h: the log and receipts in PostgreSQL, each node a
 // SqliteServerStore copy of them). Both sort pushes with SortPush, so the rules are one.
 // Not thread-safe: the server's loop thread only.
 #ifndef CAIRN_SERVER_SERVER_STORE_H_
@@ -33,7 +33,7 @@ struct ServerStoreOptions {
   Clock* clock = nullptr;           // nullptr: the system clock
   // Where the server's data lives: empty, the SQLite file given to Open; a PostgreSQL URL
   // ("postgresql://..."), that database, shared by every node given it, the file being this
-  // node's copy (server/pg_server_store.h).
+  // node's copy (server/pg/pg_server_store.h).
   std::string url;
 };
 

@@ -113,6 +113,13 @@ void Session::OnHello(const wire::Hello& hello) {
   }
   replica_ = protocol::FromWire(*hello.replica_id());
   ServerStore* store = server_->store.get();
+  // Before anything else is read: ops under such an id would be taken for the server's own.
+  if (IsReservedReplicaId(replica_) || replica_ == store->state()->replica_id()) {
+    conn->SendErrorAndClose(Code::kEINVAL, "replica id " + replica_.Hex() +
+                                               " is reserved: the server's own, all zero or "
+                                               "all 0xff bytes (docs/protocol.md \"Replica ids\")");
+    return;
+  }
   const std::string& secret = server_->options.token_secret;
   if (!secret.empty()) {
     const std::string token = hello.token() ? hello.token()->str() : std::string();

@@ -31,7 +31,7 @@ struct StreamStoreResult {
 };
 
 // Where the server stores telemetry records: StreamTables (SQLite, below) or, with a PostgreSQL
-// store, tables in that database shared by every node (server/pg_stream_tables.h).
+// store, tables in that database shared by every node (server/pg/pg_stream_tables.h).
 class StreamSink {
  public:
   virtual ~StreamSink() = default;

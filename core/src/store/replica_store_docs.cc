@@ -82,11 +82,12 @@ bool ReplicaStore::DecodeCells(std::string_view blob,
     if (flags & kCellHasInc) {
       uint64_t count;
       crdt::IncSum& sum = cell.incs();
-      if (!get_id(&sum.max) || !r.GetSignedVarint(&sum.counter) || !r.GetVarint(&count)) {
+      // Written only for a cell with increments: a count of 0 (or past int64) is damage.
+      if (!get_id(&sum.max) || !r.GetSignedVarint(&sum.counter) || !r.GetVarint(&count) ||
+          count == 0 || count > static_cast<uint64_t>(INT64_MAX)) {
         return false;
       }
       sum.count = I(count);
-      cell.DropEmptyIncs();
     }
     (*cells)[name->second] = std::move(cell);
   }
