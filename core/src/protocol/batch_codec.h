@@ -89,8 +89,9 @@ struct DecodeLimits {
 // Decodes and validates every record of `batch` in order, calling `fn` for each op. Stops at the
 // first error: Corrupt for a malformed record, Invalid for a name, key or value that breaks the
 // rules of docs/crdt-semantics.md "Data model", or whatever `fn` returns. Nothing is assumed about
-// the batch beyond the Verifier having passed. An op `fn` gets has passed ValidateOp: the paths
-// that receive ops check them here, once.
+// the batch beyond the Verifier having passed. With ValueCheck::kFull an op `fn` gets meets
+// ValidateOp (with the other checks, values as `limits.values` says): the paths that receive
+// ops check them here, once.
 Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
                    const std::function<Status(const Op&)>& fn);
 // The same for an OpBatch frame kept as it was written (a log entry, an outbox row, a

@@ -47,7 +47,6 @@ using store::U;
 Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
                 const AdmitFn& admit, const TxnFn& on_txn, PushSort* sort) {
   *sort = PushSort();
-  sort->through = before;
   // Transactions are applied or refused whole: one is collected, then decided. The first `n`
   // slots of `txn` hold it; they are assigned over, not reallocated, from one to the next.
   std::vector<Op> txn;
@@ -60,7 +59,6 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
       for (size_t i = 0; i < n; i++) sort->max_hlc = std::max(sort->max_hlc, txn[i].id.hlc);
       sort->applied += n;
     }
-    sort->through = txn[n - 1].id.seq;
     n = 0;
     verdict = Status::OK();
     return Status::OK();
@@ -94,7 +92,9 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
     n++;
     return Status::OK();
   }));
-  return finish_txn();
+  CAIRN_RETURN_IF_ERROR(finish_txn());
+  sort->through = seqs.through_after();  // the last seq accepted or refused, else `before`
+  return Status::OK();
 }
 
 Status FinishPush(
