@@ -42,12 +42,13 @@ struct Server {
 
 // Starts cairn-server over TLS (the certificates MakeDevCerts put in `dir`) on a free port of
 // 127.0.0.1, its file `dir`/`name`.db and its log `dir`/`name`.log.
-// `extra`: more arguments (--store URL).
+// `extra`: more arguments (--store URL). `fresh`: remove an earlier file of that name first.
 inline Server StartServer(const std::string& server_bin, const std::string& dir,
-                          const std::string& name, const std::vector<std::string>& extra = {}) {
+                          const std::string& name, const std::vector<std::string>& extra = {},
+                          bool fresh = true) {
   const std::string db = dir + "/" + name + ".db", log = dir + "/" + name + ".log";
   for (const char* ext : {"", "-wal", "-shm", ".streams", ".streams-wal", ".streams-shm"}) {
-    std::filesystem::remove(db + ext);
+    if (fresh) std::filesystem::remove(db + ext);
   }
   std::vector<std::string> args = {server_bin,     "--db",       db,
                                    "--listen",       "127.0.0.1:0", "--tls-cert",

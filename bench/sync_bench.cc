@@ -3,7 +3,7 @@
 // server spends per idle TLS connection.
 //
 //   sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH] [--idle N]
-//              [--scenario e2e,idle] [--store postgresql://... [--nodes 1|2]]
+//              [--scenario e2e,bootstrap,idle] [--store postgresql://... [--nodes 1|2]]
 //
 // e2e   Replicas A, B and C each write their trace ops offline (transactions of 100 ops, not
 //       timed), then all three sync through one cairn-server (TLS, a certificate made for the
@@ -18,6 +18,11 @@
 //       empty: tests/support/postgres.sh starts a fresh one) and with --nodes 2 there are two
 //       server processes on it, A and C syncing through the first, B through the second; every
 //       node's copy must agree too.
+// bootstrap  (after e2e, SQLite store) A new replica joins: the server restarted on e2e's file,
+//       the replica syncs once until it holds all 3 x N ops, first from the log, then (the
+//       server restarted with --keep-log 1000 and one write pushed so that it trims) from a
+//       snapshot. Timed: that one sync. Reported: ops per second, bytes received per op, the
+//       replica's peak RSS; its digest must be the server's.
 // idle  One server; a client process opens N TLS connections (each a Hello of a new replica,
 //       answered by Welcome and CaughtUp) and holds them. Reported: the server's RSS growth per
 //       connection (VmRSS from /proc before and after).
@@ -54,7 +59,7 @@ using namespace cairn::bench;  // NOLINT: the harness is written against it
 constexpr size_t kTxnOps = 100;  // ops per local transaction of the trace's replicas
 
 struct Args {
-  std::string trace, dir, server_bin, scenario = "e2e,idle", child, replica;
+  std::string trace, dir, server_bin, scenario = "e2e,bootstrap,idle", child, replica;
   std::string address, ca, store;
   size_t idle = 2000;
   int nodes = 1;
@@ -176,6 +181,30 @@ void ClientChild(const Args& a) {
             {"digest", Must(rep.replica->Digest(), "digest")}});
 }
 
+// A new replica joining (the bootstrap scenario): one sync from nothing. With --replica poke, a
+// replica that writes one op and syncs instead (so that a server with a short log trims it).
+void JoinerChild(const Args& a) {
+  const bool poke = a.replica == "poke";
+  const std::string path = a.dir + (poke ? "/poke.db" : "/joiner.db");
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+  auto rep = Must(cairn::Replica::Open(path), "open joiner");
+  if (poke) Check(rep->Put("poke", "p", {{"v", cairn::Value::Int(1)}}), "poke");
+  Emit(Json{{"ready", true}});
+  WaitForParent();
+  cairn::sync::SyncOptions o;
+  o.server = a.address;
+  o.tls = true;
+  o.ca_file = a.ca;
+  auto t0 = Clock::now();
+  cairn::sync::SyncClient c(rep.get(), o);
+  Check(c.SyncOnce(600000), "sync");
+  const double secs = Seconds(t0, Clock::now());
+  const cairn::sync::SyncStatus st = c.status();
+  const uint64_t received = st.bytes_received;
+  Emit(Json{
+      {"seconds", secs}, {"bytes_received", received}, {"digest", Must(rep->Digest(), "digest")}});
+}
+
 // Raw SQLite: all three replicas' ops as upserts, transactions of kTxnOps.
 void RawChild(const Args& a) {
   Trace tr = LoadTrace(a.trace, {true, true, true});
@@ -279,9 +308,10 @@ void IdleChild(const Args& a) {
 // Parent
 
 void Usage() {
-  std::fprintf(stderr,
-               "usage: sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH]\n"
-               "                  [--idle N] [--scenario e2e,idle] [--store URL [--nodes 1|2]]\n");
+  std::fprintf(
+      stderr,
+      "usage: sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH]\n"
+      "                  [--idle N] [--scenario e2e,bootstrap,idle] [--store URL [--nodes 1|2]]\n");
 }
 
 }  // namespace
@@ -338,6 +368,10 @@ int main(int argc, char** argv) {
   }
   if (a.child == "idle") {
     IdleChild(a);
+    return 0;
+  }
+  if (a.child == "joiner") {
+    JoinerChild(a);
     return 0;
   }
 
@@ -451,6 +485,44 @@ int main(int argc, char** argv) {
     std::printf("| digests of A, B, C and the server | %s |\n",
                 agree ? ("all `" + server_digest.substr(0, 16) + "...`").c_str() : "DIFFER");
     if (!agree) Die("the replicas did not converge");
+
+    if (a.scenario.find("bootstrap") != std::string::npos && a.store.empty()) {
+      std::printf("\n### Bootstrap: a new replica's first sync, on e2e's server file\n\n");
+      std::printf(
+          "| from | time | ops/s | bytes received per op | joiner peak RSS |\n"
+          "|---|---:|---:|---:|---:|\n");
+      for (const bool snapshot : {false, true}) {
+        std::vector<std::string> extra;
+        if (snapshot) extra = {"--keep-log", "1000"};
+        Server server = StartServer(a.server_bin, a.dir, "server", extra, /*fresh=*/false);
+        if (snapshot) {  // one push, and the log is trimmed to its last 1,000 ops
+          Child poke = SpawnChild(self, {"--child", "joiner", "--replica", "poke", "--dir", a.dir,
+                                         "--address", server.address, "--ca", a.ca});
+          ReadLine(&poke);
+          Tell(&poke);
+          ReadLine(&poke);
+          Reap(&poke);
+        }
+        Child joiner = SpawnChild(
+            self, {"--child", "joiner", "--dir", a.dir, "--address", server.address, "--ca", a.ca});
+        ReadLine(&joiner);
+        Tell(&joiner);
+        Json out = ReadLine(&joiner);
+        Reap(&joiner);
+        StopServer(&server);
+        cairn::ReplicaOptions ro;
+        ro.read_only = true;
+        auto srv = Must(cairn::Replica::Open(a.dir + "/server.db", ro), "open server file");
+        if (out["digest"] != Must(srv->Digest(), "server digest")) {
+          Die("the new replica does not hold what the server holds");
+        }
+        const double joined = out["seconds"].get<double>();
+        std::printf("| %s | %s s | %s | %s | %s |\n", snapshot ? "a snapshot" : "the log",
+                    Num(joined, 3).c_str(), Num(trace_ops / joined).c_str(),
+                    Num(out["bytes_received"].get<double>() / trace_ops, 2).c_str(),
+                    Mb(joiner.maxrss_kb).c_str());
+      }
+    }
   }
 
   if (a.scenario.find("idle") != std::string::npos) {

@@ -276,6 +276,27 @@ TEST_F(SecurityTest, RenegotiationIsRefused) {
   EXPECT_TRUE(LegitimateSync(server, TlsClient()).ok());
 }
 
+// A TLS client on a plain port is told at once: Cairn's ClientHello (AEAD suites only: under 256
+// bytes) is no Cairn frame, but it read as one announcing about 66 KB, which the server waited
+// for until the handshake timeout. The client's sync now fails on the server's answer, with a
+// TLS error, not by running out of time.
+TEST_F(SecurityTest, TlsClientOnAPlainPortFailsAtOnce) {
+  server::ServerOptions o = Options(dir_);
+  o.handshake_timeout_ms = 60000;
+  o.conn.frame_timeout_ms = 60000;
+  ServerThread server(o);
+  auto r = OpenReplica(dir_.File("tls-on-plain.db"));
+  ASSERT_TRUE(r->Put("notes", "n", {{"v", Value::Int(1)}}).ok());
+  sync::SyncOptions so = TlsClient();
+  so.server = "127.0.0.1:" + std::to_string(server.port());
+  so.backoff_min_ms = 10;
+  sync::SyncClient c(r.get(), so);
+  Status st = c.SyncOnce(20000);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.code(), Code::kETIMEDOUT) << st.ToString();
+  EXPECT_TRUE(LegitimateSync(server).ok());
+}
+
 // Without a name there is nothing to check the certificate against: refused, not skipped.
 TEST_F(SecurityTest, ClientTlsNeedsAHostName) {
   auto config = net::TlsConfig::Client(dir_.File("ca.pem"));

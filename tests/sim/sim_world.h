@@ -112,6 +112,8 @@ class SimLink final : public net::Link {
   void SetDeadline(uint64_t ms_from_now, const char* what) override;
   uint64_t last_send_ms() const override { return last_send_ms_; }
   void SetFrameLimit(uint32_t max_frame_bytes, const char* why) override;
+  // Frames arrive whole here: no partial input is held to charge.
+  void SetReadBudget(net::ReadBudget*) override {}
   void Close(const Status& why) override;
   bool closing() const override { return closing_; }
   uint64_t peer_id() const { return peer_id_; }

@@ -109,6 +109,7 @@ class ServerProcess {
     return false;
   }
   int status() const { return status_; }  // after Running() said false
+  pid_t pid() const { return pid_; }
   void Kill(int sig) {
     if (pid_ <= 0) return;
     kill(pid_, sig);

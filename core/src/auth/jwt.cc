@@ -145,6 +145,10 @@ Result<Claims> VerifyToken(const std::string& token, const std::string& secret, 
   }
   c.expires_s = NumericDate(payload["exp"]);
   if (c.expires_s <= now_s - kClockLeewayS) return Status::Invalid("token expired");
+  if (c.expires_s > now_s + kMaxTokenValidityS + kClockLeewayS) {
+    return Status::Invalid("token expires more than " + std::to_string(kMaxTokenValidityS / 86400) +
+                           " days from now (exp " + std::to_string(c.expires_s) + ")");
+  }
   if (payload.contains("nbf")) {
     if (!payload["nbf"].is_number_integer()) {
       return Status::Invalid("token claim 'nbf' is not an integer");

@@ -34,6 +34,10 @@ struct Claims {
 // Clock skew tolerated between the token's issuer and the server (RFC 7519 §4.1.4-5: "a small
 // leeway"): a token is taken until exp + 60 s, and from nbf - 60 s.
 constexpr int64_t kClockLeewayS = 60;
+// The furthest ahead a token's exp may be (docs/protocol.md "Authentication and tokens"): 400
+// days, a yearly device token with room to renew it. A token valid longer cannot be revoked by
+// letting it lapse, and an exp near 2^63 would never lapse at all: refused.
+constexpr int64_t kMaxTokenValidityS = 400 * 24 * 3600;
 
 // Signs `claims` with `secret`.
 std::string MintToken(const Claims& claims, const std::string& secret);
@@ -44,7 +48,8 @@ std::string SignToken(const std::string& header_json, const std::string& payload
                       const std::string& secret);
 
 // Checks, per RFC 8725: the signature first (constant time), then the header (alg pinned to
-// HS256, typ JWT when present, no crit), then the claims: sub, exp (with kClockLeewayS), nbf
+// HS256, typ JWT when present, no crit), then the claims: sub, exp (with kClockLeewayS, and at
+// most kMaxTokenValidityS ahead), nbf
 // when present (same leeway), read/write lists, rid. Failures come back as EINVAL with the
 // reason ("token has a bad signature", "token expired", ...).
 Result<Claims> VerifyToken(const std::string& token, const std::string& secret, int64_t now_s);

@@ -50,7 +50,7 @@ void Conn::ReadPeer() {
 void Conn::Start(std::unique_ptr<TlsSession> tls) {
   ReadPeer();
   uv_tcp_nodelay(&tcp_, 1);
-  last_recv_ms_ = last_send_ms_ = uv_now(loop_);
+  last_recv_ms_ = last_send_ms_ = last_written_ms_ = uv_now(loop_);
   uv_timer_start(&timer_, TimerCb, options_.tick_ms, options_.tick_ms);
   int rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), AllocCb, ReadCb);
   if (rc != 0) {
@@ -70,10 +70,13 @@ void Conn::OnTlsOpen() {
   if (!closing_) delegate_->OnOpen(this);
 }
 
-void Conn::AllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* c = static_cast<Conn*>(h->data);
-  buf->base = c->read_buf_;
-  buf->len = sizeof(c->read_buf_);
+// One read buffer per thread (each loop runs on one): libuv calls the read callback right
+// after filling it, and ReadCb copies what it got (into in_, or TLS's input) before returning,
+// so connections need not each keep 64 KiB for it.
+void Conn::AllocCb(uv_handle_t*, size_t, uv_buf_t* buf) {
+  thread_local char read_buf[kReadBufferBytes];
+  buf->base = read_buf;
+  buf->len = sizeof(read_buf);
 }
 
 void Conn::ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
@@ -96,12 +99,54 @@ void Conn::ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 void Conn::OnPlaintext(const char* data, size_t len) {
   if (closing_ || close_after_flush_) return;
   in_.append(data, len);
+  if (!ChargeInput()) return;
   ParseFrames();
+}
+
+bool Conn::ChargeInput() {
+  if (budget_ == nullptr) return true;
+  const size_t held = in_.capacity();
+  budget_->used = budget_->used - charged_ + held;
+  charged_ = held;
+  if (budget_->used <= budget_->limit) return true;
+  Close(Status(Code::kEBUSY,
+               "the server holds too much input from connections that have not "
+               "said Hello (" +
+                   std::to_string(budget_->limit) + " bytes)"));
+  return false;
+}
+
+void Conn::SetReadBudget(ReadBudget* budget) {
+  if (budget_ != nullptr) budget_->used -= charged_;
+  charged_ = 0;
+  budget_ = budget;
+  if (budget_ != nullptr && !closing_) ChargeInput();
+}
+
+void Conn::PauseReads() {
+  if (reads_paused_ || closing_) return;
+  reads_paused_ = true;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+}
+
+void Conn::ResumeReads() {
+  if (!reads_paused_ || closing_) return;
+  reads_paused_ = false;
+  // The time paused was the peer's not reading, not its not sending.
+  const uint64_t now = uv_now(loop_);
+  last_recv_ms_ = now;
+  if (partial_since_ms_ != 0) partial_since_ms_ = now;
+  int rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), AllocCb, ReadCb);
+  if (rc != 0) {
+    Close(Status(Code::kENETWORK, std::string("read: ") + uv_strerror(rc)));
+    return;
+  }
+  ParseFrames();  // what arrived before the pause
 }
 
 void Conn::ParseFrames() {
   const uint64_t now = uv_now(loop_);
-  while (!closing_ && !close_after_flush_) {
+  while (!closing_ && !close_after_flush_ && !reads_paused_) {
     size_t avail = in_.size() - in_pos_;
     if (avail < 4) break;
     const auto* p = reinterpret_cast<const unsigned char*>(in_.data() + in_pos_);
@@ -114,7 +159,21 @@ void Conn::ParseFrames() {
       SendErrorAndClose(Code::kECORRUPT, why);
       return;
     }
-    if (avail < 4 + size_t{n}) break;
+    // Every frame carries the identifier at bytes 4-7 of its payload (docs/protocol.md
+    // "Frames"): what does not is refused at once, not after waiting for the length it seems
+    // to announce (a TLS ClientHello on a plain port reads as a 66 KB frame).
+    if (avail >= 12 && !wire::FrameBufferHasIdentifier(in_.data() + in_pos_ + 4)) {
+      SendErrorAndClose(Code::kECORRUPT, "not a Cairn frame (a TLS client on a plain port?)");
+      return;
+    }
+    if (avail < 4 + size_t{n}) {
+      // Room for the whole frame at once (not twice its size, as growing by appends would).
+      if (in_.capacity() < in_pos_ + 4 + size_t{n}) {
+        in_.reserve(in_pos_ + 4 + size_t{n});
+        if (!ChargeInput()) return;
+      }
+      break;
+    }
     std::string payload = in_.substr(in_pos_ + 4, n);
     in_pos_ += 4 + size_t{n};
     last_recv_ms_ = now;
@@ -125,10 +184,16 @@ void Conn::ParseFrames() {
     }
     delegate_->OnFrame(this, *frame.value());
   }
+  if (closing_) return;
   if (in_pos_ == in_.size()) {
     in_.clear();
     in_pos_ = 0;
     partial_since_ms_ = 0;
+    // A large frame's buffer is not kept for the small ones that usually follow.
+    if (in_.capacity() > kReadBufferBytes) {
+      in_.shrink_to_fit();
+      ChargeInput();
+    }
   } else {
     if (in_pos_ > 0) {
       in_.erase(0, in_pos_);
@@ -157,12 +222,18 @@ void Conn::WriteRaw(std::string bytes) {
   queued_ += w->data.size();
   wire_out_ += w->data.size();
   if (queued_ >= options_.drained_bytes) above_drained_ = true;
+  if (options_.pause_reads_above != 0 && queued_ > options_.pause_reads_above) PauseReads();
   uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, WriteCb);
   if (rc != 0) {
     queued_ -= w->data.size();
     delete w;
     Close(Status(Code::kENETWORK, std::string("write: ") + uv_strerror(rc)));
+    return;
+  }
+  if (options_.close_above != 0 && queued_ > options_.close_above) {
+    Close(Status(Code::kEBUSY, "the peer does not read what it is sent (" +
+                                   std::to_string(queued_) + " bytes queued)"));
   }
 }
 
@@ -176,6 +247,11 @@ void Conn::WriteCb(uv_write_t* req, int status) {
     return;
   }
   if (c->closing_) return;
+  c->last_written_ms_ = uv_now(c->loop_);
+  if (c->reads_paused_ && c->queued_ < c->options_.drained_bytes) {
+    c->ResumeReads();
+    if (c->closing_) return;
+  }
   if (c->close_after_flush_ && c->queued_ == 0) {
     c->Close(c->close_reason_);
     return;
@@ -212,6 +288,24 @@ void Conn::TimerCb(uv_timer_t* t) {
     return;
   }
   if (c->close_after_flush_) return;
+  if (c->reads_paused_) {
+    // Its replies wait for it: the clock that counts is how long since it last took some
+    // (libuv says when a write completes; a large one in progress shows in its queue's size).
+    const size_t in_flight =
+        uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&c->tcp_));
+    if (in_flight != c->write_queue_seen_) {
+      c->write_queue_seen_ = in_flight;
+      c->last_written_ms_ = now;
+    }
+    if (now - c->last_written_ms_ >= c->options_.idle_timeout_ms) {
+      c->Close(Status(Code::kETIMEDOUT, "the peer read nothing for " +
+                                            std::to_string(now - c->last_written_ms_) + " ms (" +
+                                            std::to_string(c->queued_) + " bytes queued)"));
+      return;
+    }
+    c->delegate_->OnTick(c, now);
+    return;
+  }
   if (c->partial_since_ms_ != 0 && now - c->partial_since_ms_ >= c->options_.frame_timeout_ms) {
     c->Close(Status(Code::kETIMEDOUT, "frame timeout: a frame started and did not complete"));
     return;
@@ -227,6 +321,7 @@ void Conn::TimerCb(uv_timer_t* t) {
 void Conn::Close(const Status& why) {
   if (closing_) return;
   closing_ = true;
+  SetReadBudget(nullptr);
   close_reason_ = why;
   uv_timer_stop(&timer_);
   pending_closes_ = 2;

@@ -35,6 +35,20 @@ struct ConnOptions {
   uint32_t frame_timeout_ms = 30000;  // a started frame not complete after this long: close
   uint32_t tick_ms = 1000;            // how often the timeouts are checked
   size_t drained_bytes = 256u << 10;  // OnDrained fires when the queue falls below this
+  // A peer that does not read what it is sent (docs/protocol.md "Limits"): while more than
+  // `pause_reads_above` bytes are queued, nothing more is read from it (so nothing it sends
+  // makes more replies) until the queue falls below `drained_bytes`; past `close_above` bytes,
+  // or with nothing written for `idle_timeout_ms` while paused, it is closed. 0: no limit.
+  size_t pause_reads_above = 0;
+  size_t close_above = 0;
+};
+
+// A budget of memory that a group of connections may hold in received bytes not yet handled
+// (the server's connections that have not said Hello: docs/protocol.md "Limits"). A
+// connection whose input would take `used` past `limit` is closed (EBUSY). Single-threaded.
+struct ReadBudget {
+  size_t limit = 0;
+  size_t used = 0;
 };
 
 class TlsSession;  // net/tls.h
@@ -77,6 +91,9 @@ class Link {
   // Changes the largest frame accepted from now on; `why` (a literal, or "") is said in the
   // error when a larger one is announced. A frame's length is checked at its header.
   virtual void SetFrameLimit(uint32_t max_frame_bytes, const char* why) = 0;
+  // Charges the bytes this link holds in received input to `budget` from now on (nullptr: to
+  // none; what was charged is given back).
+  virtual void SetReadBudget(ReadBudget* budget) = 0;
   // Closes (idempotent). OnClosed follows later, never from inside this call.
   virtual void Close(const Status& why) = 0;
   virtual bool closing() const = 0;
@@ -113,6 +130,7 @@ class Conn final : public Link {
     options_.limits.max_frame_bytes = max_frame_bytes;
     frame_limit_why_ = why;
   }
+  void SetReadBudget(ReadBudget* budget) override;
   void Close(const Status& why) override;
   bool closing() const override { return closing_; }
   // Reads the peer's address (Start does it too): a server can look at it before starting.
@@ -129,12 +147,17 @@ class Conn final : public Link {
 
  private:
   ~Conn();
+  static constexpr size_t kReadBufferBytes = 64 * 1024;
   static void AllocCb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   static void WriteCb(uv_write_t* req, int status);
   static void TimerCb(uv_timer_t* t);
   static void CloseCb(uv_handle_t* h);
   void ParseFrames();
+  // Charges in_'s memory to the read budget; false (closing) when it is spent.
+  bool ChargeInput();
+  void PauseReads();
+  void ResumeReads();
 
   uv_loop_t* loop_;
   ConnOptions options_;
@@ -142,11 +165,15 @@ class Conn final : public Link {
   uv_timer_t timer_;
   std::unique_ptr<TlsSession> tls_;
   std::string in_;
-  size_t in_pos_ = 0;         // start of the unparsed bytes in in_
-  char read_buf_[64 * 1024];
+  size_t in_pos_ = 0;  // start of the unparsed bytes in in_
   size_t queued_ = 0;
   bool above_drained_ = false;
+  bool reads_paused_ = false;  // ConnOptions::pause_reads_above
+  ReadBudget* budget_ = nullptr;
+  size_t charged_ = 0;  // what budget_ holds for this connection
   uint64_t last_recv_ms_ = 0, last_send_ms_ = 0, partial_since_ms_ = 0;
+  uint64_t last_written_ms_ = 0;  // the last write progress seen
+  size_t write_queue_seen_ = 0;   // libuv's write queue size at the last tick while paused
   uint64_t deadline_ms_ = 0;
   const char* deadline_what_ = "";
   const char* frame_limit_why_ = "";

@@ -17,6 +17,9 @@ namespace cairn {
 constexpr size_t kMaxKeyBytes = 1024;            // a document key
 constexpr size_t kMaxValueBytes = 4u << 20;      // a string or bytes value
 constexpr size_t kMaxTransactionOps = 1u << 20;  // changes in one WriteBatch
+// A transaction encoded as its own OpBatch frame: at most this, so that it always travels in one
+// frame (docs/protocol.md "Limits"; every server's frame limit is larger).
+constexpr size_t kMaxTransactionBytes = 8u << 20;
 // No replica makes 2^62 ops; a larger seq in a file or a batch is damage (and would wrap
 // counters).
 constexpr uint64_t kMaxSeq = uint64_t{1} << 62;

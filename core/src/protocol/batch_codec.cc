@@ -15,13 +15,56 @@ constexpr uint8_t kKindControl = 3;
 constexpr uint8_t kFlagDoc = 0x20;
 constexpr uint8_t kFlagCounter = 0x40;
 constexpr uint8_t kFlagTxn = 0x80;
+
+// BatchWireBytes' parts: a string in a table (length, terminator, padding, offset), an origin,
+// a coverage entry, and the frame's and batch's own fields.
+constexpr size_t kStringOverhead = 12;
+constexpr size_t kOriginBytes = 16;
+constexpr size_t kCoverBytes = 32;
+constexpr size_t kBatchFixedBytes = 256;
+// The most a record adds besides its key and value: header, seq gap, time delta, counter,
+// document reference, collection index, key length, field index, value length or payload,
+// increment; and an origin switch with its base seq and time.
+constexpr size_t kRecordOverhead = 1 + 10 + 10 + 10 + 5 + 5 + 5 + 5 + 10 + 10 + (1 + 5 + 10 + 10);
 }  // namespace
+
+size_t BatchWireBytes(const wire::OpBatch& batch) {
+  size_t n = kBatchFixedBytes;
+  if (batch.ops()) n += batch.ops()->size();
+  if (batch.collections()) {
+    for (const auto* c : *batch.collections()) n += c->size() + kStringOverhead;
+  }
+  if (batch.fields()) {
+    for (const auto* f : *batch.fields()) n += f->size() + kStringOverhead;
+  }
+  if (batch.origins()) n += batch.origins()->size() * kOriginBytes;
+  if (batch.covers()) n += batch.covers()->size() * kCoverBytes;
+  return n;
+}
+
+size_t OpBytesBound(const Op& op) {
+  size_t n = kRecordOverhead + op.key.size() + op.collection.size() + op.field.size() +
+             2 * kStringOverhead + kOriginBytes + kCoverBytes;
+  if (op.kind == OpKind::kSet &&
+      (op.value.type() == ValueType::kString || op.value.type() == ValueType::kBytes)) {
+    n += op.value.as_string().size();
+  }
+  return n;
+}
+
+size_t BatchEncoder::wire_bytes() const {
+  return kBatchFixedBytes + ops_.size() + names_bytes_ + origins_.size() * kOriginBytes +
+         covers_.size() * kCoverBytes;
+}
 
 uint32_t BatchEncoder::Intern(std::vector<std::string>* table,
                               std::unordered_map<std::string, uint32_t>* map,
                               const std::string& s) {
   auto [it, inserted] = map->emplace(s, static_cast<uint32_t>(table->size()));
-  if (inserted) table->push_back(s);
+  if (inserted) {
+    table->push_back(s);
+    names_bytes_ += s.size() + kStringOverhead;
+  }
   return it->second;
 }
 

@@ -34,6 +34,8 @@ class BatchEncoder {
   void Add(const Op& op);
   size_t op_count() const { return op_count_; }
   size_t ops_bytes() const { return ops_.size(); }
+  // What BatchWireBytes will count for the batch built from this encoder now.
+  size_t wire_bytes() const;
   bool empty() const { return op_count_ == 0; }
   // Declares that the batch accounts for `origin`'s seqs (from, through] (OpBatch.covers);
   // ranges of one origin declared in order extend each other.
@@ -58,6 +60,7 @@ class BatchEncoder {
 
   std::string ops_;
   size_t op_count_ = 0;
+  size_t names_bytes_ = 0;  // the name tables as BatchWireBytes counts them
   std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covers_;
   std::vector<ReplicaId> origins_;
   std::map<ReplicaId, OriginState> origin_state_;
@@ -72,6 +75,16 @@ class BatchEncoder {
   std::string last_collection_, last_field_;  // the previous op's names, resolved
   uint32_t last_coll_idx_ = 0, last_field_idx_ = 0;
 };
+
+// The size of a batch as the limits count it (docs/protocol.md "Limits"): its records, its name
+// tables, origins and coverage, and a fixed allowance for the tables that hold them. At least
+// the bytes of a frame carrying only this batch, so a batch within
+// BatchBudget(limit) (protocol/frame.h) fits a frame of that limit with room to spare.
+size_t BatchWireBytes(const wire::OpBatch& batch);
+// The most that adding `op` to any batch can add to its BatchWireBytes (a new origin, new names
+// and a new document included): a sender that checks it before adding an op keeps the batch
+// within a budget.
+size_t OpBytesBound(const Op& op);
 
 // How the decoder checks values.
 enum class ValueCheck {

@@ -20,6 +20,18 @@ namespace cairn::protocol {
 // 2: coverage, snapshots, partial holds; 3: refusals; 4: telemetry streams.
 constexpr uint16_t kProtocolVersion = 4;
 constexpr uint32_t kDefaultMaxFrameBytes = 16u << 20;
+// The frame limit a server may be given (docs/protocol.md "Limits"): at least the largest
+// transaction (kMaxTransactionBytes, oplog/validate.h) plus room, so every transaction travels
+// in one frame; at most 64 MiB, the most a client accepts (it adopts the Welcome's limit).
+constexpr uint32_t kMinMaxFrameBytes = 9u << 20;
+constexpr uint32_t kMaxMaxFrameBytes = 64u << 20;
+// A batch of ops (a push, a log batch, a snapshot chunk) is kept this far below the frame
+// limit: the room for the frame's own fields and the coverage it carries.
+constexpr uint32_t kFrameReserveBytes = 64u << 10;
+// The most bytes of ops a batch may carry under a frame limit (BatchWireBytes counts them).
+constexpr size_t BatchBudget(uint32_t max_frame_bytes) {
+  return max_frame_bytes > kFrameReserveBytes ? max_frame_bytes - kFrameReserveBytes : 0;
+}
 
 struct FrameLimits {
   uint32_t max_frame_bytes = kDefaultMaxFrameBytes;

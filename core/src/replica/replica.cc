@@ -284,12 +284,13 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
   if (st.ok()) {
     flatbuffers::FlatBufferBuilder fbb(outbox.ops_bytes() + 1024);
     outbox.Finish(&fbb);
-    // The transaction travels as one frame: it must fit the frame limit every peer enforces.
-    if (fbb.GetSize() > protocol::kDefaultMaxFrameBytes) {
+    // The transaction travels in one frame: it must fit every server's frame limit
+    // (docs/protocol.md "Limits").
+    if (fbb.GetSize() > kMaxTransactionBytes) {
       store_->Rollback();
       return Status::Invalid("transaction of " + std::to_string(fbb.GetSize()) +
-                             " bytes encoded exceeds the frame limit of " +
-                             std::to_string(protocol::kDefaultMaxFrameBytes) + ": split it");
+                             " bytes encoded exceeds the limit of " +
+                             std::to_string(kMaxTransactionBytes) + ": split it");
     }
     auto kept_frame = kept.Encode();
     st = kept_frame.status();

@@ -141,21 +141,28 @@ Status SyncAccess::SetSyncPosition(uint64_t cursor, const ReplicaId& server,
   });
 }
 
-Result<uint64_t> SyncAccess::ReadOutbox(uint64_t after_seq, size_t max_ops,
+Result<uint64_t> SyncAccess::ReadOutbox(uint64_t after_seq, size_t max_ops, size_t max_bytes,
                                         protocol::BatchEncoder* enc) {
   Replica::Locked lock(r_);
   CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
   CAIRN_RETURN_IF_ERROR(r_->store_->Refresh());
   uint64_t last = after_seq;
-  // Rows are whole transactions; stop after the one that reaches max_ops. Rows are read a few
-  // at a time, so a huge outbox is never in memory at once.
-  for (;;) {
+  // Rows are whole transactions, each its own OpBatch frame: in the batch it adds at most its
+  // frame's size (its names and origin counted there, perhaps shared here) and a few bytes of
+  // time delta. Rows are read a few at a time, so a huge outbox is never in memory at once.
+  bool full = false;
+  while (!full) {
     bool more = false;
     CAIRN_RETURN_IF_ERROR(r_->store_->ForEachOutboxAfter(
         last, 16, [&](uint64_t first, uint64_t through, std::string_view blob) -> Status {
-          if (enc->op_count() >= max_ops) return Status::OK();
-          if (first <= last) {
+          if (full) return Status::OK();
+          if (first <= last || through < first) {
             return Status::Corrupt("outbox rows overlap at seq " + std::to_string(first));
+          }
+          if (!enc->empty() && (enc->op_count() + (through - first + 1) > max_ops ||
+                                enc->wire_bytes() + blob.size() + 16 > max_bytes)) {
+            full = true;
+            return Status::OK();
           }
           CAIRN_RETURN_IF_ERROR(DecodeOutboxOps(blob, [&](const Op& op) -> Status {
             enc->Add(op);
@@ -165,7 +172,7 @@ Result<uint64_t> SyncAccess::ReadOutbox(uint64_t after_seq, size_t max_ops,
           more = true;
           return Status::OK();
         }));
-    if (!more || enc->op_count() >= max_ops) break;
+    if (!more) break;
   }
   return last;
 }

@@ -65,9 +65,12 @@ class SyncAccess {
   // of a completed exchange.
   Status SetSyncPosition(uint64_t cursor, const ReplicaId& server,
                          std::optional<int64_t> synced_ms);
-  // Adds the outbox's transactions after local seq `after_seq` to `enc`, whole, until it holds
-  // at least `max_ops` ops. Returns the last local seq added (after_seq when none).
-  Result<uint64_t> ReadOutbox(uint64_t after_seq, size_t max_ops, protocol::BatchEncoder* enc);
+  // Adds the outbox's transactions after local seq `after_seq` to `enc`, whole, in order, while
+  // the batch stays within `max_ops` ops and `max_bytes` (protocol::BatchWireBytes); the first
+  // one goes in whatever its size (a transaction is never split: docs/protocol.md "Limits").
+  // Returns the last local seq added (after_seq when none).
+  Result<uint64_t> ReadOutbox(uint64_t after_seq, size_t max_ops, size_t max_bytes,
+                              protocol::BatchEncoder* enc);
   // The server made every local op up to `through` durable: they leave the outbox. The
   // transactions in `refused` were not taken (docs/protocol.md "Refused ops"): in the same
   // transaction their ops go to the rejected-ops table with the reason and are undone here

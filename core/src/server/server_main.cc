@@ -13,6 +13,7 @@
 
 #include "auth/jwt.h"
 #include "port/port.h"
+#include "protocol/frame.h"
 #include "server/sync_server.h"
 
 namespace {
@@ -83,13 +84,18 @@ int Run(int argc, char** argv) {
   app.add_option("--frame-timeout-ms", o.conn.frame_timeout_ms,
                  "close a connection whose frame does not complete (default 30000)");
   app.add_option("--max-frame-bytes", o.conn.limits.max_frame_bytes,
-                 "largest frame accepted (default 16 MiB)");
+                 "largest frame accepted and sent (default 16 MiB; 9 to 64 MiB)")
+      ->check(CLI::Range(cairn::protocol::kMinMaxFrameBytes, cairn::protocol::kMaxMaxFrameBytes));
   app.add_option("--max-connections", o.max_connections,
                  "connections in all; more are closed at accept (default 10000)")
       ->check(CLI::Range(1, 10000000));
   app.add_option("--max-connections-per-address", o.max_connections_per_address,
                  "connections from one IP address (default 256)")
       ->check(CLI::Range(1, 10000000));
+  app.add_option("--max-unauthenticated-bytes", o.max_unauthenticated_bytes,
+                 "received bytes all connections not past Hello may hold together; the one "
+                 "that would pass it is closed (default 64 MiB)")
+      ->check(CLI::Range(size_t{1} << 20, size_t{1} << 40));
   app.add_option("--max-drift-ms", o.max_drift_ms,
                  "refuse ops stamped further ahead of the server's clock (default 60000)")
       ->check(CLI::Range(1000u, 86400000u));
@@ -102,7 +108,10 @@ int Run(int argc, char** argv) {
   token->add_option("--read", read, "collections it may read, comma-separated (default *)");
   token->add_option("--write", write,
                     "collections and streams it may write, comma-separated (default *)");
-  token->add_option("--ttl", ttl, "seconds until it expires (default 86400; may be negative)");
+  token
+      ->add_option("--ttl", ttl,
+                   "seconds until it expires (default 86400; at most 400 days; may be negative)")
+      ->check(CLI::Range(-cairn::auth::kMaxTokenValidityS, cairn::auth::kMaxTokenValidityS));
   token->add_option("--rid", rid, "the only replica id (32 hex) it may sync as");
 
   try {

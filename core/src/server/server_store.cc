@@ -45,8 +45,15 @@ using store::U;
 }  // namespace
 
 Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
-                const AdmitFn& admit, const TxnFn& on_txn, PushSort* sort) {
+                const PushLimits& limits, const AdmitFn& admit, const TxnFn& on_txn,
+                PushSort* sort) {
   *sort = PushSort();
+  const size_t bytes = protocol::BatchWireBytes(batch);
+  if (bytes > limits.max_bytes) {
+    return Status::Invalid("a push of " + std::to_string(bytes) + " bytes exceeds the limit of " +
+                           std::to_string(limits.max_bytes) + " (docs/protocol.md \"Limits\")");
+  }
+  size_t ops = 0, txns = 0;
   // Transactions are applied or refused whole: one is collected, then decided. The first `n`
   // slots of `txn` hold it; they are assigned over, not reallocated, from one to the next.
   std::vector<Op> txn;
@@ -64,13 +71,18 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
     return Status::OK();
   };
   admission::OriginSeq seqs(origin, before);
-  protocol::DecodeLimits limits;
-  limits.values = protocol::ValueCheck::kByCaller;  // a bad value refuses its transaction only
-  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, limits, [&](const Op& op) -> Status {
+  protocol::DecodeLimits decode;
+  decode.values = protocol::ValueCheck::kByCaller;  // a bad value refuses its transaction only
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatch(batch, decode, [&](const Op& op) -> Status {
     if (op.id.origin != origin) {
       return Status::Invalid("op of origin " + op.id.origin.Hex() +
                              " pushed by replica " + origin.Hex() +
                              ": a replica pushes only its own ops");
+    }
+    if (!op.continues_txn) txns++;
+    if (++ops > limits.max_ops && txns > 1) {
+      return Status::Invalid("a push of more than " + std::to_string(limits.max_ops) +
+                             " ops holds more than one transaction (docs/protocol.md \"Limits\")");
     }
     if (!op.continues_txn) CAIRN_RETURN_IF_ERROR(finish_txn());
     CAIRN_ASSIGN_OR_RETURN(admission::Seq seq, seqs.Next(op.id.seq));
@@ -227,16 +239,16 @@ Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
   return s;
 }
 
-Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin,
-                                                const wire::OpBatch& batch,
-                                                const AdmitFn& admit) {
+Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
+                                                const PushLimits& limits, const AdmitFn& admit) {
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   store::RollbackUnlessCommitted guard(store_.get());
   PushResult result;
   const uint64_t before = store_->Through(origin);
   protocol::BatchEncoder accepted;
   PushSort sort;
-  CAIRN_RETURN_IF_ERROR(SortPush(origin, batch, before, admit,
+  CAIRN_RETURN_IF_ERROR(SortPush(
+      origin, batch, before, limits, admit,
       [&](const std::vector<Op>& txn, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
           Refused r = RefusalOf(txn, n, verdict);
@@ -255,7 +267,8 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin,
           CAIRN_RETURN_IF_ERROR(store_->Apply(txn[i], /*local=*/false));
         }
         return Status::OK();
-      }, &sort));
+      },
+      &sort));
   CAIRN_RETURN_IF_ERROR(FinishPush(
       origin, sort, [&](uint64_t seq) { return OpHlc(origin, seq); },
       [&](uint64_t low, uint64_t high, std::vector<Refused>* out) {

@@ -21,9 +21,10 @@
 #include <vector>
 
 #include "base/result.h"
-#include "clock/hlc.h"
 #include "cairn_generated.h"
+#include "clock/hlc.h"
 #include "oplog/op.h"
+#include "protocol/frame.h"
 #include "store/replica_store.h"
 
 namespace cairn::server {
@@ -59,6 +60,14 @@ struct PushResult {
 // Whether the server takes an op of a push: OK, or why not (EPERM, ECLOCK, ...).
 using AdmitFn = std::function<Status(const Op&)>;
 
+// The shape of a push the server takes (docs/protocol.md "Limits"), what its Welcome advertises:
+// at most `max_ops` ops unless it holds one transaction, and at most `max_bytes`
+// (protocol::BatchWireBytes), so that its log entry always fits a batch to readers.
+struct PushLimits {
+  uint32_t max_ops = 8192;
+  size_t max_bytes = protocol::BatchBudget(protocol::kDefaultMaxFrameBytes);
+};
+
 // One entry of the global log: a batch pushed by `origin`, its ops first_seq..last_seq.
 struct LogEntry {
   uint64_t cursor = 0;
@@ -82,9 +91,11 @@ struct PushSort {
 // refused (ValidateValue: the decoder checked names and keys; then `admit`). Ops above the
 // receipt the push already brought, and gaps, are ECORRUPT (oplog/admission.h).
 using TxnFn = std::function<Status(const std::vector<Op>& txn, size_t n, const Status& verdict)>;
-// EINVAL for an op of another origin, ECORRUPT for a gap; `on_txn`'s errors end it.
+// EINVAL for an op of another origin or a push beyond `limits`, ECORRUPT for a gap; `on_txn`'s
+// errors end it.
 Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
-                const AdmitFn& admit, const TxnFn& on_txn, PushSort* sort);
+                const PushLimits& limits, const AdmitFn& admit, const TxnFn& on_txn,
+                PushSort* sort);
 // EFORKED when the highest duplicate is not the op the store received under that seq (`ours`,
 // its stamp while the log holds it): the replica's history forked (docs/protocol.md "Restored
 // replicas").
@@ -131,9 +142,10 @@ class ServerStore {
   // PushResult::refused; its seqs count as received. The batch gets the next cursor; its log
   // entry covers the refused seqs too (docs/protocol.md, "Refused ops"). EFORKED (nothing
   // applied) when a skipped op is not the one received under its seq while the log holds that
-  // one (docs/protocol.md, "Restored replicas").
+  // one (docs/protocol.md, "Restored replicas"). EINVAL (nothing applied) for a push beyond
+  // `limits`.
   virtual Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                                       const AdmitFn& admit) = 0;
+                                       const PushLimits& limits, const AdmitFn& admit) = 0;
 
   // Log entries with cursor > after (up to head()), oldest first, at most max_rows.
   virtual Status ReadLog(uint64_t after, size_t max_rows,
@@ -173,7 +185,7 @@ class SqliteServerStore final : public ServerStore {
   uint64_t floor() const override { return floor_; }
   int64_t NowMs() override { return clock_source_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                               const AdmitFn& admit) override;
+                               const PushLimits& limits, const AdmitFn& admit) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override;
   Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;

@@ -59,6 +59,7 @@ bool Session::Admit() {
   conn->SetFrameLimit(std::min(kMaxHelloFrameBytes, o.conn.limits.max_frame_bytes),
                       "before Hello");
   conn->SetDeadline(o.handshake_timeout_ms, "waiting for the handshake and Hello");
+  conn->SetReadBudget(&server_->unauthenticated);
   return true;
 }
 
@@ -209,6 +210,7 @@ void Session::OnHello(const wire::Hello& hello) {
   if (snapshot_ && snapshot_->rebase) cursor = snapshot_->cursor;
   sent_ = cursor;
   live_ = true;
+  conn->SetReadBudget(nullptr);
   conn->SetDeadline(0, "");
   conn->SetFrameLimit(server_->options.conn.limits.max_frame_bytes, "");
   flatbuffers::FlatBufferBuilder fbb(256);
@@ -247,7 +249,10 @@ void Session::OnBatch(const wire::OpBatch& batch) {
     }
     return Status::OK();
   };
-  auto pushed = store->ApplyPush(replica_, batch, admit);
+  PushLimits limits;  // what the Welcome advertised
+  limits.max_ops = server_->options.max_batch_ops;
+  limits.max_bytes = protocol::BatchBudget(server_->options.conn.limits.max_frame_bytes);
+  auto pushed = store->ApplyPush(replica_, batch, limits, admit);
   if (!pushed.ok()) {
     const Code code = pushed.status().code();
     if (code == Code::kEINVAL || code == Code::kECORRUPT || code == Code::kEFORKED) {
@@ -336,6 +341,7 @@ void Session::Pump() {
   ServerStore* store = server_->store.get();
   const size_t max_queued = server_->options.max_queued_bytes;
   const uint32_t max_ops = server_->options.max_batch_ops;
+  const size_t max_bytes = protocol::BatchBudget(server_->options.conn.limits.max_frame_bytes);
   while (conn->queued_bytes() < max_queued && sent_ < store->head()) {
     protocol::BatchEncoder enc;
     uint64_t last = sent_;
@@ -343,7 +349,14 @@ void Session::Pump() {
     std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covered;
     std::set<ReplicaId> skipped_origins;
     Status st = store->ReadLog(sent_, 64, [&](const LogEntry& e) -> Status {
-      if (enc.op_count() >= max_ops) return Status(Code::kEBUSY, "batch full");  // stop here
+      // docs/protocol.md "Limits": entries go whole, while the batch stays within the ops and
+      // the bytes a push may have (an entry adds at most its own frame's size, its coverage
+      // and a few bytes of time delta); the first goes whatever its size (it was a push within
+      // those limits).
+      if (!enc.empty() &&
+          (enc.op_count() >= max_ops || enc.wire_bytes() + e.batch.size() + 64 > max_bytes)) {
+        return Status(Code::kEBUSY, "batch full");  // stop here
+      }
       last = e.cursor;
       // A client gets back only its own ops it lacks (a restored file).
       if (e.origin == replica_ && (!own_seq_ || e.last_seq <= *own_seq_)) return Status::OK();

@@ -52,6 +52,8 @@ struct SessionHub::Impl {
   bool maintain_failing = false;     // the same
   // Sessions whose snapshot yielded (a scan budget spent): pumped again at the next turn.
   std::set<uint64_t> repump_sessions;
+  // What connections that have not said Hello hold (ServerOptions::max_unauthenticated_bytes).
+  net::ReadBudget unauthenticated;
 
   void Log(const std::string& msg) {
     if (options.log) {
@@ -138,7 +140,11 @@ class Session : public net::Link::Delegate {
     std::vector<std::string> announced;   // SnapshotBegin.collections
     std::vector<std::string> collections;  // the collections read, sorted
     size_t next = 0;                       // index into collections
-    std::string after_key;                 // in collections[next]
+    std::string after_key;                 // in collections[next]: sent whole up to it
+    // A document too large for one chunk (docs/protocol.md "Limits"): the ops of it not sent
+    // yet, and its key (after_key once they are).
+    std::vector<Op> carry;
+    std::string carry_key;
     std::map<ReplicaId, uint64_t> watermarks;
   };
 

@@ -30,9 +30,22 @@ Result<std::unique_ptr<SessionHub>> SessionHub::Open(const ServerOptions& option
   if (options.handshake_timeout_ms == 0) {
     return Status::Invalid("the handshake timeout must be at least 1 ms");
   }
+  // docs/protocol.md "Limits": every transaction must fit a frame, and no client takes more.
+  const uint32_t frame = options.conn.limits.max_frame_bytes;
+  if (frame < protocol::kMinMaxFrameBytes || frame > protocol::kMaxMaxFrameBytes) {
+    return Status::Invalid(
+        "the frame limit must be from " + std::to_string(protocol::kMinMaxFrameBytes) + " to " +
+        std::to_string(protocol::kMaxMaxFrameBytes) + " bytes, not " + std::to_string(frame));
+  }
+  if (options.max_batch_ops == 0 || options.max_queued_bytes == 0 ||
+      options.max_unauthenticated_bytes == 0) {
+    return Status::Invalid(
+        "max_batch_ops, max_queued_bytes and max_unauthenticated_bytes must be at least 1");
+  }
   std::unique_ptr<SessionHub> hub(new SessionHub());
   hub->impl_->options = options;
   hub->impl_->request_turn = std::move(request_turn);
+  hub->impl_->unauthenticated.limit = options.max_unauthenticated_bytes;
   CAIRN_ASSIGN_OR_RETURN(hub->impl_->store, ServerStore::Open(options.db_path, options.store));
   return hub;
 }

@@ -104,59 +104,105 @@ bool Session::PumpSnapshot() {
     snap.begun = true;
   }
   store::ReplicaStore* state = server_->store->state();
+  // docs/protocol.md "Limits": a chunk holds at most max_ops ops and max_bytes
+  // (protocol::BatchWireBytes, bounded here by OpBytesBound); a document's ops go in one chunk
+  // when they fit, else over several. The client stages every chunk and applies the snapshot
+  // at its end, idempotently, so a document split and sent again after a resume is no harm.
+  const size_t max_bytes = protocol::BatchBudget(server_->options.conn.limits.max_frame_bytes);
   std::vector<Op> chunk;
-  size_t scanned = 0;  // documents read in this call: other sessions wait meanwhile
-  while (conn->queued_bytes() < max_queued && snap.next < snap.collections.size()) {
-    if (scanned >= server_->options.snapshot_docs_per_turn) {
-      server_->Repump(this);
-      return false;
-    }
-    const std::string& coll = snap.collections[snap.next];
-    chunk.clear();
-    std::string last_key;
-    size_t docs = 0;
-    const size_t max_docs = std::min<size_t>(256, server_->options.snapshot_docs_per_turn);
-    Status st = state->ForEachDocSurvivors(
-        coll, snap.after_key, max_docs, [&](const std::string& key, std::vector<Op>* ops) {
-          docs++;
-          scanned++;
-          last_key = key;
-          for (Op& op : *ops) {
-            // Not the client's own ops it has; nothing past the snapshot's receipts (the log
-            // has them).
-            auto w = snap.watermarks.find(op.id.origin);
-            const bool has = op.id.origin == replica_ && (!own_seq_ || op.id.seq <= *own_seq_);
-            if (has || w == snap.watermarks.end() || op.id.seq > w->second) {
-              continue;
-            }
-            chunk.push_back(std::move(op));
-          }
-          return chunk.size() >= max_ops ? Status(Code::kEBUSY, "chunk full") : Status::OK();
-        });
-    if (!st.ok() && st.code() != Code::kEBUSY) {
-      server_->Log("reading a snapshot failed: " + st.ToString());
-      conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
-      return false;
-    }
-    if (docs == 0 || (docs < max_docs && st.ok())) {
-      snap.next++;  // this collection is done
-      snap.after_key.clear();
-    } else {
-      snap.after_key = last_key;
-    }
-    if (chunk.empty()) continue;
+  size_t chunk_bytes = 0;  // the batch's fixed part and OpBytesBound of each op in `chunk`
+  auto fits = [&](size_t ops, size_t bytes) {
+    return chunk.size() + ops <= max_ops && chunk_bytes + bytes <= max_bytes;
+  };
+  // Sends `chunk` as one SnapshotChunk; `resume_key`: the last document of `coll` sent whole.
+  auto send_chunk = [&](const std::string& coll, const std::string& resume_key) {
     // The encoding wants each origin's ops in seq order.
     std::sort(chunk.begin(), chunk.end(), [](const Op& a, const Op& b) {
       return a.id.origin < b.id.origin || (a.id.origin == b.id.origin && a.id.seq < b.id.seq);
     });
     protocol::BatchEncoder enc;
     for (const Op& op : chunk) enc.Add(op);
+    chunk.clear();
+    chunk_bytes = protocol::BatchEncoder().wire_bytes();  // its fixed part
     flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
     auto batch = enc.Build(&fbb);
-    auto c = wire::CreateSnapshotChunk(fbb, batch, fbb.CreateString(coll),
-                                       fbb.CreateString(last_key));
+    auto c =
+        wire::CreateSnapshotChunk(fbb, batch, fbb.CreateString(coll), fbb.CreateString(resume_key));
     conn->Send(FinishFrame(&fbb, wire::Body::SnapshotChunk, c));
     KillPoint("server.snapshot.sent");
+  };
+  chunk_bytes = protocol::BatchEncoder().wire_bytes();
+  size_t scanned = 0;  // documents read in this call: other sessions wait meanwhile
+  while (conn->queued_bytes() < max_queued && snap.next < snap.collections.size()) {
+    const std::string& coll = snap.collections[snap.next];
+    if (!snap.carry.empty()) {
+      // A document larger than a chunk: its ops, a chunk's worth at a time.
+      size_t taken = 0;
+      while (taken < snap.carry.size()) {
+        const size_t bytes = protocol::OpBytesBound(snap.carry[taken]);
+        if (!chunk.empty() && !fits(1, bytes)) break;  // (one op always fits a chunk)
+        chunk_bytes += bytes;
+        chunk.push_back(std::move(snap.carry[taken++]));
+      }
+      snap.carry.erase(snap.carry.begin(), snap.carry.begin() + static_cast<ptrdiff_t>(taken));
+      if (snap.carry.empty()) snap.after_key = snap.carry_key;  // sent whole now
+      send_chunk(coll, snap.after_key);
+      continue;
+    }
+    if (scanned >= server_->options.snapshot_docs_per_turn) {
+      server_->Repump(this);
+      return false;
+    }
+    std::string last_key;  // the last document taken whole into `chunk`
+    size_t docs = 0;
+    bool stopped = false;
+    const size_t max_docs = std::min<size_t>(256, server_->options.snapshot_docs_per_turn);
+    std::vector<Op> doc;  // one document's ops to send
+    Status st = state->ForEachDocSurvivors(
+        coll, snap.after_key, max_docs, [&](const std::string& key, std::vector<Op>* ops) {
+          docs++;
+          scanned++;
+          // Not the client's own ops it has; nothing past the snapshot's receipts (the log
+          // has them).
+          doc.clear();
+          size_t bytes = 0;
+          for (Op& op : *ops) {
+            auto w = snap.watermarks.find(op.id.origin);
+            const bool has = op.id.origin == replica_ && (!own_seq_ || op.id.seq <= *own_seq_);
+            if (has || w == snap.watermarks.end() || op.id.seq > w->second) continue;
+            bytes += protocol::OpBytesBound(op);
+            doc.push_back(std::move(op));
+          }
+          if (!fits(doc.size(), bytes)) {
+            stopped = true;
+            if (chunk.empty()) {  // larger than a chunk by itself: sent over several
+              snap.carry = std::move(doc);
+              snap.carry_key = key;
+            }
+            return Status(Code::kEBUSY, "chunk full");  // (else read again for the next chunk)
+          }
+          chunk_bytes += bytes;
+          for (Op& op : doc) chunk.push_back(std::move(op));
+          last_key = key;
+          if (chunk.size() >= max_ops) {
+            stopped = true;
+            return Status(Code::kEBUSY, "chunk full");
+          }
+          return Status::OK();
+        });
+    if (!st.ok() && st.code() != Code::kEBUSY) {
+      server_->Log("reading a snapshot failed: " + st.ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
+      return false;
+    }
+    if (!last_key.empty()) snap.after_key = last_key;
+    if (!stopped && docs < max_docs) {
+      if (!chunk.empty()) send_chunk(coll, snap.after_key);
+      snap.next++;  // this collection is done
+      snap.after_key.clear();
+      continue;
+    }
+    if (!chunk.empty()) send_chunk(coll, snap.after_key);
   }
   if (snap.next < snap.collections.size() || conn->queued_bytes() >= max_queued) return false;
   flatbuffers::FlatBufferBuilder fbb(64);

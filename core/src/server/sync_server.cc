@@ -47,7 +47,11 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
     impl->hub->Log(std::string("accept failed: ") + uv_strerror(status));
     return;
   }
-  auto* conn = new net::Conn(&impl->loop, nullptr, impl->options.conn);
+  net::ConnOptions conn_options = impl->options.conn;
+  conn_options.pause_reads_above = impl->options.max_queued_bytes;
+  conn_options.close_above =
+      impl->options.max_queued_bytes + impl->options.conn.limits.max_frame_bytes + (1u << 20);
+  auto* conn = new net::Conn(&impl->loop, nullptr, conn_options);
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
     conn->Close(Status(Code::kENETWORK, "accept failed"));  // no session: closes silently
     return;

@@ -38,7 +38,13 @@ struct ServerOptions {
   // behind one NAT share an address: raise it for such fleets).
   size_t max_connections = 10000;
   size_t max_connections_per_address = 256;
-  size_t max_queued_bytes = 1u << 20;  // per session: the log is read only below this
+  // Per session: the log is read only below this, and above it nothing more is read from the
+  // peer until its queue drains (net::ConnOptions::pause_reads_above); past this plus a frame
+  // and 1 MiB, or with nothing taken for idle_timeout_ms, it is closed.
+  size_t max_queued_bytes = 1u << 20;
+  // What all connections that have not said Hello may hold in received bytes, together
+  // (net::ReadBudget): the one whose input would pass it is closed (docs/protocol.md "Limits").
+  size_t max_unauthenticated_bytes = 64u << 20;
   uint32_t max_batch_ops = 8192;       // ops per batch the server sends
   uint32_t window_batches = 8;         // unacknowledged pushes a client may have in flight
   size_t snapshot_docs_per_turn = 4096;  // documents a snapshot reads before serving others

@@ -50,7 +50,11 @@ Coverage Coverage::Fresh(const std::vector<std::string>& only) {
 }
 
 Exchange::Exchange(Replica* r, SyncOptions o, Owner* w)
-    : replica(r), options(std::move(o)), owner(w), stream_batch_bytes(kMaxStreamBatchBytes) {}
+    : replica(r),
+      options(std::move(o)),
+      owner(w),
+      stream_batch_bytes(kMaxStreamBatchBytes),
+      push_batch_bytes(protocol::BatchBudget(protocol::kDefaultMaxFrameBytes)) {}
 
 void Exchange::LoadStatus() {
   auto pos = SyncAccess(*replica).GetSyncPosition();
@@ -281,7 +285,12 @@ void Exchange::OnWelcome(const wire::Welcome& w) {
     for (const StreamInfo& s : *streams) stream_target[s.name] = s.last_seq;
   }
   if (w.max_frame_bytes() > 0) {
-    stream_batch_bytes = std::min<size_t>(kMaxStreamBatchBytes, w.max_frame_bytes() / 2);
+    // docs/protocol.md "Limits": pushes stay within the server's limit less its reserve, and
+    // the server's batches may be as large as its limit (at most protocol::kMaxMaxFrameBytes).
+    const uint32_t limit = std::min(w.max_frame_bytes(), protocol::kMaxMaxFrameBytes);
+    stream_batch_bytes = std::min<size_t>(kMaxStreamBatchBytes, limit / 2);
+    push_batch_bytes = protocol::BatchBudget(limit);
+    link_->SetFrameLimit(std::max(limit, protocol::kDefaultMaxFrameBytes), "");
   }
   if (w.window_batches() > 0) options.window = std::min(options.window, w.window_batches());
   if (w.max_batch_ops() > 0) {
@@ -298,7 +307,8 @@ void Exchange::Push() {
   if (link_ == nullptr || !welcomed || link_->closing()) return;
   while (inflight.size() < options.window) {
     protocol::BatchEncoder enc;
-    auto last = SyncAccess(*replica).ReadOutbox(pushed_through, options.max_batch_ops, &enc);
+    auto last = SyncAccess(*replica).ReadOutbox(pushed_through, options.max_batch_ops,
+                                                push_batch_bytes, &enc);
     if (!last.ok()) {
       link_->Close(last.status());
       return;

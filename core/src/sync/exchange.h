@@ -104,6 +104,7 @@ struct Exchange : net::Link::Delegate {
   // finishing).
   std::map<std::string, uint64_t> stream_target;
   size_t stream_batch_bytes;      // bodies per batch, below the frame limit
+  size_t push_batch_bytes;        // protocol::BatchWireBytes of a push, below the frame limit
   uint64_t cursor = 0;
   uint64_t stored_cursor = 0;
   Coverage coverage;              // as stored

@@ -86,9 +86,15 @@ TEST(JwtTest, ExpiryHasASmallLeeway) {
   EXPECT_EQ(with_exp(kNow - kClockLeewayS), "token expired");
   EXPECT_EQ(with_exp(kNow - 86400), "token expired");
   EXPECT_EQ(with_exp(INT64_MIN), "token expired");
-  EXPECT_EQ(with_exp(INT64_MAX), "ok");
-  EXPECT_EQ(Reason(SignToken(kHeader, R"({"sub":"a","exp":18446744073709551615})", kSecret)),
-            "ok");
+  // No further ahead than kMaxTokenValidityS (and the leeway): an exp of 2^63 - 1 or above
+  // would never lapse.
+  EXPECT_EQ(with_exp(kNow + kMaxTokenValidityS + kClockLeewayS), "ok");
+  const std::string too_far = "token expires more than 400 days from now";
+  EXPECT_EQ(with_exp(kNow + kMaxTokenValidityS + kClockLeewayS + 1).rfind(too_far, 0), 0u);
+  EXPECT_EQ(with_exp(INT64_MAX).rfind(too_far, 0), 0u);
+  EXPECT_EQ(Reason(SignToken(kHeader, R"({"sub":"a","exp":18446744073709551615})", kSecret))
+                .rfind(too_far, 0),
+            0u);
   EXPECT_EQ(Reason(SignToken(kHeader, R"({"sub":"alice","exp":1.9e9})", kSecret)),
             "token has no expiry");
   EXPECT_EQ(Reason(SignToken(kHeader, R"({"sub":"alice","exp":"1900000000"})", kSecret)),

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <random>
 
 #include "oplog/validate.h"
@@ -110,6 +111,56 @@ TEST(BatchCodecTest, RandomOpsRoundTrip) {
   auto out = RoundTrip(ops);
   ASSERT_EQ(out.size(), ops.size());
   for (size_t i = 0; i < ops.size(); i++) EXPECT_TRUE(SameOp(ops[i], out[i])) << i;
+}
+
+// The limits rest on two measures (docs/protocol.md "Limits"): BatchWireBytes is at least the
+// payload of a frame carrying only that batch (with its coverage and cursor), the encoder's
+// wire_bytes() is exactly what BatchWireBytes counts for it, and OpBytesBound bounds what any op
+// adds, new origin, names and document included. Random batches of random-sized ops, names and
+// keys, a few of them large, with and without coverage.
+TEST(BatchCodecTest, SizeMeasuresBoundTheFrame) {
+  std::mt19937_64 rng(7);
+  auto text = [&](size_t n) {
+    std::string t(n, 'a');
+    for (char& c : t) c = static_cast<char>('a' + rng() % 26);
+    return t;
+  };
+  for (int round = 0; round < 60; round++) {
+    protocol::BatchEncoder enc;
+    size_t bound = protocol::BatchEncoder().wire_bytes();
+    std::map<uint8_t, uint64_t> seqs;
+    const int n = 1 + static_cast<int>(rng() % 300);
+    for (int i = 0; i < n; i++) {
+      const uint8_t origin = static_cast<uint8_t>(rng() % 8);
+      const uint64_t seq = seqs[origin] += 1 + rng() % 1000;
+      const Hlc hlc = MakeHlc(1700000000000 + rng() % 100000000, rng() % 70000);
+      auto kind = static_cast<OpKind>(rng() % 3);
+      const size_t value_size = rng() % 10 == 0 ? rng() % 200000 : rng() % 40;
+      Value v = rng() % 2 ? Value::String(text(value_size)) : Value::Bytes(text(value_size));
+      if (rng() % 4 == 0) v = Value::Double(0.5);
+      Op op = MakeOp(origin, seq, hlc, kind, text(1 + rng() % (rng() % 8 == 0 ? 1024 : 12)),
+                     kind == OpKind::kDelete ? "" : "f" + text(rng() % 62),
+                     kind == OpKind::kSet ? v : Value(),
+                     kind == OpKind::kIncrement ? static_cast<int64_t>(rng()) : 0);
+      op.collection = "c" + text(rng() % 62);
+      const size_t before = enc.wire_bytes();
+      enc.Add(op);
+      ASSERT_LE(enc.wire_bytes() - before, protocol::OpBytesBound(op)) << round << " " << i;
+      bound += protocol::OpBytesBound(op);
+    }
+    if (round % 2) {
+      for (const auto& [origin, seq] : seqs) enc.Cover(Rid(origin), 0, seq);
+    }
+    const size_t counted = enc.wire_bytes();
+    ASSERT_LE(counted, bound + seqs.size() * 32);
+    std::string frame;
+    enc.FinishFrame(&frame, /*cursor=*/uint64_t{1} << 60, /*batch_id=*/uint64_t{1} << 60);
+    std::string payload = frame.substr(4);
+    auto f = protocol::VerifyFrame(payload, {protocol::kMaxMaxFrameBytes, 16, 1u << 20});
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    EXPECT_EQ(protocol::BatchWireBytes(*f.value()->body_as_OpBatch()), counted) << round;
+    EXPECT_GE(counted, payload.size()) << round;
+  }
 }
 
 // An OpBatch (no frame: a value over the frame limit fits) of an ok op, then `bad` at field g.

@@ -646,6 +646,32 @@ TEST_F(ReplicaTest, ValueAndBatchLimits) {
   ASSERT_TRUE(r->Put("c", "k", {{"a", Value::Int(1)}}).ok());  // still writable afterwards
 }
 
+// A transaction travels in one frame (docs/protocol.md "Limits"): one over kMaxTransactionBytes
+// encoded is refused whole, nothing written and nothing queued, even when each value is legal.
+TEST_F(ReplicaTest, ATransactionLargerThanItsLimitIsRefusedWhole) {
+  auto r = Open("a.db");
+  const std::string three_mb(3u << 20, 'x');
+  WriteBatch big;
+  big.Set("c", "k", "a", Value::Bytes(three_mb)).Set("c", "k", "b", Value::Bytes(three_mb));
+  big.Set("c", "k2", "a", Value::Bytes(three_mb));
+  Status st = r->Write(big);
+  EXPECT_EQ(st.code(), Code::kEINVAL) << st.ToString();
+  EXPECT_NE(st.message().find("exceeds the limit of " + std::to_string(kMaxTransactionBytes)),
+            std::string::npos)
+      << st.ToString();
+  EXPECT_EQ(Dump(r.get()), "{}");
+  auto pending = r->PendingOps();
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, 0);
+  // Two such values fit.
+  WriteBatch two;
+  two.Set("c", "k", "a", Value::Bytes(three_mb)).Set("c", "k", "b", Value::Bytes(three_mb));
+  ASSERT_TRUE(r->Write(two).ok());
+  pending = r->PendingOps();
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, 2);
+}
+
 // What change listeners saw: "L|R collection:key,key" per call.
 struct ChangeLog {
   std::mutex mu;

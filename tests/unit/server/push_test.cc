@@ -38,14 +38,15 @@ class PushTest : public ::testing::Test {
     return op;
   }
 
-  Result<server::PushResult> Push(const std::vector<Op>& ops) {
+  Result<server::PushResult> Push(const std::vector<Op>& ops,
+                                  const server::PushLimits& limits = {}) {
     protocol::BatchEncoder enc;
     for (const Op& op : ops) enc.Add(op);
     flatbuffers::FlatBufferBuilder fbb;
     enc.Finish(&fbb);
     const auto* batch =
         flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
-    return store_->ApplyPush(origin_, *batch, [](const Op&) { return Status::OK(); });
+    return store_->ApplyPush(origin_, *batch, limits, [](const Op&) { return Status::OK(); });
   }
 
   // The fields of notes/k in the server's state.
@@ -117,6 +118,34 @@ TEST_F(PushTest, ARepeatOrAGapRefusesThePush) {
   auto next = Push({Set(2, "b", Value::Int(2))});
   ASSERT_TRUE(next.ok()) << next.status().ToString();
   EXPECT_EQ(next->through, 2u);
+}
+
+// What the Welcome advertises holds (docs/protocol.md "Limits"): more ops than max_ops only as
+// one transaction, and no more bytes than max_bytes; a push beyond either is refused whole.
+TEST_F(PushTest, APushBeyondTheAdvertisedLimitsIsRefusedWhole) {
+  server::PushLimits limits;
+  limits.max_ops = 3;
+  // Four ops in two transactions: refused, nothing taken.
+  auto two = Push({Set(1, "a", Value::Int(1)), Set(2, "b", Value::Int(2), true),
+                   Set(3, "c", Value::Int(3)), Set(4, "d", Value::Int(4), true)},
+                  limits);
+  EXPECT_EQ(two.status().code(), Code::kEINVAL) << two.status().ToString();
+  EXPECT_EQ(store_->head(), 0u);
+  EXPECT_TRUE(Fields().empty());
+  // Four ops of one transaction: a transaction is never split, so it goes alone.
+  auto one = Push({Set(1, "a", Value::Int(1)), Set(2, "b", Value::Int(2), true),
+                   Set(3, "c", Value::Int(3), true), Set(4, "d", Value::Int(4), true)},
+                  limits);
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->applied, 4u);
+  // Bytes: a value that takes the push past max_bytes.
+  limits.max_bytes = 4096;
+  auto big = Push({Set(5, "e", Value::String(std::string(5000, 'x')))}, limits);
+  EXPECT_EQ(big.status().code(), Code::kEINVAL) << big.status().ToString();
+  EXPECT_EQ(Fields().count("e"), 0u);
+  auto small = Push({Set(5, "e", Value::String(std::string(3000, 'x')))}, limits);
+  ASSERT_TRUE(small.ok()) << small.status().ToString();
+  EXPECT_EQ(Fields().count("e"), 1u);
 }
 
 }  // namespace
