@@ -23,8 +23,8 @@ extern char** environ;
 namespace cairn::testing {
 
 // Starts `args` (args[0]: the program's path) with stdout and stderr appended to `log`, the
-// signals in `blocked` blocked, and `env` (NAME=value) added to this process's environment.
-// The pid, or -1.
+// signals in `blocked` blocked, and `env` (NAME=value) added to this process's environment (a
+// NAME set there replaces the inherited one). The pid, or -1.
 inline pid_t SpawnProcess(const std::vector<std::string>& args, const std::string& log,
                           const sigset_t* blocked = nullptr,
                           const std::vector<std::string>& env = {}) {
@@ -32,7 +32,15 @@ inline pid_t SpawnProcess(const std::vector<std::string>& args, const std::strin
   std::vector<char*> argv, envp;
   for (auto& a : arg_strings) argv.push_back(a.data());
   argv.push_back(nullptr);
-  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string inherited(*e);
+    bool replaced = false;
+    for (const auto& mine : env_strings) {
+      const size_t eq = mine.find('=');
+      replaced = replaced || inherited.compare(0, eq + 1, mine, 0, eq + 1) == 0;
+    }
+    if (!replaced) envp.push_back(*e);
+  }
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
   posix_spawn_file_actions_t fa;

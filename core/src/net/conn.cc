@@ -105,27 +105,42 @@ void Conn::OnPlaintext(const char* data, size_t len) {
 
 bool Conn::ChargeInput() {
   if (budget_ == nullptr) return true;
-  const size_t held = in_.capacity();
+  const size_t held = in_.size();
   budget_->used = budget_->used - charged_ + held;
   charged_ = held;
-  if (budget_->used <= budget_->limit) return true;
-  Close(Status(Code::kEBUSY,
-               "the server holds too much input from connections that have not "
-               "said Hello (" +
-                   std::to_string(budget_->limit) + " bytes)"));
-  return false;
+  while (budget_ != nullptr && budget_->used > budget_->limit) {
+    Conn* largest = this;
+    for (Conn* c : budget_->members) {
+      if (c->charged_ > largest->charged_) largest = c;
+    }
+    const size_t limit = budget_->limit;
+    largest->Close(Status(Code::kEBUSY, "the connections that have not said Hello hold more than " +
+                                            std::to_string(limit) +
+                                            " bytes of input, this one the most"));
+    if (largest == this) return false;
+  }
+  return true;
 }
 
 void Conn::SetReadBudget(ReadBudget* budget) {
-  if (budget_ != nullptr) budget_->used -= charged_;
+  if (budget_ != nullptr) {
+    budget_->used -= charged_;
+    budget_->members.erase(this);
+  }
   charged_ = 0;
   budget_ = budget;
-  if (budget_ != nullptr && !closing_) ChargeInput();
+  if (budget_ != nullptr) {
+    budget_->members.insert(this);
+    if (!closing_) ChargeInput();
+  }
 }
 
 void Conn::PauseReads() {
   if (reads_paused_ || closing_) return;
   reads_paused_ = true;
+  // From now the idle clock counts from the last progress of the writes.
+  last_written_ms_ = uv_now(loop_);
+  write_queue_seen_ = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
 }
 
@@ -166,14 +181,7 @@ void Conn::ParseFrames() {
       SendErrorAndClose(Code::kECORRUPT, "not a Cairn frame (a TLS client on a plain port?)");
       return;
     }
-    if (avail < 4 + size_t{n}) {
-      // Room for the whole frame at once (not twice its size, as growing by appends would).
-      if (in_.capacity() < in_pos_ + 4 + size_t{n}) {
-        in_.reserve(in_pos_ + 4 + size_t{n});
-        if (!ChargeInput()) return;
-      }
-      break;
-    }
+    if (avail < 4 + size_t{n}) break;
     std::string payload = in_.substr(in_pos_ + 4, n);
     in_pos_ += 4 + size_t{n};
     last_recv_ms_ = now;
@@ -190,10 +198,7 @@ void Conn::ParseFrames() {
     in_pos_ = 0;
     partial_since_ms_ = 0;
     // A large frame's buffer is not kept for the small ones that usually follow.
-    if (in_.capacity() > kReadBufferBytes) {
-      in_.shrink_to_fit();
-      ChargeInput();
-    }
+    if (in_.capacity() > kReadBufferBytes) in_.shrink_to_fit();
   } else {
     if (in_pos_ > 0) {
       in_.erase(0, in_pos_);
@@ -201,6 +206,7 @@ void Conn::ParseFrames() {
     }
     if (partial_since_ms_ == 0) partial_since_ms_ = now;
   }
+  ChargeInput();
 }
 
 void Conn::Send(std::string frame) {

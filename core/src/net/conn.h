@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_set>
 
 #include "base/status.h"
 #include "protocol/frame.h"
@@ -43,12 +44,17 @@ struct ConnOptions {
   size_t close_above = 0;
 };
 
+class Conn;
+
 // A budget of memory that a group of connections may hold in received bytes not yet handled
-// (the server's connections that have not said Hello: docs/protocol.md "Limits"). A
-// connection whose input would take `used` past `limit` is closed (EBUSY). Single-threaded.
+// (the server's connections that have not said Hello: docs/protocol.md "Limits"). When input
+// takes `used` past `limit`, the connection holding the most is closed (EBUSY), until it is
+// within: a peer filling the budget goes, not the small Hello that arrives next.
+// Single-threaded.
 struct ReadBudget {
   size_t limit = 0;
   size_t used = 0;
+  std::unordered_set<Conn*> members;  // the connections charged to it
 };
 
 class TlsSession;  // net/tls.h
@@ -154,7 +160,8 @@ class Conn final : public Link {
   static void TimerCb(uv_timer_t* t);
   static void CloseCb(uv_handle_t* h);
   void ParseFrames();
-  // Charges in_'s memory to the read budget; false (closing) when it is spent.
+  // Charges the input held (in_) to the read budget; false when this connection was closed
+  // to keep the budget.
   bool ChargeInput();
   void PauseReads();
   void ResumeReads();

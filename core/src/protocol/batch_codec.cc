@@ -52,6 +52,13 @@ size_t OpBytesBound(const Op& op) {
   return n;
 }
 
+size_t MergeBytesBound(const wire::OpBatch& batch) {
+  // Per op: its document reference and field index, varints, may each take up to 4 bytes more
+  // in a batch with more documents and names; per batch: its first op's seq gap and time delta
+  // (up to 9 bytes each more than against its own base), and a coverage entry.
+  return BatchWireBytes(batch) + size_t{8} * batch.op_count() + 18 + kCoverBytes;
+}
+
 size_t BatchEncoder::wire_bytes() const {
   return kBatchFixedBytes + ops_.size() + names_bytes_ + origins_.size() * kOriginBytes +
          covers_.size() * kCoverBytes;
@@ -294,10 +301,17 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
 
 Status DecodeBatchFrame(std::string_view frame, std::string_view what,
                         const std::function<Status(const Op&)>& fn) {
+  return DecodeBatchFrame(frame, what, nullptr, fn);
+}
+
+Status DecodeBatchFrame(std::string_view frame, std::string_view what,
+                        const std::function<Status(const wire::OpBatch&)>& first,
+                        const std::function<Status(const Op&)>& fn) {
   std::string payload(frame);
   CAIRN_ASSIGN_OR_RETURN(const wire::Frame* f, VerifyFrame(payload, {}));
   const wire::OpBatch* batch = f->body_as_OpBatch();
   if (batch == nullptr) return Status::Corrupt(std::string(what) + " is not a batch");
+  if (first) CAIRN_RETURN_IF_ERROR(first(*batch));
   DecodeLimits limits;
   limits.values = ValueCheck::kUtf8;
   return DecodeBatch(*batch, limits, fn);

@@ -85,6 +85,10 @@ size_t BatchWireBytes(const wire::OpBatch& batch);
 // and a new document included): a sender that checks it before adding an op keeps the batch
 // within a budget.
 size_t OpBytesBound(const Op& op);
+// The most that adding every op of `batch` to another batch can add to that one's
+// BatchWireBytes: its own count, and a few bytes per op for indexes that grow in a larger batch
+// (documents, names) and per batch for its first op's seq and time and its coverage.
+size_t MergeBytesBound(const wire::OpBatch& batch);
 
 // How the decoder checks values.
 enum class ValueCheck {
@@ -111,6 +115,11 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
 // checkpoint part; no length prefix), whose ops were checked when they were received or
 // written (ValueCheck::kUtf8): verified first; ECORRUPT naming `what` when it is not a batch.
 Status DecodeBatchFrame(std::string_view frame, std::string_view what,
+                        const std::function<Status(const Op&)>& fn);
+// The same, calling `first` with the verified batch before any op is decoded: what it returns
+// but OK is returned at once, nothing decoded (a sender checks what the batch would add).
+Status DecodeBatchFrame(std::string_view frame, std::string_view what,
+                        const std::function<Status(const wire::OpBatch&)>& first,
                         const std::function<Status(const Op&)>& fn);
 
 }  // namespace cairn::protocol

@@ -147,9 +147,9 @@ Result<uint64_t> SyncAccess::ReadOutbox(uint64_t after_seq, size_t max_ops, size
   CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
   CAIRN_RETURN_IF_ERROR(r_->store_->Refresh());
   uint64_t last = after_seq;
-  // Rows are whole transactions, each its own OpBatch frame: in the batch it adds at most its
-  // frame's size (its names and origin counted there, perhaps shared here) and a few bytes of
-  // time delta. Rows are read a few at a time, so a huge outbox is never in memory at once.
+  // Rows are whole transactions, each an OpBatch frame; one goes in while the batch stays within
+  // the budget with protocol::MergeBytesBound of the row added. Rows are read a few at a time,
+  // so a huge outbox is never in memory at once.
   bool full = false;
   while (!full) {
     bool more = false;
@@ -159,15 +159,20 @@ Result<uint64_t> SyncAccess::ReadOutbox(uint64_t after_seq, size_t max_ops, size
           if (first <= last || through < first) {
             return Status::Corrupt("outbox rows overlap at seq " + std::to_string(first));
           }
-          if (!enc->empty() && (enc->op_count() + (through - first + 1) > max_ops ||
-                                enc->wire_bytes() + blob.size() + 16 > max_bytes)) {
-            full = true;
+          auto fits = [&](const wire::OpBatch& row) -> Status {
+            if (!enc->empty() && (enc->op_count() + row.op_count() > max_ops ||
+                                  enc->wire_bytes() + protocol::MergeBytesBound(row) > max_bytes)) {
+              full = true;
+              return Status(Code::kEBUSY, "batch full");
+            }
             return Status::OK();
-          }
-          CAIRN_RETURN_IF_ERROR(DecodeOutboxOps(blob, [&](const Op& op) -> Status {
+          };
+          Status st = protocol::DecodeBatchFrame(blob, "outbox entry", fits, [&](const Op& op) {
             enc->Add(op);
             return Status::OK();
-          }));
+          });
+          if (full) return Status::OK();
+          CAIRN_RETURN_IF_ERROR(st);
           last = through;
           more = true;
           return Status::OK();

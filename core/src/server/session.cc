@@ -349,26 +349,32 @@ void Session::Pump() {
     std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covered;
     std::set<ReplicaId> skipped_origins;
     Status st = store->ReadLog(sent_, 64, [&](const LogEntry& e) -> Status {
-      // docs/protocol.md "Limits": entries go whole, while the batch stays within the ops and
-      // the bytes a push may have (an entry adds at most its own frame's size, its coverage
-      // and a few bytes of time delta); the first goes whatever its size (it was a push within
-      // those limits).
-      if (!enc.empty() &&
-          (enc.op_count() >= max_ops || enc.wire_bytes() + e.batch.size() + 64 > max_bytes)) {
-        return Status(Code::kEBUSY, "batch full");  // stop here
-      }
-      last = e.cursor;
       // A client gets back only its own ops it lacks (a restored file).
-      if (e.origin == replica_ && (!own_seq_ || e.last_seq <= *own_seq_)) return Status::OK();
-      if (e.origin == replica_) own_seq_ = e.last_seq;
-      uint64_t sent = 0;
-      CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(e.batch, "log entry", [&](const Op& op) {
-        if (Wants(op.collection, e.cursor)) {
-          enc.Add(op);
-          sent++;
+      const bool own = e.origin == replica_;
+      if (own && (!own_seq_ || e.last_seq <= *own_seq_)) {
+        last = e.cursor;
+        return Status::OK();
+      }
+      // docs/protocol.md "Limits": entries go whole while the batch stays within the ops and
+      // bytes a push may have; the first goes whatever its size (it was a push within them).
+      auto fits = [&](const wire::OpBatch& b) -> Status {
+        if (!enc.empty() && (enc.op_count() + b.op_count() > max_ops ||
+                             enc.wire_bytes() + protocol::MergeBytesBound(b) > max_bytes)) {
+          return Status(Code::kEBUSY, "batch full");  // stop before it
         }
         return Status::OK();
-      }));
+      };
+      uint64_t sent = 0;
+      CAIRN_RETURN_IF_ERROR(
+          protocol::DecodeBatchFrame(e.batch, "log entry", fits, [&](const Op& op) {
+            if (Wants(op.collection, e.cursor)) {
+              enc.Add(op);
+              sent++;
+            }
+            return Status::OK();
+          }));
+      last = e.cursor;
+      if (own) own_seq_ = e.last_seq;
       // Skipped: ops of collections it does not get, and refused seqs (not in the batch).
       const bool skipped = sent != e.last_seq - e.first_seq + 1;
       // The client must learn that the seqs it did not get were skipped, not lost.

@@ -1,5 +1,7 @@
 #include "server/session_hub.h"
 
+#include "oplog/validate.h"
+#include "protocol/frame.h"
 #include "server/session.h"
 
 namespace cairn::server {
@@ -36,6 +38,12 @@ Result<std::unique_ptr<SessionHub>> SessionHub::Open(const ServerOptions& option
     return Status::Invalid(
         "the frame limit must be from " + std::to_string(protocol::kMinMaxFrameBytes) + " to " +
         std::to_string(protocol::kMaxMaxFrameBytes) + " bytes, not " + std::to_string(frame));
+  }
+  static_assert(kMaxTransactionBytes <= protocol::BatchBudget(protocol::kMinMaxFrameBytes),
+                "every transaction fits a batch under the least frame limit");
+  if (options.max_batch_ops > kMaxTransactionOps) {
+    return Status::Invalid("max_batch_ops must be at most " + std::to_string(kMaxTransactionOps) +
+                           " (what a client decodes in one batch)");
   }
   if (options.max_batch_ops == 0 || options.max_queued_bytes == 0 ||
       options.max_unauthenticated_bytes == 0) {

@@ -163,6 +163,49 @@ TEST(BatchCodecTest, SizeMeasuresBoundTheFrame) {
   }
 }
 
+// A sender merging whole batches (log entries, outbox rows) into one checks MergeBytesBound
+// before it adds a batch: the growth of the merged batch must never pass it, however many
+// documents and names the merged batch already has (its indexes take more bytes then) and
+// whether the added batch's origin is new to it or continues it.
+TEST(BatchCodecTest, MergeBytesBoundBoundsWhatABatchAdds) {
+  std::mt19937_64 rng(11);
+  uint64_t seq = 0;
+  auto random_op = [&](uint8_t origin, uint64_t docs, uint64_t fields) {
+    const Hlc hlc = MakeHlc(1700000000000 + rng() % 100000000, rng() % 3);
+    auto kind = static_cast<OpKind>(rng() % 3);
+    Op op = MakeOp(origin, ++seq, hlc, kind, "k" + std::to_string(rng() % docs),
+                   kind == OpKind::kDelete ? "" : "f" + std::to_string(rng() % fields),
+                   kind == OpKind::kSet ? Value::String(std::string(rng() % 20, 'v')) : Value(),
+                   kind == OpKind::kIncrement ? 1 : 0);
+    op.collection = "c" + std::to_string(rng() % 3);
+    return op;
+  };
+  for (int round = 0; round < 40; round++) {
+    protocol::BatchEncoder merged;
+    seq = 0;
+    const int before = static_cast<int>(rng() % 20000);
+    for (int i = 0; i < before; i++) merged.Add(random_op(1, 30000, 3000));
+    // The batch to add: its own indexes small, in the merged one large.
+    protocol::BatchEncoder part;
+    const uint8_t origin = rng() % 2 ? 1 : 2;
+    if (origin == 2) seq = rng() % 1000;
+    const int n = 1 + static_cast<int>(rng() % 3000);
+    for (int i = 0; i < n; i++) part.Add(random_op(origin, 100 + rng() % 30000, 50));
+    if (round % 3 == 0) part.Cover(Rid(origin), 0, seq);
+    flatbuffers::FlatBufferBuilder fbb;
+    part.Finish(&fbb);
+    const wire::OpBatch& batch = *wire::GetFrame(fbb.GetBufferPointer())->body_as_OpBatch();
+    const size_t bound = protocol::MergeBytesBound(batch);
+    const size_t start = merged.wire_bytes();
+    ASSERT_TRUE(protocol::DecodeBatch(batch, {}, [&](const Op& op) {
+                  merged.Add(op);
+                  return Status::OK();
+                }).ok());
+    merged.Cover(Rid(origin), 0, seq);
+    EXPECT_LE(merged.wire_bytes() - start, bound) << round;
+  }
+}
+
 // An OpBatch (no frame: a value over the frame limit fits) of an ok op, then `bad` at field g.
 struct BatchWith {
   explicit BatchWith(const Value& bad, const std::string& field = "g") {
