@@ -10,7 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -69,21 +71,6 @@ bool SendAll(int fd, const std::string& bytes) {
     off += static_cast<size_t>(n);
   }
   return true;
-}
-
-// Whether the peer closed `fd` within `ms` (what it sends first is read and dropped).
-bool ClosedByServer(int fd, int ms) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  char buf[4096];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          end - std::chrono::steady_clock::now())
-                          .count();
-    if (left <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    if (recv(fd, buf, sizeof(buf), 0) <= 0) return true;
-  }
 }
 
 std::string HelloFrame(const std::string& token) {
@@ -259,6 +246,8 @@ TEST_F(LimitsTest, APingFloodDoesNotGrowTheServer) {
     poll(&p, 1, 100);
   }
   const size_t rss_after = RssKb(server_->pid());
+  std::fprintf(stderr, "server RSS %zu -> %zu KiB after %zu bytes of Pings\n", rss_before,
+               rss_after, sent);
   // Generous: the point is that the growth does not follow the flood.
   EXPECT_LT(rss_after, rss_before + 48 * 1024) << "server RSS " << rss_before << " -> " << rss_after
                                                << " KiB after " << sent << " bytes of Pings";
@@ -270,7 +259,7 @@ TEST_F(LimitsTest, APingFloodDoesNotGrowTheServer) {
   Status st = SyncOnce(other.get(), Address(), legit);
   EXPECT_TRUE(st.ok()) << st.ToString();
   bool closed = false;
-  for (int i = 0; i < 200 && !closed; ++i) {
+  for (int i = 0; i < 600 && !closed; ++i) {  // (30 s: slow under qemu)
     closed = Log().find("read nothing for") != std::string::npos;
     if (!closed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -293,21 +282,39 @@ TEST_F(LimitsTest, ConnectionsBeforeHelloShareOneBudget) {
       p[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
     return p;
   }();
-  // 160 peers each sending 209,712 bytes of a 250 KB frame: 33 MB in all. The budget of 4 MiB
+  // 640 peers each sending 209,712 bytes of a 250 KB frame: 134 MB in all. The budget of 4 MiB
   // holds 20 of them with 64 bytes to spare: less than a Hello.
+  constexpr int kPeers = 640;
   std::string part = prefix + std::string(8, '\0') + std::string(209712 - 12, 'x');
   part.replace(8, 4, "CRN1");  // a Cairn frame's identifier: refused for its size, not its kind
-  for (int i = 0; i < 160; ++i) {
+  for (int i = 0; i < kPeers; ++i) {
     int fd = Dial(port_);
     ASSERT_GE(fd, 0);
     SendAll(fd, part);  // (a closed connection may refuse the rest)
     fds.push_back(fd);
   }
+  // Closed ones are seen at once; the last few may still be read (under qemu, slowly).
+  std::vector<bool> gone(fds.size(), false);
   int closed = 0;
-  for (int fd : fds) closed += ClosedByServer(fd, 200) ? 1 : 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (closed < kPeers - 20 && std::chrono::steady_clock::now() < until) {
+    for (size_t i = 0; i < fds.size(); ++i) {
+      char byte;
+      if (gone[i]) continue;
+      const ssize_t n = recv(fds[i], &byte, 1, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        gone[i] = true;
+        closed++;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   const size_t rss_after = RssKb(server_->pid());
-  EXPECT_GE(closed, 160 - 20);
-  EXPECT_LT(rss_after, rss_before + 20 * 1024)
+  std::fprintf(stderr, "server RSS %zu -> %zu KiB, %d of %d peers closed\n", rss_before, rss_after,
+               closed, kPeers);
+  EXPECT_GE(closed, kPeers - 20);
+  // Generous (what was freed may stay in the heap), and far below the 134 MB they sent.
+  EXPECT_LT(rss_after, rss_before + 32 * 1024)
       << "server RSS " << rss_before << " -> " << rss_after << " KiB";
   EXPECT_NE(Log().find("said Hello"), std::string::npos) << Log();
   // A legitimate client gets in while the budget is full: the peer holding the most goes, not

@@ -327,7 +327,11 @@ void Conn::TimerCb(uv_timer_t* t) {
 void Conn::Close(const Status& why) {
   if (closing_) return;
   closing_ = true;
+  // Input is freed now, not when the handle's close completes: one turn of the loop may read
+  // from many connections and close many (a budget closing them as they fill it).
   SetReadBudget(nullptr);
+  std::string().swap(in_);
+  in_pos_ = 0;
   close_reason_ = why;
   uv_timer_stop(&timer_);
   pending_closes_ = 2;
