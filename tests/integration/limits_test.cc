@@ -326,5 +326,38 @@ TEST_F(LimitsTest, ConnectionsBeforeHelloShareOneBudget) {
   for (int fd : fds) close(fd);
 }
 
+// Issue 26 §5, as a review found it in the first fix: a connection was charged the whole frame
+// its header announced, so a few peers sending 12 bytes each (a header announcing 250 KB) filled
+// the budget and every newcomer, a legitimate client included, was closed. What is charged is
+// what was received.
+TEST_F(LimitsTest, AnnouncingLargeFramesDoesNotFillTheBudget) {
+  Start({"--max-unauthenticated-bytes", std::to_string(4u << 20), "--handshake-timeout-ms", "60000",
+         "--frame-timeout-ms", "60000", "--max-connections-per-address", "1000"});
+  std::string header(12, '\0');
+  const uint32_t n = 250000;
+  for (int i = 0; i < 4; ++i)
+    header[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  header.replace(8, 4, "CRN1");
+  std::vector<int> fds;
+  for (int i = 0; i < 64; ++i) {  // 64 x 250 KB announced: 16 MB, four times the budget
+    int fd = Dial(port_);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(SendAll(fd, header));
+    fds.push_back(fd);
+  }
+  auto r = OpenReplica(dir_.File("r.db"));
+  ASSERT_TRUE(r->Put("notes", "n", {{"v", Value::Int(1)}}).ok());
+  Status st = SyncOnce(r.get(), Address());
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  int closed = 0;
+  for (int fd : fds) {
+    char byte;
+    const ssize_t got = recv(fd, &byte, 1, MSG_DONTWAIT);
+    closed += got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ? 1 : 0;
+    close(fd);
+  }
+  EXPECT_EQ(closed, 0);
+}
+
 }  // namespace
 }  // namespace cairn

@@ -46,8 +46,9 @@ struct ConnOptions {
 
 class Conn;
 
-// A budget of memory that a group of connections may hold in received bytes not yet handled
-// (the server's connections that have not said Hello: docs/protocol.md "Limits"). When input
+// A budget of received bytes not yet handled that a group of connections may hold together
+// (the server's connections that have not said Hello: docs/protocol.md "Limits"; what is held
+// is what is resident: a buffer's unused capacity is never written). When input
 // takes `used` past `limit`, the connection holding the most is closed (EBUSY), until it is
 // within: a peer filling the budget goes, not the small Hello that arrives next.
 // Single-threaded.

@@ -20,7 +20,6 @@ constexpr uint8_t kFlagTxn = 0x80;
 // a coverage entry, and the frame's and batch's own fields.
 constexpr size_t kStringOverhead = 12;
 constexpr size_t kOriginBytes = 16;
-constexpr size_t kCoverBytes = 32;
 constexpr size_t kBatchFixedBytes = 256;
 // The most a record adds besides its key and value: header, seq gap, time delta, counter,
 // document reference, collection index, key length, field index, value length or payload,
@@ -38,13 +37,13 @@ size_t BatchWireBytes(const wire::OpBatch& batch) {
     for (const auto* f : *batch.fields()) n += f->size() + kStringOverhead;
   }
   if (batch.origins()) n += batch.origins()->size() * kOriginBytes;
-  if (batch.covers()) n += batch.covers()->size() * kCoverBytes;
+  if (batch.covers()) n += batch.covers()->size() * kCoverWireBytes;
   return n;
 }
 
 size_t OpBytesBound(const Op& op) {
   size_t n = kRecordOverhead + op.key.size() + op.collection.size() + op.field.size() +
-             2 * kStringOverhead + kOriginBytes + kCoverBytes;
+             2 * kStringOverhead + kOriginBytes + kCoverWireBytes;
   if (op.kind == OpKind::kSet &&
       (op.value.type() == ValueType::kString || op.value.type() == ValueType::kBytes)) {
     n += op.value.as_string().size();
@@ -56,12 +55,12 @@ size_t MergeBytesBound(const wire::OpBatch& batch) {
   // Per op: its document reference and field index, varints, may each take up to 4 bytes more
   // in a batch with more documents and names; per batch: its first op's seq gap and time delta
   // (up to 9 bytes each more than against its own base), and a coverage entry.
-  return BatchWireBytes(batch) + size_t{8} * batch.op_count() + 18 + kCoverBytes;
+  return BatchWireBytes(batch) + size_t{8} * batch.op_count() + 18 + kCoverWireBytes;
 }
 
 size_t BatchEncoder::wire_bytes() const {
   return kBatchFixedBytes + ops_.size() + names_bytes_ + origins_.size() * kOriginBytes +
-         covers_.size() * kCoverBytes;
+         covers_.size() * kCoverWireBytes;
 }
 
 uint32_t BatchEncoder::Intern(std::vector<std::string>* table,

@@ -81,6 +81,8 @@ class BatchEncoder {
 // the bytes of a frame carrying only this batch, so a batch within
 // BatchBudget(limit) (protocol/frame.h) fits a frame of that limit with room to spare.
 size_t BatchWireBytes(const wire::OpBatch& batch);
+// What BatchWireBytes counts for one coverage entry (OpBatch.covers).
+constexpr size_t kCoverWireBytes = 32;
 // The most that adding `op` to any batch can add to its BatchWireBytes (a new origin, new names
 // and a new document included): a sender that checks it before adding an op keeps the batch
 // within a budget.

@@ -348,6 +348,7 @@ void Session::Pump() {
     // Per origin, the seqs this batch accounts for; which origins had ops skipped.
     std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covered;
     std::set<ReplicaId> skipped_origins;
+    bool full = false;
     Status st = store->ReadLog(sent_, 64, [&](const LogEntry& e) -> Status {
       // A client gets back only its own ops it lacks (a restored file).
       const bool own = e.origin == replica_;
@@ -356,10 +357,14 @@ void Session::Pump() {
         return Status::OK();
       }
       // docs/protocol.md "Limits": entries go whole while the batch stays within the ops and
-      // bytes a push may have; the first goes whatever its size (it was a push within them).
+      // bytes a push may have (the coverage still to be added counted); the first goes whatever
+      // its size (it was a push within them).
       auto fits = [&](const wire::OpBatch& b) -> Status {
-        if (!enc.empty() && (enc.op_count() + b.op_count() > max_ops ||
-                             enc.wire_bytes() + protocol::MergeBytesBound(b) > max_bytes)) {
+        const size_t covers = protocol::kCoverWireBytes * skipped_origins.size();
+        if (!enc.empty() &&
+            (enc.op_count() + b.op_count() > max_ops ||
+             enc.wire_bytes() + covers + protocol::MergeBytesBound(b) > max_bytes)) {
+          full = true;
           return Status(Code::kEBUSY, "batch full");  // stop before it
         }
         return Status::OK();
@@ -384,7 +389,7 @@ void Session::Pump() {
       if (skipped) skipped_origins.insert(e.origin);
       return Status::OK();
     });
-    if (!st.ok() && st.code() != Code::kEBUSY) {
+    if (!st.ok() && !full) {
       server_->Log("reading the log failed: " + st.ToString());
       conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");
       return;

@@ -190,7 +190,7 @@ bool Session::PumpSnapshot() {
           }
           return Status::OK();
         });
-    if (!st.ok() && st.code() != Code::kEBUSY) {
+    if (!st.ok() && !stopped) {
       server_->Log("reading a snapshot failed: " + st.ToString());
       conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
       return false;
