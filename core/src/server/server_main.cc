@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include "auth/jwt.h"
@@ -95,7 +96,7 @@ int Run(int argc, char** argv) {
   app.add_option("--max-unauthenticated-bytes", o.max_unauthenticated_bytes,
                  "received bytes all connections not past Hello may hold together; the one "
                  "that would pass it is closed (default 64 MiB)")
-      ->check(CLI::Range(size_t{1} << 20, size_t{1} << 40));
+      ->check(CLI::Range(size_t{1} << 20, std::numeric_limits<size_t>::max()));
   app.add_option("--max-drift-ms", o.max_drift_ms,
                  "refuse ops stamped further ahead of the server's clock (default 60000)")
       ->check(CLI::Range(1000u, 86400000u));

@@ -135,14 +135,15 @@ TEST(BatchCodecTest, SizeMeasuresBoundTheFrame) {
       const uint64_t seq = seqs[origin] += 1 + rng() % 1000;
       const Hlc hlc = MakeHlc(1700000000000 + rng() % 100000000, rng() % 70000);
       auto kind = static_cast<OpKind>(rng() % 3);
-      const size_t value_size = rng() % 10 == 0 ? rng() % 200000 : rng() % 40;
+      const size_t value_size = static_cast<size_t>(rng() % 10 == 0 ? rng() % 200000 : rng() % 40);
       Value v = rng() % 2 ? Value::String(text(value_size)) : Value::Bytes(text(value_size));
       if (rng() % 4 == 0) v = Value::Double(0.5);
-      Op op = MakeOp(origin, seq, hlc, kind, text(1 + rng() % (rng() % 8 == 0 ? 1024 : 12)),
-                     kind == OpKind::kDelete ? "" : "f" + text(rng() % 62),
+      Op op = MakeOp(origin, seq, hlc, kind,
+                     text(static_cast<size_t>(1 + rng() % (rng() % 8 == 0 ? 1024 : 12))),
+                     kind == OpKind::kDelete ? "" : "f" + text(static_cast<size_t>(rng() % 62)),
                      kind == OpKind::kSet ? v : Value(),
                      kind == OpKind::kIncrement ? static_cast<int64_t>(rng()) : 0);
-      op.collection = "c" + text(rng() % 62);
+      op.collection = "c" + text(static_cast<size_t>(rng() % 62));
       const size_t before = enc.wire_bytes();
       enc.Add(op);
       ASSERT_LE(enc.wire_bytes() - before, protocol::OpBytesBound(op)) << round << " " << i;
@@ -175,7 +176,9 @@ TEST(BatchCodecTest, MergeBytesBoundBoundsWhatABatchAdds) {
     auto kind = static_cast<OpKind>(rng() % 3);
     Op op = MakeOp(origin, ++seq, hlc, kind, "k" + std::to_string(rng() % docs),
                    kind == OpKind::kDelete ? "" : "f" + std::to_string(rng() % fields),
-                   kind == OpKind::kSet ? Value::String(std::string(rng() % 20, 'v')) : Value(),
+                   kind == OpKind::kSet
+                       ? Value::String(std::string(static_cast<size_t>(rng() % 20), 'v'))
+                       : Value(),
                    kind == OpKind::kIncrement ? 1 : 0);
     op.collection = "c" + std::to_string(rng() % 3);
     return op;
