@@ -138,6 +138,23 @@ void Emit(const Json& j) {
   std::fflush(stdout);
 }
 
+// Says the child is ready, waits for the parent's go, and returns the options of a sync with
+// the run's server (TLS, the run's CA).
+cairn::sync::SyncOptions ReadyThenSyncOptions(const Args& a) {
+  Emit(Json{{"ready", true}});
+  WaitForParent();
+  cairn::sync::SyncOptions o;
+  o.server = a.address;
+  o.tls = true;
+  o.ca_file = a.ca;
+  return o;
+}
+
+// A SQLite file and its WAL and shared-memory files, gone.
+void RemoveDbFiles(const std::string& path) {
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+}
+
 // One replica of the trace: writes its ops offline, then syncs until it holds all three
 // replicas' ops.
 void ClientChild(const Args& a) {
@@ -152,12 +169,7 @@ void ClientChild(const Args& a) {
     WriteCairn(tr, &rep, ops.data() + i, ops.data() + std::min(ops.size(), i + kTxnOps));
   }
   tr = Trace();
-  Emit(Json{{"ready", true}});
-  WaitForParent();
-  cairn::sync::SyncOptions o;
-  o.server = a.address;
-  o.tls = true;
-  o.ca_file = a.ca;
+  const cairn::sync::SyncOptions o = ReadyThenSyncOptions(a);
   auto t0 = Clock::now();
   // Live sync, as an app runs it: pushes and pulls as ops arrive, until all three replicas' ops
   // are here and its own are acknowledged (the others may still need them).
@@ -186,15 +198,10 @@ void ClientChild(const Args& a) {
 void JoinerChild(const Args& a) {
   const bool poke = a.replica == "poke";
   const std::string path = a.dir + (poke ? "/poke.db" : "/joiner.db");
-  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+  RemoveDbFiles(path);
   auto rep = Must(cairn::Replica::Open(path), "open joiner");
   if (poke) Check(rep->Put("poke", "p", {{"v", cairn::Value::Int(1)}}), "poke");
-  Emit(Json{{"ready", true}});
-  WaitForParent();
-  cairn::sync::SyncOptions o;
-  o.server = a.address;
-  o.tls = true;
-  o.ca_file = a.ca;
+  const cairn::sync::SyncOptions o = ReadyThenSyncOptions(a);
   auto t0 = Clock::now();
   cairn::sync::SyncClient c(rep.get(), o);
   Check(c.SyncOnce(600000), "sync");
@@ -209,7 +216,7 @@ void JoinerChild(const Args& a) {
 void RawChild(const Args& a) {
   Trace tr = LoadTrace(a.trace, {true, true, true});
   const std::string path = a.dir + "/raw.db";
-  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
+  RemoveDbFiles(path);
   RawDb db(path);
   Emit(Json{{"ready", true}});
   WaitForParent();

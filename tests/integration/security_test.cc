@@ -27,63 +27,22 @@
 #include <vector>
 
 #include "net/tls.h"
+#include "oplog/validate.h"
+#include "support/raw_socket.h"
 #include "support/server_thread.h"
 
 namespace cairn {
 namespace {
 
+using testing::ClosedByServer;
+using testing::Dial;
+using testing::LengthPrefix;
 using testing::OpenReplica;
 using testing::Options;
+using testing::SendAll;
 using testing::ServerThread;
 using testing::SyncOnce;
 using testing::TempDir;
-
-// A TCP connection to 127.0.0.1:port (blocking), or -1.
-int Dial(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-bool SendAll(int fd, const std::string& bytes) {
-  size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-// Waits up to `ms` for the server to close `fd` (reading and dropping what it sends first).
-bool ClosedByServer(int fd, int ms) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  char buf[4096];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        end - std::chrono::steady_clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) return true;  // EOF or reset
-  }
-}
-
-// A frame length prefix (little endian) announcing `n` bytes.
-std::string LengthPrefix(uint32_t n) {
-  std::string p(4, '\0');
-  for (int i = 0; i < 4; ++i) p[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
-  return p;
-}
 
 // A TLS client made directly with mbedTLS, blocking, with a 5 s read timeout: it can be told
 // to offer old versions, weak suites or renegotiation.
@@ -295,6 +254,37 @@ TEST_F(SecurityTest, TlsClientOnAPlainPortFailsAtOnce) {
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.code(), Code::kETIMEDOUT) << st.ToString();
   EXPECT_TRUE(LegitimateSync(server).ok());
+}
+
+// The sizes docs/protocol.md "Limits" rests on cannot be configured away: a frame limit below
+// what the largest transaction needs or above what a client takes, a batch of more ops than a
+// client decodes, no budget before Hello: the server refuses to start (EINVAL).
+TEST_F(SecurityTest, LimitsOutsideTheirRangeAreRefusedAtStart) {
+  auto start = [&](const std::function<void(server::ServerOptions*)>& set) {
+    server::ServerOptions o = Options(dir_);
+    set(&o);
+    return server::SyncServer::Create(o).status();
+  };
+  EXPECT_TRUE(start([](server::ServerOptions* o) {
+                o->conn.limits.max_frame_bytes = protocol::kMinMaxFrameBytes;
+              }).ok());
+  EXPECT_TRUE(start([](server::ServerOptions* o) {
+                o->conn.limits.max_frame_bytes = protocol::kMaxMaxFrameBytes;
+              }).ok());
+  EXPECT_EQ(start([](server::ServerOptions* o) {
+              o->conn.limits.max_frame_bytes = protocol::kMinMaxFrameBytes - 1;
+            }).code(),
+            Code::kEINVAL);
+  EXPECT_EQ(start([](server::ServerOptions* o) {
+              o->conn.limits.max_frame_bytes = protocol::kMaxMaxFrameBytes + 1;
+            }).code(),
+            Code::kEINVAL);
+  EXPECT_EQ(start([](server::ServerOptions* o) {
+              o->max_batch_ops = static_cast<uint32_t>(kMaxTransactionOps) + 1;
+            }).code(),
+            Code::kEINVAL);
+  EXPECT_EQ(start([](server::ServerOptions* o) { o->max_unauthenticated_bytes = 0; }).code(),
+            Code::kEINVAL);
 }
 
 // Without a name there is nothing to check the certificate against: refused, not skipped.

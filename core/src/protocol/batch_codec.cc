@@ -58,6 +58,12 @@ size_t MergeBytesBound(const wire::OpBatch& batch) {
   return BatchWireBytes(batch) + size_t{8} * batch.op_count() + 18 + kCoverWireBytes;
 }
 
+bool BatchEncoder::CanMerge(const wire::OpBatch& batch, size_t max_ops, size_t max_bytes,
+                            size_t reserved) const {
+  return empty() || (op_count_ + batch.op_count() <= max_ops &&
+                     wire_bytes() + reserved + MergeBytesBound(batch) <= max_bytes);
+}
+
 size_t BatchEncoder::wire_bytes() const {
   return kBatchFixedBytes + ops_.size() + names_bytes_ + origins_.size() * kOriginBytes +
          covers_.size() * kCoverWireBytes;

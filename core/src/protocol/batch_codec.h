@@ -36,6 +36,12 @@ class BatchEncoder {
   size_t ops_bytes() const { return ops_.size(); }
   // What BatchWireBytes will count for the batch built from this encoder now.
   size_t wire_bytes() const;
+  // Whether every op of `batch` may join this one (docs/protocol.md "Limits"): yes when this one
+  // is empty (a batch by itself always goes), else when the ops stay within `max_ops` and
+  // wire_bytes(), `reserved` bytes still to be added and MergeBytesBound(batch) within
+  // `max_bytes`.
+  bool CanMerge(const wire::OpBatch& batch, size_t max_ops, size_t max_bytes,
+                size_t reserved = 0) const;
   bool empty() const { return op_count_ == 0; }
   // Declares that the batch accounts for `origin`'s seqs (from, through] (OpBatch.covers);
   // ranges of one origin declared in order extend each other.

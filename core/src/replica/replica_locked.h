@@ -39,6 +39,12 @@ class Replica::Locked {
 inline Status DecodeOutboxOps(std::string_view blob, const std::function<Status(const Op&)>& fn) {
   return protocol::DecodeBatchFrame(blob, "outbox entry", fn);
 }
+// The same, `first` seeing the row's batch before any op is decoded (protocol::DecodeBatchFrame).
+inline Status DecodeOutboxOps(std::string_view blob,
+                              const std::function<Status(const wire::OpBatch&)>& first,
+                              const std::function<Status(const Op&)>& fn) {
+  return protocol::DecodeBatchFrame(blob, "outbox entry", first, fn);
+}
 
 }  // namespace cairn
 

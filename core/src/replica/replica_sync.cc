@@ -160,14 +160,11 @@ Result<uint64_t> SyncAccess::ReadOutbox(uint64_t after_seq, size_t max_ops, size
             return Status::Corrupt("outbox rows overlap at seq " + std::to_string(first));
           }
           auto fits = [&](const wire::OpBatch& row) -> Status {
-            if (!enc->empty() && (enc->op_count() + row.op_count() > max_ops ||
-                                  enc->wire_bytes() + protocol::MergeBytesBound(row) > max_bytes)) {
-              full = true;
-              return Status(Code::kEBUSY, "batch full");
-            }
-            return Status::OK();
+            if (enc->CanMerge(row, max_ops, max_bytes)) return Status::OK();
+            full = true;
+            return Status(Code::kEBUSY, "batch full");
           };
-          Status st = protocol::DecodeBatchFrame(blob, "outbox entry", fits, [&](const Op& op) {
+          Status st = DecodeOutboxOps(blob, fits, [&](const Op& op) {
             enc->Add(op);
             return Status::OK();
           });

@@ -361,9 +361,7 @@ void Session::Pump() {
       // its size (it was a push within them).
       auto fits = [&](const wire::OpBatch& b) -> Status {
         const size_t covers = protocol::kCoverWireBytes * skipped_origins.size();
-        if (!enc.empty() &&
-            (enc.op_count() + b.op_count() > max_ops ||
-             enc.wire_bytes() + covers + protocol::MergeBytesBound(b) > max_bytes)) {
+        if (!enc.CanMerge(b, max_ops, max_bytes, covers)) {
           full = true;
           return Status(Code::kEBUSY, "batch full");  // stop before it
         }
