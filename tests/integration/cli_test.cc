@@ -186,9 +186,20 @@ TEST_F(CliTest, RefusedCommandLeavesANewFileAnotherProcessOpened) {
       other = nullptr;
       continue;
     }
+    // Read until this connection is in WAL mode, as an app's is: one that read the file while
+    // it was still empty (before the command made it a WAL database) holds no lock between
+    // reads, which no process can see.
+    std::string mode;
     reading = sqlite3_exec(other, "SELECT count(*) FROM sqlite_master", nullptr, nullptr,
                            nullptr) == SQLITE_OK &&
-              std::ifstream(db_ + "-shm").good();
+              sqlite3_exec(
+                  other, "PRAGMA journal_mode",
+                  [](void* out, int, char** values, char**) {
+                    *static_cast<std::string*>(out) = values[0] != nullptr ? values[0] : "";
+                    return 0;
+                  },
+                  &mode, nullptr) == SQLITE_OK &&
+              mode == "wal";
   }
   ASSERT_TRUE(reading) << "the new file never became readable";
   const int status = pclose(running);
