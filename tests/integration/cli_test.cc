@@ -1,18 +1,20 @@
 // The `cairn` tool as a user runs it: output, exit codes (0 ok, 1 not found, 2 usage, 3 error),
 // and bad input that must leave the replica unchanged.
-#include <gtest/gtest.h>
-#include <sqlite3.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sqlite3.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <chrono>
 #include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
 
 #include "support/server_process.h"
@@ -380,4 +382,36 @@ TEST(ServerCliTest, UsageErrorsExitTwoAndCreateNothing) {
   EXPECT_EQ(run("--listen 127.0.0.1:0"), 2);  // no --db
   EXPECT_EQ(run(base.substr(0, base.find("--listen")) + "--listen nowhere"), 2);
   EXPECT_FALSE(std::ifstream(db).good());
+
+  // Sync rules (docs/sync-rules.md): a bad file stops the server at start, naming the key or
+  // the line; rules without tokens too.
+  const std::string secret = dir.File("secret");
+  std::ofstream(secret) << std::string(40, 's');
+  auto err = [&] {
+    std::ifstream in(dir.File("err"));
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  struct Bad {
+    const char* text;
+    const char* says;
+  };
+  for (const Bad& b :
+       {Bad{R"({"collections": {"t": {"channels": ["u:{owner"]}}})", "collections.t.channels[0]"},
+        Bad{"{\n\"collections\": {,\n}", "line 2"},
+        Bad{R"({"collections": {}, "grants": {"read": ["{a[]}{b[]}"]}})", "grants.read[0]"}}) {
+    SCOPED_TRACE(b.text);
+    const std::string rules = dir.File("rules.json");
+    std::ofstream(rules) << b.text;
+    EXPECT_EQ(run(base + "--token-secret " + Quote(secret) + " --rules " + Quote(rules)), 2);
+    EXPECT_NE(err().find(b.says), std::string::npos) << err();
+    EXPECT_FALSE(std::ifstream(db).good()) << "the store was created";
+  }
+  const std::string good = dir.File("good.json");
+  std::ofstream(good) << R"({"collections": {"t": {"channels": ["u:{owner}"]}}})";
+  EXPECT_EQ(run(base + "--rules " + Quote(good)), 2);  // no --token-secret
+  EXPECT_NE(err().find("token"), std::string::npos) << err();
+  EXPECT_EQ(
+      run(base + "--token-secret " + Quote(secret) + " --rules " + Quote(dir.File("missing.json"))),
+      3);
+  EXPECT_NE(err().find("missing.json"), std::string::npos) << err();
 }

@@ -34,9 +34,10 @@ namespace {
 
 using testing::FaultProxy;
 using testing::Faults;
-using testing::ServerThread;
 using testing::OpenReplica;
 using testing::Options;
+using testing::RejectedOps;
+using testing::ServerThread;
 using testing::SyncOnce;
 using testing::TempDir;
 
@@ -1149,15 +1150,6 @@ TEST(SyncAuth, ReadPermissionLimitsWhatIsSent) {
   o.token = Token("bob", 3600, {"public"});
   ASSERT_TRUE(SyncOnce(b.get(), server.address(), o).ok());
   EXPECT_EQ(b->DumpString().value(), R"({"public":{"p":{"v":1}}})");
-}
-
-std::vector<RejectedOp> RejectedOps(Replica* r) {
-  std::vector<RejectedOp> out;
-  EXPECT_TRUE(r->Rejected([&](const RejectedOp& op) {
-                 out.push_back(op);
-                 return Status::OK();
-               }).ok());
-  return out;
 }
 
 std::string QueryRows(Replica* r, const std::string& sql) {

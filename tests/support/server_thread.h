@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/strings.h"
 #include "replica/replica.h"
@@ -111,6 +112,16 @@ inline Status SyncOnce(Replica* r, const std::string& server, sync::SyncOptions 
   o.backoff_min_ms = 10;
   sync::SyncClient c(r, o);
   return c.SyncOnce(30000);
+}
+
+// The ops a replica keeps as refused by the server (Replica::Rejected).
+inline std::vector<RejectedOp> RejectedOps(Replica* r) {
+  std::vector<RejectedOp> out;
+  EXPECT_TRUE(r->Rejected([&](const RejectedOp& op) {
+                 out.push_back(op);
+                 return Status::OK();
+               }).ok());
+  return out;
 }
 
 }  // namespace cairn::testing

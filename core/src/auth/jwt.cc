@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <limits>
-
 #include <nlohmann/json.hpp>
 
+#include "auth/keys.h"
 #include "base/base64.h"
 #include "base/strings.h"
 
@@ -15,24 +15,6 @@ namespace cairn::auth {
 namespace {
 
 using Json = nlohmann::json;
-
-// base64url (RFC 4648 §5) without padding, over mbedTLS's standard base64.
-std::string B64UrlEncode(const std::string& bytes) {
-  std::string s = Base64Encode(bytes);
-  while (!s.empty() && s.back() == '=') s.pop_back();
-  std::replace(s.begin(), s.end(), '+', '-');
-  std::replace(s.begin(), s.end(), '/', '_');
-  return s;
-}
-
-bool B64UrlDecode(std::string s, std::string* out) {
-  if (s.find_first_of("+/=") != std::string::npos) return false;
-  std::replace(s.begin(), s.end(), '-', '+');
-  std::replace(s.begin(), s.end(), '_', '/');
-  if (s.size() % 4 == 1) return false;
-  while (s.size() % 4 != 0) s.push_back('=');
-  return Base64Decode(s, out);
-}
 
 std::string HmacSha256(const std::string& key, const std::string& data) {
   unsigned char mac[32];
@@ -90,8 +72,8 @@ bool Claims::MayWrite(const std::string& collection) const { return Allows(write
 
 std::string SignToken(const std::string& header_json, const std::string& payload_json,
                       const std::string& secret) {
-  std::string signing = B64UrlEncode(header_json) + "." + B64UrlEncode(payload_json);
-  return signing + "." + B64UrlEncode(HmacSha256(secret, signing));
+  std::string signing = Base64UrlEncode(header_json) + "." + Base64UrlEncode(payload_json);
+  return signing + "." + Base64UrlEncode(HmacSha256(secret, signing));
 }
 
 std::string MintToken(const Claims& claims, const std::string& secret) {
@@ -99,33 +81,62 @@ std::string MintToken(const Claims& claims, const std::string& secret) {
                   {"read", claims.read},   {"write", claims.write}};
   if (claims.not_before_s) payload["nbf"] = *claims.not_before_s;
   if (claims.replica_id) payload["rid"] = *claims.replica_id;
+  if (claims.admin) payload["admin"] = true;
+  for (const auto& [name, v] : claims.values) {
+    if (payload.contains(name) || name == "admin") continue;  // the ones above are set above
+    if (v.array) {
+      payload[name] = v.items;
+    } else if (!v.items.empty()) {
+      payload[name] = v.items[0];
+    }
+  }
   return SignToken(R"({"alg":"HS256","typ":"JWT"})", payload.dump(), secret);
 }
 
+bool TokenPolicy::enabled() const { return !secret.empty() || (keys && !keys->empty()); }
+
 Result<Claims> VerifyToken(const std::string& token, const std::string& secret, int64_t now_s) {
+  TokenPolicy policy;
+  policy.secret = secret;
+  return VerifyToken(token, policy, now_s);
+}
+
+Result<Claims> VerifyToken(const std::string& token, const TokenPolicy& policy, int64_t now_s) {
   size_t dot1 = token.find('.');
   size_t dot2 = dot1 == std::string::npos ? dot1 : token.find('.', dot1 + 1);
   if (dot2 == std::string::npos || token.find('.', dot2 + 1) != std::string::npos) {
     return Status::Invalid("token is not a JWT (header.payload.signature)");
   }
   std::string header_raw, payload_raw, sig;
-  if (!B64UrlDecode(token.substr(0, dot1), &header_raw) ||
-      !B64UrlDecode(token.substr(dot1 + 1, dot2 - dot1 - 1), &payload_raw) ||
-      !B64UrlDecode(token.substr(dot2 + 1), &sig)) {
+  if (!Base64UrlDecode(token.substr(0, dot1), &header_raw) ||
+      !Base64UrlDecode(token.substr(dot1 + 1, dot2 - dot1 - 1), &payload_raw) ||
+      !Base64UrlDecode(token.substr(dot2 + 1), &sig)) {
     return Status::Invalid("token is not valid base64url");
   }
-  // The signature first: nothing from an unsigned token is trusted, not even its header.
-  if (!ConstantTimeEqual(sig, HmacSha256(secret, token.substr(0, dot2)))) {
+  // The signature first: nothing from an unsigned token is trusted, not even its header, so
+  // the header does not choose how the token is checked (RFC 8725 §2.1, §3.1): the secret
+  // checks HMAC-SHA256 only, each public key its own algorithm only (a public key is never
+  // taken for an HMAC secret: the "algorithm confusion" attack).
+  const std::string signed_part = token.substr(0, dot2);
+  std::string alg, key_id;
+  if (!policy.secret.empty() && ConstantTimeEqual(sig, HmacSha256(policy.secret, signed_part))) {
+    alg = "HS256";
+  } else if (KeyType type; policy.keys && policy.keys->Verify(signed_part, sig, &type, &key_id)) {
+    alg = type == KeyType::kRsa ? "RS256" : "ES256";
+  } else {
     return Status::Invalid("token has a bad signature");
   }
   Json header = Json::parse(header_raw, nullptr, /*allow_exceptions=*/false);
   Json payload = Json::parse(payload_raw, nullptr, /*allow_exceptions=*/false);
   if (!header.is_object() || !payload.is_object()) return Status::Invalid("token is not JSON");
-  // RFC 8725 §3.1, §3.11: the algorithm is pinned (never taken from the token to choose how
-  // to check it); a "typ" other than JWT is another kind of token; critical extensions
+  // RFC 8725 §3.1, §3.11: the header must name the algorithm that verified it (and the key,
+  // when both name one); a "typ" other than JWT is another kind of token; critical extensions
   // ("crit") are not understood, so the token is refused (RFC 7515 §4.1.11).
-  if (!header.contains("alg") || header["alg"] != "HS256") {
-    return Status::Invalid("token algorithm must be HS256");
+  if (!header.contains("alg") || header["alg"] != alg) {
+    return Status::Invalid("token algorithm must be " + alg);
+  }
+  if (header.contains("kid") && !key_id.empty() && header["kid"] != key_id) {
+    return Status::Invalid("token key id does not match the key that signed it");
   }
   if (header.contains("typ") &&
       (!header["typ"].is_string() || AsciiLower(header["typ"].get<std::string>()) != "jwt")) {
@@ -158,11 +169,40 @@ Result<Claims> VerifyToken(const std::string& token, const std::string& secret, 
       return Status::Invalid("token not valid yet (nbf)");
     }
   }
+  // RFC 7519 §4.1.1, §4.1.3: a server told its issuer and audience takes only tokens for it.
+  if (!policy.issuer.empty() && (!payload.contains("iss") || payload["iss"] != policy.issuer)) {
+    return Status::Invalid("token issuer is not " + policy.issuer);
+  }
+  if (!policy.audience.empty()) {
+    const Json& aud = payload.contains("aud") ? payload["aud"] : Json();
+    const bool ours =
+        aud == policy.audience ||
+        (aud.is_array() && std::find(aud.begin(), aud.end(), Json(policy.audience)) != aud.end());
+    if (!ours) return Status::Invalid("token audience does not include " + policy.audience);
+  }
   CAIRN_ASSIGN_OR_RETURN(c.read, CollectionList(payload, "read"));
   CAIRN_ASSIGN_OR_RETURN(c.write, CollectionList(payload, "write"));
   if (payload.contains("rid")) {
     if (!payload["rid"].is_string()) return Status::Invalid("token claim 'rid' is not a string");
     c.replica_id = payload["rid"].get<std::string>();
+  }
+  if (payload.contains("admin")) {
+    if (!payload["admin"].is_boolean()) {
+      return Status::Invalid("token claim 'admin' is not true or false");
+    }
+    c.admin = payload["admin"].get<bool>();
+  }
+  for (const auto& [name, value] : payload.items()) {
+    ClaimValue v;
+    v.array = value.is_array();
+    for (const Json& item : v.array ? value : Json::array({value})) {
+      if (item.is_string()) {
+        v.items.push_back(item.get<std::string>());
+      } else if (item.is_number_integer()) {
+        v.items.push_back(item.dump());
+      }
+    }
+    if (v.array || !v.items.empty()) c.values.emplace(name, std::move(v));
   }
   return c;
 }

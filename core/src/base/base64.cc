@@ -2,6 +2,8 @@
 
 #include <mbedtls/base64.h>
 
+#include <algorithm>
+
 namespace cairn {
 
 std::string Base64Encode(const std::string& bytes) {
@@ -29,6 +31,23 @@ bool Base64Decode(const std::string& text, std::string* out) {
   buf.resize(written);
   *out = std::move(buf);
   return true;
+}
+
+std::string Base64UrlEncode(const std::string& bytes) {
+  std::string s = Base64Encode(bytes);
+  while (!s.empty() && s.back() == '=') s.pop_back();
+  std::replace(s.begin(), s.end(), '+', '-');
+  std::replace(s.begin(), s.end(), '/', '_');
+  return s;
+}
+
+bool Base64UrlDecode(std::string text, std::string* out) {
+  if (text.find_first_of("+/=") != std::string::npos) return false;
+  std::replace(text.begin(), text.end(), '-', '+');
+  std::replace(text.begin(), text.end(), '_', '/');
+  if (text.size() % 4 == 1) return false;
+  while (text.size() % 4 != 0) text.push_back('=');
+  return Base64Decode(text, out);
 }
 
 }  // namespace cairn

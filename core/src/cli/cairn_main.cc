@@ -197,6 +197,10 @@ static int Run(int argc, char** argv) {
   sync->add_option("--server-name", sync_opts.server_name,
                    "name the server certificate must carry (default: HOST)");
   sync->add_option("--only", only, "comma-separated collections to sync (default: all)");
+  sync->add_option("--channels", sync_opts.channels,
+                   "with a server's sync rules: comma-separated channels to sync (default: all "
+                   "the token may read)")
+      ->delimiter(',');
   sync->add_flag("--once", sync_once, "one exchange, then exit (the default)");
   sync->add_flag("--watch", sync_watch, "keep syncing live until SIGINT/SIGTERM");
   sync->add_option("--timeout-ms", sync_timeout_ms, "--once: give up after this long (0: never)");
@@ -222,6 +226,9 @@ static int Run(int argc, char** argv) {
     auto collections = cairn::sync::ParseCollectionList(only);
     if (!collections.ok()) return Fail(collections.status().WithContext("--only"));
     sync_opts.only = std::move(collections.value());
+    for (const std::string& c : sync_opts.channels) {
+      if (c.empty()) return Usage("sync: --channels: an empty channel name");
+    }
   }
   const bool configures = stream_cmd->parsed() && (max_bytes || max_age_ms || priority || policy);
   const bool writes = put->parsed() || inc->parsed() || del->parsed() || imp->parsed() ||

@@ -19,6 +19,12 @@ OpId DocState::MaxOp() const {
   return max;
 }
 
+Fields VisibleFields(const CellMap& cells) {
+  Fields out;
+  for (const auto& [name, cell] : cells) out.emplace(name, cell.Visible());
+  return out;
+}
+
 void DocState::ClearChanges() {
   for (auto& [field, cell] : cells) cell.dirty = false;
   changes = DocChanges();

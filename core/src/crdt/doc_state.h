@@ -157,6 +157,9 @@ struct DocState {
   OpId MaxOp() const;  // largest deciding op over all fields; none() if no cell
 };
 
+// The fields a document shows: each cell's visible value.
+Fields VisibleFields(const CellMap& cells);
+
 // True when applying `op` to `doc` needs doc.incs to be loaded first: a delete that lands below
 // some existing op must subtract the increments it covers.
 bool NeedsIncrements(const DocState& doc, const Op& op);

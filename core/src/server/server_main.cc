@@ -13,8 +13,10 @@
 #include <sstream>
 
 #include "auth/jwt.h"
+#include "auth/keys.h"
 #include "port/port.h"
 #include "protocol/frame.h"
+#include "rules/rules.h"
 #include "server/sync_server.h"
 
 namespace {
@@ -25,6 +27,15 @@ constexpr int kExitError = 3;
 int Fail(const cairn::Status& st) {
   std::cerr << "cairn-server: " << st.ToString() << "\n";
   return st.code() == cairn::Code::kEINVAL ? kExitUsage : kExitError;
+}
+
+// A file's whole content (EIO when it cannot be read).
+cairn::Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  if (in) ss << in.rdbuf();
+  if (!in || in.bad()) return cairn::Status(cairn::Code::kEIO, "cannot read " + path);
+  return ss.str();
 }
 
 // The secret is the file's content with trailing white space removed; at least 32 bytes.
@@ -74,6 +85,19 @@ int Run(int argc, char** argv) {
   app.add_option("--tls-cert", o.tls_cert_file, "PEM certificate chain: serve TLS");
   app.add_option("--tls-key", o.tls_key_file, "PEM private key of --tls-cert");
   app.add_option("--token-secret", secret_file, "file holding the HS256 secret (>= 32 bytes)");
+  std::vector<std::string> key_files, jwks_files;
+  app.add_option("--token-public-key", key_files,
+                 "PEM file of a public key (RSA >= 2048 bits, or EC P-256) that verifies RS256 "
+                 "or ES256 tokens (repeatable)");
+  app.add_option("--jwks", jwks_files,
+                 "JWKS file of public keys that verify RS256 or ES256 tokens, chosen by the "
+                 "signature, their kid checked (repeatable)");
+  app.add_option("--token-issuer", o.token_issuer, "tokens must have this iss claim");
+  app.add_option("--token-audience", o.token_audience, "tokens' aud claim must hold this");
+  std::string rules_file;
+  app.add_option("--rules", rules_file,
+                 "sync rules (JSON): each document's channels and each token's grants "
+                 "(docs/sync-rules.md); needs --token-secret");
   app.add_option("--keep-log", o.store.keep_log_ops,
                  "ops kept in the global log for resuming clients (default 1000000)");
   app.add_option("--idle-timeout-ms", o.conn.idle_timeout_ms,
@@ -114,6 +138,13 @@ int Run(int argc, char** argv) {
                    "seconds until it expires (default 86400; at most 400 days; may be negative)")
       ->check(CLI::Range(-cairn::auth::kMaxTokenValidityS, cairn::auth::kMaxTokenValidityS));
   token->add_option("--rid", rid, "the only replica id (32 hex) it may sync as");
+  std::vector<std::string> claim_args, claim_list_args;
+  bool admin = false;
+  token->add_option("--claim", claim_args,
+                    "NAME=VALUE: a string claim for sync rules' grants (repeatable)");
+  token->add_option("--claim-list", claim_list_args,
+                    "NAME=A,B,...: a list claim for sync rules' grants, {NAME[]} (repeatable)");
+  token->add_flag("--admin", admin, "the admin claim: reads and writes every document");
 
   try {
     app.parse(argc, argv);
@@ -141,12 +172,46 @@ int Run(int argc, char** argv) {
     c.read = SplitList(read);
     c.write = SplitList(write);
     if (!rid.empty()) c.replica_id = rid;
+    c.admin = admin;
+    for (const auto* args : {&claim_args, &claim_list_args}) {
+      for (const std::string& arg : *args) {
+        const size_t eq = arg.find('=');
+        if (eq == 0 || eq == std::string::npos) {
+          std::cerr << "cairn-server: --claim and --claim-list take NAME=VALUE, not '" << arg
+                    << "'\n";
+          return kExitUsage;
+        }
+        cairn::auth::ClaimValue v;
+        v.array = args == &claim_list_args;
+        const std::string value = arg.substr(eq + 1);
+        v.items = v.array ? SplitList(value) : std::vector<std::string>{value};
+        c.values[arg.substr(0, eq)] = std::move(v);
+      }
+    }
     std::cout << cairn::auth::MintToken(c, o.token_secret) << "\n";
     return 0;
   }
   if (o.db_path.empty()) {
     std::cerr << "cairn-server: --db FILE is required\n";
     return kExitUsage;
+  }
+  if (!key_files.empty() || !jwks_files.empty()) {
+    auto keys = std::make_shared<cairn::auth::KeySet>();
+    for (const auto* files : {&key_files, &jwks_files}) {
+      for (const std::string& f : *files) {
+        auto text = ReadFile(f);
+        if (!text.ok()) return Fail(text.status());
+        cairn::Status added =
+            files == &key_files ? keys->AddPem(text.value(), f) : keys->AddJwks(text.value(), f);
+        if (!added.ok()) return Fail(added);
+      }
+    }
+    o.token_keys = std::move(keys);
+  }
+  if (!rules_file.empty()) {
+    auto rules = cairn::rules::Rules::Load(rules_file);
+    if (!rules.ok()) return Fail(rules.status());
+    o.rules = std::make_shared<const cairn::rules::Rules>(std::move(rules).value());
   }
   if (store != "sqlite") {
     if (!cairn::server::IsPostgresUrl(store)) {

@@ -45,8 +45,8 @@ using store::U;
 }  // namespace
 
 Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
-                const PushLimits& limits, const AdmitFn& admit, const TxnFn& on_txn,
-                PushSort* sort) {
+                const PushLimits& limits, const AdmitFn& admit, const AdmitTxnFn& admit_txn,
+                const TxnFn& on_txn, PushSort* sort) {
   *sort = PushSort();
   const size_t bytes = protocol::BatchWireBytes(batch);
   if (bytes > limits.max_bytes) {
@@ -61,6 +61,7 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
   Status verdict;
   auto finish_txn = [&]() -> Status {
     if (n == 0) return Status::OK();
+    if (verdict.ok() && admit_txn) CAIRN_RETURN_IF_ERROR(admit_txn(txn, n, &verdict));
     CAIRN_RETURN_IF_ERROR(on_txn(txn, n, verdict));
     if (verdict.ok()) {
       for (size_t i = 0; i < n; i++) sort->max_hlc = std::max(sort->max_hlc, txn[i].id.hlc);
@@ -240,7 +241,8 @@ Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
 }
 
 Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                                                const PushLimits& limits, const AdmitFn& admit) {
+                                                const PushLimits& limits, const AdmitFn& admit,
+                                                const AdmitTxnFn& admit_txn) {
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   store::RollbackUnlessCommitted guard(store_.get());
   PushResult result;
@@ -248,7 +250,7 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const w
   protocol::BatchEncoder accepted;
   PushSort sort;
   CAIRN_RETURN_IF_ERROR(SortPush(
-      origin, batch, before, limits, admit,
+      origin, batch, before, limits, admit, admit_txn,
       [&](const std::vector<Op>& txn, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
           Refused r = RefusalOf(txn, n, verdict);

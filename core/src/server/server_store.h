@@ -59,6 +59,10 @@ struct PushResult {
 
 // Whether the server takes an op of a push: OK, or why not (EPERM, ECLOCK, ...).
 using AdmitFn = std::function<Status(const Op&)>;
+// Whether the server takes a transaction txn[0..n) whose every op AdmitFn took (sync rules,
+// server/write_judge.h): sets `verdict`; an error (the store's trouble) ends the push. Empty:
+// every such transaction is taken.
+using AdmitTxnFn = std::function<Status(const std::vector<Op>& txn, size_t n, Status* verdict)>;
 
 // The shape of a push the server takes (docs/protocol.md "Limits"), what its Welcome advertises:
 // at most `max_ops` ops unless it holds one transaction, and at most `max_bytes`
@@ -88,14 +92,15 @@ struct PushSort {
   Hlc max_hlc = 0;                  // the highest stamp accepted
 };
 // Gets each transaction past the receipt in order: its ops txn[0..n), and OK or why it is
-// refused (ValidateValue: the decoder checked names and keys; then `admit`). Ops above the
+// refused (ValidateValue: the decoder checked names and keys; then `admit`, then for the whole
+// transaction `admit_txn`). Ops above the
 // receipt the push already brought, and gaps, are ECORRUPT (oplog/admission.h).
 using TxnFn = std::function<Status(const std::vector<Op>& txn, size_t n, const Status& verdict)>;
 // EINVAL for an op of another origin or a push beyond `limits`, ECORRUPT for a gap; `on_txn`'s
 // errors end it.
 Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
-                const PushLimits& limits, const AdmitFn& admit, const TxnFn& on_txn,
-                PushSort* sort);
+                const PushLimits& limits, const AdmitFn& admit, const AdmitTxnFn& admit_txn,
+                const TxnFn& on_txn, PushSort* sort);
 // EFORKED when the highest duplicate is not the op the store received under that seq (`ours`,
 // its stamp while the log holds it): the replica's history forked (docs/protocol.md "Restored
 // replicas").
@@ -138,14 +143,16 @@ class ServerStore {
   // Applies a batch pushed by `origin` (the authenticated replica) atomically. Every op must be
   // the origin's own (EINVAL otherwise, nothing applied); ops already received are
   // skipped; an op past a gap ends the push (ECORRUPT). A transaction with an op that breaks
-  // the rules or that `admit` refuses is refused whole: not applied, recorded, reported in
+  // the rules or that `admit` refuses, or that `admit_txn` refuses, is refused whole: not
+  // applied, recorded, reported in
   // PushResult::refused; its seqs count as received. The batch gets the next cursor; its log
   // entry covers the refused seqs too (docs/protocol.md, "Refused ops"). EFORKED (nothing
   // applied) when a skipped op is not the one received under its seq while the log holds that
   // one (docs/protocol.md, "Restored replicas"). EINVAL (nothing applied) for a push beyond
   // `limits`.
   virtual Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                                       const PushLimits& limits, const AdmitFn& admit) = 0;
+                                       const PushLimits& limits, const AdmitFn& admit,
+                                       const AdmitTxnFn& admit_txn) = 0;
 
   // Log entries with cursor > after (up to head()), oldest first, at most max_rows.
   virtual Status ReadLog(uint64_t after, size_t max_rows,
@@ -185,7 +192,8 @@ class SqliteServerStore final : public ServerStore {
   uint64_t floor() const override { return floor_; }
   int64_t NowMs() override { return clock_source_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                               const PushLimits& limits, const AdmitFn& admit) override;
+                               const PushLimits& limits, const AdmitFn& admit,
+                               const AdmitTxnFn& admit_txn) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override;
   Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;

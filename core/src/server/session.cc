@@ -121,14 +121,14 @@ void Session::OnHello(const wire::Hello& hello) {
                                                "all 0xff bytes (docs/protocol.md \"Replica ids\")");
     return;
   }
-  const std::string& secret = server_->options.token_secret;
-  if (!secret.empty()) {
+  const auth::TokenPolicy policy = server_->options.tokens();
+  if (policy.enabled()) {
     const std::string token = hello.token() ? hello.token()->str() : std::string();
     if (token.empty()) {
       conn->SendErrorAndClose(Code::kEPERM, "this server requires a token");
       return;
     }
-    auto claims = auth::VerifyToken(token, secret, store->NowMs() / 1000);
+    auto claims = auth::VerifyToken(token, policy, store->NowMs() / 1000);
     if (!claims.ok()) {
       conn->SendErrorAndClose(Code::kEPERM, claims.status().message());
       return;
@@ -144,18 +144,48 @@ void Session::OnHello(const wire::Hello& hello) {
     }
     claims_ = std::move(claims.value());
   }
+  // Sync rules: the grants of the token's claims, and the channels subscribed to, each one the
+  // token may read.
+  if (const rules::Rules* rules = server_->options.rules.get()) {
+    if (!claims_) {
+      conn->SendErrorAndClose(Code::kEPERM, "sync rules need a token");
+      return;
+    }
+    auto grants = rules->GrantsFor(*claims_);
+    if (!grants.ok()) {
+      conn->SendErrorAndClose(grants.status().code(), grants.status().message());
+      return;
+    }
+    grants_ = std::move(grants.value());
+    if (const auto* channels = hello.channels()) {
+      for (const auto* name : *channels) {
+        std::string c = name->str();
+        if (!grants_->admin && grants_->read.count(c) == 0) {
+          conn->SendErrorAndClose(Code::kEPERM,
+                                  "the token does not allow reading channel '" + c + "'");
+          return;
+        }
+        channels_.insert(std::move(c));
+      }
+    }
+  } else if (hello.channels() != nullptr && hello.channels()->size() > 0) {
+    conn->SendErrorAndClose(
+        Code::kEINVAL, "this server has no sync rules: subscribe to collections, not channels");
+    return;
+  }
   // Subscriptions: the collections named, or all the token allows.
-  if (hello.subscriptions() && hello.subscriptions()->size() > 0) {
+  const auto* subscriptions = hello.subscriptions();
+  if (subscriptions != nullptr && subscriptions->size() > 0) {
     all_collections_ = false;
-    for (const auto* name : *hello.subscriptions()) {
+    for (const auto* name : *subscriptions) {
       std::string n = name->str();
-      if (claims_ && !claims_->MayRead(n)) {
+      if (claims_ && !grants_ && !claims_->MayRead(n)) {
         conn->SendErrorAndClose(Code::kEPERM, "the token does not allow reading '" + n + "'");
         return;
       }
       subscriptions_.insert(n);
     }
-  } else if (claims_ && !claims_->MayRead("*")) {
+  } else if (claims_ && !grants_ && !claims_->MayRead("*")) {
     all_collections_ = false;
     subscriptions_.insert(claims_->read.begin(), claims_->read.end());
   }
@@ -215,11 +245,14 @@ void Session::OnHello(const wire::Hello& hello) {
   conn->SetFrameLimit(server_->options.conn.limits.max_frame_bytes, "");
   flatbuffers::FlatBufferBuilder fbb(256);
   wire::ReplicaId sid = protocol::ToWire(store->id());
-  auto welcome = wire::CreateWelcome(fbb, protocol::kProtocolVersion, &sid, store->NowMs(),
-                                     server_->options.conn.limits.max_frame_bytes,
-                                     server_->options.max_batch_ops,
-                                     server_->options.window_batches,
-                                     server_->options.max_drift_ms);
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>> read_only;
+  if (grants_ && !grants_->admin) {
+    read_only = fbb.CreateVectorOfStrings(server_->options.rules->ReadOnlyCollections());
+  }
+  auto welcome = wire::CreateWelcome(
+      fbb, protocol::kProtocolVersion, &sid, store->NowMs(),
+      server_->options.conn.limits.max_frame_bytes, server_->options.max_batch_ops,
+      server_->options.window_batches, server_->options.max_drift_ms, read_only);
   conn->Send(FinishFrame(&fbb, wire::Body::Welcome, welcome));
   server_->Log("session " + replica_.Hex() + " from " + conn->peer() + " at cursor " +
                std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()) +
@@ -238,7 +271,7 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   const int64_t now = store->NowMs();
   const int64_t max_drift = server_->options.max_drift_ms;
   auto admit = [&](const Op& op) -> Status {
-    if (claims_ && !claims_->MayWrite(op.collection)) {
+    if (claims_ && !grants_ && !claims_->MayWrite(op.collection)) {
       return Status(Code::kEPERM, "the token does not allow writing '" + op.collection + "'");
     }
     const int64_t ahead = static_cast<int64_t>(HlcPhysical(op.id.hlc)) - now;
@@ -252,7 +285,17 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   PushLimits limits;  // what the Welcome advertised
   limits.max_ops = server_->options.max_batch_ops;
   limits.max_bytes = protocol::BatchBudget(server_->options.conn.limits.max_frame_bytes);
-  auto pushed = store->ApplyPush(replica_, batch, limits, admit);
+  // Sync rules: each transaction judged on its documents' channels (docs/sync-rules.md
+  // "Writing").
+  std::optional<WriteJudge> judge;
+  AdmitTxnFn admit_txn;
+  if (grants_) {
+    judge.emplace(server_->options.rules.get(), &*grants_, store->state());
+    admit_txn = [&](const std::vector<Op>& txn, size_t n, Status* verdict) {
+      return judge->Judge(txn, n, verdict);
+    };
+  }
+  auto pushed = store->ApplyPush(replica_, batch, limits, admit, admit_txn);
   if (!pushed.ok()) {
     const Code code = pushed.status().code();
     if (code == Code::kEINVAL || code == Code::kECORRUPT || code == Code::kEFORKED) {
@@ -325,6 +368,25 @@ void Session::OnStreamBatch(const wire::StreamBatch& batch) {
   conn->Send(FinishFrame(&fbb, wire::Body::StreamAck, ack));
 }
 
+bool Session::InView(const std::string& collection, const std::string& key) {
+  if (!grants_ || (grants_->admin && channels_.empty())) return true;
+  auto fields = server_->store->state()->GetDoc(collection, key);
+  if (!fields.ok()) {
+    // Not known to be in the view: not sent (the session goes on; logged).
+    server_->Log("reading " + collection + "/" + key + " failed: " + fields.status().ToString());
+    return false;
+  }
+  const std::vector<std::string> channels =
+      server_->options.rules->Channels(collection, key, fields->has_value() ? **fields : Fields());
+  for (const std::string& c : channels) {
+    if ((grants_->admin || grants_->read.count(c) > 0) &&
+        (channels_.empty() || channels_.count(c) > 0)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void Session::Pump() {
   if (!live_ || conn->closing()) return;
   for (;;) {
@@ -370,7 +432,7 @@ void Session::Pump() {
       uint64_t sent = 0;
       CAIRN_RETURN_IF_ERROR(
           protocol::DecodeBatchFrame(e.batch, "log entry", fits, [&](const Op& op) {
-            if (Wants(op.collection, e.cursor)) {
+            if (Wants(op.collection, e.cursor) && InView(op.collection, op.key)) {
               enc.Add(op);
               sent++;
             }

@@ -24,6 +24,7 @@
 #include "server/session_hub.h"
 #include "server/stream_tables.h"
 #include "server/sync_server.h"
+#include "server/write_judge.h"
 
 namespace cairn::server {
 
@@ -122,9 +123,12 @@ class Session : public net::Link::Delegate {
     return it == holds_.end() || cursor > it->second;
   }
   bool Reads(const std::string& collection) const {
-    return all_collections_ ? !claims_ || claims_->MayRead(collection)
+    return all_collections_ ? !claims_ || grants_ || claims_->MayRead(collection)
                             : subscriptions_.count(collection) > 0;
   }
+  // With sync rules: whether the document is in the client's view now (docs/sync-rules.md
+  // "Reading"); a document that cannot be read is not.
+  bool InView(const std::string& collection, const std::string& key);
   // Decides whether the client needs a snapshot (docs/protocol.md "Snapshots").
   Status PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_t cursor);
   // The state of every collection the client reads, at the log's head.
@@ -164,6 +168,10 @@ class Session : public net::Link::Delegate {
   std::map<std::string, uint64_t> holds_;
   std::optional<Snapshot> snapshot_;
   std::optional<auth::Claims> claims_;   // when the server has a secret
+  // With sync rules: what the token may read and write, and the channels subscribed to (empty:
+  // every channel it may read).
+  std::optional<rules::Grants> grants_;
+  std::set<std::string> channels_;
   // The replica's own ops it has (Hello's own_seq): its later ones in the log (a file restored
   // from a backup lacks them) are sent back to it. nullopt: an older client, never sent back.
   std::optional<uint64_t> own_seq_;

@@ -32,6 +32,10 @@ Result<std::unique_ptr<SessionHub>> SessionHub::Open(const ServerOptions& option
   if (options.handshake_timeout_ms == 0) {
     return Status::Invalid("the handshake timeout must be at least 1 ms");
   }
+  if (options.rules && !options.tokens().enabled()) {
+    return Status::Invalid(
+        "sync rules need tokens (--token-secret or public keys): grants come from their claims");
+  }
   // docs/protocol.md "Limits": every transaction must fit a frame, and no client takes more.
   const uint32_t frame = options.conn.limits.max_frame_bytes;
   if (frame < protocol::kMinMaxFrameBytes || frame > protocol::kMaxMaxFrameBytes) {

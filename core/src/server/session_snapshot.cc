@@ -17,8 +17,9 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
   // What the client holds: everything it reads (from its cursor), or the collections listed.
   holds_.clear();
   const bool partial = hello.partial() && same_server;
-  if (partial && hello.holds()) {
-    for (const wire::Holding* h : *hello.holds()) {
+  const auto* holds = hello.holds();
+  if (partial && holds != nullptr) {
+    for (const wire::Holding* h : *holds) {
       if (h->collection() == nullptr) return Status::Invalid("a holding without a collection");
       holds_[h->collection()->str()] = h->since();
     }
@@ -162,9 +163,13 @@ bool Session::PumpSnapshot() {
         coll, snap.after_key, max_docs, [&](const std::string& key, std::vector<Op>* ops) {
           docs++;
           scanned++;
+          doc.clear();
+          if (!InView(coll, key)) {  // sync rules: a document outside the view is not sent
+            last_key = key;
+            return Status::OK();
+          }
           // Not the client's own ops it has; nothing past the snapshot's receipts (the log
           // has them).
-          doc.clear();
           size_t bytes = 0;
           for (Op& op : *ops) {
             auto w = snap.watermarks.find(op.id.origin);

@@ -226,9 +226,11 @@ Status SyncServer::Listen() {
                                            : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   i->hub->Log("listening on " + i->options.host + ":" + std::to_string(port_) +
          (i->tls ? " (TLS)" : " (plain TCP, no TLS)") + ", server id " + i->hub->store()->id().Hex());
-  if (i->options.token_secret.empty()) {
-    i->hub->Log("WARNING: no token secret: the server is OPEN, anyone who can connect may read and "
-           "write everything. Use --token-secret FILE outside development.");
+  if (!i->options.tokens().enabled()) {
+    i->hub->Log(
+        "WARNING: no token secret or key: the server is OPEN, anyone who can connect may "
+        "read and write everything. Use --token-secret FILE (or --token-public-key, --jwks) "
+        "outside development.");
   }
   return Status::OK();
 }

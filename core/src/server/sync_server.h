@@ -15,8 +15,11 @@
 #include <memory>
 #include <string>
 
+#include "auth/jwt.h"
+#include "auth/keys.h"
 #include "base/result.h"
 #include "net/conn.h"
+#include "rules/rules.h"
 #include "server/server_store.h"
 
 namespace cairn::server {
@@ -29,7 +32,17 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 0;                 // 0: any free port (see SyncServer::port())
   std::string tls_cert_file, tls_key_file;  // both set: TLS
-  std::string token_secret;          // empty: open server (no authentication), said loudly
+  // Tokens (docs/protocol.md "Authentication and tokens"): an HS256 secret, public keys for
+  // RS256 and ES256, and the issuer and audience they must name (empty: not checked). No secret
+  // and no key: an open server (no authentication), said loudly.
+  std::string token_secret;
+  std::shared_ptr<const auth::KeySet> token_keys;
+  std::string token_issuer, token_audience;
+  auth::TokenPolicy tokens() const {
+    return auth::TokenPolicy{token_secret, token_keys, token_issuer, token_audience};
+  }
+  // Sync rules (docs/sync-rules.md; needs tokens): null, the per-collection claims of tokens.
+  std::shared_ptr<const rules::Rules> rules;
   ServerStoreOptions store;
   net::ConnOptions conn;             // frame limit, idle and frame timeouts
   // From accept to Hello, TLS handshake included: a peer slower than this is closed.

@@ -160,6 +160,10 @@ class ReplicaStore {
   // --- Reading ---
   // The visible fields of a document; nullopt when not visible.
   Result<std::optional<Fields>> GetDoc(const std::string& collection, const std::string& key);
+  // A copy of a document's merged state, unwritten changes included, its increments loaded (so
+  // that any op can be applied to it): for judging a write before it is applied
+  // (server/write_judge.h). An empty state for a document or collection never written.
+  Result<crdt::DocState> CopyDoc(const std::string& collection, const std::string& key);
   // Visible documents in canonical order (collection name, then key, bytewise).
   Status ForEachVisibleDoc(
       const std::function<Status(const std::string&, const std::string&, const Fields&)>& fn);

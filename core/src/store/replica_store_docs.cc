@@ -405,10 +405,15 @@ Status ReplicaStore::TrimCache() {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-static Fields VisibleFields(const crdt::CellMap& cells) {
-  Fields out;
-  for (const auto& [name, cell] : cells) out.emplace(name, cell.Visible());
-  return out;
+Result<crdt::DocState> ReplicaStore::CopyDoc(const std::string& collection,
+                                             const std::string& key) {
+  auto c = collections_.find(collection);
+  if (c == collections_.end()) return crdt::DocState();
+  CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(c->second.idx, key));
+  if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
+  crdt::DocState copy = doc->state;
+  copy.ClearChanges();
+  return copy;
 }
 
 Result<std::optional<Fields>> ReplicaStore::GetDoc(const std::string& collection,
@@ -423,7 +428,7 @@ Result<std::optional<Fields>> ReplicaStore::GetDoc(const std::string& collection
   if (!row) return std::optional<Fields>();
   crdt::CellMap cells;
   if (!DecodeCells(st.Blob(0), &cells)) return Status::Corrupt("malformed cells");
-  return std::optional<Fields>(VisibleFields(cells));
+  return std::optional<Fields>(crdt::VisibleFields(cells));
 }
 
 Status ReplicaStore::ForEachVisibleDoc(
@@ -439,7 +444,7 @@ Status ReplicaStore::ForEachVisibleDoc(
       if (!row) break;
       crdt::CellMap cells;
       if (!DecodeCells(st.Blob(1), &cells)) return Status::Corrupt("malformed cells");
-      CAIRN_RETURN_IF_ERROR(fn(name, std::string(st.Text(0)), VisibleFields(cells)));
+      CAIRN_RETURN_IF_ERROR(fn(name, std::string(st.Text(0)), crdt::VisibleFields(cells)));
     }
     st.Reset();
   }

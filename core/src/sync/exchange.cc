@@ -154,6 +154,7 @@ void Exchange::OnOpen(net::Link* c) {
   for (const auto& s : only) subs.push_back(fbb.CreateString(s));
   auto token = fbb.CreateString(options.token);
   auto subs_vec = fbb.CreateVector(subs);
+  auto channels_vec = fbb.CreateVectorOfStrings(options.channels);
   std::vector<flatbuffers::Offset<wire::Holding>> holds;
   if (coverage.partial) {
     for (const auto& [name, since] : coverage.holds) {
@@ -178,6 +179,7 @@ void Exchange::OnOpen(net::Link* c) {
   hello.add_token(token);
   hello.add_cursor(cursor);
   hello.add_subscriptions(subs_vec);
+  hello.add_channels(channels_vec);
   hello.add_client_time_ms(port::WallClockMs());
   hello.add_own_seq(own->last_seq);
   if (own->hlc) hello.add_own_hlc(*own->hlc);

@@ -36,6 +36,9 @@ struct SyncOptions {
   std::string ca_file;          // trusted CAs (PEM); empty: the system's bundle
   std::string server_name;      // name the certificate must carry; empty: the host of `server`
   std::vector<std::string> only;  // collections to sync; empty: all the token may read
+  // With a server's sync rules (docs/sync-rules.md): the channels to sync, among those the
+  // token may read; empty: all of them.
+  std::vector<std::string> channels;
   uint32_t max_batch_ops = 8192;  // ops per pushed batch (whole transactions)
   uint32_t window = 8;            // unacknowledged batches in flight
   net::ConnOptions conn;

@@ -5,7 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "auth/keys.h"
+#include "base/base64.h"
+#include "support/token_keys.h"
 
 namespace cairn::auth {
 namespace {
@@ -121,6 +126,137 @@ TEST(JwtTest, MalformedTokens) {
   EXPECT_EQ(Reason(SignToken(kHeader, "[]", kSecret)), "token is not JSON");
   EXPECT_EQ(Reason(SignToken(kHeader, R"({"sub":"","exp":1900000000})", kSecret)),
             "token has no subject");
+}
+
+// ---------------------------------------------------------------------------------------------
+// RS256 and ES256 (docs/protocol.md "Authentication and tokens"): tokens an identity provider
+// signs with its private key, checked with public keys. The keys are tests/unit/auth/testdata.
+
+using cairn::testing::SignWithKey;
+using cairn::testing::TestKeyFile;
+
+TokenPolicy KeysPolicy(const std::vector<std::string>& pems, const std::string& jwks = "") {
+  auto keys = std::make_shared<KeySet>();
+  for (const std::string& p : pems) EXPECT_TRUE(keys->AddPem(TestKeyFile(p), p).ok()) << p;
+  if (!jwks.empty()) {
+    Status st = keys->AddJwks(TestKeyFile(jwks), jwks);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+  TokenPolicy policy;
+  policy.keys = std::move(keys);
+  return policy;
+}
+
+std::string ReasonWith(const TokenPolicy& policy, const std::string& token) {
+  auto c = VerifyToken(token, policy, kNow);
+  return c.ok() ? "ok" : c.status().message();
+}
+
+TEST(JwtKeysTest, Rs256AndEs256VerifyWithPublicKeys) {
+  const TokenPolicy policy = KeysPolicy({"rsa1.pub.pem", "ec1.pub.pem"});
+  const std::string rs = SignWithKey("rsa1.key.pem", R"({"alg":"RS256","typ":"JWT"})", Payload());
+  const std::string es = SignWithKey("ec1.key.pem", R"({"alg":"ES256"})", Payload());
+  EXPECT_EQ(ReasonWith(policy, rs), "ok");
+  EXPECT_EQ(ReasonWith(policy, es), "ok");
+  auto claims = VerifyToken(rs, policy, kNow);
+  ASSERT_TRUE(claims.ok());
+  EXPECT_EQ(claims->subject, "alice");
+  // Another key's signature; a flipped bit; the header naming another algorithm.
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("rsa2.key.pem", R"({"alg":"RS256"})", Payload())),
+            "token has a bad signature");
+  std::string flipped = es;
+  flipped[flipped.size() - 3] = flipped[flipped.size() - 3] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(ReasonWith(policy, flipped), "token has a bad signature");
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("rsa1.key.pem", R"({"alg":"ES256"})", Payload())),
+            "token algorithm must be RS256");
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("ec1.key.pem", R"({"alg":"HS256"})", Payload())),
+            "token algorithm must be ES256");
+  // The claims are checked as for HS256.
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("rsa1.key.pem", R"({"alg":"RS256"})",
+                                           Payload("", kNow - kClockLeewayS - 1))),
+            "token expired");
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("ec1.key.pem", R"({"alg":"ES256"})",
+                                           Payload(R"(,"nbf":)" + std::to_string(kNow + 600)))),
+            "token not valid yet (nbf)");
+  // A server with keys only takes no HS256 token, whatever secret signed it.
+  EXPECT_EQ(ReasonWith(policy, SignToken(kHeader, Payload(), kSecret)),
+            "token has a bad signature");
+}
+
+// RFC 8725 §2.1: an HS256 token "signed" with the server's public key as the HMAC secret must
+// not pass, with or without a secret of the server's own; nor "none".
+TEST(JwtKeysTest, AlgorithmConfusionAndNoneAreRefused) {
+  TokenPolicy policy = KeysPolicy({"rsa1.pub.pem"});
+  const std::string public_pem = TestKeyFile("rsa1.pub.pem");
+  const std::string confused = SignToken(R"({"alg":"HS256"})", Payload(), public_pem);
+  EXPECT_EQ(ReasonWith(policy, confused), "token has a bad signature");
+  policy.secret = kSecret;
+  EXPECT_EQ(ReasonWith(policy, confused), "token has a bad signature");
+  EXPECT_EQ(ReasonWith(policy, SignToken(kHeader, Payload(), kSecret)), "ok");  // both work
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("rsa1.key.pem", R"({"alg":"RS256"})", Payload())), "ok");
+  const std::string none =
+      Base64UrlEncode(R"({"alg":"none"})") + "." + Base64UrlEncode(Payload()) + ".";
+  EXPECT_EQ(ReasonWith(policy, none), "token has a bad signature");
+}
+
+TEST(JwtKeysTest, JwksKeysRotateAndTheirIdsAreChecked) {
+  // The JWKS brings rsa1 and ec1 (its encryption key skipped); rsa2 beside it: rotation.
+  const TokenPolicy policy = KeysPolicy({"rsa2.pub.pem"}, "keys.jwks.json");
+  EXPECT_EQ(policy.keys->size(), 3u);
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("rsa1.key.pem", R"({"alg":"RS256","kid":"rsa-2026"})",
+                                           Payload())),
+            "ok");
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("rsa2.key.pem", R"({"alg":"RS256"})", Payload())), "ok");
+  EXPECT_EQ(ReasonWith(policy,
+                       SignWithKey("ec1.key.pem", R"({"alg":"ES256","kid":"ec-2026"})", Payload())),
+            "ok");
+  EXPECT_EQ(ReasonWith(policy, SignWithKey("rsa1.key.pem", R"({"alg":"RS256","kid":"ec-2026"})",
+                                           Payload())),
+            "token key id does not match the key that signed it");
+}
+
+TEST(JwtKeysTest, BadKeysAreRefusedNamingThem) {
+  KeySet keys;
+  auto refuses = [&](const Status& st, const std::string& says) {
+    EXPECT_EQ(st.code(), Code::kEINVAL);
+    EXPECT_NE(st.message().find(says), std::string::npos) << st.message();
+  };
+  refuses(keys.AddPem(TestKeyFile("rsa1024.pub.pem"), "short.pem"), "at least 2048");
+  refuses(keys.AddPem(TestKeyFile("ec384.pub.pem"), "p384.pem"), "P-256");
+  refuses(keys.AddPem("not a key", "junk.pem"), "junk.pem: not a public key");
+  refuses(keys.AddJwks("[]", "a.jwks"), "a.jwks: not a JWKS");
+  refuses(keys.AddJwks(R"({"keys":[{"kty":"RSA","e":"AQAB"}]})", "b.jwks"),
+          "b.jwks: keys[0]: no \"n\"");
+  refuses(keys.AddJwks(R"({"keys":[{"kty":"EC","crv":"P-384","x":"AA","y":"AA"}]})", "c.jwks"),
+          "P-256");
+  refuses(keys.AddJwks(R"({"keys":[{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}]})", "d.jwks"),
+          "32 bytes");
+  const std::string zeros = Base64UrlEncode(std::string(32, '\x01'));
+  refuses(keys.AddJwks(R"({"keys":[{"kty":"EC","crv":"P-256","x":")" + zeros + R"(","y":")" +
+                           zeros + R"("}]})",
+                       "e.jwks"),
+          "not a point of P-256");
+  refuses(keys.AddJwks(R"({"keys":[{"kty":"oct","k":"AAAA"}]})", "f.jwks"), "key type");
+  refuses(keys.AddJwks(R"({"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"}]})", "g.jwks"),
+          "no signing key");
+  EXPECT_TRUE(keys.empty());
+}
+
+TEST(JwtKeysTest, IssuerAndAudienceWhenConfigured) {
+  TokenPolicy policy = KeysPolicy({"ec1.pub.pem"});
+  policy.issuer = "https://id.example.com";
+  policy.audience = "cairn";
+  auto with = [&](const std::string& extra) {
+    return ReasonWith(policy, SignWithKey("ec1.key.pem", R"({"alg":"ES256"})", Payload(extra)));
+  };
+  EXPECT_EQ(with(R"(,"iss":"https://id.example.com","aud":"cairn")"), "ok");
+  EXPECT_EQ(with(R"(,"iss":"https://id.example.com","aud":["other","cairn"])"), "ok");
+  EXPECT_EQ(with(R"(,"aud":"cairn")"), "token issuer is not https://id.example.com");
+  EXPECT_EQ(with(R"(,"iss":"https://evil.example.com","aud":"cairn")"),
+            "token issuer is not https://id.example.com");
+  EXPECT_EQ(with(R"(,"iss":"https://id.example.com","aud":"other")"),
+            "token audience does not include cairn");
+  EXPECT_EQ(with(R"(,"iss":"https://id.example.com")"), "token audience does not include cairn");
 }
 
 }  // namespace

@@ -46,7 +46,8 @@ class PushTest : public ::testing::Test {
     enc.Finish(&fbb);
     const auto* batch =
         flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
-    return store_->ApplyPush(origin_, *batch, limits, [](const Op&) { return Status::OK(); });
+    return store_->ApplyPush(
+        origin_, *batch, limits, [](const Op&) { return Status::OK(); }, nullptr);
   }
 
   // The fields of notes/k in the server's state.

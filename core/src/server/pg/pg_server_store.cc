@@ -78,7 +78,8 @@ class PgServerStore final : public ServerStore {
   uint64_t floor() const override { return copy_->floor(); }
   int64_t NowMs() override { return copy_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                               const PushLimits& limits, const AdmitFn& admit) override;
+                               const PushLimits& limits, const AdmitFn& admit,
+                               const AdmitTxnFn& admit_txn) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override {
     return copy_->ReadLog(after, max_rows, fn);
@@ -279,7 +280,8 @@ Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
 }
 
 Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                                            const PushLimits& limits, const AdmitFn& admit) {
+                                            const PushLimits& limits, const AdmitFn& admit,
+                                            const AdmitTxnFn& admit_txn) {
   // What others committed, taken in before the log's lock is held (a node behind by much, or
   // from a checkpoint, does not make every node's pushes wait for it).
   Status caught_up = CatchUp();
@@ -311,7 +313,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   PushSort sort;
   const int64_t now = NowMs();
   CAIRN_RETURN_IF_ERROR(SortPush(
-      origin, batch, before, limits, admit,
+      origin, batch, before, limits, admit, admit_txn,
       [&](const std::vector<Op>& ops, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
           Refused r = RefusalOf(ops, n, verdict);

@@ -1,0 +1,344 @@
+#include "rules/rules.h"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/strings.h"
+#include "oplog/validate.h"
+
+namespace cairn::rules {
+
+namespace {
+
+using Json = nlohmann::json;
+
+Status Bad(const std::string& where, const std::string& what) {
+  return Status::Invalid("rules: " + where + ": " + what);
+}
+
+// A claim's name in a grant template: what JSON allows in a member name, but no braces,
+// brackets or control characters, so that the template reads one way.
+bool ValidClaimName(std::string_view name) {
+  if (name.empty() || name.size() > 256) return false;
+  for (const char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f || ch == '{' || ch == '}' || ch == '[' || ch == ']') return false;
+  }
+  return true;
+}
+
+// Parses one template. In a collection's channels (`for_grants` false) a placeholder is
+// {field} or {$key}; in grants, {claim} or {claim[]} (at most one of those per template).
+Result<Template> ParseTemplate(const std::string& where, const std::string& text, bool for_grants) {
+  Template t;
+  t.source = text;
+  if (text.empty()) return Bad(where, "an empty template");
+  if (text.size() > kMaxChannelBytes) {
+    return Bad(where, "a template longer than " + std::to_string(kMaxChannelBytes) + " bytes");
+  }
+  size_t arrays = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    const size_t open = text.find('{', i);
+    const size_t close = text.find('}', i);
+    if (close < open) return Bad(where, "'}' without '{' in \"" + text + "\"");
+    if (open > i) {
+      t.pieces.push_back({Template::Kind::kText, text.substr(i, open - i)});
+    }
+    if (open == std::string::npos) break;
+    if (close == std::string::npos) return Bad(where, "'{' without '}' in \"" + text + "\"");
+    std::string name = text.substr(open + 1, close - open - 1);
+    if (name.find('{') != std::string::npos) {
+      return Bad(where, "'{' inside a placeholder in \"" + text + "\"");
+    }
+    if (name.empty()) return Bad(where, "an empty placeholder {} in \"" + text + "\"");
+    Template::Piece piece;
+    if (!for_grants) {
+      if (name == "$key") {
+        piece.kind = Template::Kind::kKey;
+      } else if (name[0] == '$') {
+        return Bad(where, "unknown placeholder {" + name + "} (the key is {$key})");
+      } else if (name.size() > 2 && name.compare(name.size() - 2, 2, "[]") == 0) {
+        return Bad(where, "{" + name + "}: a document's channels take fields, not arrays");
+      } else {
+        Status st = ValidateFieldName(name);
+        if (!st.ok()) return Bad(where, "{" + name + "}: " + st.message());
+        piece.kind = Template::Kind::kField;
+        piece.text = name;
+      }
+    } else {
+      bool each = name.size() > 2 && name.compare(name.size() - 2, 2, "[]") == 0;
+      if (each) name.resize(name.size() - 2);
+      if (!ValidClaimName(name)) {
+        return Bad(where, "{" + name + (each ? "[]" : "") + "} is not a claim's name");
+      }
+      if (each && ++arrays > 1) {
+        return Bad(where, "more than one {claim[]} in \"" + text + "\"");
+      }
+      piece.kind = each ? Template::Kind::kEachClaim : Template::Kind::kClaim;
+      piece.text = name;
+    }
+    t.pieces.push_back(std::move(piece));
+    i = close + 1;
+  }
+  return t;
+}
+
+Result<std::vector<Template>> ParseTemplates(const std::string& where, const Json& list,
+                                             bool for_grants) {
+  if (!list.is_array()) return Bad(where, "not a list of templates");
+  std::vector<Template> out;
+  for (size_t i = 0; i < list.size(); i++) {
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    if (!list[i].is_string()) return Bad(at, "not a string");
+    CAIRN_ASSIGN_OR_RETURN(Template t, ParseTemplate(at, list[i].get<std::string>(), for_grants));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// What a field's value gives a template: strings (not empty) as they are, integers in
+// decimal; nothing for other values.
+bool FieldText(const Value& v, std::string* out) {
+  if (v.type() == ValueType::kString && !v.as_string().empty()) {
+    *out = v.as_string();
+    return true;
+  }
+  if (v.type() == ValueType::kInt) {
+    *out = std::to_string(v.as_int());
+    return true;
+  }
+  return false;
+}
+
+// Expands a grant template over `claims` into `out`.
+void ExpandGrant(const Template& t, const auth::Claims& claims, std::set<std::string>* out) {
+  std::vector<std::string> results{""};
+  for (const Template::Piece& p : t.pieces) {
+    if (p.kind == Template::Kind::kText) {
+      for (std::string& r : results) r += p.text;
+      continue;
+    }
+    auto it = claims.values.find(p.text);
+    if (it == claims.values.end()) return;
+    const auth::ClaimValue& v = it->second;
+    if (p.kind == Template::Kind::kClaim) {
+      if (v.array || v.items.size() != 1 || v.items[0].empty()) return;
+      for (std::string& r : results) r += v.items[0];
+    } else {
+      if (!v.array) return;
+      std::vector<std::string> next;
+      for (const std::string& r : results) {
+        for (const std::string& item : v.items) {
+          if (!item.empty()) next.push_back(r + item);
+        }
+      }
+      results = std::move(next);
+    }
+  }
+  for (std::string& r : results) {
+    if (r.size() <= kMaxChannelBytes) out->insert(std::move(r));
+  }
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  if (v.empty()) return "none";
+  std::string s;
+  for (const std::string& c : v) s += (s.empty() ? "" : ", ") + c;
+  return s;
+}
+
+}  // namespace
+
+bool Grants::MayRead(const std::vector<std::string>& channels) const {
+  if (admin) return true;
+  return std::any_of(channels.begin(), channels.end(),
+                     [&](const std::string& c) { return read.count(c) > 0; });
+}
+
+bool Grants::MayWrite(const std::vector<std::string>& channels) const {
+  if (admin) return true;
+  return std::any_of(channels.begin(), channels.end(),
+                     [&](const std::string& c) { return write.count(c) > 0; });
+}
+
+Result<Rules> Rules::Parse(std::string_view text) {
+  Json doc;
+  try {
+    doc = Json::parse(text);
+  } catch (const Json::parse_error& e) {
+    // The byte the parser stopped at, as a line and column.
+    const size_t at = std::min(e.byte > 0 ? e.byte - 1 : 0, text.size());
+    const size_t line =
+        1 + static_cast<size_t>(
+                std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+    const size_t line_start = text.rfind('\n', at == 0 ? 0 : at - 1);
+    const size_t column = at - (line_start == std::string_view::npos ? 0 : line_start + 1) + 1;
+    return Status::Invalid("rules: line " + std::to_string(line) + ", column " +
+                           std::to_string(column) + ": not valid JSON");
+  }
+  if (!doc.is_object()) return Bad("the file", "not a JSON object");
+  Rules rules;
+  for (const auto& [name, value] : doc.items()) {
+    if (name != "collections" && name != "grants") {
+      return Bad(name, "unknown key (the file has \"collections\" and \"grants\")");
+    }
+  }
+  if (!doc.contains("collections") || !doc["collections"].is_object()) {
+    return Bad("collections", "missing, or not an object of collections");
+  }
+  for (const auto& [name, value] : doc["collections"].items()) {
+    const std::string where = "collections." + name;
+    Status st = ValidateCollectionName(name);
+    if (!st.ok()) return Bad(where, st.message());
+    if (!value.is_object()) return Bad(where, "not an object");
+    CollectionRules c;
+    for (const auto& [key, v] : value.items()) {
+      if (key == "channels") {
+        CAIRN_ASSIGN_OR_RETURN(c.channels, ParseTemplates(where + ".channels", v, false));
+      } else if (key == "devices") {
+        if (v == "read-only") {
+          c.read_only_for_devices = true;
+        } else if (v != "read-write") {
+          return Bad(where + ".devices", "must be \"read-only\" or \"read-write\"");
+        }
+      } else {
+        return Bad(where + "." + key,
+                   "unknown key (a collection has \"channels\" and \"devices\")");
+      }
+    }
+    if (!value.contains("channels")) return Bad(where + ".channels", "missing");
+    rules.collections_.emplace(name, std::move(c));
+  }
+  // Two spellings of one collection (docs/crdt-semantics.md: names that differ only in case
+  // are one collection) would make the rules depend on which the app used.
+  std::map<std::string, std::string> folded;
+  for (const auto& [name, c] : rules.collections_) {
+    auto [it, fresh] = folded.emplace(AsciiLower(name), name);
+    if (!fresh) {
+      return Bad("collections." + name, "names the same collection as \"" + it->second + "\"");
+    }
+  }
+  if (doc.contains("grants")) {
+    const Json& g = doc["grants"];
+    if (!g.is_object()) return Bad("grants", "not an object");
+    for (const auto& [key, v] : g.items()) {
+      if (key == "read") {
+        CAIRN_ASSIGN_OR_RETURN(rules.read_grants_, ParseTemplates("grants.read", v, true));
+      } else if (key == "write") {
+        CAIRN_ASSIGN_OR_RETURN(rules.write_grants_, ParseTemplates("grants.write", v, true));
+      } else {
+        return Bad("grants." + key, "unknown key (grants has \"read\" and \"write\")");
+      }
+    }
+  }
+  return rules;
+}
+
+Result<Rules> Rules::Load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status(Code::kEIO, "cannot read the rules file " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return Status(Code::kEIO, "cannot read the rules file " + path);
+  auto rules = Parse(text.str());
+  if (!rules.ok()) return Status(rules.status().code(), path + ": " + rules.status().message());
+  return rules;
+}
+
+const CollectionRules* Rules::Find(const std::string& collection) const {
+  auto it = collections_.find(collection);
+  if (it != collections_.end()) return &it->second;
+  // The app may spell a collection with other case than the rules file (one collection).
+  for (const auto& [name, c] : collections_) {
+    if (AsciiLower(name) == AsciiLower(collection)) return &c;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> Rules::Channels(const std::string& collection, const std::string& key,
+                                         const Fields& fields) const {
+  std::vector<std::string> out;
+  const CollectionRules* c = Find(collection);
+  if (c == nullptr) return out;
+  for (const Template& t : c->channels) {
+    std::string channel;
+    bool complete = true;
+    for (const Template::Piece& p : t.pieces) {
+      if (p.kind == Template::Kind::kText) {
+        channel += p.text;
+      } else if (p.kind == Template::Kind::kKey) {
+        channel += key;
+      } else {
+        auto it = fields.find(p.text);
+        std::string text;
+        if (it == fields.end() || !FieldText(it->second, &text)) {
+          complete = false;
+          break;
+        }
+        channel += text;
+      }
+    }
+    if (complete && channel.size() <= kMaxChannelBytes) out.push_back(std::move(channel));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+Result<Grants> Rules::GrantsFor(const auth::Claims& claims) const {
+  Grants g;
+  g.admin = claims.admin;
+  for (const Template& t : read_grants_) ExpandGrant(t, claims, &g.read);
+  for (const Template& t : write_grants_) ExpandGrant(t, claims, &g.write);
+  if (g.read.size() > kMaxGrants || g.write.size() > kMaxGrants) {
+    return Status(Code::kEPERM,
+                  "the token's claims give more than " + std::to_string(kMaxGrants) + " channels");
+  }
+  return g;
+}
+
+std::vector<std::string> Rules::ReadOnlyCollections() const {
+  std::vector<std::string> out;
+  for (const auto& [name, c] : collections_) {
+    if (c.read_only_for_devices) out.push_back(name);
+  }
+  return out;
+}
+
+Status Rules::CheckWrite(const Grants& grants, const std::string& collection,
+                         const std::string& key, const Fields* before, const Fields* after) const {
+  if (grants.admin) return Status::OK();
+  const std::string doc = collection + "/" + key;
+  const CollectionRules* c = Find(collection);
+  if (c != nullptr && c->read_only_for_devices) {
+    return Status(Code::kEPERM, "collection '" + collection + "' is read-only for devices");
+  }
+  if (before != nullptr) {
+    const std::vector<std::string> channels = Channels(collection, key, *before);
+    if (!grants.MayWrite(channels)) {
+      return Status(Code::kEPERM, "may not write " + doc + ": its channels (" + Join(channels) +
+                                      ") are not among the token's write grants");
+    }
+  }
+  if (after != nullptr) {
+    const std::vector<std::string> channels = Channels(collection, key, *after);
+    if (!grants.MayWrite(channels)) {
+      return Status(Code::kEPERM, "may not write " + doc + ": it would be in channels (" +
+                                      Join(channels) + "), none of which the token may write");
+    }
+  }
+  if (before == nullptr && after == nullptr) {
+    const std::vector<std::string> channels = Channels(collection, key, Fields());
+    if (!grants.MayWrite(channels)) {
+      return Status(Code::kEPERM, "may not write " + doc +
+                                      ": not visible, and its key gives no "
+                                      "channel the token may write");
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace cairn::rules

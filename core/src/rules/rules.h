@@ -1,0 +1,99 @@
+// Sync rules (docs/sync-rules.md): which channels a document is in, which channels a token may
+// read and write, and the write check. One place for these rules, used by the server's read
+// and write paths and by the tests' models; pure, no I/O but Load.
+//
+//   {"collections": {"tasks": {"channels": ["user:{owner}", "team:{team}"]},
+//                    "news":  {"channels": ["public"], "devices": "read-only"}},
+//    "grants": {"read":  ["public", "user:{sub}", "team:{teams[]}"],
+//               "write": ["user:{sub}", "team:{teams[]}"]}}
+//
+// A document's channels are a function of its merged visible fields and its key, so every
+// replica and every server node computes the same ones.
+#ifndef CAIRN_RULES_RULES_H_
+#define CAIRN_RULES_RULES_H_
+
+#include <cstddef>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "auth/jwt.h"
+#include "base/result.h"
+#include "oplog/op.h"
+
+namespace cairn::rules {
+
+// The longest channel name: a template whose result is longer gives no channel (nor grant).
+constexpr size_t kMaxChannelBytes = 2048;
+// The most grants one token may expand to (a claim `teams` of 10,000 elements and more): such
+// a token is refused, not cut short.
+constexpr size_t kMaxGrants = 10000;
+
+// A channel template: literal text and placeholders, "team:{team}".
+struct Template {
+  enum class Kind { kText, kField, kKey, kClaim, kEachClaim };
+  struct Piece {
+    Kind kind = Kind::kText;
+    std::string text;  // the literal, the field's name or the claim's name
+  };
+  std::string source;  // as written in the rules file
+  std::vector<Piece> pieces;
+};
+
+struct CollectionRules {
+  std::vector<Template> channels;
+  bool read_only_for_devices = false;  // "devices": "read-only": only admin tokens write it
+};
+
+// The channels a token may read and write. `admin` (the claim "admin": true) may do anything.
+struct Grants {
+  bool admin = false;
+  std::set<std::string> read, write;
+
+  bool MayRead(const std::vector<std::string>& channels) const;
+  bool MayWrite(const std::vector<std::string>& channels) const;
+};
+
+class Rules {
+ public:
+  // Parses a rules file's text: EINVAL naming the line (JSON syntax) or the key ("rules:
+  // collections.tasks.channels[1]: ...") of the first fault.
+  static Result<Rules> Parse(std::string_view json);
+  // Reads and parses the file at `path` (EIO when it cannot be read).
+  static Result<Rules> Load(const std::string& path);
+
+  // The rules of `collection`, or nullptr when the file does not name it: its documents are
+  // in no channel, which only admin tokens read and write.
+  const CollectionRules* Find(const std::string& collection) const;
+  const std::map<std::string, CollectionRules>& collections() const { return collections_; }
+
+  // The channels of the document `collection`/`key` whose visible fields are `fields`, sorted,
+  // without repeats. A field that is missing, null, an empty string or of another type than
+  // string and integer gives no channel from the templates that use it.
+  std::vector<std::string> Channels(const std::string& collection, const std::string& key,
+                                    const Fields& fields) const;
+
+  // What `claims` may read and write: EPERM when they expand to more than kMaxGrants.
+  Result<Grants> GrantsFor(const auth::Claims& claims) const;
+
+  // The collections devices may not write (docs/sync-rules.md "Read-only collections"), sorted.
+  std::vector<std::string> ReadOnlyCollections() const;
+
+  // Whether `grants` may write the document `collection`/`key` from `before` to `after` (its
+  // visible fields; nullptr: not visible, never written or deleted): OK, or EPERM saying why.
+  // Judged on the channels before (an existing document) and after (a visible one: nobody
+  // moves a document into a channel they may not write); a document visible neither before
+  // nor after (a delete of nothing) on the channels its key alone gives.
+  Status CheckWrite(const Grants& grants, const std::string& collection, const std::string& key,
+                    const Fields* before, const Fields* after) const;
+
+ private:
+  std::map<std::string, CollectionRules> collections_;
+  std::vector<Template> read_grants_, write_grants_;
+};
+
+}  // namespace cairn::rules
+
+#endif  // CAIRN_RULES_RULES_H_

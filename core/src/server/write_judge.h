@@ -1,0 +1,43 @@
+// Sync rules' write check over a push (docs/sync-rules.md "Writing"): each transaction is judged
+// on the state the server merged before it, with the push's earlier accepted transactions, and
+// on that state with the transaction applied. The rule itself is rules::Rules::CheckWrite; this
+// class finds the states to judge, whichever server store holds them.
+#ifndef CAIRN_SERVER_WRITE_JUDGE_H_
+#define CAIRN_SERVER_WRITE_JUDGE_H_
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "crdt/doc_state.h"
+#include "oplog/op.h"
+#include "rules/rules.h"
+#include "store/replica_store.h"
+
+namespace cairn::server {
+
+class WriteJudge {
+ public:
+  // `state`: the server's merged state before the push (none of its transactions applied).
+  WriteJudge(const rules::Rules* rules, const rules::Grants* grants, store::ReplicaStore* state)
+      : rules_(rules), grants_(grants), state_(state) {}
+
+  // Sets `verdict` for the transaction txn[0..n): OK, or EPERM saying which document and why;
+  // an accepted transaction's effects count for the push's later transactions. Errors: the
+  // store's trouble reading a document (the push cannot be judged).
+  Status Judge(const std::vector<Op>& txn, size_t n, Status* verdict);
+
+ private:
+  using DocRef = std::pair<std::string, std::string>;  // collection, key
+  Result<crdt::DocState> StateOf(const DocRef& doc);
+
+  const rules::Rules* rules_;
+  const rules::Grants* grants_;
+  store::ReplicaStore* state_;
+  std::map<DocRef, crdt::DocState> accepted_;  // documents the push's accepted txns changed
+};
+
+}  // namespace cairn::server
+
+#endif  // CAIRN_SERVER_WRITE_JUDGE_H_

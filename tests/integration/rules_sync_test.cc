@@ -1,0 +1,223 @@
+// Sync rules through a real server (docs/sync-rules.md): writes judged on their documents'
+// channels, reads limited to the documents in a client's view. Run against SQLite and, as
+// ".pg", PostgreSQL.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "auth/jwt.h"
+#include "auth/keys.h"
+#include "port/port.h"
+#include "replica/replica.h"
+#include "rules/rules.h"
+#include "support/server_thread.h"
+#include "support/temp_dir.h"
+#include "support/token_keys.h"
+
+namespace cairn::testing {
+namespace {
+
+const char kSecret[] = "a test secret of at least 32 bytes, for HS256";
+
+constexpr const char* kRules = R"({
+  "collections": {
+    "tasks":    {"channels": ["user:{owner}", "team:{team}"]},
+    "profiles": {"channels": ["user:{$key}"]},
+    "news":     {"channels": ["public"], "devices": "read-only"}
+  },
+  "grants": {"read":  ["public", "user:{sub}", "team:{teams[]}"],
+             "write": ["user:{sub}", "team:{teams[]}"]}
+})";
+
+std::string Token(const std::string& sub, const std::vector<std::string>& teams,
+                  bool admin = false) {
+  auth::Claims c;
+  c.subject = sub;
+  c.expires_s = port::WallClockMs() / 1000 + 3600;
+  c.admin = admin;
+  c.values["teams"] = auth::ClaimValue{true, teams};
+  return auth::MintToken(c, kSecret);
+}
+
+server::ServerOptions RulesOptions(const TempDir& dir) {
+  server::ServerOptions so = Options(dir);
+  so.token_secret = kSecret;
+  auto rules = rules::Rules::Parse(kRules);
+  EXPECT_TRUE(rules.ok()) << rules.status().ToString();
+  so.rules = std::make_shared<const rules::Rules>(std::move(rules).value());
+  return so;
+}
+
+Status Sync(Replica* r, const ServerThread& server, const std::string& token,
+            std::vector<std::string> channels = {}) {
+  sync::SyncOptions o;
+  o.token = token;
+  o.channels = std::move(channels);
+  return SyncOnce(r, server.address(), o);
+}
+
+Fields Task(const std::string& owner, const std::string& team = "") {
+  Fields f{{"owner", Value::String(owner)}, {"title", Value::String("t")}};
+  if (!team.empty()) f["team"] = Value::String(team);
+  return f;
+}
+
+// docs/sync-rules.md "Writing": each transaction judged on its documents' channels before and
+// after it; refused whole, reported, kept in `rejected` and undone; the rest goes on.
+TEST(RulesSync, WritesAreJudgedOnTheirChannels) {
+  TempDir dir;
+  ServerThread server(RulesOptions(dir));
+  const std::string alice_token = Token("alice", {"red"});
+  const std::string bob_token = Token("bob", {"blue"});
+  auto bob = OpenReplica(dir.File("bob.db"));
+  ASSERT_TRUE(bob->Put("tasks", "b1", Task("bob")).ok());
+  ASSERT_TRUE(bob->Put("tasks", "b2", Task("bob", "red")).ok());  // shared with team red
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  EXPECT_TRUE(RejectedOps(bob.get()).empty());
+
+  auto alice = OpenReplica(dir.File("alice.db"));
+  ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+  ASSERT_TRUE(alice->Put("tasks", "a1", Task("alice")).ok());                    // hers: taken
+  ASSERT_TRUE(alice->Put("tasks", "b2", {{"title", Value::String("x")}}).ok());  // team: taken
+  ASSERT_TRUE(alice->Put("tasks", "a2", Task("carol")).ok());                    // carol's: refused
+  ASSERT_TRUE(alice->Put("news", "n1", {{"text", Value::String("hi")}}).ok());   // read-only
+  // One transaction: her document and bob's own one; refused whole.
+  WriteBatch both;
+  both.Set("tasks", "a3", "owner", Value::String("alice"));
+  both.Set("tasks", "b1", "title", Value::String("mine now"));
+  ASSERT_TRUE(alice->Write(both).ok());
+  ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+  std::vector<RejectedOp> rejected = RejectedOps(alice.get());
+  std::set<std::string> refused_keys;
+  for (const RejectedOp& r : rejected) {
+    EXPECT_EQ(r.code, static_cast<int>(Code::kEPERM)) << r.reason;
+    refused_keys.insert(r.op.collection + "/" + r.op.key);
+  }
+  EXPECT_EQ(refused_keys, (std::set<std::string>{"tasks/a2", "news/n1", "tasks/a3", "tasks/b1"}));
+  // Undone on her replica: it holds what she may see and what was taken.
+  EXPECT_FALSE(alice->Get("tasks", "a2").value().has_value());
+  EXPECT_FALSE(alice->Get("tasks", "a3").value().has_value());
+  EXPECT_FALSE(alice->Get("news", "n1").value().has_value());
+  ASSERT_TRUE(alice->Get("tasks", "a1").value().has_value());
+  EXPECT_EQ(alice->Get("tasks", "b2").value()->at("title").as_string(), "x");
+
+  // She may not move her document to carol, nor take bob's out of her team's reach.
+  ASSERT_TRUE(alice->Put("tasks", "a1", {{"owner", Value::String("carol")}}).ok());
+  ASSERT_TRUE(alice->Put("tasks", "b2", {{"team", Value::String("green")}}).ok());
+  ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+  EXPECT_EQ(RejectedOps(alice.get()).size(), rejected.size() + 2);
+  EXPECT_EQ(alice->Get("tasks", "a1").value()->at("owner").as_string(), "alice");
+  EXPECT_EQ(alice->Get("tasks", "b2").value()->at("team").as_string(), "red");
+
+  // An admin token writes the read-only collection and anything else.
+  auto admin = OpenReplica(dir.File("admin.db"));
+  ASSERT_TRUE(admin->Put("news", "n1", {{"text", Value::String("from the office")}}).ok());
+  ASSERT_TRUE(admin->Put("tasks", "c1", Task("carol")).ok());
+  ASSERT_TRUE(Sync(admin.get(), server, Token("root", {}, /*admin=*/true)).ok());
+  EXPECT_TRUE(RejectedOps(admin.get()).empty());
+}
+
+// docs/sync-rules.md "Reading": a client gets only documents in a channel it may read (and
+// subscribes to); never another's.
+TEST(RulesSync, ClientsReceiveOnlyTheDocumentsTheyMayRead) {
+  TempDir dir;
+  ServerThread server(RulesOptions(dir));
+  auto admin = OpenReplica(dir.File("admin.db"));
+  ASSERT_TRUE(admin->Put("tasks", "a1", Task("alice")).ok());
+  ASSERT_TRUE(admin->Put("tasks", "b1", Task("bob")).ok());
+  ASSERT_TRUE(admin->Put("tasks", "r1", Task("carol", "red")).ok());
+  ASSERT_TRUE(admin->Put("tasks", "none", {{"title", Value::String("no owner")}}).ok());
+  ASSERT_TRUE(admin->Put("profiles", "alice", {{"name", Value::String("Alice")}}).ok());
+  ASSERT_TRUE(admin->Put("profiles", "bob", {{"name", Value::String("Bob")}}).ok());
+  ASSERT_TRUE(admin->Put("news", "n1", {{"text", Value::String("hello")}}).ok());
+  ASSERT_TRUE(admin->Put("other", "o1", {{"x", Value::Int(1)}}).ok());  // in no channel
+  ASSERT_TRUE(Sync(admin.get(), server, Token("root", {}, true)).ok());
+
+  auto alice = OpenReplica(dir.File("alice.db"));
+  ASSERT_TRUE(Sync(alice.get(), server, Token("alice", {"red"})).ok());
+  EXPECT_EQ(alice->DumpString().value(),
+            R"({"news":{"n1":{"text":"hello"}},"profiles":{"alice":{"name":"Alice"}},)"
+            R"("tasks":{"a1":{"owner":"alice","title":"t"},)"
+            R"("r1":{"owner":"carol","team":"red","title":"t"}}})");
+
+  // Subscribed to some of her channels: only those. A channel she may not read: refused.
+  auto news_only = OpenReplica(dir.File("news.db"));
+  ASSERT_TRUE(Sync(news_only.get(), server, Token("alice", {"red"}), {"public"}).ok());
+  EXPECT_EQ(news_only->DumpString().value(), R"({"news":{"n1":{"text":"hello"}}})");
+  auto prying = OpenReplica(dir.File("prying.db"));
+  Status st = Sync(prying.get(), server, Token("alice", {"red"}), {"user:bob"});
+  EXPECT_EQ(st.code(), Code::kEPERM);
+  EXPECT_NE(st.message().find("user:bob"), std::string::npos) << st.message();
+
+  // The admin reads everything.
+  auto root = OpenReplica(dir.File("root.db"));
+  ASSERT_TRUE(Sync(root.get(), server, Token("root", {}, true)).ok());
+  EXPECT_EQ(root->Digest().value(), admin->Digest().value());
+}
+
+// Sync rules are grants over a token's claims: they need tokens, and a server without rules
+// takes no channel subscription.
+TEST(RulesSync, RulesNeedTokensAndChannelsNeedRules) {
+  TempDir dir;
+  server::ServerOptions so = RulesOptions(dir);
+  so.token_secret.clear();
+  auto refused = server::SyncServer::Create(so);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kEINVAL);
+  EXPECT_NE(refused.status().message().find("token"), std::string::npos);
+
+  server::ServerOptions plain = Options(dir);
+  ServerThread server(plain);
+  auto a = OpenReplica(dir.File("a.db"));
+  sync::SyncOptions o;
+  o.channels = {"public"};
+  Status st = SyncOnce(a.get(), server.address(), o);
+  EXPECT_EQ(st.code(), Code::kEINVAL);
+  EXPECT_NE(st.message().find("no sync rules"), std::string::npos) << st.message();
+}
+
+// docs/protocol.md "Authentication and tokens": tokens an identity provider signs (ES256,
+// RS256) are checked with its public keys (a JWKS file), the server holding no secret; their
+// claims feed the rules' grants as a secret's tokens do.
+TEST(RulesSync, TokensSignedByAnIdentityProvider) {
+  TempDir dir;
+  server::ServerOptions so = RulesOptions(dir);
+  so.token_secret.clear();
+  auto keys = std::make_shared<auth::KeySet>();
+  ASSERT_TRUE(keys->AddJwks(TestKeyFile("keys.jwks.json"), "keys.jwks.json").ok());
+  so.token_keys = std::move(keys);
+  so.token_issuer = "https://id.example.com";
+  ServerThread server(so);
+  const std::string exp = std::to_string(port::WallClockMs() / 1000 + 3600);
+  const std::string claims =
+      R"({"sub":"alice","iss":"https://id.example.com","exp":)" + exp + R"(,"teams":["red"]})";
+  auto alice = OpenReplica(dir.File("alice.db"));
+  ASSERT_TRUE(alice->Put("tasks", "a1", Task("alice", "red")).ok());
+  ASSERT_TRUE(Sync(alice.get(), server,
+                   SignWithKey("ec1.key.pem", R"({"alg":"ES256","kid":"ec-2026"})", claims))
+                  .ok());
+  EXPECT_TRUE(RejectedOps(alice.get()).empty());
+  auto again = OpenReplica(dir.File("alice2.db"));
+  ASSERT_TRUE(
+      Sync(again.get(), server, SignWithKey("rsa1.key.pem", R"({"alg":"RS256"})", claims)).ok());
+  EXPECT_EQ(again->Digest().value(), alice->Digest().value());
+  // A key the server does not have; an HS256 token (no secret here); another issuer.
+  auto refused = OpenReplica(dir.File("refused.db"));
+  Status st =
+      Sync(refused.get(), server, SignWithKey("rsa2.key.pem", R"({"alg":"RS256"})", claims));
+  EXPECT_EQ(st.code(), Code::kEPERM);
+  EXPECT_NE(st.message().find("bad signature"), std::string::npos) << st.message();
+  st = Sync(refused.get(), server, Token("alice", {"red"}));
+  EXPECT_EQ(st.code(), Code::kEPERM);
+  std::string other = claims;
+  other.replace(other.find("id.example.com"), 2, "xx");
+  st = Sync(refused.get(), server, SignWithKey("ec1.key.pem", R"({"alg":"ES256"})", other));
+  EXPECT_EQ(st.code(), Code::kEPERM);
+  EXPECT_NE(st.message().find("issuer"), std::string::npos) << st.message();
+}
+
+}  // namespace
+}  // namespace cairn::testing
