@@ -13,7 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -389,7 +389,9 @@ TEST(ServerCliTest, UsageErrorsExitTwoAndCreateNothing) {
   std::ofstream(secret) << std::string(40, 's');
   auto err = [&] {
     std::ifstream in(dir.File("err"));
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
   };
   struct Bad {
     const char* text;

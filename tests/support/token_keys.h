@@ -60,6 +60,10 @@ inline std::string SignWithKey(const std::string& key, const std::string& header
     sig.resize(len);
   } else {
     mbedtls_ecp_keypair* ec = mbedtls_pk_ec(pk);
+    if (ec == nullptr) {
+      ADD_FAILURE() << key << " is neither an RSA nor an EC key";
+      return "";
+    }
     mbedtls_mpi r, s;
     mbedtls_mpi_init(&r);
     mbedtls_mpi_init(&s);

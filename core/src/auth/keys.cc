@@ -66,7 +66,8 @@ struct KeySet::Key {
     }
     if (mbedtls_pk_get_type(&pk) == MBEDTLS_PK_ECKEY ||
         mbedtls_pk_get_type(&pk) == MBEDTLS_PK_ECDSA) {
-      if (mbedtls_pk_ec(pk)->grp.id != MBEDTLS_ECP_DP_SECP256R1) {
+      const mbedtls_ecp_keypair* ec = mbedtls_pk_ec(pk);
+      if (ec == nullptr || ec->grp.id != MBEDTLS_ECP_DP_SECP256R1) {
         return Status::Invalid(where + ": an EC key not on P-256 (ES256 uses P-256)");
       }
       type = KeyType::kEcP256;
@@ -121,7 +122,8 @@ Status KeySet::AddJwks(const std::string& json, const std::string& name) {
         return Status(Code::kENOMEM, where + ": cannot set up an RSA key");
       }
       mbedtls_rsa_context* rsa = mbedtls_pk_rsa(key->pk);
-      if (mbedtls_rsa_import_raw(rsa, U8(n), n.size(), nullptr, 0, nullptr, 0, nullptr, 0, U8(e),
+      if (rsa == nullptr ||
+          mbedtls_rsa_import_raw(rsa, U8(n), n.size(), nullptr, 0, nullptr, 0, nullptr, 0, U8(e),
                                  e.size()) != 0 ||
           mbedtls_rsa_complete(rsa) != 0 || mbedtls_rsa_check_pubkey(rsa) != 0) {
         return Status::Invalid(where + ": not a valid RSA public key");
@@ -139,6 +141,7 @@ Status KeySet::AddJwks(const std::string& json, const std::string& name) {
         return Status(Code::kENOMEM, where + ": cannot set up an EC key");
       }
       mbedtls_ecp_keypair* ec = mbedtls_pk_ec(key->pk);
+      if (ec == nullptr) return Status(Code::kENOMEM, where + ": cannot set up an EC key");
       const std::string point = std::string(1, '\x04') + x + y;  // uncompressed (SEC 1 §2.3.3)
       if (mbedtls_ecp_group_load(&ec->grp, MBEDTLS_ECP_DP_SECP256R1) != 0 ||
           mbedtls_ecp_point_read_binary(&ec->grp, &ec->Q, U8(point), point.size()) != 0 ||
@@ -165,8 +168,8 @@ bool KeySet::Verify(const std::string& signed_part, const std::string& signature
       ok = signature.size() == mbedtls_pk_get_len(&key->pk) &&
            mbedtls_pk_verify(&key->pk, MBEDTLS_MD_SHA256, U8(digest), digest.size(), U8(signature),
                              signature.size()) == 0;
-    } else if (signature.size() == 64) {
-      mbedtls_ecp_keypair* ec = mbedtls_pk_ec(key->pk);
+    } else if (mbedtls_ecp_keypair* ec = mbedtls_pk_ec(key->pk);
+               ec != nullptr && signature.size() == 64) {
       mbedtls_mpi r, s;
       mbedtls_mpi_init(&r);
       mbedtls_mpi_init(&s);
