@@ -71,12 +71,20 @@ TEST(RulesSync, WritesAreJudgedOnTheirChannels) {
   TempDir dir;
   ServerThread server(RulesOptions(dir));
   const std::string alice_token = Token("alice", {"red"});
-  const std::string bob_token = Token("bob", {"blue"});
+  const std::string bob_token = Token("bob", {"blue", "red"});
   auto bob = OpenReplica(dir.File("bob.db"));
   ASSERT_TRUE(bob->Put("tasks", "b1", Task("bob")).ok());
   ASSERT_TRUE(bob->Put("tasks", "b2", Task("bob", "red")).ok());  // shared with team red
+  ASSERT_TRUE(bob->Put("tasks", "b3", Task("bob", "finance")).ok());  // not his team: refused
   ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
-  EXPECT_TRUE(RejectedOps(bob.get()).empty());
+  std::vector<RejectedOp> bobs_refused = RejectedOps(bob.get());
+  ASSERT_FALSE(bobs_refused.empty());
+  for (const RejectedOp& r : bobs_refused) {
+    EXPECT_EQ(r.op.key, "b3");
+    // The reason does not name the channel he may not read.
+    EXPECT_EQ(r.reason.find("finance"), std::string::npos) << r.reason;
+  }
+  EXPECT_FALSE(bob->Get("tasks", "b3").value().has_value());
 
   auto alice = OpenReplica(dir.File("alice.db"));
   ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
@@ -156,6 +164,29 @@ TEST(RulesSync, ClientsReceiveOnlyTheDocumentsTheyMayRead) {
   auto root = OpenReplica(dir.File("root.db"));
   ASSERT_TRUE(Sync(root.get(), server, Token("root", {}, true)).ok());
   EXPECT_EQ(root->Digest().value(), admin->Digest().value());
+}
+
+// A client behind the kept log gets a snapshot: of the documents in its view only.
+TEST(RulesSync, SnapshotsBringOnlyTheView) {
+  TempDir dir;
+  server::ServerOptions so = RulesOptions(dir);
+  so.store.keep_log_ops = 1;  // every new replica starts from a snapshot
+  ServerThread server(so);
+  auto admin = OpenReplica(dir.File("admin.db"));
+  for (const char* key : {"a1", "a2", "b1", "c1", "r1"}) {
+    const std::string owner = key[0] == 'a' ? "alice" : key[0] == 'b' ? "bob" : "carol";
+    ASSERT_TRUE(admin->Put("tasks", key, Task(owner, key[0] == 'r' ? "red" : "")).ok());
+  }
+  ASSERT_TRUE(Sync(admin.get(), server, Token("root", {}, true)).ok());
+  // A second push: the log keeps only it, the first is trimmed.
+  ASSERT_TRUE(admin->Put("profiles", "bob", {{"name", Value::String("Bob")}}).ok());
+  ASSERT_TRUE(Sync(admin.get(), server, Token("root", {}, true)).ok());
+  auto alice = OpenReplica(dir.File("alice.db"));
+  ASSERT_TRUE(Sync(alice.get(), server, Token("alice", {"red"})).ok());
+  EXPECT_EQ(alice->DumpString().value(),
+            R"({"tasks":{"a1":{"owner":"alice","title":"t"},"a2":{"owner":"alice","title":"t"},)"
+            R"("r1":{"owner":"carol","team":"red","title":"t"}}})");
+  EXPECT_NE(server.log().find("snapshot"), std::string::npos) << server.log();
 }
 
 // Sync rules are grants over a token's claims: they need tokens, and a server without rules

@@ -62,6 +62,9 @@ inline std::string SignWithKey(const std::string& key, const std::string& header
     mbedtls_ecp_keypair* ec = mbedtls_pk_ec(pk);
     if (ec == nullptr) {
       ADD_FAILURE() << key << " is neither an RSA nor an EC key";
+      mbedtls_pk_free(&pk);
+      mbedtls_ctr_drbg_free(&drbg);
+      mbedtls_entropy_free(&entropy);
       return "";
     }
     mbedtls_mpi r, s;

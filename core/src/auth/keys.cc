@@ -109,6 +109,9 @@ Status KeySet::AddJwks(const std::string& json, const std::string& name) {
     }
     if (jwk.contains("use") && jwk["use"] != "sig") continue;  // an encryption key
     if (jwk.contains("alg") && jwk["alg"] != "RS256" && jwk["alg"] != "ES256") continue;
+    if (jwk.contains("alg") && (jwk["alg"] == "RS256") != (jwk["kty"] == "RSA")) {
+      return Status::Invalid(where + ": \"alg\" does not fit \"kty\"");
+    }
     auto key = std::make_unique<Key>();
     if (jwk.contains("kid")) {
       if (!jwk["kid"].is_string()) return Status::Invalid(where + ": \"kid\" is not a string");

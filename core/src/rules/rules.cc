@@ -212,8 +212,9 @@ Result<Rules> Rules::Parse(std::string_view text) {
     if (!value.contains("channels")) return Bad(where + ".channels", "missing");
     rules.collections_.emplace(name, std::move(c));
   }
-  // Two spellings of one collection (docs/crdt-semantics.md: names that differ only in case
-  // are one collection) would make the rules depend on which the app used.
+  // Names that differ only in case share their rules (below, Find), so the file may not give
+  // them two (docs/crdt-semantics.md "Names that differ only in case": replicas offline may
+  // create both; each document keeps its own channels).
   std::map<std::string, std::string> folded;
   for (const auto& [name, c] : rules.collections_) {
     auto [it, fresh] = folded.emplace(AsciiLower(name), name);
@@ -251,7 +252,8 @@ Result<Rules> Rules::Load(const std::string& path) {
 const CollectionRules* Rules::Find(const std::string& collection) const {
   auto it = collections_.find(collection);
   if (it != collections_.end()) return &it->second;
-  // The app may spell a collection with other case than the rules file (one collection).
+  // A collection spelled with other case than the rules file has the same rules: a name that
+  // differs only in case cannot escape them.
   for (const auto& [name, c] : collections_) {
     if (AsciiLower(name) == AsciiLower(collection)) return &c;
   }
@@ -311,31 +313,44 @@ std::vector<std::string> Rules::ReadOnlyCollections() const {
 Status Rules::CheckWrite(const Grants& grants, const std::string& collection,
                          const std::string& key, const Fields* before, const Fields* after) const {
   if (grants.admin) return Status::OK();
-  const std::string doc = collection + "/" + key;
+  // A refusal names only channels the token may read: others would tell a document's fields
+  // to someone who may not see it.
+  auto refuse = [&](const std::string& why, const std::vector<std::string>& channels) {
+    std::vector<std::string> shown;
+    for (const std::string& c : channels) {
+      if (grants.read.count(c) > 0) shown.push_back(c);
+    }
+    return Status(Code::kEPERM, "may not write " + collection + "/" + key + ": " + why +
+                                    (shown.empty() ? "" : " (" + Join(shown) + ")"));
+  };
   const CollectionRules* c = Find(collection);
   if (c != nullptr && c->read_only_for_devices) {
     return Status(Code::kEPERM, "collection '" + collection + "' is read-only for devices");
   }
+  std::vector<std::string> before_channels;
   if (before != nullptr) {
-    const std::vector<std::string> channels = Channels(collection, key, *before);
-    if (!grants.MayWrite(channels)) {
-      return Status(Code::kEPERM, "may not write " + doc + ": its channels (" + Join(channels) +
-                                      ") are not among the token's write grants");
+    before_channels = Channels(collection, key, *before);
+    if (!grants.MayWrite(before_channels)) {
+      return refuse("it is in no channel the token may write", before_channels);
     }
   }
   if (after != nullptr) {
-    const std::vector<std::string> channels = Channels(collection, key, *after);
-    if (!grants.MayWrite(channels)) {
-      return Status(Code::kEPERM, "may not write " + doc + ": it would be in channels (" +
-                                      Join(channels) + "), none of which the token may write");
+    const std::vector<std::string> after_channels = Channels(collection, key, *after);
+    if (!grants.MayWrite(after_channels)) {
+      return refuse("it would be in no channel the token may write", after_channels);
+    }
+    // Nobody moves a document into a channel they may not write.
+    for (const std::string& ch : after_channels) {
+      if (grants.write.count(ch) == 0 &&
+          !std::binary_search(before_channels.begin(), before_channels.end(), ch)) {
+        return refuse("it would enter a channel the token may not write", {ch});
+      }
     }
   }
   if (before == nullptr && after == nullptr) {
     const std::vector<std::string> channels = Channels(collection, key, Fields());
     if (!grants.MayWrite(channels)) {
-      return Status(Code::kEPERM, "may not write " + doc +
-                                      ": not visible, and its key gives no "
-                                      "channel the token may write");
+      return refuse("not visible, and its key gives no channel the token may write", channels);
     }
   }
   return Status::OK();

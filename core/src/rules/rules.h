@@ -78,14 +78,16 @@ class Rules {
   // What `claims` may read and write: EPERM when they expand to more than kMaxGrants.
   Result<Grants> GrantsFor(const auth::Claims& claims) const;
 
-  // The collections devices may not write (docs/sync-rules.md "Read-only collections"), sorted.
+  // The collections devices may not write (docs/sync-rules.md "Writing"), sorted.
   std::vector<std::string> ReadOnlyCollections() const;
 
   // Whether `grants` may write the document `collection`/`key` from `before` to `after` (its
   // visible fields; nullptr: not visible, never written or deleted): OK, or EPERM saying why.
-  // Judged on the channels before (an existing document) and after (a visible one: nobody
+  // Judged on the channels before (an existing document: one the token may write) and after
+  // (a visible one: one the token may write, and every channel it enters writable: nobody
   // moves a document into a channel they may not write); a document visible neither before
-  // nor after (a delete of nothing) on the channels its key alone gives.
+  // nor after (a delete of nothing) on the channels its key alone gives. The reason names only
+  // channels the token may read.
   Status CheckWrite(const Grants& grants, const std::string& collection, const std::string& key,
                     const Fields* before, const Fields* after) const;
 

@@ -97,7 +97,7 @@ int Run(int argc, char** argv) {
   std::string rules_file;
   app.add_option("--rules", rules_file,
                  "sync rules (JSON): each document's channels and each token's grants "
-                 "(docs/sync-rules.md); needs --token-secret");
+                 "(docs/sync-rules.md); needs tokens (--token-secret or public keys)");
   app.add_option("--keep-log", o.store.keep_log_ops,
                  "ops kept in the global log for resuming clients (default 1000000)");
   app.add_option("--idle-timeout-ms", o.conn.idle_timeout_ms,

@@ -144,7 +144,9 @@ class Session : public net::Link::Delegate {
     std::vector<std::string> announced;   // SnapshotBegin.collections
     std::vector<std::string> collections;  // the collections read, sorted
     size_t next = 0;                       // index into collections
-    std::string after_key;                 // in collections[next]: sent whole up to it
+    std::string after_key;                 // in collections[next]: scanned up to it
+    std::string sent_key;                  // ... and the last document sent whole (chunks
+                                           // name it: never a document outside the view)
     // A document too large for one chunk (docs/protocol.md "Limits"): the ops of it not sent
     // yet, and its key (after_key once they are).
     std::vector<Op> carry;

@@ -69,6 +69,7 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
     while (snap.next < snap.collections.size() && snap.collections[snap.next] < after) snap.next++;
     if (snap.next < snap.collections.size() && snap.collections[snap.next] == after) {
       snap.after_key = resume->after_key() ? resume->after_key()->str() : "";
+      snap.sent_key = snap.after_key;
     }
   }
   snapshot_ = std::move(snap);
@@ -146,15 +147,16 @@ bool Session::PumpSnapshot() {
         chunk.push_back(std::move(snap.carry[taken++]));
       }
       snap.carry.erase(snap.carry.begin(), snap.carry.begin() + static_cast<ptrdiff_t>(taken));
-      if (snap.carry.empty()) snap.after_key = snap.carry_key;  // sent whole now
-      send_chunk(coll, snap.after_key);
+      if (snap.carry.empty()) snap.after_key = snap.sent_key = snap.carry_key;  // whole now
+      send_chunk(coll, snap.sent_key);
       continue;
     }
     if (scanned >= server_->options.snapshot_docs_per_turn) {
       server_->Repump(this);
       return false;
     }
-    std::string last_key;  // the last document taken whole into `chunk`
+    std::string last_key;   // the last document scanned (sent, or outside the view)
+    std::string last_sent;  // the last document taken whole into `chunk`
     size_t docs = 0;
     bool stopped = false;
     const size_t max_docs = std::min<size_t>(256, server_->options.snapshot_docs_per_turn);
@@ -188,7 +190,7 @@ bool Session::PumpSnapshot() {
           }
           chunk_bytes += bytes;
           for (Op& op : doc) chunk.push_back(std::move(op));
-          last_key = key;
+          last_key = last_sent = key;
           if (chunk.size() >= max_ops) {
             stopped = true;
             return Status(Code::kEBUSY, "chunk full");
@@ -201,13 +203,16 @@ bool Session::PumpSnapshot() {
       return false;
     }
     if (!last_key.empty()) snap.after_key = last_key;
+    // A chunk names the last document it brings, never one outside the view (its key).
+    if (!last_sent.empty()) snap.sent_key = last_sent;
     if (!stopped && docs < max_docs) {
-      if (!chunk.empty()) send_chunk(coll, snap.after_key);
+      if (!chunk.empty()) send_chunk(coll, snap.sent_key);
       snap.next++;  // this collection is done
       snap.after_key.clear();
+      snap.sent_key.clear();
       continue;
     }
-    if (!chunk.empty()) send_chunk(coll, snap.after_key);
+    if (!chunk.empty()) send_chunk(coll, snap.sent_key);
   }
   if (snap.next < snap.collections.size() || conn->queued_bytes() >= max_queued) return false;
   flatbuffers::FlatBufferBuilder fbb(64);

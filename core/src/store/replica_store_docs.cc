@@ -408,7 +408,11 @@ Status ReplicaStore::TrimCache() {
 Result<crdt::DocState> ReplicaStore::CopyDoc(const std::string& collection,
                                              const std::string& key) {
   auto c = collections_.find(collection);
-  if (c == collections_.end()) return crdt::DocState();
+  if (c == collections_.end()) {
+    crdt::DocState empty;
+    empty.incs_loaded = true;  // (it has none)
+    return empty;
+  }
   CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(c->second.idx, key));
   if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
   crdt::DocState copy = doc->state;

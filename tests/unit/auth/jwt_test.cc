@@ -237,6 +237,9 @@ TEST(JwtKeysTest, BadKeysAreRefusedNamingThem) {
                        "e.jwks"),
           "not a point of P-256");
   refuses(keys.AddJwks(R"({"keys":[{"kty":"oct","k":"AAAA"}]})", "f.jwks"), "key type");
+  refuses(keys.AddJwks(R"({"keys":[{"kty":"EC","alg":"RS256","crv":"P-256","x":"AA","y":"AA"}]})",
+                       "h.jwks"),
+          "does not fit");
   refuses(keys.AddJwks(R"({"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"}]})", "g.jwks"),
           "no signing key");
   EXPECT_TRUE(keys.empty());

@@ -146,8 +146,33 @@ TEST(RulesTest, WritesAreJudgedBeforeAndAfter) {
     EXPECT_EQ(st.code(), Code::kEPERM);
     EXPECT_NE(st.message().find("tasks/t"), std::string::npos) << st.message();
   }
+  // Nor add a channel she may not write to her own, new or old (though one of its channels is
+  // hers); adding her team's is hers to do.
+  const Fields finance{{"owner", Value::String("alice")}, {"team", Value::String("finance")}};
+  const Fields hers_red{{"owner", Value::String("alice")}, {"team", Value::String("red")}};
+  EXPECT_EQ(r.CheckWrite(*alice, "tasks", "t", &mine, &finance).code(), Code::kEPERM);
+  EXPECT_EQ(r.CheckWrite(*alice, "tasks", "t", nullptr, &finance).code(), Code::kEPERM);
+  EXPECT_TRUE(r.CheckWrite(*alice, "tasks", "t", &mine, &hers_red).ok());
+  // A channel she is already in stays: bob's document in her team, edited by her.
+  EXPECT_TRUE(r.CheckWrite(*alice, "tasks", "t", &red_team, &red_team).ok());
+  // The reason names only channels she may read: not bob's, nor finance; her team's, yes.
   Status st = r.CheckWrite(*alice, "tasks", "t", &mine, &bobs);
-  EXPECT_NE(st.message().find("user:bob"), std::string::npos) << st.message();
+  EXPECT_EQ(st.message().find("user:bob"), std::string::npos) << st.message();
+  st = r.CheckWrite(*alice, "tasks", "t", nullptr, &finance);
+  EXPECT_EQ(st.message().find("finance"), std::string::npos) << st.message();
+  const Fields red_only{{"team", Value::String("red")}};
+  st = r.CheckWrite(*alice, "tasks", "t", &red_team, &bobs);
+  EXPECT_EQ(st.code(), Code::kEPERM);
+  EXPECT_EQ(st.message().find("user:bob"), std::string::npos) << st.message();
+  auto blue = r.GrantsFor(ClaimsOf("carol", {"blue"}));
+  ASSERT_TRUE(blue.ok());
+  st = r.CheckWrite(*blue, "tasks", "t", &red_only, &red_only);
+  EXPECT_EQ(st.code(), Code::kEPERM);
+  auto red_reader = r.GrantsFor(ClaimsOf("dave", {"red"}));
+  ASSERT_TRUE(red_reader.ok());
+  st = r.CheckWrite(*red_reader, "tasks", "t", &bobs, &bobs);
+  EXPECT_EQ(st.code(), Code::kEPERM);
+  EXPECT_EQ(st.message().find("user:bob"), std::string::npos) << st.message();
   // A delete of nothing is judged on the channels of its key alone.
   EXPECT_TRUE(r.CheckWrite(*alice, "profiles", "alice", nullptr, nullptr).ok());
   EXPECT_EQ(r.CheckWrite(*alice, "profiles", "bob", nullptr, nullptr).code(), Code::kEPERM);
