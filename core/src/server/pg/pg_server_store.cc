@@ -308,6 +308,15 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
                                   {pg::Param::Bytes(o)}));
   if (receipt.size() != 1) return Status::Internal("PostgreSQL: the receipt row vanished");
   const uint64_t before = U(receipt.Int(0, 0));
+  if (admit_txn) {
+    // Sync rules judge each transaction on the merged state (docs/sync-rules.md "Writing"):
+    // the log's head locked now (held to COMMIT, the order the head is always locked in: after
+    // the receipt) and taken in, so that no entry another node commits meanwhile goes unseen.
+    CAIRN_ASSIGN_OR_RETURN(pg::Rows locked, db->Exec("SELECT head FROM cairn_meta FOR UPDATE"));
+    if (locked.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
+    Status taken = TakeIn(db, U(locked.Int(0, 0)), /*in_push=*/true);
+    if (!taken.ok()) return AsServerError(taken);
+  }
   PushResult result;
   protocol::BatchEncoder accepted;
   PushSort sort;
