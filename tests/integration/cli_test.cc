@@ -416,4 +416,18 @@ TEST(ServerCliTest, UsageErrorsExitTwoAndCreateNothing) {
       run(base + "--token-secret " + Quote(secret) + " --rules " + Quote(dir.File("missing.json"))),
       3);
   EXPECT_NE(err().find("missing.json"), std::string::npos) << err();
+
+  // Token keys: a file that cannot be read (exit 3), one that holds no key (exit 2), naming it.
+  const std::string not_a_key = dir.File("not-a-key.pem");
+  std::ofstream(not_a_key) << "hello";
+  EXPECT_EQ(run(base + "--token-public-key " + Quote(dir.File("none.pem"))), 3);
+  EXPECT_NE(err().find("none.pem"), std::string::npos) << err();
+  EXPECT_EQ(run(base + "--token-public-key " + Quote(not_a_key)), 2);
+  EXPECT_NE(err().find("not-a-key.pem: not a public key"), std::string::npos) << err();
+  EXPECT_EQ(run(base + "--jwks " + Quote(not_a_key)), 2);
+  EXPECT_NE(err().find("not a JWKS"), std::string::npos) << err();
+  EXPECT_FALSE(std::ifstream(db).good()) << "the store was created";
+  // A claim without its name or value.
+  EXPECT_EQ(run("--token-secret " + Quote(secret) + " token --sub dev --claim team"), 2);
+  EXPECT_NE(err().find("NAME=VALUE"), std::string::npos) << err();
 }

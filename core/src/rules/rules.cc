@@ -150,18 +150,20 @@ std::string Join(const std::vector<std::string>& v) {
   return s;
 }
 
+// Whether some of `channels` is in `granted`.
+bool AnyGranted(const std::set<std::string>& granted, const std::vector<std::string>& channels) {
+  return std::any_of(channels.begin(), channels.end(),
+                     [&](const std::string& c) { return granted.count(c) > 0; });
+}
+
 }  // namespace
 
 bool Grants::MayRead(const std::vector<std::string>& channels) const {
-  if (admin) return true;
-  return std::any_of(channels.begin(), channels.end(),
-                     [&](const std::string& c) { return read.count(c) > 0; });
+  return admin || AnyGranted(read, channels);
 }
 
 bool Grants::MayWrite(const std::vector<std::string>& channels) const {
-  if (admin) return true;
-  return std::any_of(channels.begin(), channels.end(),
-                     [&](const std::string& c) { return write.count(c) > 0; });
+  return admin || AnyGranted(write, channels);
 }
 
 Result<Rules> Rules::Parse(std::string_view text) {
@@ -195,6 +197,7 @@ Result<Rules> Rules::Parse(std::string_view text) {
     if (!st.ok()) return Bad(where, st.message());
     if (!value.is_object()) return Bad(where, "not an object");
     CollectionRules c;
+    c.name = name;
     for (const auto& [key, v] : value.items()) {
       if (key == "channels") {
         CAIRN_ASSIGN_OR_RETURN(c.channels, ParseTemplates(where + ".channels", v, false));
@@ -210,16 +213,12 @@ Result<Rules> Rules::Parse(std::string_view text) {
       }
     }
     if (!value.contains("channels")) return Bad(where + ".channels", "missing");
-    rules.collections_.emplace(name, std::move(c));
-  }
-  // Names that differ only in case share their rules (below, Find), so the file may not give
-  // them two (docs/crdt-semantics.md "Names that differ only in case": replicas offline may
-  // create both; each document keeps its own channels).
-  std::map<std::string, std::string> folded;
-  for (const auto& [name, c] : rules.collections_) {
-    auto [it, fresh] = folded.emplace(AsciiLower(name), name);
+    // Names that differ only in case share their rules (Find), so the file may not give them
+    // two (docs/crdt-semantics.md "Names that differ only in case": replicas offline may
+    // create both; each document keeps its own channels).
+    auto [it, fresh] = rules.collections_.emplace(AsciiLower(name), std::move(c));
     if (!fresh) {
-      return Bad("collections." + name, "names the same collection as \"" + it->second + "\"");
+      return Bad(where, "names the same collection as \"" + it->second.name + "\"");
     }
   }
   if (doc.contains("grants")) {
@@ -250,14 +249,10 @@ Result<Rules> Rules::Load(const std::string& path) {
 }
 
 const CollectionRules* Rules::Find(const std::string& collection) const {
-  auto it = collections_.find(collection);
-  if (it != collections_.end()) return &it->second;
   // A collection spelled with other case than the rules file has the same rules: a name that
   // differs only in case cannot escape them.
-  for (const auto& [name, c] : collections_) {
-    if (AsciiLower(name) == AsciiLower(collection)) return &c;
-  }
-  return nullptr;
+  auto it = collections_.find(AsciiLower(collection));
+  return it != collections_.end() ? &it->second : nullptr;
 }
 
 std::vector<std::string> Rules::Channels(const std::string& collection, const std::string& key,
@@ -304,8 +299,8 @@ Result<Grants> Rules::GrantsFor(const auth::Claims& claims) const {
 
 std::vector<std::string> Rules::ReadOnlyCollections() const {
   std::vector<std::string> out;
-  for (const auto& [name, c] : collections_) {
-    if (c.read_only_for_devices) out.push_back(name);
+  for (const auto& [lower, c] : collections_) {
+    if (c.read_only_for_devices) out.push_back(c.name);
   }
   return out;
 }

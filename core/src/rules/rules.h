@@ -43,6 +43,7 @@ struct Template {
 };
 
 struct CollectionRules {
+  std::string name;  // as the rules file spells it
   std::vector<Template> channels;
   bool read_only_for_devices = false;  // "devices": "read-only": only admin tokens write it
 };
@@ -67,7 +68,6 @@ class Rules {
   // The rules of `collection`, or nullptr when the file does not name it: its documents are
   // in no channel, which only admin tokens read and write.
   const CollectionRules* Find(const std::string& collection) const;
-  const std::map<std::string, CollectionRules>& collections() const { return collections_; }
 
   // The channels of the document `collection`/`key` whose visible fields are `fields`, sorted,
   // without repeats. A field that is missing, null, an empty string or of another type than
@@ -92,6 +92,7 @@ class Rules {
                     const Fields* before, const Fields* after) const;
 
  private:
+  // By the name in lower case: one that differs only in case has the same rules.
   std::map<std::string, CollectionRules> collections_;
   std::vector<Template> read_grants_, write_grants_;
 };

@@ -40,11 +40,9 @@ cairn::Result<std::string> ReadFile(const std::string& path) {
 
 // The secret is the file's content with trailing white space removed; at least 32 bytes.
 cairn::Result<std::string> ReadSecret(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return cairn::Status::Invalid("cannot read the token secret file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
+  auto text = ReadFile(path);
+  if (!text.ok()) return cairn::Status::Invalid("cannot read the token secret file " + path);
+  std::string s = std::move(text).value();
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
   if (s.size() < 32) {
     return cairn::Status::Invalid("token secret in " + path + " is shorter than 32 bytes");
