@@ -219,7 +219,7 @@ static void test_batch_reuse_and_initializers(void) {
   CHECK(by_macro.version == by_call.version && by_macro.server == by_call.server &&
         by_macro.token == by_call.token && by_macro.tls == by_call.tls &&
         by_macro.ca_file == by_call.ca_file && by_macro.server_name == by_call.server_name &&
-        by_macro.only == by_call.only);
+        by_macro.only == by_call.only && by_macro.channels == by_call.channels);
   CHECK(cairn_sync_options_init(NULL, CAIRN_SYNC_OPTIONS_VERSION) == CAIRN_EINVAL);
   so.policy = policy;
   CHECK(cairn_replica_configure_stream(r, "s", &so) == CAIRN_OK);
@@ -473,6 +473,26 @@ static void test_sync(const char* server_bin) {
     }
   }
   CHECK(seen);
+  /* A renewed token (this server checks none): the live session goes on under it. */
+  CHECK(cairn_sync_set_token(NULL, "t") == CAIRN_EINVAL);
+  CHECK(cairn_sync_set_token(sb, NULL) == CAIRN_EINVAL);
+  CHECK(cairn_sync_set_token(sb, "renewed") == CAIRN_OK);
+  CHECK(cairn_replica_put_json(a, "notes", "n4", "{\"title\":\"after renewal\"}") == CAIRN_OK);
+  CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
+  seen = 0;
+  for (int i = 0; i < 500 && !seen; i++) {
+    seen = cairn_replica_get_json(&buf, b, "notes", "n4") == CAIRN_OK;
+    cairn_buf_dispose(&buf);
+    if (!seen) {
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  CHECK(seen);
+  CHECK(cairn_sync_status_json(&buf, sb) == CAIRN_OK);
+  CHECK(buf.data && strstr((const char*)buf.data, "\"reconnects\":0") != NULL);
+  CHECK(buf.data && strstr((const char*)buf.data, "\"token_expires_ms\":null") != NULL);
+  cairn_buf_dispose(&buf);
   CHECK(cairn_sync_network_changed(sb) == CAIRN_OK);
   CHECK(cairn_sync_stop(sb) == CAIRN_OK);
   /* Replacing the callback frees the old context; freeing the handle frees the current one. */
@@ -483,6 +503,31 @@ static void test_sync(const char* server_bin) {
   CHECK(g_contexts_freed == 2);
   cairn_sync_free(sb);
   cairn_sync_free(NULL);
+  /* Channels (options version 2): a bad list is refused; a server without sync rules refuses
+   * channel subscriptions. A version-1 caller's struct is filled and read only as far as it
+   * goes (the bytes after it are not touched, nor read: they would be a bad pointer). */
+  o.channels = "public,,team:red";
+  CHECK(cairn_sync_new(&bad, b, &o) == CAIRN_EINVAL && bad == NULL);
+  o.channels = "public";
+  CHECK(cairn_sync_new(&sb, b, &o) == CAIRN_OK);
+  CHECK(cairn_sync_once(sb, 20000) == CAIRN_EINVAL);
+  CHECK(strstr(cairn_error_last(), "no sync rules") != NULL);
+  cairn_sync_free(sb);
+  o.channels = NULL;
+  cairn_sync_options v1;
+  memset(&v1, 0xAB, sizeof v1);
+  CHECK(cairn_sync_options_init(&v1, 1) == CAIRN_OK);
+  CHECK(v1.version == 1 && v1.server == NULL && v1.only == NULL);
+  {
+    unsigned char expected[sizeof v1.channels];
+    memset(expected, 0xAB, sizeof expected);
+    CHECK(memcmp(&v1.channels, expected, sizeof expected) == 0);
+  }
+  v1.server = address;
+  CHECK(cairn_sync_new(&sb, b, &v1) == CAIRN_OK);
+  CHECK(cairn_sync_once(sb, 20000) == CAIRN_OK);
+  cairn_sync_free(sb);
+  CHECK(cairn_sync_options_init(&v1, 3) == CAIRN_EINVAL);
   /* The server gone: a network error, the write kept. */
   kill(server, SIGTERM);
   waitpid(server, NULL, 0);

@@ -1123,7 +1123,7 @@ TEST(SyncAuth, TokensAreChecked) {
   EXPECT_EQ(st.code(), Code::kEPERM);
   EXPECT_NE(st.message().find("signature"), std::string::npos);
   st = with(Token("alice", -(auth::kClockLeewayS + 10)));
-  EXPECT_EQ(st.code(), Code::kEPERM);
+  EXPECT_EQ(st.code(), Code::kETOKEN);
   EXPECT_NE(st.message().find("expired"), std::string::npos);
   EXPECT_EQ(with(Token("alice", 3600, {"*"}, {"*"}, kSecret, std::string(32, 'a'))).code(),
             Code::kEPERM);  // a token for another replica

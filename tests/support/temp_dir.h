@@ -2,6 +2,7 @@
 #ifndef CAIRN_TESTS_SUPPORT_TEMP_DIR_H_
 #define CAIRN_TESTS_SUPPORT_TEMP_DIR_H_
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -38,15 +39,21 @@ inline std::string ReadFile(const std::string& path) {
   return out.str();
 }
 
+// A clock the test sets; a server thread may read it while the test moves it.
 class FakeClock final : public Clock {
  public:
   explicit FakeClock(int64_t now_ms = 1700000000000) : now_ms_(now_ms) {}
-  int64_t NowMs() override { return now_ms_; }
+  FakeClock(const FakeClock& o) : Clock(), now_ms_(o.now_ms_.load()) {}
+  FakeClock& operator=(const FakeClock& o) {
+    now_ms_ = o.now_ms_.load();
+    return *this;
+  }
+  int64_t NowMs() override { return now_ms_.load(); }
   void Set(int64_t ms) { now_ms_ = ms; }
   void Advance(int64_t ms) { now_ms_ += ms; }
 
  private:
-  int64_t now_ms_;
+  std::atomic<int64_t> now_ms_;
 };
 
 }  // namespace cairn::testing

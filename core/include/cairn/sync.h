@@ -25,12 +25,18 @@ typedef struct cairn_sync_options {
   const char* CAIRN_NULLABLE server_name;  /* name to verify; NULL: the host of `server` */
   /* Partial sync: the collections to sync, comma-separated ("tasks,notes"); NULL: all. */
   const char* CAIRN_NULLABLE only;
+  /* Version 2. With the server's sync rules (docs/sync-rules.md): the channels to sync,
+   * comma-separated ("user:alice,public"), each one the token may read; NULL: all it may. */
+  const char* CAIRN_NULLABLE channels;
 } cairn_sync_options;
-#define CAIRN_SYNC_OPTIONS_VERSION 1
+#define CAIRN_SYNC_OPTIONS_VERSION 2
 /** The defaults as an initializer: cairn_sync_options o = CAIRN_SYNC_OPTIONS_INIT; (no server
- *  yet, no token, plain TCP, every collection), the same as cairn_sync_options_init. */
-#define CAIRN_SYNC_OPTIONS_INIT {CAIRN_SYNC_OPTIONS_VERSION, NULL, NULL, 0, NULL, NULL, NULL}
-/** Fills `opts` with defaults. @return CAIRN_OK or CAIRN_EINVAL (NULL opts, unknown version). */
+ *  yet, no token, plain TCP, every collection and channel), as cairn_sync_options_init. */
+#define CAIRN_SYNC_OPTIONS_INIT \
+  { CAIRN_SYNC_OPTIONS_VERSION, NULL, NULL, 0, NULL, NULL, NULL, NULL }
+/** Fills `opts` with defaults: the fields of `version` (1 or 2; a program built against an
+ *  older header passes its own version and has its smaller struct filled).
+ *  @return CAIRN_OK or CAIRN_EINVAL (NULL opts, unknown version). */
 CAIRN_API int cairn_sync_options_init(cairn_sync_options* opts, unsigned int version);
 
 /** Creates a sync handle for `replica` (which must outlive it). Nothing connects yet.
@@ -55,9 +61,17 @@ CAIRN_API int cairn_sync_stop(cairn_sync* sync);
 /** The app says the network is back: a waiting live sync reconnects at once.
  *  @return CAIRN_OK or CAIRN_EINVAL (NULL sync). */
 CAIRN_API int cairn_sync_network_changed(cairn_sync* sync);
+/** Hands a renewed token to the sync (docs/protocol.md "Token renewal"): a live session takes
+ *  it without reconnecting (the server checks it as at connect: a token it refuses ends the
+ *  session with its error), and every later connection uses it. A live sync whose token
+ *  expired (last_error CAIRN_ETOKEN) waits for this call, then reconnects at once. Renew before
+ *  "token_expires_ms" of the status.
+ *  @return CAIRN_OK or CAIRN_EINVAL (NULL argument). */
+CAIRN_API int cairn_sync_set_token(cairn_sync* sync, const char* token);
 /** The status as JSON: {"state":"offline|connecting|syncing|idle","pending_ops":N,
  *  "pending_records":N, "records_uploaded":N, "last_error":..., "last_sync_ms":...,
- *  "cursor":N, "bytes_sent":N, ...}. @return CAIRN_OK or CAIRN_EINVAL (NULL argument). */
+ *  "cursor":N, "bytes_sent":N, ..., "token_expires_ms":N or null}.
+ *  @return CAIRN_OK or CAIRN_EINVAL (NULL argument). */
 CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync);
 
 /** Called when the server made every local op up to `through_seq` durable. */

@@ -155,7 +155,7 @@ Result<Claims> VerifyToken(const std::string& token, const TokenPolicy& policy, 
     return Status::Invalid("token has no expiry");
   }
   c.expires_s = NumericDate(payload["exp"]);
-  if (c.expires_s <= now_s - kClockLeewayS) return Status::Invalid("token expired");
+  if (c.expires_s <= now_s - kClockLeewayS) return Status(Code::kETOKEN, "token expired");
   if (c.expires_s > now_s + kMaxTokenValidityS + kClockLeewayS) {
     return Status::Invalid("token expires more than " + std::to_string(kMaxTokenValidityS / 86400) +
                            " days from now (exp " + std::to_string(c.expires_s) + ")");

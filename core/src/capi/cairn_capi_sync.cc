@@ -1,5 +1,7 @@
 // The C API of sync (include/cairn/sync.h) over sync::SyncClient. Same rules as cairn_capi.cc:
 // every function is guarded, no exception crosses the boundary.
+#include <cstddef>
+#include <cstring>
 #include <mutex>
 
 #include "capi/capi_internal.h"
@@ -16,6 +18,18 @@ namespace {
 
 using DurableHook = cairn::capi::Hook<cairn_durable_fn>;
 using StatusHook = cairn::capi::Hook<cairn_status_fn>;
+
+// The size of cairn_sync_options in `version` (0: unknown): version 1 ends before `channels`.
+size_t SyncOptionsSize(unsigned int version) {
+  switch (version) {
+    case 1:
+      return offsetof(cairn_sync_options, channels);
+    case 2:
+      return sizeof(cairn_sync_options);
+    default:
+      return 0;
+  }
+}
 
 // A setter's NULL handle: the payload is still freed, as for every failure.
 int NullSync(void* ctx, void (*free_ctx)(void*)) {
@@ -35,11 +49,10 @@ extern "C" {
 
 CAIRN_API int cairn_sync_options_init(cairn_sync_options* opts, unsigned int version) {
   CHECK_ARG(opts);
-  if (version != CAIRN_SYNC_OPTIONS_VERSION) {
-    return SetError(CAIRN_EINVAL, "unknown cairn_sync_options version");
-  }
-  *opts = cairn_sync_options{};
-  opts->version = CAIRN_SYNC_OPTIONS_VERSION;
+  const size_t size = SyncOptionsSize(version);
+  if (size == 0) return SetError(CAIRN_EINVAL, "unknown cairn_sync_options version");
+  std::memset(opts, 0, size);  // a caller of version 1 has the smaller struct
+  opts->version = version;
   return CAIRN_OK;
 }
 
@@ -50,7 +63,7 @@ CAIRN_API int cairn_sync_new(cairn_sync** out, cairn_replica* replica,
   *out = nullptr;
   CHECK_ARG(replica);
   CHECK_ARG(opts);
-  if (opts->version != CAIRN_SYNC_OPTIONS_VERSION) {
+  if (SyncOptionsSize(opts->version) == 0) {
     return SetError(CAIRN_EINVAL, "unknown cairn_sync_options version");
   }
   if (opts->server == nullptr) return Null("opts->server");
@@ -68,6 +81,11 @@ CAIRN_API int cairn_sync_new(cairn_sync** out, cairn_replica* replica,
     auto only = cairn::sync::ParseCollectionList(opts->only);
     if (!only.ok()) return ToC(only.status().WithContext("only"));
     o.only = std::move(only.value());
+  }
+  if (opts->version >= 2 && opts->channels) {
+    auto channels = cairn::sync::ParseChannelList(opts->channels);
+    if (!channels.ok()) return ToC(channels.status().WithContext("channels"));
+    o.channels = std::move(channels.value());
   }
   auto s = std::make_unique<cairn_sync>();
   s->impl = std::make_unique<cairn::sync::SyncClient>(replica->impl.get(), std::move(o));
@@ -111,6 +129,15 @@ CAIRN_API int cairn_sync_network_changed(cairn_sync* sync) {
   CAIRN_CAPI_GUARD
   CHECK_ARG(sync);
   sync->impl->NetworkChanged();
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_sync_set_token(cairn_sync* sync, const char* token) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(sync);
+  CHECK_ARG(token);
+  sync->impl->SetToken(token);
   return CAIRN_OK;
   CAIRN_CAPI_END
 }

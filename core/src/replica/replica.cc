@@ -217,6 +217,11 @@ Status Replica::ValidateBatch(const WriteBatch& batch) {
     if (e.collection != last_coll) {
       CAIRN_RETURN_IF_ERROR(ValidateCollectionName(e.collection));
       std::string name(e.collection);
+      if (store_->DeviceReadOnly(name)) {
+        return Status(Code::kEPERM, "collection '" + name +
+                                        "' is read-only on devices (the server's sync rules "
+                                        "send it one way, docs/sync-rules.md)");
+      }
       std::string clash = store_->CollectionClash(name);
       if (!clash.empty()) {
         return Status::Invalid("collection '" + name +

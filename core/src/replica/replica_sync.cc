@@ -1,12 +1,10 @@
 // cairn::SyncAccess: what the sync engine reaches of a Replica (docs/protocol.md "Exchange"):
 // server batches, the outbox and its acknowledgement, refusals and their undo, snapshots, the
 // clock correction.
-#include "replica/sync_access.h"
-#include "replica/replica_locked.h"
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <set>
 
 #include "base/coding.h"
 #include "base/killpoint.h"
@@ -16,6 +14,8 @@
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "replica/replica.h"
+#include "replica/replica_locked.h"
+#include "replica/sync_access.h"
 
 namespace cairn {
 
@@ -235,6 +235,18 @@ Status SyncAccess::UndoRefused(const std::vector<RefusedTxn>& refused) {
 
 Status SyncAccess::SetCoverage(const std::optional<std::string>& coverage) {
   return UpdateSyncPosition([&](store::SyncPosition* pos) { pos->subscriptions = coverage; });
+}
+
+Status SyncAccess::SetReadOnlyCollections(const std::vector<std::string>& names) {
+  std::set<std::string> lower;
+  for (const auto& n : names) lower.insert(AsciiLower(n));
+  {
+    Replica::Locked lock(r_);
+    CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+    CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r_->store_->GetSyncPosition());
+    if (pos.read_only == lower) return Status::OK();
+  }
+  return UpdateSyncPosition([&](store::SyncPosition* pos) { pos->read_only = lower; });
 }
 
 Result<std::optional<store::SnapshotState>> SyncAccess::GetSnapshot() {

@@ -80,6 +80,10 @@ class SyncAccess {
   // Stores what this replica holds of the server's collections (SyncPosition::subscriptions:
   // nullopt = every collection; else a JSON object collection -> since-cursor, "*" = the rest).
   Status SetCoverage(const std::optional<std::string>& coverage);
+  // Stores the collections the server's sync rules keep one-way, as its Welcome names them
+  // (SyncPosition::read_only; names are lower-cased): local writes to them fail with EPERM
+  // from now on (docs/sync-rules.md). Writes nothing when they did not change.
+  Status SetReadOnlyCollections(const std::vector<std::string>& names);
   // Snapshots (docs/protocol.md "Snapshots"): a snapshot is staged chunk by chunk (each chunk
   // committed with its position, so a cut connection resumes) and applied whole at the end.
   Result<std::optional<store::SnapshotState>> GetSnapshot();

@@ -83,6 +83,9 @@ void Session::OnFrame(net::Link* c, const wire::Frame& frame) {
     case wire::Body::StreamBatch:
       OnStreamBatch(*frame.body_as_StreamBatch());
       return;
+    case wire::Body::Renew:
+      OnRenew(*frame.body_as_Renew());
+      return;
     case wire::Body::Ping: {
       flatbuffers::FlatBufferBuilder fbb(64);
       auto pong = wire::CreatePong(fbb, server_->store->NowMs());
@@ -98,6 +101,83 @@ void Session::OnFrame(net::Link* c, const wire::Frame& frame) {
       c->SendErrorAndClose(Code::kEINVAL,
                            std::string("unexpected message from a client: ") + BodyName(type));
   }
+}
+
+Result<auth::Claims> Session::VerifiedClaims(const std::string& token) const {
+  if (token.empty()) return Status(Code::kEPERM, "this server requires a token");
+  auto claims = auth::VerifyToken(token, server_->options.tokens(), server_->store->NowMs() / 1000);
+  if (!claims.ok()) {
+    return Status(claims.status().code() == Code::kETOKEN ? Code::kETOKEN : Code::kEPERM,
+                  claims.status().message());
+  }
+  if (claims->replica_id && *claims->replica_id != replica_.Hex()) {
+    return Status(Code::kEPERM, "the token is for replica " + *claims->replica_id);
+  }
+  return claims;
+}
+
+int64_t Session::TokenExpiresMs() const {
+  return claims_ ? std::max<int64_t>(claims_->expires_s, 0) * 1000 : 0;
+}
+
+// docs/protocol.md "Token renewal": the renewed token is checked as Hello's was (a server that
+// checks no tokens takes any) and must be for the same subject; it must allow reading what the
+// session syncs (its channels, or its collections), else the session ends with the error a Hello
+// with it would get, or EPERM.
+void Session::OnRenew(const wire::Renew& renew) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  if (!claims_) {  // a server that checks no tokens: nothing changes
+    conn->Send(FinishFrame(&fbb, wire::Body::Renewed, wire::CreateRenewed(fbb, 0)));
+    return;
+  }
+  auto claims = VerifiedClaims(renew.token() ? renew.token()->str() : std::string());
+  if (!claims.ok()) {
+    conn->SendErrorAndClose(claims.status().code(),
+                            "the renewed token: " + claims.status().message());
+    return;
+  }
+  if (claims->subject != claims_->subject) {
+    conn->SendErrorAndClose(
+        Code::kEPERM, "a renewed token must be for the same subject ('" + claims_->subject + "')");
+    return;
+  }
+  std::optional<rules::Grants> grants;
+  if (const rules::Rules* rules = server_->options.rules.get()) {
+    auto g = rules->GrantsFor(*claims);
+    if (!g.ok()) {
+      conn->SendErrorAndClose(g.status().code(), g.status().message());
+      return;
+    }
+    for (const std::string& c : channels_) {
+      if (!g->admin && g->read.count(c) == 0) {
+        conn->SendErrorAndClose(Code::kEPERM, "the renewed token does not allow reading channel '" +
+                                                  c + "', which this session syncs");
+        return;
+      }
+    }
+    grants = std::move(g.value());
+  } else {
+    const std::set<std::string> star = {"*"};
+    for (const std::string& n : all_collections_ ? star : subscriptions_) {
+      if (claims_->MayRead(n) && !claims->MayRead(n)) {
+        conn->SendErrorAndClose(Code::kEPERM, "the renewed token does not allow reading '" + n +
+                                                  "', which this session syncs");
+        return;
+      }
+    }
+  }
+  claims_ = std::move(claims.value());
+  grants_ = std::move(grants);
+  conn->Send(FinishFrame(&fbb, wire::Body::Renewed, wire::CreateRenewed(fbb, TokenExpiresMs())));
+  server_->Log("session " + replica_.Hex() + " renewed its token (" + claims_->subject +
+               ", expires " + std::to_string(claims_->expires_s) + ")");
+}
+
+void Session::OnTick(net::Link* c, uint64_t) {
+  if (!live_ || !claims_ || c->closing()) return;
+  if (server_->store->NowMs() / 1000 < claims_->expires_s + auth::kClockLeewayS) return;
+  c->SendErrorAndClose(Code::kETOKEN,
+                       "the token expired: renew it (docs/protocol.md \"Token renewal\")");
 }
 
 void Session::OnHello(const wire::Hello& hello) {
@@ -121,20 +201,10 @@ void Session::OnHello(const wire::Hello& hello) {
                                                "all 0xff bytes (docs/protocol.md \"Replica ids\")");
     return;
   }
-  const auth::TokenPolicy policy = server_->options.tokens();
-  if (policy.enabled()) {
-    const std::string token = hello.token() ? hello.token()->str() : std::string();
-    if (token.empty()) {
-      conn->SendErrorAndClose(Code::kEPERM, "this server requires a token");
-      return;
-    }
-    auto claims = auth::VerifyToken(token, policy, store->NowMs() / 1000);
+  if (server_->options.tokens().enabled()) {
+    auto claims = VerifiedClaims(hello.token() ? hello.token()->str() : std::string());
     if (!claims.ok()) {
-      conn->SendErrorAndClose(Code::kEPERM, claims.status().message());
-      return;
-    }
-    if (claims->replica_id && *claims->replica_id != replica_.Hex()) {
-      conn->SendErrorAndClose(Code::kEPERM, "the token is for replica " + *claims->replica_id);
+      conn->SendErrorAndClose(claims.status().code(), claims.status().message());
       return;
     }
     Status bound = store->BindReplica(replica_, claims->subject);
@@ -248,7 +318,7 @@ void Session::OnHello(const wire::Hello& hello) {
   auto welcome = wire::CreateWelcome(
       fbb, protocol::kProtocolVersion, &sid, store->NowMs(),
       server_->options.conn.limits.max_frame_bytes, server_->options.max_batch_ops,
-      server_->options.window_batches, server_->options.max_drift_ms, read_only);
+      server_->options.window_batches, server_->options.max_drift_ms, read_only, TokenExpiresMs());
   conn->Send(FinishFrame(&fbb, wire::Body::Welcome, welcome));
   server_->Log("session " + replica_.Hex() + " from " + conn->peer() + " at cursor " +
                std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()) +

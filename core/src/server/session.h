@@ -90,6 +90,8 @@ class Session : public net::Link::Delegate {
   bool Admit();
   void OnFrame(net::Link* c, const wire::Frame& frame) override;
   void OnDrained(net::Link*) override { Pump(); }
+  // Ends a session whose token expired (ETOKEN) unless a Renew came first.
+  void OnTick(net::Link* c, uint64_t now_ms) override;
   void OnClosed(net::Link*, const Status& why) override {
     if (counted_) {
       auto it = server_->per_address.find(address_);
@@ -114,6 +116,11 @@ class Session : public net::Link::Delegate {
   void OnHello(const wire::Hello& hello);
   void OnBatch(const wire::OpBatch& batch);
   void OnStreamBatch(const wire::StreamBatch& batch);
+  void OnRenew(const wire::Renew& renew);
+  // The claims of `token` if the server takes it for this replica: EPERM, or ETOKEN when it
+  // expired.
+  Result<auth::Claims> VerifiedClaims(const std::string& token) const;
+  int64_t TokenExpiresMs() const;  // Welcome/Renewed.token_expires_ms
   // Whether the client gets `collection`'s ops from the log entry at `cursor`.
   bool Wants(const std::string& collection, uint64_t cursor) const {
     if (!all_collections_ && subscriptions_.count(collection) == 0) return false;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/strings.h"
 #include "crdt/doc_state.h"
 #include "oplog/op.h"
 #include "store/sqlite.h"
@@ -28,7 +29,7 @@
 namespace cairn::store {
 
 // Storage format version (PRAGMA user_version). A file with a larger number is refused.
-constexpr int kFormatVersion = 5;
+constexpr int kFormatVersion = 6;
 // PRAGMA application_id of a Cairn replica: "CRN1" as a big-endian 32-bit integer.
 constexpr int32_t kApplicationId = 0x43524E31;
 
@@ -55,6 +56,10 @@ struct SyncPosition {
   std::optional<std::string> subscriptions;    // collections the cursor covers; nullopt: all
   std::optional<int64_t> last_sync_ms;         // last completed exchange
   std::optional<int64_t> clock_offset_ms;      // server time - own clock, last learnt (format 4)
+  // The collections the server's sync rules keep one-way (server -> devices), lower-case, as
+  // its last Welcome named them; local writes to them fail with EPERM (format 6;
+  // docs/sync-rules.md).
+  std::set<std::string> read_only;
 };
 
 // A snapshot being received from the sync server (format 3, table cairn_snapshot). Its ops are
@@ -134,6 +139,11 @@ class ReplicaStore {
   Status SetThrough(const ReplicaId& origin, uint64_t through);
   // Case-insensitive clash of a new name with an existing, different one ("" if none).
   std::string CollectionClash(const std::string& name) const;
+  // Whether the server's sync rules keep `collection` one-way (SyncPosition::read_only, as
+  // last stored).
+  bool DeviceReadOnly(const std::string& collection) const {
+    return !read_only_.empty() && read_only_.count(AsciiLower(collection)) > 0;
+  }
   std::string FieldClash(const std::string& name) const;
   // Gap handling (docs/crdt-semantics.md "Gaps are held back"). A held-back unit is one received
   // file (or batch) kept whole: its ops, and per origin the range (from, through] it covers,
@@ -291,6 +301,8 @@ class ReplicaStore {
   bool has_sync_table_ = true;
   bool has_snapshot_table_ = true;
   bool has_format4_ = true;
+  bool has_format6_ = true;
+  std::set<std::string> read_only_;  // SyncPosition::read_only, as last read or written
   std::unique_ptr<StreamStore> streams_;
   // The first local seq not acknowledged (0: not known in this transaction).
   uint64_t unacked_from_ = 0;

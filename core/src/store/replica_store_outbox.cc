@@ -1,14 +1,14 @@
 // ReplicaStore: the sync side of the file. The outbox and its acknowledgement, the sync
 // position, refused (rejected) ops and what a refused transaction needs to be undone (the ops
 // it superseded or outranked), and the op rows the pending and outranked tables share.
-#include "store/replica_store.h"
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "base/coding.h"
 #include "base/strings.h"
 #include "oplog/value_codec.h"
+#include "store/replica_store.h"
 #include "store/replica_store_rows.h"
 
 namespace cairn::store {
@@ -72,9 +72,11 @@ Result<std::optional<Hlc>> ReplicaStore::OutboxHlcAt(uint64_t seq) {
 Result<SyncPosition> ReplicaStore::GetSyncPosition() {
   SyncPosition pos;
   if (!has_sync_table_) return pos;  // a format 1 file opened read-only: never synced
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      std::string("SELECT server_id, cursor, subscriptions, last_sync_ms, ") +
-      (has_format4_ ? "clock_offset_ms" : "NULL") + " FROM cairn_sync WHERE id = 1"));
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt st,
+      db_.Prepare(std::string("SELECT server_id, cursor, subscriptions, last_sync_ms, ") +
+                  (has_format4_ ? "clock_offset_ms" : "NULL") + ", " +
+                  (has_format6_ ? "read_only" : "NULL") + " FROM cairn_sync WHERE id = 1"));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return pos;
   if (!st.IsNull(0)) {
@@ -85,15 +87,24 @@ Result<SyncPosition> ReplicaStore::GetSyncPosition() {
   if (!st.IsNull(2)) pos.subscriptions = std::string(st.Text(2));
   if (!st.IsNull(3)) pos.last_sync_ms = st.Int(3);
   if (!st.IsNull(4)) pos.clock_offset_ms = st.Int(4);
+  if (!st.IsNull(5)) {
+    nlohmann::json names = nlohmann::json::parse(st.Text(5), nullptr, /*allow_exceptions=*/false);
+    if (!names.is_array()) return Status::Corrupt("cairn_sync.read_only is not a JSON array");
+    for (const auto& n : names) {
+      if (n.is_string()) pos.read_only.insert(n.get<std::string>());
+    }
+  }
   return pos;
 }
 
 Status ReplicaStore::SetSyncPosition(const SyncPosition& pos) {
   if (!in_txn_) return Status::Internal("SetSyncPosition outside a transaction");
   if (!set_sync_.valid()) {
-    CAIRN_ASSIGN_OR_RETURN(set_sync_, db_.Prepare(
-        "UPDATE cairn_sync SET server_id = ?, cursor = ?, subscriptions = ?, last_sync_ms = ?, "
-        "clock_offset_ms = ? WHERE id = 1"));
+    CAIRN_ASSIGN_OR_RETURN(
+        set_sync_,
+        db_.Prepare(
+            "UPDATE cairn_sync SET server_id = ?, cursor = ?, subscriptions = ?, last_sync_ms = ?, "
+            "clock_offset_ms = ?, read_only = ? WHERE id = 1"));
   }
   if (pos.server_id) {
     set_sync_.BindBlob(1, pos.server_id->Bytes());
@@ -116,7 +127,14 @@ Status ReplicaStore::SetSyncPosition(const SyncPosition& pos) {
   } else {
     set_sync_.BindNull(5);
   }
-  return set_sync_.Run();
+  if (pos.read_only.empty()) {
+    set_sync_.BindNull(6);
+  } else {
+    set_sync_.BindText(6, nlohmann::json(pos.read_only).dump());
+  }
+  CAIRN_RETURN_IF_ERROR(set_sync_.Run());
+  read_only_ = pos.read_only;  // (a rollback reads it again: LoadRegistry)
+  return Status::OK();
 }
 
 Status ReplicaStore::TakeOutbox(

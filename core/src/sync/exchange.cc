@@ -53,6 +53,7 @@ Exchange::Exchange(Replica* r, SyncOptions o, Owner* w)
     : replica(r),
       options(std::move(o)),
       owner(w),
+      token(options.token),
       stream_batch_bytes(kMaxStreamBatchBytes),
       push_batch_bytes(protocol::BatchBudget(protocol::kDefaultMaxFrameBytes)) {}
 
@@ -152,7 +153,12 @@ void Exchange::OnOpen(net::Link* c) {
   wire::ReplicaId rid = protocol::ToWire(replica->id());
   std::vector<flatbuffers::Offset<flatbuffers::String>> subs;
   for (const auto& s : only) subs.push_back(fbb.CreateString(s));
-  auto token = fbb.CreateString(options.token);
+  flatbuffers::Offset<flatbuffers::String> token_str;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    token_str = fbb.CreateString(token);
+    token_renewed = false;  // Hello carries the newest
+  }
   auto subs_vec = fbb.CreateVector(subs);
   auto channels_vec = fbb.CreateVectorOfStrings(options.channels);
   std::vector<flatbuffers::Offset<wire::Holding>> holds;
@@ -176,7 +182,7 @@ void Exchange::OnOpen(net::Link* c) {
   if (!resume.IsNull()) hello.add_resume(resume);
   hello.add_protocol_version(protocol::kProtocolVersion);
   hello.add_replica_id(&rid);
-  hello.add_token(token);
+  hello.add_token(token_str);
   hello.add_cursor(cursor);
   hello.add_subscriptions(subs_vec);
   hello.add_channels(channels_vec);
@@ -223,6 +229,11 @@ void Exchange::OnFrame(net::Link* c, const wire::Frame& frame) {
     case wire::Body::SnapshotEnd:
       OnSnapshotEnd(*frame.body_as_SnapshotEnd());
       return;
+    case wire::Body::Renewed: {
+      std::lock_guard<std::mutex> lock(mu);
+      st.token_expires_ms = frame.body_as_Renewed()->token_expires_ms();
+      return;
+    }
     case wire::Body::Pong:
       return;
     case wire::Body::Ping: {
@@ -278,6 +289,17 @@ void Exchange::OnWelcome(const wire::Welcome& w) {
     link_->Close(clock);
     return;
   }
+  // docs/sync-rules.md: the collections the server's rules keep one-way; local writes to them
+  // fail at once from now on (also offline, until a server says otherwise).
+  std::vector<std::string> one_way;
+  if (w.read_only() != nullptr) {
+    for (const auto* name : *w.read_only()) one_way.push_back(name->str());
+  }
+  Status kept = SyncAccess(*replica).SetReadOnlyCollections(one_way);
+  if (!kept.ok()) {
+    link_->Close(kept);
+    return;
+  }
   if (once) {
     auto streams = replica->Streams();
     if (!streams.ok()) {
@@ -300,9 +322,33 @@ void Exchange::OnWelcome(const wire::Welcome& w) {
   }
   log::Write(log::Level::kInfo, "sync: connected to " + options.server + " (server " +
                                     server_id.Hex() + ")");
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    st.token_expires_ms = w.token_expires_ms();
+  }
   SetStateAndError(SyncState::kSyncing, "");
   owner->OnWelcomed();
+  SendRenewal();  // a token set while the Hello was on its way
   Push();
+}
+
+void Exchange::SetToken(std::string t) {
+  std::lock_guard<std::mutex> lock(mu);
+  token = std::move(t);
+  token_renewed = true;
+}
+
+void Exchange::SendRenewal() {
+  if (link_ == nullptr || !welcomed || link_->closing()) return;
+  flatbuffers::FlatBufferBuilder fbb(512);
+  flatbuffers::Offset<wire::Renew> renew;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!token_renewed) return;
+    token_renewed = false;
+    renew = wire::CreateRenew(fbb, fbb.CreateString(token));
+  }
+  link_->Send(FinishFrame(&fbb, wire::Body::Renew, renew));
 }
 
 void Exchange::Push() {

@@ -67,6 +67,10 @@ struct Exchange : net::Link::Delegate {
   void NotifyStatus();
   // Recounts the local ops and records not yet acknowledged.
   void RefreshPending();
+  // Token renewal (docs/protocol.md "Token renewal"): SetToken (any thread) keeps `t` for
+  // every later Hello; SendRenewal (the driving thread) hands it to the live session.
+  void SetToken(std::string t);
+  void SendRenewal();
 
   // net::Link::Delegate
   void OnOpen(net::Link* c) override;
@@ -78,8 +82,10 @@ struct Exchange : net::Link::Delegate {
   SyncOptions options;
   Owner* owner;
 
-  mutable std::mutex mu;  // guards st, durable_cb, status_cb, notified
+  mutable std::mutex mu;  // guards st, durable_cb, status_cb, notified, token, token_renewed
   SyncStatus st;
+  std::string token;           // the newest token (options.token until SetToken)
+  bool token_renewed = false;  // set since the session last sent it
   DurableCallback durable_cb;
   StatusCallback status_cb;
   std::string notified;  // what status_cb was last told (state, pending, error)

@@ -15,17 +15,33 @@
 
 namespace cairn::sync {
 
-Result<std::vector<std::string>> ParseCollectionList(const std::string& list) {
+namespace {
+
+// "a,b" -> {"a", "b"}, "" -> {}, each piece checked by `check`.
+Result<std::vector<std::string>> SplitList(const std::string& list,
+                                           Status (*check)(const std::string&)) {
   std::vector<std::string> out;
   for (size_t start = 0; !list.empty() && start <= list.size();) {
     size_t comma = list.find(',', start);
     if (comma == std::string::npos) comma = list.size();
     std::string name = list.substr(start, comma - start);
-    CAIRN_RETURN_IF_ERROR(cairn::ValidateCollectionName(name));
+    CAIRN_RETURN_IF_ERROR(check(name));
     out.push_back(std::move(name));
     start = comma + 1;
   }
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> ParseCollectionList(const std::string& list) {
+  return SplitList(list, [](const std::string& name) { return ValidateCollectionName(name); });
+}
+
+Result<std::vector<std::string>> ParseChannelList(const std::string& list) {
+  return SplitList(list, [](const std::string& name) {
+    return name.empty() ? Status::Invalid("an empty channel name") : Status::OK();
+  });
 }
 
 const char* SyncStateName(SyncState s) {
@@ -55,7 +71,8 @@ std::string SyncStatus::ToJson() const {
             {"ops_pushed", ops_pushed},
             {"ops_received", ops_received},
             {"txns_refused", txns_refused},
-            {"reconnects", reconnects}};
+            {"reconnects", reconnects},
+            {"token_expires_ms", token_expires_ms > 0 ? Json(token_expires_ms) : Json(nullptr)}};
   return CanonicalJson(j);
 }
 
@@ -82,6 +99,7 @@ struct SyncClient::Engine : Exchange::Owner {
   std::atomic<bool> stop_requested{false};
   std::atomic<bool> network_changed{false};
   std::atomic<bool> local_write{false};
+  std::atomic<bool> token_changed{false};
   std::atomic<bool> live{false};  // Start .. Stop
   uint32_t attempt = 0;
   std::mt19937_64 rng{static_cast<uint64_t>(port::WallClockMs())};
@@ -150,6 +168,15 @@ struct SyncClient::Engine : Exchange::Owner {
       uv_timer_stop(&retry_timer);
       attempt = 0;
       Connect();
+    }
+    if (token_changed.exchange(false) && !done) {
+      if (conn != nullptr) {
+        ex.SendRenewal();
+      } else if (!once) {  // offline: reconnect now, with it
+        uv_timer_stop(&retry_timer);
+        attempt = 0;
+        Connect();
+      }
     }
     if (local_write.exchange(false)) {
       // The pending count grew, online or not: the status callback hears of it.
@@ -241,6 +268,11 @@ struct SyncClient::Engine : Exchange::Owner {
     uint64_t d = o.backoff_min_ms;
     for (uint32_t i = 0; i < attempt && d < o.backoff_max_ms; i++) d *= 2;
     d = std::min<uint64_t>(d, o.backoff_max_ms);
+    if (why.code() == Code::kETOKEN) {
+      // Retrying with an expired token is useless: SetToken reconnects (OnWake).
+      log::Write(log::Level::kInfo, "sync: " + why.ToString() + "; waiting for a renewed token");
+      return;
+    }
     std::uniform_int_distribution<uint64_t> jitter(d / 2, d);
     attempt++;
     {
@@ -322,6 +354,12 @@ void SyncClient::Stop() {
 
 void SyncClient::NetworkChanged() {
   engine_->network_changed = true;
+  engine_->Signal();
+}
+
+void SyncClient::SetToken(std::string token) {
+  engine_->ex.SetToken(std::move(token));
+  engine_->token_changed = true;
   engine_->Signal();
 }
 

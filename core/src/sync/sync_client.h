@@ -53,6 +53,9 @@ struct SyncOptions {
 // "tasks,notes" -> {"tasks", "notes"} (SyncOptions::only); "" -> {}. EINVAL for a name that
 // breaks docs/crdt-semantics.md "Data model".
 Result<std::vector<std::string>> ParseCollectionList(const std::string& list);
+// "user:alice,public" -> {"user:alice", "public"} (SyncOptions::channels); "" -> {}. EINVAL for
+// an empty name ("a,,b").
+Result<std::vector<std::string>> ParseChannelList(const std::string& list);
 
 enum class SyncState { kOffline, kConnecting, kSyncing, kIdle };
 const char* SyncStateName(SyncState s);
@@ -69,6 +72,9 @@ struct SyncStatus {
   uint64_t records_uploaded = 0;  // stream records the server acknowledged
   uint64_t txns_refused = 0;  // refused by the server (their ops: the rejected-ops table)
   uint32_t reconnects = 0;
+  // When the session's token expires (ms since the Unix epoch), as the server last said
+  // (Welcome, Renewed); 0: unknown or no token. Renew before it (SyncClient::SetToken).
+  int64_t token_expires_ms = 0;
   std::string ToJson() const;
 };
 
@@ -96,6 +102,11 @@ class SyncClient {
   void Stop();
   // The network came back: reconnect now instead of waiting for the backoff.
   void NetworkChanged();
+  // A renewed token (docs/protocol.md "Token renewal"): the live session takes it without
+  // reconnecting, and every later connection uses it. A session that ended with ETOKEN (its
+  // token expired) waits for this call instead of retrying, then reconnects at once. A token
+  // the server refuses ends the session with the server's error, as at connect.
+  void SetToken(std::string token);
   SyncStatus status() const;
   void SetDurableCallback(DurableCallback cb);
   void SetStatusCallback(StatusCallback cb);

@@ -91,6 +91,11 @@ TEST(JwtTest, ExpiryHasASmallLeeway) {
   EXPECT_EQ(with_exp(kNow - kClockLeewayS), "token expired");
   EXPECT_EQ(with_exp(kNow - 86400), "token expired");
   EXPECT_EQ(with_exp(INT64_MIN), "token expired");
+  // Its own code: the app renews the token (docs/protocol.md "Token renewal").
+  EXPECT_EQ(VerifyToken(SignToken(kHeader, Payload("", kNow - 86400), kSecret), kSecret, kNow)
+                .status()
+                .code(),
+            Code::kETOKEN);
   // No further ahead than kMaxTokenValidityS (and the leeway): an exp of 2^63 - 1 or above
   // would never lapse.
   EXPECT_EQ(with_exp(kNow + kMaxTokenValidityS + kClockLeewayS), "ok");

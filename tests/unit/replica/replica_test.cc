@@ -526,18 +526,19 @@ TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
 
 // A file of storage format 1 (before the sync position existed) is migrated on open: its data
 // stays, it gains the cairn_sync table, and a read-only open of an unmigrated one still works.
-// Files of formats 1 (no sync tables), 2 (no snapshot table), 3 (no refusal tables) and 4 (no
-// streams) open and migrate.
+// Files of formats 1 (no sync tables), 2 (no snapshot table), 3 (no refusal tables), 4 (no
+// streams) and 5 (no one-way collections) open and migrate.
 TEST_F(ReplicaTest, MigratesOlderFormats) {
-  const std::string to4 = "DROP TABLE cairn_stream_records; DROP TABLE cairn_streams; ";
+  const std::string to5 = "ALTER TABLE cairn_sync DROP COLUMN read_only; ";
+  const std::string to4 = to5 + "DROP TABLE cairn_stream_records; DROP TABLE cairn_streams; ";
   const std::string to3 = to4 +
       "DROP TABLE cairn_superseded; ALTER TABLE cairn_outbox DROP COLUMN superseded; "
       "ALTER TABLE cairn_sync DROP COLUMN clock_offset_ms; ";
   const std::string downgrade[] = {
       to3 + "DROP TABLE cairn_sync; DROP TABLE cairn_snapshot; PRAGMA user_version=1",
       to3 + "DROP TABLE cairn_snapshot; PRAGMA user_version=2", to3 + "PRAGMA user_version=3",
-      to4 + "PRAGMA user_version=4"};
-  for (int version = 1; version <= 4; version++) {
+      to4 + "PRAGMA user_version=4", to5 + "PRAGMA user_version=5"};
+  for (int version = 1; version <= 5; version++) {
     const std::string name = "old" + std::to_string(version) + ".db";
     {
       auto r = Open(name);
@@ -580,6 +581,9 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
     // Format 5: streams.
     ASSERT_TRUE(r->Append("temps", {{"t", Value::Double(1.5)}}).ok());
     EXPECT_EQ(SyncAccess(*r).QueuedRecords().value(), 1u);
+    // Format 6: the collections the server keeps one-way.
+    ASSERT_TRUE(SyncAccess(*r).SetReadOnlyCollections({"News"}).ok());
+    EXPECT_EQ(r->Put("news", "n", {{"v", Value::Int(1)}}).code(), Code::kEPERM);
     ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
     sqlite3_stmt* st;
     sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
@@ -588,6 +592,31 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
     sqlite3_finalize(st);
     sqlite3_close(db);
   }
+}
+
+// docs/sync-rules.md: a collection the server keeps one-way refuses local writes at once
+// (EPERM, nothing written, nothing queued), whatever the case of its name, in every
+// connection to the file, until a server says otherwise.
+TEST_F(ReplicaTest, OneWayCollectionsRefuseLocalWrites) {
+  auto r = Open("r.db");
+  ASSERT_TRUE(r->Put("tasks", "t", {{"v", Value::Int(1)}}).ok());
+  auto other = Open("r.db");  // another connection (another process would be the same)
+  ASSERT_TRUE(other->Get("tasks", "t").ok());
+  ASSERT_TRUE(SyncAccess(*r).SetReadOnlyCollections({"news", "Alerts"}).ok());
+  WriteBatch batch;
+  batch.Set("tasks", "t", "v", Value::Int(2));
+  batch.Set("NEWS", "n", "v", Value::Int(2));
+  Status refused = r->Write(batch);
+  EXPECT_EQ(refused.code(), Code::kEPERM);
+  EXPECT_NE(refused.message().find("NEWS"), std::string::npos) << refused.ToString();
+  EXPECT_EQ(r->Get("tasks", "t").value()->at("v").as_int(), 1);
+  EXPECT_EQ(r->PendingOps().value(), 1);
+  EXPECT_EQ(other->Increment("alerts", "a", "n", 1).code(), Code::kEPERM);
+  EXPECT_EQ(other->Delete("news", "n").code(), Code::kEPERM);
+  ASSERT_TRUE(other->Put("tasks", "t", {{"v", Value::Int(3)}}).ok());
+  ASSERT_TRUE(SyncAccess(*other).SetReadOnlyCollections({}).ok());
+  EXPECT_TRUE(r->Put("news", "n", {{"v", Value::Int(4)}}).ok());
+  EXPECT_EQ(r->PendingOps().value(), 3);
 }
 
 TEST_F(ReplicaTest, RestoredBackupNeverReusesSeqs) {

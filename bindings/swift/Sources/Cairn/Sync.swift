@@ -22,9 +22,13 @@ public struct SyncStatus: Sendable, Equatable, Decodable {
     public let opsReceived: UInt64
     public let txnsRefused: UInt64
     public let reconnects: UInt32
+    /// When the session's token expires (ms since the epoch), as the server said; nil: unknown.
+    /// Renew before it (`setToken`).
+    public let tokenExpiresMs: Int64?
 
     enum CodingKeys: String, CodingKey {
         case state, cursor, reconnects
+        case tokenExpiresMs = "token_expires_ms"
         case pendingOps = "pending_ops", lastError = "last_error", lastSyncMs = "last_sync_ms"
         case pendingRecords = "pending_records", recordsUploaded = "records_uploaded"
         case bytesSent = "bytes_sent", bytesReceived = "bytes_received", opsPushed = "ops_pushed"
@@ -55,6 +59,9 @@ public final class Sync: @unchecked Sendable {
         public var serverName: String?
         /// Partial sync: only these collections (nil: all).
         public var only: [String]?
+        /// With the server's sync rules (docs/sync-rules.md): only these channels, each one the
+        /// token may read (nil: all it may).
+        public var channels: [String]?
 
         public init(server: String, token: String? = nil) {
             self.server = server
@@ -71,19 +78,26 @@ public final class Sync: @unchecked Sendable {
         try check(cairn_sync_options_init(&opts, UInt32(CAIRN_SYNC_OPTIONS_VERSION)))
         var h: OpaquePointer?
         let only = options.only?.joined(separator: ",")
+        if let channels = options.channels, channels.contains(where: { $0.isEmpty || $0.contains(",") }) {
+            throw CairnError(code: CAIRN_EINVAL.rawValue, message: "a channel name is empty or has a comma")
+        }
+        let channels = options.channels?.joined(separator: ",")
         try replica.withHandle { r in
             try options.server.withCString { server in
                 try withOptionalCString(options.token) { token in
                     try withOptionalCString(options.caFile) { ca in
                         try withOptionalCString(options.serverName) { name in
                             try withOptionalCString(only) { only in
+                              try withOptionalCString(channels) { channels in
                                 opts.server = server
                                 opts.token = token
                                 opts.tls = options.tls ? 1 : 0
                                 opts.ca_file = ca
                                 opts.server_name = name
                                 opts.only = only
+                                opts.channels = channels
                                 try check(cairn_sync_new(&h, r, &opts))
+                              }
                             }
                         }
                     }
@@ -127,6 +141,13 @@ public final class Sync: @unchecked Sendable {
 
     /// The network came back: a waiting live sync reconnects at once.
     public func networkChanged() throws { try withHandle { h in try check(cairn_sync_network_changed(h)) } }
+
+    /// A renewed token (docs/protocol.md "Token renewal"): the live session takes it without
+    /// reconnecting, and every later connection uses it. A live sync whose token expired
+    /// (`lastError` ETOKEN) waits for this call, then reconnects at once.
+    public func setToken(_ token: String) throws {
+        try withHandle { h in try token.withCString { t in try check(cairn_sync_set_token(h, t)) } }
+    }
 
     public func status() throws -> SyncStatus {
         let text: String = try withHandle { h in

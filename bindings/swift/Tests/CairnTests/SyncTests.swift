@@ -55,6 +55,20 @@ final class SyncTests: XCTestCase {
         XCTAssertTrue(heard)
         XCTAssertEqual(try b.get("tasks", "t2")?["title"], "live")
         XCTAssertTrue(states.values.contains(.connecting), "\(states.values)")
+        // A renewed token (two days, not one): the live session takes it and goes on.
+        let firstExpiry = try XCTUnwrap(try sb.status().tokenExpiresMs)
+        try sb.setToken(try server.token("bob", ttlSeconds: 2 * 86400))
+        for _ in 0..<2000 where try sb.status().tokenExpiresMs == firstExpiry {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        XCTAssertGreaterThan(try XCTUnwrap(try sb.status().tokenExpiresMs), firstExpiry + 80000 * 1000)
+        try a.put("tasks", "t3", ["title": "after renewal"])
+        try sa.syncOnce(timeoutMs: 20000)
+        for _ in 0..<2000 where try b.get("tasks", "t3") == nil {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        XCTAssertEqual(try b.get("tasks", "t3")?["title"], "after renewal")
+        XCTAssertEqual(try sb.status().reconnects, 0)
         try sb.networkChanged()
         try sb.stop()
         sa.close()

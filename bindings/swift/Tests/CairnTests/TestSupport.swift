@@ -78,9 +78,11 @@ final class TestServer {
         process.waitUntilExit()
     }
 
-    func token(_ subject: String, write: String? = nil) throws -> String {
+    /// `ttlSeconds` nil: the default (a day).
+    func token(_ subject: String, write: String? = nil, ttlSeconds: Int? = nil) throws -> String {
         var args = ["token", "--token-secret", secret, "--sub", subject]
         if let write { args += ["--write", write] }
+        if let ttlSeconds { args += ["--ttl", String(ttlSeconds)] }
         return try run(server, args).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 

@@ -808,9 +808,9 @@ JNIEXPORT void JNICALL Java_dev_cairn_Replica_nativeRemoveChangeListener(JNIEnv*
 JNIEXPORT jlong JNICALL Java_dev_cairn_Sync_nativeNew(JNIEnv* env, jclass, jlong replica,
                                                       jstring server, jstring token, jboolean tls,
                                                       jstring ca_file, jstring server_name,
-                                                      jstring only) {
+                                                      jstring only, jstring channels) {
   return Guarded<jlong>(env, 0, [&]() -> jlong {
-    std::string srv, tok, ca, name, subset;
+    std::string srv, tok, ca, name, subset, chans;
     if (!ToCString(env, server, "server", &srv)) return 0;
     cairn_sync_options o;
     cairn_sync_options_init(&o, CAIRN_SYNC_OPTIONS_VERSION);
@@ -831,6 +831,10 @@ JNIEXPORT jlong JNICALL Java_dev_cairn_Sync_nativeNew(JNIEnv* env, jclass, jlong
     if (only != nullptr) {
       if (!ToCString(env, only, "only", &subset)) return 0;
       o.only = subset.c_str();
+    }
+    if (channels != nullptr) {
+      if (!ToCString(env, channels, "channels", &chans)) return 0;
+      o.channels = chans.c_str();
     }
     cairn_sync* s = nullptr;
     if (!Check(env, cairn_sync_new(&s, R(replica), &o))) return 0;
@@ -857,6 +861,16 @@ JNIEXPORT void JNICALL Java_dev_cairn_Sync_nativeStop(JNIEnv* env, jclass, jlong
 
 JNIEXPORT void JNICALL Java_dev_cairn_Sync_nativeNetworkChanged(JNIEnv* env, jclass, jlong h) {
   Check(env, cairn_sync_network_changed(S(h)));
+}
+
+JNIEXPORT void JNICALL Java_dev_cairn_Sync_nativeSetToken(JNIEnv* env, jclass, jlong h,
+                                                          jstring token) {
+  Guarded<int>(env, 0, [&]() -> int {
+    std::string tok;
+    if (!ToCString(env, token, "token", &tok)) return 0;
+    Check(env, cairn_sync_set_token(S(h), tok.c_str()));
+    return 0;
+  });
 }
 
 JNIEXPORT jstring JNICALL Java_dev_cairn_Sync_nativeStatus(JNIEnv* env, jclass, jlong h) {

@@ -29,6 +29,7 @@ public final class Sync implements AutoCloseable {
         String caFile;
         String serverName;
         String only;
+        String channels;
 
         /** "HOST:PORT" of the cairn-server. */
         public Options(String server) {
@@ -64,6 +65,20 @@ public final class Sync implements AutoCloseable {
             this.only = collections.length == 0 ? null : String.join(",", collections);
             return this;
         }
+
+        /**
+         * With the server's sync rules (docs/sync-rules.md): only these channels, each one the
+         * token may read (default: all it may).
+         */
+        public Options channels(String... names) {
+            for (String n : names) {
+                if (n == null || n.isEmpty() || n.indexOf(',') >= 0) {
+                    throw new IllegalArgumentException("a channel name is empty or has a comma");
+                }
+            }
+            this.channels = names.length == 0 ? null : String.join(",", names);
+            return this;
+        }
     }
 
     private final Replica replica;
@@ -75,7 +90,8 @@ public final class Sync implements AutoCloseable {
         Objects.requireNonNull(options, "options");
         try (Replica.Handle h = replica.acquire()) {
             handle = new NativeHandle("sync", nativeNew(h.value, options.server, options.token,
-                    options.tls, options.caFile, options.serverName, options.only));
+                    options.tls, options.caFile, options.serverName, options.only,
+                    options.channels));
             replica.addSync(this);  // while the replica cannot start closing
         }
     }
@@ -109,6 +125,17 @@ public final class Sync implements AutoCloseable {
     /** The network came back: a waiting live sync reconnects at once. */
     public void networkChanged() {
         run(Sync::nativeNetworkChanged);
+    }
+
+    /**
+     * A renewed token (docs/protocol.md "Token renewal"): the live session takes it without
+     * reconnecting, and every later connection uses it. A live sync whose token expired (status
+     * error ETOKEN) waits for this call, then reconnects at once. Renew before {@link
+     * SyncStatus#tokenExpiresMs}.
+     */
+    public void setToken(String token) {
+        Objects.requireNonNull(token, "token");
+        run(h -> nativeSetToken(h, token));
     }
 
     public SyncStatus status() {
@@ -154,7 +181,7 @@ public final class Sync implements AutoCloseable {
     }
 
     private static native long nativeNew(long replica, String server, String token, boolean tls,
-            String caFile, String serverName, String only);
+            String caFile, String serverName, String only, String channels);
 
     private static native void nativeFree(long h);
 
@@ -165,6 +192,8 @@ public final class Sync implements AutoCloseable {
     private static native void nativeStop(long h);
 
     private static native void nativeNetworkChanged(long h);
+
+    private static native void nativeSetToken(long h, String token);
 
     private static native String nativeStatus(long h);
 

@@ -28,6 +28,8 @@ public final class SyncStatus {
     public final long opsReceived;
     public final long transactionsRefused;
     public final long reconnects;
+    /** When the session's token expires (ms since the epoch), as the server said; null: unknown. */
+    public final Long tokenExpiresMs;
 
     private SyncStatus(Map<String, Object> m) {
         state = State.valueOf(((String) m.get("state")).toUpperCase(java.util.Locale.ROOT));
@@ -43,6 +45,7 @@ public final class SyncStatus {
         opsReceived = (Long) m.get("ops_received");
         transactionsRefused = (Long) m.get("txns_refused");
         reconnects = (Long) m.get("reconnects");
+        tokenExpiresMs = (Long) m.get("token_expires_ms");
     }
 
     @SuppressWarnings("unchecked")

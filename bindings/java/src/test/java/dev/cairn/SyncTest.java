@@ -73,6 +73,18 @@ class SyncTest {
             assertTrue(heard.await(20, TimeUnit.SECONDS), "b never heard of t2");
             assertEquals("live", b.get("tasks", "t2").get("title"));
             assertTrue(states.contains(SyncStatus.State.CONNECTING), states.toString());
+            // A renewed token (valid for two days, not one): the live session takes it and goes on.
+            Long firstExpiry = sb.status().tokenExpiresMs;
+            assertTrue(firstExpiry != null && firstExpiry > System.currentTimeMillis(), "" + firstExpiry);
+            sb.setToken(server.token("bob", null, 2 * 86400));
+            for (int i = 0; i < 2000 && firstExpiry.equals(sb.status().tokenExpiresMs); i++) Thread.sleep(10);
+            assertTrue(sb.status().tokenExpiresMs > firstExpiry + 80000 * 1000L, sb.status().toString());
+            a.put("tasks", "t3", Collections.singletonMap("title", "after renewal"));
+            sa.syncOnce(20000);
+            for (int i = 0; i < 2000 && b.get("tasks", "t3") == null; i++) Thread.sleep(10);
+            assertEquals("after renewal", b.get("tasks", "t3").get("title"));
+            assertEquals(0, sb.status().reconnects);
+            assertThrows(NullPointerException.class, () -> sb.setToken(null));
             sb.networkChanged();
             sb.stop();
             sb.stop();

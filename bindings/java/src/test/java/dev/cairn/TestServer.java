@@ -47,8 +47,17 @@ final class TestServer implements AutoCloseable {
 
     /** A token for {@code subject}; {@code write}: the collections it may write (null: all). */
     String token(String subject, String write) throws IOException, InterruptedException {
+        return token(subject, write, 0);
+    }
+
+    /** The same, valid for {@code ttlSeconds} (0: the default, a day). */
+    String token(String subject, String write, long ttlSeconds) throws IOException, InterruptedException {
         List<String> cmd = new ArrayList<>(Arrays.asList(server(), "token", "--token-secret",
                 secret.toString(), "--sub", subject));
+        if (ttlSeconds != 0) {
+            cmd.add("--ttl");
+            cmd.add(Long.toString(ttlSeconds));
+        }
         if (write != null) {
             cmd.add("--write");
             cmd.add(write);
