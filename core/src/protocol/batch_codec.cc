@@ -175,8 +175,41 @@ flatbuffers::Offset<wire::OpBatch> BatchEncoder::Build(flatbuffers::FlatBufferBu
     }
     covers = fbb->CreateVectorOfStructs(v);
   }
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::ChannelMove>>> moves;
+  if (!moves_.empty()) {
+    std::vector<flatbuffers::Offset<wire::ChannelMove>> v;
+    for (const ChannelMove& m : moves_) {
+      v.push_back(wire::CreateChannelMove(
+          *fbb, fbb->CreateString(m.collection), fbb->CreateString(m.key),
+          fbb->CreateVectorOfStrings(m.before), fbb->CreateVectorOfStrings(m.after)));
+    }
+    moves = fbb->CreateVector(v);
+  }
   *this = BatchEncoder();  // release the encoder's memory before the frame is used
-  return wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id, covers);
+  return wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id, covers,
+                             moves);
+}
+
+Result<std::vector<ChannelMove>> DecodeMoves(const wire::OpBatch& batch) {
+  std::vector<ChannelMove> out;
+  if (batch.moves() == nullptr) return out;
+  auto strings = [](const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* v) {
+    std::vector<std::string> s;
+    if (v != nullptr) {
+      for (const auto* x : *v) s.push_back(x->str());
+    }
+    return s;
+  };
+  for (const wire::ChannelMove* m : *batch.moves()) {
+    if (m->collection() == nullptr || m->key() == nullptr) {
+      return Status::Corrupt("op batch: a channel move without its document");
+    }
+    CAIRN_RETURN_IF_ERROR(ValidateCollectionName(m->collection()->string_view()));
+    CAIRN_RETURN_IF_ERROR(ValidateKey(m->key()->string_view()));
+    out.push_back(ChannelMove{m->collection()->str(), m->key()->str(), strings(m->before()),
+                              strings(m->after())});
+  }
+  return out;
 }
 
 void BatchEncoder::FinishFrame(std::string* out, uint64_t cursor, uint64_t batch_id) {

@@ -22,11 +22,25 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/result.h"
 #include "base/status.h"
 #include "cairn_generated.h"
 #include "oplog/op.h"
 
 namespace cairn::protocol {
+
+// A document whose channels a log entry changed (OpBatch.moves; docs/sync-rules.md
+// "Reading"): kept with the entry in the server's log, never sent to clients.
+struct ChannelMove {
+  std::string collection, key;
+  std::vector<std::string> before, after;  // sorted
+  bool operator==(const ChannelMove& o) const {
+    return collection == o.collection && key == o.key && before == o.before && after == o.after;
+  }
+};
+
+// The moves of a log entry's batch; ECORRUPT for a malformed one.
+Result<std::vector<ChannelMove>> DecodeMoves(const wire::OpBatch& batch);
 
 // Collects ops into one OpBatch. Not thread-safe.
 class BatchEncoder {
@@ -47,6 +61,8 @@ class BatchEncoder {
   // ranges of one origin declared in order extend each other.
   void Cover(const ReplicaId& origin, uint64_t from, uint64_t through);
   bool has_covers() const { return !covers_.empty(); }
+  // The channel moves of a server log entry (OpBatch.moves).
+  void SetMoves(std::vector<ChannelMove> moves) { moves_ = std::move(moves); }
   // Appends the batch as one length-prefixed Frame to `out` and resets the encoder.
   void FinishFrame(std::string* out, uint64_t cursor = 0, uint64_t batch_id = 0);
   // Finishes the batch into `fbb` (a Frame without its length prefix) and resets the encoder.
@@ -68,6 +84,7 @@ class BatchEncoder {
   size_t op_count_ = 0;
   size_t names_bytes_ = 0;  // the name tables as BatchWireBytes counts them
   std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covers_;
+  std::vector<ChannelMove> moves_;
   std::vector<ReplicaId> origins_;
   std::map<ReplicaId, OriginState> origin_state_;
   std::vector<std::string> collections_, fields_;

@@ -45,7 +45,7 @@ using store::U;
 }  // namespace
 
 Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
-                const PushLimits& limits, const AdmitFn& admit, const AdmitTxnFn& admit_txn,
+                const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
                 const TxnFn& on_txn, PushSort* sort) {
   *sort = PushSort();
   const size_t bytes = protocol::BatchWireBytes(batch);
@@ -61,7 +61,7 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
   Status verdict;
   auto finish_txn = [&]() -> Status {
     if (n == 0) return Status::OK();
-    if (verdict.ok() && admit_txn) CAIRN_RETURN_IF_ERROR(admit_txn(txn, n, &verdict));
+    if (verdict.ok() && judge != nullptr) CAIRN_RETURN_IF_ERROR(judge->Judge(txn, n, &verdict));
     CAIRN_RETURN_IF_ERROR(on_txn(txn, n, verdict));
     if (verdict.ok()) {
       for (size_t i = 0; i < n; i++) sort->max_hlc = std::max(sort->max_hlc, txn[i].id.hlc);
@@ -242,7 +242,7 @@ Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
 
 Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                                 const PushLimits& limits, const AdmitFn& admit,
-                                                const AdmitTxnFn& admit_txn) {
+                                                TxnJudge* judge) {
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   store::RollbackUnlessCommitted guard(store_.get());
   PushResult result;
@@ -250,7 +250,7 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const w
   protocol::BatchEncoder accepted;
   PushSort sort;
   CAIRN_RETURN_IF_ERROR(SortPush(
-      origin, batch, before, limits, admit, admit_txn,
+      origin, batch, before, limits, admit, judge,
       [&](const std::vector<Op>& txn, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
           Refused r = RefusalOf(txn, n, verdict);
@@ -289,6 +289,7 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const w
     // The log entry accounts for every seq received, refused ones included (they are absent
     // from its batch: receivers get them as covered, docs/protocol.md "Coverage").
     CAIRN_RETURN_IF_ERROR(store_->SetThrough(origin, sort.through));
+    if (judge != nullptr) accepted.SetMoves(judge->Moves());
     flatbuffers::FlatBufferBuilder fbb(accepted.ops_bytes() + 1024);
     accepted.Finish(&fbb);
     CAIRN_RETURN_IF_ERROR(LogAndCommit(

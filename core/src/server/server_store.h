@@ -24,6 +24,7 @@
 #include "cairn_generated.h"
 #include "clock/hlc.h"
 #include "oplog/op.h"
+#include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "store/replica_store.h"
 
@@ -59,10 +60,20 @@ struct PushResult {
 
 // Whether the server takes an op of a push: OK, or why not (EPERM, ECLOCK, ...).
 using AdmitFn = std::function<Status(const Op&)>;
-// Whether the server takes a transaction txn[0..n) whose every op AdmitFn took (sync rules,
-// server/write_judge.h): sets `verdict`; an error (the store's trouble) ends the push. Empty:
-// every such transaction is taken.
-using AdmitTxnFn = std::function<Status(const std::vector<Op>& txn, size_t n, Status* verdict)>;
+// Judges the transactions of a push beyond the data model (sync rules: server/write_judge.h)
+// and says what the accepted ones did to the documents' channels. No judge: every
+// transaction AdmitFn took is taken, and nothing moves.
+class TxnJudge {
+ public:
+  virtual ~TxnJudge() = default;
+  // Whether the server takes txn[0..n), whose every op AdmitFn took: sets `verdict`; an
+  // accepted transaction counts for the push's later ones. An error (the store's trouble)
+  // ends the push.
+  virtual Status Judge(const std::vector<Op>& txn, size_t n, Status* verdict) = 0;
+  // The documents whose channels the accepted transactions changed, for the push's log entry
+  // (OpBatch.moves, docs/sync-rules.md "Reading").
+  virtual std::vector<protocol::ChannelMove> Moves() const = 0;
+};
 
 // The shape of a push the server takes (docs/protocol.md "Limits"), what its Welcome advertises:
 // at most `max_ops` ops unless it holds one transaction, and at most `max_bytes`
@@ -93,13 +104,13 @@ struct PushSort {
 };
 // Gets each transaction past the receipt in order: its ops txn[0..n), and OK or why it is
 // refused (ValidateValue: the decoder checked names and keys; then `admit`, then for the whole
-// transaction `admit_txn`). Ops above the
+// transaction `judge`). Ops above the
 // receipt the push already brought, and gaps, are ECORRUPT (oplog/admission.h).
 using TxnFn = std::function<Status(const std::vector<Op>& txn, size_t n, const Status& verdict)>;
 // EINVAL for an op of another origin or a push beyond `limits`, ECORRUPT for a gap; `on_txn`'s
 // errors end it.
 Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t before,
-                const PushLimits& limits, const AdmitFn& admit, const AdmitTxnFn& admit_txn,
+                const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
                 const TxnFn& on_txn, PushSort* sort);
 // EFORKED when the highest duplicate is not the op the store received under that seq (`ours`,
 // its stamp while the log holds it): the replica's history forked (docs/protocol.md "Restored
@@ -143,7 +154,7 @@ class ServerStore {
   // Applies a batch pushed by `origin` (the authenticated replica) atomically. Every op must be
   // the origin's own (EINVAL otherwise, nothing applied); ops already received are
   // skipped; an op past a gap ends the push (ECORRUPT). A transaction with an op that breaks
-  // the rules or that `admit` refuses, or that `admit_txn` refuses, is refused whole: not
+  // the rules or that `admit` refuses, or that `judge` refuses, is refused whole: not
   // applied, recorded, reported in
   // PushResult::refused; its seqs count as received. The batch gets the next cursor; its log
   // entry covers the refused seqs too (docs/protocol.md, "Refused ops"). EFORKED (nothing
@@ -152,7 +163,7 @@ class ServerStore {
   // `limits`.
   virtual Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                        const PushLimits& limits, const AdmitFn& admit,
-                                       const AdmitTxnFn& admit_txn) = 0;
+                                       TxnJudge* judge) = 0;
 
   // Log entries with cursor > after (up to head()), oldest first, at most max_rows.
   virtual Status ReadLog(uint64_t after, size_t max_rows,
@@ -193,7 +204,7 @@ class SqliteServerStore final : public ServerStore {
   int64_t NowMs() override { return clock_source_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                const PushLimits& limits, const AdmitFn& admit,
-                               const AdmitTxnFn& admit_txn) override;
+                               TxnJudge* judge) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override;
   Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;

@@ -354,14 +354,8 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   // Sync rules: each transaction judged on its documents' channels (docs/sync-rules.md
   // "Writing").
   std::optional<WriteJudge> judge;
-  AdmitTxnFn admit_txn;
-  if (grants_) {
-    judge.emplace(server_->options.rules.get(), &*grants_, store->state());
-    admit_txn = [&](const std::vector<Op>& txn, size_t n, Status* verdict) {
-      return judge->Judge(txn, n, verdict);
-    };
-  }
-  auto pushed = store->ApplyPush(replica_, batch, limits, admit, admit_txn);
+  if (grants_) judge.emplace(server_->options.rules.get(), &*grants_, store->state());
+  auto pushed = store->ApplyPush(replica_, batch, limits, admit, judge ? &*judge : nullptr);
   if (!pushed.ok()) {
     const Code code = pushed.status().code();
     if (code == Code::kEINVAL || code == Code::kECORRUPT || code == Code::kEFORKED) {

@@ -31,8 +31,29 @@ Status WriteJudge::Judge(const std::vector<Op>& txn, size_t n, Status* verdict) 
                                   after.Visible() ? &after_fields : nullptr);
     if (!verdict->ok()) return Status::OK();
   }
-  for (auto& [ref, states] : docs) accepted_[ref] = std::move(states.second);
+  for (auto& [ref, states] : docs) {
+    if (channels_before_.count(ref) == 0) {
+      channels_before_[ref] = ChannelsOf(ref, states.first);  // the push's first change of it
+    }
+    accepted_[ref] = std::move(states.second);
+  }
   return Status::OK();
+}
+
+std::vector<std::string> WriteJudge::ChannelsOf(const DocRef& doc,
+                                                const crdt::DocState& state) const {
+  return rules_->Channels(doc.first, doc.second,
+                          state.Visible() ? crdt::VisibleFields(state.cells) : Fields());
+}
+
+std::vector<protocol::ChannelMove> WriteJudge::Moves() const {
+  std::vector<protocol::ChannelMove> out;
+  for (const auto& [ref, state] : accepted_) {
+    std::vector<std::string> after = ChannelsOf(ref, state);
+    const std::vector<std::string>& before = channels_before_.at(ref);
+    if (after != before) out.push_back({ref.first, ref.second, before, std::move(after)});
+  }
+  return out;
 }
 
 }  // namespace cairn::server

@@ -6,7 +6,9 @@
 #include <cmath>
 
 #include "protocol/batch_codec.h"
+#include "rules/rules.h"
 #include "server/server_store.h"
+#include "server/write_judge.h"
 #include "support/server_thread.h"
 #include "support/temp_dir.h"
 
@@ -38,8 +40,8 @@ class PushTest : public ::testing::Test {
     return op;
   }
 
-  Result<server::PushResult> Push(const std::vector<Op>& ops,
-                                  const server::PushLimits& limits = {}) {
+  Result<server::PushResult> Push(const std::vector<Op>& ops, const server::PushLimits& limits = {},
+                                  server::TxnJudge* judge = nullptr) {
     protocol::BatchEncoder enc;
     for (const Op& op : ops) enc.Add(op);
     flatbuffers::FlatBufferBuilder fbb;
@@ -47,7 +49,7 @@ class PushTest : public ::testing::Test {
     const auto* batch =
         flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
     return store_->ApplyPush(
-        origin_, *batch, limits, [](const Op&) { return Status::OK(); }, nullptr);
+        origin_, *batch, limits, [](const Op&) { return Status::OK(); }, judge);
   }
 
   // The fields of notes/k in the server's state.
@@ -147,6 +149,73 @@ TEST_F(PushTest, APushBeyondTheAdvertisedLimitsIsRefusedWhole) {
   auto small = Push({Set(5, "e", Value::String(std::string(3000, 'x')))}, limits);
   ASSERT_TRUE(small.ok()) << small.status().ToString();
   EXPECT_EQ(Fields().count("e"), 1u);
+}
+
+// docs/sync-rules.md "Reading": with sync rules, a push's log entry names each document whose
+// channels it changed, with its channels before and after the push (what a transaction did and
+// a later one of the same push undid is no move); the entry's ops are as without rules.
+TEST_F(PushTest, LogEntriesCarryTheirChannelMoves) {
+  auto rules = rules::Rules::Parse(
+      R"({"collections": {"notes": {"channels": ["user:{owner}", "key:{$key}"]}}})");
+  ASSERT_TRUE(rules.ok()) << rules.status().ToString();
+  rules::Grants admin;
+  admin.admin = true;
+  uint64_t seq = 0;
+  auto op = [&](OpKind kind, const std::string& key, const std::string& owner, bool txn) {
+    Op o;
+    seq++;
+    o.id = OpId{MakeHlc(1700000000000 + seq, 0), origin_, seq};
+    o.kind = kind;
+    o.collection = "notes";
+    o.key = key;
+    if (kind == OpKind::kSet) {
+      o.field = "owner";
+      o.value = Value::String(owner);
+    }
+    o.continues_txn = txn;
+    return o;
+  };
+  auto push = [&](const std::vector<Op>& ops) {
+    server::WriteJudge judge(&rules.value(), &admin, store_->state());
+    auto r = Push(ops, {}, &judge);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_TRUE(r->refused.empty());
+  };
+  using Move = protocol::ChannelMove;
+  push({op(OpKind::kSet, "k", "alice", false)});
+  push({op(OpKind::kSet, "k", "alice", false)});  // the same channels: no move
+  push({op(OpKind::kSet, "k", "bob", false), op(OpKind::kSet, "k", "alice", false),
+        op(OpKind::kSet, "j", "carol", false)});  // k back where it was; j new
+  push({op(OpKind::kDelete, "k", "", false), op(OpKind::kSet, "j", "dave", true)});
+  std::vector<std::vector<Move>> logged;
+  ASSERT_TRUE(store_
+                  ->ReadLog(0, 100,
+                            [&](const server::LogEntry& e) {
+                              const auto* frame = flatbuffers::GetRoot<wire::Frame>(e.batch.data());
+                              auto moves = protocol::DecodeMoves(*frame->body_as_OpBatch());
+                              EXPECT_TRUE(moves.ok()) << moves.status().ToString();
+                              logged.push_back(moves.ok() ? *moves : std::vector<Move>{});
+                              return Status::OK();
+                            })
+                  .ok());
+  const std::vector<std::vector<Move>> expected = {
+      {Move{"notes", "k", {"key:k"}, {"key:k", "user:alice"}}},
+      {},
+      {Move{"notes", "j", {"key:j"}, {"key:j", "user:carol"}}},
+      {Move{"notes", "j", {"key:j", "user:carol"}, {"key:j", "user:dave"}},
+       Move{"notes", "k", {"key:k", "user:alice"}, {"key:k"}}}};
+  EXPECT_EQ(logged, expected);
+  // Without a judge (no rules), entries carry none.
+  auto plain = Push({op(OpKind::kSet, "k", "erin", false)});
+  ASSERT_TRUE(plain.ok());
+  ASSERT_TRUE(store_
+                  ->ReadLog(plain->cursor - 1, 1,
+                            [&](const server::LogEntry& e) {
+                              const auto* frame = flatbuffers::GetRoot<wire::Frame>(e.batch.data());
+                              EXPECT_EQ(frame->body_as_OpBatch()->moves(), nullptr);
+                              return Status::OK();
+                            })
+                  .ok());
 }
 
 }  // namespace

@@ -79,7 +79,7 @@ class PgServerStore final : public ServerStore {
   int64_t NowMs() override { return copy_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                const PushLimits& limits, const AdmitFn& admit,
-                               const AdmitTxnFn& admit_txn) override;
+                               TxnJudge* judge) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override {
     return copy_->ReadLog(after, max_rows, fn);
@@ -281,7 +281,7 @@ Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
 
 Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                             const PushLimits& limits, const AdmitFn& admit,
-                                            const AdmitTxnFn& admit_txn) {
+                                            TxnJudge* judge) {
   // What others committed, taken in before the log's lock is held (a node behind by much, or
   // from a checkpoint, does not make every node's pushes wait for it).
   Status caught_up = CatchUp();
@@ -308,7 +308,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
                                   {pg::Param::Bytes(o)}));
   if (receipt.size() != 1) return Status::Internal("PostgreSQL: the receipt row vanished");
   const uint64_t before = U(receipt.Int(0, 0));
-  if (admit_txn) {
+  if (judge != nullptr) {
     // Sync rules judge each transaction on the merged state (docs/sync-rules.md "Writing"):
     // the log's head locked now (held to COMMIT, the order the head is always locked in: after
     // the receipt) and taken in, so that no entry another node commits meanwhile goes unseen.
@@ -322,7 +322,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   PushSort sort;
   const int64_t now = NowMs();
   CAIRN_RETURN_IF_ERROR(SortPush(
-      origin, batch, before, limits, admit, admit_txn,
+      origin, batch, before, limits, admit, judge,
       [&](const std::vector<Op>& ops, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
           Refused r = RefusalOf(ops, n, verdict);
@@ -356,6 +356,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
       },
       &result));
   if (sort.through > before) {
+    if (judge != nullptr) accepted.SetMoves(judge->Moves());
     flatbuffers::FlatBufferBuilder fbb(accepted.ops_bytes() + 1024);
     accepted.Finish(&fbb);
     const std::string_view frame(reinterpret_cast<const char*>(fbb.GetBufferPointer()),
