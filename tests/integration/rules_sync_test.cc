@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -375,6 +377,148 @@ TEST(RulesSync, TokensRenewOnALiveSession) {
   })) << live.status().ToJson();
   EXPECT_TRUE(heard("ETOKEN: server: the token expired"));
   live.Stop();
+}
+
+// Whether the bytes of `needle` are anywhere in the replica's files (the database and its
+// WAL): what the server never sent cannot be there.
+bool FileHolds(const std::string& db_path, const std::string& needle) {
+  for (const std::string& path : {db_path, db_path + "-wal"}) {
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// docs/sync-rules.md "Reading": a document whose fields move it out of a client's view is
+// removed there (not deleted: its holders keep it); one that moves in arrives with its whole
+// state, every op counted once; one that came and went while the client was away never
+// reaches it, not even its key; a pending write to a document that left is judged and, the
+// writer having lost access, refused and undone.
+TEST(RulesSync, DocumentsEnterAndLeaveTheView) {
+  TempDir dir;
+  ServerThread server(RulesOptions(dir));
+  const std::string bob_token = Token("bob", {"red", "blue"});
+  const std::string alice_token = Token("alice", {"red"});
+  auto bob = OpenReplica(dir.File("bob.db"));
+  ASSERT_TRUE(bob->Put("tasks", "t1",
+                       {{"owner", Value::String("bob")},
+                        {"team", Value::String("red")},
+                        {"title", Value::String("hello")}})
+                  .ok());
+  ASSERT_TRUE(bob->Put("tasks", "t2",
+                       {{"owner", Value::String("bob")},
+                        {"team", Value::String("blue")},
+                        {"title", Value::String("blue plans")}})
+                  .ok());
+  ASSERT_TRUE(bob->Increment("tasks", "t2", "votes", 5).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  auto alice = OpenReplica(dir.File("alice.db"));
+  ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+  EXPECT_TRUE(alice->Get("tasks", "t1").value().has_value());
+  EXPECT_FALSE(alice->Get("tasks", "t2").value().has_value());
+
+  // t1 leaves her view (team blue), t2 enters it (team red), in one push.
+  WriteBatch swap;
+  swap.Set("tasks", "t1", "team", Value::String("blue"));
+  swap.Set("tasks", "t2", "team", Value::String("red"));
+  ASSERT_TRUE(bob->Write(swap).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  Status synced = Sync(alice.get(), server, alice_token);
+  ASSERT_TRUE(synced.ok()) << synced.ToString();
+  EXPECT_FALSE(alice->Get("tasks", "t1").value().has_value());
+  auto t2 = alice->Get("tasks", "t2").value();
+  ASSERT_TRUE(t2.has_value());
+  EXPECT_EQ(t2->at("title").as_string(), "blue plans");  // written before it entered
+  EXPECT_EQ(t2->at("votes").as_int(), 5);
+  EXPECT_EQ(alice->DumpString().value().find("t1"), std::string::npos);
+  std::string rows;
+  ASSERT_TRUE(alice
+                  ->Query("SELECT key FROM tasks",
+                          [&](const std::string& row) {
+                            rows += row;
+                            return Status::OK();
+                          })
+                  .ok());
+  EXPECT_EQ(rows.find("t1"), std::string::npos) << rows;
+  bool logged = false;
+  ASSERT_TRUE(alice
+                  ->Log([&](const Op& op) {
+                    logged = logged || op.key == "t1";
+                    return Status::OK();
+                  })
+                  .ok());
+  EXPECT_FALSE(logged);
+  // Bob still has t1: a removal, not a delete.
+  EXPECT_TRUE(bob->Get("tasks", "t1").value().has_value());
+
+  // Later writes merge as everywhere: no increment counted twice.
+  ASSERT_TRUE(bob->Increment("tasks", "t2", "votes", 1).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+  EXPECT_EQ(alice->Get("tasks", "t2").value()->at("votes").as_int(), 6);
+
+  // Away, she edits t2 while bob takes it to blue; a document comes and goes meanwhile.
+  ASSERT_TRUE(alice->Put("tasks", "t2", {{"title", Value::String("alice was here")}}).ok());
+  ASSERT_TRUE(bob->Put("tasks", "t2", {{"team", Value::String("blue")}}).ok());
+  ASSERT_TRUE(bob->Put("tasks", "zz-passing-key",
+                       {{"owner", Value::String("bob")}, {"team", Value::String("blue")}})
+                  .ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  ASSERT_TRUE(bob->Put("tasks", "zz-passing-key", {{"team", Value::String("red")}}).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  ASSERT_TRUE(bob->Put("tasks", "zz-passing-key", {{"team", Value::String("blue")}}).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+  EXPECT_FALSE(alice->Get("tasks", "t2").value().has_value());
+  std::vector<RejectedOp> refused = RejectedOps(alice.get());
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].op.key, "t2");
+  EXPECT_EQ(refused[0].code, static_cast<int>(Code::kEPERM));
+  EXPECT_EQ(bob->Get("tasks", "t2").value()->at("title").as_string(), "blue plans");
+  alice.reset();
+  EXPECT_FALSE(FileHolds(dir.File("alice.db"), "zz-passing-key"));
+
+  // A client that never held t1 (its cursor before it existed) gets nothing of it either way.
+  auto carol = OpenReplica(dir.File("carol.db"));
+  ASSERT_TRUE(Sync(carol.get(), server, Token("carol", {"red"})).ok());
+  EXPECT_EQ(carol->DumpString().value(), "{}");
+  carol.reset();
+  EXPECT_FALSE(FileHolds(dir.File("carol.db"), "zz-passing-key"));
+}
+
+// Documents entering a view at once whose states together exceed a frame: their states are
+// spread over several batches (docs/sync-rules.md "Reading"), none over the frame limit.
+TEST(RulesSync, EnteringStatesSpreadOverBatches) {
+  TempDir dir;
+  ServerThread server(RulesOptions(dir));
+  const std::string bob_token = Token("bob", {"red", "blue"});
+  auto bob = OpenReplica(dir.File("bob.db"));
+  const std::string blob(3u << 20, 'x');  // 6 x 3 MiB: more than a 16 MiB frame
+  for (int i = 0; i < 6; i++) {
+    ASSERT_TRUE(bob->Put("tasks", "big" + std::to_string(i),
+                         {{"owner", Value::String("bob")},
+                          {"team", Value::String("blue")},
+                          {"blob", Value::String(blob)}})
+                    .ok());
+  }
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  auto alice = OpenReplica(dir.File("alice.db"));
+  ASSERT_TRUE(Sync(alice.get(), server, Token("alice", {"red"})).ok());
+  WriteBatch all_red;
+  for (int i = 0; i < 6; i++) {
+    all_red.Set("tasks", "big" + std::to_string(i), "team", Value::String("red"));
+  }
+  ASSERT_TRUE(bob->Write(all_red).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  Status synced = Sync(alice.get(), server, Token("alice", {"red"}));
+  ASSERT_TRUE(synced.ok()) << synced.ToString();
+  for (int i = 0; i < 6; i++) {
+    auto doc = alice->Get("tasks", "big" + std::to_string(i)).value();
+    ASSERT_TRUE(doc.has_value()) << i;
+    EXPECT_EQ(doc->at("blob").as_string().size(), blob.size());
+    EXPECT_EQ(doc->at("team").as_string(), "red");
+  }
 }
 
 }  // namespace

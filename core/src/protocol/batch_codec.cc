@@ -185,9 +185,19 @@ flatbuffers::Offset<wire::OpBatch> BatchEncoder::Build(flatbuffers::FlatBufferBu
     }
     moves = fbb->CreateVector(v);
   }
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::DocRef>>> leave;
+  if (!leave_.empty()) {
+    std::vector<flatbuffers::Offset<wire::DocRef>> v;
+    for (const auto& [collection, key] : leave_) {
+      v.push_back(wire::CreateDocRef(*fbb, fbb->CreateString(collection), fbb->CreateString(key)));
+    }
+    leave = fbb->CreateVector(v);
+  }
+  flatbuffers::Offset<wire::OpBatch> enter;
+  if (enter_ && !enter_->empty()) enter = enter_->Build(fbb);
   *this = BatchEncoder();  // release the encoder's memory before the frame is used
   return wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id, covers,
-                             moves);
+                             moves, leave, enter);
 }
 
 Result<std::vector<ChannelMove>> DecodeMoves(const wire::OpBatch& batch) {
@@ -335,6 +345,14 @@ Status DecodeBatch(const wire::OpBatch& batch, const DecodeLimits& limits,
   }
   if (count != batch.op_count()) return corrupt("fewer ops than announced");
   return Status::OK();
+}
+
+Result<std::vector<ChannelMove>> DecodeMovesFrame(std::string_view frame) {
+  std::string payload(frame);
+  CAIRN_ASSIGN_OR_RETURN(const wire::Frame* f, VerifyFrame(payload, {}));
+  const wire::OpBatch* batch = f->body_as_OpBatch();
+  if (batch == nullptr) return Status::Corrupt("a log entry is not a batch");
+  return DecodeMoves(*batch);
 }
 
 Status DecodeBatchFrame(std::string_view frame, std::string_view what,

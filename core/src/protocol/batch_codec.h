@@ -18,6 +18,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -41,6 +42,8 @@ struct ChannelMove {
 
 // The moves of a log entry's batch; ECORRUPT for a malformed one.
 Result<std::vector<ChannelMove>> DecodeMoves(const wire::OpBatch& batch);
+// The same from a log entry's frame (verified first).
+Result<std::vector<ChannelMove>> DecodeMovesFrame(std::string_view frame);
 
 // Collects ops into one OpBatch. Not thread-safe.
 class BatchEncoder {
@@ -63,6 +66,16 @@ class BatchEncoder {
   bool has_covers() const { return !covers_.empty(); }
   // The channel moves of a server log entry (OpBatch.moves).
   void SetMoves(std::vector<ChannelMove> moves) { moves_ = std::move(moves); }
+  // Server -> client (OpBatch.leave, OpBatch.enter): a document that left the view, and the
+  // ops of the documents that entered it.
+  void AddLeave(const std::string& collection, const std::string& key) {
+    leave_.emplace_back(collection, key);
+  }
+  BatchEncoder* enter() {
+    if (!enter_) enter_ = std::make_unique<BatchEncoder>();
+    return enter_.get();
+  }
+  bool has_view_changes() const { return !leave_.empty() || (enter_ && !enter_->empty()); }
   // Appends the batch as one length-prefixed Frame to `out` and resets the encoder.
   void FinishFrame(std::string* out, uint64_t cursor = 0, uint64_t batch_id = 0);
   // Finishes the batch into `fbb` (a Frame without its length prefix) and resets the encoder.
@@ -85,6 +98,8 @@ class BatchEncoder {
   size_t names_bytes_ = 0;  // the name tables as BatchWireBytes counts them
   std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covers_;
   std::vector<ChannelMove> moves_;
+  std::vector<std::pair<std::string, std::string>> leave_;
+  std::unique_ptr<BatchEncoder> enter_;
   std::vector<ReplicaId> origins_;
   std::map<ReplicaId, OriginState> origin_state_;
   std::vector<std::string> collections_, fields_;

@@ -93,6 +93,32 @@ Result<ServerBatchStats> SyncAccess::ApplyServerBatch(const wire::OpBatch& batch
     if (seq.through_after() > seq.through())
       st = r_->store_->SetThrough(origin, seq.through_after());
   }
+  // docs/sync-rules.md "Reading": documents that left the view are removed (not deleted);
+  // those that entered it come as the server's state, of which the ops the receipts count
+  // now are kept (the later ones come in later batches).
+  if (st.ok() && batch.leave() != nullptr) {
+    for (const wire::DocRef* d : *batch.leave()) {
+      if (d->collection() == nullptr || d->key() == nullptr) {
+        st = Status::Corrupt("server batch: a leaving document without its name");
+      } else {
+        st = ValidateCollectionName(d->collection()->string_view());
+        if (st.ok()) st = ValidateKey(d->key()->string_view());
+        if (st.ok()) st = r_->store_->RemoveDoc(d->collection()->str(), d->key()->str());
+      }
+      if (!st.ok()) break;
+    }
+  }
+  if (st.ok() && batch.enter() != nullptr) {
+    st = protocol::DecodeBatch(*batch.enter(), {}, [&](const Op& op) -> Status {
+      if (op.id.origin == r_->id_ ? op.id.seq > r_->store_->last_seq()
+                                  : op.id.seq > r_->store_->Through(op.id.origin)) {
+        return Status::OK();
+      }
+      max_hlc = std::max(max_hlc, op.id.hlc);
+      stats.applied++;
+      return r_->store_->ApplyIdempotent(op);
+    });
+  }
   if (st.ok()) {
     auto pos = r_->store_->GetSyncPosition();
     if (!pos.ok()) {
@@ -227,6 +253,10 @@ Status SyncAccess::UndoRefused(const std::vector<RefusedTxn>& refused) {
     }));
   }
   for (const auto& [doc, extra] : docs) {
+    // A document with no ops left the view (docs/sync-rules.md "Reading"): what the refused
+    // write superseded there does not come back.
+    CAIRN_ASSIGN_OR_RETURN(bool has_ops, r_->store_->HasOps(doc.first, doc.second));
+    if (!has_ops) continue;
     CAIRN_RETURN_IF_ERROR(r_->store_->RebuildDoc(doc.first, doc.second, is_refused, extra));
     CAIRN_RETURN_IF_ERROR(lookup);
   }

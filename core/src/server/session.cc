@@ -436,8 +436,12 @@ bool Session::InView(const std::string& collection, const std::string& key) {
     server_->Log("reading " + collection + "/" + key + " failed: " + fields.status().ToString());
     return false;
   }
-  const std::vector<std::string> channels =
-      server_->options.rules->Channels(collection, key, fields->has_value() ? **fields : Fields());
+  return InChannels(
+      server_->options.rules->Channels(collection, key, fields->has_value() ? **fields : Fields()));
+}
+
+bool Session::InChannels(const std::vector<std::string>& channels) const {
+  if (grants_->admin && channels_.empty()) return true;
   for (const std::string& c : channels) {
     if ((grants_->admin || grants_->read.count(c) > 0) &&
         (channels_.empty() || channels_.count(c) > 0)) {
@@ -445,6 +449,67 @@ bool Session::InView(const std::string& collection, const std::string& key) {
     }
   }
   return false;
+}
+
+Status Session::TrackMoves(const LogEntry& e, protocol::BatchEncoder* enc) {
+  CAIRN_ASSIGN_OR_RETURN(std::vector<protocol::ChannelMove> moves,
+                         protocol::DecodeMovesFrame(e.batch));
+  for (protocol::ChannelMove& m : moves) {
+    if (!Wants(m.collection, e.cursor)) continue;
+    DocRef ref(std::move(m.collection), std::move(m.key));
+    auto it = held_.find(ref);
+    // Its first move since the session's cursor: the client holds it as its channels before
+    // the move say (the invariant held there).
+    const bool held = it != held_.end() ? it->second : InChannels(m.before);
+    bool holds = held;
+    if (InChannels(m.after)) {
+      // Entering: its state is sent only if it is in the view at the head (else it left again,
+      // and that state is not the client's to see).
+      if (!held && InView(ref.first, ref.second)) {
+        entering_.insert(ref);
+        holds = true;
+      }
+    } else if (held) {
+      enc->AddLeave(ref.first, ref.second);
+      entering_.erase(ref);
+      holds = false;
+    }
+    held_[std::move(ref)] = holds;
+  }
+  return Status::OK();
+}
+
+Status Session::AddEntering(size_t budget, protocol::BatchEncoder* enc) {
+  std::vector<Op> ops, doc_ops;
+  size_t bytes = 0;
+  while (!entering_.empty()) {
+    const DocRef ref = *entering_.begin();
+    // Still in the view at the head (a later move out of it, not yet streamed, would say
+    // so only then): else its state is not the client's to see.
+    if (!InView(ref.first, ref.second)) {
+      entering_.erase(entering_.begin());
+      continue;
+    }
+    CAIRN_ASSIGN_OR_RETURN(crdt::DocState state,
+                           server_->store->state()->CopyDoc(ref.first, ref.second));
+    doc_ops.clear();
+    crdt::StateOps(ref.first, ref.second, state, &doc_ops);
+    size_t doc_bytes = 0;
+    for (const Op& op : doc_ops) doc_bytes += protocol::OpBytesBound(op);
+    if (!ops.empty() && bytes + doc_bytes > budget) break;  // the next batch takes it
+    bytes += doc_bytes;
+    ops.insert(ops.end(), doc_ops.begin(), doc_ops.end());
+    entering_.erase(entering_.begin());
+  }
+  // The encoding wants each origin's ops in seq order.
+  std::sort(ops.begin(), ops.end(), [](const Op& a, const Op& b) {
+    return a.id.origin < b.id.origin || (a.id.origin == b.id.origin && a.id.seq < b.id.seq);
+  });
+  for (Op& op : ops) {
+    op.continues_txn = false;
+    enc->enter()->Add(op);
+  }
+  return Status::OK();
 }
 
 void Session::Pump() {
@@ -475,6 +540,8 @@ void Session::Pump() {
       // A client gets back only its own ops it lacks (a restored file).
       const bool own = e.origin == replica_;
       if (own && (!own_seq_ || e.last_seq <= *own_seq_)) {
+        // Its own push may still have moved documents out of (or into) its view.
+        if (grants_) CAIRN_RETURN_IF_ERROR(TrackMoves(e, &enc));
         last = e.cursor;
         return Status::OK();
       }
@@ -498,6 +565,7 @@ void Session::Pump() {
             }
             return Status::OK();
           }));
+      if (grants_) CAIRN_RETURN_IF_ERROR(TrackMoves(e, &enc));
       last = e.cursor;
       if (own) own_seq_ = e.last_seq;
       // Skipped: ops of collections it does not get, and refused seqs (not in the batch).
@@ -514,11 +582,21 @@ void Session::Pump() {
       conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");
       return;
     }
+    // Entering documents' states fill what room the batch has left (the rest: next batches).
+    const size_t used = enc.wire_bytes();
+    if (!entering_.empty() && used < max_bytes / 2) {
+      Status entered = AddEntering(max_bytes - used, &enc);
+      if (!entered.ok()) {
+        server_->Log("reading the state failed: " + entered.ToString());
+        conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
+        return;
+      }
+    }
     if (last == sent_) break;
     for (const ReplicaId& origin : skipped_origins) {
       enc.Cover(origin, covered[origin].first, covered[origin].second);
     }
-    if (!enc.empty() || enc.has_covers()) {
+    if (!enc.empty() || enc.has_covers() || enc.has_view_changes()) {
       std::string frame;
       enc.FinishFrame(&frame, last);
       conn->Send(std::move(frame));
@@ -529,7 +607,23 @@ void Session::Pump() {
     caught_up_sent_ = false;
     sent_ = last;
   }
-  if (sent_ >= store->head() && !caught_up_sent_ && conn->queued_bytes() < max_queued) {
+  // Entering documents' states left over: batches of their own, at the session's cursor.
+  while (sent_ >= store->head() && !entering_.empty() && conn->queued_bytes() < max_queued) {
+    protocol::BatchEncoder enc;
+    Status st = AddEntering(max_bytes, &enc);
+    if (!st.ok()) {
+      server_->Log("reading the state failed: " + st.ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
+      return;
+    }
+    if (!enc.has_view_changes()) break;
+    std::string frame;
+    enc.FinishFrame(&frame, sent_);
+    conn->Send(std::move(frame));
+    caught_up_sent_ = false;
+  }
+  if (sent_ >= store->head() && entering_.empty() && !caught_up_sent_ &&
+      conn->queued_bytes() < max_queued) {
     flatbuffers::FlatBufferBuilder fbb(64);
     auto cu = wire::CreateCaughtUp(fbb, sent_, store->NowMs());
     conn->Send(FinishFrame(&fbb, wire::Body::CaughtUp, cu));

@@ -136,6 +136,16 @@ class Session : public net::Link::Delegate {
   // With sync rules: whether the document is in the client's view now (docs/sync-rules.md
   // "Reading"); a document that cannot be read is not.
   bool InView(const std::string& collection, const std::string& key);
+  // Whether a document in `channels` is in the client's view (with sync rules).
+  bool InChannels(const std::vector<std::string>& channels) const;
+  using DocRef = std::pair<std::string, std::string>;  // collection, key
+  // docs/sync-rules.md "Reading": the channel moves of log entry `e` (read at `e.cursor`) as
+  // they concern the client: documents that left its view go into `enc` (OpBatch.leave), those
+  // that entered it (and are in it at the head) into entering_.
+  Status TrackMoves(const LogEntry& e, protocol::BatchEncoder* enc);
+  // Moves documents of entering_ into `enc` (OpBatch.enter: their state at the head, those
+  // still in the view) while their ops stay within `budget` bytes (at least one document).
+  Status AddEntering(size_t budget, protocol::BatchEncoder* enc);
   // Decides whether the client needs a snapshot (docs/protocol.md "Snapshots").
   Status PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_t cursor);
   // The state of every collection the client reads, at the log's head.
@@ -181,6 +191,12 @@ class Session : public net::Link::Delegate {
   // every channel it may read).
   std::optional<rules::Grants> grants_;
   std::set<std::string> channels_;
+  // Documents whose channels moved while this session streamed: whether the client holds each
+  // (docs/sync-rules.md "Reading"; the others it holds exactly while they are in its view).
+  std::map<DocRef, bool> held_;
+  // Documents that entered the view whose state is still to be sent (in the next batches;
+  // meanwhile the log's ops of them come as usual, and the state merges with them).
+  std::set<DocRef> entering_;
   // The replica's own ops it has (Hello's own_seq): its later ones in the log (a file restored
   // from a backup lacks them) are sent back to it. nullopt: an older client, never sent back.
   std::optional<uint64_t> own_seq_;

@@ -135,6 +135,12 @@ class ReplicaStore {
   // (undoing refused local ops: the state is a function of the op set).
   Status RebuildDoc(const std::string& collection, const std::string& key,
                     const std::function<bool(const OpId&)>& drop, const std::vector<Op>& extra);
+  // Removes a document from the state (docs/sync-rules.md "Reading": it left the view): its
+  // cells, delete and increments, as if none of its ops had come. Not a delete: nothing is
+  // logged or pushed. A document it does not have: nothing to do.
+  Status RemoveDoc(const std::string& collection, const std::string& key);
+  // Whether the state holds any op of the document (false for one RemoveDoc removed).
+  Result<bool> HasOps(const std::string& collection, const std::string& key);
   uint64_t Through(const ReplicaId& origin);
   Status SetThrough(const ReplicaId& origin, uint64_t through);
   // Case-insensitive clash of a new name with an existing, different one ("" if none).

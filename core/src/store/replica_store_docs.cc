@@ -566,6 +566,25 @@ Status ReplicaStore::RebuildDoc(const std::string& collection, const std::string
   return Status::OK();
 }
 
+Status ReplicaStore::RemoveDoc(const std::string& collection, const std::string& key) {
+  if (!in_txn_) return Status::Internal("RemoveDoc outside a transaction");
+  auto c = collections_.find(collection);
+  if (c == collections_.end()) return Status::OK();
+  CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(c->second.idx, key));
+  if (!doc->in_file && !doc->state.changes.any()) return Status::OK();
+  return RebuildDoc(collection, key, [](const OpId&) { return true; }, {});
+}
+
+Result<bool> ReplicaStore::HasOps(const std::string& collection, const std::string& key) {
+  auto c = collections_.find(collection);
+  if (c == collections_.end()) return false;
+  CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(c->second.idx, key));
+  if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
+  std::vector<Op> ops;
+  crdt::StateOps(collection, key, doc->state, &ops);
+  return !ops.empty();
+}
+
 Status ReplicaStore::ApplyIdempotent(const Op& op) {
   if (op.kind == OpKind::kIncrement) {
     CAIRN_ASSIGN_OR_RETURN(int64_t coll, EnsureCollection(op.collection));

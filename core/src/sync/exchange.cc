@@ -547,7 +547,11 @@ bool Exchange::SessionGoesOn(const char* what) {
 
 void Exchange::OnBatch(const wire::OpBatch& batch) {
   if (!SessionGoesOn("a batch")) return;
-  if (batch.cursor() <= cursor) {
+  // A batch of entering documents' states alone (docs/sync-rules.md "Reading") may come at
+  // the cursor the client has.
+  const bool view_only = batch.op_count() == 0 && batch.covers() == nullptr &&
+                         (batch.leave() != nullptr || batch.enter() != nullptr);
+  if (batch.cursor() < cursor || (batch.cursor() == cursor && !view_only)) {
     link_->SendErrorAndClose(Code::kECORRUPT, "batch cursor did not advance");
     return;
   }
