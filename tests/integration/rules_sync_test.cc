@@ -4,8 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <fstream>
-#include <iterator>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -383,8 +382,12 @@ TEST(RulesSync, TokensRenewOnALiveSession) {
 // WAL): what the server never sent cannot be there.
 bool FileHolds(const std::string& db_path, const std::string& needle) {
   for (const std::string& path : {db_path, db_path + "-wal"}) {
-    std::ifstream in(path, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string bytes;
+    if (FILE* f = std::fopen(path.c_str(), "rb")) {
+      char buf[65536];
+      for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) bytes.append(buf, n);
+      std::fclose(f);
+    }
     if (bytes.find(needle) != std::string::npos) return true;
   }
   return false;

@@ -206,17 +206,22 @@ Result<std::vector<ChannelMove>> DecodeMoves(const wire::OpBatch& batch) {
   auto strings = [](const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* v) {
     std::vector<std::string> s;
     if (v != nullptr) {
-      for (const auto* x : *v) s.push_back(x->str());
+      for (flatbuffers::uoffset_t i = 0; i < v->size(); i++) {
+        s.push_back(flatbuffers::GetString(v->Get(i)));
+      }
     }
     return s;
   };
   for (const wire::ChannelMove* m : *batch.moves()) {
-    if (m->collection() == nullptr || m->key() == nullptr) {
+    const flatbuffers::String* collection = m != nullptr ? m->collection() : nullptr;
+    const flatbuffers::String* key = m != nullptr ? m->key() : nullptr;
+    if (collection == nullptr || key == nullptr) {
       return Status::Corrupt("op batch: a channel move without its document");
     }
-    CAIRN_RETURN_IF_ERROR(ValidateCollectionName(m->collection()->string_view()));
-    CAIRN_RETURN_IF_ERROR(ValidateKey(m->key()->string_view()));
-    out.push_back(ChannelMove{m->collection()->str(), m->key()->str(), strings(m->before()),
+    CAIRN_RETURN_IF_ERROR(ValidateCollectionName(collection->string_view()));
+    CAIRN_RETURN_IF_ERROR(ValidateKey(key->string_view()));
+    out.push_back(ChannelMove{std::string(collection->string_view()),
+                              std::string(key->string_view()), strings(m->before()),
                               strings(m->after())});
   }
   return out;

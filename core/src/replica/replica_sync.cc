@@ -98,12 +98,17 @@ Result<ServerBatchStats> SyncAccess::ApplyServerBatch(const wire::OpBatch& batch
   // now are kept (the later ones come in later batches).
   if (st.ok() && batch.leave() != nullptr) {
     for (const wire::DocRef* d : *batch.leave()) {
-      if (d->collection() == nullptr || d->key() == nullptr) {
+      const flatbuffers::String* collection = d != nullptr ? d->collection() : nullptr;
+      const flatbuffers::String* key = d != nullptr ? d->key() : nullptr;
+      if (collection == nullptr || key == nullptr) {
         st = Status::Corrupt("server batch: a leaving document without its name");
       } else {
-        st = ValidateCollectionName(d->collection()->string_view());
-        if (st.ok()) st = ValidateKey(d->key()->string_view());
-        if (st.ok()) st = r_->store_->RemoveDoc(d->collection()->str(), d->key()->str());
+        st = ValidateCollectionName(collection->string_view());
+        if (st.ok()) st = ValidateKey(key->string_view());
+        if (st.ok()) {
+          st = r_->store_->RemoveDoc(std::string(collection->string_view()),
+                                     std::string(key->string_view()));
+        }
       }
       if (!st.ok()) break;
     }

@@ -230,8 +230,9 @@ void Exchange::OnFrame(net::Link* c, const wire::Frame& frame) {
       OnSnapshotEnd(*frame.body_as_SnapshotEnd());
       return;
     case wire::Body::Renewed: {
+      const wire::Renewed* renewed = frame.body_as_Renewed();
       std::lock_guard<std::mutex> lock(mu);
-      st.token_expires_ms = frame.body_as_Renewed()->token_expires_ms();
+      st.token_expires_ms = renewed != nullptr ? renewed->token_expires_ms() : 0;
       return;
     }
     case wire::Body::Pong:

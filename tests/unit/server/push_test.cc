@@ -151,6 +151,12 @@ TEST_F(PushTest, APushBeyondTheAdvertisedLimitsIsRefusedWhole) {
   EXPECT_EQ(Fields().count("e"), 1u);
 }
 
+// The batch of a log entry.
+const wire::OpBatch* EntryBatch(const server::LogEntry& e) {
+  const wire::Frame* frame = flatbuffers::GetRoot<wire::Frame>(e.batch.data());
+  return frame != nullptr ? frame->body_as_OpBatch() : nullptr;
+}
+
 // docs/sync-rules.md "Reading": with sync rules, a push's log entry names each document whose
 // channels it changed, with its channels before and after the push (what a transaction did and
 // a later one of the same push undid is no move); the entry's ops are as without rules.
@@ -191,8 +197,9 @@ TEST_F(PushTest, LogEntriesCarryTheirChannelMoves) {
   ASSERT_TRUE(store_
                   ->ReadLog(0, 100,
                             [&](const server::LogEntry& e) {
-                              const auto* frame = flatbuffers::GetRoot<wire::Frame>(e.batch.data());
-                              auto moves = protocol::DecodeMoves(*frame->body_as_OpBatch());
+                              const wire::OpBatch* b = EntryBatch(e);
+                              if (b == nullptr) return Status::Corrupt("not a batch");
+                              auto moves = protocol::DecodeMoves(*b);
                               EXPECT_TRUE(moves.ok()) << moves.status().ToString();
                               logged.push_back(moves.ok() ? *moves : std::vector<Move>{});
                               return Status::OK();
@@ -211,8 +218,8 @@ TEST_F(PushTest, LogEntriesCarryTheirChannelMoves) {
   ASSERT_TRUE(store_
                   ->ReadLog(plain->cursor - 1, 1,
                             [&](const server::LogEntry& e) {
-                              const auto* frame = flatbuffers::GetRoot<wire::Frame>(e.batch.data());
-                              EXPECT_EQ(frame->body_as_OpBatch()->moves(), nullptr);
+                              const wire::OpBatch* b = EntryBatch(e);
+                              EXPECT_TRUE(b != nullptr && b->moves() == nullptr);
                               return Status::OK();
                             })
                   .ok());
