@@ -70,8 +70,9 @@ Result<std::optional<Hlc>> ReplicaStore::OutboxHlcAt(uint64_t seq) {
 }
 
 Result<SyncPosition> ReplicaStore::GetSyncPosition() {
+  // A format 1 file opened read-only: never synced.
+  if (!has_sync_table_) return SyncPosition();
   SyncPosition pos;
-  if (!has_sync_table_) return pos;  // a format 1 file opened read-only: never synced
   CAIRN_ASSIGN_OR_RETURN(
       Stmt st,
       db_.Prepare(std::string("SELECT server_id, cursor, subscriptions, last_sync_ms, ") +
