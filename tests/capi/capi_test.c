@@ -390,6 +390,19 @@ static void free_log_context(void* ctx) {
   g_log_contexts_freed++;
 }
 
+/* Whether `r` has collection/key within 5 s (live sync brings it). */
+static int eventually_has(cairn_replica* r, const char* collection, const char* key) {
+  cairn_buf buf = {NULL, 0};
+  for (int i = 0; i < 500; i++) {
+    const int found = cairn_replica_get_json(&buf, r, collection, key) == CAIRN_OK;
+    cairn_buf_dispose(&buf);
+    if (found) return 1;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
 static void test_sync(const char* server_bin) {
   g_contexts_freed = 0;
   char address[64];
@@ -463,32 +476,14 @@ static void test_sync(const char* server_bin) {
   CHECK(cairn_replica_put_json(a, "notes", "n2", "{\"title\":\"live\"}") == CAIRN_OK);
   CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
   CHECK(g_durable_through == 3);
-  int seen = 0;
-  for (int i = 0; i < 500 && !seen; i++) {
-    seen = cairn_replica_get_json(&buf, b, "notes", "n2") == CAIRN_OK;
-    cairn_buf_dispose(&buf);
-    if (!seen) {
-      struct timespec ts = {0, 10 * 1000 * 1000};
-      nanosleep(&ts, NULL);
-    }
-  }
-  CHECK(seen);
+  CHECK(eventually_has(b, "notes", "n2"));
   /* A renewed token (this server checks none): the live session goes on under it. */
   CHECK(cairn_sync_set_token(NULL, "t") == CAIRN_EINVAL);
   CHECK(cairn_sync_set_token(sb, NULL) == CAIRN_EINVAL);
   CHECK(cairn_sync_set_token(sb, "renewed") == CAIRN_OK);
   CHECK(cairn_replica_put_json(a, "notes", "n4", "{\"title\":\"after renewal\"}") == CAIRN_OK);
   CHECK(cairn_sync_once(sa, 20000) == CAIRN_OK);
-  seen = 0;
-  for (int i = 0; i < 500 && !seen; i++) {
-    seen = cairn_replica_get_json(&buf, b, "notes", "n4") == CAIRN_OK;
-    cairn_buf_dispose(&buf);
-    if (!seen) {
-      struct timespec ts = {0, 10 * 1000 * 1000};
-      nanosleep(&ts, NULL);
-    }
-  }
-  CHECK(seen);
+  CHECK(eventually_has(b, "notes", "n4"));
   CHECK(cairn_sync_status_json(&buf, sb) == CAIRN_OK);
   CHECK(buf.data && strstr((const char*)buf.data, "\"reconnects\":0") != NULL);
   CHECK(buf.data && strstr((const char*)buf.data, "\"token_expires_ms\":null") != NULL);

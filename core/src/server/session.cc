@@ -451,11 +451,10 @@ bool Session::InChannels(const std::vector<std::string>& channels) const {
   return false;
 }
 
-Status Session::TrackMoves(const LogEntry& e, protocol::BatchEncoder* enc) {
-  CAIRN_ASSIGN_OR_RETURN(std::vector<protocol::ChannelMove> moves,
-                         protocol::DecodeMovesFrame(e.batch));
+void Session::TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor,
+                         protocol::BatchEncoder* enc) {
   for (protocol::ChannelMove& m : moves) {
-    if (!Wants(m.collection, e.cursor)) continue;
+    if (!Wants(m.collection, cursor)) continue;
     DocRef ref(std::move(m.collection), std::move(m.key));
     auto it = held_.find(ref);
     // Its first move since the session's cursor: the client holds it as its channels before
@@ -476,7 +475,6 @@ Status Session::TrackMoves(const LogEntry& e, protocol::BatchEncoder* enc) {
     }
     held_[std::move(ref)] = holds;
   }
-  return Status::OK();
 }
 
 Status Session::AddEntering(size_t budget, protocol::BatchEncoder* enc) {
@@ -541,7 +539,10 @@ void Session::Pump() {
       const bool own = e.origin == replica_;
       if (own && (!own_seq_ || e.last_seq <= *own_seq_)) {
         // Its own push may still have moved documents out of (or into) its view.
-        if (grants_) CAIRN_RETURN_IF_ERROR(TrackMoves(e, &enc));
+        if (grants_) {
+          CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
+          TrackMoves(std::move(moves), e.cursor, &enc);
+        }
         last = e.cursor;
         return Status::OK();
       }
@@ -556,16 +557,25 @@ void Session::Pump() {
         }
         return Status::OK();
       };
+      // With sync rules, the entry's channel moves, read from the frame decoded once.
+      std::vector<protocol::ChannelMove> moves;
+      auto first = [&](const wire::OpBatch& b) -> Status {
+        CAIRN_RETURN_IF_ERROR(fits(b));
+        if (grants_) {
+          CAIRN_ASSIGN_OR_RETURN(moves, protocol::DecodeMoves(b));
+        }
+        return Status::OK();
+      };
       uint64_t sent = 0;
       CAIRN_RETURN_IF_ERROR(
-          protocol::DecodeBatchFrame(e.batch, "log entry", fits, [&](const Op& op) {
+          protocol::DecodeBatchFrame(e.batch, "log entry", first, [&](const Op& op) {
             if (Wants(op.collection, e.cursor) && InView(op.collection, op.key)) {
               enc.Add(op);
               sent++;
             }
             return Status::OK();
           }));
-      if (grants_) CAIRN_RETURN_IF_ERROR(TrackMoves(e, &enc));
+      if (grants_) TrackMoves(std::move(moves), e.cursor, &enc);
       last = e.cursor;
       if (own) own_seq_ = e.last_seq;
       // Skipped: ops of collections it does not get, and refused seqs (not in the batch).

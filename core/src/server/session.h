@@ -139,10 +139,11 @@ class Session : public net::Link::Delegate {
   // Whether a document in `channels` is in the client's view (with sync rules).
   bool InChannels(const std::vector<std::string>& channels) const;
   using DocRef = std::pair<std::string, std::string>;  // collection, key
-  // docs/sync-rules.md "Reading": the channel moves of log entry `e` (read at `e.cursor`) as
-  // they concern the client: documents that left its view go into `enc` (OpBatch.leave), those
+  // docs/sync-rules.md "Reading": the channel moves of the log entry at `cursor` as they
+  // concern the client: documents that left its view go into `enc` (OpBatch.leave), those
   // that entered it (and are in it at the head) into entering_.
-  Status TrackMoves(const LogEntry& e, protocol::BatchEncoder* enc);
+  void TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor,
+                  protocol::BatchEncoder* enc);
   // Moves documents of entering_ into `enc` (OpBatch.enter: their state at the head, those
   // still in the view) while their ops stay within `budget` bytes (at least one document).
   Status AddEntering(size_t budget, protocol::BatchEncoder* enc);
