@@ -17,6 +17,7 @@
 #include "port/port.h"
 #include "replica/replica.h"
 #include "rules/rules.h"
+#include "support/fault_proxy.h"
 #include "support/server_thread.h"
 #include "support/temp_dir.h"
 #include "support/token_keys.h"
@@ -276,12 +277,6 @@ TEST(RulesSync, TokensSignedByAnIdentityProvider) {
   EXPECT_NE(st.message().find("issuer"), std::string::npos) << st.message();
 }
 
-}  // namespace
-}  // namespace cairn::testing
-
-namespace cairn::testing {
-namespace {
-
 // docs/protocol.md "Token renewal": a live session takes a renewed token without reconnecting,
 // and its grants from then on; an expired token ends the session with ETOKEN and the client
 // waits for a new one instead of retrying; a renewed token of someone else ends it (EPERM).
@@ -328,10 +323,11 @@ TEST(RulesSync, TokensRenewOnALiveSession) {
   EXPECT_EQ(live.status().reconnects, 0u);
   EXPECT_EQ(live.status().last_error, "");
 
-  // Renewed without team red: from now on its documents' ops do not reach her and her writes
-  // to them are refused (what she already holds stays until views land: docs/sync-rules.md).
+  // Renewed without team red: its documents leave her replica (docs/sync-rules.md "Changes of
+  // view"), their ops do not reach her and her writes to them are refused.
   live.SetToken(Token("alice", {}, false, t0 + 7201));
   ASSERT_TRUE(Eventually([&] { return expires_ms() == (t0 + 7201) * 1000; }));
+  ASSERT_TRUE(Eventually([&] { return !alice->Get("tasks", "r1").value().has_value(); }));
   ASSERT_TRUE(bob->Put("tasks", "r2", Task("bob", "red")).ok());
   ASSERT_TRUE(bob_syncs().ok());
   ASSERT_TRUE(alice->Put("tasks", "a1", Task("alice")).ok());
@@ -368,6 +364,9 @@ TEST(RulesSync, TokensRenewOnALiveSession) {
   ASSERT_TRUE(bob->Put("tasks", "r3", Task("bob", "red")).ok());
   ASSERT_TRUE(bob_syncs().ok());
   EXPECT_TRUE(Eventually([&] { return alice->Get("tasks", "r3").value().has_value(); }));
+  // Team red again: what it wrote meanwhile entered her view, whole.
+  EXPECT_EQ(alice->Get("tasks", "r1").value()->at("title").as_string(), "t");
+  EXPECT_TRUE(alice->Get("tasks", "r2").value().has_value());
 
   // Someone else's token: the session ends (EPERM), as a Hello with it would.
   live.SetToken(Token("bob", {"red"}, false, clock.NowMs() / 1000 + 3600));
@@ -490,38 +489,147 @@ TEST(RulesSync, DocumentsEnterAndLeaveTheView) {
   EXPECT_FALSE(FileHolds(dir.File("carol.db"), "zz-passing-key"));
 }
 
+// docs/sync-rules.md "Changes of view": a client that comes back with other grants loses the
+// documents it may no longer read and gets those it now may, whole; one whose change was cut
+// halfway (it may hold either view) is brought to the view it comes back with.
+TEST(RulesSync, ViewsChangeBetweenSessions) {
+  TempDir dir;
+  ServerThread server(RulesOptions(dir));
+  auto bob = OpenReplica(dir.File("bob.db"));
+  for (const char* team : {"red", "blue"}) {
+    for (int i = 1; i <= 3; i++) {
+      const std::string key = std::string(team) + std::to_string(i);
+      ASSERT_TRUE(bob->Put("tasks", key, Task("bob", team)).ok());
+      ASSERT_TRUE(bob->Increment("tasks", key, "votes", i).ok());
+    }
+  }
+  ASSERT_TRUE(Sync(bob.get(), server, Token("bob", {"red", "blue"})).ok());
+  auto alice = OpenReplica(dir.File("alice.db"));
+  // Which of red1..3 and blue1..3 she holds, whole ("-": not at all).
+  auto holding = [&] {
+    std::string held;
+    for (const char* team : {"red", "blue"}) {
+      for (int i = 1; i <= 3; i++) {
+        auto doc = alice->Get("tasks", std::string(team) + std::to_string(i)).value();
+        held += !doc ? "-" : doc->count("votes") && doc->at("votes").as_int() == i ? "+" : "?";
+      }
+    }
+    return held;
+  };
+  auto sync_as = [&](std::vector<std::string> teams, const std::string& via = "") {
+    sync::SyncOptions o;
+    o.token = Token("alice", teams);
+    return SyncOnce(alice.get(), via.empty() ? server.address() : via, o);
+  };
+  ASSERT_TRUE(sync_as({"red", "blue"}).ok());
+  EXPECT_EQ(holding(), "++++++");
+  ASSERT_TRUE(sync_as({"red"}).ok());
+  EXPECT_EQ(holding(), "+++---");
+  EXPECT_EQ(alice->DumpString().value().find("blue"), std::string::npos);
+  ASSERT_TRUE(sync_as({"blue"}).ok());
+  EXPECT_EQ(holding(), "---+++");
+  ASSERT_TRUE(sync_as({"blue"}).ok());  // the same view: nothing changes
+  EXPECT_EQ(holding(), "---+++");
+  // Changes cut short leave her cursor where it was: at it she may hold either view. Red, cut
+  // after the Welcome (nothing of the change reached her); then blue, cut after the leaving
+  // and entering batches (all of it did, before CaughtUp).
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    f.cut_down_before_frame = n == 0 ? 1 : 3;
+    return f;
+  });
+  const std::string via = "127.0.0.1:" + std::to_string(proxy.port());
+  EXPECT_FALSE(sync_as({"red"}, via).ok());
+  EXPECT_EQ(holding(), "---+++");
+  ASSERT_TRUE(sync_as({"red"}).ok());
+  EXPECT_EQ(holding(), "+++---");
+  EXPECT_FALSE(sync_as({"blue"}, via).ok());
+  ASSERT_EQ(proxy.cuts(), 2);
+  EXPECT_EQ(holding(), "---+++");
+  ASSERT_TRUE(sync_as({"red"}).ok());
+  EXPECT_EQ(holding(), "+++---");
+  // Both: what she lacks enters, what she holds is not sent again (merged as the same ops).
+  ASSERT_TRUE(sync_as({"red", "blue"}).ok());
+  EXPECT_EQ(holding(), "++++++");
+  ASSERT_TRUE(bob->Increment("tasks", "red1", "votes", 10).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, Token("bob", {"red", "blue"})).ok());
+  ASSERT_TRUE(sync_as({"red", "blue"}).ok());
+  EXPECT_EQ(alice->Get("tasks", "red1").value()->at("votes").as_int(), 11);
+}
+
+// Bob's six tasks of team blue, each `blob_bytes` large, moved to team red in one push after
+// Alice (team red) synced; the server and Alice take frames of at most 9 MiB (the least allowed).
+struct EnteringSetup {
+  static constexpr uint32_t kFrameBytes = 9u << 20;
+  static constexpr size_t kBlobBytes = 2u << 20;  // 6 x 2 MiB: more than a frame
+  TempDir dir;
+  std::unique_ptr<ServerThread> server;
+  std::unique_ptr<Replica> alice;
+  const std::string alice_token = Token("alice", {"red"});
+
+  EnteringSetup() {
+    server::ServerOptions so = RulesOptions(dir);
+    so.conn.limits.max_frame_bytes = kFrameBytes;
+    server = std::make_unique<ServerThread>(so);
+    const std::string bob_token = Token("bob", {"red", "blue"});
+    auto bob = OpenReplica(dir.File("bob.db"));
+    for (int i = 0; i < 6; i++) {
+      EXPECT_TRUE(bob->Put("tasks", "big" + std::to_string(i),
+                           {{"owner", Value::String("bob")},
+                            {"team", Value::String("blue")},
+                            {"blob", Value::String(std::string(kBlobBytes, 'x'))}})
+                      .ok());
+    }
+    EXPECT_TRUE(Sync(bob.get(), *server, bob_token).ok());
+    alice = OpenReplica(dir.File("alice.db"));
+    EXPECT_TRUE(SyncVia(server->address()).ok());
+    WriteBatch all_red;
+    for (int i = 0; i < 6; i++) {
+      all_red.Set("tasks", "big" + std::to_string(i), "team", Value::String("red"));
+    }
+    EXPECT_TRUE(bob->Write(all_red).ok());
+    EXPECT_TRUE(Sync(bob.get(), *server, bob_token).ok());
+  }
+  Status SyncVia(const std::string& address) {
+    sync::SyncOptions o;
+    o.token = alice_token;
+    o.conn.limits.max_frame_bytes = kFrameBytes;
+    return SyncOnce(alice.get(), address, o);
+  }
+  void ExpectAllSix() {
+    for (int i = 0; i < 6; i++) {
+      auto doc = alice->Get("tasks", "big" + std::to_string(i)).value();
+      ASSERT_TRUE(doc.has_value()) << i;
+      ASSERT_EQ(doc->count("blob"), 1u) << i;
+      EXPECT_EQ(doc->at("blob").as_string().size(), kBlobBytes) << i;
+      EXPECT_EQ(doc->at("team").as_string(), "red") << i;
+    }
+  }
+};
+
 // Documents entering a view at once whose states together exceed a frame: their states are
 // spread over several batches (docs/sync-rules.md "Reading"), none over the frame limit.
 TEST(RulesSync, EnteringStatesSpreadOverBatches) {
-  TempDir dir;
-  ServerThread server(RulesOptions(dir));
-  const std::string bob_token = Token("bob", {"red", "blue"});
-  auto bob = OpenReplica(dir.File("bob.db"));
-  const std::string blob(3u << 20, 'x');  // 6 x 3 MiB: more than a 16 MiB frame
-  for (int i = 0; i < 6; i++) {
-    ASSERT_TRUE(bob->Put("tasks", "big" + std::to_string(i),
-                         {{"owner", Value::String("bob")},
-                          {"team", Value::String("blue")},
-                          {"blob", Value::String(blob)}})
-                    .ok());
-  }
-  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
-  auto alice = OpenReplica(dir.File("alice.db"));
-  ASSERT_TRUE(Sync(alice.get(), server, Token("alice", {"red"})).ok());
-  WriteBatch all_red;
-  for (int i = 0; i < 6; i++) {
-    all_red.Set("tasks", "big" + std::to_string(i), "team", Value::String("red"));
-  }
-  ASSERT_TRUE(bob->Write(all_red).ok());
-  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
-  Status synced = Sync(alice.get(), server, Token("alice", {"red"}));
+  EnteringSetup s;
+  Status synced = s.SyncVia(s.server->address());
   ASSERT_TRUE(synced.ok()) << synced.ToString();
-  for (int i = 0; i < 6; i++) {
-    auto doc = alice->Get("tasks", "big" + std::to_string(i)).value();
-    ASSERT_TRUE(doc.has_value()) << i;
-    EXPECT_EQ(doc->at("blob").as_string().size(), blob.size());
-    EXPECT_EQ(doc->at("team").as_string(), "red");
-  }
+  s.ExpectAllSix();
+}
+
+// A connection cut after the first of those batches: the client's cursor never passes the
+// move before every entering state was sent, so the next sync brings the rest.
+TEST(RulesSync, EnteringStatesSurviveACutConnection) {
+  EnteringSetup s;
+  FaultProxy proxy(s.server->port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 2;  // Welcome, one batch, cut
+    return f;
+  });
+  EXPECT_FALSE(s.SyncVia("127.0.0.1:" + std::to_string(proxy.port())).ok());
+  ASSERT_EQ(proxy.cuts(), 1);
+  Status synced = s.SyncVia(s.server->address());
+  ASSERT_TRUE(synced.ok()) << synced.ToString();
+  s.ExpectAllSix();
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -164,6 +165,82 @@ bool Grants::MayRead(const std::vector<std::string>& channels) const {
 
 bool Grants::MayWrite(const std::vector<std::string>& channels) const {
   return admin || AnyGranted(write, channels);
+}
+
+View View::Of(const Grants& grants, const std::set<std::string>& subscribed) {
+  View v;
+  if (grants.admin) {
+    v.all = subscribed.empty();
+    v.channels = subscribed;
+  } else if (subscribed.empty()) {
+    v.channels = grants.read;
+  } else {
+    std::set_intersection(grants.read.begin(), grants.read.end(), subscribed.begin(),
+                          subscribed.end(), std::inserter(v.channels, v.channels.end()));
+  }
+  return v;
+}
+
+bool View::Holds(const std::vector<std::string>& doc_channels) const {
+  return all || AnyGranted(channels, doc_channels);
+}
+
+View View::Union(const View& other) const {
+  if (all || other.all) return View{true, {}};
+  View v = *this;
+  v.channels.insert(other.channels.begin(), other.channels.end());
+  return v;
+}
+
+View View::Intersection(const View& other) const {
+  if (all) return other;
+  if (other.all) return *this;
+  View v;
+  std::set_intersection(channels.begin(), channels.end(), other.channels.begin(),
+                        other.channels.end(), std::inserter(v.channels, v.channels.end()));
+  return v;
+}
+
+namespace {
+
+Json ViewJson(const View& v) {
+  return v.all ? Json("*") : Json(std::vector<std::string>(v.channels.begin(), v.channels.end()));
+}
+
+bool ViewFromJson(const Json& j, View* v) {
+  if (j.is_string() && j.get<std::string>() == "*") {
+    *v = View{true, {}};
+    return true;
+  }
+  if (!j.is_array()) return false;
+  for (const Json& c : j) {
+    if (!c.is_string()) return false;
+    v->channels.insert(c.get<std::string>());
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string ViewRecord::ToJson() const {
+  return Json{{"to", ViewJson(to)},
+              {"maybe", ViewJson(maybe)},
+              {"surely", ViewJson(surely)},
+              {"cursor", cursor}}
+      .dump();
+}
+
+Result<ViewRecord> ViewRecord::Parse(std::string_view text) {
+  const Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  ViewRecord r;
+  if (!j.is_object() || !j.contains("cursor") || !j["cursor"].is_number_unsigned() ||
+      !j.contains("to") || !ViewFromJson(j["to"], &r.to) || !j.contains("maybe") ||
+      !ViewFromJson(j["maybe"], &r.maybe) || !j.contains("surely") ||
+      !ViewFromJson(j["surely"], &r.surely)) {
+    return Status::Corrupt("a replica's view record is malformed");
+  }
+  r.cursor = j["cursor"].get<uint64_t>();
+  return r;
 }
 
 Result<Rules> Rules::Parse(std::string_view text) {

@@ -57,6 +57,42 @@ struct Grants {
   bool MayWrite(const std::vector<std::string>& channels) const;
 };
 
+// A client's view (docs/sync-rules.md "Reading"): the channels whose documents it holds, or
+// (`all`) every document.
+struct View {
+  bool all = false;
+  std::set<std::string> channels;
+
+  // The view of `grants`, narrowed to the channels `subscribed` to when there are any.
+  static View Of(const Grants& grants, const std::set<std::string>& subscribed);
+  // Whether a document in `channels` is in the view.
+  bool Holds(const std::vector<std::string>& channels) const;
+  View Union(const View& other) const;
+  View Intersection(const View& other) const;
+  bool operator==(const View& other) const {
+    return all == other.all && channels == other.channels;
+  }
+  bool operator!=(const View& other) const { return !(*this == other); }
+};
+
+// What the server keeps of a replica's view (docs/sync-rules.md "Changes of view"): once the
+// replica's cursor is past `cursor` it holds `to`; until then it may be in any view since the
+// last one it was known to hold: each covers `surely` and is covered by `maybe`.
+struct ViewRecord {
+  View to, maybe, surely;
+  uint64_t cursor = 0;
+
+  // Certain: `view` held from `cursor` on.
+  static ViewRecord Held(const View& view, uint64_t cursor) {
+    return ViewRecord{view, view, view, cursor};
+  }
+  bool operator==(const ViewRecord& o) const {
+    return to == o.to && maybe == o.maybe && surely == o.surely && cursor == o.cursor;
+  }
+  std::string ToJson() const;
+  static Result<ViewRecord> Parse(std::string_view json);  // ECORRUPT when malformed
+};
+
 class Rules {
  public:
   // Parses a rules file's text: EINVAL naming the line (JSON syntax) or the key ("rules:

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS cairn_server_refused(
 CREATE TABLE IF NOT EXISTS cairn_server_replicas(
   replica_id BLOB PRIMARY KEY, subject TEXT NOT NULL, first_seen_ms INTEGER NOT NULL)
   WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cairn_server_views(
+  replica_id BLOB PRIMARY KEY, record TEXT NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;
 )sql";
 
 using store::I;
@@ -490,6 +492,25 @@ Status SqliteServerStore::BindReplica(const ReplicaId& replica, const std::strin
       "INSERT INTO cairn_server_replicas VALUES (?,?,?)"));
   put.BindBlob(1, replica.Bytes());
   put.BindText(2, subject);
+  put.BindInt(3, clock_source_->NowMs());
+  return put.Run();
+}
+
+Result<std::string> SqliteServerStore::ReplicaView(const ReplicaId& replica) {
+  CAIRN_ASSIGN_OR_RETURN(
+      store::Stmt find,
+      store_->db()->Prepare("SELECT record FROM cairn_server_views WHERE replica_id = ?"));
+  find.BindBlob(1, replica.Bytes());
+  CAIRN_ASSIGN_OR_RETURN(bool row, find.Step());
+  return row ? std::string(find.Text(0)) : std::string();
+}
+
+Status SqliteServerStore::SetReplicaView(const ReplicaId& replica, const std::string& record) {
+  CAIRN_ASSIGN_OR_RETURN(
+      store::Stmt put,
+      store_->db()->Prepare("INSERT OR REPLACE INTO cairn_server_views VALUES (?,?,?)"));
+  put.BindBlob(1, replica.Bytes());
+  put.BindText(2, record);
   put.BindInt(3, clock_source_->NowMs());
   return put.Run();
 }

@@ -176,6 +176,10 @@ class ServerStore {
   // Binds a replica id to the subject that first synced it; EPERM when another subject
   // presents it (a device cannot push as another's replica).
   virtual Status BindReplica(const ReplicaId& replica, const std::string& subject) = 0;
+  // With sync rules: the replica's view record (rules::ViewRecord's JSON; empty when none), and
+  // its replacement (docs/sync-rules.md "Changes of view").
+  virtual Result<std::string> ReplicaView(const ReplicaId& replica) = 0;
+  virtual Status SetReplicaView(const ReplicaId& replica, const std::string& record) = 0;
 
   // Several nodes on one database (PostgreSQL; no-ops for SQLite): CatchUp takes in what other
   // nodes committed, moving head(); notify_socket() (-1: none) becomes readable when one did,
@@ -210,6 +214,8 @@ class SqliteServerStore final : public ServerStore {
   Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;
   store::ReplicaStore* state() override { return store_.get(); }
   Status BindReplica(const ReplicaId& replica, const std::string& subject) override;
+  Result<std::string> ReplicaView(const ReplicaId& replica) override;
+  Status SetReplicaView(const ReplicaId& replica, const std::string& record) override;
 
   // Takes in a log entry committed elsewhere (a PostgreSQL node's copy): its ops merged, the
   // origin's receipt raised to its last seq, the entry logged under its cursor, atomically.

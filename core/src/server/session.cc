@@ -171,6 +171,23 @@ void Session::OnRenew(const wire::Renew& renew) {
   conn->Send(FinishFrame(&fbb, wire::Body::Renewed, wire::CreateRenewed(fbb, TokenExpiresMs())));
   server_->Log("session " + replica_.Hex() + " renewed its token (" + claims_->subject +
                ", expires " + std::to_string(claims_->expires_s) + ")");
+  if (grants_) {
+    // Other grants: documents leave and enter the view (docs/sync-rules.md "Changes of view").
+    const rules::View before = view_;
+    view_ = rules::View::Of(*grants_, channels_);
+    if (view_ != before) {
+      Status changed = KeepViewRecord(record_.maybe, record_.surely);
+      if (changed.ok()) changed = ChangeView(before, before);
+      if (!changed.ok()) {
+        server_->Log("session " + replica_.Hex() +
+                     ": changing its view failed: " + changed.ToString());
+        conn->SendErrorAndClose(Code::kEINTERNAL, "server error changing the view");
+        return;
+      }
+      caught_up_sent_ = false;
+      Pump();
+    }
+  }
 }
 
 void Session::OnTick(net::Link* c, uint64_t) {
@@ -234,6 +251,7 @@ void Session::OnHello(const wire::Hello& hello) {
         channels_.insert(std::move(c));
       }
     }
+    view_ = rules::View::Of(*grants_, channels_);
   } else if (hello.channels() != nullptr && hello.channels()->size() > 0) {
     conn->SendErrorAndClose(
         Code::kEINVAL, "this server has no sync rules: subscribe to collections, not channels");
@@ -305,6 +323,14 @@ void Session::OnHello(const wire::Hello& hello) {
   }
   if (snapshot_ && snapshot_->rebase) cursor = snapshot_->cursor;
   sent_ = cursor;
+  if (grants_) {
+    Status viewed = StartView();
+    if (!viewed.ok()) {
+      server_->Log("session " + replica_.Hex() + ": reading its view failed: " + viewed.ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its view");
+      return;
+    }
+  }
   live_ = true;
   conn->SetReadBudget(nullptr);
   conn->SetDeadline(0, "");
@@ -429,7 +455,7 @@ void Session::OnStreamBatch(const wire::StreamBatch& batch) {
 }
 
 bool Session::InView(const std::string& collection, const std::string& key) {
-  if (!grants_ || (grants_->admin && channels_.empty())) return true;
+  if (!grants_ || view_.all) return true;
   auto fields = server_->store->state()->GetDoc(collection, key);
   if (!fields.ok()) {
     // Not known to be in the view: not sent (the session goes on; logged).
@@ -440,15 +466,122 @@ bool Session::InView(const std::string& collection, const std::string& key) {
       server_->options.rules->Channels(collection, key, fields->has_value() ? **fields : Fields()));
 }
 
-bool Session::InChannels(const std::vector<std::string>& channels) const {
-  if (grants_->admin && channels_.empty()) return true;
-  for (const std::string& c : channels) {
-    if ((grants_->admin || grants_->read.count(c) > 0) &&
-        (channels_.empty() || channels_.count(c) > 0)) {
-      return true;
-    }
+Status Session::StartView() {
+  ServerStore* store = server_->store.get();
+  if (snapshot_ && !snapshot_->rebase) {
+    fresh_.insert(snapshot_->collections.begin(), snapshot_->collections.end());
   }
-  return false;
+  CAIRN_ASSIGN_OR_RETURN(std::string text, store->ReplicaView(replica_));
+  if (text.empty() || (snapshot_ && snapshot_->rebase)) {
+    // A replica new to sync rules holds the view it is given. (A rebase snapshot brings the
+    // view; what it does not bring is not removed yet: docs/sync-rules.md "Status".)
+    return KeepViewRecord(view_, view_);
+  }
+  CAIRN_ASSIGN_OR_RETURN(record_, rules::ViewRecord::Parse(text));
+  // Past the record's cursor, the client holds its `to`; at or before it, any of its views.
+  const bool passed = sent_ > record_.cursor;
+  const rules::View maybe = passed ? record_.to : record_.maybe;
+  const rules::View surely = passed ? record_.to : record_.surely;
+  CAIRN_RETURN_IF_ERROR(KeepViewRecord(maybe, surely));
+  return ChangeView(maybe, surely);
+}
+
+Status Session::KeepViewRecord(const rules::View& maybe, const rules::View& surely) {
+  rules::ViewRecord next{view_, maybe.Union(view_), surely.Intersection(view_), sent_};
+  if (next.maybe == view_ && next.surely == view_) {
+    // Certain: a record that says so already stays (its cursor does not matter then).
+    if (record_.to == view_ && record_.maybe == view_ && record_.surely == view_) {
+      return Status::OK();
+    }
+    next = rules::ViewRecord::Held(view_, sent_);
+  }
+  if (next == record_) return Status::OK();
+  CAIRN_RETURN_IF_ERROR(server_->store->SetReplicaView(replica_, next.ToJson()));
+  record_ = std::move(next);
+  return Status::OK();
+}
+
+Status Session::ChangeView(const rules::View& maybe, const rules::View& surely) {
+  if (maybe == view_ && surely == view_) return Status::OK();
+  if (!change_ && !snapshot_) return PlanViewChange(maybe, surely);
+  // Once the snapshot being sent is done (it brings documents under the view of the moment
+  // each is read: either one), or after the change still waiting for it.
+  rules::View m = change_ ? change_->first.Union(maybe) : maybe;
+  rules::View s = change_ ? change_->second.Intersection(surely) : surely;
+  if (snapshot_) {
+    m = m.Union(view_);
+    s = s.Intersection(view_);
+  }
+  change_.emplace(std::move(m), std::move(s));
+  return Status::OK();
+}
+
+Status Session::PlanViewChange(const rules::View& maybe, const rules::View& surely) {
+  ServerStore* store = server_->store.get();
+  const rules::Rules& rules = *server_->options.rules;
+  // Each document's channels at the session's cursor: before its first move after it, else its
+  // channels now.
+  std::map<DocRef, std::vector<std::string>> then;
+  for (uint64_t at = sent_; at < store->head();) {
+    uint64_t next = at;
+    CAIRN_RETURN_IF_ERROR(store->ReadLog(at, 256, [&](const LogEntry& e) -> Status {
+      CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
+      for (protocol::ChannelMove& m : moves) {
+        then.emplace(DocRef(std::move(m.collection), std::move(m.key)), std::move(m.before));
+      }
+      next = e.cursor;
+      return Status::OK();
+    }));
+    if (next == at) break;
+    at = next;
+  }
+  store::ReplicaStore* state = store->state();
+  for (const std::string& c : state->CollectionNames()) {
+    if (!Reads(c) || !Wants(c, sent_ + 1) || fresh_.count(c) > 0) continue;
+    CAIRN_RETURN_IF_ERROR(state->ForEachDocFields(c, [&](const std::string& key, const Fields& f) {
+      DocRef ref(c, key);
+      const std::vector<std::string> now = rules.Channels(c, key, f);
+      auto moved = then.find(ref);
+      const std::vector<std::string>& at_cursor = moved != then.end() ? moved->second : now;
+      auto h = held_.find(ref);
+      const bool may_hold = h != held_.end() ? h->second : maybe.Holds(at_cursor);
+      const bool holds = h != held_.end() ? h->second : surely.Holds(at_cursor);
+      const bool in_view = view_.Holds(at_cursor);
+      bool held = holds && in_view;
+      if (may_hold && (!in_view || (!holds && !view_.Holds(now)))) {
+        // Out of the view (or, perhaps held, out of it at the head: it goes now).
+        leaving_.push_back(ref);
+        entering_.erase(ref);
+        held = false;
+      } else if (in_view && !holds && view_.Holds(now)) {
+        entering_.insert(ref);  // its state (sent again if it was held after all: harmless)
+        held = true;
+      }
+      if (h != held_.end() || moved != then.end()) held_[ref] = held;
+      return Status::OK();
+    }));
+  }
+  return Status::OK();
+}
+
+bool Session::HoldsBefore(const DocRef& ref, const protocol::ChannelMove& m) const {
+  auto it = held_.find(ref);
+  // Its first move since the session's cursor: the client holds it as its channels before the
+  // move say (the invariant held there).
+  return it != held_.end() ? it->second : InChannels(m.before);
+}
+
+bool Session::MarkEntering(const std::vector<protocol::ChannelMove>& moves, uint64_t cursor) {
+  bool any = false;
+  for (const protocol::ChannelMove& m : moves) {
+    if (!Wants(m.collection, cursor) || !InChannels(m.after)) continue;
+    DocRef ref(m.collection, m.key);
+    if (HoldsBefore(ref, m) || !InView(ref.first, ref.second)) continue;
+    held_[ref] = true;
+    entering_.insert(std::move(ref));
+    any = true;
+  }
+  return any;
 }
 
 void Session::TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor,
@@ -456,19 +589,10 @@ void Session::TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t curs
   for (protocol::ChannelMove& m : moves) {
     if (!Wants(m.collection, cursor)) continue;
     DocRef ref(std::move(m.collection), std::move(m.key));
-    auto it = held_.find(ref);
-    // Its first move since the session's cursor: the client holds it as its channels before
-    // the move say (the invariant held there).
-    const bool held = it != held_.end() ? it->second : InChannels(m.before);
+    const bool held = HoldsBefore(ref, m);
     bool holds = held;
-    if (InChannels(m.after)) {
-      // Entering: its state is sent only if it is in the view at the head (else it left again,
-      // and that state is not the client's to see).
-      if (!held && InView(ref.first, ref.second)) {
-        entering_.insert(ref);
-        holds = true;
-      }
-    } else if (held) {
+    // (Entering, MarkEntering's, was done before the entry: its state sent first.)
+    if (!InChannels(m.after) && held) {
       enc->AddLeave(ref.first, ref.second);
       entering_.erase(ref);
       holds = false;
@@ -485,6 +609,7 @@ Status Session::AddEntering(size_t budget, protocol::BatchEncoder* enc) {
     // Still in the view at the head (a later move out of it, not yet streamed, would say
     // so only then): else its state is not the client's to see.
     if (!InView(ref.first, ref.second)) {
+      held_[ref] = false;
       entering_.erase(entering_.begin());
       continue;
     }
@@ -523,17 +648,78 @@ void Session::Pump() {
     if (!snapshot_) break;
     if (!PumpSnapshot()) return;
   }
+  if (change_) {  // a change of view that waited for the snapshot
+    const auto [maybe, surely] = std::move(*change_);
+    change_.reset();
+    Status planned = PlanViewChange(maybe, surely);
+    if (!planned.ok()) {
+      server_->Log("session " + replica_.Hex() +
+                   ": changing its view failed: " + planned.ToString());
+      conn->SendErrorAndClose(Code::kEINTERNAL, "server error changing the view");
+      return;
+    }
+  }
   ServerStore* store = server_->store.get();
   const size_t max_queued = server_->options.max_queued_bytes;
   const uint32_t max_ops = server_->options.max_batch_ops;
   const size_t max_bytes = protocol::BatchBudget(server_->options.conn.limits.max_frame_bytes);
-  while (conn->queued_bytes() < max_queued && sent_ < store->head()) {
+  while (conn->queued_bytes() < max_queued &&
+         (sent_ < store->head() || !entering_.empty() || !leaving_.empty())) {
+    if (!leaving_.empty()) {
+      // Documents a change of view took out of it: in batches of their own at the session's
+      // cursor, before anything else.
+      protocol::BatchEncoder enc;
+      size_t n = 0, bytes = 0;
+      for (; n < leaving_.size() && (n == 0 || bytes < max_bytes / 2); n++) {
+        bytes += leaving_[n].first.size() + leaving_[n].second.size() + 32;
+        enc.AddLeave(leaving_[n].first, leaving_[n].second);
+      }
+      leaving_.erase(leaving_.begin(), leaving_.begin() + static_cast<ptrdiff_t>(n));
+      std::string frame;
+      enc.FinishFrame(&frame, sent_);
+      conn->Send(std::move(frame));
+      caught_up_sent_ = false;
+      continue;
+    }
+    if (!entering_.empty()) {
+      // docs/sync-rules.md "Reading": the states of documents entering the view go before the
+      // entry that moved them in, at the session's cursor, so that the client's cursor never
+      // passes that entry while a state is missing (a cut connection would lose it).
+      protocol::BatchEncoder enc;
+      Status st = AddEntering(max_bytes, &enc);
+      if (!st.ok()) {
+        server_->Log("reading the state failed: " + st.ToString());
+        conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
+        return;
+      }
+      if (enc.has_view_changes()) {
+        std::string frame;
+        enc.FinishFrame(&frame, sent_);
+        conn->Send(std::move(frame));
+        caught_up_sent_ = false;
+      }
+      continue;
+    }
     protocol::BatchEncoder enc;
     uint64_t last = sent_;
     // Per origin, the seqs this batch accounts for; which origins had ops skipped.
     std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covered;
     std::set<ReplicaId> skipped_origins;
     bool full = false;
+    // An entry that moves documents into the view ends the batch before it; their states
+    // go first (above), then the entry (its documents held now).
+    auto enters = [&](const std::vector<protocol::ChannelMove>& moves, uint64_t cursor) {
+      if (last != sent_) {
+        for (const protocol::ChannelMove& m : moves) {
+          if (Wants(m.collection, cursor) && InChannels(m.after) &&
+              !HoldsBefore(DocRef(m.collection, m.key), m)) {
+            return true;  // (whether it is in the view at the head: checked when it is first)
+          }
+        }
+        return false;
+      }
+      return MarkEntering(moves, cursor);
+    };
     Status st = store->ReadLog(sent_, 64, [&](const LogEntry& e) -> Status {
       // A client gets back only its own ops it lacks (a restored file).
       const bool own = e.origin == replica_;
@@ -541,6 +727,10 @@ void Session::Pump() {
         // Its own push may still have moved documents out of (or into) its view.
         if (grants_) {
           CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
+          if (enters(moves, e.cursor)) {
+            full = true;
+            return Status(Code::kEBUSY, "documents enter the view");
+          }
           TrackMoves(std::move(moves), e.cursor, &enc);
         }
         last = e.cursor;
@@ -563,6 +753,10 @@ void Session::Pump() {
         CAIRN_RETURN_IF_ERROR(fits(b));
         if (grants_) {
           CAIRN_ASSIGN_OR_RETURN(moves, protocol::DecodeMoves(b));
+          if (enters(moves, e.cursor)) {
+            full = true;
+            return Status(Code::kEBUSY, "documents enter the view");
+          }
         }
         return Status::OK();
       };
@@ -592,17 +786,10 @@ void Session::Pump() {
       conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");
       return;
     }
-    // Entering documents' states fill what room the batch has left (the rest: next batches).
-    const size_t used = enc.wire_bytes();
-    if (!entering_.empty() && used < max_bytes / 2) {
-      Status entered = AddEntering(max_bytes - used, &enc);
-      if (!entered.ok()) {
-        server_->Log("reading the state failed: " + entered.ToString());
-        conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
-        return;
-      }
+    if (last == sent_) {
+      if (!entering_.empty()) continue;  // their states, then the entry
+      break;
     }
-    if (last == sent_) break;
     for (const ReplicaId& origin : skipped_origins) {
       enc.Cover(origin, covered[origin].first, covered[origin].second);
     }
@@ -617,22 +804,7 @@ void Session::Pump() {
     caught_up_sent_ = false;
     sent_ = last;
   }
-  // Entering documents' states left over: batches of their own, at the session's cursor.
-  while (sent_ >= store->head() && !entering_.empty() && conn->queued_bytes() < max_queued) {
-    protocol::BatchEncoder enc;
-    Status st = AddEntering(max_bytes, &enc);
-    if (!st.ok()) {
-      server_->Log("reading the state failed: " + st.ToString());
-      conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its state");
-      return;
-    }
-    if (!enc.has_view_changes()) break;
-    std::string frame;
-    enc.FinishFrame(&frame, sent_);
-    conn->Send(std::move(frame));
-    caught_up_sent_ = false;
-  }
-  if (sent_ >= store->head() && entering_.empty() && !caught_up_sent_ &&
+  if (sent_ >= store->head() && entering_.empty() && leaving_.empty() && !caught_up_sent_ &&
       conn->queued_bytes() < max_queued) {
     flatbuffers::FlatBufferBuilder fbb(64);
     auto cu = wire::CreateCaughtUp(fbb, sent_, store->NowMs());

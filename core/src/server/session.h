@@ -137,11 +137,27 @@ class Session : public net::Link::Delegate {
   // "Reading"); a document that cannot be read is not.
   bool InView(const std::string& collection, const std::string& key);
   // Whether a document in `channels` is in the client's view (with sync rules).
-  bool InChannels(const std::vector<std::string>& channels) const;
+  bool InChannels(const std::vector<std::string>& channels) const { return view_.Holds(channels); }
+  // docs/sync-rules.md "Changes of view": a change to view_ at the session's cursor, from
+  // where the client may be in any view `maybe` covers, each covering `surely`. Stores the
+  // replica's view record for it (record_).
+  Status KeepViewRecord(const rules::View& maybe, const rules::View& surely);
+  // At Hello: the replica's view record read, the change from what it may hold planned.
+  Status StartView();
+  // Plans the change: at once, or once the snapshot being sent is done.
+  Status ChangeView(const rules::View& maybe, const rules::View& surely);
+  // The plan: every document the client may hold (in `maybe` at its cursor, or per held_) and
+  // that is not in view_ goes into leaving_; every one in view_ that it does not surely hold
+  // (`surely`, or held_) into entering_ (if in view_ at the head too).
+  Status PlanViewChange(const rules::View& maybe, const rules::View& surely);
   using DocRef = std::pair<std::string, std::string>;  // collection, key
-  // docs/sync-rules.md "Reading": the channel moves of the log entry at `cursor` as they
-  // concern the client: documents that left its view go into `enc` (OpBatch.leave), those
-  // that entered it (and are in it at the head) into entering_.
+  // docs/sync-rules.md "Reading". Whether the client holds the document of move `m` just
+  // before it.
+  bool HoldsBefore(const DocRef& ref, const protocol::ChannelMove& m) const;
+  // Before the log entry at `cursor` is sent: the documents its moves bring into the view (and
+  // that are in it at the head) go into entering_, held from now on; true if any did.
+  bool MarkEntering(const std::vector<protocol::ChannelMove>& moves, uint64_t cursor);
+  // With the entry: documents its moves take out of the view go into `enc` (OpBatch.leave).
   void TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor,
                   protocol::BatchEncoder* enc);
   // Moves documents of entering_ into `enc` (OpBatch.enter: their state at the head, those
@@ -195,9 +211,18 @@ class Session : public net::Link::Delegate {
   // Documents whose channels moved while this session streamed: whether the client holds each
   // (docs/sync-rules.md "Reading"; the others it holds exactly while they are in its view).
   std::map<DocRef, bool> held_;
-  // Documents that entered the view whose state is still to be sent (in the next batches;
-  // meanwhile the log's ops of them come as usual, and the state merges with them).
+  // Documents entering the view whose state is still to be sent: sent before the log entry
+  // that moved them in (the client's cursor does not pass it without them).
   std::set<DocRef> entering_;
+  // With sync rules: the view the session serves, the replica's view record as stored, a
+  // change of view still to plan (when a snapshot is done: the views the client may hold and
+  // surely holds), the documents it takes out of the view still to send, and the collections an
+  // added-collections snapshot brings (whole, in view_: no change concerns them).
+  rules::View view_;
+  rules::ViewRecord record_;
+  std::optional<std::pair<rules::View, rules::View>> change_;
+  std::vector<DocRef> leaving_;
+  std::set<std::string> fresh_;
   // The replica's own ops it has (Hello's own_seq): its later ones in the log (a file restored
   // from a backup lacks them) are sent back to it. nullopt: an older client, never sent back.
   std::optional<uint64_t> own_seq_;

@@ -183,6 +183,10 @@ class ReplicaStore {
   // Visible documents in canonical order (collection name, then key, bytewise).
   Status ForEachVisibleDoc(
       const std::function<Status(const std::string&, const std::string&, const Fields&)>& fn);
+  // Every document of `collection` with its visible fields (deleted ones too, with none), in
+  // key order.
+  Status ForEachDocFields(const std::string& collection,
+                          const std::function<Status(const std::string&, const Fields&)>& fn);
   // The ops the state still depends on (the compacted log), ordered by origin then seq.
   Status ForEachSurvivor(const std::function<Status(const Op&)>& fn);
   // The same per document: the documents of `collection` with key > after_key in key order

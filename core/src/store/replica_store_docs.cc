@@ -455,6 +455,25 @@ Status ReplicaStore::ForEachVisibleDoc(
   return Status::OK();
 }
 
+Status ReplicaStore::ForEachDocFields(
+    const std::string& collection,
+    const std::function<Status(const std::string&, const Fields&)>& fn) {
+  auto c = collections_.find(collection);
+  if (c == collections_.end()) return Status::OK();
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt st, db_.Prepare("SELECT key, cells FROM cairn_docs WHERE coll = ? ORDER BY key"));
+  st.BindInt(1, c->second.idx);
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    crdt::CellMap cells;
+    if (!st.IsNull(1) && !DecodeCells(st.Blob(1), &cells))
+      return Status::Corrupt("malformed cells");
+    CAIRN_RETURN_IF_ERROR(fn(std::string(st.Text(0)), crdt::VisibleFields(cells)));
+  }
+  return Status::OK();
+}
+
 Status ReplicaStore::ForEachSurvivor(const std::function<Status(const Op&)>& fn) {
   // Sets live inside the cells blobs, so the survivors are gathered into a temporary table
   // (SQLite spills it to disk when large: memory stays bounded) and read back in (origin, seq)

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -272,6 +273,49 @@ TEST(RulesTest, TokensCarryTheirClaimsForGrants) {
   auto admin = auth::VerifyToken(auth::SignToken(R"({"alg":"HS256"})", root, secret), secret, now);
   ASSERT_TRUE(admin.ok());
   EXPECT_TRUE(admin->admin);
+}
+
+// docs/sync-rules.md "Changes of view": a view is the channels granted (narrowed to those
+// subscribed), or everything for an admin; the record a server keeps of a replica's views
+// round-trips and a malformed one is refused.
+TEST(RulesTest, ViewsAndTheirRecords) {
+  Grants g;
+  g.read = {"public", "team:red", "user:alice"};
+  EXPECT_EQ(View::Of(g, {}).channels, g.read);
+  EXPECT_EQ(View::Of(g, {"team:red", "team:blue"}).channels, std::set<std::string>{"team:red"});
+  Grants admin;
+  admin.admin = true;
+  EXPECT_TRUE(View::Of(admin, {}).all);
+  EXPECT_FALSE(View::Of(admin, {"team:blue"}).all);
+  EXPECT_EQ(View::Of(admin, {"team:blue"}).channels, std::set<std::string>{"team:blue"});
+
+  const View red = View::Of(g, {"team:red"});
+  EXPECT_TRUE(red.Holds({"team:blue", "team:red"}));
+  EXPECT_FALSE(red.Holds({"team:blue"}));
+  EXPECT_FALSE(red.Holds({}));
+  EXPECT_TRUE(View::Of(admin, {}).Holds({}));
+  const View blue{false, {"team:blue"}};
+  EXPECT_EQ(red.Union(blue).channels, (std::set<std::string>{"team:blue", "team:red"}));
+  EXPECT_TRUE(red.Intersection(blue).channels.empty());
+  EXPECT_EQ(red.Union(blue).Intersection(red), red);
+  const View all{true, {}};
+  EXPECT_TRUE(red.Union(all).all);
+  EXPECT_EQ(all.Intersection(blue), blue);
+
+  ViewRecord r{red, red.Union(blue), red.Intersection(blue), 42};
+  auto back = ViewRecord::Parse(r.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(*back == r);
+  ViewRecord held = ViewRecord::Held(all, 7);
+  auto held_back = ViewRecord::Parse(held.ToJson());
+  ASSERT_TRUE(held_back.ok());
+  EXPECT_TRUE(*held_back == held);
+  for (const char* bad : {"", "[]", "{\"to\":[],\"maybe\":[],\"surely\":[]}",
+                          "{\"to\":[1],\"maybe\":[],\"surely\":[],\"cursor\":1}",
+                          "{\"to\":\"x\",\"maybe\":[],\"surely\":[],\"cursor\":1}",
+                          "{\"to\":[],\"maybe\":[],\"surely\":[],\"cursor\":-1}"}) {
+    EXPECT_EQ(ViewRecord::Parse(bad).status().code(), Code::kECORRUPT) << bad;
+  }
 }
 
 }  // namespace

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS cairn_refused(
   PRIMARY KEY (origin, first_seq));
 CREATE TABLE IF NOT EXISTS cairn_replicas(
   replica_id bytea PRIMARY KEY, subject text NOT NULL, first_seen_ms bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS cairn_views(
+  replica_id bytea PRIMARY KEY, record text NOT NULL, at_ms bigint NOT NULL);
 -- format 1 databases: the columns of format 2
 ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS log_ops bigint NOT NULL DEFAULT 0;
@@ -87,6 +89,8 @@ class PgServerStore final : public ServerStore {
   Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;
   store::ReplicaStore* state() override { return copy_->state(); }
   Status BindReplica(const ReplicaId& replica, const std::string& subject) override;
+  Result<std::string> ReplicaView(const ReplicaId& replica) override;
+  Status SetReplicaView(const ReplicaId& replica, const std::string& record) override;
   Status CatchUp() override;
   Status Maintain() override;
   int notify_socket() const override { return listen_ && listen_->ok() ? listen_->socket() : -1; }
@@ -552,6 +556,24 @@ Status PgServerStore::BindReplica(const ReplicaId& replica, const std::string& s
       db->Exec("SELECT subject FROM cairn_replicas WHERE replica_id = $1", {pg::Param::Bytes(r)}));
   if (bound.size() == 1 && bound.Bytes(0, 0) == subject) return Status::OK();
   return Status(Code::kEPERM, "replica " + replica.Hex() + " belongs to another subject");
+}
+
+Result<std::string> PgServerStore::ReplicaView(const ReplicaId& replica) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows rows,
+                         db->Exec("SELECT record FROM cairn_views WHERE replica_id = $1",
+                                  {pg::Param::Bytes(replica.Bytes())}));
+  return rows.size() == 1 ? std::string(rows.Bytes(0, 0)) : std::string();
+}
+
+Status PgServerStore::SetReplicaView(const ReplicaId& replica, const std::string& record) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  return db
+      ->Exec(
+          "INSERT INTO cairn_views VALUES ($1, $2, $3) ON CONFLICT (replica_id) DO UPDATE "
+          "SET record = EXCLUDED.record, at_ms = EXCLUDED.at_ms",
+          {pg::Param::Bytes(replica.Bytes()), pg::Param::Text(record), pg::Param(NowMs())})
+      .status();
 }
 
 }  // namespace
