@@ -571,12 +571,17 @@ bool Session::HoldsBefore(const DocRef& ref, const protocol::ChannelMove& m) con
   return it != held_.end() ? it->second : InChannels(m.before);
 }
 
+bool Session::MayEnter(const protocol::ChannelMove& m, uint64_t cursor) const {
+  return Wants(m.collection, cursor) && InChannels(m.after) &&
+         !HoldsBefore(DocRef(m.collection, m.key), m);
+}
+
 bool Session::MarkEntering(const std::vector<protocol::ChannelMove>& moves, uint64_t cursor) {
   bool any = false;
   for (const protocol::ChannelMove& m : moves) {
-    if (!Wants(m.collection, cursor) || !InChannels(m.after)) continue;
+    if (!MayEnter(m, cursor)) continue;
     DocRef ref(m.collection, m.key);
-    if (HoldsBefore(ref, m) || !InView(ref.first, ref.second)) continue;
+    if (!InView(ref.first, ref.second)) continue;
     held_[ref] = true;
     entering_.insert(std::move(ref));
     any = true;
@@ -710,13 +715,9 @@ void Session::Pump() {
     // go first (above), then the entry (its documents held now).
     auto enters = [&](const std::vector<protocol::ChannelMove>& moves, uint64_t cursor) {
       if (last != sent_) {
-        for (const protocol::ChannelMove& m : moves) {
-          if (Wants(m.collection, cursor) && InChannels(m.after) &&
-              !HoldsBefore(DocRef(m.collection, m.key), m)) {
-            return true;  // (whether it is in the view at the head: checked when it is first)
-          }
-        }
-        return false;
+        // (Whether it is in the view at the head is checked when the entry comes first.)
+        return std::any_of(moves.begin(), moves.end(),
+                           [&](const protocol::ChannelMove& m) { return MayEnter(m, cursor); });
       }
       return MarkEntering(moves, cursor);
     };

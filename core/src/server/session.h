@@ -154,6 +154,9 @@ class Session : public net::Link::Delegate {
   // docs/sync-rules.md "Reading". Whether the client holds the document of move `m` just
   // before it.
   bool HoldsBefore(const DocRef& ref, const protocol::ChannelMove& m) const;
+  // Whether move `m` of the entry at `cursor` brings a document the client gets into its view
+  // that it does not hold (not yet asking whether it is in the view at the head).
+  bool MayEnter(const protocol::ChannelMove& m, uint64_t cursor) const;
   // Before the log entry at `cursor` is sent: the documents its moves bring into the view (and
   // that are in it at the head) go into entering_, held from now on; true if any did.
   bool MarkEntering(const std::vector<protocol::ChannelMove>& moves, uint64_t cursor);
