@@ -557,6 +557,60 @@ TEST(RulesSync, ViewsChangeBetweenSessions) {
   EXPECT_EQ(alice->Get("tasks", "red1").value()->at("votes").as_int(), 11);
 }
 
+// docs/sync-rules.md "Rules that change": a server started again with other rules gives each
+// client that synced before a snapshot that removes what they no longer let it read (its
+// unsent writes are pushed and judged as usual: one refused brings nothing back); started
+// again with the same rules in another layout, nothing of the kind.
+TEST(RulesSync, RulesThatChangeRebaseTheirClients) {
+  TempDir dir;
+  auto bob = OpenReplica(dir.File("bob.db"));
+  auto alice = OpenReplica(dir.File("alice.db"));
+  const std::string bob_token = Token("bob", {"red"});
+  const std::string alice_token = Token("alice", {"red"});
+  {
+    ServerThread server(RulesOptions(dir));
+    ASSERT_TRUE(bob->Put("tasks", "red1", Task("bob", "red")).ok());
+    ASSERT_TRUE(bob->Put("tasks", "red2", Task("bob", "red")).ok());
+    ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+    ASSERT_TRUE(alice->Put("tasks", "mine", Task("alice")).ok());
+    ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+    ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+    EXPECT_NE(alice->DumpString().value().find("red1"), std::string::npos);
+  }
+  // Offline, she edits red2. The new rules put tasks in their owner's channel only.
+  ASSERT_TRUE(alice->Put("tasks", "red2", {{"title", Value::String("alice's")}}).ok());
+  auto owners_only = [&](const char* layout) {
+    server::ServerOptions so = RulesOptions(dir);
+    auto rules = rules::Rules::Parse(layout);
+    EXPECT_TRUE(rules.ok()) << rules.status().ToString();
+    so.rules = std::make_shared<const rules::Rules>(std::move(rules).value());
+    return so;
+  };
+  {
+    ServerThread server(owners_only(R"({"collections": {"tasks": {"channels": ["user:{owner}"]}},
+      "grants": {"read": ["user:{sub}"], "write": ["user:{sub}"]}})"));
+    Status synced = Sync(alice.get(), server, alice_token);
+    ASSERT_TRUE(synced.ok()) << synced.ToString();
+    EXPECT_NE(server.log().find("snapshot"), std::string::npos) << server.log();
+    EXPECT_TRUE(alice->Get("tasks", "mine").value().has_value());
+    EXPECT_FALSE(alice->Get("tasks", "red1").value().has_value());
+    EXPECT_FALSE(alice->Get("tasks", "red2").value().has_value());  // refused, undone: nothing
+    std::vector<RejectedOp> refused = RejectedOps(alice.get());
+    ASSERT_EQ(refused.size(), 1u);
+    EXPECT_EQ(refused[0].op.key, "red2");
+    ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+    EXPECT_EQ(bob->Get("tasks", "red2").value()->at("title").as_string(), "t");
+  }
+  {
+    // The same rules, another layout: no snapshot.
+    ServerThread server(owners_only(R"({"grants": {"write": ["user:{sub}"],
+      "read": ["user:{sub}"]}, "collections": {"tasks": {"channels": ["user:{owner}"]}}})"));
+    ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+    EXPECT_EQ(server.log().find("snapshot"), std::string::npos) << server.log();
+    EXPECT_TRUE(alice->Get("tasks", "mine").value().has_value());
+  }
+}
+
 // Bob's five tasks of team blue, each kBlobBytes large, moved to team red in one push after
 // Alice (team red) synced; the server and Alice take frames of at most 9 MiB (the least allowed).
 struct EnteringSetup {

@@ -97,6 +97,7 @@ Result<ServerBatchStats> SyncAccess::ApplyServerBatch(const wire::OpBatch& batch
   // those that entered it come as the server's state, of which the ops the receipts count
   // now are kept (the later ones come in later batches).
   if (st.ok() && batch.leave() != nullptr) {
+    std::set<std::pair<std::string, std::string>> left;
     for (const wire::DocRef* d : *batch.leave()) {
       const flatbuffers::String* collection = d != nullptr ? d->collection() : nullptr;
       const flatbuffers::String* key = d != nullptr ? d->key() : nullptr;
@@ -105,13 +106,11 @@ Result<ServerBatchStats> SyncAccess::ApplyServerBatch(const wire::OpBatch& batch
       } else {
         st = ValidateCollectionName(collection->string_view());
         if (st.ok()) st = ValidateKey(key->string_view());
-        if (st.ok()) {
-          st = r_->store_->RemoveDoc(std::string(collection->string_view()),
-                                     std::string(key->string_view()));
-        }
+        if (st.ok()) left.emplace(collection->string_view(), key->string_view());
       }
       if (!st.ok()) break;
     }
+    if (st.ok()) st = RemoveFromView(left, [](const OpId&) { return true; });
   }
   if (st.ok() && batch.enter() != nullptr) {
     st = protocol::DecodeBatch(*batch.enter(), {}, [&](const Op& op) -> Status {
@@ -268,6 +267,34 @@ Status SyncAccess::UndoRefused(const std::vector<RefusedTxn>& refused) {
   return Status::OK();
 }
 
+Status SyncAccess::RemoveFromView(const std::set<std::pair<std::string, std::string>>& docs,
+                                  const std::function<bool(const OpId&)>& gone) {
+  if (docs.empty()) return Status::OK();
+  for (const auto& [collection, key] : docs) {
+    CAIRN_RETURN_IF_ERROR(r_->store_->RebuildDoc(collection, key, gone, {}));
+  }
+  CAIRN_RETURN_IF_ERROR(r_->store_->ForgetOutranked(docs));
+  return r_->store_->RewriteSuperseded(
+      [&](std::string_view frame) -> Result<std::optional<std::string>> {
+        protocol::BatchEncoder enc;
+        bool dropped = false;
+        CAIRN_RETURN_IF_ERROR(DecodeOutboxOps(frame, [&](const Op& op) -> Status {
+          if (docs.count({op.collection, op.key}) != 0 && gone(op.id)) {
+            dropped = true;
+          } else {
+            enc.Add(op);
+          }
+          return Status::OK();
+        }));
+        if (!dropped) return std::optional<std::string>();
+        if (enc.empty()) return std::optional<std::string>(std::string());
+        flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
+        enc.Finish(&fbb);
+        return std::optional<std::string>(
+            std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()));
+      });
+}
+
 Status SyncAccess::SetCoverage(const std::optional<std::string>& coverage) {
   return UpdateSyncPosition([&](store::SyncPosition* pos) { pos->subscriptions = coverage; });
 }
@@ -318,7 +345,9 @@ Status SyncAccess::StageSnapshotChunk(const wire::OpBatch& batch,
   });
 }
 
-Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& coverage) {
+Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& coverage,
+                                            const std::vector<std::string>* evict,
+                                            const std::string& rules_digest) {
   Replica::Locked lock(r_);
   CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
   if (r_->read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
@@ -328,8 +357,10 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
   if (!snap) return Status::Invalid("no snapshot to finish");
   uint64_t applied = 0;
   Hlc max_hlc = 0;
+  std::set<std::pair<std::string, std::string>> brought;  // with `evict`: its documents
   CAIRN_RETURN_IF_ERROR(
       r_->store_->ForEachPendingOp(store::kSnapshotUnit, [&](const Op& op) -> Status {
+        if (evict) brought.emplace(op.collection, op.key);
         // Its own ops it has; a restored file gets back those it lacks (docs/protocol.md
         // "Restored replicas").
         if (op.id.origin == r_->id_ && op.id.seq <= r_->store_->last_seq()) return Status::OK();
@@ -347,6 +378,25 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
         applied++;
         return r_->store_->ApplyIdempotent(op);
       }));
+  if (evict) {
+    // docs/sync-rules.md "Rules that change": of a document the snapshot did not bring, what
+    // the server knew when it planned the snapshot (every op but this replica's own past its
+    // watermark) is outside the view: removed, not deleted. Its later writes stay (the server
+    // had not judged them: pushed and judged as usual, one refused brings nothing back).
+    uint64_t own_known = 0;
+    if (auto w = snap->watermarks.find(r_->id_); w != snap->watermarks.end()) own_known = w->second;
+    std::set<std::pair<std::string, std::string>> outside;
+    for (const std::string& c : evict->empty() ? r_->store_->CollectionNames() : *evict) {
+      CAIRN_RETURN_IF_ERROR(
+          r_->store_->ForEachDocFields(c, [&](const std::string& key, const Fields&) -> Status {
+            auto ref = std::make_pair(c, key);
+            if (brought.count(ref) == 0) outside.insert(std::move(ref));
+            return Status::OK();
+          }));
+    }
+    CAIRN_RETURN_IF_ERROR(RemoveFromView(
+        outside, [&](const OpId& id) { return id.origin != r_->id_ || id.seq <= own_known; }));
+  }
   CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r_->store_->GetSyncPosition());
   if (snap->rebase) {
     for (const auto& [origin, through] : snap->watermarks) {
@@ -355,6 +405,7 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
       }
     }
     pos.cursor = snap->cursor;
+    pos.rules_digest = rules_digest;
   }
   pos.subscriptions = coverage;  // (BeginSnapshot stored the server's id)
   CAIRN_RETURN_IF_ERROR(r_->store_->SetSyncPosition(pos));

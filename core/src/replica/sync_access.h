@@ -100,7 +100,13 @@ class SyncAccess {
   // collections applies only the ops up to this replica's own watermarks (the log from its
   // cursor brings the rest), so its state stays exactly what its watermarks count. Ops above
   // the limit are left to the log. `coverage` is stored. Returns the ops applied.
-  Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage);
+  // `evict` (sync rules, SnapshotBegin.evict): the documents of these collections (empty: of
+  // every collection) that the snapshot did not bring are removed in the same transaction
+  // (not deleted; unsent writes to them stay in the outbox: docs/sync-rules.md "Rules that
+  // change"). A rebase stores `rules_digest` (the server's sync rules) with its cursor.
+  Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage,
+                                  const std::vector<std::string>* evict = nullptr,
+                                  const std::string& rules_digest = "");
   // docs/crdt-semantics.md "Clock safety": from now on the HLC's physical time follows the server's
   // clock (`server_time_ms`, as the server reported it) instead of this replica's clock source; the
   // correction is stored, so it holds offline after a restart. A clock that already ran more than
@@ -118,6 +124,11 @@ class SyncAccess {
  private:
   Status UpdateSyncPosition(const std::function<void(store::SyncPosition*)>& change);
   Status UndoRefused(const std::vector<RefusedTxn>& refused);
+  // Removes from these documents the ops `gone` names, and forgets them as what this replica's
+  // unacknowledged writes superseded or outranked there, so that undoing a refused one brings
+  // none of them back (docs/sync-rules.md "Reading" and "Rules that change").
+  Status RemoveFromView(const std::set<std::pair<std::string, std::string>>& docs,
+                        const std::function<bool(const OpId&)>& gone);
 
   Replica* r_;
 };

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/sha256.h"
 #include "base/strings.h"
 #include "oplog/validate.h"
 
@@ -260,6 +261,9 @@ Result<Rules> Rules::Parse(std::string_view text) {
   }
   if (!doc.is_object()) return Bad("the file", "not a JSON object");
   Rules rules;
+  Sha256 sha;
+  sha.Update(doc.dump());
+  rules.digest_ = HexEncode(sha.Finish());
   for (const auto& [name, value] : doc.items()) {
     if (name != "collections" && name != "grants") {
       return Bad(name, "unknown key (the file has \"collections\" and \"grants\")");

@@ -117,6 +117,10 @@ class Rules {
   // The collections devices may not write (docs/sync-rules.md "Writing"), sorted.
   std::vector<std::string> ReadOnlyCollections() const;
 
+  // SHA-256 (hex) of the file's JSON in a canonical form (keys sorted, no spaces): two files
+  // that differ only in layout have the same digest (docs/sync-rules.md "Rules that change").
+  const std::string& digest() const { return digest_; }
+
   // Whether `grants` may write the document `collection`/`key` from `before` to `after` (its
   // visible fields; nullptr: not visible, never written or deleted): OK, or EPERM saying why.
   // Judged on the channels before (an existing document: one the token may write) and after
@@ -131,6 +135,7 @@ class Rules {
   // By the name in lower case: one that differs only in case has the same rules.
   std::map<std::string, CollectionRules> collections_;
   std::vector<Template> read_grants_, write_grants_;
+  std::string digest_;
 };
 
 }  // namespace cairn::rules

@@ -166,6 +166,10 @@ class Session : public net::Link::Delegate {
   // Moves documents of entering_ into `enc` (OpBatch.enter: their state at the head, those
   // still in the view) while their ops stay within `budget` bytes (at least one document).
   Status AddEntering(size_t budget, protocol::BatchEncoder* enc);
+  // The digest of the sync rules served ("": none).
+  std::string RulesDigest() const {
+    return server_->options.rules ? server_->options.rules->digest() : std::string();
+  }
   // Decides whether the client needs a snapshot (docs/protocol.md "Snapshots").
   Status PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_t cursor);
   // The state of every collection the client reads, at the log's head.

@@ -26,9 +26,14 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
   }
   Snapshot snap;
   snap.cursor = store->head();
-  if (cursor < store->floor() || (hello.partial() && !same_server)) {
-    // Behind the kept log, or a partial replica new to this server (its receipts count ops it
-    // skipped elsewhere): the state of every collection it reads, then the log from there.
+  // docs/sync-rules.md "Rules that change": a client (of this version) whose cursor was
+  // received under other sync rules, or none, or that never synced with these.
+  const bool other_rules =
+      hello.rules_digest() != nullptr && hello.rules_digest()->str() != RulesDigest();
+  if (cursor < store->floor() || (hello.partial() && !same_server) || other_rules) {
+    // Behind the kept log, a partial replica new to this server (its receipts count ops it
+    // skipped elsewhere), or one of other rules: the state of every collection it reads, then
+    // the log from there.
     snap = RebaseSnapshot();
   } else if (partial) {
     // Collections it asks for and does not hold: their state, then their ops after its cursor
@@ -100,8 +105,10 @@ bool Session::PumpSnapshot() {
       marks.emplace_back(protocol::ToWire(origin), through);
     }
     auto colls = fbb.CreateVectorOfStrings(snap.rebase ? snap.collections : snap.announced);
+    auto digest = fbb.CreateString(snap.rebase ? RulesDigest() : std::string());
     auto begin = wire::CreateSnapshotBegin(fbb, snap.cursor, snap.rebase, colls,
-                                           fbb.CreateVectorOfStructs(marks), snap.resumed);
+                                           fbb.CreateVectorOfStructs(marks), snap.resumed,
+                                           snap.rebase && grants_.has_value(), digest);
     conn->Send(FinishFrame(&fbb, wire::Body::SnapshotBegin, begin));
     snap.begun = true;
   }
@@ -170,13 +177,15 @@ bool Session::PumpSnapshot() {
             last_key = key;
             return Status::OK();
           }
-          // Not the client's own ops it has; nothing past the snapshot's receipts (the log
-          // has them).
+          // Not the client's own ops it has (but when it evicts what the snapshot does not
+          // bring: they say the document is in its view); nothing past the snapshot's receipts
+          // (the log has them).
+          const bool evict = snap.rebase && grants_.has_value();
           size_t bytes = 0;
           for (Op& op : *ops) {
             auto w = snap.watermarks.find(op.id.origin);
             const bool has = op.id.origin == replica_ && (!own_seq_ || op.id.seq <= *own_seq_);
-            if (has || w == snap.watermarks.end() || op.id.seq > w->second) continue;
+            if ((has && !evict) || w == snap.watermarks.end() || op.id.seq > w->second) continue;
             bytes += protocol::OpBytesBound(op);
             doc.push_back(std::move(op));
           }

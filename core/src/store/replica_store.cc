@@ -48,8 +48,15 @@ const char* const kReadOnlySchema = R"sql(
 ALTER TABLE cairn_sync ADD COLUMN read_only TEXT;
 )sql";
 
-// Storage format 6 (docs/storage-format.md): format 1's tables, then kSyncSchema,
-// kSnapshotSchema, kRefusalSchema, kStreamSchema (store/stream_store.cc) and kReadOnlySchema.
+// What format 7 added to format 6: the digest of the sync rules the cursor was received under
+// (docs/sync-rules.md "Rules that change").
+const char* const kRulesDigestSchema = R"sql(
+ALTER TABLE cairn_sync ADD COLUMN rules_digest TEXT;
+)sql";
+
+// Storage format 7 (docs/storage-format.md): format 1's tables, then kSyncSchema,
+// kSnapshotSchema, kRefusalSchema, kStreamSchema (store/stream_store.cc), kReadOnlySchema and
+// kRulesDigestSchema.
 const char* const kSchema = R"sql(
 CREATE TABLE cairn_state(
   id INTEGER PRIMARY KEY CHECK (id = 1), replica_id BLOB NOT NULL, hlc INTEGER NOT NULL,
@@ -198,10 +205,11 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
   s->has_format4_ = version >= 4 || tables == 0;
   bool has_streams = version >= 5 || tables == 0;
   s->has_format6_ = version >= 6 || tables == 0;
+  s->has_format7_ = version >= 7 || tables == 0;
   if (version < kFormatVersion && tables > 0 && !options.read_only) {
     // Format 1 -> 2: the sync position; 2 -> 3: the snapshot being received; 3 -> 4: what
     // outbox transactions superseded, the clock offset; 4 -> 5: streams; 5 -> 6: the one-way
-    // collections. One transaction; the version is read
+    // collections; 6 -> 7: the sync rules' digest. One transaction; the version is read
     // again under the write lock, in case another connection upgraded the file meanwhile.
     CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&s->db_));
     CAIRN_ASSIGN_OR_RETURN(version, pragma("PRAGMA user_version"));
@@ -212,12 +220,13 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
       if (version < 4) sql += kRefusalSchema;
       if (version < 5) sql += kStreamSchema;
       if (version < 6) sql += kReadOnlySchema;
+      if (version < 7) sql += kRulesDigestSchema;
       sql += "PRAGMA user_version=" + std::to_string(kFormatVersion) + ";";
       CAIRN_RETURN_IF_ERROR(s->db_.Exec(sql));
     }
     CAIRN_RETURN_IF_ERROR(txn->Commit());
-    s->has_sync_table_ = s->has_snapshot_table_ = s->has_format4_ = s->has_format6_ = has_streams =
-        true;
+    s->has_sync_table_ = s->has_snapshot_table_ = s->has_format4_ = s->has_format6_ =
+        s->has_format7_ = has_streams = true;
   }
   s->streams_ = std::make_unique<StreamStore>(&s->db_, has_streams, options.read_only);
   if (!options.read_only) {
@@ -248,7 +257,8 @@ Status ReplicaStore::Close() {
 Status ReplicaStore::InitSchema(const ReplicaId& new_id, int64_t now_ms) {
   CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&db_));
   CAIRN_RETURN_IF_ERROR(db_.Exec(std::string(kSchema) + kSyncSchema + kSnapshotSchema +
-                                 kRefusalSchema + kStreamSchema + kReadOnlySchema));
+                                 kRefusalSchema + kStreamSchema + kReadOnlySchema +
+                                 kRulesDigestSchema));
   CAIRN_RETURN_IF_ERROR(db_.Exec("PRAGMA application_id=" + std::to_string(kApplicationId) +
                                  "; PRAGMA user_version=" + std::to_string(kFormatVersion)));
   CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state VALUES (1, ?, 0, 0, ?)"));

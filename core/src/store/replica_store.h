@@ -29,7 +29,7 @@
 namespace cairn::store {
 
 // Storage format version (PRAGMA user_version). A file with a larger number is refused.
-constexpr int kFormatVersion = 6;
+constexpr int kFormatVersion = 7;
 // PRAGMA application_id of a Cairn replica: "CRN1" as a big-endian 32-bit integer.
 constexpr int32_t kApplicationId = 0x43524E31;
 
@@ -60,6 +60,9 @@ struct SyncPosition {
   // its last Welcome named them; local writes to them fail with EPERM (format 6;
   // docs/sync-rules.md).
   std::set<std::string> read_only;
+  // The digest of the sync rules the cursor was received under ("": none; format 7;
+  // docs/sync-rules.md "Rules that change"), stored with the rebase snapshot that took it.
+  std::string rules_digest;
 };
 
 // A snapshot being received from the sync server (format 3, table cairn_snapshot). Its ops are
@@ -131,15 +134,20 @@ class ReplicaStore {
   // them (cairn_superseded), passing each to `fn` first.
   Status TakeOutranked(uint64_t first_seq, uint64_t last_seq,
                        const std::function<Status(const Op&)>& fn);
+  // Passes the superseded frame of each outbox transaction that has one to `fn`, which returns
+  // a replacement ("": none left) or nothing to keep it (docs/sync-rules.md "Rules that change":
+  // what a removed document's ops were superseded by stays out of a later undo).
+  Status RewriteSuperseded(
+      const std::function<Result<std::optional<std::string>>(std::string_view)>& fn);
+  // Removes the received ops kept as outranked (cairn_superseded) of these documents.
+  Status ForgetOutranked(const std::set<std::pair<std::string, std::string>>& docs);
   // Recomputes a document from its current ops and `extra`, leaving out those `drop` names
-  // (undoing refused local ops: the state is a function of the op set).
+  // (undoing refused local ops: the state is a function of the op set; removing a document
+  // that left the view, docs/sync-rules.md "Reading": not a delete, nothing is logged or
+  // pushed). A document it does not have and no `extra`: nothing to do.
   Status RebuildDoc(const std::string& collection, const std::string& key,
                     const std::function<bool(const OpId&)>& drop, const std::vector<Op>& extra);
-  // Removes a document from the state (docs/sync-rules.md "Reading": it left the view): its
-  // cells, delete and increments, as if none of its ops had come. Not a delete: nothing is
-  // logged or pushed. A document it does not have: nothing to do.
-  Status RemoveDoc(const std::string& collection, const std::string& key);
-  // Whether the state holds any op of the document (false for one RemoveDoc removed).
+  // Whether the state holds any op of the document (false for one that left the view).
   Result<bool> HasOps(const std::string& collection, const std::string& key);
   uint64_t Through(const ReplicaId& origin);
   Status SetThrough(const ReplicaId& origin, uint64_t through);
@@ -312,6 +320,7 @@ class ReplicaStore {
   bool has_snapshot_table_ = true;
   bool has_format4_ = true;
   bool has_format6_ = true;
+  bool has_format7_ = true;
   std::set<std::string> read_only_;  // SyncPosition::read_only, as last read or written
   std::unique_ptr<StreamStore> streams_;
   // The first local seq not acknowledged (0: not known in this transaction).

@@ -553,6 +553,7 @@ Status ReplicaStore::RebuildDoc(const std::string& collection, const std::string
   auto c = collections_.find(collection);
   if (c == collections_.end()) return Status::OK();  // never written here: nothing to undo
   CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(c->second.idx, key));
+  if (!doc->in_file && !doc->state.changes.any() && extra.empty()) return Status::OK();
   if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
   std::vector<Op> ops;
   crdt::StateOps(collection, key, doc->state, &ops);
@@ -583,15 +584,6 @@ Status ReplicaStore::RebuildDoc(const std::string& collection, const std::string
   for (auto& [field, cell] : fresh.cells) cell.dirty = true;
   doc->state = std::move(fresh);
   return Status::OK();
-}
-
-Status ReplicaStore::RemoveDoc(const std::string& collection, const std::string& key) {
-  if (!in_txn_) return Status::Internal("RemoveDoc outside a transaction");
-  auto c = collections_.find(collection);
-  if (c == collections_.end()) return Status::OK();
-  CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(c->second.idx, key));
-  if (!doc->in_file && !doc->state.changes.any()) return Status::OK();
-  return RebuildDoc(collection, key, [](const OpId&) { return true; }, {});
 }
 
 Result<bool> ReplicaStore::HasOps(const std::string& collection, const std::string& key) {

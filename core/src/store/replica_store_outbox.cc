@@ -77,7 +77,8 @@ Result<SyncPosition> ReplicaStore::GetSyncPosition() {
       Stmt st,
       db_.Prepare(std::string("SELECT server_id, cursor, subscriptions, last_sync_ms, ") +
                   (has_format4_ ? "clock_offset_ms" : "NULL") + ", " +
-                  (has_format6_ ? "read_only" : "NULL") + " FROM cairn_sync WHERE id = 1"));
+                  (has_format6_ ? "read_only" : "NULL") + ", " +
+                  (has_format7_ ? "rules_digest" : "NULL") + " FROM cairn_sync WHERE id = 1"));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return pos;
   if (!st.IsNull(0)) {
@@ -95,6 +96,7 @@ Result<SyncPosition> ReplicaStore::GetSyncPosition() {
       if (n.is_string()) pos.read_only.insert(n.get<std::string>());
     }
   }
+  if (!st.IsNull(6)) pos.rules_digest = std::string(st.Text(6));
   return pos;
 }
 
@@ -105,7 +107,7 @@ Status ReplicaStore::SetSyncPosition(const SyncPosition& pos) {
         set_sync_,
         db_.Prepare(
             "UPDATE cairn_sync SET server_id = ?, cursor = ?, subscriptions = ?, last_sync_ms = ?, "
-            "clock_offset_ms = ?, read_only = ? WHERE id = 1"));
+            "clock_offset_ms = ?, read_only = ?, rules_digest = ? WHERE id = 1"));
   }
   if (pos.server_id) {
     set_sync_.BindBlob(1, pos.server_id->Bytes());
@@ -133,6 +135,11 @@ Status ReplicaStore::SetSyncPosition(const SyncPosition& pos) {
   } else {
     set_sync_.BindText(6, nlohmann::json(pos.read_only).dump());
   }
+  if (pos.rules_digest.empty()) {
+    set_sync_.BindNull(7);
+  } else {
+    set_sync_.BindText(7, pos.rules_digest);
+  }
   CAIRN_RETURN_IF_ERROR(set_sync_.Run());
   read_only_ = pos.read_only;  // (a rollback reads it again: LoadRegistry)
   return Status::OK();
@@ -159,6 +166,49 @@ Status ReplicaStore::TakeOutbox(
   del.BindInt(1, I(first_seq));
   del.BindInt(2, I(last_seq));
   return del.Run();
+}
+
+Status ReplicaStore::RewriteSuperseded(
+    const std::function<Result<std::optional<std::string>>(std::string_view)>& fn) {
+  if (!in_txn_) return Status::Internal("RewriteSuperseded outside a transaction");
+  std::vector<std::pair<int64_t, std::string>> changed;  // first_seq, new frame
+  {
+    CAIRN_ASSIGN_OR_RETURN(
+        Stmt st,
+        db_.Prepare("SELECT first_seq, superseded FROM cairn_outbox WHERE superseded IS NOT NULL"));
+    for (;;) {
+      CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> now, fn(st.Blob(1)));
+      if (now) changed.emplace_back(st.Int(0), std::move(*now));
+    }
+  }
+  if (changed.empty()) return Status::OK();
+  CAIRN_ASSIGN_OR_RETURN(Stmt up,
+                         db_.Prepare("UPDATE cairn_outbox SET superseded = ? WHERE first_seq = ?"));
+  for (const auto& [first_seq, frame] : changed) {
+    if (frame.empty()) {
+      up.BindNull(1);
+    } else {
+      up.BindStaticBlob(1, frame);
+    }
+    up.BindInt(2, first_seq);
+    CAIRN_RETURN_IF_ERROR(up.Run());
+  }
+  return Status::OK();
+}
+
+Status ReplicaStore::ForgetOutranked(const std::set<std::pair<std::string, std::string>>& docs) {
+  if (!in_txn_) return Status::Internal("ForgetOutranked outside a transaction");
+  if (docs.empty()) return Status::OK();
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt del, db_.Prepare("DELETE FROM cairn_superseded WHERE collection = ? AND key = ?"));
+  for (const auto& [collection, key] : docs) {
+    del.BindText(1, collection);
+    del.BindText(2, key);
+    CAIRN_RETURN_IF_ERROR(del.Run());
+  }
+  return Status::OK();
 }
 
 Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& reason,

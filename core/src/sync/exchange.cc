@@ -133,6 +133,7 @@ void Exchange::OnOpen(net::Link* c) {
   }
   cursor = stored_cursor = pos->cursor;
   known_server = pos->server_id;
+  rules_digest = pos->rules_digest;
   coverage = ParseCoverage(pos->subscriptions);
   std::vector<std::string> only = options.only;
   std::sort(only.begin(), only.end());
@@ -161,6 +162,7 @@ void Exchange::OnOpen(net::Link* c) {
   }
   auto subs_vec = fbb.CreateVector(subs);
   auto channels_vec = fbb.CreateVectorOfStrings(options.channels);
+  auto digest_str = fbb.CreateString(rules_digest);
   std::vector<flatbuffers::Offset<wire::Holding>> holds;
   if (coverage.partial) {
     for (const auto& [name, since] : coverage.holds) {
@@ -186,6 +188,7 @@ void Exchange::OnOpen(net::Link* c) {
   hello.add_cursor(cursor);
   hello.add_subscriptions(subs_vec);
   hello.add_channels(channels_vec);
+  hello.add_rules_digest(digest_str);
   hello.add_client_time_ms(port::WallClockMs());
   hello.add_own_seq(own->last_seq);
   if (own->hlc) hello.add_own_hlc(*own->hlc);
@@ -607,6 +610,8 @@ void Exchange::OnSnapshotBegin(const wire::SnapshotBegin& b) {
   in_snapshot = true;
   stale_snapshot = false;
   snapshot_rebase = b.rebase();
+  snapshot_evict = b.rebase() && b.evict();
+  snapshot_rules_digest = b.rules_digest() ? b.rules_digest()->str() : std::string();
   snapshot_cursor = b.cursor();
 }
 
@@ -640,7 +645,10 @@ void Exchange::OnSnapshotEnd(const wire::SnapshotEnd& end) {
     for (const auto& c : snapshot_collections) after.holds[c] = cursor;
   }
   KillPoint("client.snapshot.before_finish");
-  auto applied = SyncAccess(*replica).FinishSnapshot(CoverageText(after));
+  // Sync rules: what the snapshot did not bring of what this replica syncs is not its to
+  // keep (docs/sync-rules.md "Rules that change").
+  auto applied = SyncAccess(*replica).FinishSnapshot(
+      CoverageText(after), snapshot_evict ? &options.only : nullptr, snapshot_rules_digest);
   if (!applied.ok()) {
     link_->SendErrorAndClose(applied.status().code(),
                             "client could not apply a snapshot: " + applied.status().message());
@@ -648,7 +656,10 @@ void Exchange::OnSnapshotEnd(const wire::SnapshotEnd& end) {
   }
   in_snapshot = false;
   coverage = after;
-  if (snapshot_rebase) cursor = stored_cursor = snapshot_cursor;
+  if (snapshot_rebase) {
+    cursor = stored_cursor = snapshot_cursor;
+    rules_digest = snapshot_rules_digest;
+  }
   std::lock_guard<std::mutex> lock(mu);
   st.ops_received += *applied;
   st.cursor = cursor;

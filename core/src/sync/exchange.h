@@ -119,6 +119,9 @@ struct Exchange : net::Link::Delegate {
   bool in_snapshot = false;
   bool stale_snapshot = false;    // a staged snapshot this session has not (yet) continued
   bool snapshot_rebase = false;
+  bool snapshot_evict = false;        // SnapshotBegin.evict
+  std::string snapshot_rules_digest;  // SnapshotBegin.rules_digest
+  std::string rules_digest;           // the stored position's (Hello.rules_digest)
   uint64_t snapshot_cursor = 0;
   std::vector<std::string> snapshot_collections;
 

@@ -477,6 +477,50 @@ TEST_F(ReplicaTest, SnapshotOpHiddenByARefusedDeleteComesBack) {
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":5})");
 }
 
+// docs/sync-rules.md "Rules that change": an evicting rebase snapshot removes, of the documents
+// it did not bring, what the server knew when it planned it, keeps this replica's writes it had
+// not seen, and forgets the removed ops as what those writes superseded (kept in the outbox) or
+// outranked (received later): refused, the writes bring none of them back.
+TEST_F(ReplicaTest, EvictedOpsStayGoneWhenWritesAreRefused) {
+  FakeClock later(1700000001000);  // after IncOp's timestamp
+  auto a = Open("a.db", &later);
+  ReplicaId b, server;
+  b.bytes.fill(7);
+  server.bytes.fill(9);
+  auto receive = [&](const Op& op, uint64_t cursor) {
+    protocol::BatchEncoder enc;
+    enc.Add(op);
+    flatbuffers::FlatBufferBuilder fbb;
+    enc.Finish(&fbb, cursor);
+    auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
+    return SyncAccess(*a).ApplyServerBatch(*frame->body_as_OpBatch(), cursor, server).status();
+  };
+  ASSERT_TRUE(receive(IncOp(b, 1), 1).ok());  // c/k: {"n":5}
+  ASSERT_TRUE(a->Delete("c", "k").ok());      // seq 1: supersedes b's increment
+  ASSERT_TRUE(a->Delete("c", "k2").ok());     // seq 2
+  Op outranked = IncOp(b, 2);
+  outranked.key = "k2";  // received after the delete, which outranks it
+  ASSERT_TRUE(receive(outranked, 2).ok());
+  ASSERT_TRUE(a->Put("c", "mine", {{"v", Value::Int(1)}}).ok());  // seq 3
+  // The server had all of b's ops and none of this replica's, and brings nothing.
+  store::SnapshotState snap;
+  snap.server_id = server;
+  snap.cursor = 5;
+  snap.rebase = true;
+  snap.watermarks[b] = 2;
+  ASSERT_TRUE(SyncAccess(*a).BeginSnapshot(snap).ok());
+  const std::vector<std::string> every_collection;
+  ASSERT_TRUE(SyncAccess(*a).FinishSnapshot(std::nullopt, &every_collection, "d1gest").ok());
+  EXPECT_EQ(Get(a.get(), "c", "mine"), R"({"v":1})");
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 3);
+  // Both deletes refused (undone): b's increments stay out.
+  ASSERT_TRUE(SyncAccess(*a).AckOutbox(3, {RefusedTxn{1, 2, Code::kEPERM, "test"}}).ok());
+  EXPECT_EQ(Get(a.get(), "c", "k"), "<none>");
+  EXPECT_EQ(Get(a.get(), "c", "k2"), "<none>");
+  EXPECT_EQ(Get(a.get(), "c", "mine"), R"({"v":1})");
+  EXPECT_EQ(a->GetStatus().value().rejected_ops, 2);
+}
+
 // Snapshot staging out of order (a chunk or an end without a begin) is refused, nothing staged.
 TEST_F(ReplicaTest, SnapshotStepsOutOfOrderAreRefused) {
   auto b = Open("b.db");
@@ -527,18 +571,22 @@ TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
 // A file of storage format 1 (before the sync position existed) is migrated on open: its data
 // stays, it gains the cairn_sync table, and a read-only open of an unmigrated one still works.
 // Files of formats 1 (no sync tables), 2 (no snapshot table), 3 (no refusal tables), 4 (no
-// streams) and 5 (no one-way collections) open and migrate.
+// streams), 5 (no one-way collections) and 6 (no sync rules' digest) open and migrate.
 TEST_F(ReplicaTest, MigratesOlderFormats) {
-  const std::string to5 = "ALTER TABLE cairn_sync DROP COLUMN read_only; ";
+  const std::string to6 = "ALTER TABLE cairn_sync DROP COLUMN rules_digest; ";
+  const std::string to5 = to6 + "ALTER TABLE cairn_sync DROP COLUMN read_only; ";
   const std::string to4 = to5 + "DROP TABLE cairn_stream_records; DROP TABLE cairn_streams; ";
   const std::string to3 = to4 +
       "DROP TABLE cairn_superseded; ALTER TABLE cairn_outbox DROP COLUMN superseded; "
       "ALTER TABLE cairn_sync DROP COLUMN clock_offset_ms; ";
   const std::string downgrade[] = {
       to3 + "DROP TABLE cairn_sync; DROP TABLE cairn_snapshot; PRAGMA user_version=1",
-      to3 + "DROP TABLE cairn_snapshot; PRAGMA user_version=2", to3 + "PRAGMA user_version=3",
-      to4 + "PRAGMA user_version=4", to5 + "PRAGMA user_version=5"};
-  for (int version = 1; version <= 5; version++) {
+      to3 + "DROP TABLE cairn_snapshot; PRAGMA user_version=2",
+      to3 + "PRAGMA user_version=3",
+      to4 + "PRAGMA user_version=4",
+      to5 + "PRAGMA user_version=5",
+      to6 + "PRAGMA user_version=6"};
+  for (int version = 1; version <= 6; version++) {
     const std::string name = "old" + std::to_string(version) + ".db";
     {
       auto r = Open(name);
@@ -584,6 +632,16 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
     // Format 6: the collections the server keeps one-way.
     ASSERT_TRUE(SyncAccess(*r).SetReadOnlyCollections({"News"}).ok());
     EXPECT_EQ(r->Put("news", "n", {{"v", Value::Int(1)}}).code(), Code::kEPERM);
+    // Format 7: the sync rules' digest, kept with the position.
+    EXPECT_EQ(SyncAccess(*r).GetSyncPosition().value().rules_digest, "");
+    store::SnapshotState rebase;
+    rebase.server_id = r->id();
+    rebase.cursor = 11;
+    rebase.rebase = true;
+    ASSERT_TRUE(SyncAccess(*r).BeginSnapshot(rebase).ok());
+    ASSERT_TRUE(SyncAccess(*r).FinishSnapshot(std::nullopt, nullptr, "d1gest").ok());
+    EXPECT_EQ(SyncAccess(*r).GetSyncPosition().value().rules_digest, "d1gest");
+    EXPECT_EQ(SyncAccess(*r).GetSyncPosition().value().cursor, 11u);
     ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
     sqlite3_stmt* st;
     sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);

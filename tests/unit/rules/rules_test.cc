@@ -275,6 +275,21 @@ TEST(RulesTest, TokensCarryTheirClaimsForGrants) {
   EXPECT_TRUE(admin->admin);
 }
 
+// docs/sync-rules.md "Rules that change": the digest follows the rules, not their layout.
+TEST(RulesTest, DigestFollowsTheRulesNotTheirLayout) {
+  auto a = Rules::Parse(R"({"collections": {"tasks": {"channels": ["user:{owner}"]}},
+                            "grants": {"read": ["user:{sub}"], "write": []}})");
+  auto b = Rules::Parse(
+      "{\"grants\":{\"write\":[],\"read\":[\"user:{sub}\"]},"
+      "\"collections\":{\"tasks\":{\"channels\":[\"user:{owner}\"]}}}");
+  auto c = Rules::Parse(R"({"collections": {"tasks": {"channels": ["team:{owner}"]}},
+                            "grants": {"read": ["user:{sub}"], "write": []}})");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->digest().size(), 64u);
+  EXPECT_EQ(a->digest(), b->digest());
+  EXPECT_NE(a->digest(), c->digest());
+}
+
 // docs/sync-rules.md "Changes of view": a view is the channels granted (narrowed to those
 // subscribed), or everything for an admin; the record a server keeps of a replica's views
 // round-trips and a malformed one is refused.
