@@ -681,5 +681,62 @@ TEST(RulesSync, EnteringStatesSpreadOverBatchesAndSurviveACut) {
   s.ExpectAll();
 }
 
+// docs/sync-rules.md "Status" (several nodes): two nodes on one PostgreSQL database. A move
+// pushed through one node makes documents leave and enter the view of a client live on the
+// other; a write pushed through the second is judged on what the first logged (the move that
+// took the document out of its writer's channels), refused, and the document leaves the
+// writer's replica.
+TEST(RulesSync, MovesThroughOneNodeReachClientsOnAnother) {
+  if (!TestOnPostgres()) GTEST_SKIP() << "several nodes need PostgreSQL";
+  TempDir dir;
+  auto node = [&](int n) {
+    server::ServerOptions o = RulesOptions(dir);
+    o.db_path = dir.File("node" + std::to_string(n) + ".db");
+    o.store.url = TestStoreUrl(dir.File("cluster"));
+    return o;
+  };
+  ServerThread n1(node(1)), n2(node(2));
+  const std::string bob_token = Token("bob", {"red", "blue"});
+  auto bob = OpenReplica(dir.File("bob.db"));
+  ASSERT_TRUE(bob->Put("tasks", "t1", Task("bob", "red")).ok());
+  ASSERT_TRUE(bob->Put("tasks", "t2", Task("bob", "blue")).ok());
+  ASSERT_TRUE(Sync(bob.get(), n1, bob_token).ok());
+
+  auto alice = OpenReplica(dir.File("alice.db"));
+  {
+    sync::SyncOptions o;
+    o.server = n2.address();
+    o.token = Token("alice", {"red"});
+    sync::SyncClient live(alice.get(), o);
+    ASSERT_TRUE(live.Start().ok());
+    ASSERT_TRUE(Eventually([&] { return alice->Get("tasks", "t1").value().has_value(); }));
+    EXPECT_FALSE(alice->Get("tasks", "t2").value().has_value());
+    WriteBatch swap;
+    swap.Set("tasks", "t1", "team", Value::String("blue"));
+    swap.Set("tasks", "t2", "team", Value::String("red"));
+    ASSERT_TRUE(bob->Write(swap).ok());
+    ASSERT_TRUE(Sync(bob.get(), n1, bob_token).ok());
+    EXPECT_TRUE(Eventually([&] {
+      return alice->Get("tasks", "t2").value().has_value() &&
+             !alice->Get("tasks", "t1").value().has_value();
+    })) << "node 2 log:\n"
+        << n2.log();
+    live.Stop();
+  }
+  // Offline, she edits t2, which bob takes back to blue through node 1 meanwhile.
+  ASSERT_TRUE(alice->Put("tasks", "t2", {{"title", Value::String("alice's")}}).ok());
+  ASSERT_TRUE(bob->Put("tasks", "t2", {{"team", Value::String("blue")}}).ok());
+  ASSERT_TRUE(Sync(bob.get(), n1, bob_token).ok());
+  Status synced = Sync(alice.get(), n2, Token("alice", {"red"}));
+  ASSERT_TRUE(synced.ok()) << synced.ToString();
+  EXPECT_FALSE(alice->Get("tasks", "t2").value().has_value());
+  std::vector<RejectedOp> refused = RejectedOps(alice.get());
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].op.key, "t2");
+  EXPECT_EQ(refused[0].code, static_cast<int>(Code::kEPERM));
+  ASSERT_TRUE(Sync(bob.get(), n2, bob_token).ok());
+  EXPECT_EQ(bob->Get("tasks", "t2").value()->at("title").as_string(), "t");
+}
+
 }  // namespace
 }  // namespace cairn::testing

@@ -11,6 +11,15 @@
 //     that returned (an op applied twice or lost changes a sum);
 //   - an op or record the server acknowledged survives the server's kills;
 //   - every telemetry record appended is stored once; nothing stays queued; nothing refused.
+// Every fourth seed runs with sync rules (docs/sync-rules.md): each device is a user whose
+// token grants its own channel and some teams', writes documents whose owner and team fields
+// move them between channels (some writes refused), and gets its grants changed (a renewal on
+// the live session, or a new token at its next connection). A leak detector sees every frame
+// the server sends and fails when one carries an op or a state of a document outside the
+// receiver's view at that moment (or a key it never had, or channel moves); after the heal,
+// each device holds exactly the documents of its view, as an admin newcomer has them, every
+// counter equals the increments that returned less those refused, and each device's ops are
+// either in the server's log or reported refused, never both.
 // CAIRN_SIM_SEEDS (default 2000) seeds are spread over the shards; CAIRN_SIM_SEED=N replays
 // one seed, printing its events.
 #include <gtest/gtest.h>
@@ -21,11 +30,18 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "auth/jwt.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
+#include "replica/json_codec.h"
 #include "replica/replica.h"
 #include "replica/sync_access.h"
+#include "rules/rules.h"
 #include "server/session_hub.h"
 #include "server/sync_server.h"
 #include "sim/sim_world.h"
@@ -42,12 +58,46 @@ uint64_t EnvU64(const char* name, uint64_t fallback) {
   return v && *v ? std::strtoull(v, nullptr, 10) : fallback;
 }
 
+// The sync rules of the seeds that have them, and the secret their tokens are signed with.
+constexpr const char* kRules = R"({
+  "collections": {"a": {"channels": ["user:{owner}", "team:{team}"]},
+                  "b": {"channels": ["user:{owner}", "team:{team}"]}},
+  "grants": {"read":  ["user:{sub}", "team:{teams[]}"],
+             "write": ["user:{sub}", "team:{teams[]}"]}})";
+constexpr const char* kSecret = "the simulation's token secret, of 32 bytes or more";
+const char* const kTeams[] = {"red", "blue", "green"};
+
+// What a token grants, as the model reads kRules (not through rules::Rules): a document is in
+// the view when its owner is the user or its team is one of the user's.
+struct Grant {
+  std::string user;
+  std::set<std::string> teams;
+  bool admin = false;
+
+  bool Reads(const Fields& doc) const {
+    if (admin) return true;
+    auto text = [&](const char* field) {
+      auto it = doc.find(field);
+      return it != doc.end() && it->second.type() == ValueType::kString ? it->second.as_string()
+                                                                        : std::string();
+    };
+    const std::string owner = text("owner"), team = text("team");
+    return (!owner.empty() && owner == user) || (!team.empty() && teams.count(team) != 0);
+  }
+  std::string Describe() const {
+    std::string out = admin ? "admin" : "user " + user + ", teams";
+    for (const std::string& t : teams) out += " " + t;
+    return out;
+  }
+};
+
 // What a seed's run checks against: what the app was told succeeded.
 struct Model {
   std::map<std::string, int64_t> counters;  // "collection/key" -> sum of increments
   std::vector<uint64_t> ops;                // per device: local ops written (its last seq)
   std::vector<uint64_t> records;            // per device: telemetry records appended
   std::vector<uint64_t> durable;            // per device: the highest seq acknowledged
+  std::vector<Grant> grants;                // with rules, per device: its newest token's
 };
 
 class Run;
@@ -61,8 +111,9 @@ class SimServer {
   void Start();
   void Kill();
   // A client connects: the client's end of a new link (refused while the server is down).
-  SimLink* Connect(net::Link::Delegate* client, const std::string& ip,
-                   const SimLinkOptions& link);
+  // `device`: whose (-1: the newcomer), for the leak detector.
+  SimLink* Connect(net::Link::Delegate* client, const std::string& ip, const SimLinkOptions& link,
+                   int device);
 
  private:
   Run* run_;
@@ -83,6 +134,10 @@ class SimDevice : public sync::Exchange::Owner {
   void Write();
   void Append();
   void StartSidecar();
+  // With rules: a new token, handed to the live session (`live`) or kept for the next Hello.
+  void Renew(const std::string& token, bool live);
+  void RenewNow() { Renew(options_.token, true); }
+  int index() const { return index_; }
   // Both ends see the reset, or one end breaks and the other does not hear of it (half-open:
   // the server's session stays until its idle timeout, or the device's until its own).
   enum class Cut { kBoth, kDeviceEnd, kServerEnd };
@@ -145,6 +200,21 @@ class Run {
     Trace("FAIL " + what);
     failures.push_back(what);
   }
+
+  // Sync rules (every fourth seed): the tokens minted, whose they are; per server end of a
+  // link, its device and the grant its session holds (from its Hello, then each Renew); per
+  // device, the documents ("collection/key") it was ever sent or wrote.
+  bool rules = false;
+  std::map<std::string, Grant> tokens;
+  struct End {
+    int device = -1;
+    std::optional<Grant> grant;
+  };
+  std::map<uint64_t, End> ends;
+  std::vector<std::set<std::string>> known;
+  std::string Mint(const Grant& g);
+  void WatchEnd(SimLink* end, int device);
+  void CheckFrame(uint64_t end, const wire::Frame& frame);
   // The server's watermark for `origin` (from its state).
   uint64_t ServerThrough(const ReplicaId& origin) {
     for (const auto& o : server->hub()->store()->state()->Origins()) {
@@ -157,6 +227,8 @@ class Run {
   void Chaos(uint64_t until);
   void WriteSomething();
   void Fault();
+  void ChangeGrant(SimDevice* d);
+  void CheckViews(Replica* reference);
   uint64_t chaos_end_ = 0;
   uint64_t base_latency_ = 0;  // the links' latency outside slow spells
   uint64_t spells_ = 0;        // slow spells begun
@@ -203,10 +275,11 @@ void SimServer::Kill() {
 }
 
 SimLink* SimServer::Connect(net::Link::Delegate* client, const std::string& ip,
-                            const SimLinkOptions& link) {
+                            const SimLinkOptions& link, int device) {
   if (!hub_) return SimLink::Refused(&run_->world, client, link);
   auto [a, b] = SimLink::Pair(&run_->world, client, ip, link);
   ends_.push_back(b->id());
+  if (run_->rules) run_->WatchEnd(b, device);
   hub_->Attach(b);
   return a;
 }
@@ -246,6 +319,15 @@ SimDevice::SimDevice(Run* run, int index, bool partial)
   ReplicaId::FromBytes(bytes, sizeof(bytes), &id_);
   options_.server = "sim:7000";
   if (partial_) options_.only = {"a"};
+  if (run->rules) {
+    Grant g;
+    g.user = "u" + std::to_string(index);
+    for (const char* team : kTeams) {
+      if (run->world.Chance(0.4)) g.teams.insert(team);
+    }
+    run->model.grants[static_cast<size_t>(index)] = g;
+    options_.token = run->Mint(g);
+  }
   options_.max_batch_ops = static_cast<uint32_t>(run->world.Uniform(1, 40));
   options_.window = static_cast<uint32_t>(run->world.Uniform(1, 4));
   options_.conn.idle_timeout_ms = run->link.idle_timeout_ms;
@@ -283,8 +365,58 @@ void SimDevice::Durable(size_t i, uint64_t through) {
 
 void SimDevice::Connect() {
   if (!ex_ || link_id_ != 0) return;
-  SimLink* link = run_->server->Connect(ex_.get(), ip_, run_->link);
+  SimLink* link = run_->server->Connect(ex_.get(), ip_, run_->link, index_);
   link_id_ = link->id();
+  if (run_->verbose) {
+    // A replay shows what each Ack said.
+    link->on_deliver = [this](const wire::Frame& f) {
+      if (const char* watch = std::getenv("CAIRN_SIM_WATCH")) {
+        // CAIRN_SIM_WATCH=collection/key: what reaches the device of that document.
+        auto show = [&](const char* what, const wire::OpBatch* b) {
+          if (b == nullptr) return;
+          (void)protocol::DecodeBatch(*b, {}, [&](const Op& op) {
+            if (op.collection + "/" + op.key != watch) return Status::OK();
+            run_->Trace("device " + std::to_string(index_) + " gets " + what + " op " +
+                        op.id.origin.Hex().substr(30) + ":" + std::to_string(op.id.seq) + " " +
+                        op.field +
+                        (op.kind == OpKind::kIncrement ? " +" + std::to_string(op.delta) : ""));
+            return Status::OK();
+          });
+        };
+        if (f.body_type() == wire::Body::OpBatch) {
+          const wire::OpBatch* b = f.body_as_OpBatch();
+          show("log", b);
+          show("enter", b->enter());
+          if (b->leave()) {
+            for (const wire::DocRef* d : *b->leave()) {
+              if (d->collection()->str() + "/" + d->key()->str() == watch) {
+                run_->Trace("device " + std::to_string(index_) + " gets leave at cursor " +
+                            std::to_string(b->cursor()));
+              }
+            }
+          }
+        }
+        if (f.body_type() == wire::Body::SnapshotChunk)
+          show("snapshot", f.body_as_SnapshotChunk()->batch());
+      }
+      if (f.body_type() != wire::Body::Ack) return;
+      const wire::Ack* ack = f.body_as_Ack();
+      std::string line = "device " + std::to_string(index_) + " ack:";
+      if (ack->entries()) {
+        for (const auto* e : *ack->entries()) {
+          if (protocol::FromWire(e->origin()) == id_)
+            line += " through " + std::to_string(e->through_seq());
+        }
+      }
+      if (ack->refused()) {
+        for (const wire::Refusal* r : *ack->refused()) {
+          line +=
+              " refused " + std::to_string(r->first_seq()) + ".." + std::to_string(r->last_seq());
+        }
+      }
+      run_->Trace(line);
+    };
+  }
   ex_->Begin(link, /*once=*/false);
 }
 
@@ -351,7 +483,7 @@ void SimDevice::StartSidecar() {
   const size_t i = static_cast<size_t>(index_);
   s->ex->durable_cb = [this, i](uint64_t through) { Durable(i, through); };
   s->ex->LoadStatus();
-  SimLink* link = run_->server->Connect(s->ex.get(), ip_, run_->link);
+  SimLink* link = run_->server->Connect(s->ex.get(), ip_, run_->link, index_);
   s->link_id = link->id();
   s->ex->Begin(link, /*once=*/true);
   sidecar_ = std::move(s);
@@ -365,29 +497,59 @@ void SimDevice::Write() {
       partial_ ? std::vector<std::string>{"a"} : std::vector<std::string>{"a", "b"};
   WriteBatch batch;
   std::map<std::string, int64_t> increments;
-  const uint64_t n = w.Chance(0.15) ? w.Uniform(2, 6) : 1;
+  uint64_t n = w.Chance(0.15) ? w.Uniform(2, 6) : 1;
+  uint64_t ops = 0;
+  // With rules, a document's owner and team (which put it in channels): mostly its writer's
+  // own, at times a team the writer is not in (refused), at times a move to another team.
+  auto place = [&](const std::string& coll, const std::string& key) {
+    if (!run_->rules) return;
+    if (w.Chance(0.8)) {
+      batch.Set(coll, key, "owner", Value::String("u" + std::to_string(index_)));
+      ops++;
+    }
+    if (w.Chance(0.5)) {
+      batch.Set(coll, key, "team", Value::String(kTeams[w.Pick(3)]));
+      ops++;
+    }
+  };
   for (uint64_t k = 0; k < n; k++) {
     const std::string& coll = colls[w.Pick(colls.size())];
-    const uint64_t kind = w.Uniform(0, 9);
+    const uint64_t kind = w.Uniform(0, run_->rules ? 10 : 9);
+    std::string key;
     if (kind < 5) {
-      const std::string key = "k" + std::to_string(w.Uniform(0, 9));
+      key = "k" + std::to_string(w.Uniform(0, 9));
       const auto v = static_cast<int64_t>(w.Uniform(0, 1000));
       batch.Set(coll, key, "v", Value::Int(v));
+      place(coll, key);
       if (run_->verbose) {
         run_->Trace("device " + std::to_string(index_) + " sets " + coll + "/" + key + " " +
                     std::to_string(v));
       }
     } else if (kind < 8) {
-      const std::string key = "n" + std::to_string(w.Uniform(0, 3));
+      key = "n" + std::to_string(w.Uniform(0, 3));
       const auto delta = static_cast<int64_t>(w.Uniform(1, 5));
       batch.Increment(coll, key, "count", delta);
       increments[coll + "/" + key] += delta;
-    } else {
-      const std::string key = "k" + std::to_string(w.Uniform(0, 9));
+      place(coll, key);
+      if (run_->verbose && run_->rules) {
+        run_->Trace("device " + std::to_string(index_) + " increments " + coll + "/" + key +
+                    " by " + std::to_string(delta) + " as op " +
+                    std::to_string(run_->model.ops[static_cast<size_t>(index_)] + k + 1));
+      }
+    } else if (kind < 10) {
+      key = "k" + std::to_string(w.Uniform(0, 9));
       batch.Delete(coll, key);
       if (run_->verbose) run_->Trace("device " + std::to_string(index_) + " deletes " + coll + "/" + key);
+    } else {
+      // A move: another team, whoever owns it.
+      key = (w.Chance(0.5) ? "k" : "n") + std::to_string(w.Uniform(0, 3));
+      batch.Set(coll, key, "team", Value::String(kTeams[w.Pick(3)]));
+      if (run_->verbose)
+        run_->Trace("device " + std::to_string(index_) + " moves " + coll + "/" + key);
     }
+    if (run_->rules) run_->known[static_cast<size_t>(index_)].insert(coll + "/" + key);
   }
+  n += ops;
   Status s = replica_->Write(batch);
   if (!s.ok()) {
     run_->Fail("device " + std::to_string(index_) + " write failed: " + s.ToString());
@@ -397,6 +559,13 @@ void SimDevice::Write() {
   run_->model.ops[i] += n;
   for (const auto& [k, d] : increments) run_->model.counters[k] += d;
   ex_->Push();
+}
+
+void SimDevice::Renew(const std::string& token, bool live) {
+  options_.token = token;
+  if (!ex_) return;
+  ex_->SetToken(token);
+  if (live) ex_->SendRenewal();
 }
 
 void SimDevice::Append() {
@@ -446,8 +615,96 @@ std::string SimDevice::Describe() {
 
 // ---- Run ----
 
+std::string Run::Mint(const Grant& g) {
+  auth::Claims c;
+  c.subject = g.admin ? "admin" : g.user;
+  c.expires_s = SimClock::kEpochMs / 1000 + 365 * 86400;
+  c.admin = g.admin;
+  c.write = {kStream};  // streams are not under sync rules: the token's own permission
+  c.values["teams"] = auth::ClaimValue{true, {g.teams.begin(), g.teams.end()}};
+  std::string token = auth::MintToken(c, kSecret);
+  tokens[token] = g;
+  return token;
+}
+
+// The leak detector's eyes on the server's end of a link: the grant its session holds (from
+// the token of the Hello, then of each Renew: the session takes it before it sends anything
+// more), and every frame it sends.
+void Run::WatchEnd(SimLink* end, int device) {
+  const uint64_t id = end->id();
+  ends[id].device = device;
+  end->on_deliver = [this, id](const wire::Frame& f) {
+    const flatbuffers::String* token = nullptr;
+    if (f.body_type() == wire::Body::Hello) token = f.body_as_Hello()->token();
+    if (f.body_type() == wire::Body::Renew) token = f.body_as_Renew()->token();
+    if (token == nullptr) return;
+    auto t = tokens.find(token->str());
+    if (t == tokens.end()) {
+      Fail("a client sent a token the run never minted");
+      return;
+    }
+    ends[id].grant = t->second;
+  };
+  end->on_send = [this, id](const wire::Frame& f) { CheckFrame(id, f); };
+}
+
+void Run::CheckFrame(uint64_t end_id, const wire::Frame& frame) {
+  if (!server->up()) return;
+  const End& end = ends[end_id];
+  const std::string who = end.device < 0 ? "the newcomer" : "device " + std::to_string(end.device);
+  std::set<std::string>* had = end.device < 0 ? nullptr : &known[static_cast<size_t>(end.device)];
+  store::ReplicaStore* state = server->hub()->store()->state();
+  auto check_op = [&](const char* what, const Op& op) -> Status {
+    const std::string doc = op.collection + "/" + op.key;
+    auto fields = state->GetDoc(op.collection, op.key);
+    if (!fields.ok()) return fields.status();
+    if (!end.grant || !end.grant->Reads(fields->has_value() ? **fields : Fields())) {
+      Fail("leak: " + std::string(what) + " to " + who + " (" +
+           (end.grant ? end.grant->Describe() : "no grant yet") + ") carries " + doc +
+           ", outside its view");
+    }
+    if (had) had->insert(doc);
+    return Status::OK();
+  };
+  auto check_batch = [&](const char* what, const wire::OpBatch* b) {
+    if (b == nullptr) return;
+    Status st = protocol::DecodeBatch(*b, {}, [&](const Op& op) { return check_op(what, op); });
+    if (!st.ok()) Fail(std::string(what) + " to " + who + " does not decode: " + st.ToString());
+  };
+  if (frame.body_type() == wire::Body::SnapshotChunk) {
+    check_batch("a snapshot chunk", frame.body_as_SnapshotChunk()->batch());
+    return;
+  }
+  if (frame.body_type() != wire::Body::OpBatch) return;
+  const wire::OpBatch* b = frame.body_as_OpBatch();
+  check_batch("a log batch", b);
+  check_batch("an entering state", b->enter());
+  if (b->moves() != nullptr && b->moves()->size() > 0) {
+    Fail("a batch to " + who + " carries channel moves");
+  }
+  if (b->leave() != nullptr && had) {
+    for (const wire::DocRef* d : *b->leave()) {
+      const std::string doc = d->collection()->str() + "/" + d->key()->str();
+      if (had->count(doc) == 0) Fail("leak: a batch to " + who + " names " + doc + ", never its");
+    }
+  }
+}
+
+// A user joins or leaves a team: a new token, renewed on the live session or kept for the next
+// connection.
+void Run::ChangeGrant(SimDevice* d) {
+  Grant& g = model.grants[static_cast<size_t>(d->index())];
+  const std::string team = kTeams[world.Pick(3)];
+  if (!g.teams.erase(team)) g.teams.insert(team);
+  const bool live = world.Chance(0.6);
+  Trace("device " + std::to_string(d->index()) + " now " + g.Describe() +
+        (live ? " (renewed live)" : " (next connection)"));
+  d->Renew(Mint(g), live);
+}
+
 std::string Run::Go() {
   SimWorld& w = world;
+  rules = seed % 4 == 0;
   link.latency_ms = base_latency_ = w.Uniform(1, 40);
   link.jitter_ms = w.Uniform(0, 20);
   link.idle_timeout_ms = static_cast<uint32_t>(w.Uniform(5, 30) * 1000);
@@ -465,27 +722,40 @@ std::string Run::Go() {
   so.log = [this](const std::string& m) {
     if (verbose) Trace("server: " + m);
   };
+  if (rules) {
+    auto parsed = rules::Rules::Parse(kRules);
+    if (!parsed.ok()) return "the rules: " + parsed.status().ToString();
+    so.rules = std::make_shared<const rules::Rules>(std::move(parsed).value());
+    so.token_secret = kSecret;
+  }
   const int n = static_cast<int>(w.Uniform(2, 4));
   model.ops.assign(static_cast<size_t>(n), 0);
   model.records.assign(static_cast<size_t>(n), 0);
   model.durable.assign(static_cast<size_t>(n), 0);
+  model.grants.assign(static_cast<size_t>(n), Grant());
+  known.assign(static_cast<size_t>(n), {});
   server = std::make_unique<SimServer>(this, so);
   for (int i = 0; i < n; i++) {
     devices.push_back(std::make_unique<SimDevice>(this, i, i > 0 && w.Chance(0.25)));
   }
-  Trace("seed " + std::to_string(seed) + ": " + std::to_string(n) + " devices, latency " +
-        std::to_string(link.latency_ms) + "+" + std::to_string(link.jitter_ms) + " ms, keep " +
-        std::to_string(so.store.keep_log_ops) + " ops");
+  Trace("seed " + std::to_string(seed) + ": " + std::to_string(n) + " devices" +
+        (rules ? " with sync rules" : "") + ", latency " + std::to_string(link.latency_ms) + "+" +
+        std::to_string(link.jitter_ms) + " ms, keep " + std::to_string(so.store.keep_log_ops) +
+        " ops");
   server->Start();
   for (auto& d : devices) d->Start();
   const uint64_t chaos_end = w.Uniform(10, 40) * 1000;
   Chaos(chaos_end);
-  // Heal: no more faults or writes; everything up.
+  // Heal: no more faults or writes; everything up; with rules, each device's newest token in
+  // force (one kept for the next connection is renewed on the live session).
   Trace("heal");
   link.latency_ms = base_latency_;
   spells_++;
   server->Start();
-  for (auto& d : devices) d->Start();
+  for (auto& d : devices) {
+    d->Start();
+    if (rules) d->RenewNow();
+  }
   const uint64_t limit = w.now() + 900000;
   while (failures.empty() && !Healed()) {
     if (w.now() >= limit) {
@@ -547,7 +817,13 @@ void Run::Fault() {
     server->Kill();
     w.After(w.Uniform(10, 5000), [this] { server->Start(); });
   } else if (kind < 84) {
-    d->StartSidecar();
+    // With rules, a grant changes instead: a sidecar syncing the same file under an older
+    // token would hold another view than the live session's (not modelled).
+    if (rules) {
+      ChangeGrant(d);
+    } else {
+      d->StartSidecar();
+    }
   } else {
     // A slow spell: new links get a long latency for a while.
     link.latency_ms = w.Uniform(200, 3000);
@@ -588,7 +864,7 @@ void Run::Check() {
     digests[i] = *d;
   }
   reference = digests[0];
-  for (size_t i = 1; i < n; i++) {
+  for (size_t i = 1; i < n && !rules; i++) {  // (with rules, each holds its own view)
     for (const std::string c : {"a", "b"}) {
       if (devices[i]->partial() && c != std::string("a")) continue;
       if (digests[i][c] != reference[c]) {
@@ -596,8 +872,8 @@ void Run::Check() {
       }
     }
   }
-  // Counters: the sums of the increments that returned.
-  for (size_t i = 0; i < n; i++) {
+  // Counters: the sums of the increments that returned (with rules: CheckViews).
+  for (size_t i = 0; i < n && !rules; i++) {
     for (const auto& [ck, sum] : model.counters) {
       const std::string coll = ck.substr(0, ck.find('/'));
       if (devices[i]->partial() && coll != "a") continue;
@@ -622,6 +898,7 @@ void Run::Check() {
   // The server: each origin's seqs once, all of them.
   server::ServerStore* store = server->hub()->store();
   std::map<ReplicaId, uint64_t> next;  // origin -> the next seq expected in the log
+  std::map<ReplicaId, std::set<uint64_t>> logged;  // origin -> the seqs of its ops logged
   const bool whole_log = store->floor() == 0;
   Status st = store->ReadLog(0, 1u << 30, [&](const server::LogEntry& e) -> Status {
     uint64_t& expect = next[e.origin];
@@ -632,9 +909,38 @@ void Run::Check() {
            std::to_string(expect));
     }
     expect = e.last_seq + 1;
-    return Status::OK();
+    if (!rules) return Status::OK();
+    return protocol::DecodeBatchFrame(e.batch, "log entry", [&](const Op& op) {
+      logged[op.id.origin].insert(op.id.seq);
+      return Status::OK();
+    });
   });
   if (!st.ok()) Fail("reading the log: " + st.ToString());
+  // With rules: each op of a device is in the log or reported refused to it, never both.
+  for (size_t i = 0; i < n && rules && whole_log; i++) {
+    std::set<uint64_t> refused;
+    (void)devices[i]->replica()->Rejected([&](const RejectedOp& r) {
+      refused.insert(r.op.id.seq);
+      return Status::OK();
+    });
+    const std::set<uint64_t>& in_log = logged[devices[i]->id()];
+    for (uint64_t seq = 1; seq <= model.ops[i]; seq++) {
+      const bool l = in_log.count(seq) != 0, r = refused.count(seq) != 0;
+      if (l == r) {
+        Fail("device " + std::to_string(i) + ": op " + std::to_string(seq) +
+             (l ? " is in the log and reported refused"
+                : " is neither in the log nor reported refused"));
+        if (verbose) {
+          std::string list = "refused:";
+          for (uint64_t x : refused) list += " " + std::to_string(x);
+          list += "; logged:";
+          for (uint64_t x : in_log) list += " " + std::to_string(x);
+          Trace(list);
+        }
+        break;
+      }
+    }
+  }
   for (size_t i = 0; i < n; i++) {
     const ReplicaId& id = devices[i]->id();
     if (ServerThrough(id) != model.ops[i]) {
@@ -706,15 +1012,22 @@ void Run::Check() {
     }
     sync::SyncOptions options;
     options.conn.idle_timeout_ms = link.idle_timeout_ms;
+    if (rules) {
+      Grant admin;
+      admin.admin = true;
+      options.token = Mint(admin);
+    }
     sync::Exchange ex(fresh->get(), options, &owner);
     ex.LoadStatus();
-    SimLink* l = server->Connect(&ex, "10.2.0.1", link);
+    SimLink* l = server->Connect(&ex, "10.2.0.1", link, -1);
     const uint64_t id = l->id();
     ex.Begin(l, /*once=*/true);
     const uint64_t limit = world.now() + 600000;
     while (!owner.done && world.now() < limit) world.RunUntil(world.now() + 100);
     if (!owner.done || !owner.result.ok()) {
       Fail("newcomer's sync: " + (owner.done ? owner.result.ToString() : "did not finish"));
+    } else if (rules) {
+      CheckViews(fresh->get());
     } else {
       auto d = (*fresh)->CollectionDigests();
       for (const std::string c : {"a", "b"}) {
@@ -740,6 +1053,59 @@ void Run::Check() {
   if (server->hub()->session_count() != devices.size()) {
     Fail("the server has " + std::to_string(server->hub()->session_count()) + " sessions for " +
          std::to_string(devices.size()) + " devices");
+  }
+}
+
+// With rules, after the heal, against an admin newcomer's replica (the server's state): the
+// counters hold the increments that returned less those refused, and each device holds exactly
+// the documents of its newest token's view, as the server has them.
+void Run::CheckViews(Replica* reference) {
+  std::map<std::string, int64_t> expected = model.counters;
+  for (auto& d : devices) {
+    (void)d->replica()->Rejected([&](const RejectedOp& r) {
+      if (r.op.kind == OpKind::kIncrement) expected[r.op.collection + "/" + r.op.key] -= r.op.delta;
+      return Status::OK();
+    });
+  }
+  for (const auto& [ck, sum] : expected) {
+    auto doc = reference->Get(ck.substr(0, ck.find('/')), ck.substr(ck.find('/') + 1));
+    int64_t got = 0;
+    if (doc.ok() && doc->has_value()) {
+      auto f = (*doc)->find("count");
+      if (f != (*doc)->end() && f->second.type() == ValueType::kInt) got = f->second.as_int();
+    }
+    if (got != sum) {
+      Fail("counter " + ck + " is " + std::to_string(got) + " on the server; the increments " +
+           "that returned, less those refused, sum to " + std::to_string(sum));
+    }
+  }
+  std::vector<std::string> keys;
+  for (int k = 0; k < 10; k++) keys.push_back("k" + std::to_string(k));
+  for (int k = 0; k < 4; k++) keys.push_back("n" + std::to_string(k));
+  for (size_t i = 0; i < devices.size(); i++) {
+    const Grant& g = model.grants[i];
+    for (const std::string coll : {"a", "b"}) {
+      if (devices[i]->partial() && coll != "a") continue;
+      for (const std::string& key : keys) {
+        auto ref = reference->Get(coll, key);
+        auto mine = devices[i]->replica()->Get(coll, key);
+        if (!ref.ok() || !mine.ok()) {
+          Fail("reading " + coll + "/" + key + " failed");
+          continue;
+        }
+        const bool in_view = ref->has_value() && g.Reads(**ref);
+        const std::string who = "device " + std::to_string(i) + " (" + g.Describe() + ")";
+        if (in_view != mine->has_value()) {
+          Fail(who + (in_view ? " lacks " : " holds ") + coll + "/" + key);
+        } else if (in_view && **ref != **mine) {
+          Fail(who + " holds " + coll + "/" + key + " other than the server");
+          if (verbose) {
+            Trace("  server: " + CanonicalJson(FieldsToJson(**ref)) +
+                  "\n  device: " + CanonicalJson(FieldsToJson(**mine)));
+          }
+        }
+      }
+    }
   }
 }
 

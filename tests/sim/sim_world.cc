@@ -114,6 +114,11 @@ void SimLink::Tick() {
 
 void SimLink::Send(std::string frame) {
   if (closing_ || close_after_flush_ || peer_id_ == 0) return;
+  if (on_send) {
+    const std::string payload = frame.substr(4);
+    auto verified = protocol::VerifyFrame(payload, protocol::FrameLimits{});
+    if (verified.ok()) on_send(*verified.value());
+  }
   const size_t n = frame.size();
   world_->Mix(n);
   bytes_out_ += n;
@@ -161,6 +166,7 @@ void SimLink::Deliver(std::string frame) {
     SendErrorAndClose(Code::kECORRUPT, verified.status().message());
     return;
   }
+  if (on_deliver) on_deliver(*verified.value());
   if (delegate_) delegate_->OnFrame(this, *verified.value());
 }
 

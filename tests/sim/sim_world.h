@@ -130,6 +130,10 @@ class SimLink final : public net::Link {
   uint64_t id() const { return id_; }
   void Kill(const Status& why);
 
+  // Observers (the leak detector of sim_test.cc): each frame this end sends, as it is sent, and
+  // each frame delivered to it, before its delegate sees it.
+  std::function<void(const wire::Frame&)> on_send, on_deliver;
+
  private:
   SimLink(SimWorld* world, Delegate* delegate, const SimLinkOptions& options);
   ~SimLink() override;

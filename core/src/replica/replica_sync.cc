@@ -110,7 +110,18 @@ Result<ServerBatchStats> SyncAccess::ApplyServerBatch(const wire::OpBatch& batch
       }
       if (!st.ok()) break;
     }
-    if (st.ok()) st = RemoveFromView(left, [](const OpId&) { return true; });
+    // What the server knew when it sent the leave goes: every op but this replica's own not
+    // acknowledged yet, which it had not judged (an Ack is sent before any later batch).
+    // Those stay, are judged as usual, and one accepted that brings the document back into
+    // the view brings its state with it.
+    Result<uint64_t> unacked = r_->store_->FirstUnacked();
+    if (!unacked.ok()) {
+      st = unacked.status();
+    } else {
+      const uint64_t from = *unacked;
+      st = RemoveFromView(left,
+                          [&](const OpId& id) { return id.origin != r_->id_ || id.seq < from; });
+    }
   }
   if (st.ok() && batch.enter() != nullptr) {
     st = protocol::DecodeBatch(*batch.enter(), {}, [&](const Op& op) -> Status {

@@ -50,6 +50,7 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
                 const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
                 const TxnFn& on_txn, PushSort* sort) {
   *sort = PushSort();
+  sort->before = before;
   const size_t bytes = protocol::BatchWireBytes(batch);
   if (bytes > limits.max_bytes) {
     return Status::Invalid("a push of " + std::to_string(bytes) + " bytes exceeds the limit of " +
@@ -124,9 +125,11 @@ Status FinishPush(
   // Checked while the log holds the op (docs/protocol.md "Restored replicas").
   CAIRN_ASSIGN_OR_RETURN(std::optional<Hlc> ours, op_hlc(sort.dup_high));
   CAIRN_RETURN_IF_ERROR(CheckFork(origin, sort, ours));
-  // A retry after a lost Ack: what was refused then is reported again.
+  // A retry after a lost Ack: what was refused then is reported again, up to the receipt
+  // before this push (not only up to the last duplicate: the Ack's receipt tells the client
+  // that every seq up to it was taken but those reported refused).
   std::vector<Refused> earlier;
-  CAIRN_RETURN_IF_ERROR(refused_in(sort.dup_low, sort.dup_high, &earlier));
+  CAIRN_RETURN_IF_ERROR(refused_in(sort.dup_low, sort.before, &earlier));
   result->refused.insert(result->refused.begin(), std::make_move_iterator(earlier.begin()),
                          std::make_move_iterator(earlier.end()));
   return Status::OK();

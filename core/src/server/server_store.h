@@ -95,6 +95,7 @@ struct LogEntry {
 // batch of `origin` holds past its receipt `before`, sorted into duplicates and transactions,
 // each accepted or refused whole.
 struct PushSort {
+  uint64_t before = 0;              // the receipt before the push
   uint64_t through = 0;             // the receipt after the push
   uint64_t applied = 0;             // ops accepted
   uint64_t duplicates = 0;          // ops at or below `before`

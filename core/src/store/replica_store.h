@@ -147,6 +147,9 @@ class ReplicaStore {
   // pushed). A document it does not have and no `extra`: nothing to do.
   Status RebuildDoc(const std::string& collection, const std::string& key,
                     const std::function<bool(const OpId&)>& drop, const std::vector<Op>& extra);
+  // This replica's lowest seq the outbox still holds (not acknowledged by a server), or
+  // last_seq() + 1 when it holds none.
+  Result<uint64_t> FirstUnacked();
   // Whether the state holds any op of the document (false for one that left the view).
   Result<bool> HasOps(const std::string& collection, const std::string& key);
   uint64_t Through(const ReplicaId& origin);

@@ -148,17 +148,22 @@ Status ReplicaStore::LoadIncs(CachedDoc* doc) {
   return Status::OK();
 }
 
-// A received op that a local op not yet acknowledged outranks (it changes nothing now) is kept
-// under that op's seq: if the server refuses the local op, the document is recomputed with it.
-Status ReplicaStore::KeepIfOutranked(const crdt::DocState& state, const Op& op) {
-  const OpId over = crdt::OutrankedBy(state, op);
-  if (over.none() || over.origin != replica_id_) return Status::OK();
+Result<uint64_t> ReplicaStore::FirstUnacked() {
   if (unacked_from_ == 0) {
     CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("SELECT min(first_seq) FROM cairn_outbox"));
     CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
     unacked_from_ = row && !st.IsNull(0) ? U(st.Int(0)) : last_seq_ + 1;
   }
-  if (over.seq < unacked_from_) return Status::OK();  // acknowledged: it stands for good
+  return unacked_from_;
+}
+
+// A received op that a local op not yet acknowledged outranks (it changes nothing now) is kept
+// under that op's seq: if the server refuses the local op, the document is recomputed with it.
+Status ReplicaStore::KeepIfOutranked(const crdt::DocState& state, const Op& op) {
+  const OpId over = crdt::OutrankedBy(state, op);
+  if (over.none() || over.origin != replica_id_) return Status::OK();
+  CAIRN_ASSIGN_OR_RETURN(uint64_t unacked_from, FirstUnacked());
+  if (over.seq < unacked_from) return Status::OK();  // acknowledged: it stands for good
   if (!keep_outranked_.valid()) {
     CAIRN_ASSIGN_OR_RETURN(keep_outranked_, db_.Prepare(
         "INSERT OR IGNORE INTO cairn_superseded VALUES (?,?,?,?,?,?,?,?,?,?,?)"));

@@ -521,6 +521,36 @@ TEST_F(ReplicaTest, EvictedOpsStayGoneWhenWritesAreRefused) {
   EXPECT_EQ(a->GetStatus().value().rejected_ops, 2);
 }
 
+// docs/sync-rules.md "Reading": a document that leaves the view loses what the server knew of
+// it, but this replica's writes to it not yet acknowledged stay, to be judged as usual (found by
+// the simulation with sync rules: such a write, accepted and bringing the document back into
+// the view, was gone from its own device for good).
+TEST_F(ReplicaTest, ALeavingDocumentKeepsWritesNotYetAcknowledged) {
+  auto a = Open("a.db");
+  ReplicaId b, server;
+  b.bytes.fill(7);
+  server.bytes.fill(9);
+  auto receive = [&](protocol::BatchEncoder* enc, uint64_t cursor) {
+    flatbuffers::FlatBufferBuilder fbb;
+    enc->Finish(&fbb, cursor);
+    auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
+    return SyncAccess(*a).ApplyServerBatch(*frame->body_as_OpBatch(), cursor, server).status();
+  };
+  protocol::BatchEncoder first;
+  first.Add(IncOp(b, 1));
+  ASSERT_TRUE(receive(&first, 1).ok());              // c/k: b's 5
+  ASSERT_TRUE(a->Increment("c", "k", "n", 1).ok());  // seq 1, acknowledged below
+  ASSERT_TRUE(SyncAccess(*a).AckOutbox(1, {}).ok());
+  ASSERT_TRUE(a->Increment("c", "k", "n", 2).ok());  // seq 2, not yet
+  EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":8})");
+  protocol::BatchEncoder leave;
+  leave.AddLeave("c", "k");
+  ASSERT_TRUE(receive(&leave, 2).ok());
+  EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":2})");
+  ASSERT_TRUE(SyncAccess(*a).AckOutbox(2, {}).ok());
+  EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":2})");
+}
+
 // Snapshot staging out of order (a chunk or an end without a begin) is refused, nothing staged.
 TEST_F(ReplicaTest, SnapshotStepsOutOfOrderAreRefused) {
   auto b = Open("b.db");

@@ -107,6 +107,34 @@ TEST_F(PushTest, ABadValueRefusesItsTransactionOnly) {
   EXPECT_EQ(Fields().size(), 3u);
 }
 
+// A retry after a lost Ack, in smaller batches than the first push (the client's batch size
+// or window differs): the receipt acknowledged to the first of them covers seqs it did not
+// carry, and the client takes every seq up to the receipt as taken but those reported refused,
+// so every refusal up to the receipt comes with it. (Found by the simulation with sync rules:
+// the refusals of the later seqs were lost, their writes kept on the device and never logged.)
+TEST_F(PushTest, ARetryInSmallerBatchesReportsEveryRefusalUpToItsReceipt) {
+  ASSERT_TRUE(Push({Set(1, "a", Value::Int(1)), Set(2, "b", Value::Int(2)),
+                    Set(3, "c", Value::Double(NAN), true), Set(4, "d", Value::Int(4)),
+                    Set(5, "e", Value::String("\xff"), true), Set(6, "f", Value::Int(6))})
+                  .ok());
+  auto first = Push({Set(1, "a", Value::Int(1))});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->duplicates, 1u);
+  EXPECT_EQ(first->through, 6u);
+  ASSERT_EQ(first->refused.size(), 2u);
+  EXPECT_EQ(first->refused[0].first_seq, 2u);
+  EXPECT_EQ(first->refused[0].last_seq, 3u);
+  EXPECT_EQ(first->refused[1].first_seq, 4u);
+  EXPECT_EQ(first->refused[1].last_seq, 5u);
+  EXPECT_EQ(first->refused[1].code, Code::kEINVAL);
+  // The next batch starts past them: duplicates then a new seq, refused, reported once.
+  auto next = Push({Set(6, "f", Value::Int(6)), Set(7, "g", Value::Double(NAN))});
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(next->through, 7u);
+  ASSERT_EQ(next->refused.size(), 1u);
+  EXPECT_EQ(next->refused[0].first_seq, 7u);
+}
+
 // An op the push brought already, or a gap, is damage: nothing of the push is taken.
 TEST_F(PushTest, ARepeatOrAGapRefusesThePush) {
   ASSERT_TRUE(Push({Set(1, "a", Value::Int(1))}).ok());
