@@ -383,24 +383,25 @@ void SimDevice::Connect() {
             return Status::OK();
           });
         };
-        if (f.body_type() == wire::Body::OpBatch) {
-          const wire::OpBatch* b = f.body_as_OpBatch();
+        if (const wire::OpBatch* b = f.body_as_OpBatch()) {
           show("log", b);
           show("enter", b->enter());
           if (b->leave()) {
             for (const wire::DocRef* d : *b->leave()) {
-              if (d->collection()->str() + "/" + d->key()->str() == watch) {
+              if (d && d->collection() && d->key() &&
+                  d->collection()->str() + "/" + d->key()->str() == watch) {
                 run_->Trace("device " + std::to_string(index_) + " gets leave at cursor " +
                             std::to_string(b->cursor()));
               }
             }
           }
         }
-        if (f.body_type() == wire::Body::SnapshotChunk)
-          show("snapshot", f.body_as_SnapshotChunk()->batch());
+        if (const wire::SnapshotChunk* chunk = f.body_as_SnapshotChunk()) {
+          show("snapshot", chunk->batch());
+        }
       }
-      if (f.body_type() != wire::Body::Ack) return;
       const wire::Ack* ack = f.body_as_Ack();
+      if (ack == nullptr) return;
       std::string line = "device " + std::to_string(index_) + " ack:";
       if (ack->entries()) {
         for (const auto* e : *ack->entries()) {
@@ -635,8 +636,8 @@ void Run::WatchEnd(SimLink* end, int device) {
   ends[id].device = device;
   end->on_deliver = [this, id](const wire::Frame& f) {
     const flatbuffers::String* token = nullptr;
-    if (f.body_type() == wire::Body::Hello) token = f.body_as_Hello()->token();
-    if (f.body_type() == wire::Body::Renew) token = f.body_as_Renew()->token();
+    if (const wire::Hello* hello = f.body_as_Hello()) token = hello->token();
+    if (const wire::Renew* renew = f.body_as_Renew()) token = renew->token();
     if (token == nullptr) return;
     auto t = tokens.find(token->str());
     if (t == tokens.end()) {
@@ -671,12 +672,12 @@ void Run::CheckFrame(uint64_t end_id, const wire::Frame& frame) {
     Status st = protocol::DecodeBatch(*b, {}, [&](const Op& op) { return check_op(what, op); });
     if (!st.ok()) Fail(std::string(what) + " to " + who + " does not decode: " + st.ToString());
   };
-  if (frame.body_type() == wire::Body::SnapshotChunk) {
-    check_batch("a snapshot chunk", frame.body_as_SnapshotChunk()->batch());
+  if (const wire::SnapshotChunk* chunk = frame.body_as_SnapshotChunk()) {
+    check_batch("a snapshot chunk", chunk->batch());
     return;
   }
-  if (frame.body_type() != wire::Body::OpBatch) return;
   const wire::OpBatch* b = frame.body_as_OpBatch();
+  if (b == nullptr) return;
   check_batch("a log batch", b);
   check_batch("an entering state", b->enter());
   if (b->moves() != nullptr && b->moves()->size() > 0) {
@@ -684,6 +685,10 @@ void Run::CheckFrame(uint64_t end_id, const wire::Frame& frame) {
   }
   if (b->leave() != nullptr && had) {
     for (const wire::DocRef* d : *b->leave()) {
+      if (d == nullptr || d->collection() == nullptr || d->key() == nullptr) {
+        Fail("a batch to " + who + " names a leaving document without its name");
+        continue;
+      }
       const std::string doc = d->collection()->str() + "/" + d->key()->str();
       if (had->count(doc) == 0) Fail("leak: a batch to " + who + " names " + doc + ", never its");
     }
