@@ -114,7 +114,7 @@ Result<ServerBatchStats> SyncAccess::ApplyServerBatch(const wire::OpBatch& batch
     // acknowledged yet, which it had not judged (an Ack is sent before any later batch).
     // Those stay, are judged as usual, and one accepted that brings the document back into
     // the view brings its state with it.
-    Result<uint64_t> unacked = r_->store_->FirstUnacked();
+    Result<uint64_t> unacked = st.ok() ? r_->store_->FirstUnacked() : Result<uint64_t>(st);
     if (!unacked.ok()) {
       st = unacked.status();
     } else {
@@ -373,8 +373,11 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
       r_->store_->ForEachPendingOp(store::kSnapshotUnit, [&](const Op& op) -> Status {
         if (evict) brought.emplace(op.collection, op.key);
         // Its own ops it has; a restored file gets back those it lacks (docs/protocol.md
-        // "Restored replicas").
-        if (op.id.origin == r_->id_ && op.id.seq <= r_->store_->last_seq()) return Status::OK();
+        // "Restored replicas"). Evicting (sync rules), it may lack some of a document that
+        // left its view and is back: those come again (merged as entering states are).
+        if (op.id.origin == r_->id_ && op.id.seq <= r_->store_->last_seq()) {
+          return evict ? r_->store_->ApplyIdempotent(op) : Status::OK();
+        }
         // Ops above the limit come from the log that follows (a resumed snapshot reads a later
         // state): applying them here too would count an increment twice.
         uint64_t limit = 0;

@@ -551,6 +551,48 @@ TEST_F(ReplicaTest, ALeavingDocumentKeepsWritesNotYetAcknowledged) {
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":2})");
 }
 
+// A document that left the view lost this replica's acknowledged writes with it; an evicting
+// rebase snapshot that brings it back brings them too (the client keeps them: the server takes
+// the document for held).
+TEST_F(ReplicaTest, AnEvictingSnapshotBringsBackOwnWritesOfADocumentThatLeft) {
+  auto a = Open("a.db");
+  ReplicaId server;
+  server.bytes.fill(9);
+  ASSERT_TRUE(a->Put("c", "k", {{"v", Value::Int(1)}}).ok());
+  std::vector<Op> own;
+  ASSERT_TRUE(a->Log([&](const Op& op) {
+                 own.push_back(op);
+                 return Status::OK();
+               }).ok());
+  ASSERT_EQ(own.size(), 1u);
+  ASSERT_TRUE(SyncAccess(*a).AckOutbox(1, {}).ok());
+  auto apply = [&](protocol::BatchEncoder* enc, uint64_t cursor) {
+    flatbuffers::FlatBufferBuilder fbb;
+    enc->Finish(&fbb, cursor);
+    auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
+    return SyncAccess(*a).ApplyServerBatch(*frame->body_as_OpBatch(), cursor, server).status();
+  };
+  protocol::BatchEncoder leave;
+  leave.AddLeave("c", "k");
+  ASSERT_TRUE(apply(&leave, 1).ok());
+  EXPECT_EQ(Get(a.get(), "c", "k"), "<none>");
+  store::SnapshotState snap;
+  snap.server_id = server;
+  snap.cursor = 5;
+  snap.rebase = true;
+  snap.watermarks[a->id()] = 1;
+  ASSERT_TRUE(SyncAccess(*a).BeginSnapshot(snap).ok());
+  protocol::BatchEncoder chunk;
+  chunk.Add(own[0]);
+  flatbuffers::FlatBufferBuilder fbb;
+  chunk.Finish(&fbb);
+  const auto* batch = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
+  ASSERT_TRUE(SyncAccess(*a).StageSnapshotChunk(*batch, "c", "k").ok());
+  const std::vector<std::string> every_collection;
+  ASSERT_TRUE(SyncAccess(*a).FinishSnapshot(std::nullopt, &every_collection, "d1gest").ok());
+  EXPECT_EQ(Get(a.get(), "c", "k"), R"({"v":1})");
+}
+
 // Snapshot staging out of order (a chunk or an end without a begin) is refused, nothing staged.
 TEST_F(ReplicaTest, SnapshotStepsOutOfOrderAreRefused) {
   auto b = Open("b.db");
