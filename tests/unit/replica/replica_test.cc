@@ -38,6 +38,14 @@ class ReplicaTest : public ::testing::Test {
     return CanonicalJson(FieldsToJson(*d.value()));
   }
   std::string Dump(Replica* r) { return r->DumpString().value(); }
+  // Applies `enc`'s ops (and leaves) to `r` as a batch of `server` at `cursor`.
+  Status ApplyServerBatch(Replica* r, protocol::BatchEncoder* enc, uint64_t cursor,
+                          const ReplicaId& server) {
+    flatbuffers::FlatBufferBuilder fbb;
+    enc->Finish(&fbb, cursor);
+    auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
+    return SyncAccess(*r).ApplyServerBatch(*frame->body_as_OpBatch(), cursor, server).status();
+  }
   std::vector<std::string> Query(Replica* r, const std::string& sql) {
     std::vector<std::string> rows;
     Status st = r->Query(sql, [&](const std::string& row) {
@@ -490,10 +498,7 @@ TEST_F(ReplicaTest, EvictedOpsStayGoneWhenWritesAreRefused) {
   auto receive = [&](const Op& op, uint64_t cursor) {
     protocol::BatchEncoder enc;
     enc.Add(op);
-    flatbuffers::FlatBufferBuilder fbb;
-    enc.Finish(&fbb, cursor);
-    auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
-    return SyncAccess(*a).ApplyServerBatch(*frame->body_as_OpBatch(), cursor, server).status();
+    return ApplyServerBatch(a.get(), &enc, cursor, server);
   };
   ASSERT_TRUE(receive(IncOp(b, 1), 1).ok());  // c/k: {"n":5}
   ASSERT_TRUE(a->Delete("c", "k").ok());      // seq 1: supersedes b's increment
@@ -530,22 +535,16 @@ TEST_F(ReplicaTest, ALeavingDocumentKeepsWritesNotYetAcknowledged) {
   ReplicaId b, server;
   b.bytes.fill(7);
   server.bytes.fill(9);
-  auto receive = [&](protocol::BatchEncoder* enc, uint64_t cursor) {
-    flatbuffers::FlatBufferBuilder fbb;
-    enc->Finish(&fbb, cursor);
-    auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
-    return SyncAccess(*a).ApplyServerBatch(*frame->body_as_OpBatch(), cursor, server).status();
-  };
   protocol::BatchEncoder first;
   first.Add(IncOp(b, 1));
-  ASSERT_TRUE(receive(&first, 1).ok());              // c/k: b's 5
+  ASSERT_TRUE(ApplyServerBatch(a.get(), &first, 1, server).ok());  // c/k: b's 5
   ASSERT_TRUE(a->Increment("c", "k", "n", 1).ok());  // seq 1, acknowledged below
   ASSERT_TRUE(SyncAccess(*a).AckOutbox(1, {}).ok());
   ASSERT_TRUE(a->Increment("c", "k", "n", 2).ok());  // seq 2, not yet
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":8})");
   protocol::BatchEncoder leave;
   leave.AddLeave("c", "k");
-  ASSERT_TRUE(receive(&leave, 2).ok());
+  ASSERT_TRUE(ApplyServerBatch(a.get(), &leave, 2, server).ok());
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":2})");
   ASSERT_TRUE(SyncAccess(*a).AckOutbox(2, {}).ok());
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":2})");
@@ -566,15 +565,9 @@ TEST_F(ReplicaTest, AnEvictingSnapshotBringsBackOwnWritesOfADocumentThatLeft) {
                }).ok());
   ASSERT_EQ(own.size(), 1u);
   ASSERT_TRUE(SyncAccess(*a).AckOutbox(1, {}).ok());
-  auto apply = [&](protocol::BatchEncoder* enc, uint64_t cursor) {
-    flatbuffers::FlatBufferBuilder fbb;
-    enc->Finish(&fbb, cursor);
-    auto frame = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer());
-    return SyncAccess(*a).ApplyServerBatch(*frame->body_as_OpBatch(), cursor, server).status();
-  };
   protocol::BatchEncoder leave;
   leave.AddLeave("c", "k");
-  ASSERT_TRUE(apply(&leave, 1).ok());
+  ASSERT_TRUE(ApplyServerBatch(a.get(), &leave, 1, server).ok());
   EXPECT_EQ(Get(a.get(), "c", "k"), "<none>");
   store::SnapshotState snap;
   snap.server_id = server;
