@@ -16,6 +16,7 @@
 #include "auth/keys.h"
 #include "port/port.h"
 #include "replica/replica.h"
+#include "replica/sync_access.h"
 #include "rules/rules.h"
 #include "support/fault_proxy.h"
 #include "support/server_thread.h"
@@ -609,6 +610,121 @@ TEST(RulesSync, RulesThatChangeRebaseTheirClients) {
     EXPECT_EQ(server.log().find("snapshot"), std::string::npos) << server.log();
     EXPECT_TRUE(alice->Get("tasks", "mine").value().has_value());
   }
+}
+
+// docs/sync-rules.md "Leaving": a push whose Ack was lost was judged before its client comes
+// back; a leave that reaches the client before the Ack of the push retried takes the writes the
+// server had judged with the rest (the batch says how far: OpBatch.leave_through), so the
+// document does not stay behind with only those (fails without: it stays, "alice's" alone).
+TEST(RulesSync, ALeaveBeforeTheAckOfARetriedPushTakesWhatTheServerJudged) {
+  TempDir dir;
+  ServerThread server(RulesOptions(dir));
+  const std::string bob_token = Token("bob", {"red", "blue"});
+  const std::string alice_token = Token("alice", {"red"});
+  auto bob = OpenReplica(dir.File("bob.db"));
+  auto alice = OpenReplica(dir.File("alice.db"));
+  ASSERT_TRUE(bob->Put("tasks", "d", Task("bob", "red")).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
+  ASSERT_TRUE(alice->Get("tasks", "d").value().has_value());
+  // She edits d; the Ack of her push is lost (Welcome, CaughtUp, then the Ack).
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 2;
+    return f;
+  });
+  ASSERT_TRUE(alice->Put("tasks", "d", {{"title", Value::String("alice's")}}).ok());
+  sync::SyncOptions o;
+  o.token = alice_token;
+  EXPECT_FALSE(SyncOnce(alice.get(), "127.0.0.1:" + std::to_string(proxy.port()), o).ok());
+  ASSERT_EQ(proxy.cuts(), 1);
+  // Bob takes d to team blue: out of her view. She comes back.
+  ASSERT_TRUE(bob->Put("tasks", "d", {{"team", Value::String("blue")}}).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  Status synced = Sync(alice.get(), server, alice_token);
+  ASSERT_TRUE(synced.ok()) << synced.ToString();
+  EXPECT_FALSE(alice->Get("tasks", "d").value().has_value()) << alice->DumpString().value();
+  EXPECT_TRUE(RejectedOps(alice.get()).empty());
+  EXPECT_EQ(alice->GetStatus().value().pending_ops, 0);
+  // Her write was taken: Bob has it.
+  ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+  EXPECT_EQ(bob->Get("tasks", "d").value()->at("title").as_string(), "alice's");
+}
+
+// docs/sync-rules.md "Rules that change": a rebase snapshot cut midway resumes only under the
+// rules and the view it was planned under; under others it starts again, so what was staged
+// under the old ones is not kept (fails when resumed across either: the blue tasks stay).
+TEST(RulesSync, ACutRebaseResumesOnlyUnderItsRulesAndView) {
+  TempDir dir;
+  server::ServerOptions so = RulesOptions(dir);
+  so.max_batch_ops = 4;  // many small chunks
+  auto bob = OpenReplica(dir.File("bob.db"));
+  const std::string bob_token = Token("bob", {"red", "blue"});
+  WriteBatch tasks;
+  for (int i = 0; i < 12; i++) {
+    // Keys in snapshot order: the blue ones (a*) are staged first.
+    const std::string n = std::to_string(10 + i);
+    for (const char* team : {"blue", "red"}) {
+      const std::string key = (team[0] == 'b' ? "a" : "b") + n;
+      tasks.Set("tasks", key, "owner", Value::String("bob"));
+      tasks.Set("tasks", key, "team", Value::String(team));
+    }
+  }
+  ASSERT_TRUE(bob->Write(tasks).ok());
+  // Frames to a new replica: Welcome, SnapshotBegin, chunks...: cut before the third chunk.
+  auto cut_snapshot = [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 4;
+    return f;
+  };
+  auto staged_blue = [&](Replica* r, ServerThread& server, const std::string& token) {
+    FaultProxy proxy(server.port(), cut_snapshot);
+    sync::SyncOptions o;
+    o.token = token;
+    EXPECT_FALSE(SyncOnce(r, "127.0.0.1:" + std::to_string(proxy.port()), o).ok());
+    EXPECT_EQ(proxy.cuts(), 1);
+    auto staged = SyncAccess(*r).GetSnapshot().value();
+    ASSERT_TRUE(staged.has_value());
+    EXPECT_EQ(staged->after_key.substr(0, 1), "a");  // blue tasks staged, not applied
+  };
+  auto alice = OpenReplica(dir.File("alice.db"));
+  auto carol = OpenReplica(dir.File("carol.db"));
+  const std::string carol_token = Token("carol", {"red", "blue"});
+  {
+    ServerThread server(so);
+    ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+    // Another view: Alice's token loses team blue between the cut and her return.
+    staged_blue(alice.get(), server, Token("alice", {"red", "blue"}));
+    Status synced = Sync(alice.get(), server, Token("alice", {"red"}));
+    ASSERT_TRUE(synced.ok()) << synced.ToString();
+    EXPECT_FALSE(alice->Get("tasks", "a10").value().has_value());
+    EXPECT_TRUE(alice->Get("tasks", "b10").value().has_value());
+    EXPECT_EQ(alice->DumpString().value().find("\"a1"), std::string::npos);
+    // The same view: resumed.
+    staged_blue(carol.get(), server, carol_token);
+    ASSERT_TRUE(Sync(carol.get(), server, carol_token).ok());
+    EXPECT_NE(server.log().find("(resumed)"), std::string::npos) << server.log();
+    EXPECT_TRUE(carol->Get("tasks", "a10").value().has_value());
+  }
+  // Other rules (tasks in their owner's channel only), the same grants: Dave's cut rebase
+  // starts again.
+  auto dave = OpenReplica(dir.File("dave.db"));
+  const std::string dave_token = Token("dave", {"red", "blue"});
+  {
+    ServerThread server(so);
+    staged_blue(dave.get(), server, dave_token);
+  }
+  server::ServerOptions owners = so;
+  auto rules = rules::Rules::Parse(R"({"collections": {"tasks": {"channels": ["user:{owner}"]}},
+    "grants": {"read": ["public", "user:{sub}", "team:{teams[]}"],
+               "write": ["user:{sub}", "team:{teams[]}"]}})");
+  ASSERT_TRUE(rules.ok()) << rules.status().ToString();
+  owners.rules = std::make_shared<const rules::Rules>(std::move(rules).value());
+  ServerThread server(owners);
+  Status synced = Sync(dave.get(), server, dave_token);
+  ASSERT_TRUE(synced.ok()) << synced.ToString();
+  EXPECT_EQ(server.log().find("(resumed)"), std::string::npos) << server.log();
+  EXPECT_EQ(dave->DumpString().value(), "{}");
 }
 
 // Bob's five tasks of team blue, each kBlobBytes large, moved to team red in one push after

@@ -195,9 +195,10 @@ flatbuffers::Offset<wire::OpBatch> BatchEncoder::Build(flatbuffers::FlatBufferBu
   }
   flatbuffers::Offset<wire::OpBatch> enter;
   if (enter_ && !enter_->empty()) enter = enter_->Build(fbb);
+  const uint64_t leave_through = leave_.empty() ? 0 : leave_through_;
   *this = BatchEncoder();  // release the encoder's memory before the frame is used
   return wire::CreateOpBatch(*fbb, origins, colls, fields, ops, count, cursor, batch_id, covers,
-                             moves, leave, enter);
+                             moves, leave, enter, leave_through);
 }
 
 Result<std::vector<ChannelMove>> DecodeMoves(const wire::OpBatch& batch) {

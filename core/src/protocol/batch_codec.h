@@ -71,6 +71,9 @@ class BatchEncoder {
   void AddLeave(const std::string& collection, const std::string& key) {
     leave_.emplace_back(collection, key);
   }
+  // With leaves: the receiver's own ops up to `seq` were judged when they left
+  // (OpBatch.leave_through).
+  void SetLeaveThrough(uint64_t seq) { leave_through_ = seq; }
   BatchEncoder* enter() {
     if (!enter_) enter_ = std::make_unique<BatchEncoder>();
     return enter_.get();
@@ -99,6 +102,7 @@ class BatchEncoder {
   std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covers_;
   std::vector<ChannelMove> moves_;
   std::vector<std::pair<std::string, std::string>> leave_;
+  uint64_t leave_through_ = 0;
   std::unique_ptr<BatchEncoder> enter_;
   std::vector<ReplicaId> origins_;
   std::map<ReplicaId, OriginState> origin_state_;

@@ -110,15 +110,16 @@ Result<ServerBatchStats> SyncAccess::ApplyServerBatch(const wire::OpBatch& batch
       }
       if (!st.ok()) break;
     }
-    // What the server knew when it sent the leave goes: every op but this replica's own not
-    // acknowledged yet, which it had not judged (an Ack is sent before any later batch).
-    // Those stay, are judged as usual, and one accepted that brings the document back into
-    // the view brings its state with it.
+    // What the server knew when it sent the leave goes: every op but this replica's own it
+    // had not judged: those past its receipt then (leave_through; a push retried after a
+    // lost Ack was judged before its Ack comes) and not acknowledged (an Ack is sent before
+    // any later batch). Those stay, are judged as usual, and one accepted that brings the
+    // document back into the view brings its state with it.
     Result<uint64_t> unacked = st.ok() ? r_->store_->FirstUnacked() : Result<uint64_t>(st);
     if (!unacked.ok()) {
       st = unacked.status();
     } else {
-      const uint64_t from = *unacked;
+      const uint64_t from = std::max(*unacked, batch.leave_through() + 1);
       st = RemoveFromView(left,
                           [&](const OpId& id) { return id.origin != r_->id_ || id.seq < from; });
     }

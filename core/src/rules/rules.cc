@@ -227,7 +227,8 @@ std::string ViewRecord::ToJson() const {
   return Json{{"to", ViewJson(to)},
               {"maybe", ViewJson(maybe)},
               {"surely", ViewJson(surely)},
-              {"cursor", cursor}}
+              {"cursor", cursor},
+              {"rules", rules}}
       .dump();
 }
 
@@ -241,6 +242,10 @@ Result<ViewRecord> ViewRecord::Parse(std::string_view text) {
     return Status::Corrupt("a replica's view record is malformed");
   }
   r.cursor = j["cursor"].get<uint64_t>();
+  if (j.contains("rules")) {
+    if (!j["rules"].is_string()) return Status::Corrupt("a replica's view record is malformed");
+    r.rules = j["rules"].get<std::string>();
+  }
   return r;
 }
 

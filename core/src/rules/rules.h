@@ -81,13 +81,18 @@ struct View {
 struct ViewRecord {
   View to, maybe, surely;
   uint64_t cursor = 0;
+  // The digest of the sync rules the views were given under (Rules::digest; "" in a record
+  // of an earlier version): a snapshot cut under other rules is not resumed.
+  std::string rules;
 
   // Certain: `view` held from `cursor` on.
-  static ViewRecord Held(const View& view, uint64_t cursor) {
-    return ViewRecord{view, view, view, cursor};
+  static ViewRecord Held(const View& view, uint64_t cursor, std::string rules) {
+    return ViewRecord{view, view, view, cursor, std::move(rules)};
   }
+  bool certain() const { return maybe == to && surely == to; }
   bool operator==(const ViewRecord& o) const {
-    return to == o.to && maybe == o.maybe && surely == o.surely && cursor == o.cursor;
+    return to == o.to && maybe == o.maybe && surely == o.surely && cursor == o.cursor &&
+           rules == o.rules;
   }
   std::string ToJson() const;
   static Result<ViewRecord> Parse(std::string_view json);  // ECORRUPT when malformed

@@ -487,13 +487,14 @@ Status Session::StartView() {
 }
 
 Status Session::KeepViewRecord(const rules::View& maybe, const rules::View& surely) {
-  rules::ViewRecord next{view_, maybe.Union(view_), surely.Intersection(view_), sent_};
-  if (next.maybe == view_ && next.surely == view_) {
+  rules::ViewRecord next{view_, maybe.Union(view_), surely.Intersection(view_), sent_,
+                         RulesDigest()};
+  if (next.certain()) {
     // Certain: a record that says so already stays (its cursor does not matter then).
-    if (record_.to == view_ && record_.maybe == view_ && record_.surely == view_) {
+    if (record_.certain() && record_.to == view_ && record_.rules == next.rules) {
       return Status::OK();
     }
-    next = rules::ViewRecord::Held(view_, sent_);
+    next = rules::ViewRecord::Held(view_, sent_, next.rules);
   }
   if (next == record_) return Status::OK();
   CAIRN_RETURN_IF_ERROR(server_->store->SetReplicaView(replica_, next.ToJson()));
@@ -680,6 +681,7 @@ void Session::Pump() {
         enc.AddLeave(leaving_[n].first, leaving_[n].second);
       }
       leaving_.erase(leaving_.begin(), leaving_.begin() + static_cast<ptrdiff_t>(n));
+      enc.SetLeaveThrough(store->state()->Through(replica_));
       std::string frame;
       enc.FinishFrame(&frame, sent_);
       conn->Send(std::move(frame));
@@ -795,6 +797,9 @@ void Session::Pump() {
       enc.Cover(origin, covered[origin].first, covered[origin].second);
     }
     if (!enc.empty() || enc.has_covers() || enc.has_view_changes()) {
+      // Leaves take the client's own ops the server judged (all it holds now: one judged
+      // after the entry that moves the document back in brings its state then).
+      enc.SetLeaveThrough(store->state()->Through(replica_));
       std::string frame;
       enc.FinishFrame(&frame, last);
       conn->Send(std::move(frame));

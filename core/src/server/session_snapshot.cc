@@ -66,8 +66,20 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
   // A snapshot of the same kind cut earlier resumes where it stopped, if the log still covers
   // its cursor.
   const wire::SnapshotResume* resume = hello.resume();
-  if (resume && same_server && resume->rebase() == snap.rebase &&
-      resume->cursor() >= store->floor() && resume->cursor() <= store->head()) {
+  bool resumable = resume && same_server && resume->rebase() == snap.rebase &&
+                   resume->cursor() >= store->floor() && resume->cursor() <= store->head();
+  if (resumable && grants_) {
+    // docs/sync-rules.md "Rules that change": what was staged was chosen by the view and the
+    // rules of its session; it counts only when the replica's view record says both are
+    // those of this one (else the staged part could hold documents outside the view now).
+    CAIRN_ASSIGN_OR_RETURN(std::string text, store->ReplicaView(replica_));
+    Result<rules::ViewRecord> record =
+        text.empty() ? Result<rules::ViewRecord>(Status::NotFound("no view record"))
+                     : rules::ViewRecord::Parse(text);
+    resumable =
+        record.ok() && record->certain() && record->to == view_ && record->rules == RulesDigest();
+  }
+  if (resumable) {
     snap.resumed = true;
     snap.cursor = resume->cursor();
     const std::string after = resume->after_collection() ? resume->after_collection()->str() : "";

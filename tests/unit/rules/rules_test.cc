@@ -317,18 +317,26 @@ TEST(RulesTest, ViewsAndTheirRecords) {
   EXPECT_TRUE(red.Union(all).all);
   EXPECT_EQ(all.Intersection(blue), blue);
 
-  ViewRecord r{red, red.Union(blue), red.Intersection(blue), 42};
+  ViewRecord r{red, red.Union(blue), red.Intersection(blue), 42, ""};
   auto back = ViewRecord::Parse(r.ToJson());
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(*back == r);
-  ViewRecord held = ViewRecord::Held(all, 7);
+  EXPECT_FALSE(r.certain());
+  ViewRecord held = ViewRecord::Held(all, 7, "digest");
+  EXPECT_TRUE(held.certain());
   auto held_back = ViewRecord::Parse(held.ToJson());
   ASSERT_TRUE(held_back.ok());
   EXPECT_TRUE(*held_back == held);
+  EXPECT_EQ(held_back->rules, "digest");
+  // A record of the version before the rules' digest was kept: under none.
+  auto earlier = ViewRecord::Parse(R"({"to":[],"maybe":[],"surely":[],"cursor":3})");
+  ASSERT_TRUE(earlier.ok());
+  EXPECT_EQ(earlier->rules, "");
   for (const char* bad : {"", "[]", "{\"to\":[],\"maybe\":[],\"surely\":[]}",
                           "{\"to\":[1],\"maybe\":[],\"surely\":[],\"cursor\":1}",
                           "{\"to\":\"x\",\"maybe\":[],\"surely\":[],\"cursor\":1}",
-                          "{\"to\":[],\"maybe\":[],\"surely\":[],\"cursor\":-1}"}) {
+                          "{\"to\":[],\"maybe\":[],\"surely\":[],\"cursor\":-1}",
+                          "{\"to\":[],\"maybe\":[],\"surely\":[],\"cursor\":1,\"rules\":2}"}) {
     EXPECT_EQ(ViewRecord::Parse(bad).status().code(), Code::kECORRUPT) << bad;
   }
 }
