@@ -1255,6 +1255,51 @@ TEST(SyncAuth, LostAckOfARefusalReportsItAgain) {
   EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
 }
 
+// docs/protocol.md "Refused ops": refusals beyond an Ack's budget (here one each) go in further
+// Acks, each acknowledging only up to the next one's first refusal, so the client takes none of
+// them for accepted, also when a retry after a lost Ack gets them all again.
+TEST(SyncAuth, ManyRefusalsComeInSeveralAcks) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.token_secret = kSecret;
+  so.max_ack_bytes = 1;
+  ServerThread server(so);
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 3;  // Welcome, CaughtUp, the first Ack, cut
+    return f;
+  });
+  sync::SyncOptions limited;
+  limited.token = Token("alice", 3600, {"*"}, {"notes"});
+  auto a = OpenReplica(dir.File("a.db"));
+  for (int i = 0; i < 6; i++) {  // seqs 1, 3, ... refused; 2, 4, ... taken
+    ASSERT_TRUE(a->Put("prices", "p" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+    ASSERT_TRUE(a->Put("notes", "n" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+  }
+  const std::string via_proxy = "127.0.0.1:" + std::to_string(proxy.port());
+  EXPECT_FALSE(SyncOnce(a.get(), via_proxy, limited).ok());
+  EXPECT_EQ(proxy.cuts(), 1);
+  // The first Ack: seq 1 refused, 2 taken, up to 2 only (one Ack for all: nothing pending).
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 10);
+  EXPECT_EQ(RejectedOps(a.get()).size(), 1u);
+  ASSERT_TRUE(SyncOnce(a.get(), via_proxy, limited).ok());
+  EXPECT_EQ(RejectedOps(a.get()).size(), 6u);
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 0);
+  for (int i = 0; i < 6; i++) {
+    EXPECT_FALSE(a->Get("prices", "p" + std::to_string(i)).value().has_value()) << i;
+    EXPECT_TRUE(a->Get("notes", "n" + std::to_string(i)).value().has_value()) << i;
+  }
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+  // Listed: the six of the push, then the five the retry repeats (from its first seq, 3).
+  const std::string log = server.log();
+  size_t listed = 0;
+  for (size_t at = log.find("refused seqs"); at != std::string::npos;
+       at = log.find("refused seqs", at + 1)) {
+    listed++;
+  }
+  EXPECT_EQ(listed, 11u) << log;
+}
+
 // docs/crdt-semantics.md "Clock safety". A device whose clock runs a year ahead writes offline; the
 // server refuses those ops (ECLOCK) instead of letting them win every conflict for a year; the
 // device records and undoes them, winds its clock back, and its later writes are taken and ordered

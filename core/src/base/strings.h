@@ -18,6 +18,9 @@ bool HexDecode(std::string_view hex, std::string* out);
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
 bool IsValidUtf8(std::string_view s);
 
+// `s` cut to at most `max_bytes`, at a character boundary when `s` is UTF-8.
+std::string_view Utf8Prefix(std::string_view s, size_t max_bytes);
+
 // ASCII lowercase copy (names are ASCII by rule).
 std::string AsciiLower(std::string_view s);
 // ASCII case-insensitive comparisons, without a copy.

@@ -4,11 +4,12 @@
 #include <map>
 
 #include "base/killpoint.h"
+#include "base/strings.h"
+#include "oplog/admission.h"
+#include "oplog/validate.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
-#include "oplog/admission.h"
-#include "oplog/validate.h"
 #include "server/stream_tables.h"
 #ifdef CAIRN_HAVE_POSTGRESQL
 #include "server/pg/pg_server_store.h"
@@ -136,7 +137,29 @@ Status FinishPush(
 }
 
 Refused RefusalOf(const std::vector<Op>& txn, size_t n, const Status& verdict) {
-  return Refused{txn.front().id.seq, txn[n - 1].id.seq, verdict.code(), verdict.message()};
+  // Bounded: a reason names a document (its key) and channels (from its values), and an Ack
+  // lists many (SplitAck).
+  std::string reason(Utf8Prefix(verdict.message(), kMaxReasonBytes));
+  return Refused{txn.front().id.seq, txn[n - 1].id.seq, verdict.code(), std::move(reason)};
+}
+
+std::vector<AckPart> SplitAck(const std::vector<Refused>& refused, uint64_t through,
+                              size_t budget) {
+  std::vector<AckPart> parts;
+  size_t begin = 0;
+  do {
+    size_t end = begin, bytes = 0;
+    while (end < refused.size()) {
+      const size_t more = refused[end].reason.size() + 48;  // seqs, code, tables' overhead
+      if (end > begin && bytes + more > budget) break;
+      bytes += more;
+      end++;
+    }
+    parts.push_back(
+        AckPart{end < refused.size() ? refused[end].first_seq - 1 : through, begin, end});
+    begin = end;
+  } while (begin < refused.size());
+  return parts;
 }
 
 Status CheckFork(const ReplicaId& origin, const PushSort& sort, std::optional<Hlc> ours) {

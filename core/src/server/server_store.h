@@ -126,8 +126,17 @@ Status FinishPush(
     const std::function<Result<std::optional<Hlc>>(uint64_t seq)>& op_hlc,
     const std::function<Status(uint64_t low, uint64_t high, std::vector<Refused>* out)>& refused_in,
     PushResult* result);
-// A refusal of the transaction txn[0..n) for `verdict`.
+// A refusal of the transaction txn[0..n) for `verdict`, its reason cut to kMaxReasonBytes.
+constexpr size_t kMaxReasonBytes = 1024;
 Refused RefusalOf(const std::vector<Op>& txn, size_t n, const Status& verdict);
+// docs/protocol.md "Refused ops": a push's Ack as several, each listing refusals (in seq order)
+// of at most about `budget` bytes (one at least): each acknowledges up to the seq before the
+// first refusal of the next, the last one the whole receipt `through`.
+struct AckPart {
+  uint64_t through;
+  size_t begin, end;  // refused[begin..end)
+};
+std::vector<AckPart> SplitAck(const std::vector<Refused>& refused, uint64_t through, size_t budget);
 // The stamp of op `seq` of `origin` in a log entry's batch (an OpBatch frame), if it holds it.
 Result<std::optional<Hlc>> FindOpHlc(std::string_view batch_frame, const ReplicaId& origin,
                                      uint64_t seq);

@@ -398,19 +398,24 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   }
   KillPoint("server.push.committed");
   if (own_seq_) own_seq_ = std::max(*own_seq_, pushed->through);  // (not sent back to it)
-  flatbuffers::FlatBufferBuilder fbb(128);
-  std::vector<flatbuffers::Offset<wire::Refusal>> refused;
-  for (const Refused& r : pushed->refused) {
-    refused.push_back(wire::CreateRefusal(fbb, r.first_seq, r.last_seq,
-                                          static_cast<int32_t>(r.code),
-                                          fbb.CreateString(r.reason)));
-    server_->Log("session " + replica_.Hex() + ": refused seqs " + std::to_string(r.first_seq) +
-                 ".." + std::to_string(r.last_seq) + ": " + r.reason);
+  // Many refusals (a retry repeats earlier ones) go in several Acks, each acknowledging up to
+  // the first refusal of the next (docs/protocol.md "Refused ops").
+  const std::vector<Refused>& all = pushed->refused;
+  for (const AckPart& part : SplitAck(all, pushed->through, server_->options.max_ack_bytes)) {
+    flatbuffers::FlatBufferBuilder fbb(128);
+    std::vector<flatbuffers::Offset<wire::Refusal>> refused;
+    for (size_t i = part.begin; i < part.end; i++) {
+      const Refused& r = all[i];
+      refused.push_back(wire::CreateRefusal(
+          fbb, r.first_seq, r.last_seq, static_cast<int32_t>(r.code), fbb.CreateString(r.reason)));
+      server_->Log("session " + replica_.Hex() + ": refused seqs " + std::to_string(r.first_seq) +
+                   ".." + std::to_string(r.last_seq) + ": " + r.reason);
+    }
+    wire::AckEntry entry(protocol::ToWire(replica_), part.through);
+    auto ack = wire::CreateAck(fbb, fbb.CreateVectorOfStructs(&entry, 1), batch.batch_id(),
+                               refused.empty() ? 0 : fbb.CreateVector(refused));
+    conn->Send(FinishFrame(&fbb, wire::Body::Ack, ack));
   }
-  wire::AckEntry entry(protocol::ToWire(replica_), pushed->through);
-  auto ack = wire::CreateAck(fbb, fbb.CreateVectorOfStructs(&entry, 1), batch.batch_id(),
-                             refused.empty() ? 0 : fbb.CreateVector(refused));
-  conn->Send(FinishFrame(&fbb, wire::Body::Ack, ack));
   caught_up_sent_ = false;  // the client learns the exchange completed by the next CaughtUp
   server_->PumpAll();
 }

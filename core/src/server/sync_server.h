@@ -60,6 +60,9 @@ struct ServerOptions {
   size_t max_unauthenticated_bytes = 64u << 20;
   uint32_t max_batch_ops = 8192;       // ops per batch the server sends
   uint32_t window_batches = 8;         // unacknowledged pushes a client may have in flight
+  // The refusals one Ack lists, in bytes: more go in further Acks (docs/protocol.md "Refused
+  // ops"; far below any frame limit).
+  size_t max_ack_bytes = 1u << 20;
   size_t snapshot_docs_per_turn = 4096;  // documents a snapshot reads before serving others
   // docs/crdt-semantics.md "Clock safety": a transaction with an op stamped further ahead of the
   // server's clock is refused (ECLOCK); clients rewind their clock to this bound

@@ -82,6 +82,16 @@ TEST(HexTest, RoundTrips) {
   EXPECT_FALSE(HexDecode("abc", &back));
 }
 
+TEST(Utf8PrefixTest, CutsAtACharacterBoundary) {
+  EXPECT_EQ(Utf8Prefix("abc", 5), "abc");
+  EXPECT_EQ(Utf8Prefix("abc", 2), "ab");
+  EXPECT_EQ(Utf8Prefix("a\xc3\xa9z", 2), "a");  // "é" not cut in two
+  EXPECT_EQ(Utf8Prefix("a\xc3\xa9z", 3), "a\xc3\xa9");
+  EXPECT_EQ(Utf8Prefix("\xf0\x9f\x98\x80!", 3), "");  // a 4-byte character
+  EXPECT_EQ(Utf8Prefix("\xf0\x9f\x98\x80!", 4), "\xf0\x9f\x98\x80");
+  EXPECT_EQ(Utf8Prefix("abc", 0), "");
+}
+
 TEST(Sha256Test, MatchesKnownVector) {
   Sha256 sha;
   sha.Update("abc");

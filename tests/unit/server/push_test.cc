@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "base/strings.h"
 #include "protocol/batch_codec.h"
 #include "rules/rules.h"
 #include "server/server_store.h"
@@ -133,6 +134,55 @@ TEST_F(PushTest, ARetryInSmallerBatchesReportsEveryRefusalUpToItsReceipt) {
   EXPECT_EQ(next->through, 7u);
   ASSERT_EQ(next->refused.size(), 1u);
   EXPECT_EQ(next->refused[0].first_seq, 7u);
+}
+
+// docs/protocol.md "Refused ops": a refusal's reason is cut to kMaxReasonBytes at a character
+// boundary (it names a document's key and channels, of any length), and many refusals go in
+// several Acks, each acknowledging up to the seq before the next one's first refusal, so that
+// none over a frame and no refused seq is taken for accepted.
+TEST_F(PushTest, RefusalsStayWithinTheBoundsOfTheirAcks) {
+  class RefuseEven : public server::TxnJudge {
+   public:
+    Status Judge(const std::vector<Op>& txn, size_t, Status* verdict) override {
+      std::string why;
+      for (int i = 0; i < 2000; i++) why += "\xc3\xa9";  // "é": two bytes
+      *verdict = txn[0].id.seq % 2 == 0 ? Status(Code::kEPERM, why) : Status::OK();
+      return Status::OK();
+    }
+    std::vector<protocol::ChannelMove> Moves() const override { return {}; }
+  } judge;
+  std::vector<Op> ops;
+  for (uint64_t seq = 1; seq <= 20; seq++) ops.push_back(Set(seq, "f", Value::Int(1)));
+  auto r = Push(ops, {}, &judge);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->through, 20u);
+  ASSERT_EQ(r->refused.size(), 10u);
+  for (const server::Refused& refused : r->refused) {
+    EXPECT_LE(refused.reason.size(), server::kMaxReasonBytes);
+    EXPECT_GE(refused.reason.size(), server::kMaxReasonBytes - 1);
+    EXPECT_TRUE(IsValidUtf8(refused.reason));
+  }
+  // Three refusals an Ack: seqs 2, 4, 6 acknowledged up to 7; ...; the last up to 20.
+  const std::vector<server::AckPart> parts =
+      server::SplitAck(r->refused, r->through, 3 * (server::kMaxReasonBytes + 48));
+  ASSERT_EQ(parts.size(), 4u);
+  const uint64_t throughs[] = {7, 13, 19, 20};
+  size_t next = 0;
+  for (size_t i = 0; i < parts.size(); i++) {
+    EXPECT_EQ(parts[i].through, throughs[i]) << i;
+    EXPECT_EQ(parts[i].begin, next) << i;
+    next = parts[i].end;
+    for (size_t j = parts[i].begin; j < parts[i].end; j++) {
+      EXPECT_LE(r->refused[j].last_seq, parts[i].through);
+    }
+  }
+  EXPECT_EQ(next, r->refused.size());
+  // A budget below one refusal still lists one an Ack; no refusal: one Ack, the receipt.
+  EXPECT_EQ(server::SplitAck(r->refused, r->through, 1).size(), 10u);
+  const std::vector<server::AckPart> none = server::SplitAck({}, 20, 1);
+  ASSERT_EQ(none.size(), 1u);
+  EXPECT_EQ(none[0].through, 20u);
+  EXPECT_EQ(none[0].begin, none[0].end);
 }
 
 // An op the push brought already, or a gap, is damage: nothing of the push is taken.
