@@ -5,12 +5,13 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <unistd.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "bench_util.h"
@@ -90,6 +91,24 @@ inline int64_t ProcessRssKb(pid_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::strtoll(line.c_str() + 6, nullptr, 10);
   }
   return -1;
+}
+
+// CPU time (user + system) the process `pid` has used so far, in seconds (/proc/PID/stat).
+inline double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  std::getline(in, text);  // one line
+  // Fields after the command (in parentheses, which may hold spaces): state is the 3rd field,
+  // utime the 14th, stime the 15th.
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(text.substr(close + 2));
+  std::string f;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> f; i++) {
+    if (i >= 14) ticks += std::strtod(f.c_str(), nullptr);
+  }
+  return ticks / double(sysconf(_SC_CLK_TCK));
 }
 
 // Stops the server (SIGTERM) and returns its peak RSS in KiB.

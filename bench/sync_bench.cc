@@ -3,7 +3,8 @@
 // server spends per idle TLS connection.
 //
 //   sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH] [--idle N]
-//              [--scenario e2e,bootstrap,idle] [--store postgresql://... [--nodes 1|2]]
+//              [--scenario e2e,bootstrap,idle,rules] [--store postgresql://... [--nodes 1|2]]
+//              [--clients N,N... --writes N --rate R]
 //
 // e2e   Replicas A, B and C each write their trace ops offline (transactions of 100 ops, not
 //       timed), then all three sync through one cairn-server (TLS, a certificate made for the
@@ -23,6 +24,9 @@
 //       server restarted with --keep-log 1000 and one write pushed so that it trims) from a
 //       snapshot. Timed: that one sync. Reported: ops per second, bytes received per op, the
 //       replica's peak RSS; its digest must be the server's.
+// rules (not run unless named) Sync rules at scale: fan-out to --clients connected clients
+//       (default 100,1000), each write with the same recipients, and a grant change
+//       (sync_bench_rules.cc).
 // idle  One server; a client process opens N TLS connections (each a Hello of a new replica,
 //       answered by Welcome and CaughtUp) and holds them. Reported: the server's RSS growth per
 //       connection (VmRSS from /proc before and after).
@@ -43,6 +47,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench_child.h"
 #include "bench_server.h"
 #include "bench_util.h"
 #include "net/conn.h"
@@ -50,7 +55,7 @@
 #include "port/port.h"
 #include "protocol/frame.h"
 #include "sync/sync_client.h"
-
+#include "sync_bench_rules.h"
 
 namespace {
 
@@ -63,80 +68,8 @@ struct Args {
   std::string address, ca, store;
   size_t idle = 2000;
   int nodes = 1;
+  RulesArgs rules;
 };
-
-void RaiseFileLimit() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes: told when to start (a byte on stdin), they answer with JSON lines on stdout.
-
-struct Child {
-  pid_t pid = -1;
-  FILE* in = nullptr;   // the child's stdin
-  FILE* out = nullptr;  // the child's stdout
-  int64_t maxrss_kb = 0;
-};
-
-Child SpawnChild(const std::string& self, std::vector<std::string> args) {
-  int to[2], from[2];
-  if (pipe(to) != 0 || pipe(from) != 0) Die("pipe");
-  Child c;
-  c.pid = fork();
-  if (c.pid < 0) Die("fork");
-  if (c.pid == 0) {
-    DieWithParent();
-    dup2(to[0], STDIN_FILENO);
-    dup2(from[1], STDOUT_FILENO);
-    for (int fd : {to[0], to[1], from[0], from[1]}) close(fd);
-    args.insert(args.begin(), self);
-    std::vector<char*> argv;
-    for (auto& s : args) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    execv(self.c_str(), argv.data());
-    _exit(127);
-  }
-  close(to[0]);
-  close(from[1]);
-  c.in = fdopen(to[1], "w");
-  c.out = fdopen(from[0], "r");
-  return c;
-}
-
-Json ReadLine(Child* c) {
-  char buf[1 << 16];
-  if (!std::fgets(buf, sizeof buf, c->out)) Die("a child ended early");
-  return Json::parse(buf);
-}
-
-void Tell(Child* c) {
-  std::fputc('g', c->in);
-  std::fflush(c->in);
-}
-
-void Reap(Child* c) {
-  std::fclose(c->in);
-  std::fclose(c->out);
-  int status = 0;
-  rusage ru{};
-  wait4(c->pid, &status, 0, &ru);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("a child failed");
-  c->maxrss_kb = ru.ru_maxrss;
-}
-
-void WaitForParent() {
-  if (std::fgetc(stdin) == EOF) Die("the parent went away");
-}
-
-void Emit(const Json& j) {
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
-}
 
 // Says the child is ready, waits for the parent's go, and returns the options of a sync with
 // the run's server (TLS, the run's CA).
@@ -315,15 +248,22 @@ void IdleChild(const Args& a) {
 // Parent
 
 void Usage() {
-  std::fprintf(
-      stderr,
-      "usage: sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH]\n"
-      "                  [--idle N] [--scenario e2e,bootstrap,idle] [--store URL [--nodes 1|2]]\n");
+  std::fprintf(stderr,
+               "usage: sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH]\n"
+               "                  [--idle N] [--scenario e2e,bootstrap,idle,rules] [--store URL "
+               "[--nodes 1|2]]\n"
+               "                  [--clients N,N... --writes N --rate R]\n");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The rules scenario's children take flags of their own.
+  if (argc >= 3 && std::string(argv[1]) == "--child" &&
+      std::string(argv[2]).rfind("rules-", 0) == 0) {
+    RulesChild(argv[2], std::vector<std::string>(argv + 3, argv + argc));
+    return 0;
+  }
   Args a;
   std::string scale = "1";
   for (int i = 1; i < argc; i++) {
@@ -360,6 +300,21 @@ int main(int argc, char** argv) {
     } else if (f == "--nodes") {
       a.nodes = std::atoi(next().c_str());
       if (a.nodes < 1 || a.nodes > 2) Die("--nodes takes 1 or 2");
+    } else if (f == "--clients") {
+      a.rules.clients.clear();
+      std::stringstream list(next());
+      for (std::string n; std::getline(list, n, ',');) {
+        const size_t v = std::strtoul(n.c_str(), nullptr, 10);
+        if (v == 0) Die("--clients takes positive numbers, comma-separated");
+        a.rules.clients.push_back(v);
+      }
+      if (a.rules.clients.empty()) Die("--clients takes positive numbers, comma-separated");
+    } else if (f == "--writes") {
+      a.rules.writes = std::strtoul(next().c_str(), nullptr, 10);
+      if (a.rules.writes == 0) Die("--writes takes a positive number");
+    } else if (f == "--rate") {
+      a.rules.rate = std::strtod(next().c_str(), nullptr);
+      if (!(a.rules.rate > 0)) Die("--rate takes a positive number of writes a second");
     } else {
       Usage();
       return 2;
@@ -555,6 +510,13 @@ int main(int argc, char** argv) {
                 "|---:|---:|---:|---:|\n");
     std::printf("| %s | %s | %s | %s KiB |\n", Num(got["connections"].get<double>()).c_str(),
                 Mb(before).c_str(), Mb(after).c_str(), Num(per / 1024.0, 1).c_str());
+  }
+  if (a.scenario.find("rules") != std::string::npos) {
+    a.rules.self = self;
+    a.rules.dir = a.dir;
+    a.rules.server_bin = a.server_bin;
+    a.rules.ca = a.ca;
+    RunRules(a.rules);
   }
   if (temp_dir) fs::remove_all(a.dir);
   return 0;

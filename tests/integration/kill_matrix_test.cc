@@ -159,7 +159,8 @@ class KillRun {
     int status = 0;
     for (;;) {
       const pid_t done = waitpid(pid, &status, WNOHANG);
-      if (done == pid) break;
+      // Checked also when the client is done: one that exits at once when the server died
+      // (a refused connection) would otherwise hide its death from the count of kills.
       if (!server_->Running()) {
         // Only the kill point may stop it, and only with SIGKILL.
         const int st = server_->status();
@@ -168,6 +169,7 @@ class KillRun {
         server_died_ = true;
         StartServer({});
       }
+      if (done == pid) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);

@@ -21,7 +21,8 @@
 // counter equals the increments that returned less those refused, and each device's ops are
 // either in the server's log or reported refused, never both.
 // CAIRN_SIM_SEEDS (default 2000) seeds are spread over the shards; CAIRN_SIM_SEED=N replays
-// one seed, printing its events.
+// one seed, printing its events; CAIRN_SIM_RULES=1 runs every seed with rules (set it for the
+// replay of such a seed too).
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -709,7 +710,8 @@ void Run::ChangeGrant(SimDevice* d) {
 
 std::string Run::Go() {
   SimWorld& w = world;
-  rules = seed % 4 == 0;
+  // Every fourth seed, or every one with CAIRN_SIM_RULES=1 (the long run of sync rules).
+  rules = seed % 4 == 0 || EnvU64("CAIRN_SIM_RULES", 0) != 0;
   link.latency_ms = base_latency_ = w.Uniform(1, 40);
   link.jitter_ms = w.Uniform(0, 20);
   link.idle_timeout_ms = static_cast<uint32_t>(w.Uniform(5, 30) * 1000);

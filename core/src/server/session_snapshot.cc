@@ -28,8 +28,8 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
   snap.cursor = store->head();
   // docs/sync-rules.md "Rules that change": a client (of this version) whose cursor was
   // received under other sync rules, or none, or that never synced with these.
-  const bool other_rules =
-      hello.rules_digest() != nullptr && hello.rules_digest()->str() != RulesDigest();
+  const flatbuffers::String* digest = hello.rules_digest();
+  const bool other_rules = digest != nullptr && digest->str() != RulesDigest();
   if (cursor < store->floor() || (hello.partial() && !same_server) || other_rules) {
     // Behind the kept log, a partial replica new to this server (its receipts count ops it
     // skipped elsewhere), or one of other rules: the state of every collection it reads, then
