@@ -1300,6 +1300,60 @@ TEST(SyncAuth, ManyRefusalsComeInSeveralAcks) {
   EXPECT_EQ(listed, 11u) << log;
 }
 
+// The same through pipelined pushes (three in flight, all judged before the cut): each retried
+// push's Acks repeat the refusals from its first seq, so their receipts go back and forth; the
+// durable callback never goes back (fails with each Ack's receipt as it comes: checked).
+TEST(SyncAuth, DurableReceiptsNeverGoBackAcrossSplitAcks) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.token_secret = kSecret;
+  so.max_ack_bytes = 1;
+  so.max_batch_ops = 4;  // the twelve transactions in three pushes
+  ServerThread server(so);
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 3;  // Welcome, CaughtUp, the first Ack, cut
+    return f;
+  });
+  sync::SyncOptions o;
+  o.server = "127.0.0.1:" + std::to_string(proxy.port());
+  o.token = Token("alice", 3600, {"*"}, {"notes"});
+  auto a = OpenReplica(dir.File("a.db"));
+  for (int i = 0; i < 6; i++) {  // seqs 1, 3, ... refused; 2, 4, ... taken
+    ASSERT_TRUE(a->Put("prices", "p" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+    ASSERT_TRUE(a->Put("notes", "n" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+  }
+  EXPECT_FALSE(SyncOnce(a.get(), o.server, o).ok());
+  EXPECT_EQ(proxy.cuts(), 1);
+  // Live: the client stays for every Ack (SyncOnce would end at the first CaughtUp).
+  std::mutex mu;
+  std::vector<uint64_t> reported;
+  sync::SyncClient c(a.get(), o);
+  c.SetDurableCallback([&](uint64_t through) {
+    std::lock_guard<std::mutex> lock(mu);
+    reported.push_back(through);
+  });
+  ASSERT_TRUE(c.Start().ok());
+  // The retry's Acks: 5 refusals from seq 3, 3 from seq 7, 1 from seq 11, one an Ack.
+  for (int i = 0; i < 1000; i++) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (reported.size() >= 9) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  c.Stop();
+  EXPECT_EQ(RejectedOps(a.get()).size(), 6u);
+  EXPECT_EQ(a->GetStatus().value().pending_ops, 0);
+  EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
+  ASSERT_FALSE(reported.empty());
+  for (size_t i = 1; i < reported.size(); i++) {
+    EXPECT_GE(reported[i], reported[i - 1]) << "report " << i;
+  }
+  EXPECT_EQ(reported.back(), 12u);
+  EXPECT_EQ(reported.size(), 9u);
+}
+
 // docs/crdt-semantics.md "Clock safety". A device whose clock runs a year ahead writes offline; the
 // server refuses those ops (ECLOCK) instead of letting them win every conflict for a year; the
 // device records and undoes them, winds its clock back, and its later writes are taken and ordered

@@ -184,10 +184,12 @@ void Session::OnRenew(const wire::Renew& renew) {
         conn->SendErrorAndClose(Code::kEINTERNAL, "server error changing the view");
         return;
       }
-      caught_up_sent_ = false;
-      Pump();
     }
   }
+  // The client is idle again only once a CaughtUp follows its renewal (after the documents
+  // that leave and enter its view, when it changed).
+  caught_up_sent_ = false;
+  Pump();
 }
 
 void Session::OnTick(net::Link* c, uint64_t) {
@@ -595,12 +597,14 @@ bool Session::MarkEntering(const std::vector<protocol::ChannelMove>& moves, uint
   return any;
 }
 
-void Session::TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor,
+void Session::TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor, bool own,
                          protocol::BatchEncoder* enc) {
   for (protocol::ChannelMove& m : moves) {
     if (!Wants(m.collection, cursor)) continue;
     DocRef ref(std::move(m.collection), std::move(m.key));
-    const bool held = HoldsBefore(ref, m);
+    // The client's own push: it holds what it wrote, in its view or not (a write that took
+    // the document out of it, or one pushed before a session that lost the Ack).
+    const bool held = own || HoldsBefore(ref, m);
     bool holds = held;
     // (Entering, MarkEntering's, was done before the entry: its state sent first.)
     if (!InChannels(m.after) && held) {
@@ -739,7 +743,7 @@ void Session::Pump() {
             full = true;
             return Status(Code::kEBUSY, "documents enter the view");
           }
-          TrackMoves(std::move(moves), e.cursor, &enc);
+          TrackMoves(std::move(moves), e.cursor, /*own=*/true, &enc);
         }
         last = e.cursor;
         return Status::OK();
@@ -777,7 +781,7 @@ void Session::Pump() {
             }
             return Status::OK();
           }));
-      if (grants_) TrackMoves(std::move(moves), e.cursor, &enc);
+      if (grants_) TrackMoves(std::move(moves), e.cursor, own, &enc);
       last = e.cursor;
       if (own) own_seq_ = e.last_seq;
       // Skipped: ops of collections it does not get, and refused seqs (not in the batch).

@@ -20,8 +20,9 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
   const auto* holds = hello.holds();
   if (partial && holds != nullptr) {
     for (const wire::Holding* h : *holds) {
-      if (h->collection() == nullptr) return Status::Invalid("a holding without a collection");
-      holds_[h->collection()->str()] = h->since();
+      const flatbuffers::String* collection = h != nullptr ? h->collection() : nullptr;
+      if (collection == nullptr) return Status::Invalid("a holding without a collection");
+      holds_[collection->str()] = h->since();
     }
   }
   Snapshot snap;
@@ -68,10 +69,18 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
   const wire::SnapshotResume* resume = hello.resume();
   bool resumable = resume && same_server && resume->rebase() == snap.rebase &&
                    resume->cursor() >= store->floor() && resume->cursor() <= store->head();
-  if (resumable && grants_) {
-    // docs/sync-rules.md "Rules that change": what was staged was chosen by the view and the
-    // rules of its session; it counts only when the replica's view record says both are
-    // those of this one (else the staged part could hold documents outside the view now).
+  if (resumable && grants_ && snap.rebase) {
+    // docs/sync-rules.md "Rules that change": what a cut rebase staged was chosen by the view
+    // and the rules of its session, and nothing here tells which session that was (the view
+    // record of a later session that began another rebase, cut before its first frame reached
+    // the client, says the new view while the client still holds the old staged part): it
+    // starts again.
+    resumable = false;
+  } else if (resumable && grants_) {
+    // An "add" snapshot: what was staged was chosen by the view and the rules of its session;
+    // it counts only when the replica's view record is certain and of this view and these
+    // rules (a session that changed the view leaves it uncertain until the client's cursor
+    // passes it, and a batch past it makes the client drop a staged snapshot).
     CAIRN_ASSIGN_OR_RETURN(std::string text, store->ReplicaView(replica_));
     Result<rules::ViewRecord> record =
         text.empty() ? Result<rules::ViewRecord>(Status::NotFound("no view record"))
@@ -82,10 +91,12 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
   if (resumable) {
     snap.resumed = true;
     snap.cursor = resume->cursor();
-    const std::string after = resume->after_collection() ? resume->after_collection()->str() : "";
+    const flatbuffers::String* after_collection = resume->after_collection();
+    const flatbuffers::String* after_key = resume->after_key();
+    const std::string after = after_collection != nullptr ? after_collection->str() : "";
     while (snap.next < snap.collections.size() && snap.collections[snap.next] < after) snap.next++;
     if (snap.next < snap.collections.size() && snap.collections[snap.next] == after) {
-      snap.after_key = resume->after_key() ? resume->after_key()->str() : "";
+      snap.after_key = after_key != nullptr ? after_key->str() : "";
       snap.sent_key = snap.after_key;
     }
   }

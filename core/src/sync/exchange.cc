@@ -74,6 +74,7 @@ void Exchange::Begin(net::Link* link, bool run_once) {
   inflight.clear();
   pushed_through = 0;
   caught_up = false;
+  renewals_unanswered = 0;
   stream_sent.clear();
   stream_inflight.clear();
   stream_refused.clear();
@@ -234,6 +235,8 @@ void Exchange::OnFrame(net::Link* c, const wire::Frame& frame) {
       return;
     case wire::Body::Renewed: {
       const wire::Renewed* renewed = frame.body_as_Renewed();
+      if (renewals_unanswered > 0) renewals_unanswered--;
+      caught_up = false;  // the CaughtUp that follows it says the view is in place
       std::lock_guard<std::mutex> lock(mu);
       st.token_expires_ms = renewed != nullptr ? renewed->token_expires_ms() : 0;
       return;
@@ -353,6 +356,11 @@ void Exchange::SendRenewal() {
     renew = wire::CreateRenew(fbb, fbb.CreateString(token));
   }
   link_->Send(FinishFrame(&fbb, wire::Body::Renew, renew));
+  // Not idle until a CaughtUp comes after the server's answer (a change of view brings and
+  // removes documents first: docs/protocol.md "Token renewal"); one it sent before it saw
+  // the renewal does not count.
+  renewals_unanswered++;
+  caught_up = false;
 }
 
 void Exchange::Push() {
@@ -525,7 +533,10 @@ void Exchange::OnAck(const wire::Ack& ack) {
     cb = durable_cb;
     st.txns_refused += refused.size();
   }
-  if (cb) cb(through);
+  // Several Acks of pushes retried in a pipeline may come with lower receipts than one before
+  // (each lists its part of the refusals): the callback never goes back.
+  durable_through = std::max(durable_through, through);
+  if (cb) cb(durable_through);
   NotifyStatus();
   Push();
 }
@@ -672,7 +683,7 @@ void Exchange::OnCaughtUp(const wire::CaughtUp& cu) {
     return;
   }
   cursor = cu.cursor();
-  caught_up = true;
+  caught_up = renewals_unanswered == 0;
   CheckIdle();
 }
 

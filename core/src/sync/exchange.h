@@ -97,8 +97,10 @@ struct Exchange : net::Link::Delegate {
   ReplicaId server_id;
   std::optional<ReplicaId> known_server;
   uint64_t pushed_through = 0;    // highest local seq sent in this session
+  uint64_t durable_through = 0;   // highest receipt the durable callback reported
   std::deque<uint64_t> inflight;  // last seq of each unacknowledged batch
   bool caught_up = false;         // a CaughtUp came after the last batch received or op pushed
+  int renewals_unanswered = 0;    // Renew frames sent that no Renewed answered yet
   // Streams: per stream the highest seq sent in this session; the unacknowledged batches in
   // order (stream, last seq); the streams the server refused in this session (their records
   // stay queued and are not sent again until the next session).
