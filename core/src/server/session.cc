@@ -128,6 +128,8 @@ void Session::OnRenew(const wire::Renew& renew) {
   flatbuffers::FlatBufferBuilder fbb(64);
   if (!claims_) {  // a server that checks no tokens: nothing changes
     conn->Send(FinishFrame(&fbb, wire::Body::Renewed, wire::CreateRenewed(fbb, 0)));
+    caught_up_sent_ = false;  // a CaughtUp follows every Renewed (the client waits for it)
+    Pump();
     return;
   }
   auto claims = VerifiedClaims(renew.token() ? renew.token()->str() : std::string());
@@ -602,9 +604,17 @@ void Session::TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t curs
   for (protocol::ChannelMove& m : moves) {
     if (!Wants(m.collection, cursor)) continue;
     DocRef ref(std::move(m.collection), std::move(m.key));
-    // The client's own push: it holds what it wrote, in its view or not (a write that took
-    // the document out of it, or one pushed before a session that lost the Ack).
-    const bool held = own || HoldsBefore(ref, m);
+    const bool held = HoldsBefore(ref, m);
+    if (own && !held) {
+      // The client's own push wrote a document the session takes as not held (one it created,
+      // or wrote out of its view; a push whose Ack was lost comes back this way): it holds its
+      // own ops of it, and the document is not in the view at the head, else MarkEntering
+      // would have sent its state. It leaves now, so that nothing of it stays on the client.
+      enc->AddLeave(ref.first, ref.second);
+      entering_.erase(ref);
+      held_[std::move(ref)] = false;
+      continue;
+    }
     bool holds = held;
     // (Entering, MarkEntering's, was done before the entry: its state sent first.)
     if (!InChannels(m.after) && held) {

@@ -161,7 +161,8 @@ class Session : public net::Link::Delegate {
   // that are in it at the head) go into entering_, held from now on; true if any did.
   bool MarkEntering(const std::vector<protocol::ChannelMove>& moves, uint64_t cursor);
   // With the entry: documents its moves take out of the view go into `enc` (OpBatch.leave).
-  // `own`: the entry is the client's own push (it holds each document the push wrote).
+  // `own`: the entry is the client's own push (it holds its own ops of each document the push
+  // wrote: one the session takes as not held leaves at once).
   void TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor, bool own,
                   protocol::BatchEncoder* enc);
   // Moves documents of entering_ into `enc` (OpBatch.enter: their state at the head, those
