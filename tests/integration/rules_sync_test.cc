@@ -76,6 +76,20 @@ bool Eventually(F done) {
   return done();
 }
 
+// One sync whose Ack is lost: the connection is cut after Welcome and CaughtUp, before the
+// Ack of the push (the server took the push; the client does not know).
+void SyncLosingTheAck(Replica* r, const ServerThread& server, const std::string& token) {
+  FaultProxy proxy(server.port(), [](int n) {
+    Faults f;
+    if (n == 0) f.cut_down_before_frame = 2;
+    return f;
+  });
+  sync::SyncOptions o;
+  o.token = token;
+  EXPECT_FALSE(SyncOnce(r, "127.0.0.1:" + std::to_string(proxy.port()), o).ok());
+  EXPECT_EQ(proxy.cuts(), 1);
+}
+
 Fields Task(const std::string& owner, const std::string& team = "") {
   Fields f{{"owner", Value::String(owner)}, {"title", Value::String("t")}};
   if (!team.empty()) f["team"] = Value::String(team);
@@ -627,17 +641,9 @@ TEST(RulesSync, ALeaveBeforeTheAckOfARetriedPushTakesWhatTheServerJudged) {
   ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
   ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
   ASSERT_TRUE(alice->Get("tasks", "d").value().has_value());
-  // She edits d; the Ack of her push is lost (Welcome, CaughtUp, then the Ack).
-  FaultProxy proxy(server.port(), [](int n) {
-    Faults f;
-    if (n == 0) f.cut_down_before_frame = 2;
-    return f;
-  });
+  // She edits d; the Ack of her push is lost.
   ASSERT_TRUE(alice->Put("tasks", "d", {{"title", Value::String("alice's")}}).ok());
-  sync::SyncOptions o;
-  o.token = alice_token;
-  EXPECT_FALSE(SyncOnce(alice.get(), "127.0.0.1:" + std::to_string(proxy.port()), o).ok());
-  ASSERT_EQ(proxy.cuts(), 1);
+  SyncLosingTheAck(alice.get(), server, alice_token);
   // Bob takes d to team blue: out of her view. She comes back.
   ASSERT_TRUE(bob->Put("tasks", "d", {{"team", Value::String("blue")}}).ok());
   ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
@@ -663,16 +669,8 @@ TEST(RulesSync, ADocumentALostPushCreatedLeavesWhenMovedAway) {
   auto bob = OpenReplica(dir.File("bob.db"));
   auto alice = OpenReplica(dir.File("alice.db"));
   ASSERT_TRUE(Sync(alice.get(), server, alice_token).ok());
-  FaultProxy proxy(server.port(), [](int n) {
-    Faults f;
-    if (n == 0) f.cut_down_before_frame = 2;  // Welcome, CaughtUp, then the Ack: lost
-    return f;
-  });
   ASSERT_TRUE(alice->Put("tasks", "mine", Task("alice", "red")).ok());
-  sync::SyncOptions o;
-  o.token = alice_token;
-  EXPECT_FALSE(SyncOnce(alice.get(), "127.0.0.1:" + std::to_string(proxy.port()), o).ok());
-  ASSERT_EQ(proxy.cuts(), 1);
+  SyncLosingTheAck(alice.get(), server, alice_token);
   // Bob takes it: his, team blue. Out of her view.
   ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
   ASSERT_TRUE(bob->Get("tasks", "mine").value().has_value());

@@ -1255,6 +1255,15 @@ TEST(SyncAuth, LostAckOfARefusalReportsItAgain) {
   EXPECT_EQ(a->Digest().value(), ServerDigest(dir));
 }
 
+// Twelve one-op transactions for a token that may write only "notes": seqs 1, 3, ... 11 (prices)
+// are refused, 2, 4, ... 12 (notes) taken.
+void WriteRefusedAndTakenInTurn(Replica* a) {
+  for (int i = 0; i < 6; i++) {
+    ASSERT_TRUE(a->Put("prices", "p" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+    ASSERT_TRUE(a->Put("notes", "n" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
+  }
+}
+
 // docs/protocol.md "Refused ops": refusals beyond an Ack's budget (here one each) go in further
 // Acks, each acknowledging only up to the next one's first refusal, so the client takes none of
 // them for accepted, also when a retry after a lost Ack gets them all again.
@@ -1272,10 +1281,7 @@ TEST(SyncAuth, ManyRefusalsComeInSeveralAcks) {
   sync::SyncOptions limited;
   limited.token = Token("alice", 3600, {"*"}, {"notes"});
   auto a = OpenReplica(dir.File("a.db"));
-  for (int i = 0; i < 6; i++) {  // seqs 1, 3, ... refused; 2, 4, ... taken
-    ASSERT_TRUE(a->Put("prices", "p" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
-    ASSERT_TRUE(a->Put("notes", "n" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
-  }
+  WriteRefusedAndTakenInTurn(a.get());
   const std::string via_proxy = "127.0.0.1:" + std::to_string(proxy.port());
   EXPECT_FALSE(SyncOnce(a.get(), via_proxy, limited).ok());
   EXPECT_EQ(proxy.cuts(), 1);
@@ -1319,10 +1325,7 @@ TEST(SyncAuth, DurableReceiptsNeverGoBackAcrossSplitAcks) {
   o.server = "127.0.0.1:" + std::to_string(proxy.port());
   o.token = Token("alice", 3600, {"*"}, {"notes"});
   auto a = OpenReplica(dir.File("a.db"));
-  for (int i = 0; i < 6; i++) {  // seqs 1, 3, ... refused; 2, 4, ... taken
-    ASSERT_TRUE(a->Put("prices", "p" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
-    ASSERT_TRUE(a->Put("notes", "n" + std::to_string(i), {{"v", Value::Int(i)}}).ok());
-  }
+  WriteRefusedAndTakenInTurn(a.get());
   EXPECT_FALSE(SyncOnce(a.get(), o.server, o).ok());
   EXPECT_EQ(proxy.cuts(), 1);
   // Live: the client stays for every Ack (SyncOnce would end at the first CaughtUp).
