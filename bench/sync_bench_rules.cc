@@ -5,7 +5,9 @@
 // Fan-out: N clients connect (users 0..N-1, each a new replica: a snapshot of its view, 100
 // tasks), then an admin writer sets a field of the tasks of users 0..99 (teams 0..9) at a steady
 // rate: each write has the same ten recipients (its team) whatever N is. Measured: the server's
-// CPU per write (user + system, /proc), the latency from each write to each recipient's
+// CPU per write (user + system, /proc), of which the share it spends idle with N clients (its
+// CPU over a quiet spell of 3 s before the writes, per second, times the writes' spell), the
+// latency from each write to each recipient's
 // connection (p50, p99), the bytes each client received (recipients, the others). The server's
 // work per write should follow its recipients, not N: N = 100 against N = 1,000.
 //
@@ -21,6 +23,7 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -496,20 +499,28 @@ void RunRules(const RulesArgs& a) {
       Num(double(kUsers * kTasksPerUser + kBigTasks)).c_str(), Num(double(kJoiners)).c_str(),
       Num(joined_all["seconds"].get<double>() / double(kJoiners), 3).c_str());
   std::printf(
-      "| connected clients | writes (rate) | server CPU per write | latency p50 / p99 / max | "
-      "bytes per recipient client | bytes per other client |\n"
-      "|---:|---:|---:|---:|---:|---:|\n");
+      "| connected clients | writes (rate) | server CPU per write | of which idle | "
+      "latency p50 / p99 / max | bytes per recipient client | bytes per other client |\n"
+      "|---:|---:|---:|---:|---:|---:|---:|\n");
   for (size_t n : a.clients) {
     const size_t expect = a.writes * kTeamSize;
     Child l = listeners(n, expect);
     ReadLine(&l);
+    // What the server spends with the clients connected and nothing written (timers, the
+    // connections' upkeep): per second, over a quiet spell.
+    const double quiet0 = ProcessCpuSeconds(server.pid);
+    const auto q0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    const double idle_per_s = (ProcessCpuSeconds(server.pid) - quiet0) / Seconds(q0, Clock::now());
     Tell(&l);  // count from here
     const double cpu0 = ProcessCpuSeconds(server.pid);
+    const auto w0 = Clock::now();
     Tell(&writer);
     ReadLine(&writer);
     Tell(&l);  // until every recipient has every write
     const Json got = ReadLine(&l);
     const double cpu = ProcessCpuSeconds(server.pid) - cpu0;
+    const double idle = idle_per_s * Seconds(w0, Clock::now());
     Tell(&l);
     Reap(&l);
     const size_t received = got["received"].get<size_t>();
@@ -517,17 +528,18 @@ void RunRules(const RulesArgs& a) {
     const std::string missing =
         received < expect ? " (" + Num(double(expect - received)) + " deliveries missing)" : "";
     std::printf(
-        "| %s%s | %s (%s/s) | %s us | %s / %s / %s ms | %s | %s |\n", Num(double(n)).c_str(),
-        missing.c_str(), Num(double(a.writes)).c_str(), Num(a.rate).c_str(),
-        Num(cpu * 1e6 / double(a.writes)).c_str(), Num(got["p50_ms"].get<double>(), 2).c_str(),
-        Num(got["p99_ms"].get<double>(), 2).c_str(), Num(got["max_ms"].get<double>(), 2).c_str(),
+        "| %s%s | %s (%s/s) | %s us | %s us | %s / %s / %s ms | %s | %s |\n",
+        Num(double(n)).c_str(), missing.c_str(), Num(double(a.writes)).c_str(), Num(a.rate).c_str(),
+        Num(cpu * 1e6 / double(a.writes)).c_str(), Num(idle * 1e6 / double(a.writes)).c_str(),
+        Num(got["p50_ms"].get<double>(), 2).c_str(), Num(got["p99_ms"].get<double>(), 2).c_str(),
+        Num(got["max_ms"].get<double>(), 2).c_str(),
         Num(got["bytes_per_recipient"].get<double>()).c_str(),
         Num(got["bytes_per_other"].get<double>()).c_str());
   }
   const RawResult raw = RawWrites(a.dir, a.writes);
   std::printf(
       "| raw SQLite, same run: the writes as single-row upserts | %s (%s/s at most) | "
-      "%s us | | | |\n",
+      "%s us | | | | |\n",
       Num(double(a.writes)).c_str(), Num(raw.writes_per_s).c_str(),
       Num(raw.cpu_per_write_us, 1).c_str());
 

@@ -858,6 +858,90 @@ TEST(RulesSync, EnteringStatesSpreadOverBatchesAndSurviveACut) {
   s.ExpectAll();
 }
 
+// docs/sync-rules.md "Fan-out": a write reaches the clients whose view it touches; a client it
+// does not concern hears nothing of it (its cursor stays) until a quiet spell has passed, or the
+// log was trimmed past it, and then gets coverage, not a snapshot. A later write in its view
+// reaches it whole (the coverage before it: no gap).
+TEST(RulesSync, WritesReachOnlyTheClientsTheyConcern) {
+  TempDir dir;
+  FakeClock clock(port::WallClockMs());
+  server::ServerOptions so = RulesOptions(dir);
+  so.store.clock = &clock;
+  so.store.keep_log_ops = 30;
+  ServerThread server(so);
+  auto bob = OpenReplica(dir.File("bob.db"));
+  const std::string bob_token = Token("bob", {"red"});
+  auto write_red = [&](int from, int to) {
+    for (int i = from; i < to; i++) {
+      ASSERT_TRUE(bob->Put("tasks", "r" + std::to_string(i), Task("bob", "red")).ok());
+      ASSERT_TRUE(Sync(bob.get(), server, bob_token).ok());
+    }
+  };
+  write_red(0, 1);
+  auto start = [&](Replica* r, const std::string& token) {
+    sync::SyncOptions o;
+    o.server = server.address();
+    o.token = token;
+    auto live = std::make_unique<sync::SyncClient>(r, o);
+    EXPECT_TRUE(live->Start().ok());
+    return live;
+  };
+  auto alice = OpenReplica(dir.File("alice.db"));
+  auto carol = OpenReplica(dir.File("carol.db"));
+  auto alice_live = start(alice.get(), Token("alice", {"red"}));
+  auto carol_live = start(carol.get(), Token("carol", {"blue"}));
+  // Alice gets every red write: once she has the last one, her cursor is the log's head.
+  auto alice_has = [&](int i) {
+    return Eventually([&] {
+      return alice->Get("tasks", "r" + std::to_string(i)).value().has_value() &&
+             alice_live->status().state == sync::SyncState::kIdle;
+    });
+  };
+  ASSERT_TRUE(alice_has(0));
+  ASSERT_TRUE(Eventually([&] {
+    return carol_live->status().state == sync::SyncState::kIdle &&
+           carol_live->status().cursor == alice_live->status().cursor;
+  }));
+  const uint64_t carol_at = carol_live->status().cursor;
+
+  // Red writes: Alice gets each; Carol hears nothing, not even that her cursor moved.
+  write_red(1, 11);
+  ASSERT_TRUE(alice_has(10));
+  const uint64_t head = alice_live->status().cursor;
+  ASSERT_GT(head, carol_at);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(carol_live->status().cursor, carol_at);
+
+  // A quiet spell later (the server's clock), her cursor moves past them.
+  clock.Advance(so.idle_cursor_ms);
+  EXPECT_TRUE(Eventually([&] { return carol_live->status().cursor == head; }))
+      << carol_live->status().ToJson() << " head " << head;
+
+  // The log trimmed past her (it keeps 30 ops): coverage of what was trimmed, no snapshot. A
+  // replica whose cursor was where hers was shows the trim: it gets a snapshot.
+  auto dave = OpenReplica(dir.File("dave.db"));
+  ASSERT_TRUE(Sync(dave.get(), server, Token("dave", {"blue"})).ok());
+  write_red(11, 80);
+  ASSERT_TRUE(alice_has(79));
+  ASSERT_TRUE(bob->Put("tasks", "b1", Task("bob", "blue")).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, Token("bob", {"red", "blue"})).ok());
+  EXPECT_TRUE(Eventually([&] { return carol->Get("tasks", "b1").value().has_value(); }))
+      << carol_live->status().ToJson();
+  EXPECT_EQ(carol_live->status().last_error, "");
+  EXPECT_EQ(carol_live->status().reconnects, 0u);
+  EXPECT_EQ(server.log().find("fell behind the kept log"), std::string::npos) << server.log();
+  EXPECT_EQ(carol->DumpString().value(),
+            R"({"tasks":{"b1":{"owner":"bob","team":"blue","title":"t"}}})");
+  const size_t before = server.log().size();
+  ASSERT_TRUE(Sync(dave.get(), server, Token("dave", {"blue"})).ok());
+  EXPECT_EQ(dave->DumpString().value(), carol->DumpString().value());
+  const std::string dave_session = server.log().substr(before);
+  EXPECT_NE(dave_session.find("session " + dave->id().Hex()), std::string::npos) << dave_session;
+  EXPECT_NE(dave_session.find(", snapshot"), std::string::npos) << dave_session;
+  carol_live->Stop();
+  alice_live->Stop();
+}
+
 // docs/sync-rules.md "Status" (several nodes): two nodes on one PostgreSQL database. A move
 // pushed through one node makes documents leave and enter the view of a client live on the
 // other; a write pushed through the second is judged on what the first logged (the move that

@@ -16,7 +16,9 @@
 // move them between channels (some writes refused), and gets its grants changed (a renewal on
 // the live session, or a new token at its next connection). A leak detector sees every frame
 // the server sends and fails when one carries an op or a state of a document outside the
-// receiver's view at that moment (or a key it never had, or channel moves); after the heal,
+// receiver's view at that moment (or channel moves, or a leave naming a document it was never
+// sent, never wrote, and that at the batch's cursor was in no channel of any token the device
+// presented: docs/RELIABILITY.md "Deterministic simulation"); after the heal,
 // each device holds exactly the documents of its view, as an admin newcomer has them, every
 // counter equals the increments that returned less those refused, and each device's ops are
 // either in the server's log or reported refused, never both.
@@ -84,6 +86,16 @@ struct Grant {
     };
     const std::string owner = text("owner"), team = text("team");
     return (!owner.empty() && owner == user) || (!team.empty() && teams.count(team) != 0);
+  }
+  // The same for a document in `channels` (as kRules names them).
+  bool ReadsChannels(const std::vector<std::string>& channels) const {
+    if (admin) return true;
+    for (const std::string& c : channels) {
+      if (c == "user:" + user || (c.rfind("team:", 0) == 0 && teams.count(c.substr(5)) != 0)) {
+        return true;
+      }
+    }
+    return false;
   }
   std::string Describe() const {
     std::string out = admin ? "admin" : "user " + user + ", teams";
@@ -214,6 +226,12 @@ class Run {
   };
   std::map<uint64_t, End> ends;
   std::vector<std::set<std::string>> known;
+  std::vector<std::vector<Grant>> presented;  // per device: the grant of every token it sent
+  std::shared_ptr<const rules::Rules> rules_of_run;
+  // Whether the document was, at `cursor`, in a channel that a grant `device` presented reads:
+  // its channels then are those before its first move after `cursor`, else its channels now.
+  bool MayHaveHeld(int device, const std::string& collection, const std::string& key,
+                   uint64_t cursor);
   std::string Mint(const Grant& g);
   void WatchEnd(SimLink* end, int device);
   void CheckFrame(uint64_t end, const wire::Frame& frame);
@@ -647,6 +665,7 @@ void Run::WatchEnd(SimLink* end, int device) {
       return;
     }
     ends[id].grant = t->second;
+    if (ends[id].device >= 0) presented[static_cast<size_t>(ends[id].device)].push_back(t->second);
   };
   end->on_send = [this, id](const wire::Frame& f) { CheckFrame(id, f); };
 }
@@ -692,9 +711,53 @@ void Run::CheckFrame(uint64_t end_id, const wire::Frame& frame) {
         continue;
       }
       const std::string doc = d->collection()->str() + "/" + d->key()->str();
-      if (had->count(doc) == 0) Fail("leak: a batch to " + who + " names " + doc + ", never its");
+      // A leave of a change of view names what the device may hold at its cursor, in any view
+      // it may be in there (the server cannot know what a cut session delivered).
+      if (had->count(doc) == 0 &&
+          !MayHaveHeld(end.device, d->collection()->str(), d->key()->str(), b->cursor())) {
+        Fail("leak: a batch to " + who + " names " + doc +
+             ", never its, in no view it had at cursor " + std::to_string(b->cursor()));
+      }
     }
   }
+}
+
+bool Run::MayHaveHeld(int device, const std::string& collection, const std::string& key,
+                      uint64_t cursor) {
+  server::ServerStore* store = server->hub()->store();
+  // (The moves of a trimmed log are gone: a session at such a cursor is rebased, which names
+  // no leaves.)
+  if (cursor < store->floor()) return true;
+  std::optional<std::vector<std::string>> then;
+  for (uint64_t at = cursor; !then && at < store->head();) {
+    uint64_t next = at;
+    Status st = store->ReadLog(at, 256, [&](const server::LogEntry& e) -> Status {
+      next = e.cursor;
+      CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
+      for (protocol::ChannelMove& m : moves) {
+        if (!then && m.collection == collection && m.key == key) then = std::move(m.before);
+      }
+      return then ? Status(Code::kEBUSY, "found") : Status::OK();
+    });
+    if (!st.ok() && !then) {
+      Fail("reading the log: " + st.ToString());
+      return true;
+    }
+    if (next == at) break;
+    at = next;
+  }
+  if (!then) {
+    auto fields = store->state()->GetDoc(collection, key);
+    if (!fields.ok()) {
+      Fail("reading " + collection + "/" + key + ": " + fields.status().ToString());
+      return true;
+    }
+    then = rules_of_run->Channels(collection, key, fields->has_value() ? **fields : Fields());
+  }
+  for (const Grant& g : presented[static_cast<size_t>(device)]) {
+    if (g.ReadsChannels(*then)) return true;
+  }
+  return false;
 }
 
 // A user joins or leaves a team: a new token, renewed on the live session or kept for the next
@@ -734,6 +797,7 @@ std::string Run::Go() {
     auto parsed = rules::Rules::Parse(kRules);
     if (!parsed.ok()) return "the rules: " + parsed.status().ToString();
     so.rules = std::make_shared<const rules::Rules>(std::move(parsed).value());
+    rules_of_run = so.rules;
     so.token_secret = kSecret;
   }
   const int n = static_cast<int>(w.Uniform(2, 4));
@@ -742,6 +806,7 @@ std::string Run::Go() {
   model.durable.assign(static_cast<size_t>(n), 0);
   model.grants.assign(static_cast<size_t>(n), Grant());
   known.assign(static_cast<size_t>(n), {});
+  presented.assign(static_cast<size_t>(n), {});
   server = std::make_unique<SimServer>(this, so);
   for (int i = 0; i < n; i++) {
     devices.push_back(std::make_unique<SimDevice>(this, i, i > 0 && w.Chance(0.25)));
@@ -1171,9 +1236,12 @@ INSTANTIATE_TEST_SUITE_P(Shards, SimTest, ::testing::Range(0, kShards));
 // Session::TrackMoves, also RulesSync.ADocumentALostPushCreatedLeavesWhenMovedAway). 21957: a
 // device took a CaughtUp the server sent before it saw the device's token renewal as the end
 // of the renewal's change of view, and was idle without the documents entering it (fixed in
-// Exchange: a CaughtUp counts after the Renewed).
+// Exchange: a CaughtUp counts after the Renewed). 41336, 40905, 41482: a change of view's leave
+// names a document the device was never sent but may hold at its cursor (a view its token granted
+// there; the session that would have sent it was cut): allowed, as docs/RELIABILITY.md says;
+// a leave outside every view the device may be in at its cursor still fails.
 TEST(SimReplay, SeedsTheLongRunFound) {
-  for (uint64_t seed : {20033u, 21957u}) {
+  for (uint64_t seed : {20033u, 21957u, 41336u, 40905u, 41482u}) {
     EXPECT_EQ(RunSeed(seed, false, nullptr, /*with_rules=*/true), "") << "seed " << seed;
   }
 }

@@ -177,6 +177,7 @@ void Session::OnRenew(const wire::Renew& renew) {
     // Other grants: documents leave and enter the view (docs/sync-rules.md "Changes of view").
     const rules::View before = view_;
     view_ = rules::View::Of(*grants_, channels_);
+    IndexView();
     if (view_ != before) {
       Status changed = KeepViewRecord(record_.maybe, record_.surely);
       if (changed.ok()) changed = ChangeView(before, before);
@@ -195,7 +196,13 @@ void Session::OnRenew(const wire::Renew& renew) {
 }
 
 void Session::OnTick(net::Link* c, uint64_t) {
-  if (!live_ || !claims_ || c->closing()) return;
+  if (!live_ || c->closing()) return;
+  if (idle_ && sent_ < server_->store->head() &&
+      server_->store->NowMs() - idle_since_ms_ >= server_->options.idle_cursor_ms) {
+    Pump();  // docs/sync-rules.md "Fan-out": the entries it skipped go as coverage
+    if (c->closing()) return;
+  }
+  if (!claims_) return;
   if (server_->store->NowMs() / 1000 < claims_->expires_s + auth::kClockLeewayS) return;
   c->SendErrorAndClose(Code::kETOKEN,
                        "the token expired: renew it (docs/protocol.md \"Token renewal\")");
@@ -256,6 +263,7 @@ void Session::OnHello(const wire::Hello& hello) {
       }
     }
     view_ = rules::View::Of(*grants_, channels_);
+    IndexView();
   } else if (hello.channels() != nullptr && hello.channels()->size() > 0) {
     conn->SendErrorAndClose(
         Code::kEINVAL, "this server has no sync rules: subscribe to collections, not channels");
@@ -356,7 +364,7 @@ void Session::OnHello(const wire::Hello& hello) {
                                 std::string(snapshot_->resumed ? " (resumed)" : "")
                           : std::string()));
   if (head_moved) {
-    server_->PumpAll();  // this session and the others: the entries the catch-up took in
+    server_->Committed(head_before, this);  // and the others the catch-up's entries concern
   } else {
     Pump();
   }
@@ -385,6 +393,7 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   // "Writing").
   std::optional<WriteJudge> judge;
   if (grants_) judge.emplace(server_->options.rules.get(), &*grants_, store->state());
+  const uint64_t head_before = store->head();
   auto pushed = store->ApplyPush(replica_, batch, limits, admit, judge ? &*judge : nullptr);
   if (!pushed.ok()) {
     const Code code = pushed.status().code();
@@ -421,7 +430,7 @@ void Session::OnBatch(const wire::OpBatch& batch) {
     conn->Send(FinishFrame(&fbb, wire::Body::Ack, ack));
   }
   caught_up_sent_ = false;  // the client learns the exchange completed by the next CaughtUp
-  server_->PumpAll();
+  server_->Committed(head_before, this);
 }
 
 // Telemetry (docs/protocol.md "Streams"): stored, then acknowledged; a refused batch (the
@@ -660,10 +669,30 @@ Status Session::AddEntering(size_t budget, protocol::BatchEncoder* enc) {
   return Status::OK();
 }
 
+bool Session::Skips(const EntryReach& r) const {
+  if (!grants_ || view_.all || r.origin == replica_ || view_.Holds(r.channels)) return false;
+  for (const DocRef& ref : r.moved) {
+    auto h = held_.find(ref);
+    if (h != held_.end() && h->second) return false;
+  }
+  return true;
+}
+
 void Session::Pump() {
   if (!live_ || conn->closing()) return;
+  if (idle_) {
+    server_->fan_out.SetIdle(serial_, std::nullopt);
+    idle_ = false;
+  }
   for (;;) {
-    if (!snapshot_ && sent_ < server_->store->floor()) {
+    // Entries trimmed from the log that the kept reach says the client gets nothing of go as
+    // coverage (docs/sync-rules.md "Fan-out"); a snapshot only when one it gets was trimmed.
+    uint64_t skippable = sent_;
+    for (const EntryReach* r; skippable < server_->store->floor() &&
+                              (r = server_->fan_out.Next(skippable)) != nullptr && Skips(*r);) {
+      skippable = r->cursor;
+    }
+    if (!snapshot_ && skippable < server_->store->floor()) {
       // The log was trimmed past this session while it waited (a slow client, or one receiving
       // a snapshot): what it lacks is no longer in the log. A snapshot again, then the log.
       snapshot_ = RebaseSnapshot();
@@ -742,67 +771,89 @@ void Session::Pump() {
       }
       return MarkEntering(moves, cursor);
     };
-    Status st = store->ReadLog(sent_, 64, [&](const LogEntry& e) -> Status {
-      // A client gets back only its own ops it lacks (a restored file).
-      const bool own = e.origin == replica_;
-      if (own && (!own_seq_ || e.last_seq <= *own_seq_)) {
-        // Its own push may still have moved documents out of (or into) its view.
-        if (grants_) {
-          CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
-          if (enters(moves, e.cursor)) {
-            full = true;
-            return Status(Code::kEBUSY, "documents enter the view");
-          }
-          TrackMoves(std::move(moves), e.cursor, /*own=*/true, &enc);
-        }
-        last = e.cursor;
-        return Status::OK();
+    // docs/sync-rules.md "Fan-out": entries the client gets nothing of, as the hub's kept reach
+    // says, go as coverage unread (at most half a batch of it).
+    for (const EntryReach* r;
+         last < store->head() && (r = server_->fan_out.Next(last)) != nullptr && Skips(*r);) {
+      if (skipped_origins.count(r->origin) == 0 &&
+          protocol::kCoverWireBytes * (skipped_origins.size() + 1) > max_bytes / 2) {
+        full = true;
+        break;
       }
-      // docs/protocol.md "Limits": entries go whole while the batch stays within the ops and
-      // bytes a push may have (the coverage still to be added counted); the first goes whatever
-      // its size (it was a push within them).
-      auto fits = [&](const wire::OpBatch& b) -> Status {
-        const size_t covers = protocol::kCoverWireBytes * skipped_origins.size();
-        if (!enc.CanMerge(b, max_ops, max_bytes, covers)) {
-          full = true;
-          return Status(Code::kEBUSY, "batch full");  // stop before it
-        }
-        return Status::OK();
-      };
-      // With sync rules, the entry's channel moves, read from the frame decoded once.
-      std::vector<protocol::ChannelMove> moves;
-      auto first = [&](const wire::OpBatch& b) -> Status {
-        CAIRN_RETURN_IF_ERROR(fits(b));
-        if (grants_) {
-          CAIRN_ASSIGN_OR_RETURN(moves, protocol::DecodeMoves(b));
-          if (enters(moves, e.cursor)) {
-            full = true;
-            return Status(Code::kEBUSY, "documents enter the view");
-          }
-        }
-        return Status::OK();
-      };
-      uint64_t sent = 0;
-      CAIRN_RETURN_IF_ERROR(
-          protocol::DecodeBatchFrame(e.batch, "log entry", first, [&](const Op& op) {
-            if (Wants(op.collection, e.cursor) && InView(op.collection, op.key)) {
-              enc.Add(op);
-              sent++;
-            }
-            return Status::OK();
-          }));
-      if (grants_) TrackMoves(std::move(moves), e.cursor, own, &enc);
-      last = e.cursor;
-      if (own) own_seq_ = e.last_seq;
-      // Skipped: ops of collections it does not get, and refused seqs (not in the batch).
-      const bool skipped = sent != e.last_seq - e.first_seq + 1;
-      // The client must learn that the seqs it did not get were skipped, not lost.
-      auto& range = covered[e.origin];
-      if (range.first == 0 && range.second == 0) range.first = e.first_seq - 1;
-      range.second = e.last_seq;
-      if (skipped) skipped_origins.insert(e.origin);
-      return Status::OK();
-    });
+      auto& range = covered[r->origin];
+      if (range.first == 0 && range.second == 0) range.first = r->first_seq - 1;
+      range.second = r->last_seq;
+      skipped_origins.insert(r->origin);
+      last = r->cursor;
+    }
+    // (Below the log's floor only the kept reach tells what the client skips: the next batch
+    // goes on from there. At the head, nothing is left to read.)
+    Status st = full || last < store->floor() || last >= store->head()
+                    ? Status::OK()
+                    : store->ReadLog(last, 64, [&](const LogEntry& e) -> Status {
+                        // A client gets back only its own ops it lacks (a restored file).
+                        const bool own = e.origin == replica_;
+                        if (own && (!own_seq_ || e.last_seq <= *own_seq_)) {
+                          // Its own push may still have moved documents out of (or into) its view.
+                          if (grants_) {
+                            CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
+                            if (enters(moves, e.cursor)) {
+                              full = true;
+                              return Status(Code::kEBUSY, "documents enter the view");
+                            }
+                            TrackMoves(std::move(moves), e.cursor, /*own=*/true, &enc);
+                          }
+                          last = e.cursor;
+                          return Status::OK();
+                        }
+                        // docs/protocol.md "Limits": entries go whole while the batch stays within
+                        // the ops and bytes a push may have (the coverage still to be added
+                        // counted); the first goes whatever its size (it was a push within them).
+                        auto fits = [&](const wire::OpBatch& b) -> Status {
+                          const size_t covers = protocol::kCoverWireBytes * skipped_origins.size();
+                          if (!enc.CanMerge(b, max_ops, max_bytes, covers)) {
+                            full = true;
+                            return Status(Code::kEBUSY, "batch full");  // stop before it
+                          }
+                          return Status::OK();
+                        };
+                        // With sync rules, the entry's channel moves, read from the frame decoded
+                        // once.
+                        std::vector<protocol::ChannelMove> moves;
+                        auto first = [&](const wire::OpBatch& b) -> Status {
+                          CAIRN_RETURN_IF_ERROR(fits(b));
+                          if (grants_) {
+                            CAIRN_ASSIGN_OR_RETURN(moves, protocol::DecodeMoves(b));
+                            if (enters(moves, e.cursor)) {
+                              full = true;
+                              return Status(Code::kEBUSY, "documents enter the view");
+                            }
+                          }
+                          return Status::OK();
+                        };
+                        uint64_t sent = 0;
+                        CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(
+                            e.batch, "log entry", first, [&](const Op& op) {
+                              if (Wants(op.collection, e.cursor) && InView(op.collection, op.key)) {
+                                enc.Add(op);
+                                sent++;
+                              }
+                              return Status::OK();
+                            }));
+                        if (grants_) TrackMoves(std::move(moves), e.cursor, own, &enc);
+                        last = e.cursor;
+                        if (own) own_seq_ = e.last_seq;
+                        // Skipped: ops of collections it does not get, and refused seqs (not in the
+                        // batch).
+                        const bool skipped = sent != e.last_seq - e.first_seq + 1;
+                        // The client must learn that the seqs it did not get were skipped, not
+                        // lost.
+                        auto& range = covered[e.origin];
+                        if (range.first == 0 && range.second == 0) range.first = e.first_seq - 1;
+                        range.second = e.last_seq;
+                        if (skipped) skipped_origins.insert(e.origin);
+                        return Status::OK();
+                      });
     if (!st.ok() && !full) {
       server_->Log("reading the log failed: " + st.ToString());
       conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");
@@ -835,6 +886,14 @@ void Session::Pump() {
     auto cu = wire::CreateCaughtUp(fbb, sent_, store->NowMs());
     conn->Send(FinishFrame(&fbb, wire::Body::CaughtUp, cu));
     caught_up_sent_ = true;
+  }
+  if (server_->options.rules && caught_up_sent_ && sent_ >= store->head() && entering_.empty() &&
+      leaving_.empty() && !conn->closing()) {
+    // Idle: pumped again when an entry concerns it, when it is far behind, or after a quiet
+    // spell (OnTick).
+    idle_ = true;
+    idle_since_ms_ = store->NowMs();
+    server_->fan_out.SetIdle(serial_, sent_);
   }
 }
 

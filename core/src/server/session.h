@@ -20,6 +20,7 @@
 
 #include "auth/jwt.h"
 #include "net/conn.h"
+#include "server/fan_out.h"
 #include "server/server_store.h"
 #include "server/session_hub.h"
 #include "server/stream_tables.h"
@@ -55,6 +56,8 @@ struct SessionHub::Impl {
   std::set<uint64_t> repump_sessions;
   // What connections that have not said Hello hold (ServerOptions::max_unauthenticated_bytes).
   net::ReadBudget unauthenticated;
+  // With sync rules: who the new log entries concern (docs/sync-rules.md "Fan-out").
+  FanOut fan_out;
 
   void Log(const std::string& msg) {
     if (options.log) {
@@ -65,6 +68,10 @@ struct SessionHub::Impl {
   }
   void Repump(Session* s);
   void PumpAll();
+  // The log grew past cursor `from` (a push, or what other nodes committed): pumps the
+  // sessions it concerns (all of them without sync rules; with them, those whose view the new
+  // entries touch, and idle ones far behind: docs/sync-rules.md "Fan-out"), and `also`.
+  void Committed(uint64_t from, Session* also);
   // SQLite (--streams, default DB.streams), or with a PostgreSQL store that database.
   Result<StreamSink*> Streams() {
     if (!streams) {
@@ -90,7 +97,8 @@ class Session : public net::Link::Delegate {
   bool Admit();
   void OnFrame(net::Link* c, const wire::Frame& frame) override;
   void OnDrained(net::Link*) override { Pump(); }
-  // Ends a session whose token expired (ETOKEN) unless a Renew came first.
+  // Ends a session whose token expired (ETOKEN) unless a Renew came first; moves on the cursor
+  // of one idle behind the head for ServerOptions::idle_cursor_ms.
   void OnTick(net::Link* c, uint64_t now_ms) override;
   void OnClosed(net::Link*, const Status& why) override {
     if (counted_) {
@@ -109,6 +117,7 @@ class Session : public net::Link::Delegate {
     }
     server_->sessions.erase(serial_);
     server_->repump_sessions.erase(serial_);
+    server_->fan_out.Forget(serial_);
     delete this;
   }
 
@@ -136,6 +145,12 @@ class Session : public net::Link::Delegate {
   // With sync rules: whether the document is in the client's view now (docs/sync-rules.md
   // "Reading"); a document that cannot be read is not.
   bool InView(const std::string& collection, const std::string& key);
+  // docs/sync-rules.md "Fan-out": whether the client gets nothing of the entry `r` tells of
+  // (with sync rules: its channels are out of the view, it is not the client's own, and none
+  // of the documents it moves is held); such entries go as coverage, unread.
+  bool Skips(const EntryReach& r) const;
+  // The view changed (or was set): the hub's index of who views what follows it.
+  void IndexView() { server_->fan_out.SetView(serial_, grants_ ? &view_ : nullptr); }
   // Whether a document in `channels` is in the client's view (with sync rules).
   bool InChannels(const std::vector<std::string>& channels) const { return view_.Holds(channels); }
   // docs/sync-rules.md "Changes of view": a change to view_ at the session's cursor, from
@@ -206,6 +221,9 @@ class Session : public net::Link::Delegate {
   ReplicaId replica_;
   uint64_t sent_ = 0;            // every log entry up to this cursor was sent or skipped
   bool caught_up_sent_ = false;
+  // Idle at sent_ when last pumped (FanOut::SetIdle), since idle_since_ms_ (the store's clock).
+  bool idle_ = false;
+  int64_t idle_since_ms_ = 0;
   bool all_collections_ = true;
   std::set<std::string> subscriptions_;  // when !all_collections_
   // A partial client: collection -> the cursor after which it needs that collection's ops

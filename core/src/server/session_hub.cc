@@ -21,6 +21,43 @@ void SessionHub::Impl::PumpAll() {
   }
 }
 
+void SessionHub::Impl::Committed(uint64_t from, Session* also) {
+  if (!options.rules) {
+    PumpAll();
+    return;
+  }
+  // The reach of each new entry, read once here rather than by every session.
+  std::vector<EntryReach> reach;
+  Status read;
+  for (uint64_t at = from; read.ok() && at < store->head();) {
+    uint64_t next = at;
+    read = store->ReadLog(at, 256, [&](const LogEntry& e) -> Status {
+      CAIRN_ASSIGN_OR_RETURN(EntryReach r, ReachOf(e, *options.rules, store->state()));
+      reach.push_back(std::move(r));
+      next = e.cursor;
+      return Status::OK();
+    });
+    if (next == at) break;
+    at = next;
+  }
+  if (!read.ok()) {
+    // Who it concerns is not known: every session reads the log itself (none of the entries
+    // is kept, so none is skipped unread).
+    Log("reading the log's new entries failed: " + read.ToString());
+    fan_out.Extend(store->head(), {});
+    PumpAll();
+    return;
+  }
+  std::set<uint64_t> due = fan_out.Concerned(reach);
+  if (also != nullptr) due.insert(also->serial());
+  fan_out.Extend(from, std::move(reach));
+  for (uint64_t serial : fan_out.FarBehind(store->head(), store->floor())) due.insert(serial);
+  for (uint64_t serial : due) {  // (a session may close while pumping another)
+    auto it = sessions.find(serial);
+    if (it != sessions.end()) it->second->Pump();
+  }
+}
+
 SessionHub::SessionHub() : impl_(std::make_unique<Impl>()) {}
 SessionHub::~SessionHub() = default;
 
@@ -80,7 +117,7 @@ void SessionHub::CatchUp() {
   }
   if (impl_->catch_up_failing) impl_->Log("caught up with the database again");
   impl_->catch_up_failing = false;
-  if (impl_->store->head() != head) impl_->PumpAll();
+  if (impl_->store->head() != head) impl_->Committed(head, nullptr);
 }
 
 void SessionHub::Maintain() {

@@ -64,6 +64,10 @@ struct ServerOptions {
   // ops"; far below any frame limit).
   size_t max_ack_bytes = 1u << 20;
   size_t snapshot_docs_per_turn = 4096;  // documents a snapshot reads before serving others
+  // With sync rules (docs/sync-rules.md "Fan-out"): a client whose view no new log entry
+  // touches learns that its cursor moved past them (coverage and a CaughtUp) after at most
+  // about this long, or once it is FanOut::kMaxIdleLag entries behind.
+  uint32_t idle_cursor_ms = 5000;
   // docs/crdt-semantics.md "Clock safety": a transaction with an op stamped further ahead of the
   // server's clock is refused (ECLOCK); clients rewind their clock to this bound
   // (docs/protocol.md).
