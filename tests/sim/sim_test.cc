@@ -725,8 +725,9 @@ void Run::CheckFrame(uint64_t end_id, const wire::Frame& frame) {
 bool Run::MayHaveHeld(int device, const std::string& collection, const std::string& key,
                       uint64_t cursor) {
   server::ServerStore* store = server->hub()->store();
-  // (The moves of a trimmed log are gone: a session at such a cursor is rebased, which names
-  // no leaves.)
+  // (The moves of a trimmed log are gone, so this cannot be told: a session the trim passes is
+  // pumped at once and walks past it, or is rebased, which names no leaves; one still below
+  // the floor when its view changes is let through.)
   if (cursor < store->floor()) return true;
   std::optional<std::vector<std::string>> then;
   for (uint64_t at = cursor; !then && at < store->head();) {

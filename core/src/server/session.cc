@@ -290,8 +290,10 @@ void Session::OnHello(const wire::Hello& hello) {
   const uint64_t head_before = store->head();
   Status caught_up = store->CatchUp();
   if (!caught_up.ok()) {
-    server_->Log("catching up with the database failed: " + caught_up.ToString());
+    SessionHub::Impl* hub = server_;  // (closing may end this session)
+    hub->Log("catching up with the database failed: " + caught_up.ToString());
     conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its database");
+    if (store->head() != head_before) hub->Committed(head_before, nullptr);  // the others
     return;
   }
   const bool head_moved = store->head() != head_before;
@@ -396,6 +398,7 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   const uint64_t head_before = store->head();
   auto pushed = store->ApplyPush(replica_, batch, limits, admit, judge ? &*judge : nullptr);
   if (!pushed.ok()) {
+    SessionHub::Impl* hub = server_;  // (closing may end this session)
     const Code code = pushed.status().code();
     if (code == Code::kEINVAL || code == Code::kECORRUPT || code == Code::kEFORKED) {
       // The push itself is at fault: the client learns why.
@@ -407,6 +410,8 @@ void Session::OnBatch(const wire::OpBatch& batch) {
                    pushed.status().ToString());
       conn->SendErrorAndClose(Code::kEINTERNAL, "server error storing the push");
     }
+    // (What the store took in from other nodes first still goes to the sessions it concerns.)
+    if (store->head() != head_before) hub->Committed(head_before, nullptr);
     return;
   }
   KillPoint("server.push.committed");
@@ -608,6 +613,26 @@ bool Session::MarkEntering(const std::vector<protocol::ChannelMove>& moves, uint
   return any;
 }
 
+Status Session::LeaveOwnWrites(std::string_view frame,
+                               const std::vector<protocol::ChannelMove>& moves, uint64_t cursor,
+                               protocol::BatchEncoder* enc) {
+  std::set<DocRef> written;
+  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(frame, "log entry", [&](const Op& op) {
+    written.emplace(op.collection, op.key);
+    return Status::OK();
+  }));
+  for (const protocol::ChannelMove& m : moves) written.erase(DocRef(m.collection, m.key));
+  for (const DocRef& ref : written) {
+    if (!Wants(ref.first, cursor) || InView(ref.first, ref.second)) continue;
+    // Out of the view at the head: the client holds its own ops of it (and the rest, if it
+    // held it at this entry: a later move would take it out; it goes now instead).
+    enc->AddLeave(ref.first, ref.second);
+    entering_.erase(ref);
+    held_[ref] = false;
+  }
+  return Status::OK();
+}
+
 void Session::TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor, bool own,
                          protocol::BatchEncoder* enc) {
   for (protocol::ChannelMove& m : moves) {
@@ -788,72 +813,74 @@ void Session::Pump() {
     }
     // (Below the log's floor only the kept reach tells what the client skips: the next batch
     // goes on from there. At the head, nothing is left to read.)
-    Status st = full || last < store->floor() || last >= store->head()
-                    ? Status::OK()
-                    : store->ReadLog(last, 64, [&](const LogEntry& e) -> Status {
-                        // A client gets back only its own ops it lacks (a restored file).
-                        const bool own = e.origin == replica_;
-                        if (own && (!own_seq_ || e.last_seq <= *own_seq_)) {
-                          // Its own push may still have moved documents out of (or into) its view.
-                          if (grants_) {
-                            CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
-                            if (enters(moves, e.cursor)) {
-                              full = true;
-                              return Status(Code::kEBUSY, "documents enter the view");
-                            }
-                            TrackMoves(std::move(moves), e.cursor, /*own=*/true, &enc);
-                          }
-                          last = e.cursor;
-                          return Status::OK();
-                        }
-                        // docs/protocol.md "Limits": entries go whole while the batch stays within
-                        // the ops and bytes a push may have (the coverage still to be added
-                        // counted); the first goes whatever its size (it was a push within them).
-                        auto fits = [&](const wire::OpBatch& b) -> Status {
-                          const size_t covers = protocol::kCoverWireBytes * skipped_origins.size();
-                          if (!enc.CanMerge(b, max_ops, max_bytes, covers)) {
-                            full = true;
-                            return Status(Code::kEBUSY, "batch full");  // stop before it
-                          }
-                          return Status::OK();
-                        };
-                        // With sync rules, the entry's channel moves, read from the frame decoded
-                        // once.
-                        std::vector<protocol::ChannelMove> moves;
-                        auto first = [&](const wire::OpBatch& b) -> Status {
-                          CAIRN_RETURN_IF_ERROR(fits(b));
-                          if (grants_) {
-                            CAIRN_ASSIGN_OR_RETURN(moves, protocol::DecodeMoves(b));
-                            if (enters(moves, e.cursor)) {
-                              full = true;
-                              return Status(Code::kEBUSY, "documents enter the view");
-                            }
-                          }
-                          return Status::OK();
-                        };
-                        uint64_t sent = 0;
-                        CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(
-                            e.batch, "log entry", first, [&](const Op& op) {
-                              if (Wants(op.collection, e.cursor) && InView(op.collection, op.key)) {
-                                enc.Add(op);
-                                sent++;
-                              }
-                              return Status::OK();
-                            }));
-                        if (grants_) TrackMoves(std::move(moves), e.cursor, own, &enc);
-                        last = e.cursor;
-                        if (own) own_seq_ = e.last_seq;
-                        // Skipped: ops of collections it does not get, and refused seqs (not in the
-                        // batch).
-                        const bool skipped = sent != e.last_seq - e.first_seq + 1;
-                        // The client must learn that the seqs it did not get were skipped, not
-                        // lost.
-                        auto& range = covered[e.origin];
-                        if (range.first == 0 && range.second == 0) range.first = e.first_seq - 1;
-                        range.second = e.last_seq;
-                        if (skipped) skipped_origins.insert(e.origin);
-                        return Status::OK();
-                      });
+    Status st;
+    if (!full && last >= store->floor() && last < store->head()) {
+      st = store->ReadLog(last, 64, [&](const LogEntry& e) -> Status {
+        // A client gets back only its own ops it lacks (a restored file).
+        const bool own = e.origin == replica_;
+        if (own && (!own_seq_ || e.last_seq <= *own_seq_)) {
+          // Its own push may still have moved documents out of (or into) its view.
+          if (grants_) {
+            CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
+            if (enters(moves, e.cursor)) {
+              full = true;
+              return Status(Code::kEBUSY, "documents enter the view");
+            }
+            CAIRN_RETURN_IF_ERROR(LeaveOwnWrites(e.batch, moves, e.cursor, &enc));
+            TrackMoves(std::move(moves), e.cursor, /*own=*/true, &enc);
+          }
+          last = e.cursor;
+          return Status::OK();
+        }
+        // docs/protocol.md "Limits": entries go whole while the batch stays within
+        // the ops and bytes a push may have (the coverage still to be added
+        // counted); the first goes whatever its size (it was a push within them).
+        auto fits = [&](const wire::OpBatch& b) -> Status {
+          const size_t covers = protocol::kCoverWireBytes * skipped_origins.size();
+          if (!enc.CanMerge(b, max_ops, max_bytes, covers)) {
+            full = true;
+            return Status(Code::kEBUSY, "batch full");  // stop before it
+          }
+          return Status::OK();
+        };
+        // With sync rules, the entry's channel moves, read from the frame decoded
+        // once.
+        std::vector<protocol::ChannelMove> moves;
+        auto first = [&](const wire::OpBatch& b) -> Status {
+          CAIRN_RETURN_IF_ERROR(fits(b));
+          if (grants_) {
+            CAIRN_ASSIGN_OR_RETURN(moves, protocol::DecodeMoves(b));
+            if (enters(moves, e.cursor)) {
+              full = true;
+              return Status(Code::kEBUSY, "documents enter the view");
+            }
+          }
+          return Status::OK();
+        };
+        uint64_t sent = 0;
+        CAIRN_RETURN_IF_ERROR(
+            protocol::DecodeBatchFrame(e.batch, "log entry", first, [&](const Op& op) {
+              if (Wants(op.collection, e.cursor) && InView(op.collection, op.key)) {
+                enc.Add(op);
+                sent++;
+              }
+              return Status::OK();
+            }));
+        if (grants_) TrackMoves(std::move(moves), e.cursor, own, &enc);
+        last = e.cursor;
+        if (own) own_seq_ = e.last_seq;
+        // Skipped: ops of collections it does not get, and refused seqs (not in the
+        // batch).
+        const bool skipped = sent != e.last_seq - e.first_seq + 1;
+        // The client must learn that the seqs it did not get were skipped, not
+        // lost.
+        auto& range = covered[e.origin];
+        if (range.first == 0 && range.second == 0) range.first = e.first_seq - 1;
+        range.second = e.last_seq;
+        if (skipped) skipped_origins.insert(e.origin);
+        return Status::OK();
+      });
+    }
     if (!st.ok() && !full) {
       server_->Log("reading the log failed: " + st.ToString());
       conn->SendErrorAndClose(Code::kEINTERNAL, "server error reading its log");

@@ -180,6 +180,11 @@ class Session : public net::Link::Delegate {
   // wrote: one the session takes as not held leaves at once).
   void TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor, bool own,
                   protocol::BatchEncoder* enc);
+  // docs/sync-rules.md "Channel moves in the log": an entry of the client's own push (its
+  // frame, its `moves`) wrote documents it does not move; each out of the view at the head
+  // goes into `enc` (OpBatch.leave), so that the client keeps none of its own ops of it.
+  Status LeaveOwnWrites(std::string_view frame, const std::vector<protocol::ChannelMove>& moves,
+                        uint64_t cursor, protocol::BatchEncoder* enc);
   // Moves documents of entering_ into `enc` (OpBatch.enter: their state at the head, those
   // still in the view) while their ops stay within `budget` bytes (at least one document).
   Status AddEntering(size_t budget, protocol::BatchEncoder* enc);

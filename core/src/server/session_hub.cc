@@ -1,5 +1,7 @@
 #include "server/session_hub.h"
 
+#include <algorithm>
+
 #include "oplog/validate.h"
 #include "protocol/frame.h"
 #include "server/session.h"
@@ -50,7 +52,10 @@ void SessionHub::Impl::Committed(uint64_t from, Session* also) {
   }
   std::set<uint64_t> due = fan_out.Concerned(reach);
   if (also != nullptr) due.insert(also->serial());
-  fan_out.Extend(from, std::move(reach));
+  // Entries after `from` the store trimmed before they were read here (a node's catch-up: its
+  // copy trims as it appends, or loads a checkpoint) are in no reach: the kept span starts
+  // again at the floor, so that nobody skips them unread.
+  fan_out.Extend(std::max(from, store->floor()), std::move(reach));
   for (uint64_t serial : fan_out.FarBehind(store->head(), store->floor())) due.insert(serial);
   for (uint64_t serial : due) {  // (a session may close while pumping another)
     auto it = sessions.find(serial);
@@ -113,6 +118,8 @@ void SessionHub::CatchUp() {
   if (!st.ok()) {
     if (!impl_->catch_up_failing) impl_->Log("catching up with the database failed: " + st.ToString());
     impl_->catch_up_failing = true;
+    // What it took in before failing goes on to the sessions it concerns.
+    if (impl_->store->head() != head) impl_->Committed(head, nullptr);
     return;
   }
   if (impl_->catch_up_failing) impl_->Log("caught up with the database again");
