@@ -11,11 +11,14 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "auth/jwt.h"
 #include "auth/keys.h"
 #include "port/port.h"
+#include "protocol/batch_codec.h"
+#include "protocol/frame.h"
 #include "replica/json_codec.h"
 #include "replica/replica.h"
 #include "replica/sync_access.h"
@@ -923,6 +926,16 @@ class RulesModel {
   // Runs `steps` random steps, then syncs everyone twice; "" or what went wrong first.
   std::string Run(ServerThread* server, int steps) {
     server_ = server;
+    // The leak detector's eyes: every frame the server sends, through a proxy.
+    FaultProxy proxy(server->port(), [this](int) {
+      Faults f;
+      f.on_down_frame = [this](std::string_view frame) {
+        std::lock_guard<std::mutex> lock(frames_mu_);
+        frames_.emplace_back(frame);
+      };
+      return f;
+    });
+    address_ = "127.0.0.1:" + std::to_string(proxy.port());
     for (int step = 0; step < steps && failure_.empty(); step++) {
       User& u = users_[Pick(kUsers)];
       const size_t what = Pick(20);
@@ -1066,8 +1079,66 @@ class RulesModel {
     return true;
   }
 
+  // The leak detector: each frame of the sync carries ops and states only of tasks in the
+  // user's view in the server's state before its push or after it (which of the two a frame
+  // saw is not known here), names as leaving only those or tasks it was entitled to before, and
+  // carries no channel moves.
+  void CheckFrames(const User& u, const std::map<std::string, Doc>& before,
+                   const std::set<std::string>& entitled) {
+    auto visible = [&](const std::string& key) {
+      for (const std::map<std::string, Doc>* state : {&before, &std::as_const(docs_)}) {
+        auto d = state->find(key);
+        if (d != state->end() && InView(u, Visible(d->second))) return true;
+      }
+      return false;
+    };
+    std::vector<std::string> frames;
+    {
+      std::lock_guard<std::mutex> lock(frames_mu_);
+      frames.swap(frames_);
+    }
+    auto check_batch = [&](const char* what, const wire::OpBatch* b) {
+      if (b == nullptr) return;
+      Status st = protocol::DecodeBatch(*b, {}, [&](const Op& op) {
+        if (op.collection != "tasks" || !visible(op.key)) {
+          Fail("leak: " + std::string(what) + " to " + u.name + " carries " + op.collection + "/" +
+               op.key + ", outside its view");
+        }
+        return Status::OK();
+      });
+      if (!st.ok()) Fail(std::string(what) + " to " + u.name + ": " + st.ToString());
+    };
+    for (const std::string& payload : frames) {
+      auto frame = protocol::VerifyFrame(payload, protocol::FrameLimits());
+      if (!frame.ok()) {
+        Fail("a frame to " + u.name + ": " + frame.status().ToString());
+        return;
+      }
+      if (const wire::SnapshotChunk* chunk = (*frame)->body_as_SnapshotChunk()) {
+        check_batch("a snapshot chunk", chunk->batch());
+        continue;
+      }
+      const wire::OpBatch* b = (*frame)->body_as_OpBatch();
+      if (b == nullptr) continue;
+      check_batch("a log batch", b);
+      check_batch("an entering state", b->enter());
+      if (b->moves() != nullptr && b->moves()->size() > 0) {
+        Fail("a batch to " + u.name + " carries channel moves");
+      }
+      if (b->leave() == nullptr) continue;
+      for (const wire::DocRef* d : *b->leave()) {
+        const std::string key = d && d->key() ? d->key()->str() : std::string();
+        if (!entitled.count(key) && !visible(key)) {
+          Fail("leak: a batch to " + u.name + " names " + key + " as leaving, never its");
+        }
+      }
+    }
+  }
+
   void SyncAndCheck(User* u) {
     clock_.Advance(1);
+    const std::map<std::string, Doc> before = docs_;     // the server's state before the push
+    const std::set<std::string> entitled = u->entitled;  // (before this sync)
     // The server judges its pushed transactions in order, on its state.
     for (const Txn& t : u->pending) {
       Doc& doc = docs_[t.key];
@@ -1091,13 +1162,19 @@ class RulesModel {
     }
     Trace(u->name + " (teams " + Join(u->teams) + ", subscribed " +
           (u->subscribed.empty() ? "all" : Join(u->subscribed)) + ") syncs");
-    auto token = Token(u->name, std::vector<std::string>(u->teams.begin(), u->teams.end()));
-    Status st = Sync(u->replica.get(), *server_, token,
-                     std::vector<std::string>(u->subscribed.begin(), u->subscribed.end()));
+    sync::SyncOptions o;
+    o.token = Token(u->name, std::vector<std::string>(u->teams.begin(), u->teams.end()));
+    o.channels.assign(u->subscribed.begin(), u->subscribed.end());
+    {
+      std::lock_guard<std::mutex> lock(frames_mu_);
+      frames_.clear();
+    }
+    Status st = SyncOnce(u->replica.get(), address_, o);
     if (!st.ok()) {
       Fail(u->name + " sync: " + st.ToString());
       return;
     }
+    CheckFrames(*u, before, entitled);
     for (const std::string& key : keys_) {
       auto d = docs_.find(key);
       const Fields model = d == docs_.end() ? Fields() : Visible(d->second);
@@ -1136,6 +1213,9 @@ class RulesModel {
   std::map<std::string, Doc> docs_;  // the server's state
   uint64_t step_ = 0;
   ServerThread* server_ = nullptr;
+  std::string address_;  // the proxy's
+  std::mutex frames_mu_;
+  std::vector<std::string> frames_;  // what the server sent in the sync under way
   std::string trace_, failure_;
 };
 

@@ -32,12 +32,20 @@ struct Dir {
   uint64_t seen = 0, next_frame_at = 0;
   uint32_t frames_seen = 0;
   std::string hdr;
+  std::function<void(std::string_view)> on_frame;  // Faults::on_down_frame
+  std::string body;                                // the frame being received, for on_frame
 
   void Scan(const char* p, size_t n) {
     for (size_t i = 0; i < n;) {
       uint64_t abs = seen + i;
       if (hdr.empty() && abs < next_frame_at) {
-        i += static_cast<size_t>(std::min<uint64_t>(n - i, next_frame_at - abs));
+        const size_t take = static_cast<size_t>(std::min<uint64_t>(n - i, next_frame_at - abs));
+        if (on_frame) body.append(p + i, take);
+        i += take;
+        if (on_frame && seen + i == next_frame_at) {
+          on_frame(body);
+          body.clear();
+        }
         continue;
       }
       if (hdr.empty()) {
@@ -223,11 +231,13 @@ void OnAccept(uv_stream_t* listener, int status) {
   l->down.cut_after = l->f.cut_down_after;
   l->down.stall_at = l->f.stall_down_at;
   l->down.cut_before_frame = l->f.cut_down_before_frame;
+  l->down.on_frame = l->f.on_down_frame;
   l->down.stall_ms = l->f.stall_ms;
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&l->client)) != 0) {
     l->Close();
     return;
   }
+  uv_tcp_nodelay(&l->client, 1);  // small frames go at once, as the engine's own do
   uv_read_start(reinterpret_cast<uv_stream_t*>(&l->client), Alloc, Link::OnRead);
   sockaddr_in addr;
   uv_ip4_addr("127.0.0.1", p->target_port, &addr);
@@ -240,6 +250,7 @@ void OnAccept(uv_stream_t* listener, int status) {
                      return;
                    }
                    link->server_connected = true;
+                   uv_tcp_nodelay(&link->server, 1);
                    uv_read_start(reinterpret_cast<uv_stream_t*>(&link->server), Alloc,
                                  Link::OnRead);
                    link->Pump(&link->up);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace cairn::testing {
 
@@ -19,6 +20,9 @@ struct Faults {
   uint32_t chunk_delay_ms = 0;           // the tick of a slow link
   uint64_t stall_down_at = UINT64_MAX;   // server -> client: pause once at this offset...
   uint32_t stall_ms = 0;                 // ...for this long
+  // Called on the proxy's thread with each whole frame the server sends (its payload, without
+  // the length prefix), as the proxy receives it: a test's eyes on what a client is sent.
+  std::function<void(std::string_view)> on_down_frame;
 };
 
 class FaultProxy {
