@@ -1152,6 +1152,58 @@ TEST(SyncAuth, ReadPermissionLimitsWhatIsSent) {
   EXPECT_EQ(b->DumpString().value(), R"({"public":{"p":{"v":1}}})");
 }
 
+// docs/protocol.md "Token renewal": a renewed token must still read what the session syncs
+// (every collection, or those it subscribed to); else the session ends with EPERM, naming it.
+TEST(SyncAuth, ARenewedTokenMustReadWhatTheSessionSyncs) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.token_secret = kSecret;
+  ServerThread server(so);
+  struct Case {
+    std::vector<std::string> only, read, renewed_read;
+    std::string refused;  // what the error names
+  };
+  const std::vector<Case> cases = {Case{{}, {"*"}, {"public"}, "'*'"},
+                                   Case{{"c"}, {"c", "d"}, {"d"}, "'c'"}};
+  for (size_t n = 0; n < cases.size(); n++) {
+    const Case& c = cases[n];
+    const std::string user = "alice" + std::to_string(n);
+    auto a = OpenReplica(dir.File(user + ".db"));
+    sync::SyncOptions o;
+    o.server = server.address();
+    o.only = c.only;
+    o.token = Token(user, 3600, c.read);
+    sync::SyncClient live(a.get(), o);
+    std::mutex mu;
+    std::vector<std::string> errors;
+    live.SetStatusCallback([&](const sync::SyncStatus& st) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!st.last_error.empty()) errors.push_back(st.last_error);
+    });
+    ASSERT_TRUE(live.Start().ok());
+    auto idle = [&] { return live.status().state == sync::SyncState::kIdle; };
+    for (int i = 0; i < 1000 && !idle(); i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(idle()) << live.status().ToJson();
+    live.SetToken(Token(user, 7200, c.renewed_read));
+    const std::string want = "EPERM: server: the renewed token does not allow reading " +
+                             c.refused + ", which this session syncs";
+    auto heard = [&] {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const std::string& e : errors) {
+        if (e == want) return true;
+      }
+      return false;
+    };
+    for (int i = 0; i < 1000 && !heard(); i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(heard()) << live.status().ToJson();
+    live.Stop();
+  }
+}
+
 std::string QueryRows(Replica* r, const std::string& sql) {
   std::string out;
   EXPECT_TRUE(r->Query(sql, [&](const std::string& row) {
