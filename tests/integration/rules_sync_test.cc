@@ -82,18 +82,25 @@ bool Eventually(F done) {
   return done();
 }
 
-// One sync whose Ack is lost: the connection is cut after Welcome and CaughtUp, before the
-// Ack of the push (the server took the push; the client does not know).
-void SyncLosingTheAck(Replica* r, const ServerThread& server, const std::string& token) {
-  FaultProxy proxy(server.port(), [](int n) {
+// One sync whose connection is cut before the server's frame number `frame` (0-based) reaches
+// the client: the sync fails.
+void SyncCutBeforeFrame(Replica* r, const ServerThread& server, const std::string& token,
+                        uint32_t frame) {
+  FaultProxy proxy(server.port(), [frame](int n) {
     Faults f;
-    if (n == 0) f.cut_down_before_frame = 2;
+    if (n == 0) f.cut_down_before_frame = frame;
     return f;
   });
   sync::SyncOptions o;
   o.token = token;
   EXPECT_FALSE(SyncOnce(r, "127.0.0.1:" + std::to_string(proxy.port()), o).ok());
   EXPECT_EQ(proxy.cuts(), 1);
+}
+
+// One sync whose Ack is lost: the connection is cut after Welcome and CaughtUp, before the
+// Ack of the push (the server took the push; the client does not know).
+void SyncLosingTheAck(Replica* r, const ServerThread& server, const std::string& token) {
+  SyncCutBeforeFrame(r, server, token, 2);
 }
 
 Fields Task(const std::string& owner, const std::string& team = "") {
@@ -718,15 +725,7 @@ TEST(RulesSync, ACutRebaseUnderRulesStartsAgain) {
   ASSERT_TRUE(bob->Write(tasks).ok());
   // Frames to a new replica: Welcome, SnapshotBegin, chunks...: cut before the third chunk.
   auto staged_blue = [&](Replica* r, ServerThread& server, const std::string& token) {
-    FaultProxy proxy(server.port(), [](int n) {
-      Faults f;
-      if (n == 0) f.cut_down_before_frame = 4;
-      return f;
-    });
-    sync::SyncOptions o;
-    o.token = token;
-    EXPECT_FALSE(SyncOnce(r, "127.0.0.1:" + std::to_string(proxy.port()), o).ok());
-    EXPECT_EQ(proxy.cuts(), 1);
+    SyncCutBeforeFrame(r, server, token, 4);
     auto staged = SyncAccess(*r).GetSnapshot().value();
     ASSERT_TRUE(staged.has_value());
     EXPECT_EQ(staged->after_key.substr(0, 1), "a");  // blue tasks staged, not applied

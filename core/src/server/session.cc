@@ -613,24 +613,19 @@ bool Session::MarkEntering(const std::vector<protocol::ChannelMove>& moves, uint
   return any;
 }
 
-Status Session::LeaveOwnWrites(std::string_view frame,
-                               const std::vector<protocol::ChannelMove>& moves, uint64_t cursor,
-                               protocol::BatchEncoder* enc) {
-  std::set<DocRef> written;
-  CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(frame, "log entry", [&](const Op& op) {
-    written.emplace(op.collection, op.key);
-    return Status::OK();
-  }));
-  for (const protocol::ChannelMove& m : moves) written.erase(DocRef(m.collection, m.key));
+void Session::LeaveOwnWrites(const std::set<DocRef>& written,
+                             const std::vector<protocol::ChannelMove>& moves, uint64_t cursor,
+                             protocol::BatchEncoder* enc) {
+  std::set<DocRef> moved;
+  for (const protocol::ChannelMove& m : moves) moved.emplace(m.collection, m.key);
   for (const DocRef& ref : written) {
-    if (!Wants(ref.first, cursor) || InView(ref.first, ref.second)) continue;
+    if (moved.count(ref) || !Wants(ref.first, cursor) || InView(ref.first, ref.second)) continue;
     // Out of the view at the head: the client holds its own ops of it (and the rest, if it
     // held it at this entry: a later move would take it out; it goes now instead).
     enc->AddLeave(ref.first, ref.second);
     entering_.erase(ref);
     held_[ref] = false;
   }
-  return Status::OK();
 }
 
 void Session::TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor, bool own,
@@ -713,8 +708,8 @@ void Session::Pump() {
     // Entries trimmed from the log that the kept reach says the client gets nothing of go as
     // coverage (docs/sync-rules.md "Fan-out"); a snapshot only when one it gets was trimmed.
     uint64_t skippable = sent_;
-    for (const EntryReach* r; skippable < server_->store->floor() &&
-                              (r = server_->fan_out.Next(skippable)) != nullptr && Skips(*r);) {
+    for (const EntryReach* r;
+         skippable < server_->store->floor() && (r = NextSkipped(skippable)) != nullptr;) {
       skippable = r->cursor;
     }
     if (!snapshot_ && skippable < server_->store->floor()) {
@@ -786,6 +781,14 @@ void Session::Pump() {
     std::map<ReplicaId, std::pair<uint64_t, uint64_t>> covered;
     std::set<ReplicaId> skipped_origins;
     bool full = false;
+    // The client must learn that the seqs it did not get were skipped, not lost: the range of
+    // each origin's seqs the batch accounts for, declared for those with any skipped.
+    auto cover = [&](const ReplicaId& origin, uint64_t first_seq, uint64_t last_seq, bool skipped) {
+      auto& range = covered[origin];
+      if (range.first == 0 && range.second == 0) range.first = first_seq - 1;
+      range.second = last_seq;
+      if (skipped) skipped_origins.insert(origin);
+    };
     // An entry that moves documents into the view ends the batch before it; their states
     // go first (above), then the entry (its documents held now).
     auto enters = [&](const std::vector<protocol::ChannelMove>& moves, uint64_t cursor) {
@@ -798,17 +801,13 @@ void Session::Pump() {
     };
     // docs/sync-rules.md "Fan-out": entries the client gets nothing of, as the hub's kept reach
     // says, go as coverage unread (at most half a batch of it).
-    for (const EntryReach* r;
-         last < store->head() && (r = server_->fan_out.Next(last)) != nullptr && Skips(*r);) {
+    for (const EntryReach* r; last < store->head() && (r = NextSkipped(last)) != nullptr;) {
       if (skipped_origins.count(r->origin) == 0 &&
           protocol::kCoverWireBytes * (skipped_origins.size() + 1) > max_bytes / 2) {
         full = true;
         break;
       }
-      auto& range = covered[r->origin];
-      if (range.first == 0 && range.second == 0) range.first = r->first_seq - 1;
-      range.second = r->last_seq;
-      skipped_origins.insert(r->origin);
+      cover(r->origin, r->first_seq, r->last_seq, /*skipped=*/true);
       last = r->cursor;
     }
     // (Below the log's floor only the kept reach tells what the client skips: the next batch
@@ -821,20 +820,31 @@ void Session::Pump() {
         if (own && (!own_seq_ || e.last_seq <= *own_seq_)) {
           // Its own push may still have moved documents out of (or into) its view.
           if (grants_) {
-            CAIRN_ASSIGN_OR_RETURN(auto moves, protocol::DecodeMovesFrame(e.batch));
-            if (enters(moves, e.cursor)) {
-              full = true;
-              return Status(Code::kEBUSY, "documents enter the view");
-            }
-            CAIRN_RETURN_IF_ERROR(LeaveOwnWrites(e.batch, moves, e.cursor, &enc));
+            std::vector<protocol::ChannelMove> moves;
+            std::set<DocRef> written;
+            CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(
+                e.batch, "log entry",
+                [&](const wire::OpBatch& b) -> Status {
+                  CAIRN_ASSIGN_OR_RETURN(moves, protocol::DecodeMoves(b));
+                  if (enters(moves, e.cursor)) {
+                    full = true;
+                    return Status(Code::kEBUSY, "documents enter the view");
+                  }
+                  return Status::OK();
+                },
+                [&](const Op& op) {
+                  written.emplace(op.collection, op.key);
+                  return Status::OK();
+                }));
+            LeaveOwnWrites(written, moves, e.cursor, &enc);
             TrackMoves(std::move(moves), e.cursor, /*own=*/true, &enc);
           }
           last = e.cursor;
           return Status::OK();
         }
-        // docs/protocol.md "Limits": entries go whole while the batch stays within
-        // the ops and bytes a push may have (the coverage still to be added
-        // counted); the first goes whatever its size (it was a push within them).
+        // docs/protocol.md "Limits": entries go whole while the batch stays within the ops and
+        // bytes a push may have (the coverage still to be added counted); the first goes
+        // whatever its size (it was a push within them).
         auto fits = [&](const wire::OpBatch& b) -> Status {
           const size_t covers = protocol::kCoverWireBytes * skipped_origins.size();
           if (!enc.CanMerge(b, max_ops, max_bytes, covers)) {
@@ -843,8 +853,7 @@ void Session::Pump() {
           }
           return Status::OK();
         };
-        // With sync rules, the entry's channel moves, read from the frame decoded
-        // once.
+        // With sync rules, the entry's channel moves, read from the frame decoded once.
         std::vector<protocol::ChannelMove> moves;
         auto first = [&](const wire::OpBatch& b) -> Status {
           CAIRN_RETURN_IF_ERROR(fits(b));
@@ -869,15 +878,8 @@ void Session::Pump() {
         if (grants_) TrackMoves(std::move(moves), e.cursor, own, &enc);
         last = e.cursor;
         if (own) own_seq_ = e.last_seq;
-        // Skipped: ops of collections it does not get, and refused seqs (not in the
-        // batch).
-        const bool skipped = sent != e.last_seq - e.first_seq + 1;
-        // The client must learn that the seqs it did not get were skipped, not
-        // lost.
-        auto& range = covered[e.origin];
-        if (range.first == 0 && range.second == 0) range.first = e.first_seq - 1;
-        range.second = e.last_seq;
-        if (skipped) skipped_origins.insert(e.origin);
+        // Skipped: ops of collections it does not get, and refused seqs (not in the batch).
+        cover(e.origin, e.first_seq, e.last_seq, sent != e.last_seq - e.first_seq + 1);
         return Status::OK();
       });
     }

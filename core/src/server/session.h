@@ -149,6 +149,12 @@ class Session : public net::Link::Delegate {
   // (with sync rules: its channels are out of the view, it is not the client's own, and none
   // of the documents it moves is held); such entries go as coverage, unread.
   bool Skips(const EntryReach& r) const;
+  // The kept entry right after cursor `after` if the client skips it, else nullptr (read the
+  // log, or nothing is left).
+  const EntryReach* NextSkipped(uint64_t after) const {
+    const EntryReach* r = server_->fan_out.Next(after);
+    return r != nullptr && Skips(*r) ? r : nullptr;
+  }
   // The view changed (or was set): the hub's index of who views what follows it.
   void IndexView() { server_->fan_out.SetView(serial_, grants_ ? &view_ : nullptr); }
   // Whether a document in `channels` is in the client's view (with sync rules).
@@ -180,11 +186,13 @@ class Session : public net::Link::Delegate {
   // wrote: one the session takes as not held leaves at once).
   void TrackMoves(std::vector<protocol::ChannelMove> moves, uint64_t cursor, bool own,
                   protocol::BatchEncoder* enc);
-  // docs/sync-rules.md "Channel moves in the log": an entry of the client's own push (its
-  // frame, its `moves`) wrote documents it does not move; each out of the view at the head
-  // goes into `enc` (OpBatch.leave), so that the client keeps none of its own ops of it.
-  Status LeaveOwnWrites(std::string_view frame, const std::vector<protocol::ChannelMove>& moves,
-                        uint64_t cursor, protocol::BatchEncoder* enc);
+  // docs/sync-rules.md "Channel moves in the log": an entry of the client's own push wrote
+  // the documents `written`, of which it moves those of `moves`; each of the others out of the
+  // view at the head goes into `enc` (OpBatch.leave), so that the client keeps none of its own
+  // ops of it.
+  void LeaveOwnWrites(const std::set<DocRef>& written,
+                      const std::vector<protocol::ChannelMove>& moves, uint64_t cursor,
+                      protocol::BatchEncoder* enc);
   // Moves documents of entering_ into `enc` (OpBatch.enter: their state at the head, those
   // still in the view) while their ops stay within `budget` bytes (at least one document).
   Status AddEntering(size_t budget, protocol::BatchEncoder* enc);
