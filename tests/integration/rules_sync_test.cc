@@ -928,6 +928,7 @@ class RulesModel {
     // The leak detector's eyes: every frame the server sends, through a proxy.
     FaultProxy proxy(server->port(), [this](int) {
       Faults f;
+      f.nodelay = true;  // (40 ms delayed acknowledgements would make each sync slow)
       f.on_down_frame = [this](std::string_view frame) {
         std::lock_guard<std::mutex> lock(frames_mu_);
         frames_.emplace_back(frame);

@@ -1370,7 +1370,13 @@ TEST(SyncAuth, DurableReceiptsNeverGoBackAcrossSplitAcks) {
   ServerThread server(so);
   FaultProxy proxy(server.port(), [](int n) {
     Faults f;
-    if (n == 0) f.cut_down_before_frame = 3;  // Welcome, CaughtUp, the first Ack, cut
+    if (n == 0) {
+      f.cut_down_before_frame = 3;  // Welcome, CaughtUp, the first Ack, cut
+      // The first Ack held back a while: the server judges the three pushes meanwhile (all
+      // sent at the Welcome), else the cut could come before it read the later ones.
+      f.stall_down_before_frame = 2;
+      f.stall_ms = 500;
+    }
     return f;
   });
   sync::SyncOptions o;

@@ -27,8 +27,10 @@ struct Dir {
   bool stalled = false;
   uv_timer_t timer;
   bool timer_running = false;
-  // Frame scanning (server -> client): cut before frame number `cut_before_frame`.
+  // Frame scanning (server -> client): cut before frame number `cut_before_frame`, pause
+  // before frame number `stall_before_frame`.
   uint32_t cut_before_frame = UINT32_MAX;
+  uint32_t stall_before_frame = UINT32_MAX;
   uint64_t seen = 0, next_frame_at = 0;
   uint32_t frames_seen = 0;
   std::string hdr;
@@ -50,6 +52,7 @@ struct Dir {
       }
       if (hdr.empty()) {
         if (frames_seen == cut_before_frame) cut_after = std::min(cut_after, abs);
+        if (frames_seen == stall_before_frame) stall_at = std::min(stall_at, abs);
         frames_seen++;
       }
       hdr.push_back(p[i++]);
@@ -231,13 +234,14 @@ void OnAccept(uv_stream_t* listener, int status) {
   l->down.cut_after = l->f.cut_down_after;
   l->down.stall_at = l->f.stall_down_at;
   l->down.cut_before_frame = l->f.cut_down_before_frame;
+  l->down.stall_before_frame = l->f.stall_down_before_frame;
   l->down.on_frame = l->f.on_down_frame;
   l->down.stall_ms = l->f.stall_ms;
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&l->client)) != 0) {
     l->Close();
     return;
   }
-  uv_tcp_nodelay(&l->client, 1);  // small frames go at once, as the engine's own do
+  if (l->f.nodelay) uv_tcp_nodelay(&l->client, 1);
   uv_read_start(reinterpret_cast<uv_stream_t*>(&l->client), Alloc, Link::OnRead);
   sockaddr_in addr;
   uv_ip4_addr("127.0.0.1", p->target_port, &addr);
@@ -250,7 +254,7 @@ void OnAccept(uv_stream_t* listener, int status) {
                      return;
                    }
                    link->server_connected = true;
-                   uv_tcp_nodelay(&link->server, 1);
+                   if (link->f.nodelay) uv_tcp_nodelay(&link->server, 1);
                    uv_read_start(reinterpret_cast<uv_stream_t*>(&link->server), Alloc,
                                  Link::OnRead);
                    link->Pump(&link->up);

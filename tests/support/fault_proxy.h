@@ -19,7 +19,11 @@ struct Faults {
   size_t chunk_bytes = 0;                // > 0: forward at most this much per tick
   uint32_t chunk_delay_ms = 0;           // the tick of a slow link
   uint64_t stall_down_at = UINT64_MAX;   // server -> client: pause once at this offset...
+  uint32_t stall_down_before_frame = UINT32_MAX;  // ...or before frame n (0-based)...
   uint32_t stall_ms = 0;                 // ...for this long
+  // TCP_NODELAY on both of the proxy's sockets (small frames go at once, as the engine's own
+  // do). Off by default: tests written against the proxy's coalescing keep it.
+  bool nodelay = false;
   // Called on the proxy's thread with each whole frame the server sends (its payload, without
   // the length prefix), as the proxy receives it: a test's eyes on what a client is sent.
   std::function<void(std::string_view)> on_down_frame;
