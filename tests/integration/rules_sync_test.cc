@@ -405,6 +405,46 @@ TEST(RulesSync, TokensRenewOnALiveSession) {
   live.Stop();
 }
 
+// docs/protocol.md "Token renewal": from a renewal until the CaughtUp that follows the
+// server's answer, the client's status says syncing, not idle: documents are still to enter
+// or leave. Idle again, it holds its new view.
+TEST(RulesSync, ARenewingClientIsNotIdleUntilItsNewViewIsInPlace) {
+  TempDir dir;
+  ServerThread server(RulesOptions(dir));
+  auto bob = OpenReplica(dir.File("bob.db"));
+  ASSERT_TRUE(bob->Put("tasks", "r1", Task("bob", "red")).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, Token("bob", {"red"})).ok());
+  // The server's answer to the renewal, its fifth frame (after Welcome, an empty snapshot and
+  // CaughtUp: her view is empty), is held back 2 s.
+  FaultProxy proxy(server.port(), [](int) {
+    Faults f;
+    f.stall_down_before_frame = 4;
+    f.stall_ms = 2000;
+    return f;
+  });
+  auto alice = OpenReplica(dir.File("alice.db"));
+  sync::SyncOptions o;
+  o.server = "127.0.0.1:" + std::to_string(proxy.port());
+  o.token = Token("alice", {});
+  sync::SyncClient live(alice.get(), o);
+  ASSERT_TRUE(live.Start().ok());
+  ASSERT_TRUE(Eventually([&] { return live.status().state == sync::SyncState::kIdle; }));
+  const int64_t exp = port::WallClockMs() / 1000 + 7200;
+  live.SetToken(Token("alice", {"red"}, false, exp));
+  bool syncing = false;
+  for (int i = 0; i < 100 && !syncing; i++) {
+    syncing = live.status().state == sync::SyncState::kSyncing;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(syncing) << live.status().ToJson();
+  ASSERT_TRUE(Eventually([&] {
+    sync::SyncStatus st = live.status();
+    return st.state == sync::SyncState::kIdle && st.token_expires_ms == exp * 1000;
+  })) << live.status().ToJson();
+  EXPECT_TRUE(alice->Get("tasks", "r1").value().has_value());
+  live.Stop();
+}
+
 // Whether the bytes of `needle` are anywhere in the replica's files (the database and its
 // WAL): what the server never sent cannot be there.
 bool FileHolds(const std::string& db_path, const std::string& needle) {
@@ -418,6 +458,64 @@ bool FileHolds(const std::string& db_path, const std::string& needle) {
     if (bytes.find(needle) != std::string::npos) return true;
   }
   return false;
+}
+
+// docs/sync-rules.md "Changes of view": a renewal on a session whose cursor moved on since its
+// Hello does not count, for the clients past that point, the grants of before the Hello: a
+// later sync names as leaving no document that entered those channels only afterwards (it
+// named one: its key, to someone who never could read it; found by the model-based test).
+TEST(RulesSync, ARenewalAfterTheLogMovedForgetsTheGrantsOfBeforeItsSession) {
+  TempDir dir;
+  ServerThread server(RulesOptions(dir));
+  auto alice = OpenReplica(dir.File("alice.db"));
+  auto bob = OpenReplica(dir.File("bob.db"));
+  // A live session of alice's, its token renewed from teams red+blue to blue, nothing logged
+  // after: her view record is uncertain at its cursor (it may hold red's documents there).
+  auto live_renewal = [&](std::vector<std::string> from, std::vector<std::string> to) {
+    sync::SyncOptions o;
+    o.server = server.address();
+    o.token = Token("alice", from);
+    sync::SyncClient live(alice.get(), o);
+    EXPECT_TRUE(live.Start().ok());
+    auto idle = [&] { return live.status().state == sync::SyncState::kIdle; };
+    EXPECT_TRUE(Eventually(idle));
+    const int64_t exp = port::WallClockMs() / 1000 + 7000 + static_cast<int64_t>(to.size());
+    live.SetToken(Token("alice", to, false, exp));
+    EXPECT_TRUE(Eventually([&] { return idle() && live.status().token_expires_ms == exp * 1000; }));
+    live.Stop();
+  };
+  live_renewal({"red", "blue"}, {"blue"});
+  // Bob's task enters team red after that.
+  ASSERT_TRUE(bob->Put("tasks", "red-after", Task("bob", "red")).ok());
+  ASSERT_TRUE(Sync(bob.get(), server, Token("bob", {"red"})).ok());
+  // Alice's next session begins at that cursor (it was red's), catches up past red-after (not
+  // hers) and renews to team green.
+  live_renewal({"blue"}, {"green"});
+  // Her next sync, through a proxy that sees every frame: no leave of red-after.
+  std::mutex mu;
+  std::vector<std::string> left;
+  FaultProxy proxy(server.port(), [&](int) {
+    Faults f;
+    f.on_down_frame = [&](std::string_view frame) {
+      const std::string payload(frame);
+      auto v = protocol::VerifyFrame(payload, protocol::FrameLimits());
+      const wire::OpBatch* b = v.ok() ? (*v)->body_as_OpBatch() : nullptr;
+      if (b == nullptr || b->leave() == nullptr) return;
+      std::lock_guard<std::mutex> lock(mu);
+      for (const wire::DocRef* d : *b->leave()) left.push_back(d->key()->str());
+    };
+    return f;
+  });
+  ASSERT_TRUE(SyncOnce(alice.get(), "127.0.0.1:" + std::to_string(proxy.port()),
+                       [&] {
+                         sync::SyncOptions o;
+                         o.token = Token("alice", {"green"});
+                         return o;
+                       }())
+                  .ok());
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(std::count(left.begin(), left.end(), "red-after"), 0) << "named as leaving";
+  EXPECT_FALSE(FileHolds(dir.File("alice.db"), "red-after"));
 }
 
 // docs/sync-rules.md "Reading": a document whose fields move it out of a client's view is
@@ -916,6 +1014,7 @@ class RulesModel {
       auto r = Replica::Open(dir.File(u.name + ".db"), ro);
       EXPECT_TRUE(r.ok()) << r.status().ToString();
       u.replica = std::move(r).value();
+      u.synced_teams = u.teams;
       users_.push_back(std::move(u));
     }
   }
@@ -974,15 +1073,19 @@ class RulesModel {
     Value value;
     uint64_t step = 0;  // the write's order: its timestamp's
   };
-  using Doc = std::map<std::string, Cell>;
+  struct Doc {  // docs/crdt-semantics.md "The rules"
+    std::map<std::string, Cell> cells;
+    uint64_t deleted = 0;  // the step of its largest delete (D)
+  };
   struct Txn {
     std::string key;
-    Fields fields;
+    Fields fields;  // none: a delete
     uint64_t step = 0;
   };
   struct User {
     std::string name;
     std::set<std::string> teams, subscribed;  // subscribed: empty for every channel it reads
+    std::set<std::string> synced_teams;       // those of the token the server saw last
     std::unique_ptr<Replica> replica;
     std::vector<Txn> pending;  // written, not pushed yet
     size_t refused_ops = 0;
@@ -1014,9 +1117,10 @@ class RulesModel {
     }
     return out;
   }
-  static std::set<std::string> Grants(const User& u) {
+  static std::set<std::string> Grants(const User& u) { return Grants(u, u.teams); }
+  static std::set<std::string> Grants(const User& u, const std::set<std::string>& teams) {
     std::set<std::string> out = {"user:" + u.name};
-    for (const std::string& t : u.teams) out.insert("team:" + t);
+    for (const std::string& t : teams) out.insert("team:" + t);
     return out;
   }
   static bool Meets(const std::set<std::string>& a, const std::set<std::string>& b) {
@@ -1027,33 +1131,39 @@ class RulesModel {
   }
   static Fields Visible(const Doc& d) {
     Fields f;
-    for (const auto& [name, cell] : d) f[name] = cell.value;
+    for (const auto& [name, cell] : d.cells) {
+      if (cell.step > d.deleted) f[name] = cell.value;
+    }
     return f;
   }
-  bool InView(const User& u, const Fields& f) const {
+  bool InView(const User& u, const Fields& f) const { return InView(u, f, u.teams); }
+  bool InView(const User& u, const Fields& f, const std::set<std::string>& teams) const {
     if (f.empty()) return false;
     const std::set<std::string> ch = Channels(f);
-    return Meets(ch, Grants(u)) && (u.subscribed.empty() || Meets(ch, u.subscribed));
+    return Meets(ch, Grants(u, teams)) && (u.subscribed.empty() || Meets(ch, u.subscribed));
   }
 
   void Write(User* u) {
     Txn t;
     t.key = keys_[Pick(kKeys)];
     const size_t n = Pick(4);
-    if (n == 0 || Pick(3) == 0) {  // mostly its own
+    const bool del = Pick(10) == 0;
+    if (!del && (n == 0 || Pick(3) == 0)) {  // mostly its own
       t.fields["owner"] = Value::String(Pick(4) == 0 ? users_[Pick(kUsers)].name : u->name);
     }
-    if (n == 1 || Pick(2) == 0)
+    if (!del && (n == 1 || Pick(2) == 0))
       t.fields["team"] = Value::String(Pick(4) == 0 ? "" : kTeams[Pick(3)]);
-    if (n >= 2 || t.fields.empty()) t.fields["title"] = Value::Int(static_cast<int64_t>(step_));
+    if (!del && (n >= 2 || t.fields.empty()))
+      t.fields["title"] = Value::Int(static_cast<int64_t>(step_));
     clock_.Advance(1);
     t.step = ++step_;
-    Status st = u->replica->Put("tasks", t.key, t.fields);
+    Status st =
+        del ? u->replica->Delete("tasks", t.key) : u->replica->Put("tasks", t.key, t.fields);
     if (!st.ok()) {
-      Fail(u->name + " put " + t.key + ": " + st.ToString());
+      Fail(u->name + (del ? " delete " : " put ") + t.key + ": " + st.ToString());
       return;
     }
-    std::string desc;
+    std::string desc = del ? " (a delete)" : "";
     for (const auto& [k, v] : t.fields) desc += " " + k + "=" + JsonOf(v);
     Trace("step " + std::to_string(t.step) + ": " + u->name + " writes " + t.key + desc);
     u->entitled.insert(t.key);
@@ -1064,11 +1174,11 @@ class RulesModel {
     return FieldsToJson(f)["v"].dump();
   }
 
-  // docs/sync-rules.md "Writing", on the model's state.
-  bool MayWrite(const User& u, const Doc& before, const Doc& after) const {
-    const std::set<std::string> w = Grants(u);
+  // docs/sync-rules.md "Writing", on the model's state, for a token granting `w`.
+  static bool MayWrite(const std::set<std::string>& w, const Doc& before, const Doc& after) {
     const Fields fb = Visible(before), fa = Visible(after);
     const std::set<std::string> cb = Channels(fb), ca = Channels(fa);
+    if (fb.empty() && fa.empty()) return false;  // its key alone gives no channel
     if (!fb.empty() && !Meets(cb, w)) return false;
     if (!fa.empty()) {
       if (!Meets(ca, w)) return false;
@@ -1081,14 +1191,16 @@ class RulesModel {
 
   // The leak detector: each frame of the sync carries ops and states only of tasks in the
   // user's view in the server's state before its push or after it (which of the two a frame
-  // saw is not known here), names as leaving only those or tasks it was entitled to before, and
-  // carries no channel moves.
+  // saw is not known here), under the token it pushed with or the one it renewed to, names as
+  // leaving only those or tasks it was entitled to before, and carries no channel moves.
   void CheckFrames(const User& u, const std::map<std::string, Doc>& before,
-                   const std::set<std::string>& entitled) {
+                   const std::set<std::string>& entitled, const std::set<std::string>& push_teams) {
     auto visible = [&](const std::string& key) {
       for (const std::map<std::string, Doc>* state : {&before, &std::as_const(docs_)}) {
         auto d = state->find(key);
-        if (d != state->end() && InView(u, Visible(d->second))) return true;
+        if (d == state->end()) continue;
+        const Fields f = Visible(d->second);
+        if (InView(u, f) || InView(u, f, push_teams)) return true;
       }
       return false;
     };
@@ -1139,69 +1251,128 @@ class RulesModel {
     clock_.Advance(1);
     const std::map<std::string, Doc> before = docs_;     // the server's state before the push
     const std::set<std::string> entitled = u->entitled;  // (before this sync)
+    // When its teams changed since its last sync, it may renew its token on a live session
+    // (docs/protocol.md "Token renewal"): it pushes under the token the server saw last, then
+    // renews. (Only when both tokens read what it subscribes to: else the server ends it.)
+    const std::set<std::string> old_grants = Grants(*u, u->synced_teams);
+    bool live = u->synced_teams != u->teams && Pick(2) == 0;
+    for (const std::string& c : u->subscribed) live = live && old_grants.count(c) > 0;
+    const std::set<std::string> push_teams = live ? u->synced_teams : u->teams;
     // The server judges its pushed transactions in order, on its state.
     for (const Txn& t : u->pending) {
       Doc& doc = docs_[t.key];
       Doc after = doc;
+      if (t.fields.empty()) after.deleted = std::max(after.deleted, t.step);
       for (const auto& [name, value] : t.fields) {
-        Cell& c = after[name];
+        Cell& c = after.cells[name];
         if (t.step > c.step) c = Cell{value, t.step};
       }
-      const bool ok = MayWrite(*u, doc, after);
+      const bool ok = MayWrite(Grants(*u, push_teams), doc, after);
       Trace("  " + u->name + "'s write " + std::to_string(t.step) + ": " +
             (ok ? "accepted" : "refused"));
       if (ok) {
         doc = std::move(after);
       } else {
-        u->refused_ops += t.fields.size();
+        u->refused_ops += std::max<size_t>(t.fields.size(), 1);
       }
     }
     u->pending.clear();
-    for (auto it = docs_.begin(); it != docs_.end();) {
-      it = it->second.empty() ? docs_.erase(it) : std::next(it);
-    }
     Trace(u->name + " (teams " + Join(u->teams) + ", subscribed " +
-          (u->subscribed.empty() ? "all" : Join(u->subscribed)) + ") syncs");
-    sync::SyncOptions o;
-    o.token = Token(u->name, std::vector<std::string>(u->teams.begin(), u->teams.end()));
-    o.channels.assign(u->subscribed.begin(), u->subscribed.end());
+          (u->subscribed.empty() ? "all" : Join(u->subscribed)) + ") syncs" +
+          (live ? ", renewing its token of teams " + Join(u->synced_teams) + " live" : ""));
     {
       std::lock_guard<std::mutex> lock(frames_mu_);
       frames_.clear();
     }
-    Status st = SyncOnce(u->replica.get(), address_, o);
+    Status st =
+        live ? RenewLive(u) : SyncOnce(u->replica.get(), address_, OptionsFor(*u, u->teams));
     if (!st.ok()) {
       Fail(u->name + " sync: " + st.ToString());
       return;
     }
-    CheckFrames(*u, before, entitled);
+    u->synced_teams = u->teams;
+    CheckFrames(*u, before, entitled, push_teams);
+    if (live) {  // what its old token read, before the push or after, it may have held
+      for (const std::map<std::string, Doc>* state : {&before, &std::as_const(docs_)}) {
+        for (const auto& [key, doc] : *state) {
+          if (InView(*u, Visible(doc), push_teams)) u->entitled.insert(key);
+        }
+      }
+    }
+    const std::string wrong = Mismatch(u);
+    if (!wrong.empty()) Fail(wrong);
+    for (const std::string& key : keys_) {
+      if (!u->entitled.count(key) && FileHolds(dir_.File(u->name + ".db"), key)) {
+        Fail("leak: " + u->name + "'s files hold " + key + ", never in its view");
+      }
+    }
+  }
+
+  // A sync with a token for `teams`; each token expires at another second (the status's
+  // token_expires_ms tells which one the server took): *expires_ms.
+  sync::SyncOptions OptionsFor(const User& u, const std::set<std::string>& teams,
+                               int64_t* expires_ms = nullptr) {
+    const int64_t exp = clock_.NowMs() / 1000 + 3600 + static_cast<int64_t>(++tokens_);
+    if (expires_ms != nullptr) *expires_ms = exp * 1000;
+    sync::SyncOptions o;
+    o.server = address_;
+    o.token = Token(u.name, std::vector<std::string>(teams.begin(), teams.end()), false, exp);
+    o.channels.assign(u.subscribed.begin(), u.subscribed.end());
+    return o;
+  }
+
+  // A live session under the token of its last sync: idle (its pushes judged), it renews the
+  // token with its new teams and waits for idle again: the new view must be in place then.
+  Status RenewLive(User* u) {
+    int64_t old_expires_ms = 0, new_expires_ms = 0;
+    sync::SyncClient live(u->replica.get(), OptionsFor(*u, u->synced_teams, &old_expires_ms));
+    Status st = live.Start();
+    if (!st.ok()) return st;
+    auto idle_with = [&](int64_t expires_ms) {
+      return Eventually([&] {
+        sync::SyncStatus s = live.status();
+        return s.state == sync::SyncState::kIdle && s.pending_ops == 0 &&
+               s.token_expires_ms == expires_ms;
+      });
+    };
+    if (!idle_with(old_expires_ms)) {
+      st = Status(Code::kETIMEDOUT, "not idle under its old token: " + live.status().ToJson());
+    } else {
+      live.SetToken(OptionsFor(*u, u->teams, &new_expires_ms).token);
+      if (!idle_with(new_expires_ms)) {
+        st = Status(Code::kETIMEDOUT, "not idle after the renewal: " + live.status().ToJson());
+      } else {
+        // Checked while the session is still up: nothing is left to arrive once idle.
+        const std::string wrong = Mismatch(u);
+        if (!wrong.empty()) Fail("idle after the renewal, but " + wrong);
+      }
+    }
+    live.Stop();
+    return st;
+  }
+
+  // "" when the replica holds exactly the model's view and refusals, else what differs.
+  std::string Mismatch(User* u) {
     for (const std::string& key : keys_) {
       auto d = docs_.find(key);
       const Fields model = d == docs_.end() ? Fields() : Visible(d->second);
       const bool in_view = InView(*u, model);
       if (in_view) u->entitled.insert(key);
       auto got = u->replica->Get("tasks", key);
-      if (!got.ok()) {
-        Fail(u->name + " get " + key + ": " + got.status().ToString());
-        return;
-      }
+      if (!got.ok()) return u->name + " get " + key + ": " + got.status().ToString();
       if (in_view != got->has_value() || (in_view && **got != model)) {
-        Fail(u->name + " holds " + key + " as " +
-             (got->has_value() ? FieldsToJson(**got).dump() : std::string("(nothing)")) +
-             ", the model says " + (in_view ? FieldsToJson(model).dump() : "(nothing)") +
-             " (the server's: " + FieldsToJson(model).dump() + ")");
+        return u->name + " holds " + key + " as " +
+               (got->has_value() ? FieldsToJson(**got).dump() : std::string("(nothing)")) +
+               ", the model says " + (in_view ? FieldsToJson(model).dump() : "(nothing)") +
+               " (the server's: " + FieldsToJson(model).dump() + ")";
       }
     }
     const size_t refused = RejectedOps(u->replica.get()).size();
     if (refused != u->refused_ops) {
-      Fail(u->name + " has " + std::to_string(refused) + " refused ops, the model says " +
-           std::to_string(u->refused_ops));
+      return u->name + " has " + std::to_string(refused) + " refused ops, the model says " +
+             std::to_string(u->refused_ops);
     }
-    for (const std::string& key : keys_) {
-      if (!u->entitled.count(key) && FileHolds(dir_.File(u->name + ".db"), key)) {
-        Fail("leak: " + u->name + "'s files hold " + key + ", never in its view");
-      }
-    }
+    return "";
   }
 
   const uint64_t seed_;
@@ -1212,6 +1383,7 @@ class RulesModel {
   std::vector<User> users_;
   std::map<std::string, Doc> docs_;  // the server's state
   uint64_t step_ = 0;
+  uint64_t tokens_ = 0;  // minted
   ServerThread* server_ = nullptr;
   std::string address_;  // the proxy's
   std::mutex frames_mu_;

@@ -65,7 +65,8 @@ CAIRN_API int cairn_sync_network_changed(cairn_sync* sync);
  *  it without reconnecting (the server checks it as at connect: a token it refuses ends the
  *  session with its error), and every later connection uses it. A live sync whose token
  *  expired (last_error CAIRN_ETOKEN) waits for this call, then reconnects at once. Renew before
- *  "token_expires_ms" of the status.
+ *  "token_expires_ms" of the status. A live session's state is "syncing" until the view the
+ *  new token gives is in place (documents entered and left), then "idle" again.
  *  @return CAIRN_OK or CAIRN_EINVAL (NULL argument). */
 CAIRN_API int cairn_sync_set_token(cairn_sync* sync, const char* token);
 /** The status as JSON: {"state":"offline|connecting|syncing|idle","pending_ops":N,

@@ -223,28 +223,80 @@ bool ViewFromJson(const Json& j, View* v) {
 
 }  // namespace
 
+std::pair<View, View> ViewRecord::At(uint64_t at) const {
+  if (at > cursor) return {to, to};
+  for (const Tier& t : earlier) {
+    if (at <= t.cursor) return {t.maybe, t.surely};
+  }
+  return {maybe, surely};
+}
+
+ViewRecord ViewRecord::Then(const View& view, uint64_t at) const {
+  ViewRecord next{view, {}, {}, std::max(at, cursor), rules, earlier};
+  if (at > cursor) {
+    // Past `cursor` the replica holds `to`; at `at`, some of `to` and some of `view`.
+    next.earlier.push_back(Tier{cursor, maybe, surely});
+    next.maybe = to.Union(view);
+    next.surely = to.Intersection(view);
+    if (next.earlier.size() > kMaxTiers) {
+      Tier& second = next.earlier[1];
+      second.maybe = second.maybe.Union(next.earlier[0].maybe);
+      second.surely = second.surely.Intersection(next.earlier[0].surely);
+      next.earlier.erase(next.earlier.begin());
+    }
+  } else {
+    next.maybe = maybe.Union(view);
+    next.surely = surely.Intersection(view);
+  }
+  return next;
+}
+
 std::string ViewRecord::ToJson() const {
-  return Json{{"to", ViewJson(to)},
-              {"maybe", ViewJson(maybe)},
-              {"surely", ViewJson(surely)},
-              {"cursor", cursor},
-              {"rules", rules}}
-      .dump();
+  Json j{{"to", ViewJson(to)},
+         {"maybe", ViewJson(maybe)},
+         {"surely", ViewJson(surely)},
+         {"cursor", cursor},
+         {"rules", rules}};
+  if (!earlier.empty()) {
+    Json tiers = Json::array();
+    for (const Tier& t : earlier) {
+      tiers.push_back(
+          Json{{"cursor", t.cursor}, {"maybe", ViewJson(t.maybe)}, {"surely", ViewJson(t.surely)}});
+    }
+    j["earlier"] = std::move(tiers);
+  }
+  return j.dump();
 }
 
 Result<ViewRecord> ViewRecord::Parse(std::string_view text) {
   const Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  const Status bad = Status::Corrupt("a replica's view record is malformed");
   ViewRecord r;
   if (!j.is_object() || !j.contains("cursor") || !j["cursor"].is_number_unsigned() ||
       !j.contains("to") || !ViewFromJson(j["to"], &r.to) || !j.contains("maybe") ||
       !ViewFromJson(j["maybe"], &r.maybe) || !j.contains("surely") ||
       !ViewFromJson(j["surely"], &r.surely)) {
-    return Status::Corrupt("a replica's view record is malformed");
+    return bad;
   }
   r.cursor = j["cursor"].get<uint64_t>();
   if (j.contains("rules")) {
-    if (!j["rules"].is_string()) return Status::Corrupt("a replica's view record is malformed");
+    if (!j["rules"].is_string()) return bad;
     r.rules = j["rules"].get<std::string>();
+  }
+  if (j.contains("earlier")) {
+    if (!j["earlier"].is_array()) return bad;
+    for (const Json& t : j["earlier"]) {
+      Tier tier;
+      if (!t.is_object() || !t.contains("cursor") || !t["cursor"].is_number_unsigned() ||
+          !t.contains("maybe") || !ViewFromJson(t["maybe"], &tier.maybe) || !t.contains("surely") ||
+          !ViewFromJson(t["surely"], &tier.surely)) {
+        return bad;
+      }
+      tier.cursor = t["cursor"].get<uint64_t>();
+      const uint64_t floor = r.earlier.empty() ? 0 : r.earlier.back().cursor + 1;
+      if (tier.cursor < floor || tier.cursor >= r.cursor) return bad;  // ascending, before it
+      r.earlier.push_back(std::move(tier));
+    }
   }
   return r;
 }

@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "auth/jwt.h"
@@ -77,22 +78,40 @@ struct View {
 
 // What the server keeps of a replica's view (docs/sync-rules.md "Changes of view"): once the
 // replica's cursor is past `cursor` it holds `to`; until then it may be in any view since the
-// last one it was known to hold: each covers `surely` and is covered by `maybe`.
+// last one it was known to hold: each covers `surely` and is covered by `maybe`. A session
+// that changes the view again after its cursor moved on (a renewed token) keeps what was known
+// of the cursors up to the earlier change in `earlier`, so that a client past it is not taken
+// to hold what it may have held before.
 struct ViewRecord {
+  struct Tier {  // a client at `cursor` or before (and after the tier before) holds between
+    uint64_t cursor = 0;
+    View maybe, surely;
+    bool operator==(const Tier& o) const {
+      return cursor == o.cursor && maybe == o.maybe && surely == o.surely;
+    }
+  };
+  static constexpr size_t kMaxTiers = 8;  // more: the two oldest are merged (wider, safe)
+
   View to, maybe, surely;
   uint64_t cursor = 0;
   // The digest of the sync rules the views were given under (Rules::digest; "" in a record
   // of an earlier version): a snapshot cut under other rules is not resumed.
   std::string rules;
+  std::vector<Tier> earlier;  // cursors ascending, all before `cursor`
 
   // Certain: `view` held from `cursor` on.
   static ViewRecord Held(const View& view, uint64_t cursor, std::string rules) {
-    return ViewRecord{view, view, view, cursor, std::move(rules)};
+    return ViewRecord{view, view, view, cursor, std::move(rules), {}};
   }
-  bool certain() const { return maybe == to && surely == to; }
+  bool certain() const { return earlier.empty() && maybe == to && surely == to; }
+  // What a replica whose cursor is `at` may hold (first) and surely holds (second).
+  std::pair<View, View> At(uint64_t at) const;
+  // The record once a session of this record, at cursor `at` (not before `cursor`), changes
+  // the view to `view` there.
+  ViewRecord Then(const View& view, uint64_t at) const;
   bool operator==(const ViewRecord& o) const {
     return to == o.to && maybe == o.maybe && surely == o.surely && cursor == o.cursor &&
-           rules == o.rules;
+           rules == o.rules && earlier == o.earlier;
   }
   std::string ToJson() const;
   static Result<ViewRecord> Parse(std::string_view json);  // ECORRUPT when malformed

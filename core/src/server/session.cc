@@ -179,7 +179,9 @@ void Session::OnRenew(const wire::Renew& renew) {
     view_ = rules::View::Of(*grants_, channels_);
     IndexView();
     if (view_ != before) {
-      Status changed = KeepViewRecord(record_.maybe, record_.surely);
+      // Past the record's cursor the client held `before`: what it may have held at or before
+      // that cursor stays apart (rules::ViewRecord::Then).
+      Status changed = KeepViewRecord(record_.Then(view_, sent_));
       if (changed.ok()) changed = ChangeView(before, before);
       if (!changed.ok()) {
         server_->Log("session " + replica_.Hex() +
@@ -498,20 +500,19 @@ Status Session::StartView() {
   if (text.empty() || (snapshot_ && snapshot_->rebase)) {
     // A replica new to sync rules holds the view it is given. (A rebase snapshot brings the
     // view; what it does not bring is not removed yet: docs/sync-rules.md "Status".)
-    return KeepViewRecord(view_, view_);
+    return KeepViewRecord(rules::ViewRecord::Held(view_, sent_, ""));
   }
   CAIRN_ASSIGN_OR_RETURN(record_, rules::ViewRecord::Parse(text));
-  // Past the record's cursor, the client holds its `to`; at or before it, any of its views.
-  const bool passed = sent_ > record_.cursor;
-  const rules::View maybe = passed ? record_.to : record_.maybe;
-  const rules::View surely = passed ? record_.to : record_.surely;
-  CAIRN_RETURN_IF_ERROR(KeepViewRecord(maybe, surely));
+  // Past the record's cursor, the client holds its `to`; at or before it, any of its views
+  // (of the earlier change's tier when it is at or before that one's cursor).
+  const auto [maybe, surely] = record_.At(sent_);
+  CAIRN_RETURN_IF_ERROR(KeepViewRecord(
+      rules::ViewRecord{view_, maybe.Union(view_), surely.Intersection(view_), sent_, "", {}}));
   return ChangeView(maybe, surely);
 }
 
-Status Session::KeepViewRecord(const rules::View& maybe, const rules::View& surely) {
-  rules::ViewRecord next{view_, maybe.Union(view_), surely.Intersection(view_), sent_,
-                         RulesDigest()};
+Status Session::KeepViewRecord(rules::ViewRecord next) {
+  next.rules = RulesDigest();
   if (next.certain()) {
     // Certain: a record that says so already stays (its cursor does not matter then).
     if (record_.certain() && record_.to == view_ && record_.rules == next.rules) {

@@ -159,10 +159,9 @@ class Session : public net::Link::Delegate {
   void IndexView() { server_->fan_out.SetView(serial_, grants_ ? &view_ : nullptr); }
   // Whether a document in `channels` is in the client's view (with sync rules).
   bool InChannels(const std::vector<std::string>& channels) const { return view_.Holds(channels); }
-  // docs/sync-rules.md "Changes of view": a change to view_ at the session's cursor, from
-  // where the client may be in any view `maybe` covers, each covering `surely`. Stores the
-  // replica's view record for it (record_).
-  Status KeepViewRecord(const rules::View& maybe, const rules::View& surely);
+  // docs/sync-rules.md "Changes of view": stores `next`, the replica's view record for a
+  // change to view_ at the session's cursor (record_), before the change's first frame.
+  Status KeepViewRecord(rules::ViewRecord next);
   // At Hello: the replica's view record read, the change from what it may hold planned.
   Status StartView();
   // Plans the change: at once, or once the snapshot being sent is done.

@@ -361,6 +361,11 @@ void Exchange::SendRenewal() {
   // the renewal does not count.
   renewals_unanswered++;
   caught_up = false;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    st.state = SyncState::kSyncing;  // (the status says so too)
+  }
+  NotifyStatus();
 }
 
 void Exchange::Push() {

@@ -317,7 +317,7 @@ TEST(RulesTest, ViewsAndTheirRecords) {
   EXPECT_TRUE(red.Union(all).all);
   EXPECT_EQ(all.Intersection(blue), blue);
 
-  ViewRecord r{red, red.Union(blue), red.Intersection(blue), 42, ""};
+  ViewRecord r{red, red.Union(blue), red.Intersection(blue), 42, "", {}};
   auto back = ViewRecord::Parse(r.ToJson());
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(*back == r);
@@ -337,6 +337,55 @@ TEST(RulesTest, ViewsAndTheirRecords) {
                           "{\"to\":\"x\",\"maybe\":[],\"surely\":[],\"cursor\":1}",
                           "{\"to\":[],\"maybe\":[],\"surely\":[],\"cursor\":-1}",
                           "{\"to\":[],\"maybe\":[],\"surely\":[],\"cursor\":1,\"rules\":2}"}) {
+    EXPECT_EQ(ViewRecord::Parse(bad).status().code(), Code::kECORRUPT) << bad;
+  }
+}
+
+// docs/sync-rules.md "Changes of view": a session that changes the view again after its cursor
+// moved past the record's keeps what it knew of the earlier cursors apart; a client past that
+// point held the session's view, not every view before it.
+TEST(RulesTest, ViewRecordsKeepEarlierChangesApart) {
+  const View red{false, {"team:red"}}, blue{false, {"team:blue"}}, green{false, {"team:green"}};
+  // Renewed from red to blue at cursor 10, where the session began (nothing sent since):
+  // clients at 10 or before hold some of each.
+  ViewRecord r = ViewRecord::Held(red, 10, "d").Then(blue, 10);
+  EXPECT_EQ(r.At(10).first, red.Union(blue));
+  EXPECT_TRUE(r.At(10).second.channels.empty());
+  EXPECT_EQ(r.At(11).first, blue);
+  EXPECT_TRUE(r.earlier.empty());
+  // Renewed again, to green, at cursor 20: past 10 the client held blue, so it may hold blue
+  // and green at 20 (not red); at 10 or before, what it could hold then.
+  ViewRecord r2 = r.Then(green, 20);
+  EXPECT_EQ(r2.cursor, 20u);
+  EXPECT_EQ(r2.to, green);
+  EXPECT_EQ(r2.At(20).first, blue.Union(green));
+  EXPECT_EQ(r2.At(15).first, blue.Union(green));
+  EXPECT_EQ(r2.At(10).first, red.Union(blue));
+  EXPECT_EQ(r2.At(3).first, red.Union(blue));
+  EXPECT_EQ(r2.At(21).first, green);
+  EXPECT_FALSE(r2.certain());
+  auto back = ViewRecord::Parse(r2.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(*back == r2) << r2.ToJson();
+  EXPECT_EQ(back->rules, "d");
+  // A certain record's change after its cursor: before it, exactly what it held.
+  ViewRecord r3 = ViewRecord::Held(red, 5, "d").Then(blue, 9);
+  EXPECT_EQ(r3.At(5).first, red);
+  EXPECT_EQ(r3.At(5).second, red);
+  EXPECT_EQ(r3.At(9).first, red.Union(blue));
+  // Many changes: the oldest tiers merge (wider), the record stays small.
+  ViewRecord many = ViewRecord::Held(red, 0, "d");
+  for (uint64_t at = 1; at <= 20; at++) many = many.Then(at % 2 ? blue : red, at);
+  EXPECT_EQ(many.earlier.size(), ViewRecord::kMaxTiers);
+  EXPECT_EQ(many.At(0).first, red.Union(blue));
+  EXPECT_EQ(many.At(20).first, red.Union(blue));
+  for (
+      const char* bad :
+      {R"({"to":[],"maybe":[],"surely":[],"cursor":9,"earlier":{}})",
+       R"({"to":[],"maybe":[],"surely":[],"cursor":9,"earlier":[{"maybe":[],"surely":[]}]})",
+       R"({"to":[],"maybe":[],"surely":[],"cursor":9,"earlier":[{"cursor":9,"maybe":[],"surely":[]}]})",
+       R"({"to":[],"maybe":[],"surely":[],"cursor":9,"earlier":[{"cursor":4,"maybe":[],"surely":[]},{"cursor":4,"maybe":[],"surely":[]}]})",
+       R"({"to":[],"maybe":[],"surely":[],"cursor":9,"earlier":[{"cursor":4,"maybe":[1],"surely":[]}]})"}) {
     EXPECT_EQ(ViewRecord::Parse(bad).status().code(), Code::kECORRUPT) << bad;
   }
 }
