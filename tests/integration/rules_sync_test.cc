@@ -1021,20 +1021,23 @@ class RulesModel {
 
   FakeClock* clock() { return &clock_; }  // the server's too
 
-  // Runs `steps` random steps, then syncs everyone twice; "" or what went wrong first.
-  std::string Run(ServerThread* server, int steps) {
-    server_ = server;
-    // The leak detector's eyes: every frame the server sends, through a proxy.
-    FaultProxy proxy(server->port(), [this](int) {
-      Faults f;
-      f.nodelay = true;  // (40 ms delayed acknowledgements would make each sync slow)
-      f.on_down_frame = [this](std::string_view frame) {
-        std::lock_guard<std::mutex> lock(frames_mu_);
-        frames_.emplace_back(frame);
-      };
-      return f;
-    });
-    address_ = "127.0.0.1:" + std::to_string(proxy.port());
+  // Runs `steps` random steps, then syncs everyone twice; "" or what went wrong first. Each
+  // sync goes to one of `nodes` (several: server nodes of one PostgreSQL store), at random.
+  std::string Run(const std::vector<ServerThread*>& nodes, int steps) {
+    // The leak detector's eyes: every frame a node sends, through a proxy.
+    std::vector<std::unique_ptr<FaultProxy>> proxies;
+    for (ServerThread* node : nodes) {
+      proxies.push_back(std::make_unique<FaultProxy>(node->port(), [this](int) {
+        Faults f;
+        f.nodelay = true;  // (40 ms delayed acknowledgements would make each sync slow)
+        f.on_down_frame = [this](std::string_view frame) {
+          std::lock_guard<std::mutex> lock(frames_mu_);
+          frames_.emplace_back(frame);
+        };
+        return f;
+      }));
+      addresses_.push_back("127.0.0.1:" + std::to_string(proxies.back()->port()));
+    }
     for (int step = 0; step < steps && failure_.empty(); step++) {
       User& u = users_[Pick(kUsers)];
       const size_t what = Pick(20);
@@ -1258,6 +1261,8 @@ class RulesModel {
     bool live = u->synced_teams != u->teams && Pick(2) == 0;
     for (const std::string& c : u->subscribed) live = live && old_grants.count(c) > 0;
     const std::set<std::string> push_teams = live ? u->synced_teams : u->teams;
+    const size_t node = Pick(addresses_.size());
+    via_ = addresses_[node];
     // The server judges its pushed transactions in order, on its state.
     for (const Txn& t : u->pending) {
       Doc& doc = docs_[t.key];
@@ -1279,13 +1284,13 @@ class RulesModel {
     u->pending.clear();
     Trace(u->name + " (teams " + Join(u->teams) + ", subscribed " +
           (u->subscribed.empty() ? "all" : Join(u->subscribed)) + ") syncs" +
-          (live ? ", renewing its token of teams " + Join(u->synced_teams) + " live" : ""));
+          (live ? ", renewing its token of teams " + Join(u->synced_teams) + " live" : "") +
+          (addresses_.size() > 1 ? ", through node " + std::to_string(node + 1) : ""));
     {
       std::lock_guard<std::mutex> lock(frames_mu_);
       frames_.clear();
     }
-    Status st =
-        live ? RenewLive(u) : SyncOnce(u->replica.get(), address_, OptionsFor(*u, u->teams));
+    Status st = live ? RenewLive(u) : SyncOnce(u->replica.get(), via_, OptionsFor(*u, u->teams));
     if (!st.ok()) {
       Fail(u->name + " sync: " + st.ToString());
       return;
@@ -1315,7 +1320,7 @@ class RulesModel {
     const int64_t exp = clock_.NowMs() / 1000 + 3600 + static_cast<int64_t>(++tokens_);
     if (expires_ms != nullptr) *expires_ms = exp * 1000;
     sync::SyncOptions o;
-    o.server = address_;
+    o.server = via_;
     o.token = Token(u.name, std::vector<std::string>(teams.begin(), teams.end()), false, exp);
     o.channels.assign(u.subscribed.begin(), u.subscribed.end());
     return o;
@@ -1384,8 +1389,8 @@ class RulesModel {
   std::map<std::string, Doc> docs_;  // the server's state
   uint64_t step_ = 0;
   uint64_t tokens_ = 0;  // minted
-  ServerThread* server_ = nullptr;
-  std::string address_;  // the proxy's
+  std::vector<std::string> addresses_;  // the proxies', one per node
+  std::string via_;                     // the one of the sync under way
   std::mutex frames_mu_;
   std::vector<std::string> frames_;  // what the server sent in the sync under way
   std::string trace_, failure_;
@@ -1400,10 +1405,36 @@ TEST(RulesModelTest, EachSyncLeavesEveryReplicaWithItsView) {
     server::ServerOptions so = RulesOptions(dir);
     so.store.clock = model.clock();
     ServerThread server(so);
-    const std::string failed = model.Run(&server, 80);
+    const std::string failed = model.Run({&server}, 80);
     ASSERT_EQ(failed, "") << "the server's log:\n"
                           << server.log() << "replay: CAIRN_RULES_MODEL_FIRST=" << seed
                           << " CAIRN_RULES_MODEL_SEEDS=1";
+  }
+}
+
+// The same on two server nodes of one PostgreSQL store (docs/scale-out.md): each sync, and
+// each live renewal, goes to either node; one node judges on the state the other merged, and
+// its clients see the other's moves.
+TEST(RulesModelTest, EachSyncLeavesEveryReplicaWithItsViewOnSeveralNodes) {
+  if (!TestOnPostgres()) GTEST_SKIP() << "several nodes need PostgreSQL";
+  const int64_t first = EnvCount("CAIRN_RULES_MODEL_FIRST", 1);
+  const int64_t seeds = EnvCount("CAIRN_RULES_MODEL_SEEDS", 20) / 2 + 1;
+  for (int64_t seed = first; seed < first + seeds; seed++) {
+    TempDir dir;
+    RulesModel model(static_cast<uint64_t>(seed), dir);
+    auto node = [&](int n) {
+      server::ServerOptions o = RulesOptions(dir);
+      o.db_path = dir.File("node" + std::to_string(n) + ".db");
+      o.store.url = TestStoreUrl(dir.File("cluster"));
+      o.store.clock = model.clock();
+      return o;
+    };
+    ServerThread n1(node(1)), n2(node(2));
+    const std::string failed = model.Run({&n1, &n2}, 80);
+    ASSERT_EQ(failed, "") << "node 1's log:\n"
+                          << n1.log() << "node 2's log:\n"
+                          << n2.log() << "replay: CAIRN_RULES_MODEL_FIRST=" << seed
+                          << " CAIRN_RULES_MODEL_SEEDS=2";
   }
 }
 
