@@ -500,9 +500,12 @@ TEST(RulesSync, ARenewalAfterTheLogMovedForgetsTheGrantsOfBeforeItsSession) {
       const std::string payload(frame);
       auto v = protocol::VerifyFrame(payload, protocol::FrameLimits());
       const wire::OpBatch* b = v.ok() ? (*v)->body_as_OpBatch() : nullptr;
-      if (b == nullptr || b->leave() == nullptr) return;
+      const auto* leave = b != nullptr ? b->leave() : nullptr;
+      if (leave == nullptr) return;
       std::lock_guard<std::mutex> lock(mu);
-      for (const wire::DocRef* d : *b->leave()) left.push_back(d->key()->str());
+      for (const wire::DocRef* d : *leave) {
+        if (d != nullptr && d->key() != nullptr) left.push_back(d->key()->str());
+      }
     };
     return f;
   });
@@ -1240,8 +1243,9 @@ class RulesModel {
       if (b->moves() != nullptr && b->moves()->size() > 0) {
         Fail("a batch to " + u.name + " carries channel moves");
       }
-      if (b->leave() == nullptr) continue;
-      for (const wire::DocRef* d : *b->leave()) {
+      const auto* leave = b->leave();
+      if (leave == nullptr) continue;
+      for (const wire::DocRef* d : *leave) {
         const std::string key = d && d->key() ? d->key()->str() : std::string();
         if (!entitled.count(key) && !visible(key)) {
           Fail("leak: a batch to " + u.name + " names " + key + " as leaving, never its");
