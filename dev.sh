@@ -18,7 +18,7 @@ PACKAGES=(cmake ninja-build g++ pkg-config python3 sqlite3 libsqlite3-dev libfla
           nlohmann-json3-dev libcli11-dev python3-cryptography
           openjdk-17-jdk-headless junit5 junit4
           g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user dpkg-dev xz-utils tcl
-          shellcheck systemd android-libnativehelper-dev postgresql libpq-dev)
+          shellcheck systemd android-libnativehelper-dev postgresql libpq-dev libhttp-parser-dev)
 
 install_deps() {
   local missing=()

@@ -98,7 +98,7 @@ write_sources() {
 TARGET_PACKAGES=(libsqlite3-0 libsqlite3-dev libuv1 libuv1-dev libmbedcrypto7 libmbedx509-1
                  libmbedtls14 libmbedtls-dev libflatbuffers2 libflatbuffers-dev
                  flatbuffers-compiler flatbuffers-compiler-dev libgtest-dev libgmock-dev nlohmann-json3-dev
-                 libcli11-dev)
+                 libcli11-dev libhttp-parser2.9 libhttp-parser-dev)
 SOURCE_PACKAGES=(sqlite3 libuv1 mbedtls flatbuffers nlohmann-json3)
 
 fetch_target() {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "replica/json_codec.h"
+#include "oplog/json_codec.h"
 #include "replica/replica.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

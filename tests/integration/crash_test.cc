@@ -28,9 +28,9 @@
 #include <thread>
 #include <vector>
 
+#include "oplog/json_codec.h"
 #include "protocol/frame.h"
 #include "protocol/stream_codec.h"
-#include "replica/json_codec.h"
 #include "replica/replica.h"
 #include "replica/sync_access.h"
 #include "support/env.h"

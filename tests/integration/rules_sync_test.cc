@@ -16,10 +16,10 @@
 
 #include "auth/jwt.h"
 #include "auth/keys.h"
+#include "oplog/json_codec.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
-#include "replica/json_codec.h"
 #include "replica/replica.h"
 #include "replica/sync_access.h"
 #include "rules/rules.h"

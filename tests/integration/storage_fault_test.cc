@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
+#include "oplog/json_codec.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "protocol/stream_codec.h"
-#include "replica/json_codec.h"
 #include "replica/replica.h"
 #include "replica/sync_access.h"
 #include "server/server_store.h"

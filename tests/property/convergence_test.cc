@@ -26,17 +26,16 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "base/sha256.h"
 #include "base/strings.h"
-#include "replica/json_codec.h"
+#include "oplog/json_codec.h"
 #include "replica/replica.h"
 #include "support/temp_dir.h"
 

@@ -39,9 +39,9 @@
 #include <vector>
 
 #include "auth/jwt.h"
+#include "oplog/json_codec.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
-#include "replica/json_codec.h"
 #include "replica/replica.h"
 #include "replica/sync_access.h"
 #include "rules/rules.h"

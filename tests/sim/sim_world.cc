@@ -177,8 +177,12 @@ void SimLink::SendErrorAndClose(Code code, const std::string& message) {
   flatbuffers::FlatBufferBuilder fbb;
   auto err = wire::CreateError(fbb, static_cast<int32_t>(code), fbb.CreateString(message));
   Send(protocol::FinishFrame(&fbb, wire::Body::Error, err));
+  CloseAfterSending(Status(code, message));
+}
+
+void SimLink::CloseAfterSending(const Status& why) {
+  if (closing_ || close_after_flush_) return;
   close_after_flush_ = true;
-  const Status why(code, message);
   const uint64_t id = id_;
   world_->At(std::max(next_arrival_, world_->now()), [w = world_, id, why] {
     auto it = w->links_.find(id);

@@ -108,6 +108,7 @@ class SimLink final : public net::Link {
 
   void Send(std::string frame) override;
   void SendErrorAndClose(Code code, const std::string& message) override;
+  void CloseAfterSending(const Status& why) override;
   size_t queued_bytes() const override { return queued_; }
   void SetDeadline(uint64_t ms_from_now, const char* what) override;
   uint64_t last_send_ms() const override { return last_send_ms_; }

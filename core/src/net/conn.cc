@@ -81,6 +81,10 @@ void Conn::AllocCb(uv_handle_t*, size_t, uv_buf_t* buf) {
 
 void Conn::ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   auto* c = static_cast<Conn*>(s->data);
+  if (n < 0 && c->lingering_) {
+    c->Close(c->close_reason_);  // the peer closed too, as hoped
+    return;
+  }
   if (n < 0) {
     c->Close(n == UV_EOF ? Status(Code::kENETWORK, "connection closed by the peer")
                          : Status(Code::kENETWORK, std::string("read: ") + uv_strerror(static_cast<int>(n))));
@@ -98,6 +102,11 @@ void Conn::ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 
 void Conn::OnPlaintext(const char* data, size_t len) {
   if (closing_ || close_after_flush_) return;
+  if (options_.raw_input) {
+    last_recv_ms_ = uv_now(loop_);
+    delegate_->OnBytes(this, data, len);
+    return;
+  }
   in_.append(data, len);
   if (!ChargeInput()) return;
   ParseFrames();
@@ -259,7 +268,7 @@ void Conn::WriteCb(uv_write_t* req, int status) {
     if (c->closing_) return;
   }
   if (c->close_after_flush_ && c->queued_ == 0) {
-    c->Close(c->close_reason_);
+    c->FinishAfterSending();
     return;
   }
   if (c->above_drained_ && c->queued_ < c->options_.drained_bytes) {
@@ -273,11 +282,38 @@ void Conn::SendErrorAndClose(Code code, const std::string& message) {
   flatbuffers::FlatBufferBuilder fbb;
   auto err = wire::CreateError(fbb, static_cast<int32_t>(code), fbb.CreateString(message));
   Send(protocol::FinishFrame(&fbb, wire::Body::Error, err));
-  close_reason_ = Status(code, message);
+  CloseAfterSending(Status(code, message));
+}
+
+void Conn::CloseAfterSending(const Status& why) {
+  if (closing_ || close_after_flush_) return;
+  close_reason_ = why;
   close_after_flush_ = true;
-  if (queued_ == 0) Close(close_reason_);
   // A peer that does not read must not keep us: the frame timeout bounds the wait.
-  SetDeadline(options_.frame_timeout_ms, "sending the error message");
+  SetDeadline(options_.frame_timeout_ms, "sending the last message");
+  if (queued_ == 0) FinishAfterSending();
+}
+
+void Conn::FinishAfterSending() {
+  if (!options_.raw_input) {
+    Close(close_reason_);
+    return;
+  }
+  // An HTTP peer may still be sending (a body refused before it was read): closing now, with
+  // its bytes unread, would reset the connection and could destroy the response before the
+  // peer reads it. So: our side is shut (FIN), and what still comes is read and dropped until
+  // the peer closes too, for at most a short while (RFC 9112 9.6).
+  if (lingering_) return;
+  lingering_ = true;
+  auto* req = new uv_shutdown_t;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_),
+                  [](uv_shutdown_t* r, int) { delete r; }) != 0) {
+    delete req;
+    Close(close_reason_);
+    return;
+  }
+  SetDeadline(kLingerMs, "draining the peer's input after the last response");
+  if (reads_paused_) ResumeReads();
 }
 
 void Conn::SetDeadline(uint64_t ms_from_now, const char* what) {

@@ -42,6 +42,9 @@ struct ConnOptions {
   // or with nothing written for `idle_timeout_ms` while paused, it is closed. 0: no limit.
   size_t pause_reads_above = 0;
   size_t close_above = 0;
+  // Input goes to the delegate as it arrives (Delegate::OnBytes), not cut into frames: an HTTP
+  // connection (net/http.h). The frame limit and timeout do not apply; the idle timeout does.
+  bool raw_input = false;
 };
 
 class Conn;
@@ -70,6 +73,8 @@ class Link {
     virtual ~Delegate() = default;
     // A verified frame. The pointer is valid during the call only.
     virtual void OnFrame(Link* link, const wire::Frame& frame) = 0;
+    // Bytes received, with ConnOptions::raw_input (instead of frames).
+    virtual void OnBytes(Link*, const char* /*data*/, size_t /*len*/) {}
     // The connection is established (after the TLS handshake, when there is one).
     virtual void OnOpen(Link*) {}
     // The write queue fell below the drained mark.
@@ -90,6 +95,9 @@ class Link {
   virtual void Send(std::string frame) = 0;
   // Sends an Error message, then closes once it has been written.
   virtual void SendErrorAndClose(Code code, const std::string& message) = 0;
+  // Closes once what was sent has been written (`why`: the reason OnClosed gets), within the
+  // frame timeout. Nothing is sent after this call.
+  virtual void CloseAfterSending(const Status& why) = 0;
   virtual size_t queued_bytes() const = 0;
   // Arms (or, with 0, clears) a deadline in ms from now; when it passes, the link closes with
   // `what` as the reason.
@@ -130,6 +138,7 @@ class Conn final : public Link {
   void Start(std::unique_ptr<TlsSession> tls = nullptr);
   void Send(std::string frame) override;
   void SendErrorAndClose(Code code, const std::string& message) override;
+  void CloseAfterSending(const Status& why) override;
   size_t queued_bytes() const override { return queued_; }
   void SetDeadline(uint64_t ms_from_now, const char* what) override;
   uint64_t last_send_ms() const override { return last_send_ms_; }
@@ -155,6 +164,7 @@ class Conn final : public Link {
  private:
   ~Conn();
   static constexpr size_t kReadBufferBytes = 64 * 1024;
+  static constexpr uint64_t kLingerMs = 2000;
   static void AllocCb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void ReadCb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   static void WriteCb(uv_write_t* req, int status);
@@ -165,6 +175,9 @@ class Conn final : public Link {
   // to keep the budget.
   bool ChargeInput();
   void PauseReads();
+  // Closes once what was queued is written: at once, or for raw input after a lingering
+  // shutdown (FinishAfterSending in conn.cc).
+  void FinishAfterSending();
   void ResumeReads();
 
   uv_loop_t* loop_;
@@ -187,6 +200,7 @@ class Conn final : public Link {
   const char* frame_limit_why_ = "";
   bool closing_ = false;
   bool close_after_flush_ = false;
+  bool lingering_ = false;  // shut for writing, waiting for the peer's end (raw input)
   int pending_closes_ = 0;
   Status close_reason_;
   std::string peer_, peer_ip_;

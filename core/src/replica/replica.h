@@ -21,10 +21,10 @@
 
 #include "base/result.h"
 #include "clock/hlc.h"
+#include "oplog/json_codec.h"
 #include "oplog/op.h"
 #include "oplog/record.h"
 #include "oplog/validate.h"
-#include "replica/json_codec.h"
 
 namespace cairn {
 

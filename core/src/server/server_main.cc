@@ -80,6 +80,10 @@ int Run(int argc, char** argv) {
   app.add_option("--streams", o.streams_db_path,
                  "SQLite file of the telemetry streams, a table per stream (default: DB.streams)");
   app.add_option("--listen", listen, "HOST:PORT to listen on (default 127.0.0.1:7420)");
+  std::string http_listen;
+  app.add_option("--http", http_listen,
+                 "HOST:PORT of the HTTP API (docs/backend.md; TLS when --tls-cert is given, "
+                 "the same tokens and rules as sync)");
   app.add_option("--tls-cert", o.tls_cert_file, "PEM certificate chain: serve TLS");
   app.add_option("--tls-key", o.tls_key_file, "PEM private key of --tls-cert");
   app.add_option("--token-secret", secret_file, "file holding the HS256 secret (>= 32 bytes)");
@@ -105,7 +109,12 @@ int Run(int argc, char** argv) {
                  "(default 10000)")
       ->check(CLI::Range(1u, 3600000u));
   app.add_option("--frame-timeout-ms", o.conn.frame_timeout_ms,
-                 "close a connection whose frame does not complete (default 30000)");
+                 "close a connection whose frame (or HTTP request) does not complete "
+                 "(default 30000)");
+  app.add_option("--http-max-body-bytes", o.http_limits.max_body_bytes,
+                 "largest HTTP request body; larger ones are refused (413) before they are read "
+                 "(default 8 MiB)")
+      ->check(CLI::Range(size_t{1} << 10, size_t{1} << 30));
   app.add_option("--max-frame-bytes", o.conn.limits.max_frame_bytes,
                  "largest frame accepted and sent (default 16 MiB; 9 to 64 MiB)")
       ->check(CLI::Range(cairn::protocol::kMinMaxFrameBytes, cairn::protocol::kMaxMaxFrameBytes));
@@ -225,6 +234,12 @@ int Run(int argc, char** argv) {
   if (!st.ok()) return Fail(st);
   o.host = host;
   o.port = port;
+  o.http_limits.request_timeout_ms = o.conn.frame_timeout_ms;
+  if (!http_listen.empty()) {
+    st = cairn::net::ParseHostPort(http_listen, &o.http_host, &o.http_port);
+    if (!st.ok()) return Fail(st);
+    o.http = true;
+  }
   o.handle_signals = true;
   // A parent may have started us with these blocked (a JVM, a test runner, a supervisor's
   // thread): the mask is inherited, and a blocked SIGTERM would never stop the server.

@@ -1,7 +1,5 @@
 #include "server/session.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -19,42 +17,15 @@ const char* BodyName(wire::Body b) { return wire::EnumNameBody(b); }
 
 }  // namespace
 
-std::string AddressKey(const std::string& ip) {
-  in6_addr a6;
-  if (ip.find(':') == std::string::npos || inet_pton(AF_INET6, ip.c_str(), &a6) != 1) return ip;
-  static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  char text[64];
-  if (std::memcmp(a6.s6_addr, kMapped, sizeof(kMapped)) == 0) {
-    return inet_ntop(AF_INET, a6.s6_addr + 12, text, sizeof(text)) ? text : ip;
-  }
-  std::memset(a6.s6_addr + 8, 0, 8);
-  return inet_ntop(AF_INET6, &a6, text, sizeof(text)) ? std::string(text) + "/64" : ip;
-}
-
 bool Session::Admit() {
   const ServerOptions& o = server_->options;
-  const std::string key = AddressKey(conn->peer_ip());
-  auto it = server_->per_address.find(key);
-  const size_t from_key = it == server_->per_address.end() ? 0 : it->second;
-  std::string refusal;
-  bool first = false;  // the first refusal of its kind since the limit was last reached
-  if (server_->sessions.size() > o.max_connections) {
-    refusal = "too many connections (limit " + std::to_string(o.max_connections) + ")";
-    first = !server_->total_limit_logged;
-    server_->total_limit_logged = true;
-  } else if (from_key >= o.max_connections_per_address) {
-    refusal = "too many connections from " + key + " (limit " +
-              std::to_string(o.max_connections_per_address) + ")";
-    first = server_->at_limit_logged.insert(key).second;
-  }
-  if (!refusal.empty()) {
+  Result<std::string> key = server_->Admit(conn->peer_ip(), server_->open_connections());
+  if (!key.ok()) {
     refused_ = true;
-    if (first) server_->Log("refusing connections: " + refusal);
-    conn->Close(Status(Code::kEBUSY, refusal));
+    conn->Close(key.status());
     return false;
   }
-  server_->per_address[key] = from_key + 1;
-  address_ = key;
+  address_ = std::move(key.value());
   counted_ = true;
   conn->SetFrameLimit(std::min(kMaxHelloFrameBytes, o.conn.limits.max_frame_bytes),
                       "before Hello");

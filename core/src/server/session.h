@@ -35,6 +35,7 @@ namespace cairn::server {
 constexpr uint32_t kMaxHelloFrameBytes = 256u << 10;
 
 class Session;
+class HttpApi;  // server/http_api.h (with the HTTP API)
 
 struct SessionHub::Impl {
   ServerOptions options;
@@ -50,6 +51,13 @@ struct SessionHub::Impl {
   std::unordered_map<std::string, size_t> per_address;
   std::unordered_set<std::string> at_limit_logged;
   bool total_limit_logged = false;  // said once until the count falls to the limit
+  // The HTTP port (docs/backend.md): its open connections (sessions: the sync port's), and
+  // the API that serves their requests (made at the first).
+  std::set<net::Link*> http_links;
+  std::shared_ptr<HttpApi> http_api;
+  // What the HTTP request bodies being received hold together (as much as connections before
+  // Hello may: ServerOptions::max_unauthenticated_bytes).
+  net::ReadBudget http_bodies;
   bool catch_up_failing = false;     // said once until it works again
   bool maintain_failing = false;     // the same
   // Sessions whose snapshot yielded (a scan budget spent): pumped again at the next turn.
@@ -68,6 +76,13 @@ struct SessionHub::Impl {
   }
   void Repump(Session* s);
   void PumpAll();
+  // The sync and HTTP ports share the connection limits (ServerOptions::max_connections,
+  // max_connections_per_address): counts a new connection from `ip` (`open`: the connections
+  // open, this one included) and returns its address key, or EBUSY (said in the log once until
+  // the limit is no longer reached). Release gives it back when it closes.
+  Result<std::string> Admit(const std::string& ip, size_t open);
+  void Release(const std::string& key);
+  size_t open_connections() const { return sessions.size() + http_links.size(); }
   // The log grew past cursor `from` (a push, or what other nodes committed): pumps the
   // sessions it concerns (all of them without sync rules; with them, those whose view the new
   // entries touch, and idle ones far behind: docs/sync-rules.md "Fan-out"), and `also`.
@@ -101,21 +116,12 @@ class Session : public net::Link::Delegate {
   // of one idle behind the head for ServerOptions::idle_cursor_ms.
   void OnTick(net::Link* c, uint64_t now_ms) override;
   void OnClosed(net::Link*, const Status& why) override {
-    if (counted_) {
-      auto it = server_->per_address.find(address_);
-      if (it != server_->per_address.end() && --it->second == 0) {
-        server_->per_address.erase(it);
-        server_->at_limit_logged.erase(address_);
-      }
-    }
-    if (server_->sessions.size() <= server_->options.max_connections) {
-      server_->total_limit_logged = false;
-    }
+    server_->sessions.erase(serial_);
+    if (counted_) server_->Release(address_);
     if (!refused_ && (live_ || !why.ok())) {
       server_->Log("session " + (live_ ? replica_.Hex() : std::string("(no hello)")) + " from " +
                    conn->peer() + " closed: " + (why.ok() ? "by the server" : why.ToString()));
     }
-    server_->sessions.erase(serial_);
     server_->repump_sessions.erase(serial_);
     server_->fan_out.Forget(serial_);
     delete this;

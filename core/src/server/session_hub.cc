@@ -1,12 +1,63 @@
 #include "server/session_hub.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <cstring>
 
 #include "oplog/validate.h"
 #include "protocol/frame.h"
 #include "server/session.h"
+#if defined(CAIRN_HAVE_HTTP)
+#include "net/http.h"
+#include "server/http_api.h"
+#endif
 
 namespace cairn::server {
+
+std::string AddressKey(const std::string& ip) {
+  in6_addr a6;
+  if (ip.find(':') == std::string::npos || inet_pton(AF_INET6, ip.c_str(), &a6) != 1) return ip;
+  static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char text[64];
+  if (std::memcmp(a6.s6_addr, kMapped, sizeof(kMapped)) == 0) {
+    return inet_ntop(AF_INET, a6.s6_addr + 12, text, sizeof(text)) ? text : ip;
+  }
+  std::memset(a6.s6_addr + 8, 0, 8);
+  return inet_ntop(AF_INET6, &a6, text, sizeof(text)) ? std::string(text) + "/64" : ip;
+}
+
+Result<std::string> SessionHub::Impl::Admit(const std::string& ip, size_t open) {
+  const std::string key = AddressKey(ip);
+  auto it = per_address.find(key);
+  const size_t from_key = it == per_address.end() ? 0 : it->second;
+  std::string refusal;
+  bool first = false;  // the first refusal of its kind since the limit was last reached
+  if (open > options.max_connections) {
+    refusal = "too many connections (limit " + std::to_string(options.max_connections) + ")";
+    first = !total_limit_logged;
+    total_limit_logged = true;
+  } else if (from_key >= options.max_connections_per_address) {
+    refusal = "too many connections from " + key + " (limit " +
+              std::to_string(options.max_connections_per_address) + ")";
+    first = at_limit_logged.insert(key).second;
+  }
+  if (!refusal.empty()) {
+    if (first) Log("refusing connections: " + refusal);
+    return Status(Code::kEBUSY, refusal);
+  }
+  per_address[key] = from_key + 1;
+  return key;
+}
+
+void SessionHub::Impl::Release(const std::string& key) {
+  auto it = per_address.find(key);
+  if (it != per_address.end() && --it->second == 0) {
+    per_address.erase(it);
+    at_limit_logged.erase(key);
+  }
+  if (open_connections() <= options.max_connections) total_limit_logged = false;
+}
 
 void SessionHub::Impl::Repump(Session* s) {
   if (repump_sessions.empty()) request_turn();
@@ -100,6 +151,7 @@ Result<std::unique_ptr<SessionHub>> SessionHub::Open(const ServerOptions& option
   hub->impl_->options = options;
   hub->impl_->request_turn = std::move(request_turn);
   hub->impl_->unauthenticated.limit = options.max_unauthenticated_bytes;
+  hub->impl_->http_bodies.limit = options.max_unauthenticated_bytes;
   CAIRN_ASSIGN_OR_RETURN(hub->impl_->store, ServerStore::Open(options.db_path, options.store));
   return hub;
 }
@@ -110,6 +162,38 @@ bool SessionHub::Attach(net::Link* link) {
   link->set_delegate(session);
   impl_->sessions.emplace(session->serial(), session);
   return session->Admit();
+}
+
+bool SessionHub::AttachHttp(net::Link* link) {
+#if defined(CAIRN_HAVE_HTTP)
+  Impl* impl = impl_.get();
+  Result<std::string> key = impl->Admit(link->peer_ip(), impl->open_connections() + 1);
+  if (!key.ok()) {
+    link->Close(key.status());
+    return false;
+  }
+  if (!impl->http_api) impl->http_api = std::make_shared<HttpApi>(impl);
+  impl->http_links.insert(link);
+  std::weak_ptr<HttpApi> api = impl->http_api;
+  net::HttpLimits limits = impl->options.http_limits;
+  limits.queued_mark = impl->options.conn.drained_bytes;
+  limits.bodies = &impl->http_bodies;
+  new net::HttpConn(
+      link,
+      [api](net::HttpRequest request, net::HttpConn::Reply reply) {
+        if (auto a = api.lock()) a->Handle(request, reply);
+      },
+      limits,
+      [impl, link, k = std::move(key.value())](const Status&) {
+        impl->http_links.erase(link);
+        impl->Release(k);
+      });
+  link->SetDeadline(impl->options.handshake_timeout_ms, "waiting for the handshake and a request");
+  return true;
+#else
+  link->Close(Status(Code::kEINVAL, "this server was built without the HTTP API"));
+  return false;
+#endif
 }
 
 void SessionHub::CatchUp() {
@@ -147,6 +231,8 @@ void SessionHub::CloseAll() {
   std::vector<Session*> all;
   for (const auto& entry : impl_->sessions) all.push_back(entry.second);
   for (Session* s : all) s->conn->Close(Status::OK());
+  const std::vector<net::Link*> http(impl_->http_links.begin(), impl_->http_links.end());
+  for (net::Link* link : http) link->Close(Status::OK());
 }
 
 size_t SessionHub::session_count() const { return impl_->sessions.size(); }

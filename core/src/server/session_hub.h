@@ -35,6 +35,10 @@ class SessionHub {
   // A new connection, its peer address known, before it opens: becomes the link's delegate.
   // False when a connection limit refuses it (the link is closing; its OnClosed follows).
   bool Attach(net::Link* link);
+  // The same for a connection of the HTTP port (a net::Conn with raw input: docs/backend.md),
+  // under the same connection limits. False also when the server was built without the HTTP
+  // API.
+  bool AttachHttp(net::Link* link);
   // Serves the sessions that yielded (request_turn).
   void RunTurn();
   // Several nodes on one database: takes in what the other nodes committed

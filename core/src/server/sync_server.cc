@@ -16,6 +16,8 @@ struct SyncServer::Impl {
   std::unique_ptr<net::TlsConfig> tls;
   uv_loop_t loop;
   uv_tcp_t listener;
+  uv_tcp_t http_listener;  // with ServerOptions::http
+  bool http_listening = false;
   uv_async_t stop_async;
   uv_signal_t sigterm, sigint;
   uv_idle_t repump;  // runs the hub's turn
@@ -35,6 +37,11 @@ struct SyncServer::Impl {
   bool stopping = false;
 
   static void OnConnection(uv_stream_t* server, int status);
+  static void OnHttpConnection(uv_stream_t* server, int status);
+  // Accepts a connection on `listener` and hands it to `attach` (the hub's), then starts it
+  // (TLS first when the server has it).
+  void Accept(uv_stream_t* server, net::ConnOptions conn_options,
+              bool (SessionHub::*attach)(net::Link*));
   void StopNow();
   // Starts watching the store's notification socket, when it has one and none is watched.
   void WatchNotifications();
@@ -51,24 +58,45 @@ void SyncServer::Impl::OnConnection(uv_stream_t* listener, int status) {
   conn_options.pause_reads_above = impl->options.max_queued_bytes;
   conn_options.close_above =
       impl->options.max_queued_bytes + impl->options.conn.limits.max_frame_bytes + (1u << 20);
-  auto* conn = new net::Conn(&impl->loop, nullptr, conn_options);
-  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
+  impl->Accept(listener, conn_options, &SessionHub::Attach);
+}
+
+void SyncServer::Impl::OnHttpConnection(uv_stream_t* listener, int status) {
+  auto* impl = static_cast<Impl*>(listener->data);
+  if (status != 0) {
+    impl->hub->Log(std::string("accept failed (HTTP): ") + uv_strerror(status));
+    return;
+  }
+  net::ConnOptions conn_options = impl->options.conn;
+  conn_options.raw_input = true;
+  // One response at a time, the next only once the queue drained (net::HttpConn): what is
+  // queued is bounded by one response, however large; a peer that reads none of it is closed
+  // after the idle timeout.
+  conn_options.pause_reads_above = impl->options.max_queued_bytes;
+  conn_options.close_above = 0;
+  impl->Accept(listener, conn_options, &SessionHub::AttachHttp);
+}
+
+void SyncServer::Impl::Accept(uv_stream_t* server, net::ConnOptions conn_options,
+                              bool (SessionHub::*attach)(net::Link*)) {
+  auto* conn = new net::Conn(&loop, nullptr, conn_options);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
     conn->Close(Status(Code::kENETWORK, "accept failed"));  // no session: closes silently
     return;
   }
   // The limits first: a refused peer costs no TLS session and no read.
   conn->ReadPeer();
-  if (!impl->hub->Attach(conn)) return;
-  std::unique_ptr<net::TlsSession> tls;
-  if (impl->tls) {
-    auto t = net::TlsSession::Create(impl->tls.get(), "");
+  if (!(hub.get()->*attach)(conn)) return;
+  std::unique_ptr<net::TlsSession> session;
+  if (tls) {
+    auto t = net::TlsSession::Create(tls.get(), "");
     if (!t.ok()) {
       conn->Close(t.status());
       return;
     }
-    tls = std::move(t.value());
+    session = std::move(t.value());
   }
-  conn->Start(std::move(tls));
+  conn->Start(std::move(session));
 }
 
 void SyncServer::Impl::CloseNotifyPoll() {
@@ -119,6 +147,7 @@ void SyncServer::Impl::StopNow() {
   CloseNotifyPoll();
   if (catch_up_timer_on) uv_close(reinterpret_cast<uv_handle_t*>(&catch_up_timer), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
+  if (http_listening) uv_close(reinterpret_cast<uv_handle_t*>(&http_listener), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&repump), nullptr);
   if (options.handle_signals) {
@@ -144,6 +173,11 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
   std::unique_ptr<SyncServer> s(new SyncServer());
   Impl* i = s->impl_.get();
   i->options = options;
+#if !defined(CAIRN_HAVE_HTTP)
+  if (options.http) {
+    return Status::Invalid("this cairn-server was built without the HTTP API (http-parser)");
+  }
+#endif
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return Status::Invalid("TLS needs both a certificate and a key");
   }
@@ -202,30 +236,44 @@ const ReplicaId& SyncServer::id() const { return impl_->hub->store()->id(); }
 
 size_t SyncServer::session_count() const { return impl_->hub->session_count(); }
 
-Status SyncServer::Listen() {
-  Impl* i = impl_.get();
+namespace {
+
+// Binds `handle` to host:port and listens; the port bound (port 0: the one the OS chose).
+Result<uint16_t> BindAndListen(uv_tcp_t* handle, const std::string& host, uint16_t port,
+                               uv_connection_cb on_connection) {
   sockaddr_storage addr;
-  int rc = uv_ip4_addr(i->options.host.c_str(), i->options.port,
-                       reinterpret_cast<sockaddr_in*>(&addr));
+  int rc = uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr));
+  if (rc != 0) rc = uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr));
+  if (rc != 0) return Status::Invalid("listen address '" + host + "' is not an IP");
+  rc = uv_tcp_bind(handle, reinterpret_cast<const sockaddr*>(&addr), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(handle), 1024, on_connection);
   if (rc != 0) {
-    rc = uv_ip6_addr(i->options.host.c_str(), i->options.port,
-                     reinterpret_cast<sockaddr_in6*>(&addr));
-  }
-  if (rc != 0) return Status::Invalid("listen address '" + i->options.host + "' is not an IP");
-  rc = uv_tcp_bind(&i->listener, reinterpret_cast<const sockaddr*>(&addr), 0);
-  if (rc == 0) {
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&i->listener), 1024, Impl::OnConnection);
-  }
-  if (rc != 0) {
-    return Status(Code::kENETWORK, "cannot listen on " + i->options.host + ":" +
-                                  std::to_string(i->options.port) + ": " + uv_strerror(rc));
+    return Status(Code::kENETWORK,
+                  "cannot listen on " + host + ":" + std::to_string(port) + ": " + uv_strerror(rc));
   }
   int len = sizeof(addr);
-  uv_tcp_getsockname(&i->listener, reinterpret_cast<sockaddr*>(&addr), &len);
-  port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
-                                           : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  uv_tcp_getsockname(handle, reinterpret_cast<sockaddr*>(&addr), &len);
+  return ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+}
+
+}  // namespace
+
+Status SyncServer::Listen() {
+  Impl* i = impl_.get();
+  CAIRN_ASSIGN_OR_RETURN(
+      port_, BindAndListen(&i->listener, i->options.host, i->options.port, Impl::OnConnection));
   i->hub->Log("listening on " + i->options.host + ":" + std::to_string(port_) +
          (i->tls ? " (TLS)" : " (plain TCP, no TLS)") + ", server id " + i->hub->store()->id().Hex());
+  if (i->options.http) {
+    uv_tcp_init(&i->loop, &i->http_listener);
+    i->http_listener.data = i;
+    i->http_listening = true;
+    CAIRN_ASSIGN_OR_RETURN(http_port_, BindAndListen(&i->http_listener, i->options.http_host,
+                                                     i->options.http_port, Impl::OnHttpConnection));
+    i->hub->Log("HTTP API on " + std::string(i->tls ? "https://" : "http://") +
+                i->options.http_host + ":" + std::to_string(http_port_) + " (docs/backend.md)");
+  }
   if (!i->options.tokens().enabled()) {
     i->hub->Log(
         "WARNING: no token secret or key: the server is OPEN, anyone who can connect may "

@@ -19,6 +19,7 @@
 #include "auth/keys.h"
 #include "base/result.h"
 #include "net/conn.h"
+#include "net/http.h"
 #include "rules/rules.h"
 #include "server/server_store.h"
 
@@ -32,6 +33,13 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 0;                 // 0: any free port (see SyncServer::port())
   std::string tls_cert_file, tls_key_file;  // both set: TLS
+  // The HTTP API (docs/backend.md): served on http_host:http_port when `http` (port 0: any
+  // free port, SyncServer::http_port()), with TLS when the sync port has it, under the same
+  // connection limits. Its connections are closed after conn.idle_timeout_ms without a byte.
+  bool http = false;
+  std::string http_host = "127.0.0.1";
+  uint16_t http_port = 0;
+  net::HttpLimits http_limits;
   // Tokens (docs/protocol.md "Authentication and tokens"): an HS256 secret, public keys for
   // RS256 and ES256, and the issuer and audience they must name (empty: not checked). No secret
   // and no key: an open server (no authentication), said loudly.
@@ -92,6 +100,7 @@ class SyncServer {
   // Binds and listens; port() is known afterwards.
   Status Listen();
   uint16_t port() const { return port_; }
+  uint16_t http_port() const { return http_port_; }  // with ServerOptions::http, after Listen
   const ReplicaId& id() const;
   // Runs the loop until Stop(); returns after every connection closed.
   Status Run();
@@ -104,7 +113,7 @@ class SyncServer {
  private:
   SyncServer();
   std::unique_ptr<Impl> impl_;
-  uint16_t port_ = 0;
+  uint16_t port_ = 0, http_port_ = 0;
 };
 
 }  // namespace cairn::server

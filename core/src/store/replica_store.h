@@ -198,6 +198,10 @@ class ReplicaStore {
   // key order.
   Status ForEachDocFields(const std::string& collection,
                           const std::function<Status(const std::string&, const Fields&)>& fn);
+  // The same from the first key after `after_key` (all: ""), at most `max_docs` documents.
+  Status ForEachDocFields(const std::string& collection, const std::string& after_key,
+                          size_t max_docs,
+                          const std::function<Status(const std::string&, const Fields&)>& fn);
   // The ops the state still depends on (the compacted log), ordered by origin then seq.
   Status ForEachSurvivor(const std::function<Status(const Op&)>& fn);
   // The same per document: the documents of `collection` with key > after_key in key order

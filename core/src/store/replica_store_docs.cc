@@ -463,11 +463,19 @@ Status ReplicaStore::ForEachVisibleDoc(
 Status ReplicaStore::ForEachDocFields(
     const std::string& collection,
     const std::function<Status(const std::string&, const Fields&)>& fn) {
+  return ForEachDocFields(collection, "", SIZE_MAX, fn);
+}
+
+Status ReplicaStore::ForEachDocFields(
+    const std::string& collection, const std::string& after_key, size_t max_docs,
+    const std::function<Status(const std::string&, const Fields&)>& fn) {
   auto c = collections_.find(collection);
   if (c == collections_.end()) return Status::OK();
-  CAIRN_ASSIGN_OR_RETURN(
-      Stmt st, db_.Prepare("SELECT key, cells FROM cairn_docs WHERE coll = ? ORDER BY key"));
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("SELECT key, cells FROM cairn_docs"
+                                              " WHERE coll = ? AND key > ? ORDER BY key LIMIT ?"));
   st.BindInt(1, c->second.idx);
+  st.BindText(2, after_key);
+  st.BindInt(3, max_docs > static_cast<size_t>(INT64_MAX) ? -1 : static_cast<int64_t>(max_docs));
   for (;;) {
     CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;

@@ -6,10 +6,10 @@
 #include <map>
 #include <random>
 
+#include "oplog/json_codec.h"
 #include "oplog/validate.h"
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
-#include "replica/json_codec.h"
 
 namespace cairn {
 namespace {

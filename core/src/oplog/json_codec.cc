@@ -1,4 +1,4 @@
-#include "replica/json_codec.h"
+#include "oplog/json_codec.h"
 
 #include <charconv>
 #include <cmath>

@@ -1,14 +1,13 @@
 // Cairn's JSON conventions (docs/cli.md "Canonical JSON"): canonical output (keys sorted bytewise,
 // no spaces, integers as integers, doubles in round-trip form, bytes as {"$bytes":"<base64>"}) and
 // the parsing of field objects given by users. JSON itself is nlohmann/json; base64 is mbedTLS's.
-#ifndef CAIRN_REPLICA_JSON_CODEC_H_
-#define CAIRN_REPLICA_JSON_CODEC_H_
+#ifndef CAIRN_OPLOG_JSON_CODEC_H_
+#define CAIRN_OPLOG_JSON_CODEC_H_
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "base/base64.h"
 #include "base/result.h"
@@ -36,7 +35,6 @@ Json OpToJson(const Op& op);
 // "at_ms" (when it was recorded).
 Json RejectedOpToJson(const Op& op, int code, const std::string& reason, int64_t at_ms);
 
-
 }  // namespace cairn
 
-#endif  // CAIRN_REPLICA_JSON_CODEC_H_
+#endif  // CAIRN_OPLOG_JSON_CODEC_H_

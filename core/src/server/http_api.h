@@ -1,0 +1,61 @@
+// HttpApi: the HTTP data API of cairn-server (docs/backend.md) on the hub's store, on the
+// server's loop: each request is served there between the sync sessions' work, so it sees
+// the state the sessions see. Callers authenticate as devices do (Authorization: Bearer, the
+// same tokens, sync rules and grants: docs/backend.md "Authentication"); a document a caller
+// may not read does not exist for it (404, never 403: the answer tells nothing of it).
+//
+// Internal to core/src/server: the hub owns one (SessionHub::Impl::http) and hands it each
+// request of its HTTP connections (net::HttpConn).
+#ifndef CAIRN_SERVER_HTTP_API_H_
+#define CAIRN_SERVER_HTTP_API_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "auth/jwt.h"
+#include "base/result.h"
+#include "net/http.h"
+#include "oplog/op.h"
+#include "rules/rules.h"
+#include "server/session_hub.h"
+
+namespace cairn::server {
+
+class HttpApi {
+ public:
+  // Lists return at most this many documents (`limit`, default kDefaultLimit).
+  static constexpr size_t kMaxLimit = 1000, kDefaultLimit = 100;
+  // A page stops past this many bytes of documents, and after reading this many rows.
+  static constexpr size_t kMaxListBytes = 4u << 20, kMaxListScan = 10000;
+
+  explicit HttpApi(SessionHub::Impl* hub) : hub_(hub) {}
+
+  void Handle(const net::HttpRequest& request, const net::HttpConn::Reply& reply);
+
+ private:
+  // Who calls: nothing on a server that checks no tokens (everything allowed, as for devices).
+  struct Caller {
+    std::optional<auth::Claims> claims;
+    std::optional<rules::Grants> grants;  // with sync rules
+  };
+  // Fills `caller` from the request's token; the response that refuses it (401, or 403 when
+  // its grants are refused), if any.
+  std::optional<net::HttpResponse> Authenticate(const net::HttpRequest& request,
+                                                Caller* caller) const;
+  // Whether the caller may read the document `collection`/`key` whose visible fields are
+  // `fields` (with sync rules: one of its channels; without: the collection).
+  bool MayRead(const Caller& caller, const std::string& collection, const std::string& key,
+               const Fields& fields) const;
+
+  net::HttpResponse GetDoc(const Caller& caller, const std::string& collection,
+                           const std::string& key);
+  net::HttpResponse ListDocs(const Caller& caller, const std::string& collection,
+                             const net::HttpRequest& request);
+
+  SessionHub::Impl* hub_;
+};
+
+}  // namespace cairn::server
+
+#endif  // CAIRN_SERVER_HTTP_API_H_
