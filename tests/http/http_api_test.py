@@ -115,6 +115,17 @@ def cli(db, *args, env=None):
     return r.stdout
 
 
+def get_doc(db, collection, key):
+    """A replica's document, or None when it has none (cairn get exits 1: ENOTFOUND)."""
+    r = subprocess.run([ARGS.cli, "--db", db, "get", collection, key], capture_output=True,
+                       text=True)
+    if r.returncode == 1:
+        return None
+    if r.returncode != 0:
+        raise RuntimeError("cairn get: " + r.stderr)
+    return json.loads(r.stdout)
+
+
 def token(secret, sub, *args):
     r = subprocess.run([ARGS.server, "token", "--token-secret", secret, "--sub", sub, *args],
                        capture_output=True, text=True, check=True)
@@ -258,6 +269,149 @@ class HttpApiTest(unittest.TestCase):
         self.assertEqual(listed(bob), ["red"])
         self.assertEqual(listed(carol), [])
         self.assertEqual(listed(admin), ["mine", "red"])
+
+    def test_writes_go_through_the_merge_and_reach_devices(self):
+        s = self.start()
+        dev = self.device_writes(s, "dev", "dev", [("tasks", "t1", {"title": "pump", "n": 1})])
+        backend = token(self.secret, "backend")
+        sync_dev = lambda: cli(dev, "sync", "--server", "127.0.0.1:%d" % s.sync_port, "--once",
+                               "--token", token(self.secret, "dev"))
+        get_dev = lambda key: get_doc(dev, "tasks", key)
+        # PATCH: fields set, one transaction, after what the device wrote (it wins).
+        status, _, body = s.request("PATCH", "/v1/docs/tasks/t1", backend,
+                                    json.dumps({"fields": {"n": 2, "status": "approved"}}),
+                                    {"Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        cursor = body["cursor"]
+        self.assertIsInstance(cursor, int)
+        got = s.request("GET", "/v1/docs/tasks/t1", backend)[2]
+        self.assertEqual(got["fields"], {"title": "pump", "n": 2, "status": "approved"})
+        self.assertGreaterEqual(got["cursor"], cursor)
+        sync_dev()
+        self.assertEqual(get_dev("t1"), {"title": "pump", "n": 2, "status": "approved"})
+        # Increments count, each once.
+        for _ in range(2):
+            status, _, body = s.request("POST", "/v1/docs/tasks/t1/inc", backend,
+                                        json.dumps({"field": "count", "delta": 5}))
+            self.assertEqual(status, 200, body)
+        # A batch, atomically: two documents set, one counted, one deleted.
+        status, _, body = s.request("POST", "/v1/batch", backend, json.dumps({"ops": [
+            {"op": "set", "collection": "tasks", "key": "t2", "fields": {"title": "valve"}},
+            {"op": "inc", "collection": "tasks", "key": "t2", "field": "count", "delta": -3},
+            {"op": "set", "collection": "orders", "key": "o1", "fields": {"qty": 4}},
+            {"op": "del", "collection": "tasks", "key": "t1"}]}))
+        self.assertEqual(status, 200, body)
+        self.assertGreater(body["cursor"], cursor)
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/t1", backend)[0], 404)
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/t2", backend)[2]["fields"],
+                         {"title": "valve", "count": -3})
+        sync_dev()
+        self.assertIsNone(get_dev("t1"))
+        self.assertEqual(get_dev("t2"), {"title": "valve", "count": -3})
+        self.assertEqual(get_doc(dev, "orders", "o1"), {"qty": 4})
+        # DELETE, then a write brings it back with only the new field (docs/crdt-semantics.md).
+        self.assertEqual(s.request("DELETE", "/v1/docs/tasks/t2", backend)[0], 200)
+        self.assertEqual(s.request("PATCH", "/v1/docs/tasks/t2", backend,
+                                   json.dumps({"fields": {"title": "again"}}))[0], 200)
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/t2", backend)[2]["fields"],
+                         {"title": "again"})
+        # A device syncing live sees an API write without syncing again.
+        watch = subprocess.Popen([ARGS.cli, "--db", dev, "sync", "--server",
+                                  "127.0.0.1:%d" % s.sync_port, "--watch",
+                                  "--token", token(self.secret, "dev")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            self.assertEqual(s.request("PATCH", "/v1/docs/tasks/live", backend,
+                                       json.dumps({"fields": {"v": 1}}))[0], 200)
+            deadline = time.monotonic() + 15
+            while get_dev("live") != {"v": 1}:
+                self.assertLess(time.monotonic(), deadline, "the live device never got it")
+                time.sleep(0.1)
+        finally:
+            watch.terminate()
+            watch.wait(timeout=20)
+        self.assertIn("HTTP writes of this process are made as origin", read(s.log_path))
+
+    def test_bad_writes_are_refused_and_change_nothing(self):
+        s = self.start()
+        backend = token(self.secret, "backend")
+        self.assertEqual(s.request("PATCH", "/v1/docs/tasks/k", backend,
+                                   json.dumps({"fields": {"v": 1}}))[0], 200)
+        cases = [
+            ("PATCH", "/v1/docs/tasks/k", "{not json", None, 400),
+            ("PATCH", "/v1/docs/tasks/k", json.dumps({"fields": {}}), None, 400),
+            ("PATCH", "/v1/docs/tasks/k", json.dumps({"fields": {"v": 2}, "x": 1}), None, 400),
+            ("PATCH", "/v1/docs/tasks/k", json.dumps({"fields": {"v": [1, 2]}}), None, 400),
+            ("PATCH", "/v1/docs/tasks/k", json.dumps({"fields": {"bad-name": 2}}), None, 400),
+            ("PATCH", "/v1/docs/tasks/k", json.dumps({"fields": {"key": 2}}), None, 400),
+            ("PATCH", "/v1/docs/tasks/k", json.dumps({"fields": {"v": 2}}), "text/plain", 415),
+            ("POST", "/v1/docs/tasks/k/inc", json.dumps({"field": "v", "delta": "x"}), None, 400),
+            ("POST", "/v1/docs/tasks/k/inc", json.dumps({"field": "v", "delta": 2**63}), None, 400),
+            ("POST", "/v1/docs/tasks/k/inc", json.dumps({"field": "v", "delta": 1.5}), None, 400),
+            ("POST", "/v1/docs/tasks/k/inc", json.dumps({"delta": 1}), None, 400),
+            ("POST", "/v1/batch", json.dumps({"ops": []}), None, 400),
+            ("POST", "/v1/batch", json.dumps({"ops": [{"op": "put", "collection": "tasks",
+                                                       "key": "k"}]}), None, 400),
+            # One bad op refuses the whole batch: the good one before it is not applied.
+            ("POST", "/v1/batch", json.dumps({"ops": [
+                {"op": "set", "collection": "tasks", "key": "k", "fields": {"v": 3}},
+                {"op": "set", "collection": "bad name", "key": "k", "fields": {"v": 3}}]}),
+             None, 400),
+            ("GET", "/v1/docs/tasks/k/inc", None, None, 405),
+            ("PUT", "/v1/batch", "{}", None, 405),
+        ]
+        for method, path, body, ctype, want in cases:
+            headers = {"Content-Type": ctype} if ctype else {}
+            status, _, got = s.request(method, path, backend, body, headers)
+            self.assertEqual(status, want, (method, path, body, got))
+            self.assertIn(error_of(got), ["EINVAL"])
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/k", backend)[2]["fields"], {"v": 1})
+        # Grants: a token that may not write the collection (403, nothing written).
+        reader = token(self.secret, "reader", "--write", "orders")
+        status, _, got = s.request("PATCH", "/v1/docs/tasks/k", reader,
+                                   json.dumps({"fields": {"v": 9}}))
+        self.assertEqual((status, error_of(got)), (403, "EPERM"), got)
+        status, _, got = s.request("POST", "/v1/batch", reader, json.dumps({"ops": [
+            {"op": "set", "collection": "orders", "key": "o", "fields": {"v": 1}},
+            {"op": "del", "collection": "tasks", "key": "k"}]}))
+        self.assertEqual((status, error_of(got)), (403, "EPERM"), got)
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/k", backend)[2]["fields"], {"v": 1})
+        self.assertEqual(s.request("GET", "/v1/docs/orders/o", backend)[0], 404)
+        self.assertEqual(s.request("PATCH", "/v1/docs/orders/o", reader,
+                                   json.dumps({"fields": {"v": 1}}))[0], 200)
+
+    def test_sync_rules_judge_http_writes(self):
+        rules = os.path.join(self.work, "rules.json")
+        with open(rules, "w") as f:
+            json.dump({"collections": {"tasks": {"channels": ["user:{owner}", "team:{team}"]},
+                                       "news": {"channels": ["public"], "devices": "read-only"}},
+                       "grants": {"read": ["public", "user:{sub}", "team:{teams[]}"],
+                                  "write": ["user:{sub}", "team:{teams[]}"]}}, f)
+        s = self.start("--rules", rules)
+        bob = token(self.secret, "bob", "--claim-list", "teams=red")
+        admin = token(self.secret, "ops", "--admin")
+        patch = lambda tok, key, fields: s.request("PATCH", "/v1/docs/tasks/" + key, tok,
+                                                   json.dumps({"fields": fields}))
+        self.assertEqual(patch(bob, "r1", {"owner": "bob", "team": "red"})[0], 200)
+        # Into a channel bob may not write: refused whole, with the reason, nothing written.
+        status, _, got = patch(bob, "r1", {"team": "blue"})
+        self.assertEqual((status, error_of(got)), (403, "EPERM"), got)
+        self.assertIn("may not write tasks/r1", got["error"]["message"])
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/r1", admin)[2]["fields"],
+                         {"owner": "bob", "team": "red"})
+        status, _, got = patch(bob, "a1", {"owner": "alice"})
+        self.assertEqual(status, 403, got)
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/a1", admin)[0], 404)
+        # A read-only collection: written by admin tokens only.
+        news = lambda tok: s.request("PATCH", "/v1/docs/news/n1", tok,
+                                     json.dumps({"fields": {"text": "hello"}}))[0]
+        self.assertEqual(news(bob), 403)
+        self.assertEqual(news(admin), 200)
+        self.assertEqual(s.request("GET", "/v1/docs/news/n1", bob)[2]["fields"], {"text": "hello"})
+        # Admin moves a task anywhere; bob no longer sees it.
+        self.assertEqual(patch(admin, "r1", {"team": "blue", "owner": "carol"})[0], 200)
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/r1", bob)[0], 404)
 
     def test_bad_requests_get_json_errors_and_change_nothing(self):
         s = self.start("--http-max-body-bytes", "4096")

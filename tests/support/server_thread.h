@@ -79,6 +79,7 @@ class ServerThread {
     thread_.join();
   }
   uint16_t port() const { return server_->port(); }
+  uint16_t http_port() const { return server_->http_port(); }  // with ServerOptions::http
   std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
   std::string log() {
     std::lock_guard<std::mutex> lock(log_mu_);

@@ -127,6 +127,10 @@ Result<Json> ParseJson(std::string_view text) {
 
 Result<Fields> ParseFieldsJson(const std::string& text) {
   CAIRN_ASSIGN_OR_RETURN(Json j, ParseJson(text));
+  return FieldsFromJson(j);
+}
+
+Result<Fields> FieldsFromJson(const Json& j) {
   if (!j.is_object()) return Status::Invalid("expected a JSON object of fields");
   if (j.empty()) return Status::Invalid("expected at least one field");
   Fields fields;

@@ -25,6 +25,8 @@ Json FieldsToJson(const Fields& fields);
 // Parses a JSON object of fields: at least one field, names valid, values as above
 // (docs/crdt-semantics.md "Data model").
 Result<Fields> ParseFieldsJson(const std::string& text);
+// The same for a parsed JSON value.
+Result<Fields> FieldsFromJson(const Json& j);
 // Parses one JSON text; EINVAL when malformed or when an integer literal lies outside int64 and
 // uint64 (which nlohmann/json would read as a double): such numbers are refused, never rounded.
 Result<Json> ParseJson(std::string_view text);

@@ -6,7 +6,10 @@
 
 #include "oplog/json_codec.h"
 #include "oplog/validate.h"
+#include "port/port.h"
+#include "protocol/batch_codec.h"
 #include "server/session.h"
+#include "server/write_judge.h"
 
 namespace cairn::server {
 
@@ -60,7 +63,106 @@ HttpResponse MethodNotAllowed(const std::string& method, const char* allow) {
   return r;
 }
 
+// The JSON body of a write: 415 for another content type, 400 when it is not JSON.
+std::optional<HttpResponse> JsonBody(const net::HttpRequest& request, Json* out) {
+  const std::string* type = request.Header("content-type");
+  if (type != nullptr && type->rfind("application/json", 0) != 0) {
+    return HttpError(415, Code::kEINVAL, "the body must be JSON (Content-Type: application/json)");
+  }
+  auto parsed = ParseJson(request.body);
+  if (!parsed.ok()) return HttpError(400, Code::kEINVAL, "the body: " + parsed.status().message());
+  *out = std::move(parsed.value());
+  return std::nullopt;
+}
+
+// EINVAL unless `j` is an object whose keys are all among `allowed`.
+Status OnlyKeys(const Json& j, std::initializer_list<const char*> allowed,
+                const std::string& what) {
+  if (!j.is_object()) return Status::Invalid(what + " must be a JSON object");
+  for (const auto& [name, value] : j.items()) {
+    bool known = false;
+    for (const char* a : allowed) known = known || name == a;
+    if (!known) return Status::Invalid(what + " has an unknown key '" + name + "'");
+  }
+  return Status::OK();
+}
+
+Result<std::string> StringAt(const Json& j, const char* name, const std::string& what) {
+  if (!j.contains(name) || !j[name].is_string()) {
+    return Status::Invalid(what + " needs \"" + name + "\", a string");
+  }
+  return j[name].get<std::string>();
+}
+
+// The ops of one document's change, as docs/backend.md "Writing" gives them: "set" with
+// "fields", "inc" with "field" and "delta", "del".
+Result<std::vector<Op>> DocOps(const std::string& kind, const Json& j,
+                               const std::string& collection, const std::string& key,
+                               const std::string& what) {
+  std::vector<Op> ops;
+  Op op;
+  op.collection = collection;
+  op.key = key;
+  if (kind == "set") {
+    if (!j.contains("fields")) return Status::Invalid(what + " needs \"fields\"");
+    auto fields = FieldsFromJson(j["fields"]);
+    if (!fields.ok()) return fields.status().WithContext(what + ".fields");
+    for (auto& [name, value] : *fields) {
+      op.kind = OpKind::kSet;
+      op.field = name;
+      op.value = std::move(value);
+      ops.push_back(op);
+    }
+  } else if (kind == "inc") {
+    CAIRN_ASSIGN_OR_RETURN(op.field, StringAt(j, "field", what));
+    const Json* delta = j.contains("delta") ? &j["delta"] : nullptr;
+    if (delta == nullptr || !delta->is_number_integer() ||
+        (delta->is_number_unsigned() &&
+         delta->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
+      return Status::Invalid(what + " needs \"delta\", a 64-bit signed integer");
+    }
+    op.kind = OpKind::kIncrement;
+    op.delta = delta->get<int64_t>();
+    ops.push_back(op);
+  } else if (kind == "del") {
+    op.kind = OpKind::kDelete;
+    ops.push_back(op);
+  } else {
+    return Status::Invalid(what + ": \"op\" must be \"set\", \"inc\" or \"del\"");
+  }
+  for (const Op& o : ops) {
+    Status valid = ValidateOp(o);
+    if (!valid.ok()) return valid.WithContext(what);
+  }
+  return ops;
+}
+
+// POST /v1/batch's body: {"ops":[{"op":..,"collection":..,"key":..,...}, ...]}.
+Result<std::vector<Op>> BatchOps(const Json& j) {
+  CAIRN_RETURN_IF_ERROR(OnlyKeys(j, {"ops"}, "the body"));
+  if (!j.contains("ops") || !j["ops"].is_array() || j["ops"].empty()) {
+    return Status::Invalid("the body needs \"ops\", an array of at least one op");
+  }
+  std::vector<Op> ops;
+  for (size_t i = 0; i < j["ops"].size(); i++) {
+    const Json& o = j["ops"][i];
+    const std::string what = "ops[" + std::to_string(i) + "]";
+    CAIRN_RETURN_IF_ERROR(
+        OnlyKeys(o, {"op", "collection", "key", "fields", "field", "delta"}, what));
+    CAIRN_ASSIGN_OR_RETURN(std::string kind, StringAt(o, "op", what));
+    CAIRN_ASSIGN_OR_RETURN(std::string collection, StringAt(o, "collection", what));
+    CAIRN_ASSIGN_OR_RETURN(std::string key, StringAt(o, "key", what));
+    CAIRN_ASSIGN_OR_RETURN(std::vector<Op> more, DocOps(kind, o, collection, key, what));
+    for (Op& op : more) ops.push_back(std::move(op));
+  }
+  return ops;
+}
+
 }  // namespace
+
+HttpApi::HttpApi(SessionHub::Impl* hub) : hub_(hub), clock_source_(hub), clock_(&clock_source_) {}
+
+int64_t HttpApi::StoreClock::NowMs() { return hub_->store->NowMs(); }
 
 std::optional<HttpResponse> HttpApi::Authenticate(const net::HttpRequest& request,
                                                   Caller* caller) const {
@@ -116,19 +218,30 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
     if (m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
     return reply(JsonResponse(Json{{"ok", true}}));
   }
-  const bool docs = s.size() >= 3 && s.size() <= 4 && s[0] == "v1" && s[1] == "docs";
-  if (!docs) {
+  // The routes (docs/backend.md): /v1/docs/C, /v1/docs/C/K, /v1/docs/C/K/inc, /v1/batch.
+  const bool v1 = s.size() >= 2 && s[0] == "v1";
+  const bool docs =
+      v1 && s[1] == "docs" && s.size() >= 3 && s.size() <= 5 && (s.size() < 5 || s[4] == "inc");
+  const bool batch = v1 && s.size() == 2 && s[1] == "batch";
+  if (!docs && !batch) {
     reply(HttpError(404, Code::kENOTFOUND, "no such resource: " + request.path));
     return;
   }
-  if (m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
-  Status valid = ValidateCollectionName(s[2]);
-  if (valid.ok() && s.size() == 4) valid = ValidateKey(s[3]);
+  const char* allow = batch           ? "POST"
+                      : s.size() == 3 ? "GET, HEAD"
+                      : s.size() == 4 ? "GET, HEAD, PATCH, DELETE"
+                                      : "POST";
+  const bool allowed = (batch || s.size() == 5) ? m == "POST"
+                       : s.size() == 3          ? m == "GET"
+                                                : m == "GET" || m == "PATCH" || m == "DELETE";
+  if (!allowed) return reply(MethodNotAllowed(m, allow));
+  Status valid = batch ? Status::OK() : ValidateCollectionName(s[2]);
+  if (valid.ok() && docs && s.size() >= 4) valid = ValidateKey(s[3]);
   if (!valid.ok()) return reply(ErrorResponse(valid));
   Caller caller;
   if (auto refused = Authenticate(request, &caller)) return reply(*refused);
   // Several nodes on one database: what the others committed first (a write made through
-  // another node is seen here), and the node's sessions get it too.
+  // another node is seen here, and judged with it), and the node's sessions get it too.
   ServerStore* store = hub_->store.get();
   const uint64_t head_before = store->head();
   Status caught_up = store->CatchUp();
@@ -137,7 +250,28 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
     hub_->Log("catching up with the database failed: " + caught_up.ToString());
     return reply(HttpError(503, Code::kEIO, "server error reading its database"));
   }
-  reply(s.size() == 4 ? GetDoc(caller, s[2], s[3]) : ListDocs(caller, s[2], request));
+  if (m == "GET") {
+    return reply(s.size() == 4 ? GetDoc(caller, s[2], s[3]) : ListDocs(caller, s[2], request));
+  }
+  // A write: its ops from the method and the body.
+  Result<std::vector<Op>> ops = std::vector<Op>();
+  if (m == "DELETE") {
+    ops = DocOps("del", Json::object(), s[2], s[3], "the request");
+  } else {
+    Json body;
+    if (auto bad = JsonBody(request, &body)) return reply(*bad);
+    if (batch) {
+      ops = BatchOps(body);
+    } else if (s.size() == 5) {
+      Status only = OnlyKeys(body, {"field", "delta"}, "the body");
+      ops = only.ok() ? DocOps("inc", body, s[2], s[3], "the body") : only;
+    } else {
+      Status only = OnlyKeys(body, {"fields"}, "the body");
+      ops = only.ok() ? DocOps("set", body, s[2], s[3], "the body") : only;
+    }
+  }
+  if (!ops.ok()) return reply(ErrorResponse(ops.status()));
+  reply(Write(caller, std::move(ops.value())));
 }
 
 HttpResponse HttpApi::GetDoc(const Caller& caller, const std::string& collection,
@@ -223,6 +357,76 @@ HttpResponse HttpApi::ListDocs(const Caller& caller, const std::string& collecti
     if (more || rows < kRowsPerRead) break;
   }
   return JsonResponse(Json{{"docs", std::move(docs)}, {"next", more ? Json(next) : Json()}});
+}
+
+HttpResponse HttpApi::Write(const Caller& caller, std::vector<Op> ops) {
+  ServerStore* store = hub_->store.get();
+  if (!origin_) {
+    ReplicaId id;
+    do {
+      if (!port::SecureRandom(id.bytes.data(), id.bytes.size()).ok()) {
+        return HttpError(500, Code::kEINTERNAL, "server error making its write origin");
+      }
+    } while (IsReservedReplicaId(id) || id == store->id());
+    origin_ = id;
+    hub_->Log("HTTP writes of this process are made as origin " + id.Hex());
+  }
+  if (ops.size() > kMaxTransactionOps) {
+    return HttpError(413, Code::kEINVAL,
+                     "a transaction holds at most " + std::to_string(kMaxTransactionOps) + " ops");
+  }
+  // Stamped after everything the documents hold: an API write supersedes what the caller
+  // could have read (docs/backend.md "Writing").
+  for (const Op& op : ops) {
+    auto doc = store->state()->CopyDoc(op.collection, op.key);
+    if (!doc.ok()) {
+      hub_->Log("reading " + op.collection + "/" + op.key + " failed: " + doc.status().ToString());
+      return HttpError(500, Code::kEINTERNAL, "server error reading the document");
+    }
+    clock_.Observe(std::max(doc->MaxOp().hlc, doc->del.hlc));
+  }
+  uint64_t seq = store->state()->Through(*origin_);
+  protocol::BatchEncoder enc;
+  for (size_t i = 0; i < ops.size(); i++) {
+    ops[i].id = OpId{clock_.Now(), *origin_, ++seq};
+    ops[i].continues_txn = i > 0;
+    enc.Add(ops[i]);
+  }
+  flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
+  enc.Finish(&fbb);
+  if (fbb.GetSize() > kMaxTransactionBytes) {
+    return HttpError(413, Code::kEINVAL,
+                     "the transaction is larger than " + std::to_string(kMaxTransactionBytes) +
+                         " bytes once encoded");
+  }
+  const auto* batch = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
+  PushLimits limits;
+  limits.max_ops = static_cast<uint32_t>(kMaxTransactionOps);
+  limits.max_bytes = protocol::BatchBudget(hub_->options.conn.limits.max_frame_bytes);
+  auto admit = [&](const Op& op) -> Status {
+    if (caller.claims && !caller.grants && !caller.claims->MayWrite(op.collection)) {
+      return Status(Code::kEPERM, "the token does not allow writing '" + op.collection + "'");
+    }
+    return Status::OK();
+  };
+  std::optional<WriteJudge> judge;
+  if (caller.grants) judge.emplace(hub_->options.rules.get(), &*caller.grants, store->state());
+  const uint64_t head_before = store->head();
+  auto pushed = store->ApplyPush(*origin_, *batch, limits, admit, judge ? &*judge : nullptr);
+  if (store->head() != head_before) hub_->Committed(head_before, nullptr);
+  if (!pushed.ok()) {
+    if (pushed.status().code() == Code::kEINVAL) {
+      return HttpError(413, Code::kEINVAL, pushed.status().message());
+    }
+    hub_->Log("storing an HTTP write failed: " + pushed.status().ToString());
+    return HttpError(500, Code::kEINTERNAL, "server error storing the write");
+  }
+  if (!pushed->refused.empty()) {
+    const Refused& r = pushed->refused.front();
+    hub_->Log("HTTP write refused: " + r.reason);
+    return HttpError(r.code == Code::kEPERM ? 403 : 400, r.code, r.reason);
+  }
+  return JsonResponse(Json{{"cursor", pushed->cursor}});
 }
 
 }  // namespace cairn::server

@@ -15,6 +15,7 @@
 
 #include "auth/jwt.h"
 #include "base/result.h"
+#include "clock/hlc.h"
 #include "net/http.h"
 #include "oplog/op.h"
 #include "rules/rules.h"
@@ -29,7 +30,7 @@ class HttpApi {
   // A page stops past this many bytes of documents, and after reading this many rows.
   static constexpr size_t kMaxListBytes = 4u << 20, kMaxListScan = 10000;
 
-  explicit HttpApi(SessionHub::Impl* hub) : hub_(hub) {}
+  explicit HttpApi(SessionHub::Impl* hub);
 
   void Handle(const net::HttpRequest& request, const net::HttpConn::Reply& reply);
 
@@ -52,8 +53,27 @@ class HttpApi {
                            const std::string& key);
   net::HttpResponse ListDocs(const Caller& caller, const std::string& collection,
                              const net::HttpRequest& request);
+  // docs/backend.md "Writing": the ops of one transaction (without their identity) go through
+  // the push path as the server's write origin: the same checks (the caller's grants or sync
+  // rules), merge, log and fan-out as a device's; the answer comes after the commit.
+  net::HttpResponse Write(const Caller& caller, std::vector<Op> ops);
+
+  // The server's time, for the write origin's clock.
+  class StoreClock : public Clock {
+   public:
+    explicit StoreClock(SessionHub::Impl* hub) : hub_(hub) {}
+    int64_t NowMs() override;
+
+   private:
+    SessionHub::Impl* hub_;
+  };
 
   SessionHub::Impl* hub_;
+  // The origin of this process's HTTP writes (made at the first, random: each server process
+  // writes as one of its own, so nodes of one database never share seqs) and its clock.
+  std::optional<ReplicaId> origin_;
+  StoreClock clock_source_;
+  HybridClock clock_;
 };
 
 }  // namespace cairn::server
