@@ -332,6 +332,19 @@ class HttpApiTest(unittest.TestCase):
             watch.terminate()
             watch.wait(timeout=20)
         self.assertIn("HTTP writes of this process are made as origin", read(s.log_path))
+        # The server's own file may be read with cairn, not written (such a write would never
+        # reach the clients): exit 3, pointing to the HTTP API; nothing written.
+        server_db = os.path.join(self.work, "server.db")
+        self.assertEqual(get_doc(server_db, "tasks", "live"), {"v": 1})
+        for args in [("put", "tasks", "live", '{"v": 2}'), ("del", "tasks", "live"),
+                     ("inc", "tasks", "live", "v", "1")]:
+            r = subprocess.run([ARGS.cli, "--db", server_db, *args], capture_output=True,
+                               text=True)
+            self.assertEqual(r.returncode, 3, r.stderr)
+            self.assertIn("cairn-server's file", r.stderr)
+            self.assertIn("HTTP API", r.stderr)
+        self.assertEqual(get_doc(server_db, "tasks", "live"), {"v": 1})
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/live", backend)[2]["fields"], {"v": 1})
 
     def test_bad_writes_are_refused_and_change_nothing(self):
         s = self.start()

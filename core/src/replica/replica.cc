@@ -172,6 +172,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(const std::string& path,
   CAIRN_ASSIGN_OR_RETURN(r->store_,
                          store::ReplicaStore::Open(path, so, new_id, r->clock_source_->NowMs()));
   r->id_ = r->store_->replica_id();
+  CAIRN_ASSIGN_OR_RETURN(r->server_file_, r->store_->IsServerFile());
   r->clock_->Restore(r->store_->stored_hlc());
   // A server's clock correction holds offline too (docs/crdt-semantics.md "Clock safety").
   CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r->store_->GetSyncPosition());
@@ -192,6 +193,19 @@ Status Replica::Close() {
 
 Status Replica::CheckOpen() const {
   if (!store_) return Status(Code::kECLOSED, "replica is closed");
+  return Status::OK();
+}
+
+Status Replica::CheckWritable() const {
+  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  if (server_file_) {
+    // Such a write would never reach the server's clients: they and the server would
+    // disagree from then on (docs/backend.md).
+    return Status(Code::kEPERM,
+                  "this is a cairn-server's file: it may be read, not written; write through "
+                  "the server: its HTTP API (cairn-server --http, docs/backend.md) or a replica "
+                  "that syncs with it");
+  }
   return Status::OK();
 }
 
@@ -251,7 +265,7 @@ Status Replica::ValidateBatch(const WriteBatch& batch) {
 Status Replica::WriteLocked(const WriteBatch& batch) {
   Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
-  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(CheckWritable());
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   store::RollbackUnlessCommitted guard(store_.get());
   // Validated under the write lock, against the registry as it is now.

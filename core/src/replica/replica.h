@@ -229,6 +229,8 @@ class Replica {
   friend class SyncAccess;  // replica/sync_access.h: what the sync engine reaches
   Replica() = default;
   Status CheckOpen() const;
+  // EREADONLY when opened read-only; EPERM for a cairn-server's own file (server_file_).
+  Status CheckWritable() const;
   Status ValidateBatch(const WriteBatch& batch);
   Status WriteLocked(const WriteBatch& batch);
   Result<ImportStats> ImportLocked(std::FILE* in);
@@ -260,6 +262,7 @@ class Replica {
   Clock* clock_source_ = nullptr;
   ReplicaId id_;
   bool read_only_ = false;
+  bool server_file_ = false;    // a cairn-server's file: read, never written (CheckWritable)
   bool clock_rewound_ = false;  // CorrectClock wound the clock back: persist it at the next ack
   std::optional<int64_t> stored_offset_ms_;  // the clock correction in the file
 };

@@ -151,7 +151,7 @@ Result<ExportStats> Replica::Export(const std::string& path, const VersionVector
 Result<ImportStats> Replica::Import(const std::string& path) {
   Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
-  if (read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(CheckWritable());
   File in(std::fopen(path.c_str(), "rb"));
   if (!in) return Status::IOError("cannot read " + path + ": " + std::strerror(errno));
   CAIRN_RETURN_IF_ERROR(store_->Begin());

@@ -226,6 +226,9 @@ class ReplicaStore {
   // The HLC of the local op `seq` when it ends an outbox transaction (unacknowledged), else
   // nullopt (a transaction's last op carries its highest HLC: local stamps only grow).
   Result<std::optional<Hlc>> OutboxHlcAt(uint64_t seq);
+  // Whether the file is a cairn-server's (it holds the server's global log, server/
+  // server_store.cc): written only by the server (docs/backend.md).
+  Result<bool> IsServerFile();
   Result<SyncPosition> GetSyncPosition();
   Status SetSyncPosition(const SyncPosition& pos);  // REQUIRES: inside Begin/Commit
   Status ForEachRejected(const std::function<Status(const RejectedOp&)>& fn);

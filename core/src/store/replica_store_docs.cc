@@ -669,4 +669,10 @@ Status ReplicaStore::ForEachDocSurvivors(
   return Status::OK();
 }
 
+Result<bool> ReplicaStore::IsServerFile() {
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                              " AND name = 'cairn_server_log'"));
+  return st.Step();
+}
+
 }  // namespace cairn::store
