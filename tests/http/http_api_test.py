@@ -346,6 +346,62 @@ class HttpApiTest(unittest.TestCase):
         self.assertEqual(get_doc(server_db, "tasks", "live"), {"v": 1})
         self.assertEqual(s.request("GET", "/v1/docs/tasks/live", backend)[2]["fields"], {"v": 1})
 
+    def test_a_write_retried_with_its_idempotency_key_applies_once(self):
+        s = self.start()
+        backend = token(self.secret, "backend")
+        inc = json.dumps({"field": "count", "delta": 1})
+
+        def write(path, body, key, tok=backend):
+            return s.request("POST", path, tok, body, {"Idempotency-Key": key})
+
+        def count(server):
+            return server.request("GET", "/v1/docs/tasks/t1", backend)[2]["fields"]["count"]
+
+        # The same request five times: applied once, each answer the first one's.
+        answers = [write("/v1/docs/tasks/t1/inc", inc, "inc-1") for _ in range(5)]
+        self.assertEqual([a[0] for a in answers], [200] * 5, answers)
+        self.assertEqual(len({a[2]["cursor"] for a in answers}), 1, answers)
+        self.assertNotIn("idempotent-replayed", answers[0][1])
+        self.assertEqual([a[1].get("idempotent-replayed") for a in answers[1:]], ["true"] * 4)
+        self.assertEqual(count(s), 1)
+        # The key with another request: 409, nothing applied; a key of another subject and a
+        # request without a key are their own.
+        status, _, body = write("/v1/docs/tasks/t1/inc", json.dumps({"field": "count",
+                                                                     "delta": 7}), "inc-1")
+        self.assertEqual((status, error_of(body)), (409, "EINVAL"), body)
+        status, _, body = write("/v1/docs/tasks/t2/inc", inc, "inc-1")
+        self.assertEqual((status, error_of(body)), (409, "EINVAL"), body)
+        self.assertEqual(count(s), 1)
+        self.assertEqual(write("/v1/docs/tasks/t1/inc", inc, "inc-1",
+                               token(self.secret, "other"))[0], 200)
+        self.assertEqual(s.request("POST", "/v1/docs/tasks/t1/inc", backend, inc)[0], 200)
+        self.assertEqual(count(s), 3)
+        # A bad key: 400, nothing applied.
+        for bad in ["x" * 256, "tab\tkey", "caf\u00e9"]:
+            status, _, body = write("/v1/docs/tasks/t1/inc", inc, bad)
+            self.assertEqual((status, error_of(body)), (400, "EINVAL"), (bad, body))
+        self.assertEqual(count(s), 3)
+        # A batch, and a refused write: each answered again as it was.
+        batch = json.dumps({"ops": [
+            {"op": "inc", "collection": "tasks", "key": "t1", "field": "count", "delta": 10},
+            {"op": "set", "collection": "tasks", "key": "t3", "fields": {"a": 1}}]})
+        first = write("/v1/batch", batch, "batch-1")
+        self.assertEqual(first[0], 200, first)
+        notes_only = token(self.secret, "clerk", "--write", "notes")
+        refused = [write("/v1/docs/tasks/t9/inc", inc, "no-1", notes_only) for _ in range(3)]
+        self.assertEqual([(r[0], error_of(r[2])) for r in refused], [(403, "EPERM")] * 3)
+        self.assertEqual(refused[0][2], refused[2][2])
+        self.assertEqual(refused[2][1].get("idempotent-replayed"), "true")
+        # Across a restart of the server: kept in its file with the write.
+        s.stop()
+        self.servers.remove(s)
+        s = self.start()
+        again = write("/v1/batch", batch, "batch-1")
+        self.assertEqual((again[0], again[2]), (200, first[2]))
+        self.assertEqual(write("/v1/docs/tasks/t1/inc", inc, "inc-1")[2], answers[0][2])
+        self.assertEqual(count(s), 13)
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/t9", backend)[0], 404)
+
     def test_bad_writes_are_refused_and_change_nothing(self):
         s = self.start()
         backend = token(self.secret, "backend")

@@ -366,11 +366,11 @@ TEST_P(StorageFaultTest, ServerApplyPush) {
     return s.ok() ? std::move(s).value() : nullptr;
   };
   path.prepare = [&](server::ServerStore* s) {
-    auto r = s->ApplyPush(origin, *batch(first), {}, admit, nullptr);
+    auto r = s->ApplyPush(origin, *batch(first), {}, admit, nullptr, nullptr);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   };
   path.call = [&](server::ServerStore* s) {
-    auto r = s->ApplyPush(origin, *batch(second), {}, admit, nullptr);
+    auto r = s->ApplyPush(origin, *batch(second), {}, admit, nullptr, nullptr);
     if (r.ok() && r.value().refused.size() != 1) return Status::Internal("refusal not reported");
     return r.status();
   };

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <string_view>
 
+#include "base/sha256.h"
 #include "oplog/json_codec.h"
 #include "oplog/validate.h"
 #include "port/port.h"
@@ -40,9 +41,6 @@ HttpResponse ErrorResponse(const Status& st) {
       break;
     case Code::kENOTFOUND:
       status = 404;
-      break;
-    case Code::kEBUSY:
-      status = 429;
       break;
     default:
       break;
@@ -158,6 +156,42 @@ Result<std::vector<Op>> BatchOps(const Json& j) {
   return ops;
 }
 
+// docs/backend.md "Idempotency": the request's Idempotency-Key (1 to 255 printable ASCII
+// characters), if it has one, into `key` with the caller's subject and a digest of the
+// request; the 400 for a bad one.
+std::optional<HttpResponse> WriteKeyOf(const net::HttpRequest& request, const std::string& subject,
+                                       std::optional<WriteKey>* key) {
+  const std::string* k = request.Header("idempotency-key");
+  if (k == nullptr) return std::nullopt;
+  bool printable = !k->empty() && k->size() <= 255;
+  for (char c : *k) printable = printable && c >= 0x20 && c <= 0x7e;
+  if (!printable) {
+    return HttpError(400, Code::kEINVAL,
+                     "an Idempotency-Key is 1 to 255 printable ASCII characters");
+  }
+  Sha256 digest;
+  for (const std::string* part : {&request.method, &request.path, &request.body}) {
+    const std::string size = std::to_string(part->size()) + ":";
+    digest.Update(size);
+    digest.Update(*part);
+  }
+  *key = WriteKey{subject, *k, digest.Finish()};
+  return std::nullopt;
+}
+
+// The answer kept for a write's key, given again to a retry of the same request.
+HttpResponse Replay(const KeptWrite& kept, const WriteKey& key) {
+  if (kept.request != key.request) {
+    return HttpError(409, Code::kEINVAL,
+                     "this Idempotency-Key came with another request within the last 24 hours");
+  }
+  HttpResponse r = kept.code == Code::kOK
+                       ? JsonResponse(Json{{"cursor", kept.cursor}})
+                       : HttpError(kept.code == Code::kEPERM ? 403 : 400, kept.code, kept.reason);
+  r.headers.emplace_back("Idempotent-Replayed", "true");
+  return r;
+}
+
 }  // namespace
 
 HttpApi::HttpApi(SessionHub::Impl* hub) : hub_(hub), clock_source_(hub), clock_(&clock_source_) {}
@@ -271,7 +305,11 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
     }
   }
   if (!ops.ok()) return reply(ErrorResponse(ops.status()));
-  reply(Write(caller, std::move(ops.value())));
+  std::optional<WriteKey> key;
+  if (auto bad = WriteKeyOf(request, caller.claims ? caller.claims->subject : "", &key)) {
+    return reply(*bad);
+  }
+  reply(Write(caller, std::move(ops.value()), key ? &*key : nullptr));
 }
 
 HttpResponse HttpApi::GetDoc(const Caller& caller, const std::string& collection,
@@ -359,8 +397,21 @@ HttpResponse HttpApi::ListDocs(const Caller& caller, const std::string& collecti
   return JsonResponse(Json{{"docs", std::move(docs)}, {"next", more ? Json(next) : Json()}});
 }
 
-HttpResponse HttpApi::Write(const Caller& caller, std::vector<Op> ops) {
+HttpResponse HttpApi::Write(const Caller& caller, std::vector<Op> ops, const WriteKey* key) {
   ServerStore* store = hub_->store.get();
+  // A retry of a write already made: its answer again, nothing applied.
+  auto kept = [&]() -> std::optional<HttpResponse> {
+    auto found = store->FindWrite(key->subject, key->key);
+    if (!found.ok()) {
+      hub_->Log("reading an Idempotency-Key failed: " + found.status().ToString());
+      return HttpError(503, Code::kEIO, "server error reading its database");
+    }
+    if (!found->has_value()) return std::nullopt;
+    return Replay(**found, *key);
+  };
+  if (key != nullptr) {
+    if (auto replay = kept()) return *replay;
+  }
   if (!origin_) {
     ReplicaId id;
     do {
@@ -412,11 +463,21 @@ HttpResponse HttpApi::Write(const Caller& caller, std::vector<Op> ops) {
   std::optional<WriteJudge> judge;
   if (caller.grants) judge.emplace(hub_->options.rules.get(), &*caller.grants, store->state());
   const uint64_t head_before = store->head();
-  auto pushed = store->ApplyPush(*origin_, *batch, limits, admit, judge ? &*judge : nullptr);
+  auto pushed = store->ApplyPush(*origin_, *batch, limits, admit, judge ? &*judge : nullptr, key);
   if (store->head() != head_before) hub_->Committed(head_before, nullptr);
   if (!pushed.ok()) {
     if (pushed.status().code() == Code::kEINVAL) {
       return HttpError(413, Code::kEINVAL, pushed.status().message());
+    }
+    if (pushed.status().code() == Code::kEBUSY) {
+      // Another node took the key meanwhile (its answer, once it committed), or this node is
+      // catching up from a checkpoint.
+      if (key != nullptr) {
+        if (auto replay = kept()) return *replay;
+      }
+      HttpResponse r = HttpError(503, Code::kEBUSY, pushed.status().message() + "; retry");
+      r.headers.emplace_back("Retry-After", "1");
+      return r;
     }
     hub_->Log("storing an HTTP write failed: " + pushed.status().ToString());
     return HttpError(500, Code::kEINTERNAL, "server error storing the write");

@@ -55,8 +55,9 @@ class HttpApi {
                              const net::HttpRequest& request);
   // docs/backend.md "Writing": the ops of one transaction (without their identity) go through
   // the push path as the server's write origin: the same checks (the caller's grants or sync
-  // rules), merge, log and fan-out as a device's; the answer comes after the commit.
-  net::HttpResponse Write(const Caller& caller, std::vector<Op> ops);
+  // rules), merge, log and fan-out as a device's; the answer comes after the commit. With
+  // `key` (docs/backend.md "Idempotency"), a write made already under it is answered again.
+  net::HttpResponse Write(const Caller& caller, std::vector<Op> ops, const WriteKey* key);
 
   // The server's time, for the write origin's clock.
   class StoreClock : public Clock {

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS cairn_server_replicas(
   WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cairn_server_views(
   replica_id BLOB PRIMARY KEY, record TEXT NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cairn_server_idempotency(
+  subject TEXT NOT NULL, key TEXT NOT NULL, request BLOB NOT NULL, cursor INTEGER NOT NULL,
+  code INTEGER NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
+  PRIMARY KEY (subject, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cairn_server_idempotency_at ON cairn_server_idempotency(at_ms);
 )sql";
 
 using store::I;
@@ -270,7 +275,7 @@ Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
 
 Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                                 const PushLimits& limits, const AdmitFn& admit,
-                                                TxnJudge* judge) {
+                                                TxnJudge* judge, const WriteKey* key) {
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   store::RollbackUnlessCommitted guard(store_.get());
   PushResult result;
@@ -320,10 +325,15 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const w
     if (judge != nullptr) accepted.SetMoves(judge->Moves());
     flatbuffers::FlatBufferBuilder fbb(accepted.ops_bytes() + 1024);
     accepted.Finish(&fbb);
-    CAIRN_RETURN_IF_ERROR(LogAndCommit(
+    CAIRN_RETURN_IF_ERROR(LogStaged(
         0, origin, before + 1, sort.through, sort.applied,
         std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()),
         sort.max_hlc));
+    if (key != nullptr) {
+      result.cursor = staged_.cursor;
+      CAIRN_RETURN_IF_ERROR(KeepWriteKey(*key, result));
+    }
+    CAIRN_RETURN_IF_ERROR(CommitStaged());
   } else {
     store_->Rollback();  // nothing new: a retry after a lost Ack
   }
@@ -331,11 +341,49 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const w
   return result;
 }
 
-Status SqliteServerStore::LogAndCommit(uint64_t cursor, const ReplicaId& origin,
-                                       uint64_t first_seq, uint64_t last_seq, uint64_t op_count,
-                                       std::string_view batch, Hlc max_hlc) {
-  CAIRN_RETURN_IF_ERROR(LogStaged(cursor, origin, first_seq, last_seq, op_count, batch, max_hlc));
-  return CommitStaged();
+Status SqliteServerStore::KeepWriteKey(const WriteKey& key, const PushResult& result) {
+  const int64_t now = clock_source_->NowMs();
+  CAIRN_ASSIGN_OR_RETURN(
+      store::Stmt prune,
+      store_->db()->Prepare("DELETE FROM cairn_server_idempotency WHERE at_ms < ?"));
+  prune.BindInt(1, now - kWriteKeyWindowMs);
+  CAIRN_RETURN_IF_ERROR(prune.Run());
+  CAIRN_ASSIGN_OR_RETURN(
+      store::Stmt put,
+      store_->db()->Prepare(
+          "INSERT OR IGNORE INTO cairn_server_idempotency VALUES (?,?,?,?,?,?,?)"));
+  const Refused* refused = result.refused.empty() ? nullptr : &result.refused.front();
+  put.BindText(1, key.subject);
+  put.BindText(2, key.key);
+  put.BindBlob(3, key.request);
+  put.BindInt(4, I(result.cursor));
+  put.BindInt(5, refused ? static_cast<int64_t>(refused->code) : 0);
+  put.BindText(6, refused ? refused->reason : std::string());
+  put.BindInt(7, now);
+  CAIRN_RETURN_IF_ERROR(put.Run());
+  if (store_->db()->Changes() == 0) {
+    return Status(Code::kEBUSY, "the Idempotency-Key is kept already");
+  }
+  return Status::OK();
+}
+
+Result<std::optional<KeptWrite>> SqliteServerStore::FindWrite(const std::string& subject,
+                                                              const std::string& key) {
+  CAIRN_ASSIGN_OR_RETURN(
+      store::Stmt find,
+      store_->db()->Prepare("SELECT request, cursor, code, reason FROM cairn_server_idempotency "
+                            "WHERE subject = ? AND key = ? AND at_ms >= ?"));
+  find.BindText(1, subject);
+  find.BindText(2, key);
+  find.BindInt(3, clock_source_->NowMs() - kWriteKeyWindowMs);
+  CAIRN_ASSIGN_OR_RETURN(bool row, find.Step());
+  if (!row) return std::optional<KeptWrite>();
+  KeptWrite kept;
+  kept.request = std::string(find.Blob(0));
+  kept.cursor = U(find.Int(1));
+  kept.code = CodeFromInt(static_cast<int>(find.Int(2)));
+  kept.reason = std::string(find.Text(3));
+  return std::optional<KeptWrite>(std::move(kept));
 }
 
 Status SqliteServerStore::LogStaged(uint64_t cursor, const ReplicaId& origin,

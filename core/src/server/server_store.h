@@ -58,6 +58,21 @@ struct PushResult {
   std::vector<Refused> refused;  // refused now, or earlier within the duplicates
 };
 
+// docs/backend.md "Idempotency": an HTTP write's Idempotency-Key, kept by the store with what
+// became of the push that carried it, in that push's transaction, for kWriteKeyWindowMs.
+constexpr int64_t kWriteKeyWindowMs = int64_t{24} * 3600 * 1000;
+struct WriteKey {
+  std::string subject;  // the caller's ("" on a server that checks no tokens): keys are per subject
+  std::string key;
+  std::string request;  // a digest of the request that came with it
+};
+struct KeptWrite {
+  std::string request;    // WriteKey::request
+  uint64_t cursor = 0;    // the log's head after the push
+  Code code = Code::kOK;  // kOK: applied; else refused for `reason`
+  std::string reason;
+};
+
 // Whether the server takes an op of a push: OK, or why not (EPERM, ECLOCK, ...).
 using AdmitFn = std::function<Status(const Op&)>;
 // Judges the transactions of a push beyond the data model (sync rules: server/write_judge.h)
@@ -170,10 +185,15 @@ class ServerStore {
   // entry covers the refused seqs too (docs/protocol.md, "Refused ops"). EFORKED (nothing
   // applied) when a skipped op is not the one received under its seq while the log holds that
   // one (docs/protocol.md, "Restored replicas"). EINVAL (nothing applied) for a push beyond
-  // `limits`.
+  // `limits`. With `key` (an HTTP write, nullptr for devices), the key is kept with the push's
+  // outcome, atomically; EBUSY (nothing applied) when the key is already kept (another node
+  // took it meanwhile: FindWrite tells what became of it).
   virtual Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                        const PushLimits& limits, const AdmitFn& admit,
-                                       TxnJudge* judge) = 0;
+                                       TxnJudge* judge, const WriteKey* key) = 0;
+  // The write kept under `subject`'s `key` within the last kWriteKeyWindowMs, if any.
+  virtual Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
+                                                     const std::string& key) = 0;
 
   // Log entries with cursor > after (up to head()), oldest first, at most max_rows.
   virtual Status ReadLog(uint64_t after, size_t max_rows,
@@ -217,8 +237,10 @@ class SqliteServerStore final : public ServerStore {
   uint64_t floor() const override { return floor_; }
   int64_t NowMs() override { return clock_source_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                               const PushLimits& limits, const AdmitFn& admit,
-                               TxnJudge* judge) override;
+                               const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
+                               const WriteKey* key) override;
+  Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
+                                             const std::string& key) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override;
   Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;
@@ -246,11 +268,8 @@ class SqliteServerStore final : public ServerStore {
 
  private:
   SqliteServerStore() = default;
-  // Logs a batch (inside the push's transaction), trims, commits: head() becomes `cursor`
-  // (0: the next one).
-  Status LogAndCommit(uint64_t cursor, const ReplicaId& origin, uint64_t first_seq,
-                      uint64_t last_seq, uint64_t op_count, std::string_view batch, Hlc max_hlc);
-  // LogAndCommit up to the commit.
+  // Logs a batch (inside the push's transaction) under `cursor` (0: the next one) and trims;
+  // CommitStaged then commits it.
   Status LogStaged(uint64_t cursor, const ReplicaId& origin, uint64_t first_seq,
                    uint64_t last_seq, uint64_t op_count, std::string_view batch, Hlc max_hlc);
   // Drops the oldest log entries beyond keep_log_ops (inside the push's transaction).
@@ -264,6 +283,10 @@ class SqliteServerStore final : public ServerStore {
   struct {
     uint64_t cursor = 0, floor = 0, log_ops = 0;
   } staged_;  // head_, floor_, log_ops_ once the staged transaction commits
+  // Keeps `key` with the outcome of the push whose log entry is staged (inside its
+  // transaction), and forgets the keys past the window; EBUSY when the key is kept already.
+  Status KeepWriteKey(const WriteKey& key, const PushResult& result);
+
   store::Stmt put_log_, read_log_, put_refused_, find_refused_;
 };
 

@@ -369,7 +369,8 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   std::optional<WriteJudge> judge;
   if (grants_) judge.emplace(server_->options.rules.get(), &*grants_, store->state());
   const uint64_t head_before = store->head();
-  auto pushed = store->ApplyPush(replica_, batch, limits, admit, judge ? &*judge : nullptr);
+  auto pushed = store->ApplyPush(replica_, batch, limits, admit, judge ? &*judge : nullptr,
+                                 /*key=*/nullptr);
   if (!pushed.ok()) {
     SessionHub::Impl* hub = server_;  // (closing may end this session)
     const Code code = pushed.status().code();

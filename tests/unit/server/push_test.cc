@@ -20,11 +20,16 @@ class PushTest : public ::testing::Test {
  protected:
   void SetUp() override {
     origin_.bytes.fill(0x42);
-    server::ServerStoreOptions o;
-    o.url = testing::TestStoreUrl(dir_.File("server.db"));
-    auto s = server::ServerStore::Open(dir_.File("server.db"), o);
+    auto s = server::ServerStore::Open(dir_.File("server.db"), Options());
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s).value();
+  }
+
+  server::ServerStoreOptions Options() {
+    server::ServerStoreOptions o;
+    o.url = testing::TestStoreUrl(dir_.File("server.db"));
+    o.clock = &clock_;
+    return o;
   }
 
   // A set of `value` at notes/k.<field> as op `seq` of the origin; `txn`: continues the previous
@@ -42,7 +47,8 @@ class PushTest : public ::testing::Test {
   }
 
   Result<server::PushResult> Push(const std::vector<Op>& ops, const server::PushLimits& limits = {},
-                                  server::TxnJudge* judge = nullptr) {
+                                  server::TxnJudge* judge = nullptr,
+                                  const server::WriteKey* key = nullptr) {
     protocol::BatchEncoder enc;
     for (const Op& op : ops) enc.Add(op);
     flatbuffers::FlatBufferBuilder fbb;
@@ -50,7 +56,7 @@ class PushTest : public ::testing::Test {
     const auto* batch =
         flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
     return store_->ApplyPush(
-        origin_, *batch, limits, [](const Op&) { return Status::OK(); }, judge);
+        origin_, *batch, limits, [](const Op&) { return Status::OK(); }, judge, key);
   }
 
   // The fields of notes/k in the server's state.
@@ -67,6 +73,7 @@ class PushTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  testing::FakeClock clock_;
   ReplicaId origin_;
   std::unique_ptr<server::ServerStore> store_;
 };
@@ -301,6 +308,93 @@ TEST_F(PushTest, LogEntriesCarryTheirChannelMoves) {
                               return Status::OK();
                             })
                   .ok());
+}
+
+// docs/backend.md "Idempotency": a keyed push keeps its key with its outcome, in its
+// transaction; a second push with that key is refused whole (EBUSY: nothing applied, the
+// receipt unmoved) and FindWrite tells what became of the first. Keys are per subject.
+TEST_F(PushTest, AWriteKeyIsKeptWithItsPushAndTakenOnce) {
+  const server::WriteKey key{"alice", "order-1", "digest-1"};
+  auto r = Push({Set(1, "a", Value::Int(1))}, {}, nullptr, &key);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto kept = store_->FindWrite("alice", "order-1");
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  ASSERT_TRUE(kept->has_value());
+  EXPECT_EQ((*kept)->request, "digest-1");
+  EXPECT_EQ((*kept)->cursor, r->cursor);
+  EXPECT_EQ((*kept)->code, Code::kOK);
+  EXPECT_FALSE(store_->FindWrite("bob", "order-1").value().has_value());
+  EXPECT_FALSE(store_->FindWrite("alice", "order-2").value().has_value());
+
+  auto again = Push({Set(2, "b", Value::Int(2))}, {}, nullptr, &key);
+  EXPECT_EQ(again.status().code(), Code::kEBUSY) << again.status().ToString();
+  EXPECT_EQ(Fields().size(), 1u);
+  EXPECT_EQ(store_->state()->Through(origin_), 1u);
+  EXPECT_EQ(store_->head(), r->cursor);
+
+  // Another subject's key of the same name is its own.
+  const server::WriteKey bobs{"bob", "order-1", "digest-2"};
+  auto other = Push({Set(2, "b", Value::Int(2))}, {}, nullptr, &bobs);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  EXPECT_EQ(Fields().size(), 2u);
+  EXPECT_EQ(store_->FindWrite("bob", "order-1").value()->request, "digest-2");
+}
+
+// A refused write keeps its key with the refusal (a retry learns it, not a second refusal).
+TEST_F(PushTest, AWriteKeyKeepsARefusal) {
+  const server::WriteKey key{"", "bad", "digest"};
+  auto r = Push({Set(1, "a", Value::Double(NAN))}, {}, nullptr, &key);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->refused.size(), 1u);
+  auto kept = store_->FindWrite("", "bad");
+  ASSERT_TRUE(kept.ok() && kept->has_value());
+  EXPECT_EQ((*kept)->code, Code::kEINVAL);
+  EXPECT_EQ((*kept)->reason, r->refused[0].reason);
+  EXPECT_EQ((*kept)->cursor, r->cursor);
+}
+
+// A key is kept for the window, then forgotten: found no more, and taken again by a new write.
+TEST_F(PushTest, AWriteKeyIsForgottenAfterItsWindow) {
+  const server::WriteKey key{"alice", "k", "first"};
+  ASSERT_TRUE(Push({Set(1, "a", Value::Int(1))}, {}, nullptr, &key).ok());
+  clock_.Advance(server::kWriteKeyWindowMs - 1000);
+  EXPECT_TRUE(store_->FindWrite("alice", "k").value().has_value());
+  clock_.Advance(2000);
+  EXPECT_FALSE(store_->FindWrite("alice", "k").value().has_value());
+  EXPECT_TRUE(store_->Maintain().ok());
+  const server::WriteKey again{"alice", "k", "second"};
+  ASSERT_TRUE(Push({Set(2, "b", Value::Int(2))}, {}, nullptr, &again).ok());
+  EXPECT_EQ(store_->FindWrite("alice", "k").value()->request, "second");
+  EXPECT_EQ(Fields().size(), 2u);
+}
+
+// Two nodes of one database (PostgreSQL): a key one node took is taken by no other, whether
+// that node saw the first node's push or not.
+TEST_F(PushTest, AWriteKeyIsTakenOnceAcrossNodes) {
+  if (!testing::TestOnPostgres()) GTEST_SKIP() << "needs CAIRN_TEST_POSTGRES";
+  auto second = server::ServerStore::Open(dir_.File("node2.db"), Options());
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  const server::WriteKey key{"alice", "k", "digest"};
+  auto r = Push({Set(1, "a", Value::Int(1))}, {}, nullptr, &key);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ReplicaId other;
+  other.bytes.fill(0x43);
+  Op op = Set(1, "b", Value::Int(2));
+  op.id.origin = other;
+  protocol::BatchEncoder enc;
+  enc.Add(op);
+  flatbuffers::FlatBufferBuilder fbb;
+  enc.Finish(&fbb);
+  const auto* batch = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
+  auto pushed = (*second)->ApplyPush(
+      other, *batch, {}, [](const Op&) { return Status::OK(); }, nullptr, &key);
+  EXPECT_EQ(pushed.status().code(), Code::kEBUSY) << pushed.status().ToString();
+  auto kept = (*second)->FindWrite("alice", "k");
+  ASSERT_TRUE(kept.ok() && kept->has_value());
+  EXPECT_EQ((*kept)->cursor, r->cursor);
+  ASSERT_TRUE((*second)->CatchUp().ok());
+  EXPECT_EQ((*second)->head(), r->cursor);
+  EXPECT_EQ((*second)->state()->Through(other), 0u);
 }
 
 }  // namespace

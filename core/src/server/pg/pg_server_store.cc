@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS cairn_replicas(
   replica_id bytea PRIMARY KEY, subject text NOT NULL, first_seen_ms bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS cairn_views(
   replica_id bytea PRIMARY KEY, record text NOT NULL, at_ms bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS cairn_idempotency(
+  subject text NOT NULL, key text NOT NULL, request bytea NOT NULL, cursor bigint NOT NULL,
+  code bigint NOT NULL, reason bytea NOT NULL, at_ms bigint NOT NULL,
+  PRIMARY KEY (subject, key));
+CREATE INDEX IF NOT EXISTS cairn_idempotency_at ON cairn_idempotency(at_ms);
 -- format 1 databases: the columns of format 2
 ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS log_ops bigint NOT NULL DEFAULT 0;
@@ -80,8 +85,10 @@ class PgServerStore final : public ServerStore {
   uint64_t floor() const override { return copy_->floor(); }
   int64_t NowMs() override { return copy_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
-                               const PushLimits& limits, const AdmitFn& admit,
-                               TxnJudge* judge) override;
+                               const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
+                               const WriteKey* key) override;
+  Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
+                                             const std::string& key) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override {
     return copy_->ReadLog(after, max_rows, fn);
@@ -117,6 +124,7 @@ class PgServerStore final : public ServerStore {
   std::unique_ptr<SqliteServerStore> copy_;
   std::string path_;             // of the copy
   bool checkpoint_due_ = false;  // a push of this node took the log past the mark
+  int64_t keys_pruned_ms_ = 0;   // when Maintain last forgot the expired write keys
 };
 
 Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path,
@@ -127,7 +135,7 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   // The tables, when missing (making them needs CREATE on the schema; using them does not).
   CAIRN_ASSIGN_OR_RETURN(
       pg::Rows made,
-      s->db_->Exec("SELECT (to_regclass('cairn_checkpoints') IS NOT NULL)::int::bigint"));
+      s->db_->Exec("SELECT (to_regclass('cairn_idempotency') IS NOT NULL)::int::bigint"));
   if (made.size() != 1 || made.Int(0, 0) == 0) {
     CAIRN_RETURN_IF_ERROR(s->db_->ExecScript(kSchema));
   }
@@ -236,7 +244,34 @@ Status PgServerStore::CatchUp() {
   return st;
 }
 
+Result<std::optional<KeptWrite>> PgServerStore::FindWrite(const std::string& subject,
+                                                          const std::string& key) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows rows,
+                         db->Exec("SELECT request, cursor, code, reason FROM cairn_idempotency "
+                                  "WHERE subject = $1 AND key = $2 AND at_ms >= $3",
+                                  {pg::Param::Text(subject), pg::Param::Text(key),
+                                   pg::Param(NowMs() - kWriteKeyWindowMs)}));
+  if (rows.size() == 0) return std::optional<KeptWrite>();
+  KeptWrite kept;
+  kept.request = std::string(rows.Bytes(0, 0));
+  kept.cursor = U(rows.Int(0, 1));
+  kept.code = CodeFromInt(static_cast<int>(rows.Int(0, 2)));
+  kept.reason = std::string(rows.Bytes(0, 3));
+  return std::optional<KeptWrite>(std::move(kept));
+}
+
 Status PgServerStore::Maintain() {
+  // The expired write keys, once a minute (FindWrite ignores them meanwhile).
+  constexpr int64_t kPruneEveryMs = 60 * 1000;
+  const int64_t now = NowMs();
+  if (now - keys_pruned_ms_ >= kPruneEveryMs) {
+    CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+    CAIRN_RETURN_IF_ERROR(db->Exec("DELETE FROM cairn_idempotency WHERE at_ms < $1",
+                                   {pg::Param(now - kWriteKeyWindowMs)})
+                              .status());
+    keys_pruned_ms_ = now;
+  }
   if (!checkpoint_due_) return Status::OK();
   CAIRN_RETURN_IF_ERROR(Checkpoint());  // (still due after a failure: the next tick retries)
   checkpoint_due_ = false;
@@ -285,7 +320,7 @@ Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
 
 Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                             const PushLimits& limits, const AdmitFn& admit,
-                                            TxnJudge* judge) {
+                                            TxnJudge* judge, const WriteKey* key) {
   // What others committed, taken in before the log's lock is held (a node behind by much, or
   // from a checkpoint, does not make every node's pushes wait for it).
   Status caught_up = CatchUp();
@@ -301,6 +336,22 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     begun = txn.Begin();
   }
   CAIRN_RETURN_IF_ERROR(begun);
+  const int64_t now = NowMs();
+  if (key != nullptr) {
+    // The key first (the locks' order: key, receipt, head): a push of another node with the
+    // same key waits here until this one ended, then finds it kept (or takes it, when this
+    // one rolled back). An expired row is taken over.
+    CAIRN_ASSIGN_OR_RETURN(
+        pg::Rows taken,
+        db->Exec(
+            "INSERT INTO cairn_idempotency VALUES ($1, $2, $3, 0, 0, '', $4) "
+            "ON CONFLICT (subject, key) DO UPDATE SET request = EXCLUDED.request, "
+            "cursor = 0, code = 0, reason = '', at_ms = EXCLUDED.at_ms "
+            "WHERE cairn_idempotency.at_ms < $5 RETURNING 1",
+            {pg::Param::Text(key->subject), pg::Param::Text(key->key),
+             pg::Param::Bytes(key->request), pg::Param(now), pg::Param(now - kWriteKeyWindowMs)}));
+    if (taken.size() == 0) return Status(Code::kEBUSY, "the Idempotency-Key is kept already");
+  }
   // The origin's receipt, locked: a second session of the replica (on this node or another)
   // waits here until this push committed, then sees its receipt.
   CAIRN_RETURN_IF_ERROR(
@@ -324,7 +375,6 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   PushResult result;
   protocol::BatchEncoder accepted;
   PushSort sort;
-  const int64_t now = NowMs();
   CAIRN_RETURN_IF_ERROR(SortPush(
       origin, batch, before, limits, admit, judge,
       [&](const std::vector<Op>& ops, size_t n, const Status& verdict) -> Status {
@@ -388,6 +438,17 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     // every node would stop at it.
     Status taken = TakeIn(db, entry.cursor - 1, /*in_push=*/true);
     if (!taken.ok()) return AsServerError(taken);
+    if (key != nullptr) {
+      const Refused* refused = result.refused.empty() ? nullptr : &result.refused.front();
+      CAIRN_RETURN_IF_ERROR(
+          db->Exec(
+                "UPDATE cairn_idempotency SET cursor = $3, code = $4, reason = $5 "
+                "WHERE subject = $1 AND key = $2",
+                {pg::Param::Text(key->subject), pg::Param::Text(key->key), pg::Param(entry.cursor),
+                 pg::Param(refused ? static_cast<int64_t>(refused->code) : int64_t{0}),
+                 pg::Param::Bytes(refused ? refused->reason : std::string())})
+              .status());
+    }
     CAIRN_RETURN_IF_ERROR(copy_->StageEntry(entry));
     Status st =
         db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
