@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -269,6 +270,23 @@ class HttpApiTest(unittest.TestCase):
         self.assertEqual(listed(bob), ["red"])
         self.assertEqual(listed(carol), [])
         self.assertEqual(listed(admin), ["mine", "red"])
+        # The change feed the same: what each may read, and a document that leaves bob's view
+        # (moved out of team red) as null for him, for carol nothing of it.
+        feed = lambda tok, since=0: s.request("GET", "/v1/changes?since=%d" % since, tok)[2]
+        keys = lambda page: [(c["key"], c["fields"] is not None) for c in page["changes"]]
+        self.assertEqual(keys(feed(bob)), [("red", True)])
+        self.assertEqual(keys(feed(carol)), [])
+        self.assertEqual(sorted(keys(feed(admin))), [("mine", True), ("red", True)])
+        head = feed(admin)["cursor"]
+        alice = token(self.secret, "alice", "--claim-list", "teams=red")
+        status, _, body = s.request("PATCH", "/v1/docs/tasks/red", admin,
+                                    json.dumps({"fields": {"team": "blue"}}))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(keys(feed(bob, head)), [("red", False)])
+        self.assertEqual(feed(bob, head)["changes"][0]["fields"], None)
+        self.assertEqual(keys(feed(carol, head)), [])
+        self.assertEqual(keys(feed(alice, head)), [("red", True)])
+        self.assertEqual(feed(carol, head)["cursor"], feed(bob, head)["cursor"])
 
     def test_writes_go_through_the_merge_and_reach_devices(self):
         s = self.start()
@@ -401,6 +419,123 @@ class HttpApiTest(unittest.TestCase):
         self.assertEqual(write("/v1/docs/tasks/t1/inc", inc, "inc-1")[2], answers[0][2])
         self.assertEqual(count(s), 13)
         self.assertEqual(s.request("GET", "/v1/docs/tasks/t9", backend)[0], 404)
+
+    def test_the_change_feed_gives_each_change_once_in_cursor_order(self):
+        s = self.start()
+        backend = token(self.secret, "backend")
+        dev = self.device_writes(s, "dev", "dev", [("tasks", "t1", {"n": 1}),
+                                                   ("tasks", "t2", {"n": 2}),
+                                                   ("notes", "n1", {"text": "x"})])
+        feed = lambda since, q="", tok=backend: s.request(
+            "GET", "/v1/changes?since=%d%s" % (since, q), tok)
+
+        # What the device wrote, and nothing more after the cursor given.
+        status, _, page = feed(0)
+        self.assertEqual(status, 200, page)
+        self.assertEqual(set(page), {"changes", "cursor"})
+        self.assertEqual(sorted((c["collection"], c["key"], json.dumps(c["fields"]))
+                                for c in page["changes"]),
+                         [("notes", "n1", '{"text": "x"}'), ("tasks", "t1", '{"n": 1}'),
+                          ("tasks", "t2", '{"n": 2}')])
+        self.assertTrue(all(c["cursor"] == page["cursor"] for c in page["changes"]))
+        first = page["cursor"]
+        self.assertEqual(feed(first)[2], {"changes": [], "cursor": first})
+        # A token reading notes only: notes only.
+        notes = feed(0, tok=token(self.secret, "clerk", "--read", "notes"))[2]
+        self.assertEqual([c["key"] for c in notes["changes"]], ["n1"])
+
+        # An API write and a device's delete: each once, the deleted one null.
+        self.assertEqual(s.request("PATCH", "/v1/docs/tasks/t1", backend,
+                                   json.dumps({"fields": {"n": 10}}))[0], 200)
+        cli(dev, "del", "tasks", "t2")
+        cli(dev, "sync", "--server", "127.0.0.1:%d" % s.sync_port, "--once",
+            "--token", token(self.secret, "dev"))
+        page = feed(first)[2]
+        self.assertEqual([(c["key"], c["fields"]) for c in page["changes"]],
+                         [("t1", {"n": 10}), ("t2", None)])
+        self.assertLess(page["changes"][0]["cursor"], page["changes"][1]["cursor"])
+        second = page["cursor"]
+
+        # Pages: 30 writes read 7 at a time, no gap, no repeat, cursors rising.
+        for i in range(30):
+            self.assertEqual(s.request("PATCH", "/v1/docs/pages/p%02d" % i, backend,
+                                       json.dumps({"fields": {"i": i}}))[0], 200)
+        seen, cursor, last = [], second, 0
+        while True:
+            status, _, page = feed(cursor, "&limit=7")
+            self.assertEqual(status, 200, page)
+            self.assertLessEqual(len(page["changes"]), 7)
+            if not page["changes"]:
+                break
+            for c in page["changes"]:
+                self.assertGreater(c["cursor"], last)
+                last = c["cursor"]
+            seen += [c["key"] for c in page["changes"]]
+            cursor = page["cursor"]
+        self.assertEqual(seen, ["p%02d" % i for i in range(30)])
+        # A document changed twice in a page shows once, at its last change, as it is now.
+        for n in (1, 2):
+            s.request("PATCH", "/v1/docs/pages/p00", backend, json.dumps({"fields": {"n": n}}))
+        page = feed(cursor)[2]
+        self.assertEqual([(c["key"], c["fields"]) for c in page["changes"]],
+                         [("p00", {"i": 0, "n": 2})])
+        cursor = page["cursor"]
+
+        # Long poll: answered when a change is committed, or empty at its deadline.
+        got = {}
+        poll = threading.Thread(target=lambda: got.update(
+            r=feed(cursor, "&wait_ms=20000"), t=time.monotonic()))
+        started = time.monotonic()
+        poll.start()
+        time.sleep(0.5)
+        self.assertTrue(poll.is_alive())
+        wrote = time.monotonic()
+        s.request("PATCH", "/v1/docs/tasks/t9", backend, json.dumps({"fields": {"late": True}}))
+        poll.join(20)
+        status, _, page = got["r"]
+        self.assertEqual(status, 200, page)
+        self.assertEqual([c["key"] for c in page["changes"]], ["t9"])
+        self.assertLess(got["t"] - wrote, 5, "woken by the commit, not by its deadline")
+        self.assertGreater(got["t"] - started, 0.4)
+        cursor = page["cursor"]
+        started = time.monotonic()
+        status, _, page = feed(cursor, "&wait_ms=700")
+        self.assertEqual((status, page), (200, {"changes": [], "cursor": cursor}))
+        self.assertGreater(time.monotonic() - started, 0.6)
+
+        # A restart of the server: the reader resumes from its cursor, nothing lost or repeated.
+        s.stop()
+        self.servers.remove(s)
+        s = self.start()
+        status, _, page = feed(second)
+        self.assertEqual(status, 200, page)
+        self.assertEqual([c["key"] for c in page["changes"]],
+                         ["p%02d" % i for i in range(1, 30)] + ["p00", "t9"])
+        self.assertEqual(feed(cursor)[2], {"changes": [], "cursor": cursor})
+
+        # Bad requests: 400 (405 for another method), nothing changed.
+        for q in ["since=abc", "since=-1", "since=%d" % (cursor + 1), "limit=0", "wait_ms=60001",
+                  "since=1&cursor=2"]:
+            status, _, body = s.request("GET", "/v1/changes?" + q, backend)
+            self.assertEqual((status, error_of(body)), (400, "EINVAL"), (q, body))
+        status, headers, body = s.request("POST", "/v1/changes", backend, "{}")
+        self.assertEqual((status, error_of(body)), (405, "EINVAL"))
+
+    def test_a_feed_behind_the_trimmed_log_is_told_where_to_start_again(self):
+        s = self.start("--keep-log", "5")
+        backend = token(self.secret, "backend")
+        for i in range(12):
+            s.request("PATCH", "/v1/docs/tasks/t%d" % i, backend, json.dumps({"fields": {"i": i}}))
+        status, headers, body = s.request("GET", "/v1/changes?since=0", backend)
+        self.assertEqual((status, error_of(body)), (410, "ENOTFOUND"), body)
+        head = int(headers["cairn-head"])
+        self.assertEqual(head, 12)
+        # Read the documents, then follow from the head: the next write and nothing before it.
+        self.assertEqual(len(s.request("GET", "/v1/docs/tasks", backend)[2]["docs"]), 12)
+        s.request("PATCH", "/v1/docs/tasks/t0", backend, json.dumps({"fields": {"i": 100}}))
+        status, _, page = s.request("GET", "/v1/changes?since=%d" % head, backend)
+        self.assertEqual((status, [(c["key"], c["fields"]) for c in page["changes"]]),
+                         (200, [("t0", {"i": 100})]))
 
     def test_bad_writes_are_refused_and_change_nothing(self):
         s = self.start()

@@ -1,7 +1,11 @@
 #include "server/http_api.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <chrono>
+#include <map>
+#include <set>
 #include <string_view>
 
 #include "base/sha256.h"
@@ -156,6 +160,32 @@ Result<std::vector<Op>> BatchOps(const Json& j) {
   return ops;
 }
 
+// Milliseconds of a steady clock: a long poll's deadline (the server's clock may be set).
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The query parameter `name` as a whole number in [low, high] into `out` (left as it is when
+// the query has none); the 400 for a bad one.
+std::optional<HttpResponse> NumberParam(const std::map<std::string, std::string>& query,
+                                        const char* name, uint64_t low, uint64_t high,
+                                        uint64_t* out) {
+  auto it = query.find(name);
+  if (it == query.end()) return std::nullopt;
+  const std::string& v = it->second;
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || end != v.data() + v.size() || n < low || n > high) {
+    return HttpError(400, Code::kEINVAL,
+                     std::string(name) + " must be a whole number from " + std::to_string(low) +
+                         " to " + std::to_string(high));
+  }
+  *out = n;
+  return std::nullopt;
+}
+
 // docs/backend.md "Idempotency": the request's Idempotency-Key (1 to 255 printable ASCII
 // characters), if it has one, into `key` with the caller's subject and a digest of the
 // request; the 400 for a bad one.
@@ -252,12 +282,15 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
     if (m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
     return reply(JsonResponse(Json{{"ok", true}}));
   }
-  // The routes (docs/backend.md): /v1/docs/C, /v1/docs/C/K, /v1/docs/C/K/inc, /v1/batch.
+  // The routes (docs/backend.md): /v1/docs/C, /v1/docs/C/K, /v1/docs/C/K/inc, /v1/batch,
+  // /v1/changes.
   const bool v1 = s.size() >= 2 && s[0] == "v1";
   const bool docs =
       v1 && s[1] == "docs" && s.size() >= 3 && s.size() <= 5 && (s.size() < 5 || s[4] == "inc");
   const bool batch = v1 && s.size() == 2 && s[1] == "batch";
-  if (!docs && !batch) {
+  const bool changes = v1 && s.size() == 2 && s[1] == "changes";
+  if (changes && m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
+  if (!docs && !batch && !changes) {
     reply(HttpError(404, Code::kENOTFOUND, "no such resource: " + request.path));
     return;
   }
@@ -269,7 +302,7 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
                        : s.size() == 3          ? m == "GET"
                                                 : m == "GET" || m == "PATCH" || m == "DELETE";
   if (!allowed) return reply(MethodNotAllowed(m, allow));
-  Status valid = batch ? Status::OK() : ValidateCollectionName(s[2]);
+  Status valid = docs ? ValidateCollectionName(s[2]) : Status::OK();
   if (valid.ok() && docs && s.size() >= 4) valid = ValidateKey(s[3]);
   if (!valid.ok()) return reply(ErrorResponse(valid));
   Caller caller;
@@ -283,6 +316,10 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
   if (!caught_up.ok()) {
     hub_->Log("catching up with the database failed: " + caught_up.ToString());
     return reply(HttpError(503, Code::kEIO, "server error reading its database"));
+  }
+  if (changes) {
+    if (auto now = Changes(caller, request, reply)) reply(*now);
+    return;
   }
   if (m == "GET") {
     return reply(s.size() == 4 ? GetDoc(caller, s[2], s[3]) : ListDocs(caller, s[2], request));
@@ -335,15 +372,8 @@ HttpResponse HttpApi::ListDocs(const Caller& caller, const std::string& collecti
                                const net::HttpRequest& request) {
   auto query = net::HttpQuery(request.query);
   if (!query) return HttpError(400, Code::kEINVAL, "the query has a malformed %-escape");
-  size_t limit = kDefaultLimit;
-  if (auto it = query->find("limit"); it != query->end()) {
-    const std::string& v = it->second;
-    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), limit);
-    if (ec != std::errc() || end != v.data() + v.size() || limit == 0 || limit > kMaxLimit) {
-      return HttpError(400, Code::kEINVAL,
-                       "limit must be a whole number from 1 to " + std::to_string(kMaxLimit));
-    }
-  }
+  uint64_t limit = kDefaultLimit;
+  if (auto bad = NumberParam(*query, "limit", 1, kMaxLimit, &limit)) return *bad;
   std::string after;
   if (auto it = query->find("after"); it != query->end() && !it->second.empty()) {
     after = it->second;
@@ -395,6 +425,206 @@ HttpResponse HttpApi::ListDocs(const Caller& caller, const std::string& collecti
     if (more || rows < kRowsPerRead) break;
   }
   return JsonResponse(Json{{"docs", std::move(docs)}, {"next", more ? Json(next) : Json()}});
+}
+
+std::optional<HttpResponse> HttpApi::Changes(const Caller& caller, const net::HttpRequest& request,
+                                             const net::HttpConn::Reply& reply) {
+  auto query = net::HttpQuery(request.query);
+  if (!query) return HttpError(400, Code::kEINVAL, "the query has a malformed %-escape");
+  for (const auto& [name, value] : *query) {
+    if (name != "since" && name != "limit" && name != "wait_ms") {
+      return HttpError(400, Code::kEINVAL,
+                       "unknown query parameter '" + name + "' (since, limit, wait_ms)");
+    }
+  }
+  ServerStore* store = hub_->store.get();
+  uint64_t since = 0, limit = kDefaultLimit, wait_ms = 0;
+  if (auto bad = NumberParam(*query, "since", 0, store->head(), &since)) {
+    bad->body = net::HttpErrorBody(Code::kEINVAL, "since must be a cursor of this server, 0 to " +
+                                                      std::to_string(store->head()));
+    return bad;
+  }
+  if (auto bad = NumberParam(*query, "limit", 1, kMaxLimit, &limit)) return bad;
+  if (auto bad = NumberParam(*query, "wait_ms", 0, kMaxWaitMs, &wait_ms)) return bad;
+  if (caller.claims && !caller.grants && caller.claims->read.empty()) {
+    return HttpError(403, Code::kEPERM, "the token does not allow reading any collection");
+  }
+  if (since < store->floor()) {
+    // Trimmed: the reader starts again from the documents (docs/backend.md "Change feed").
+    HttpResponse r =
+        HttpError(410, Code::kENOTFOUND,
+                  "the log before cursor " + std::to_string(store->floor()) +
+                      " was trimmed: read the documents again, then follow the feed from cursor " +
+                      std::to_string(store->head()) + " (the Cairn-Head header)");
+    r.headers.emplace_back("Cairn-Head", std::to_string(store->head()));
+    return r;
+  }
+  auto page = ReadChanges(caller, since, limit);
+  if (!page.ok()) {
+    hub_->Log("reading the change feed failed: " + page.status().ToString());
+    return HttpError(500, Code::kEINTERNAL, "server error reading its log");
+  }
+  if (!page->changes.empty() || wait_ms == 0) return FeedResponse(std::move(page.value()));
+  polls_.push_back(
+      Poll{caller, page->cursor, limit, SteadyMs() + static_cast<int64_t>(wait_ms), reply});
+  ArmWake();
+  return std::nullopt;
+}
+
+Result<HttpApi::FeedPage> HttpApi::ReadChanges(const Caller& caller, uint64_t since, size_t limit) {
+  ServerStore* store = hub_->store.get();
+  const rules::Rules* rules = hub_->options.rules.get();
+  struct Change {
+    uint64_t cursor;
+    std::string collection, key;
+    std::optional<Fields> fields;  // nullopt: not visible
+    size_t bytes;
+    bool superseded = false;  // the document changes again later in the page
+  };
+  std::vector<Change> out;
+  std::map<std::pair<std::string, std::string>, size_t> at;  // document -> its index in `out`
+  size_t count = 0, bytes = 0, scanned = 0;
+  bool full = false;
+  FeedPage page;
+  page.cursor = since;
+  constexpr size_t kRowsPerRead = 64;
+  for (;;) {
+    size_t rows = 0;
+    Status st = store->ReadLog(page.cursor, kRowsPerRead, [&](const LogEntry& e) -> Status {
+      if (full) return Status::OK();
+      rows++;
+      // The documents the entry changed (written, or moved between channels), in order.
+      std::vector<std::pair<std::string, std::string>> touched;
+      std::set<std::pair<std::string, std::string>> seen;
+      std::vector<protocol::ChannelMove> moves;
+      CAIRN_RETURN_IF_ERROR(protocol::DecodeBatchFrame(
+          e.batch, "log entry",
+          [&](const wire::OpBatch& b) -> Status {
+            if (rules != nullptr) {
+              CAIRN_ASSIGN_OR_RETURN(moves, protocol::DecodeMoves(b));
+            }
+            return Status::OK();
+          },
+          [&](const Op& op) {
+            auto ref = std::make_pair(op.collection, op.key);
+            if (seen.insert(ref).second) touched.push_back(std::move(ref));
+            return Status::OK();
+          }));
+      for (const protocol::ChannelMove& m : moves) {
+        auto ref = std::make_pair(m.collection, m.key);
+        if (seen.insert(ref).second) touched.push_back(std::move(ref));
+      }
+      for (auto& ref : touched) {
+        const auto& [collection, key] = ref;
+        if (caller.claims && !caller.grants && !caller.claims->MayRead(collection)) continue;
+        CAIRN_ASSIGN_OR_RETURN(std::optional<Fields> fields,
+                               store->state()->GetDoc(collection, key));
+        if (fields && !MayRead(caller, collection, key, *fields)) {
+          // There, but not for the caller: it hears of it only when it left its view here.
+          fields.reset();
+          const bool left = caller.grants && std::any_of(moves.begin(), moves.end(), [&](auto& m) {
+                              return m.collection == collection && m.key == key &&
+                                     caller.grants->MayRead(m.before);
+                            });
+          if (!left) continue;
+        } else if (!fields && caller.grants && !caller.grants->admin) {
+          // Deleted: heard of by a caller that could read it (its channels before the entry,
+          // or those its key alone gives).
+          const bool could = caller.grants->MayRead(rules->Channels(collection, key, Fields())) ||
+                             std::any_of(moves.begin(), moves.end(), [&](auto& m) {
+                               return m.collection == collection && m.key == key &&
+                                      caller.grants->MayRead(m.before);
+                             });
+          if (!could) continue;
+        }
+        auto [it, fresh] = at.emplace(ref, out.size());
+        if (!fresh) {
+          out[it->second].superseded = true;
+          count--;
+          bytes -= out[it->second].bytes;
+          it->second = out.size();
+        }
+        size_t size = collection.size() + key.size() + 64;
+        if (fields) {
+          for (const auto& [name, value] : *fields) {
+            const bool text =
+                value.type() == ValueType::kString || value.type() == ValueType::kBytes;
+            size += name.size() + (text ? value.as_string().size() * 4 / 3 : 24) + 8;
+          }
+        }
+        out.push_back(Change{e.cursor, collection, key, std::move(fields), size});
+        count++;
+        bytes += size;
+      }
+      page.cursor = e.cursor;
+      scanned++;
+      if (count >= limit || bytes >= kMaxListBytes || scanned >= kMaxFeedScan) full = true;
+      return Status::OK();
+    });
+    CAIRN_RETURN_IF_ERROR(st);
+    if (full || rows < kRowsPerRead) break;
+  }
+  page.changes = Json::array();
+  for (Change& c : out) {
+    if (c.superseded) continue;
+    page.changes.push_back(Json{{"cursor", c.cursor},
+                                {"collection", std::move(c.collection)},
+                                {"key", std::move(c.key)},
+                                {"fields", c.fields ? FieldsToJson(*c.fields) : Json()}});
+  }
+  return page;
+}
+
+HttpResponse HttpApi::FeedResponse(FeedPage page) const {
+  return JsonResponse(Json{{"changes", std::move(page.changes)}, {"cursor", page.cursor}});
+}
+
+void HttpApi::Committed() {
+  if (polls_.empty()) return;
+  // The answers are sent once the list is settled: a reply may serve the connection's next
+  // request at once, which may wait (a new poll) or write (Committed again).
+  std::vector<std::pair<net::HttpConn::Reply, HttpResponse>> due;
+  for (auto it = polls_.begin(); it != polls_.end();) {
+    auto page = ReadChanges(it->caller, it->since, it->limit);
+    if (!page.ok()) {
+      hub_->Log("reading the change feed failed: " + page.status().ToString());
+      due.emplace_back(it->reply, HttpError(500, Code::kEINTERNAL, "server error reading its log"));
+    } else if (!page->changes.empty()) {
+      due.emplace_back(it->reply, FeedResponse(std::move(page.value())));
+    } else {
+      it->since = page->cursor;  // (entries it may not see: not read again)
+      ++it;
+      continue;
+    }
+    it = polls_.erase(it);
+  }
+  for (auto& [reply, response] : due) reply(std::move(response));
+  ArmWake();
+}
+
+void HttpApi::Wake() {
+  const int64_t now = SteadyMs();
+  std::vector<std::pair<net::HttpConn::Reply, HttpResponse>> due;
+  for (auto it = polls_.begin(); it != polls_.end();) {
+    if (it->deadline_ms > now) {
+      ++it;
+      continue;
+    }
+    FeedPage page;
+    page.changes = Json::array();
+    page.cursor = it->since;
+    due.emplace_back(it->reply, FeedResponse(std::move(page)));
+    it = polls_.erase(it);
+  }
+  for (auto& [reply, response] : due) reply(std::move(response));
+  ArmWake();
+}
+
+void HttpApi::ArmWake() {
+  if (polls_.empty() || !hub_->set_wake_timer) return;
+  int64_t first = polls_.front().deadline_ms;
+  for (const Poll& p : polls_) first = std::min(first, p.deadline_ms);
+  hub_->set_wake_timer(static_cast<uint64_t>(std::max<int64_t>(first - SteadyMs(), 0)));
 }
 
 HttpResponse HttpApi::Write(const Caller& caller, std::vector<Op> ops, const WriteKey* key) {

@@ -9,6 +9,7 @@
 #ifndef CAIRN_SERVER_HTTP_API_H_
 #define CAIRN_SERVER_HTTP_API_H_
 
+#include <list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "base/result.h"
 #include "clock/hlc.h"
 #include "net/http.h"
+#include "oplog/json_codec.h"
 #include "oplog/op.h"
 #include "rules/rules.h"
 #include "server/session_hub.h"
@@ -30,9 +32,18 @@ class HttpApi {
   // A page stops past this many bytes of documents, and after reading this many rows.
   static constexpr size_t kMaxListBytes = 4u << 20, kMaxListScan = 10000;
 
+  // The change feed (docs/backend.md "Change feed"): `limit` as for lists; a page reads at most
+  // kMaxFeedScan log entries; a long poll waits at most kMaxWaitMs.
+  static constexpr size_t kMaxFeedScan = 10000;
+  static constexpr uint64_t kMaxWaitMs = 60000;
+
   explicit HttpApi(SessionHub::Impl* hub);
 
   void Handle(const net::HttpRequest& request, const net::HttpConn::Reply& reply);
+  // The log grew: the long polls that have changes now are answered.
+  void Committed();
+  // The hub's wake timer fired: the long polls past their deadline are answered (no changes).
+  void Wake();
 
  private:
   // Who calls: nothing on a server that checks no tokens (everything allowed, as for devices).
@@ -59,6 +70,28 @@ class HttpApi {
   // `key` (docs/backend.md "Idempotency"), a write made already under it is answered again.
   net::HttpResponse Write(const Caller& caller, std::vector<Op> ops, const WriteKey* key);
 
+  // GET /v1/changes: the answer, or nullopt when the request waits (a long poll: `reply` kept).
+  std::optional<net::HttpResponse> Changes(const Caller& caller, const net::HttpRequest& request,
+                                           const net::HttpConn::Reply& reply);
+  // The changes after cursor `since` the caller may see, at most about `limit` (whole log
+  // entries), and the cursor to go on from.
+  struct FeedPage {
+    Json changes;
+    uint64_t cursor = 0;
+  };
+  Result<FeedPage> ReadChanges(const Caller& caller, uint64_t since, size_t limit);
+  net::HttpResponse FeedResponse(FeedPage page) const;
+  // A long poll waiting for changes.
+  struct Poll {
+    Caller caller;
+    uint64_t since = 0;
+    size_t limit = 0;
+    int64_t deadline_ms = 0;  // of a steady clock
+    net::HttpConn::Reply reply;
+  };
+  // Asks the hub for a wake at the earliest deadline of polls_.
+  void ArmWake();
+
   // The server's time, for the write origin's clock.
   class StoreClock : public Clock {
    public:
@@ -75,6 +108,7 @@ class HttpApi {
   std::optional<ReplicaId> origin_;
   StoreClock clock_source_;
   HybridClock clock_;
+  std::list<Poll> polls_;
 };
 
 }  // namespace cairn::server

@@ -58,6 +58,7 @@ struct SessionHub::Impl {
   // What the HTTP request bodies being received hold together (as much as connections before
   // Hello may: ServerOptions::max_unauthenticated_bytes).
   net::ReadBudget http_bodies;
+  std::function<void(uint64_t ms)> set_wake_timer;  // SessionHub::SetWakeTimer
   bool catch_up_failing = false;     // said once until it works again
   bool maintain_failing = false;     // the same
   // Sessions whose snapshot yielded (a scan budget spent): pumped again at the next turn.

@@ -75,6 +75,9 @@ void SessionHub::Impl::PumpAll() {
 }
 
 void SessionHub::Impl::Committed(uint64_t from, Session* also) {
+#if defined(CAIRN_HAVE_HTTP)
+  if (http_api) http_api->Committed();  // (long polls of the change feed)
+#endif
   if (!options.rules) {
     PumpAll();
     return;
@@ -233,6 +236,16 @@ void SessionHub::CloseAll() {
   for (Session* s : all) s->conn->Close(Status::OK());
   const std::vector<net::Link*> http(impl_->http_links.begin(), impl_->http_links.end());
   for (net::Link* link : http) link->Close(Status::OK());
+}
+
+void SessionHub::SetWakeTimer(std::function<void(uint64_t ms)> set_timer) {
+  impl_->set_wake_timer = std::move(set_timer);
+}
+
+void SessionHub::Wake() {
+#if defined(CAIRN_HAVE_HTTP)
+  if (impl_->http_api) impl_->http_api->Wake();
+#endif
 }
 
 size_t SessionHub::session_count() const { return impl_->sessions.size(); }

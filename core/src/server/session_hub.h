@@ -47,6 +47,11 @@ class SessionHub {
   void CatchUp();
   // ServerStore::Maintain, its failures logged (once until it works again).
   void Maintain();
+  // The HTTP API's long polls end at their deadline (docs/backend.md "Change feed"): the hub
+  // calls `set_timer(ms)` when it wants Wake() called in `ms` (a later call replaces an
+  // earlier one). Without one, a long poll ends only when something is committed.
+  void SetWakeTimer(std::function<void(uint64_t ms)> set_timer);
+  void Wake();
   // Closes every session's link (OnClosed follows for each).
   void CloseAll();
   size_t session_count() const;

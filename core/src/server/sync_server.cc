@@ -21,6 +21,7 @@ struct SyncServer::Impl {
   uv_async_t stop_async;
   uv_signal_t sigterm, sigint;
   uv_idle_t repump;  // runs the hub's turn
+  uv_timer_t wake_timer;  // SessionHub::SetWakeTimer's (the HTTP API's long polls)
   // Several nodes (a PostgreSQL store): its notifications wake the hub to catch up, and so
   // does a timer, for what a lost notification did not say.
   // Polls a duplicate of the store's notify_socket(): libpq may close its own descriptor (a
@@ -150,6 +151,7 @@ void SyncServer::Impl::StopNow() {
   if (http_listening) uv_close(reinterpret_cast<uv_handle_t*>(&http_listener), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&repump), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&wake_timer), nullptr);
   if (options.handle_signals) {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
@@ -197,6 +199,13 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
   i->listener.data = i;
   uv_idle_init(&i->loop, &i->repump);
   i->repump.data = i;
+  uv_timer_init(&i->loop, &i->wake_timer);
+  i->wake_timer.data = i;
+  i->hub->SetWakeTimer([i](uint64_t ms) {
+    if (i->stopping) return;
+    uv_timer_start(
+        &i->wake_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->hub->Wake(); }, ms, 0);
+  });
   uv_async_init(&i->loop, &i->stop_async, [](uv_async_t* a) {
     static_cast<Impl*>(a->data)->StopNow();
   });
