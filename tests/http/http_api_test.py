@@ -4,7 +4,7 @@ http.client and raw sockets) against the real binaries: documents written by a d
 syncs are read over HTTP, with the device tokens and the sync rules; every error is a JSON
 error with its status; the limits (headers, body, slow requests, connections) hold.
 
-  http_api_test.py --server PATH/cairn-server --cli PATH/cairn
+  http_api_test.py --server PATH/cairn-server --cli PATH/cairn --openapi docs/openapi.json
 """
 import argparse
 import base64
@@ -339,7 +339,13 @@ class HttpApiTest(unittest.TestCase):
                                   "--token", token(self.secret, "dev")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(0.5)
+            # Connected and caught up (GET /v1/clients) before the write is made.
+            admin = token(self.secret, "ops", "--admin")
+            deadline = time.monotonic() + 15
+            while [(c["subject"], c["lag"]) for c in
+                   s.request("GET", "/v1/clients", admin)[2]["clients"]] != [("dev", 0)]:
+                self.assertLess(time.monotonic(), deadline, "the live device never caught up")
+                time.sleep(0.05)
             self.assertEqual(s.request("PATCH", "/v1/docs/tasks/live", backend,
                                        json.dumps({"fields": {"v": 1}}))[0], 200)
             deadline = time.monotonic() + 15
@@ -537,6 +543,167 @@ class HttpApiTest(unittest.TestCase):
         self.assertEqual((status, [(c["key"], c["fields"]) for c in page["changes"]]),
                          (200, [("t0", {"i": 100})]))
 
+    def test_refused_ops_and_connected_clients_are_listed_for_admins(self):
+        s = self.start()
+        admin = token(self.secret, "ops", "--admin")
+        db = os.path.join(self.work, "dev.db")
+        cli(db, "put", "tasks", "t1", json.dumps({"a": 1}))
+        cli(db, "put", "notes", "n1", json.dumps({"b": 2}))
+        cli(db, "sync", "--server", "127.0.0.1:%d" % s.sync_port, "--once",
+            "--token", token(self.secret, "dev", "--write", "tasks"))
+        status, _, body = s.request("GET", "/v1/refused", admin)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(set(body), {"refused", "cursor"})
+        [r] = body["refused"]
+        self.assertEqual((r["subject"], r["code"], r["first_seq"], r["last_seq"]),
+                         ("dev", "EPERM", 2, 2), r)
+        self.assertIn("notes", r["reason"])
+        self.assertEqual(len(r["origin"]), 32)
+        self.assertIsInstance(r["at_ms"], int)
+        cursor = body["cursor"]
+        self.assertGreaterEqual(cursor, r["cursor"])
+        self.assertEqual(s.request("GET", "/v1/refused?since=%d" % cursor, admin)[2],
+                         {"refused": [], "cursor": cursor})
+        # An HTTP write refused: listed too, with no subject bound to its origin.
+        clerk = token(self.secret, "clerk", "--write", "notes")
+        self.assertEqual(s.request("PATCH", "/v1/docs/tasks/x", clerk,
+                                   json.dumps({"fields": {"v": 1}}))[0], 403)
+        [r2] = s.request("GET", "/v1/refused?since=%d" % cursor, admin)[2]["refused"]
+        self.assertEqual((r2["subject"], r2["code"]), (None, "EPERM"))
+        # Pages of one refusal each.
+        for i in range(3):
+            s.request("PATCH", "/v1/docs/tasks/y%d" % i, clerk, json.dumps({"fields": {"v": i}}))
+        since, pages = 0, []
+        while True:
+            page = s.request("GET", "/v1/refused?limit=1&since=%d" % since, admin)[2]
+            if not page["refused"]:
+                break
+            pages.append(len(page["refused"]))
+            since = page["cursor"]
+        self.assertEqual(pages, [1] * 5)
+        # Admins only; bad parameters.
+        for tok in [clerk, token(self.secret, "dev")]:
+            for path in ["/v1/refused", "/v1/clients"]:
+                status, _, body = s.request("GET", path, tok)
+                self.assertEqual((status, error_of(body)), (403, "EPERM"), path)
+        for q in ["since=x", "limit=0", "after=3"]:
+            status, _, body = s.request("GET", "/v1/refused?" + q, admin)
+            self.assertEqual((status, error_of(body)), (400, "EINVAL"), q)
+
+        # Clients: a device syncing live is listed while it is connected, with its lag.
+        self.assertEqual(s.request("GET", "/v1/clients", admin)[2]["clients"], [])
+        watch = subprocess.Popen([ARGS.cli, "--db", db, "sync", "--server",
+                                  "127.0.0.1:%d" % s.sync_port, "--watch",
+                                  "--token", token(self.secret, "dev", "--write", "tasks")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        replica = json.loads(cli(db, "status"))["replica_id"]
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                body = s.request("GET", "/v1/clients", admin)[2]
+                if body["clients"] and body["clients"][0]["lag"] == 0:
+                    break
+                self.assertLess(time.monotonic(), deadline, body)
+                time.sleep(0.05)
+            [c] = body["clients"]
+            self.assertEqual((c["id"], c["subject"], c["cursor"]), (replica, "dev", body["head"]))
+            self.assertTrue(c["address"].startswith("127.0.0.1:"), c)
+            self.assertLessEqual(c["since_ms"], time.time() * 1000 + 1000)
+        finally:
+            watch.terminate()
+            watch.wait(timeout=20)
+        deadline = time.monotonic() + 15
+        while s.request("GET", "/v1/clients", admin)[2]["clients"]:
+            self.assertLess(time.monotonic(), deadline, "a closed session is still listed")
+            time.sleep(0.05)
+
+    def test_metrics_are_prometheus_text_and_count_what_the_server_does(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        s = self.start()
+        admin = token(self.secret, "ops", "--admin")
+
+        def metrics():
+            """{(sample name, frozen labels): value} and {family: type}, parsed."""
+            status, headers, text = s.request("GET", "/metrics", admin)
+            self.assertEqual(status, 200, text)
+            self.assertTrue(headers["content-type"].startswith("text/plain; version=0.0.4"))
+            values, types = {}, {}
+            for family in text_string_to_metric_families(text):
+                types[family.name] = family.type
+                for sample in family.samples:
+                    values[(sample.name, frozenset(sample.labels.items()))] = sample.value
+            return values, types
+
+        def value(values, name, **labels):
+            return values.get((name, frozenset(labels.items())), 0)
+
+        before, types = metrics()
+        self.assertEqual(types["cairn_ops_in"], "counter")
+        self.assertEqual(types["cairn_connections"], "gauge")
+        self.assertEqual(types["cairn_push_seconds"], "histogram")
+        self.assertEqual(value(before, "cairn_ops_in_total"), 0)
+        self.assertGreaterEqual(value(before, "cairn_connections", port="http"), 1)
+        # A device's push of three ops, one of them refused (a collection it may not write).
+        db = os.path.join(self.work, "dev.db")
+        for coll, key in [("tasks", "a"), ("tasks", "b"), ("notes", "n")]:
+            cli(db, "put", coll, key, json.dumps({"v": 1}))
+        cli(db, "sync", "--server", "127.0.0.1:%d" % s.sync_port, "--once",
+            "--token", token(self.secret, "dev", "--write", "tasks"))
+        # An HTTP write of one op.
+        s.request("PATCH", "/v1/docs/tasks/c", admin, json.dumps({"fields": {"v": 2}}))
+        # A second device receives the three documents.
+        other = os.path.join(self.work, "other.db")
+        cli(other, "sync", "--server", "127.0.0.1:%d" % s.sync_port, "--once",
+            "--token", token(self.secret, "other"))
+        after, _ = metrics()
+        self.assertEqual(value(after, "cairn_ops_in_total"), 3)
+        self.assertEqual(value(after, "cairn_pushes_total"), 2)
+        self.assertEqual(value(after, "cairn_refused_total", code="EPERM"), 1)
+        self.assertGreaterEqual(value(after, "cairn_ops_out_total"), 3)
+        self.assertEqual(value(after, "cairn_push_seconds_count"), 1)
+        self.assertEqual(value(after, "cairn_push_seconds_bucket", le="+Inf"), 1)
+        self.assertEqual(value(after, "cairn_store_seconds_count", op="apply_push"), 2)
+        self.assertGreater(value(after, "cairn_bytes_in_total"), value(before, "cairn_bytes_in_total"))
+        self.assertGreater(value(after, "cairn_bytes_out_total"), value(before, "cairn_bytes_out_total"))
+        self.assertEqual(value(after, "cairn_log_head"),
+                         s.request("GET", "/v1/changes?since=0", admin)[2]["cursor"])
+        self.assertGreaterEqual(value(after, "cairn_http_responses_total", status="200"), 2)
+        self.assertEqual(value(after, "cairn_connections", port="sync"), 0)
+        # Admins only.
+        status, _, body = s.request("GET", "/metrics", token(self.secret, "dev"))
+        self.assertEqual((status, error_of(body)), (403, "EPERM"))
+        self.assertEqual(s.request("GET", "/metrics")[0], 401)
+
+    def test_the_openapi_document_is_served_and_describes_every_route(self):
+        s = self.start()
+        status, headers, served = s.request("GET", "/v1/openapi.json")
+        self.assertEqual(status, 200, served)
+        with open(ARGS.openapi) as f:
+            self.assertEqual(served, json.load(f))
+        self.assertTrue(served["openapi"].startswith("3."))
+        # Every route and method the server answers is described, and nothing else.
+        described = {(path, m.upper()) for path, ops in served["paths"].items() for m in ops}
+        self.assertEqual(described, {
+            ("/healthz", "GET"), ("/metrics", "GET"), ("/v1/openapi.json", "GET"),
+            ("/v1/docs/{collection}", "GET"), ("/v1/docs/{collection}/{key}", "GET"),
+            ("/v1/docs/{collection}/{key}", "PATCH"), ("/v1/docs/{collection}/{key}", "DELETE"),
+            ("/v1/docs/{collection}/{key}/inc", "POST"), ("/v1/batch", "POST"),
+            ("/v1/changes", "GET"), ("/v1/refused", "GET"), ("/v1/clients", "GET")})
+        admin = token(self.secret, "ops", "--admin")
+        for path, method in described:
+            concrete = path.replace("{collection}", "tasks").replace("{key}", "k")
+            body = {"PATCH": '{"fields":{"a":1}}', "POST": '{"field":"n","delta":1}'}.get(method)
+            if path == "/v1/batch":
+                body = '{"ops":[{"op":"del","collection":"tasks","key":"k"}]}'
+            got = s.request(method, concrete, admin, body)[0]
+            self.assertIn(str(got), served["paths"][path][method.lower()]["responses"],
+                          (method, concrete))
+        # Every reference resolves.
+        refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(served))
+        self.assertTrue(refs)
+        for name in refs:
+            self.assertIn(name, served["components"]["schemas"])
+
     def test_bad_writes_are_refused_and_change_nothing(self):
         s = self.start()
         backend = token(self.secret, "backend")
@@ -728,6 +895,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--server", required=True)
     p.add_argument("--cli", required=True)
+    p.add_argument("--openapi", required=True, help="docs/openapi.json")
     ARGS, rest = p.parse_known_args()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 

@@ -259,6 +259,10 @@ std::optional<HttpResponse> HttpApi::Authenticate(const net::HttpRequest& reques
   return std::nullopt;
 }
 
+bool HttpApi::IsAdmin(const Caller& caller) {
+  return !caller.claims || caller.claims->admin || (caller.grants && caller.grants->admin);
+}
+
 bool HttpApi::MayRead(const Caller& caller, const std::string& collection, const std::string& key,
                       const Fields& fields) const {
   if (!caller.claims) return true;
@@ -269,7 +273,12 @@ bool HttpApi::MayRead(const Caller& caller, const std::string& collection, const
   return caller.claims->MayRead(collection);
 }
 
-void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply& reply) {
+void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply& sent) {
+  // Every answer counted by its status (GET /metrics).
+  const net::HttpConn::Reply reply = [this, sent](HttpResponse response) {
+    hub_->metrics.http_responses[response.status]++;
+    sent(std::move(response));
+  };
   auto segments = net::HttpPathSegments(request.path);
   if (!segments) {
     reply(HttpError(400, Code::kEINVAL, "the path has a malformed %-escape"));
@@ -282,6 +291,26 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
     if (m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
     return reply(JsonResponse(Json{{"ok", true}}));
   }
+  if (s.size() == 2 && s[0] == "v1" && s[1] == "openapi.json") {
+    if (m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
+    HttpResponse r;
+    r.body = kOpenApiJson;
+    return reply(std::move(r));
+  }
+  if (s.size() == 1 && s[0] == "metrics") {
+    if (m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
+    Caller caller;
+    if (auto denied = Authenticate(request, &caller)) return reply(*denied);
+    if (!IsAdmin(caller)) {
+      return reply(HttpError(403, Code::kEPERM, "the metrics are for admin tokens"));
+    }
+    MetricGauges gauges = hub_->Gauges();
+    gauges.feed_polls = polls_.size();
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = hub_->metrics.Render(gauges);
+    return reply(std::move(r));
+  }
   // The routes (docs/backend.md): /v1/docs/C, /v1/docs/C/K, /v1/docs/C/K/inc, /v1/batch,
   // /v1/changes.
   const bool v1 = s.size() >= 2 && s[0] == "v1";
@@ -289,8 +318,10 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
       v1 && s[1] == "docs" && s.size() >= 3 && s.size() <= 5 && (s.size() < 5 || s[4] == "inc");
   const bool batch = v1 && s.size() == 2 && s[1] == "batch";
   const bool changes = v1 && s.size() == 2 && s[1] == "changes";
-  if (changes && m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
-  if (!docs && !batch && !changes) {
+  const bool refused = v1 && s.size() == 2 && s[1] == "refused";
+  const bool clients = v1 && s.size() == 2 && s[1] == "clients";
+  if ((changes || refused || clients) && m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
+  if (!docs && !batch && !changes && !refused && !clients) {
     reply(HttpError(404, Code::kENOTFOUND, "no such resource: " + request.path));
     return;
   }
@@ -306,7 +337,7 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
   if (valid.ok() && docs && s.size() >= 4) valid = ValidateKey(s[3]);
   if (!valid.ok()) return reply(ErrorResponse(valid));
   Caller caller;
-  if (auto refused = Authenticate(request, &caller)) return reply(*refused);
+  if (auto denied = Authenticate(request, &caller)) return reply(*denied);
   // Several nodes on one database: what the others committed first (a write made through
   // another node is seen here, and judged with it), and the node's sessions get it too.
   ServerStore* store = hub_->store.get();
@@ -321,6 +352,8 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
     if (auto now = Changes(caller, request, reply)) reply(*now);
     return;
   }
+  if (refused) return reply(ListRefused(caller, request));
+  if (clients) return reply(ListClients(caller));
   if (m == "GET") {
     return reply(s.size() == 4 ? GetDoc(caller, s[2], s[3]) : ListDocs(caller, s[2], request));
   }
@@ -579,6 +612,78 @@ HttpResponse HttpApi::FeedResponse(FeedPage page) const {
   return JsonResponse(Json{{"changes", std::move(page.changes)}, {"cursor", page.cursor}});
 }
 
+HttpResponse HttpApi::ListRefused(const Caller& caller, const net::HttpRequest& request) {
+  if (!IsAdmin(caller)) {
+    return HttpError(403, Code::kEPERM, "the refused ops of every client are for admin tokens");
+  }
+  auto query = net::HttpQuery(request.query);
+  if (!query) return HttpError(400, Code::kEINVAL, "the query has a malformed %-escape");
+  for (const auto& [name, value] : *query) {
+    if (name != "since" && name != "limit") {
+      return HttpError(400, Code::kEINVAL, "unknown query parameter '" + name + "' (since, limit)");
+    }
+  }
+  ServerStore* store = hub_->store.get();
+  uint64_t since = 0, limit = kDefaultLimit;
+  if (auto bad = NumberParam(*query, "since", 0, store->head(), &since)) return *bad;
+  if (auto bad = NumberParam(*query, "limit", 1, kMaxLimit, &limit)) return *bad;
+  // At most kMaxRefusedScan log entries read, at most `limit` refusals but those of one entry
+  // whole (the cursor resumes after an entry).
+  const uint64_t upto = std::min(store->head(), since + kMaxRefusedScan);
+  std::vector<RefusalEntry> rows;
+  auto keep = [&](const RefusalEntry& e) {
+    rows.push_back(e);
+    return Status::OK();
+  };
+  Status st = store->ReadRefused(since, upto, limit + 1, keep);
+  uint64_t cursor = upto;
+  if (st.ok() && rows.size() > limit) {
+    cursor = rows[limit].cursor;
+    if (rows.front().cursor == cursor) {
+      rows.clear();
+      st = store->ReadRefused(since, cursor, SIZE_MAX, keep);
+    } else {
+      while (rows.back().cursor == cursor) rows.pop_back();
+      cursor--;
+    }
+  }
+  if (!st.ok()) {
+    hub_->Log("reading the refused ops failed: " + st.ToString());
+    return HttpError(500, Code::kEINTERNAL, "server error reading the refused ops");
+  }
+  Json out = Json::array();
+  for (const RefusalEntry& e : rows) {
+    out.push_back(Json{{"cursor", e.cursor},
+                       {"origin", e.origin.Hex()},
+                       {"subject", e.subject ? Json(*e.subject) : Json()},
+                       {"first_seq", e.refused.first_seq},
+                       {"last_seq", e.refused.last_seq},
+                       {"code", CodeName(e.refused.code)},
+                       {"reason", e.refused.reason},
+                       {"at_ms", e.at_ms}});
+  }
+  return JsonResponse(Json{{"refused", std::move(out)}, {"cursor", cursor}});
+}
+
+HttpResponse HttpApi::ListClients(const Caller& caller) {
+  if (!IsAdmin(caller)) {
+    return HttpError(403, Code::kEPERM, "the list of clients is for admin tokens");
+  }
+  const uint64_t head = hub_->store->head();
+  Json out = Json::array();
+  for (const auto& [serial, session] : hub_->sessions) {
+    std::optional<Session::Info> info = session->info();
+    if (!info) continue;
+    out.push_back(Json{{"id", info->replica.Hex()},
+                       {"subject", info->subject ? Json(*info->subject) : Json()},
+                       {"address", info->peer},
+                       {"cursor", info->cursor},
+                       {"lag", head > info->cursor ? head - info->cursor : 0},
+                       {"since_ms", info->since_ms}});
+  }
+  return JsonResponse(Json{{"clients", std::move(out)}, {"head", head}});
+}
+
 void HttpApi::Committed() {
   if (polls_.empty()) return;
   // The answers are sent once the list is settled: a reply may serve the connection's next
@@ -693,7 +798,11 @@ HttpResponse HttpApi::Write(const Caller& caller, std::vector<Op> ops, const Wri
   std::optional<WriteJudge> judge;
   if (caller.grants) judge.emplace(hub_->options.rules.get(), &*caller.grants, store->state());
   const uint64_t head_before = store->head();
-  auto pushed = store->ApplyPush(*origin_, *batch, limits, admit, judge ? &*judge : nullptr, key);
+  auto pushed = [&] {
+    ScopedTimer timed(&hub_->metrics.store_seconds["apply_push"]);
+    return store->ApplyPush(*origin_, *batch, limits, admit, judge ? &*judge : nullptr, key);
+  }();
+  if (pushed.ok()) hub_->CountPush(*pushed);
   if (store->head() != head_before) hub_->Committed(head_before, nullptr);
   if (!pushed.ok()) {
     if (pushed.status().code() == Code::kEINVAL) {

@@ -25,6 +25,9 @@
 
 namespace cairn::server {
 
+// docs/openapi.json, the API's OpenAPI 3 description (compiled in: core/CMakeLists.txt).
+extern const char* const kOpenApiJson;
+
 class HttpApi {
  public:
   // Lists return at most this many documents (`limit`, default kDefaultLimit).
@@ -36,6 +39,8 @@ class HttpApi {
   // kMaxFeedScan log entries; a long poll waits at most kMaxWaitMs.
   static constexpr size_t kMaxFeedScan = 10000;
   static constexpr uint64_t kMaxWaitMs = 60000;
+  // GET /v1/refused reads at most this many log entries.
+  static constexpr uint64_t kMaxRefusedScan = 100000;
 
   explicit HttpApi(SessionHub::Impl* hub);
 
@@ -60,6 +65,10 @@ class HttpApi {
   bool MayRead(const Caller& caller, const std::string& collection, const std::string& key,
                const Fields& fields) const;
 
+  // Whether the caller sees everything (an admin token, or none on an open server): the
+  // refused ops and the clients are for it alone.
+  static bool IsAdmin(const Caller& caller);
+
   net::HttpResponse GetDoc(const Caller& caller, const std::string& collection,
                            const std::string& key);
   net::HttpResponse ListDocs(const Caller& caller, const std::string& collection,
@@ -70,6 +79,9 @@ class HttpApi {
   // `key` (docs/backend.md "Idempotency"), a write made already under it is answered again.
   net::HttpResponse Write(const Caller& caller, std::vector<Op> ops, const WriteKey* key);
 
+  // GET /v1/refused, GET /v1/clients (docs/backend.md "Refused ops", "Clients").
+  net::HttpResponse ListRefused(const Caller& caller, const net::HttpRequest& request);
+  net::HttpResponse ListClients(const Caller& caller);
   // GET /v1/changes: the answer, or nullopt when the request waits (a long poll: `reply` kept).
   std::optional<net::HttpResponse> Changes(const Caller& caller, const net::HttpRequest& request,
                                            const net::HttpConn::Reply& reply);

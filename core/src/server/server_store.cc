@@ -136,6 +136,7 @@ Status FinishPush(
   // that every seq up to it was taken but those reported refused).
   std::vector<Refused> earlier;
   CAIRN_RETURN_IF_ERROR(refused_in(sort.dup_low, sort.before, &earlier));
+  result->repeated = earlier.size();
   result->refused.insert(result->refused.begin(), std::make_move_iterator(earlier.begin()),
                          std::make_move_iterator(earlier.end()));
   return Status::OK();
@@ -384,6 +385,35 @@ Result<std::optional<KeptWrite>> SqliteServerStore::FindWrite(const std::string&
   kept.code = CodeFromInt(static_cast<int>(find.Int(2)));
   kept.reason = std::string(find.Text(3));
   return std::optional<KeptWrite>(std::move(kept));
+}
+
+Status SqliteServerStore::ReadRefused(uint64_t after, uint64_t upto, size_t max_rows,
+                                      const std::function<Status(const RefusalEntry&)>& fn) {
+  // From the log's entries (the cursor), each refusal of its origin within its seqs: an
+  // index lookup per entry.
+  CAIRN_ASSIGN_OR_RETURN(
+      store::Stmt st,
+      store_->db()->Prepare(
+          "SELECT l.cursor, l.origin, r.first_seq, r.last_seq, r.code, r.reason, r.at_ms, "
+          "p.subject "
+          "FROM cairn_server_log l JOIN cairn_server_refused r ON r.origin = l.origin "
+          "AND r.first_seq >= l.first_seq AND r.first_seq <= l.last_seq "
+          "LEFT JOIN cairn_server_replicas p ON p.replica_id = l.origin "
+          "WHERE l.cursor > ? AND l.cursor <= ? ORDER BY l.cursor, r.first_seq LIMIT ?"));
+  st.BindInt(1, I(after));
+  st.BindInt(2, I(upto));
+  st.BindInt(3, static_cast<int64_t>(std::min<size_t>(max_rows, INT64_MAX)));
+  return st.ForEachRow([&] {
+    RefusalEntry e;
+    e.cursor = U(st.Int(0));
+    std::string_view origin = st.Blob(1);
+    ReplicaId::FromBytes(origin.data(), origin.size(), &e.origin);
+    e.refused = Refused{U(st.Int(2)), U(st.Int(3)), CodeFromInt(static_cast<int>(st.Int(4))),
+                        std::string(st.Text(5))};
+    e.at_ms = st.Int(6);
+    if (!st.IsNull(7)) e.subject = std::string(st.Text(7));
+    return fn(e);
+  });
 }
 
 Status SqliteServerStore::LogStaged(uint64_t cursor, const ReplicaId& origin,

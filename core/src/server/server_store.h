@@ -56,6 +56,7 @@ struct PushResult {
   uint64_t applied = 0;
   uint64_t duplicates = 0;
   std::vector<Refused> refused;  // refused now, or earlier within the duplicates
+  size_t repeated = 0;           // how many of `refused` (the first) were refused earlier
 };
 
 // docs/backend.md "Idempotency": an HTTP write's Idempotency-Key, kept by the store with what
@@ -71,6 +72,16 @@ struct KeptWrite {
   uint64_t cursor = 0;    // the log's head after the push
   Code code = Code::kOK;  // kOK: applied; else refused for `reason`
   std::string reason;
+};
+
+// A refused transaction as the HTTP API lists it (docs/backend.md "Refused ops"): where it was
+// recorded and whose it was.
+struct RefusalEntry {
+  uint64_t cursor = 0;  // the log entry of the push that carried it
+  ReplicaId origin;
+  std::optional<std::string> subject;  // the origin is bound to (none: an HTTP write's)
+  Refused refused;
+  int64_t at_ms = 0;
 };
 
 // Whether the server takes an op of a push: OK, or why not (EPERM, ECLOCK, ...).
@@ -194,6 +205,10 @@ class ServerStore {
   // The write kept under `subject`'s `key` within the last kWriteKeyWindowMs, if any.
   virtual Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
                                                      const std::string& key) = 0;
+  // The refusals recorded by the log entries with after < cursor <= upto (those the log still
+  // holds), in cursor and seq order, at most max_rows.
+  virtual Status ReadRefused(uint64_t after, uint64_t upto, size_t max_rows,
+                             const std::function<Status(const RefusalEntry&)>& fn) = 0;
 
   // Log entries with cursor > after (up to head()), oldest first, at most max_rows.
   virtual Status ReadLog(uint64_t after, size_t max_rows,
@@ -241,6 +256,8 @@ class SqliteServerStore final : public ServerStore {
                                const WriteKey* key) override;
   Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
                                              const std::string& key) override;
+  Status ReadRefused(uint64_t after, uint64_t upto, size_t max_rows,
+                     const std::function<Status(const RefusalEntry&)>& fn) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override;
   Result<std::optional<Hlc>> OpHlc(const ReplicaId& origin, uint64_t seq) override;

@@ -319,6 +319,7 @@ void Session::OnHello(const wire::Hello& hello) {
     }
   }
   live_ = true;
+  live_since_ms_ = store->NowMs();
   conn->SetReadBudget(nullptr);
   conn->SetDeadline(0, "");
   conn->SetFrameLimit(server_->options.conn.limits.max_frame_bytes, "");
@@ -346,6 +347,7 @@ void Session::OnHello(const wire::Hello& hello) {
 }
 
 void Session::OnBatch(const wire::OpBatch& batch) {
+  ScopedTimer timed(&server_->metrics.push_seconds);
   ServerStore* store = server_->store.get();
   const int64_t now = store->NowMs();
   const int64_t max_drift = server_->options.max_drift_ms;
@@ -369,8 +371,11 @@ void Session::OnBatch(const wire::OpBatch& batch) {
   std::optional<WriteJudge> judge;
   if (grants_) judge.emplace(server_->options.rules.get(), &*grants_, store->state());
   const uint64_t head_before = store->head();
-  auto pushed = store->ApplyPush(replica_, batch, limits, admit, judge ? &*judge : nullptr,
-                                 /*key=*/nullptr);
+  auto pushed = [&] {
+    ScopedTimer store_timed(&server_->metrics.store_seconds["apply_push"]);
+    return store->ApplyPush(replica_, batch, limits, admit, judge ? &*judge : nullptr,
+                            /*key=*/nullptr);
+  }();
   if (!pushed.ok()) {
     SessionHub::Impl* hub = server_;  // (closing may end this session)
     const Code code = pushed.status().code();
@@ -389,6 +394,7 @@ void Session::OnBatch(const wire::OpBatch& batch) {
     return;
   }
   KillPoint("server.push.committed");
+  server_->CountPush(*pushed);
   if (own_seq_) own_seq_ = std::max(*own_seq_, pushed->through);  // (not sent back to it)
   // Many refusals (a retry repeats earlier ones) go in several Acks, each acknowledging up to
   // the first refusal of the next (docs/protocol.md "Refused ops").
@@ -724,6 +730,7 @@ void Session::Pump() {
       leaving_.erase(leaving_.begin(), leaving_.begin() + static_cast<ptrdiff_t>(n));
       enc.SetLeaveThrough(store->state()->Through(replica_));
       std::string frame;
+      server_->metrics.ops_out += enc.op_count();
       enc.FinishFrame(&frame, sent_);
       conn->Send(std::move(frame));
       caught_up_sent_ = false;
@@ -742,6 +749,7 @@ void Session::Pump() {
       }
       if (enc.has_view_changes()) {
         std::string frame;
+        server_->metrics.ops_out += enc.op_count();
         enc.FinishFrame(&frame, sent_);
         conn->Send(std::move(frame));
         caught_up_sent_ = false;
@@ -873,6 +881,7 @@ void Session::Pump() {
       // after the entry that moves the document back in brings its state then).
       enc.SetLeaveThrough(store->state()->Through(replica_));
       std::string frame;
+      server_->metrics.ops_out += enc.op_count();
       enc.FinishFrame(&frame, last);
       conn->Send(std::move(frame));
       KillPoint("server.log.sent");

@@ -21,6 +21,7 @@
 #include "auth/jwt.h"
 #include "net/conn.h"
 #include "server/fan_out.h"
+#include "server/metrics.h"
 #include "server/server_store.h"
 #include "server/session_hub.h"
 #include "server/stream_tables.h"
@@ -67,6 +68,19 @@ struct SessionHub::Impl {
   net::ReadBudget unauthenticated;
   // With sync rules: who the new log entries concern (docs/sync-rules.md "Fan-out").
   FanOut fan_out;
+  ServerMetrics metrics;  // GET /metrics (docs/backend.md "Metrics")
+
+  // Counts a stored push in `metrics`: its ops, and the refusals it made.
+  void CountPush(const PushResult& r) {
+    metrics.pushes++;
+    metrics.ops_in += r.applied;
+    metrics.duplicates += r.duplicates;
+    for (size_t i = r.repeated; i < r.refused.size(); i++) {
+      metrics.refused[CodeName(r.refused[i].code)]++;
+    }
+  }
+  // The gauges of /metrics, read now.
+  MetricGauges Gauges() const;
 
   void Log(const std::string& msg) {
     if (options.log) {
@@ -117,6 +131,8 @@ class Session : public net::Link::Delegate {
   // of one idle behind the head for ServerOptions::idle_cursor_ms.
   void OnTick(net::Link* c, uint64_t now_ms) override;
   void OnClosed(net::Link*, const Status& why) override {
+    server_->metrics.bytes_in_closed += conn->wire_bytes_in();
+    server_->metrics.bytes_out_closed += conn->wire_bytes_out();
     server_->sessions.erase(serial_);
     if (counted_) server_->Release(address_);
     if (!refused_ && (live_ || !why.ok())) {
@@ -126,6 +142,20 @@ class Session : public net::Link::Delegate {
     server_->repump_sessions.erase(serial_);
     server_->fan_out.Forget(serial_);
     delete this;
+  }
+
+  // What GET /v1/clients says of it (docs/backend.md "Clients"); nullopt before its Hello.
+  struct Info {
+    ReplicaId replica;
+    std::optional<std::string> subject;  // (none on a server that checks no tokens)
+    std::string peer;
+    uint64_t cursor = 0;  // every log entry up to it was sent or skipped
+    int64_t since_ms = 0;
+  };
+  std::optional<Info> info() const {
+    if (!live_) return std::nullopt;
+    return Info{replica_, claims_ ? std::optional<std::string>(claims_->subject) : std::nullopt,
+                conn->peer(), sent_, live_since_ms_};
   }
 
  private:
@@ -237,6 +267,7 @@ class Session : public net::Link::Delegate {
   bool counted_ = false;         // counted in per_address[address_]
   bool refused_ = false;         // closed at accept by a connection limit
   bool live_ = false;            // Hello accepted
+  int64_t live_since_ms_ = 0;    // ... then (the store's clock)
   ReplicaId replica_;
   uint64_t sent_ = 0;            // every log entry up to this cursor was sent or skipped
   bool caught_up_sent_ = false;

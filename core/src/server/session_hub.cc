@@ -188,6 +188,8 @@ bool SessionHub::AttachHttp(net::Link* link) {
       },
       limits,
       [impl, link, k = std::move(key.value())](const Status&) {
+        impl->metrics.bytes_in_closed += link->wire_bytes_in();
+        impl->metrics.bytes_out_closed += link->wire_bytes_out();
         impl->http_links.erase(link);
         impl->Release(k);
       });
@@ -199,9 +201,32 @@ bool SessionHub::AttachHttp(net::Link* link) {
 #endif
 }
 
+MetricGauges SessionHub::Impl::Gauges() const {
+  MetricGauges g;
+  g.sync_connections = sessions.size();
+  g.http_connections = http_links.size();
+  g.bytes_in = metrics.bytes_in_closed;
+  g.bytes_out = metrics.bytes_out_closed;
+  for (const auto& [serial, s] : sessions) {
+    g.bytes_in += s->conn->wire_bytes_in();
+    g.bytes_out += s->conn->wire_bytes_out();
+  }
+  for (const net::Link* link : http_links) {
+    g.bytes_in += link->wire_bytes_in();
+    g.bytes_out += link->wire_bytes_out();
+  }
+  g.log_head = store->head();
+  g.log_floor = store->floor();
+  return g;
+}
+
 void SessionHub::CatchUp() {
   const uint64_t head = impl_->store->head();
-  Status st = impl_->store->CatchUp();
+  Status st = Status::OK();
+  {
+    ScopedTimer timed(&impl_->metrics.store_seconds["catch_up"]);
+    st = impl_->store->CatchUp();
+  }
   if (!st.ok()) {
     if (!impl_->catch_up_failing) impl_->Log("catching up with the database failed: " + st.ToString());
     impl_->catch_up_failing = true;
@@ -215,7 +240,11 @@ void SessionHub::CatchUp() {
 }
 
 void SessionHub::Maintain() {
-  Status st = impl_->store->Maintain();
+  Status st = Status::OK();
+  {
+    ScopedTimer timed(&impl_->metrics.store_seconds["maintain"]);
+    st = impl_->store->Maintain();
+  }
   if (!st.ok() && !impl_->maintain_failing) impl_->Log("maintenance failed: " + st.ToString());
   if (st.ok() && impl_->maintain_failing) impl_->Log("maintenance works again");
   impl_->maintain_failing = !st.ok();

@@ -397,5 +397,45 @@ TEST_F(PushTest, AWriteKeyIsTakenOnceAcrossNodes) {
   EXPECT_EQ((*second)->state()->Through(other), 0u);
 }
 
+// GET /v1/refused's source (docs/backend.md "Refused ops"): each refusal with the cursor of
+// the log entry that recorded it and the subject its origin is bound to, in order, within the
+// cursors asked for.
+TEST_F(PushTest, RefusalsAreReadWithTheirLogEntries) {
+  ASSERT_TRUE(store_->BindReplica(origin_, "dev").ok());
+  auto first = Push({Set(1, "a", Value::Int(1)), Set(2, "b", Value::Double(NAN))});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto clean = Push({Set(3, "c", Value::Int(3))});
+  ASSERT_TRUE(clean.ok());
+  auto second = Push({Set(4, "d", Value::String("\xff")), Set(5, "e", Value::Double(NAN)),
+                      Set(6, "f", Value::Int(6))});
+  ASSERT_TRUE(second.ok());
+  std::vector<server::RefusalEntry> got;
+  auto read = [&](uint64_t after, uint64_t upto, size_t max) {
+    got.clear();
+    return store_->ReadRefused(after, upto, max, [&](const server::RefusalEntry& e) {
+      got.push_back(e);
+      return Status::OK();
+    });
+  };
+  ASSERT_TRUE(read(0, store_->head(), 100).ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].cursor, first->cursor);
+  EXPECT_EQ(got[0].refused.first_seq, 2u);
+  EXPECT_EQ(got[0].refused.code, Code::kEINVAL);
+  EXPECT_EQ(got[0].origin, origin_);
+  EXPECT_EQ(got[0].subject, std::optional<std::string>("dev"));
+  EXPECT_EQ(got[0].at_ms, clock_.NowMs());
+  EXPECT_EQ(got[1].cursor, second->cursor);
+  EXPECT_EQ(got[1].refused.first_seq, 4u);
+  EXPECT_EQ(got[2].refused.first_seq, 5u);
+  EXPECT_FALSE(got[2].refused.reason.empty());
+  ASSERT_TRUE(read(first->cursor, store_->head(), 100).ok());
+  EXPECT_EQ(got.size(), 2u);
+  ASSERT_TRUE(read(0, clean->cursor, 100).ok());
+  EXPECT_EQ(got.size(), 1u);
+  ASSERT_TRUE(read(0, store_->head(), 2).ok());
+  EXPECT_EQ(got.size(), 2u);
+}
+
 }  // namespace
 }  // namespace cairn

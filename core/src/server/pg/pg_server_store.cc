@@ -89,6 +89,8 @@ class PgServerStore final : public ServerStore {
                                const WriteKey* key) override;
   Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
                                              const std::string& key) override;
+  Status ReadRefused(uint64_t after, uint64_t upto, size_t max_rows,
+                     const std::function<Status(const RefusalEntry&)>& fn) override;
   Status ReadLog(uint64_t after, size_t max_rows,
                  const std::function<Status(const LogEntry&)>& fn) override {
     return copy_->ReadLog(after, max_rows, fn);
@@ -259,6 +261,33 @@ Result<std::optional<KeptWrite>> PgServerStore::FindWrite(const std::string& sub
   kept.code = CodeFromInt(static_cast<int>(rows.Int(0, 2)));
   kept.reason = std::string(rows.Bytes(0, 3));
   return std::optional<KeptWrite>(std::move(kept));
+}
+
+Status PgServerStore::ReadRefused(uint64_t after, uint64_t upto, size_t max_rows,
+                                  const std::function<Status(const RefusalEntry&)>& fn) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows rows,
+      db->Exec("SELECT l.cursor, l.origin, r.first_seq, r.last_seq, r.code, r.reason, r.at_ms, "
+               "p.subject "
+               "FROM cairn_log l JOIN cairn_refused r ON r.origin = l.origin "
+               "AND r.first_seq >= l.first_seq AND r.first_seq <= l.last_seq "
+               "LEFT JOIN cairn_replicas p ON p.replica_id = l.origin "
+               "WHERE l.cursor > $1 AND l.cursor <= $2 ORDER BY l.cursor, r.first_seq LIMIT $3",
+               {pg::Param(after), pg::Param(upto),
+                pg::Param(static_cast<int64_t>(std::min<size_t>(max_rows, INT64_MAX)))}));
+  for (int i = 0; i < rows.size(); i++) {
+    RefusalEntry e;
+    e.cursor = U(rows.Int(i, 0));
+    e.origin = IdFrom(rows.Bytes(i, 1));
+    e.refused =
+        Refused{U(rows.Int(i, 2)), U(rows.Int(i, 3)), CodeFromInt(static_cast<int>(rows.Int(i, 4))),
+                std::string(rows.Bytes(i, 5))};
+    e.at_ms = rows.Int(i, 6);
+    if (!rows.IsNull(i, 7)) e.subject = std::string(rows.Bytes(i, 7));
+    CAIRN_RETURN_IF_ERROR(fn(e));
+  }
+  return Status::OK();
 }
 
 Status PgServerStore::Maintain() {
