@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ class Server:
         while True:
             text = read(self.log_path)
             sync = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
-            web = re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)", text)
+            web = re.search(r"HTTP API on https?://127\.0\.0\.1:(\d+)", text)
             if sync and web:
                 self.sync_port, self.http_port = int(sync.group(1)), int(web.group(1))
                 return
@@ -703,6 +704,101 @@ class HttpApiTest(unittest.TestCase):
         self.assertTrue(refs)
         for name in refs:
             self.assertIn(name, served["components"]["schemas"])
+
+    def test_the_api_is_served_over_tls_when_the_server_has_a_certificate(self):
+        certs = os.path.join(self.work, "certs")
+        os.mkdir(certs)
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                     "..", "..", "examples", "make_dev_certs.py"),
+                        certs], check=True, capture_output=True)
+        s = self.start("--tls-cert", os.path.join(certs, "server.pem"),
+                       "--tls-key", os.path.join(certs, "server.key"))
+        self.assertIn("HTTP API on https://", read(s.log_path))
+        backend = token(self.secret, "backend")
+        trusted = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+        conn = http.client.HTTPSConnection("localhost", s.http_port, context=trusted, timeout=20)
+        body = json.dumps({"fields": {"v": 1}})
+        conn.request("PATCH", "/v1/docs/tasks/t1", body=body,
+                     headers={"Authorization": "Bearer " + backend})
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200, r.read())
+        r.read()
+        conn.request("GET", "/v1/docs/tasks/t1", headers={"Authorization": "Bearer " + backend})
+        r = conn.getresponse()  # (the same connection: kept alive over TLS)
+        self.assertEqual((r.status, json.loads(r.read())["fields"]), (200, {"v": 1}))
+        conn.close()
+        # Another CA's client refuses the server; plain HTTP on the TLS port gets no answer.
+        wrong = ssl.create_default_context(cafile=os.path.join(certs, "other_ca.pem"))
+        conn = http.client.HTTPSConnection("localhost", s.http_port, context=wrong, timeout=20)
+        with self.assertRaises(ssl.SSLError):
+            conn.request("GET", "/healthz")
+        conn.close()
+        self.assertFalse(s.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", wait=3)
+                         .startswith(b"HTTP/1.1 200"))
+
+    def test_the_backend_example_answers_reports_two_devices_sync(self):
+        """examples/backend/inspection_backend.py against a server and two live devices."""
+        example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                               "examples", "backend", "inspection_backend.py")
+        s = self.start()
+        devices = [os.path.join(self.work, "tablet%d.db" % i) for i in (1, 2)]
+        watchers = []
+        backend_log = os.path.join(self.work, "backend.out")
+        cursor_file = os.path.join(self.work, "backend.cursor")
+
+        def run_backend():
+            with open(backend_log, "w") as out:  # (the child keeps its own descriptor)
+                return subprocess.Popen(
+                    [sys.executable, example, "--url", "http://127.0.0.1:%d" % s.http_port,
+                     "--cursor-file", cursor_file, "--wait-ms", "5000"],
+                    env=dict(os.environ, CAIRN_TOKEN=token(self.secret, "backend")),
+                    stdout=out, stderr=subprocess.STDOUT)
+
+        def wait_received(keys):
+            deadline = time.monotonic() + 30
+            while True:
+                docs = [get_doc(db, "reports", k) for db in devices for k in keys]
+                if all(d is not None and d.get("status") == "received" for d in docs):
+                    return docs
+                self.assertLess(time.monotonic(), deadline, (docs, read(backend_log)))
+                time.sleep(0.1)
+
+        backend = run_backend()
+        try:
+            for i, db in enumerate(devices):
+                cli(db, "put", "reports", "boot", json.dumps({"n": i}))  # (the replica made)
+                watchers.append(subprocess.Popen(
+                    [ARGS.cli, "--db", db, "sync", "--server", "127.0.0.1:%d" % s.sync_port,
+                     "--watch", "--token", token(self.secret, "tech%d" % i)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            cli(devices[0], "put", "reports", "r1", json.dumps({"status": "submitted", "site": "B7"}))
+            cli(devices[1], "put", "reports", "r2", json.dumps({"status": "submitted", "site": "C2"}))
+            docs = wait_received(["r1", "r2"])
+            self.assertEqual(docs[0]["site"], "B7")
+            self.assertIsInstance(docs[0]["received_ms"], int)
+            # A restart of the backend resumes from its cursor: only the new report answered.
+            deadline = time.monotonic() + 15
+            while not os.path.exists(cursor_file) or int(read(cursor_file)) < json.loads(
+                    cli(devices[0], "status"))["cursor"]:
+                self.assertLess(time.monotonic(), deadline, "the backend never saved its cursor")
+                time.sleep(0.1)
+            backend.kill()
+            backend.wait()
+            first_run = read(backend_log).split("\n")
+            self.assertEqual(sorted(l for l in first_run if l.startswith("reviewed")),
+                             ["reviewed r1", "reviewed r2"])
+            cli(devices[1], "put", "reports", "r3", json.dumps({"status": "submitted"}))
+            backend = run_backend()
+            wait_received(["r1", "r2", "r3"])
+            time.sleep(0.5)
+            self.assertEqual([l for l in read(backend_log).split("\n") if l.startswith("reviewed")],
+                             ["reviewed r3"])
+        finally:
+            backend.kill()
+            backend.wait()
+            for w in watchers:
+                w.terminate()
+                w.wait(timeout=20)
 
     def test_bad_writes_are_refused_and_change_nothing(self):
         s = self.start()
