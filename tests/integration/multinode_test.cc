@@ -11,11 +11,13 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <random>
 #include <regex>
 #include <thread>
 #include <vector>
 
+#include "base/strings.h"
 #include "replica/replica.h"
 #include "replica/sync_access.h"
 #include "server/pg/pg.h"
@@ -138,6 +140,196 @@ TEST_F(MultiNode, ReplicasOnDifferentNodesConverge) {
   const LogShape log = ReadLogShape(dir);
   EXPECT_EQ(log.min_cursor, 1);
   EXPECT_EQ(log.max_cursor, log.entries);
+}
+
+// The SQL tables of the documents (docs/backend.md "SQL tables"): `collection`'s rows, each
+// field as PostgreSQL prints it (absent for NULL), with the column's type, by key.
+struct SqlRow {
+  std::map<std::string, std::pair<std::string, std::string>> fields;  // name -> (type, text)
+};
+std::map<std::string, SqlRow> SqlTable(server::pg::Conn* db, const std::string& collection) {
+  std::map<std::string, SqlRow> out;
+  auto schema = db->Query("SELECT current_schema()");
+  EXPECT_TRUE(schema.ok());
+  if (!schema.ok()) return out;
+  const std::string data = std::string(schema->Bytes(0, 0)) + "_data";
+  auto cols = db->Exec(
+      "SELECT column_name::text, data_type::text FROM information_schema.columns "
+      "WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+      {server::pg::Param::Text(data), server::pg::Param::Text(collection)});
+  EXPECT_TRUE(cols.ok()) << cols.status().ToString();
+  if (!cols.ok() || cols->size() == 0) return out;
+  std::vector<std::pair<std::string, std::string>> columns;
+  std::string select = "SELECT ";
+  for (int i = 0; i < cols->size(); i++) {
+    columns.emplace_back(cols->Bytes(i, 0), cols->Bytes(i, 1));
+    select += std::string(i ? ", " : "") + QuoteIdent(columns.back().first) + "::text";
+  }
+  auto rows = db->Query(select + " FROM " + QuoteIdent(data) + "." + QuoteIdent(collection));
+  EXPECT_TRUE(rows.ok()) << rows.status().ToString();
+  for (int r = 0; rows.ok() && r < rows->size(); r++) {
+    SqlRow row;
+    std::string key;
+    for (size_t c = 0; c < columns.size(); c++) {
+      if (rows->IsNull(r, static_cast<int>(c))) continue;
+      const std::string text(rows->Bytes(r, static_cast<int>(c)));
+      if (columns[c].first == "key") {
+        key = text;
+      } else if (columns[c].first != "cairn_cursor") {
+        row.fields[columns[c].first] = {columns[c].second, text};
+      }
+    }
+    out[key] = row;
+  }
+  return out;
+}
+
+// Whether PostgreSQL's text of a column of type `type` shows `v` (docs/backend.md "SQL
+// tables": the column types and how a widened column holds each value).
+bool SqlShows(const std::string& type, const std::string& text, const Value& v) {
+  switch (v.type()) {
+    case ValueType::kNull:
+      return false;  // (a NULL cell is absent)
+    case ValueType::kBool:
+      return text ==
+             (type == "boolean" ? (v.as_bool() ? "t" : "f") : (v.as_bool() ? "true" : "false"));
+    case ValueType::kInt:
+      if (type == "double precision") return std::stod(text) == static_cast<double>(v.as_int());
+      return text == std::to_string(v.as_int());
+    case ValueType::kDouble:
+      return std::stod(text) == v.as_double();
+    case ValueType::kString:
+      return text == v.as_string();
+    case ValueType::kBytes:
+      return text == (type == "bytea" ? "\\x" : "") + HexEncode(v.as_string());
+  }
+  return false;
+}
+
+// The tables equal the documents after random writes of every value type (columns made and
+// widened) through two nodes, deletes and revivals included; and a node that starts on a
+// database whose tables are behind its log (written by an earlier version) brings them up
+// to it: from the log when its copy's log reaches back, else rewritten whole.
+TEST_F(MultiNode, SqlTablesShowTheDocumentsAfterRandomWritesThroughSeveralNodes) {
+  TempDir dir;
+  auto node = [&](int n, uint64_t keep_log) {
+    server::ServerOptions o = Node(dir, n);
+    o.store.keep_log_ops = keep_log;
+    return o;
+  };
+  ServerThread n1(node(1, 1000000)), n2(node(2, 1000000));
+  const std::string nodes[2] = {n1.address(), n2.address()};
+  std::vector<std::unique_ptr<Replica>> replicas;
+  for (int i = 0; i < 3; i++) replicas.push_back(OpenReplica(dir.File("r" + std::to_string(i))));
+  std::mt19937 rng(11);
+  auto value = [&]() {
+    switch (rng() % 6) {
+      case 0:
+        return Value::Int(static_cast<int64_t>(rng() % 1000) - 500);
+      case 1:
+        return Value::Double(static_cast<double>(rng() % 1000) / 8);
+      case 2:
+        return Value::String("s" + std::to_string(rng() % 50) +
+                             (rng() % 10 == 0 ? std::string("\0nul", 4) : std::string()));
+      case 3:
+        return Value::Bool(rng() % 2 == 0);
+      case 4:
+        return Value::Bytes(std::string("\x01\xff", 2) + std::to_string(rng() % 9));
+      default:
+        return Value::Null();
+    }
+  };
+  const std::vector<std::string> collections = {"tasks", "readings"};
+  for (int round = 0; round < 8; round++) {
+    for (size_t i = 0; i < replicas.size(); i++) {
+      Replica* r = replicas[i].get();
+      for (int k = 0; k < 15; k++) {
+        const std::string& coll = collections[rng() % 2];
+        const std::string key = "k" + std::to_string(rng() % 10);
+        switch (rng() % 6) {
+          case 0:
+            ASSERT_TRUE(r->Delete(coll, key).ok());
+            break;
+          case 1:
+            ASSERT_TRUE(r->Increment(coll, key, "count", static_cast<int64_t>(rng() % 5)).ok());
+            break;
+          default: {
+            // f0 holds integers in the first rounds: its column is made bigint, then widened.
+            const std::string field = "f" + std::to_string(rng() % 4);
+            Value v =
+                round < 3 && field == "f0" ? Value::Int(static_cast<int64_t>(rng() % 9)) : value();
+            ASSERT_TRUE(r->Put(coll, key, {{field, std::move(v)}}).ok());
+          }
+        }
+      }
+      ASSERT_TRUE(SyncOnce(r, nodes[(i + static_cast<size_t>(round)) % 2]).ok());
+    }
+  }
+  for (auto& r : replicas) ASSERT_TRUE(SyncOnce(r.get(), nodes[0]).ok());
+  ASSERT_TRUE(SyncOnce(replicas[0].get(), nodes[1]).ok());  // (it has everything now)
+
+  auto db = server::pg::Conn::Connect(testing::TestStoreUrl(dir.File("cluster")));
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  auto check = [&](const char* when) {
+    for (const std::string& coll : collections) {
+      const auto table = SqlTable(db.value().get(), coll);
+      size_t visible = 0;
+      for (int k = 0; k < 10; k++) {
+        const std::string key = "k" + std::to_string(k);
+        auto doc = replicas[0]->Get(coll, key);
+        ASSERT_TRUE(doc.ok());
+        auto row = table.find(key);
+        if (!doc->has_value()) {
+          EXPECT_TRUE(row == table.end()) << when << ": " << coll << "/" << key << " is deleted";
+          continue;
+        }
+        visible++;
+        ASSERT_TRUE(row != table.end()) << when << ": " << coll << "/" << key;
+        size_t non_null = 0;
+        for (const auto& [field, v] : **doc) {
+          if (v.type() == ValueType::kNull) continue;
+          non_null++;
+          auto cell = row->second.fields.find(field);
+          ASSERT_TRUE(cell != row->second.fields.end())
+              << when << ": " << coll << "/" << key << "." << field;
+          Value shown = v;
+          if (v.type() == ValueType::kString) {  // (U+0000 shows as U+FFFD)
+            std::string s = v.as_string();
+            for (size_t at; (at = s.find('\0')) != std::string::npos;)
+              s.replace(at, 1, "\xEF\xBF\xBD");
+            shown = Value::String(s);
+          }
+          EXPECT_TRUE(SqlShows(cell->second.first, cell->second.second, shown))
+              << when << ": " << coll << "/" << key << "." << field << " is " << cell->second.second
+              << " (" << cell->second.first << ")";
+        }
+        EXPECT_EQ(row->second.fields.size(), non_null) << when << ": " << coll << "/" << key;
+      }
+      EXPECT_EQ(table.size(), visible) << when << ": " << coll;
+    }
+    auto meta = db.value()->Query("SELECT head = data_cursor FROM cairn_meta");
+    ASSERT_TRUE(meta.ok());
+    EXPECT_EQ(meta->Bytes(0, 0), "t") << when;
+  };
+  check("written through two nodes");
+  auto widened = db.value()->Query(
+      "SELECT count(*) FROM information_schema.columns WHERE column_name = 'f0' "
+      "AND data_type = 'text' AND table_schema = current_schema() || '_data'");
+  ASSERT_TRUE(widened.ok());
+  EXPECT_NE(widened->Bytes(0, 0), "0");
+
+  // Tables behind the log, as an earlier version leaves them: a node starting brings them up,
+  // from its copy's log (node 3), or, the log trimmed in its copy, rewritten whole (node 4).
+  for (int n : {3, 4}) {
+    auto reset = db.value()->Query(
+        "DO $$ DECLARE t text; BEGIN FOR t IN SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = current_schema() || '_data' LOOP EXECUTE format('DELETE FROM %I.%I "
+        "WHERE key <> ''k1''', current_schema() || '_data', t); END LOOP; END $$");
+    ASSERT_TRUE(reset.ok()) << reset.status().ToString();
+    ASSERT_TRUE(db.value()->Query("UPDATE cairn_meta SET data_cursor = 0").ok());
+    ServerThread late(node(n, n == 4 ? 1 : 1000000));
+    check(n == 3 ? "brought up from the log" : "rewritten whole");
+  }
 }
 
 // A write pushed to one node reaches a live session on the other through the database's

@@ -7,6 +7,7 @@
 #include "protocol/batch_codec.h"
 #include "protocol/frame.h"
 #include "server/pg/pg.h"
+#include "server/pg/pg_data_tables.h"
 
 namespace cairn::server {
 
@@ -47,6 +48,8 @@ CREATE INDEX IF NOT EXISTS cairn_idempotency_at ON cairn_idempotency(at_ms);
 -- format 1 databases: the columns of format 2
 ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS log_ops bigint NOT NULL DEFAULT 0;
+-- the SQL tables of the documents (pg_data_tables.h) show the state at this cursor
+ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS data_cursor bigint NOT NULL DEFAULT 0;
 UPDATE cairn_meta SET format = 2,
   log_ops = (SELECT coalesce(sum(op_count), 0) FROM cairn_log) WHERE format < 2;
 COMMIT;
@@ -125,7 +128,13 @@ class PgServerStore final : public ServerStore {
   std::string channel_;  // NOTIFY channel: "cairn_" + the server id in hex
   std::unique_ptr<SqliteServerStore> copy_;
   std::string path_;             // of the copy
+  // Brings the SQL tables of the documents (data_) up to the log's head when they are behind
+  // it (a database of an earlier version, or entries of a node of one), under the head's lock.
+  Status SyncData();
+
   bool checkpoint_due_ = false;  // a push of this node took the log past the mark
+  std::unique_ptr<pg::DataTables> data_;
+  bool data_due_ = true;         // the SQL tables may be behind the log (SyncData)
   int64_t keys_pruned_ms_ = 0;   // when Maintain last forgot the expired write keys
 };
 
@@ -137,7 +146,9 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   // The tables, when missing (making them needs CREATE on the schema; using them does not).
   CAIRN_ASSIGN_OR_RETURN(
       pg::Rows made,
-      s->db_->Exec("SELECT (to_regclass('cairn_idempotency') IS NOT NULL)::int::bigint"));
+      s->db_->Exec("SELECT (to_regclass('cairn_idempotency') IS NOT NULL AND EXISTS (SELECT 1 "
+                   "FROM information_schema.columns WHERE table_schema = current_schema() "
+                   "AND table_name = 'cairn_meta' AND column_name = 'data_cursor'))::int::bigint"));
   if (made.size() != 1 || made.Int(0, 0) == 0) {
     CAIRN_RETURN_IF_ERROR(s->db_->ExecScript(kSchema));
   }
@@ -166,6 +177,14 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   s->channel_ = "cairn_" + server_id.Hex();
   CAIRN_RETURN_IF_ERROR(s->Relisten());
   CAIRN_RETURN_IF_ERROR(s->CatchUp());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows schema, s->db_->Exec("SELECT current_schema()::text"));
+  if (schema.size() != 1 || schema.IsNull(0, 0)) {
+    return Status::Invalid("PostgreSQL: no current schema (search_path)");
+  }
+  s->data_ =
+      std::make_unique<pg::DataTables>(pg::DataTables::SchemaFor(std::string(schema.Bytes(0, 0))));
+  CAIRN_RETURN_IF_ERROR(s->data_->Prepare(s->db_.get()));
+  CAIRN_RETURN_IF_ERROR(s->SyncData());
   return std::unique_ptr<ServerStore>(std::move(s));
 }
 
@@ -301,9 +320,48 @@ Status PgServerStore::Maintain() {
                               .status());
     keys_pruned_ms_ = now;
   }
+  if (data_due_) CAIRN_RETURN_IF_ERROR(SyncData());
   if (!checkpoint_due_) return Status::OK();
   CAIRN_RETURN_IF_ERROR(Checkpoint());  // (still due after a failure: the next tick retries)
   checkpoint_due_ = false;
+  return Status::OK();
+}
+
+Status PgServerStore::SyncData() {
+  CAIRN_RETURN_IF_ERROR(CatchUp());
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  pg::Txn txn(db);
+  CAIRN_RETURN_IF_ERROR(txn.Begin());
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows meta,
+                         db->Exec("SELECT head, data_cursor FROM cairn_meta FOR UPDATE"));
+  if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
+  const uint64_t head = U(meta.Int(0, 0)), shown = U(meta.Int(0, 1));
+  if (shown < head) {
+    CAIRN_RETURN_IF_ERROR(TakeIn(db, head, /*in_push=*/true));
+    if (copy_->head() != head) return Status(Code::kEBUSY, "the copy is behind the log");
+    if (shown >= copy_->floor()) {
+      // The documents of the entries after `shown`, each at the last entry that changed it.
+      std::map<std::pair<std::string, std::string>, uint64_t> last;
+      CAIRN_RETURN_IF_ERROR(copy_->ReadLog(shown, SIZE_MAX, [&](const LogEntry& e) {
+        return protocol::DecodeBatchFrame(e.batch, "log entry", [&](const Op& op) {
+          last[{op.collection, op.key}] = e.cursor;
+          return Status::OK();
+        });
+      }));
+      std::map<uint64_t, pg::DocRefs> by_cursor;
+      for (auto& [doc, cursor] : last) by_cursor[cursor].insert(doc);
+      for (const auto& [cursor, docs] : by_cursor) {
+        CAIRN_RETURN_IF_ERROR(data_->Write(db, copy_->state(), docs, cursor));
+      }
+    } else {
+      // What changed since is no longer in the log: every table rewritten.
+      CAIRN_RETURN_IF_ERROR(data_->Rebuild(db, copy_->state(), head));
+    }
+    CAIRN_RETURN_IF_ERROR(
+        db->Exec("UPDATE cairn_meta SET data_cursor = $1", {pg::Param(head)}).status());
+  }
+  CAIRN_RETURN_IF_ERROR(txn.Commit());
+  data_due_ = false;
   return Status::OK();
 }
 
@@ -403,6 +461,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
   }
   PushResult result;
   protocol::BatchEncoder accepted;
+  pg::DocRefs touched;  // by the accepted ops: their rows in the SQL tables
   PushSort sort;
   CAIRN_RETURN_IF_ERROR(SortPush(
       origin, batch, before, limits, admit, judge,
@@ -418,7 +477,10 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
           result.refused.push_back(std::move(r));
           return Status::OK();
         }
-        for (size_t i = 0; i < n; i++) accepted.Add(ops[i]);
+        for (size_t i = 0; i < n; i++) {
+          accepted.Add(ops[i]);
+          touched.emplace(ops[i].collection, ops[i].key);
+        }
         return Status::OK();
       },
       &sort));
@@ -479,11 +541,24 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
               .status());
     }
     CAIRN_RETURN_IF_ERROR(copy_->StageEntry(entry));
-    Status st =
-        db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
-                 {pg::Param(entry.cursor), pg::Param::Bytes(o), pg::Param(before + 1),
-                  pg::Param(sort.through), pg::Param(sort.applied), pg::Param::Bytes(frame)})
-            .status();
+    // The documents' rows, as the copy holds them with this entry (docs/backend.md "SQL
+    // tables"), and the cursor they show, when they showed the one before.
+    Status st = data_->Write(db, copy_->state(), touched, entry.cursor);
+    if (st.ok()) {
+      Result<pg::Rows> moved =
+          db->Exec("UPDATE cairn_meta SET data_cursor = $1 WHERE data_cursor = $2 RETURNING 1",
+                   {pg::Param(entry.cursor), pg::Param(entry.cursor - 1)});
+      st = moved.status();
+      if (st.ok() && moved->size() == 0) data_due_ = true;
+    }
+    if (!st.ok()) {
+      copy_->AbortStaged();
+      return st;
+    }
+    st = db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
+                  {pg::Param(entry.cursor), pg::Param::Bytes(o), pg::Param(before + 1),
+                   pg::Param(sort.through), pg::Param(sort.applied), pg::Param::Bytes(frame)})
+             .status();
     if (st.ok()) {
       st = db->Exec("SELECT pg_notify($1, '')", {pg::Param::Text(channel_)}).status();
     }

@@ -10,111 +10,21 @@
 #include "base/strings.h"
 #include "protocol/stream_codec.h"
 #include "server/pg/pg.h"
+#include "server/pg/pg_columns.h"
 
 namespace cairn::server {
 
 namespace {
 
+using pg::ColType;
+using pg::FromSqlType;
+using pg::Join;
+using pg::SqlType;
+using pg::ToParam;
+using pg::TypeOf;
+
 // Parameters of one INSERT: PostgreSQL takes at most 65,535.
 constexpr size_t kMaxParams = 60000;
-
-enum class ColType { kNone, kBool, kBigint, kDouble, kText, kBytea };
-
-ColType TypeOf(const Value& v) {
-  switch (v.type()) {
-    case ValueType::kNull:
-      return ColType::kNone;
-    case ValueType::kBool:
-      return ColType::kBool;
-    case ValueType::kInt:
-      return ColType::kBigint;
-    case ValueType::kDouble:
-      return ColType::kDouble;
-    case ValueType::kString:
-      return ColType::kText;
-    case ValueType::kBytes:
-      return ColType::kBytea;
-  }
-  return ColType::kText;
-}
-
-// The narrowest type holding values of both.
-ColType Join(ColType a, ColType b) {
-  if (a == ColType::kNone || a == b) return b;
-  if (b == ColType::kNone) return a;
-  if ((a == ColType::kBigint && b == ColType::kDouble) ||
-      (a == ColType::kDouble && b == ColType::kBigint)) {
-    return ColType::kDouble;
-  }
-  return ColType::kText;
-}
-
-const char* SqlType(ColType t) {
-  switch (t) {
-    case ColType::kBool:
-      return "boolean";
-    case ColType::kBigint:
-      return "bigint";
-    case ColType::kDouble:
-      return "double precision";
-    case ColType::kBytea:
-      return "bytea";
-    default:
-      return "text";
-  }
-}
-
-// information_schema's data_type; a type Cairn does not make (someone altered the column) is
-// sent as text: PostgreSQL converts it where it can, else the batch fails (the server's error,
-// sent again later), until the column's type is put back.
-ColType FromSqlType(std::string_view t) {
-  if (t == "boolean") return ColType::kBool;
-  if (t == "bigint") return ColType::kBigint;
-  if (t == "double precision") return ColType::kDouble;
-  if (t == "bytea") return ColType::kBytea;
-  return ColType::kText;
-}
-
-// A value as a parameter for a column of type `t` (TypeOf(v) fits in `t`); text renderings
-// are kept in `arena` until the statement ran.
-pg::Param ToParam(const Value& v, ColType t, std::deque<std::string>* arena) {
-  if (v.type() == ValueType::kNull) return pg::Param::Null();
-  if (t == ColType::kText) {
-    switch (v.type()) {
-      case ValueType::kBool:
-        return pg::Param::Text(v.as_bool() ? "true" : "false");
-      case ValueType::kInt:
-        arena->push_back(std::to_string(v.as_int()));
-        break;
-      case ValueType::kDouble: {
-        // The shortest form that reads back the same, as PostgreSQL writes a double.
-        char buf[32];
-        auto end = std::to_chars(buf, buf + sizeof buf, v.as_double()).ptr;
-        arena->push_back(std::string(buf, end));
-        break;
-      }
-      case ValueType::kBytes:
-        arena->push_back(HexEncode(v.as_string()));
-        break;
-      default:
-        return pg::Param::Text(v.as_string());
-    }
-    return pg::Param::Text(arena->back());
-  }
-  switch (v.type()) {
-    case ValueType::kBool:
-      return pg::Param::Bool(v.as_bool());
-    case ValueType::kInt:
-      return t == ColType::kDouble ? pg::Param::Double(static_cast<double>(v.as_int()))
-                                   : pg::Param(v.as_int());
-    case ValueType::kDouble:
-      return pg::Param::Double(v.as_double());
-    case ValueType::kBytes:
-      return pg::Param::Bytes(v.as_string());
-    default:
-      return pg::Param::Text(v.as_string());
-  }
-}
 
 class PgStreamTables final : public StreamSink {
  public:
@@ -233,11 +143,8 @@ Result<StreamStoreResult> PgStreamTables::Store(const ReplicaId& origin,
       columns[i] = it->second;
       const ColType wider = Join(it->second.type, needs[i]);
       if (wider != it->second.type) {
-        const std::string col = QuoteIdent(it->second.name);
-        const std::string from = it->second.type == ColType::kBytea ? "encode(" + col + ", 'hex')"
-                                                                    : col + "::" + SqlType(wider);
-        ddl->push_back("ALTER TABLE " + table + " ALTER COLUMN " + col + " TYPE " + SqlType(wider) +
-                       " USING " + from);
+        ddl->push_back("ALTER TABLE " + table + " " +
+                       pg::WidenColumn(QuoteIdent(it->second.name), it->second.type, wider));
         columns[i].type = wider;
       }
     }

@@ -1,0 +1,237 @@
+#include "server/pg/pg_data_tables.h"
+
+#include <algorithm>
+#include <deque>
+#include <vector>
+
+#include "base/strings.h"
+#include "crdt/doc_state.h"
+
+namespace cairn::server::pg {
+
+namespace {
+
+// Parameters of one statement: PostgreSQL takes at most 65,535.
+constexpr size_t kMaxParams = 60000;
+// Documents read and written at a time by a rebuild.
+constexpr size_t kRebuildChunk = 1000;
+
+// A text column cannot hold U+0000, which a Cairn string may: it shows as U+FFFD there (the
+// document itself keeps it; docs/backend.md "SQL tables").
+Value ForText(const Value& v) {
+  if (v.type() != ValueType::kString || v.as_string().find('\0') == std::string::npos) return v;
+  std::string s;
+  for (char c : v.as_string()) {
+    if (c == '\0') {
+      s += "\xEF\xBF\xBD";
+    } else {
+      s += c;
+    }
+  }
+  return Value::String(std::move(s));
+}
+
+}  // namespace
+
+std::string DataTables::SchemaFor(const std::string& store_schema) {
+  return store_schema == "public" || store_schema.empty() ? "cairn_data" : store_schema + "_data";
+}
+
+Status DataTables::Prepare(Conn* db) {
+  // Made by an administrator beforehand, the role needs no CREATE on the database.
+  CAIRN_ASSIGN_OR_RETURN(
+      Rows found,
+      db->Exec("SELECT 1::bigint FROM pg_namespace WHERE nspname = $1", {Param::Text(schema_)}));
+  if (found.size() > 0) return Status::OK();
+  // Under the lock the store's schema is made under: nodes starting together would race.
+  return db->ExecScript(("BEGIN; SELECT pg_advisory_xact_lock(hashtext(current_schema()), 1); "
+                         "CREATE SCHEMA IF NOT EXISTS " +
+                         QuoteIdent(schema_) + "; COMMIT;")
+                            .c_str());
+}
+
+Result<DataTables::Table> DataTables::ReadTable(Conn* db, const std::string& collection) {
+  Table t;
+  CAIRN_ASSIGN_OR_RETURN(
+      Rows cols,
+      db->Exec("SELECT column_name::text, data_type::text FROM information_schema.columns "
+               "WHERE table_schema = $1 AND table_name = $2",
+               {Param::Text(schema_), Param::Text(collection)}));
+  for (int i = 0; i < cols.size(); i++) {
+    t.exists = true;
+    const std::string name(cols.Bytes(i, 0));
+    if (name == "key" || name == "cairn_cursor") continue;
+    t.columns[name] = FromSqlType(cols.Bytes(i, 1));
+  }
+  return t;
+}
+
+Status DataTables::EnsureTable(Conn* db, const std::string& collection,
+                               const std::map<std::string, ColType>& needs) {
+  const std::string table = QuoteIdent(schema_) + "." + QuoteIdent(collection);
+  auto plan = [&](const Table& t, std::vector<std::string>* ddl) {
+    Table out = t;
+    if (!t.exists) {
+      ddl->push_back("CREATE TABLE " + table +
+                     "(key text PRIMARY KEY, cairn_cursor bigint NOT NULL)");
+      out.exists = true;
+    }
+    for (const auto& [field, type] : needs) {
+      auto it = t.columns.find(field);
+      if (it == t.columns.end()) {
+        const ColType made = type == ColType::kNone ? ColType::kText : type;  // (all null)
+        ddl->push_back("ALTER TABLE " + table + " ADD COLUMN " + QuoteIdent(field) + " " +
+                       SqlType(made));
+        out.columns[field] = made;
+        continue;
+      }
+      const ColType wider = Join(it->second, type);
+      if (wider != it->second) {
+        ddl->push_back("ALTER TABLE " + table + " " +
+                       WidenColumn(QuoteIdent(field), it->second, wider));
+        out.columns[field] = wider;
+      }
+    }
+    return out;
+  };
+  std::vector<std::string> ddl;
+  auto known = tables_.find(collection);
+  if (known != tables_.end()) {
+    plan(known->second, &ddl);
+    if (ddl.empty()) return Status::OK();
+    ddl.clear();
+  }
+  // Another node may be changing the same table: one at a time, and look again. (Taken while
+  // the log's head is locked, as every writer of these tables holds it: no lock cycle.)
+  CAIRN_RETURN_IF_ERROR(
+      db->Exec("SELECT pg_advisory_xact_lock(hashtext(current_schema()), 3)").status());
+  CAIRN_ASSIGN_OR_RETURN(Table t, ReadTable(db, collection));
+  Table out = plan(t, &ddl);
+  for (const std::string& statement : ddl) CAIRN_RETURN_IF_ERROR(db->ExecScript(statement.c_str()));
+  tables_[collection] = std::move(out);
+  return Status::OK();
+}
+
+Status DataTables::WriteCollection(Conn* db, const std::string& collection,
+                                   const std::map<std::string, std::optional<Fields>>& docs,
+                                   uint64_t cursor) {
+  std::map<std::string, ColType> needs;
+  for (const auto& [key, fields] : docs) {
+    if (!fields) continue;
+    for (const auto& [name, value] : *fields) needs[name] = Join(needs[name], TypeOf(value));
+  }
+  CAIRN_RETURN_IF_ERROR(EnsureTable(db, collection, needs));
+  const Table& t = tables_.at(collection);
+  const std::string table = QuoteIdent(schema_) + "." + QuoteIdent(collection);
+  // The documents' rows go, then the visible ones come back whole: a field a document no
+  // longer has (deleted, then written again without it) leaves nothing behind.
+  std::vector<const std::string*> keys;
+  for (const auto& entry : docs) keys.push_back(&entry.first);
+  for (size_t first = 0; first < keys.size(); first += kMaxParams) {
+    const size_t last = std::min(keys.size(), first + kMaxParams);
+    std::string sql = "DELETE FROM " + table + " WHERE key IN (";
+    std::vector<Param> params;
+    for (size_t i = first; i < last; i++) {
+      sql += (i == first ? "$" : ",$") + std::to_string(i - first + 1);
+      params.push_back(Param::Text(*keys[i]));
+    }
+    CAIRN_RETURN_IF_ERROR(db->Exec(sql + ")", params).status());
+  }
+  std::vector<std::string> fields;
+  std::string head = "INSERT INTO " + table + "(key, cairn_cursor";
+  for (const auto& [field, type] : needs) {
+    fields.push_back(field);
+    head += ", " + QuoteIdent(field);
+  }
+  head += ") VALUES ";
+  const size_t per_row = 2 + fields.size();
+  const size_t rows_per_insert = std::max<size_t>(1, std::min<size_t>(1000, kMaxParams / per_row));
+  std::vector<std::pair<const std::string*, const Fields*>> rows;
+  for (const auto& [key, visible] : docs) {
+    if (visible) rows.emplace_back(&key, &*visible);
+  }
+  for (size_t first = 0; first < rows.size(); first += rows_per_insert) {
+    const size_t last = std::min(rows.size(), first + rows_per_insert);
+    std::string sql = head;
+    std::vector<Param> params;
+    std::deque<std::string> arena;
+    std::deque<Value> texts;
+    for (size_t r = first; r < last; r++) {
+      sql += r == first ? "(" : ",(";
+      for (size_t c = 0; c < per_row; c++) {
+        sql += (c == 0 ? "$" : ",$") + std::to_string(params.size() + c + 1);
+      }
+      sql += ")";
+      params.push_back(Param::Text(*rows[r].first));
+      params.push_back(Param(cursor));
+      for (const std::string& field : fields) {
+        auto v = rows[r].second->find(field);
+        if (v == rows[r].second->end()) {
+          params.push_back(Param::Null());
+          continue;
+        }
+        texts.push_back(ForText(v->second));
+        params.push_back(ToParam(texts.back(), t.columns.at(field), &arena));
+      }
+    }
+    CAIRN_RETURN_IF_ERROR(db->Exec(sql, params).status());
+  }
+  return Status::OK();
+}
+
+Status DataTables::Write(Conn* db, store::ReplicaStore* state, const DocRefs& docs,
+                         uint64_t cursor) {
+  Status st;
+  for (auto it = docs.begin(); st.ok() && it != docs.end();) {
+    const std::string& collection = it->first;
+    std::map<std::string, std::optional<Fields>> rows;
+    for (; it != docs.end() && it->first == collection; ++it) {
+      // (CopyDoc: the push's changes are not written to the file before its commit.)
+      Result<crdt::DocState> doc = state->CopyDoc(collection, it->second);
+      if (!doc.ok()) {
+        st = doc.status();
+        break;
+      }
+      rows.emplace(it->second, doc->Visible()
+                                   ? std::optional<Fields>(crdt::VisibleFields(doc->cells))
+                                   : std::nullopt);
+    }
+    if (st.ok()) st = WriteCollection(db, collection, rows, cursor);
+  }
+  if (!st.ok()) tables_.clear();  // (the transaction rolls back what was made)
+  return st;
+}
+
+Status DataTables::Rebuild(Conn* db, store::ReplicaStore* state, uint64_t cursor) {
+  Status st = [&]() -> Status {
+    CAIRN_ASSIGN_OR_RETURN(Rows tables,
+                           db->Exec("SELECT table_name::text FROM information_schema.tables "
+                                    "WHERE table_schema = $1 AND table_type = 'BASE TABLE'",
+                                    {Param::Text(schema_)}));
+    for (int i = 0; i < tables.size(); i++) {
+      CAIRN_RETURN_IF_ERROR(db->ExecScript(
+          ("TRUNCATE " + QuoteIdent(schema_) + "." + QuoteIdent(std::string(tables.Bytes(i, 0))))
+              .c_str()));
+    }
+    for (const std::string& collection : state->CollectionNames()) {
+      std::map<std::string, std::optional<Fields>> rows;
+      auto flush = [&]() -> Status {
+        Status written = WriteCollection(db, collection, rows, cursor);
+        rows.clear();
+        return written;
+      };
+      CAIRN_RETURN_IF_ERROR(state->ForEachDocFields(
+          collection, [&](const std::string& key, const Fields& fields) -> Status {
+            if (fields.empty()) return Status::OK();  // deleted
+            rows.emplace(key, fields);
+            return rows.size() == kRebuildChunk ? flush() : Status::OK();
+          }));
+      if (!rows.empty()) CAIRN_RETURN_IF_ERROR(flush());
+    }
+    return Status::OK();
+  }();
+  if (!st.ok()) tables_.clear();
+  return st;
+}
+
+}  // namespace cairn::server::pg
