@@ -356,7 +356,8 @@ class HttpApiTest(unittest.TestCase):
         finally:
             watch.terminate()
             watch.wait(timeout=20)
-        self.assertIn("HTTP writes of this process are made as origin", read(s.log_path))
+        self.assertIn("own writes (HTTP API, SQL inbox) of this process are made as origin",
+                      read(s.log_path))
         # The server's own file may be read with cairn, not written (such a write would never
         # reach the clients): exit 3, pointing to the HTTP API; nothing written.
         server_db = os.path.join(self.work, "server.db")

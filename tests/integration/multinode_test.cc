@@ -332,6 +332,69 @@ TEST_F(MultiNode, SqlTablesShowTheDocumentsAfterRandomWritesThroughSeveralNodes)
   }
 }
 
+// Writes through SQL (docs/backend.md "Writing through SQL"): rows inserted into cairn_inbox
+// while two nodes race to take them are each applied once (500 increments of one counter
+// count 500), as the server's own writes that reach devices; a bad row is refused with its
+// reason, the rows after it applied.
+TEST_F(MultiNode, SqlInboxRowsAreAppliedOnceWhileTwoNodesRace) {
+  TempDir dir;
+  auto node = [&](int n) {
+    server::ServerOptions o = Node(dir, n);
+    o.catch_up_ms = 20;  // (how often each node looks at the inbox)
+    return o;
+  };
+  ServerThread n1(node(1)), n2(node(2));
+  auto db = server::pg::Conn::Connect(testing::TestStoreUrl(dir.File("cluster")));
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  for (int batch = 0; batch < 10; batch++) {
+    std::string sql = "INSERT INTO cairn_inbox(op, collection, key, fields, field, delta) VALUES ";
+    for (int i = 0; i < 50; i++) {
+      sql += std::string(i ? "," : "") + "('inc', 'counters', 'c', NULL, 'n', 1)";
+    }
+    ASSERT_TRUE(db.value()->Query(sql).ok());
+    ASSERT_TRUE(db.value()
+                    ->Query("INSERT INTO cairn_inbox(op, collection, key, fields) VALUES "
+                            "('set', 'orders', 'o" +
+                            std::to_string(batch) + "', '{\"qty\": " + std::to_string(batch) +
+                            ", \"note\": \"from sql\"}')")
+                    .ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(15));
+  }
+  ASSERT_TRUE(db.value()
+                  ->Query("INSERT INTO cairn_inbox(op, collection, key, fields) VALUES "
+                          "('set', 'bad name', 'k', '{\"a\": 1}'), "
+                          "('set', 'orders', 'o1', '[1]'), ('del', 'orders', 'o2', NULL)")
+                  .ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto left = db.value()->Query(
+        "SELECT count(*) FROM cairn_inbox WHERE applied_cursor IS NULL AND refused IS NULL");
+    return left.ok() && left->Bytes(0, 0) == "0";
+  }));
+  auto done = db.value()->Query(
+      "SELECT count(*) FILTER (WHERE applied_cursor IS NOT NULL), "
+      "count(*) FILTER (WHERE refused IS NOT NULL), count(DISTINCT claimed_by) FROM cairn_inbox");
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->Bytes(0, 0), "511");
+  EXPECT_EQ(done->Bytes(0, 1), "2");
+  auto reasons =
+      db.value()->Query("SELECT refused FROM cairn_inbox WHERE refused IS NOT NULL ORDER BY id");
+  ASSERT_TRUE(reasons.ok() && reasons->size() == 2);
+  EXPECT_NE(std::string(reasons->Bytes(0, 0)).find("collection name"), std::string::npos)
+      << reasons->Bytes(0, 0);
+  EXPECT_NE(std::string(reasons->Bytes(1, 0)).find("row"), std::string::npos)
+      << reasons->Bytes(1, 0);
+  // A device sees them once, through either node.
+  auto device = OpenReplica(dir.File("device"));
+  ASSERT_TRUE(SyncOnce(device.get(), n2.address()).ok());
+  EXPECT_EQ(device->Get("counters", "c").value()->at("n").as_int(), 500);
+  EXPECT_EQ(device->Get("orders", "o7").value()->at("qty").as_int(), 7);
+  EXPECT_EQ(device->Get("orders", "o7").value()->at("note").as_string(), "from sql");
+  EXPECT_FALSE(device->Get("orders", "o2").value().has_value());
+  // And the SQL tables show them.
+  auto table = SqlTable(db.value().get(), "counters");
+  EXPECT_EQ(table["c"].fields["n"].second, "500");
+}
+
 // A write pushed to one node reaches a live session on the other through the database's
 // notification: the nodes' periodic catch-up is an hour here, longer than the test waits.
 TEST_F(MultiNode, LiveWritesReachSessionsOnTheOtherNode) {

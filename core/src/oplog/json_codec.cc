@@ -219,4 +219,52 @@ Json RejectedOpToJson(const Op& op, int code, const std::string& reason, int64_t
   return j;
 }
 
+Result<std::string> JsonStringAt(const Json& j, const char* name, const std::string& what) {
+  if (!j.contains(name) || !j[name].is_string()) {
+    return Status::Invalid(what + " needs \"" + name + "\", a string");
+  }
+  return j[name].get<std::string>();
+}
+
+Result<std::vector<Op>> DocOpsFromJson(const std::string& kind, const Json& j,
+                                       const std::string& collection, const std::string& key,
+                                       const std::string& what) {
+  std::vector<Op> ops;
+  Op op;
+  op.collection = collection;
+  op.key = key;
+  if (kind == "set") {
+    if (!j.contains("fields")) return Status::Invalid(what + " needs \"fields\"");
+    auto fields = FieldsFromJson(j["fields"]);
+    if (!fields.ok()) return fields.status().WithContext(what + ".fields");
+    for (auto& [name, value] : *fields) {
+      op.kind = OpKind::kSet;
+      op.field = name;
+      op.value = std::move(value);
+      ops.push_back(op);
+    }
+  } else if (kind == "inc") {
+    CAIRN_ASSIGN_OR_RETURN(op.field, JsonStringAt(j, "field", what));
+    const Json* delta = j.contains("delta") ? &j["delta"] : nullptr;
+    if (delta == nullptr || !delta->is_number_integer() ||
+        (delta->is_number_unsigned() &&
+         delta->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
+      return Status::Invalid(what + " needs \"delta\", a 64-bit signed integer");
+    }
+    op.kind = OpKind::kIncrement;
+    op.delta = delta->get<int64_t>();
+    ops.push_back(op);
+  } else if (kind == "del") {
+    op.kind = OpKind::kDelete;
+    ops.push_back(op);
+  } else {
+    return Status::Invalid(what + ": \"op\" must be \"set\", \"inc\" or \"del\"");
+  }
+  for (const Op& o : ops) {
+    Status valid = ValidateOp(o);
+    if (!valid.ok()) return valid.WithContext(what);
+  }
+  return ops;
+}
+
 }  // namespace cairn

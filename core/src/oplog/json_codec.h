@@ -32,6 +32,14 @@ Result<Fields> FieldsFromJson(const Json& j);
 Result<Json> ParseJson(std::string_view text);
 // Canonical text of `j` (what every command-line tool prints).
 std::string CanonicalJson(const Json& j);
+// j[name] as a string; EINVAL naming `what` when it is missing or not one.
+Result<std::string> JsonStringAt(const Json& j, const char* name, const std::string& what);
+// The ops of one document's change (validated), as the HTTP API and the SQL inbox take it
+// (docs/backend.md "Writing"): `kind` "set" with j's "fields", "inc" with "field" and "delta",
+// "del"; EINVAL naming `what`.
+Result<std::vector<Op>> DocOpsFromJson(const std::string& kind, const Json& j,
+                                       const std::string& collection, const std::string& key,
+                                       const std::string& what);
 Json OpToJson(const Op& op);
 // An op a server refused: OpToJson plus "error" (the code's name, e.g. "EPERM"), "reason" and
 // "at_ms" (when it was recorded).

@@ -89,56 +89,6 @@ Status OnlyKeys(const Json& j, std::initializer_list<const char*> allowed,
   return Status::OK();
 }
 
-Result<std::string> StringAt(const Json& j, const char* name, const std::string& what) {
-  if (!j.contains(name) || !j[name].is_string()) {
-    return Status::Invalid(what + " needs \"" + name + "\", a string");
-  }
-  return j[name].get<std::string>();
-}
-
-// The ops of one document's change, as docs/backend.md "Writing" gives them: "set" with
-// "fields", "inc" with "field" and "delta", "del".
-Result<std::vector<Op>> DocOps(const std::string& kind, const Json& j,
-                               const std::string& collection, const std::string& key,
-                               const std::string& what) {
-  std::vector<Op> ops;
-  Op op;
-  op.collection = collection;
-  op.key = key;
-  if (kind == "set") {
-    if (!j.contains("fields")) return Status::Invalid(what + " needs \"fields\"");
-    auto fields = FieldsFromJson(j["fields"]);
-    if (!fields.ok()) return fields.status().WithContext(what + ".fields");
-    for (auto& [name, value] : *fields) {
-      op.kind = OpKind::kSet;
-      op.field = name;
-      op.value = std::move(value);
-      ops.push_back(op);
-    }
-  } else if (kind == "inc") {
-    CAIRN_ASSIGN_OR_RETURN(op.field, StringAt(j, "field", what));
-    const Json* delta = j.contains("delta") ? &j["delta"] : nullptr;
-    if (delta == nullptr || !delta->is_number_integer() ||
-        (delta->is_number_unsigned() &&
-         delta->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
-      return Status::Invalid(what + " needs \"delta\", a 64-bit signed integer");
-    }
-    op.kind = OpKind::kIncrement;
-    op.delta = delta->get<int64_t>();
-    ops.push_back(op);
-  } else if (kind == "del") {
-    op.kind = OpKind::kDelete;
-    ops.push_back(op);
-  } else {
-    return Status::Invalid(what + ": \"op\" must be \"set\", \"inc\" or \"del\"");
-  }
-  for (const Op& o : ops) {
-    Status valid = ValidateOp(o);
-    if (!valid.ok()) return valid.WithContext(what);
-  }
-  return ops;
-}
-
 // POST /v1/batch's body: {"ops":[{"op":..,"collection":..,"key":..,...}, ...]}.
 Result<std::vector<Op>> BatchOps(const Json& j) {
   CAIRN_RETURN_IF_ERROR(OnlyKeys(j, {"ops"}, "the body"));
@@ -151,10 +101,10 @@ Result<std::vector<Op>> BatchOps(const Json& j) {
     const std::string what = "ops[" + std::to_string(i) + "]";
     CAIRN_RETURN_IF_ERROR(
         OnlyKeys(o, {"op", "collection", "key", "fields", "field", "delta"}, what));
-    CAIRN_ASSIGN_OR_RETURN(std::string kind, StringAt(o, "op", what));
-    CAIRN_ASSIGN_OR_RETURN(std::string collection, StringAt(o, "collection", what));
-    CAIRN_ASSIGN_OR_RETURN(std::string key, StringAt(o, "key", what));
-    CAIRN_ASSIGN_OR_RETURN(std::vector<Op> more, DocOps(kind, o, collection, key, what));
+    CAIRN_ASSIGN_OR_RETURN(std::string kind, JsonStringAt(o, "op", what));
+    CAIRN_ASSIGN_OR_RETURN(std::string collection, JsonStringAt(o, "collection", what));
+    CAIRN_ASSIGN_OR_RETURN(std::string key, JsonStringAt(o, "key", what));
+    CAIRN_ASSIGN_OR_RETURN(std::vector<Op> more, DocOpsFromJson(kind, o, collection, key, what));
     for (Op& op : more) ops.push_back(std::move(op));
   }
   return ops;
@@ -224,9 +174,7 @@ HttpResponse Replay(const KeptWrite& kept, const WriteKey& key) {
 
 }  // namespace
 
-HttpApi::HttpApi(SessionHub::Impl* hub) : hub_(hub), clock_source_(hub), clock_(&clock_source_) {}
-
-int64_t HttpApi::StoreClock::NowMs() { return hub_->store->NowMs(); }
+HttpApi::HttpApi(SessionHub::Impl* hub) : hub_(hub) {}
 
 std::optional<HttpResponse> HttpApi::Authenticate(const net::HttpRequest& request,
                                                   Caller* caller) const {
@@ -360,7 +308,7 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
   // A write: its ops from the method and the body.
   Result<std::vector<Op>> ops = std::vector<Op>();
   if (m == "DELETE") {
-    ops = DocOps("del", Json::object(), s[2], s[3], "the request");
+    ops = DocOpsFromJson("del", Json::object(), s[2], s[3], "the request");
   } else {
     Json body;
     if (auto bad = JsonBody(request, &body)) return reply(*bad);
@@ -368,10 +316,10 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
       ops = BatchOps(body);
     } else if (s.size() == 5) {
       Status only = OnlyKeys(body, {"field", "delta"}, "the body");
-      ops = only.ok() ? DocOps("inc", body, s[2], s[3], "the body") : only;
+      ops = only.ok() ? DocOpsFromJson("inc", body, s[2], s[3], "the body") : only;
     } else {
       Status only = OnlyKeys(body, {"fields"}, "the body");
-      ops = only.ok() ? DocOps("set", body, s[2], s[3], "the body") : only;
+      ops = only.ok() ? DocOpsFromJson("set", body, s[2], s[3], "the body") : only;
     }
   }
   if (!ops.ok()) return reply(ErrorResponse(ops.status()));
@@ -747,48 +695,6 @@ HttpResponse HttpApi::Write(const Caller& caller, std::vector<Op> ops, const Wri
   if (key != nullptr) {
     if (auto replay = kept()) return *replay;
   }
-  if (!origin_) {
-    ReplicaId id;
-    do {
-      if (!port::SecureRandom(id.bytes.data(), id.bytes.size()).ok()) {
-        return HttpError(500, Code::kEINTERNAL, "server error making its write origin");
-      }
-    } while (IsReservedReplicaId(id) || id == store->id());
-    origin_ = id;
-    hub_->Log("HTTP writes of this process are made as origin " + id.Hex());
-  }
-  if (ops.size() > kMaxTransactionOps) {
-    return HttpError(413, Code::kEINVAL,
-                     "a transaction holds at most " + std::to_string(kMaxTransactionOps) + " ops");
-  }
-  // Stamped after everything the documents hold: an API write supersedes what the caller
-  // could have read (docs/backend.md "Writing").
-  for (const Op& op : ops) {
-    auto doc = store->state()->CopyDoc(op.collection, op.key);
-    if (!doc.ok()) {
-      hub_->Log("reading " + op.collection + "/" + op.key + " failed: " + doc.status().ToString());
-      return HttpError(500, Code::kEINTERNAL, "server error reading the document");
-    }
-    clock_.Observe(std::max(doc->MaxOp().hlc, doc->del.hlc));
-  }
-  uint64_t seq = store->state()->Through(*origin_);
-  protocol::BatchEncoder enc;
-  for (size_t i = 0; i < ops.size(); i++) {
-    ops[i].id = OpId{clock_.Now(), *origin_, ++seq};
-    ops[i].continues_txn = i > 0;
-    enc.Add(ops[i]);
-  }
-  flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
-  enc.Finish(&fbb);
-  if (fbb.GetSize() > kMaxTransactionBytes) {
-    return HttpError(413, Code::kEINVAL,
-                     "the transaction is larger than " + std::to_string(kMaxTransactionBytes) +
-                         " bytes once encoded");
-  }
-  const auto* batch = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
-  PushLimits limits;
-  limits.max_ops = static_cast<uint32_t>(kMaxTransactionOps);
-  limits.max_bytes = protocol::BatchBudget(hub_->options.conn.limits.max_frame_bytes);
   auto admit = [&](const Op& op) -> Status {
     if (caller.claims && !caller.grants && !caller.claims->MayWrite(op.collection)) {
       return Status(Code::kEPERM, "the token does not allow writing '" + op.collection + "'");
@@ -797,13 +703,11 @@ HttpResponse HttpApi::Write(const Caller& caller, std::vector<Op> ops, const Wri
   };
   std::optional<WriteJudge> judge;
   if (caller.grants) judge.emplace(hub_->options.rules.get(), &*caller.grants, store->state());
-  const uint64_t head_before = store->head();
-  auto pushed = [&] {
-    ScopedTimer timed(&hub_->metrics.store_seconds["apply_push"]);
-    return store->ApplyPush(*origin_, *batch, limits, admit, judge ? &*judge : nullptr, key);
-  }();
-  if (pushed.ok()) hub_->CountPush(*pushed);
-  if (store->head() != head_before) hub_->Committed(head_before, nullptr);
+  PushExtras extras;
+  if (key != nullptr) extras.key = *key;
+  std::vector<std::vector<Op>> txns;
+  txns.push_back(std::move(ops));
+  auto pushed = hub_->writer->Write(std::move(txns), admit, judge ? &*judge : nullptr, &extras);
   if (!pushed.ok()) {
     if (pushed.status().code() == Code::kEINVAL) {
       return HttpError(413, Code::kEINVAL, pushed.status().message());

@@ -74,9 +74,9 @@ class HttpApi {
   net::HttpResponse ListDocs(const Caller& caller, const std::string& collection,
                              const net::HttpRequest& request);
   // docs/backend.md "Writing": the ops of one transaction (without their identity) go through
-  // the push path as the server's write origin: the same checks (the caller's grants or sync
-  // rules), merge, log and fan-out as a device's; the answer comes after the commit. With
-  // `key` (docs/backend.md "Idempotency"), a write made already under it is answered again.
+  // the push path as the server's own write (server/server_writer.h), with the caller's grants
+  // or sync rules; the answer comes after the commit. With `key` (docs/backend.md
+  // "Idempotency"), a write made already under it is answered again.
   net::HttpResponse Write(const Caller& caller, std::vector<Op> ops, const WriteKey* key);
 
   // GET /v1/refused, GET /v1/clients (docs/backend.md "Refused ops", "Clients").
@@ -104,22 +104,7 @@ class HttpApi {
   // Asks the hub for a wake at the earliest deadline of polls_.
   void ArmWake();
 
-  // The server's time, for the write origin's clock.
-  class StoreClock : public Clock {
-   public:
-    explicit StoreClock(SessionHub::Impl* hub) : hub_(hub) {}
-    int64_t NowMs() override;
-
-   private:
-    SessionHub::Impl* hub_;
-  };
-
   SessionHub::Impl* hub_;
-  // The origin of this process's HTTP writes (made at the first, random: each server process
-  // writes as one of its own, so nodes of one database never share seqs) and its clock.
-  std::optional<ReplicaId> origin_;
-  StoreClock clock_source_;
-  HybridClock clock_;
   std::list<Poll> polls_;
 };
 

@@ -276,7 +276,8 @@ Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
 
 Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                                 const PushLimits& limits, const AdmitFn& admit,
-                                                TxnJudge* judge, const WriteKey* key) {
+                                                TxnJudge* judge, const PushExtras* extras) {
+  const WriteKey* key = extras != nullptr && extras->key ? &*extras->key : nullptr;
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   store::RollbackUnlessCommitted guard(store_.get());
   PushResult result;

@@ -62,6 +62,9 @@ struct PushResult {
 // docs/backend.md "Idempotency": an HTTP write's Idempotency-Key, kept by the store with what
 // became of the push that carried it, in that push's transaction, for kWriteKeyWindowMs.
 constexpr int64_t kWriteKeyWindowMs = int64_t{24} * 3600 * 1000;
+// An SQL inbox row's claim (ServerStore::ClaimInbox) lapses after this long: a node that died
+// holding it leaves it to the others.
+constexpr int64_t kInboxClaimMs = 30000;
 struct WriteKey {
   std::string subject;  // the caller's ("" on a server that checks no tokens): keys are per subject
   std::string key;
@@ -72,6 +75,25 @@ struct KeptWrite {
   uint64_t cursor = 0;    // the log's head after the push
   Code code = Code::kOK;  // kOK: applied; else refused for `reason`
   std::string reason;
+};
+
+// What a push of the server's own writes (server/server_writer.h) carries besides its ops.
+struct PushExtras {
+  std::optional<WriteKey> key;  // an HTTP write's Idempotency-Key
+  // SQL inbox rows (docs/backend.md "Writing through SQL"; PostgreSQL only), one transaction
+  // of the push each: (row id, its transaction's first seq). Marked applied (or refused, with
+  // their transaction) in the push's transaction if `inbox_claimer` still holds their claim;
+  // EBUSY (nothing applied) when it no longer holds one.
+  std::vector<std::pair<int64_t, uint64_t>> inbox;
+  std::string inbox_claimer;
+};
+
+// A row of the SQL inbox, claimed for a push.
+struct InboxRow {
+  int64_t id = 0;
+  std::string op, collection, key;
+  std::optional<std::string> fields, field;  // fields: JSON text
+  std::optional<int64_t> delta;
 };
 
 // A refused transaction as the HTTP API lists it (docs/backend.md "Refused ops"): where it was
@@ -196,12 +218,13 @@ class ServerStore {
   // entry covers the refused seqs too (docs/protocol.md, "Refused ops"). EFORKED (nothing
   // applied) when a skipped op is not the one received under its seq while the log holds that
   // one (docs/protocol.md, "Restored replicas"). EINVAL (nothing applied) for a push beyond
-  // `limits`. With `key` (an HTTP write, nullptr for devices), the key is kept with the push's
-  // outcome, atomically; EBUSY (nothing applied) when the key is already kept (another node
-  // took it meanwhile: FindWrite tells what became of it).
+  // `limits`. With `extras` (the server's own writes; nullptr for devices): an Idempotency-Key
+  // is kept with the push's outcome, atomically, EBUSY (nothing applied) when it is already
+  // kept (another node took it meanwhile: FindWrite tells what became of it); inbox rows as
+  // PushExtras says.
   virtual Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                        const PushLimits& limits, const AdmitFn& admit,
-                                       TxnJudge* judge, const WriteKey* key) = 0;
+                                       TxnJudge* judge, const PushExtras* extras) = 0;
   // The write kept under `subject`'s `key` within the last kWriteKeyWindowMs, if any.
   virtual Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
                                                      const std::string& key) = 0;
@@ -225,6 +248,17 @@ class ServerStore {
   // its replacement (docs/sync-rules.md "Changes of view").
   virtual Result<std::string> ReplicaView(const ReplicaId& replica) = 0;
   virtual Status SetReplicaView(const ReplicaId& replica, const std::string& record) = 0;
+
+  // The SQL inbox (PostgreSQL; none for SQLite): claims up to `max` rows not applied, refused
+  // or claimed by another within the last kInboxClaimMs, oldest first, for `claimer`; and a
+  // row refused before any push (a bad op), if `claimer` still holds it.
+  virtual Result<std::vector<InboxRow>> ClaimInbox(const std::string& /*claimer*/, size_t /*max*/) {
+    return std::vector<InboxRow>();
+  }
+  virtual Status RefuseInbox(int64_t /*id*/, const std::string& /*claimer*/,
+                             const std::string& /*reason*/) {
+    return Status::OK();
+  }
 
   // Several nodes on one database (PostgreSQL; no-ops for SQLite): CatchUp takes in what other
   // nodes committed, moving head(); notify_socket() (-1: none) becomes readable when one did,
@@ -253,7 +287,7 @@ class SqliteServerStore final : public ServerStore {
   int64_t NowMs() override { return clock_source_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
-                               const WriteKey* key) override;
+                               const PushExtras* extras) override;
   Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
                                              const std::string& key) override;
   Status ReadRefused(uint64_t after, uint64_t upto, size_t max_rows,

@@ -23,6 +23,7 @@
 #include "server/fan_out.h"
 #include "server/metrics.h"
 #include "server/server_store.h"
+#include "server/server_writer.h"
 #include "server/session_hub.h"
 #include "server/stream_tables.h"
 #include "server/sync_server.h"
@@ -69,6 +70,11 @@ struct SessionHub::Impl {
   // With sync rules: who the new log entries concern (docs/sync-rules.md "Fan-out").
   FanOut fan_out;
   ServerMetrics metrics;  // GET /metrics (docs/backend.md "Metrics")
+  std::unique_ptr<ServerWriter> writer;  // the server's own writes (HTTP API, SQL inbox)
+
+  // The SQL inbox (docs/backend.md "Writing through SQL"): the rows waiting, claimed and
+  // pushed as the server's own writes, each applied once; bad ones refused. PostgreSQL only.
+  void DrainInbox();
 
   // Counts a stored push in `metrics`: its ops, and the refusals it made.
   void CountPush(const PushResult& r) {

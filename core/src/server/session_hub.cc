@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "oplog/json_codec.h"
 #include "oplog/validate.h"
 #include "protocol/frame.h"
 #include "server/session.h"
@@ -156,6 +157,7 @@ Result<std::unique_ptr<SessionHub>> SessionHub::Open(const ServerOptions& option
   hub->impl_->unauthenticated.limit = options.max_unauthenticated_bytes;
   hub->impl_->http_bodies.limit = options.max_unauthenticated_bytes;
   CAIRN_ASSIGN_OR_RETURN(hub->impl_->store, ServerStore::Open(options.db_path, options.store));
+  hub->impl_->writer = std::make_unique<ServerWriter>(hub->impl_.get());
   return hub;
 }
 
@@ -248,6 +250,84 @@ void SessionHub::Maintain() {
   if (!st.ok() && !impl_->maintain_failing) impl_->Log("maintenance failed: " + st.ToString());
   if (st.ok() && impl_->maintain_failing) impl_->Log("maintenance works again");
   impl_->maintain_failing = !st.ok();
+  impl_->DrainInbox();
+}
+
+namespace {
+
+// An SQL inbox row's ops (docs/backend.md "Writing through SQL"): its columns as the HTTP
+// API's batch op takes them.
+Result<std::vector<Op>> InboxOps(const InboxRow& r) {
+  const std::string what = "cairn_inbox row " + std::to_string(r.id);
+  CAIRN_RETURN_IF_ERROR(ValidateCollectionName(r.collection).WithContext(what));
+  CAIRN_RETURN_IF_ERROR(ValidateKey(r.key).WithContext(what));
+  Json j = Json::object();
+  if (r.fields) {
+    CAIRN_ASSIGN_OR_RETURN(j["fields"], ParseJson(*r.fields));
+  }
+  if (r.field) j["field"] = *r.field;
+  if (r.delta) j["delta"] = *r.delta;
+  return DocOpsFromJson(r.op, j, r.collection, r.key, what);
+}
+
+}  // namespace
+
+void SessionHub::Impl::DrainInbox() {
+  constexpr size_t kRowsPerPush = 100;
+  constexpr int kPushesPerTick = 10;
+  Result<ReplicaId> origin = writer->Origin();
+  if (!origin.ok()) return;
+  const std::string claimer = origin->Bytes();
+  auto push = [&](std::vector<std::vector<Op>> txns, PushExtras extras) -> Status {
+    Result<PushResult> pushed = writer->Write(
+        std::move(txns), [](const Op&) { return Status::OK(); }, nullptr, &extras);
+    if (pushed.ok()) {
+      for (const Refused& r : pushed->refused) Log("an SQL inbox write was refused: " + r.reason);
+    }
+    return pushed.status();
+  };
+  for (int round = 0; round < kPushesPerTick; round++) {
+    Result<std::vector<InboxRow>> rows = store->ClaimInbox(claimer, kRowsPerPush);
+    if (!rows.ok()) {
+      Log("reading the SQL inbox failed: " + rows.status().ToString());
+      return;
+    }
+    if (rows->empty()) return;
+    std::vector<std::vector<Op>> txns;
+    PushExtras extras;
+    extras.inbox_claimer = claimer;
+    for (const InboxRow& r : *rows) {
+      Result<std::vector<Op>> ops = InboxOps(r);
+      if (!ops.ok()) {
+        Log("SQL inbox: " + ops.status().message());
+        Status refused = store->RefuseInbox(r.id, claimer, ops.status().message());
+        if (!refused.ok()) Log("refusing an SQL inbox row failed: " + refused.ToString());
+        continue;
+      }
+      txns.push_back(std::move(ops.value()));
+      extras.inbox.emplace_back(r.id, 0);
+    }
+    if (txns.empty()) continue;
+    Status st = push(txns, extras);
+    if (st.code() == Code::kEINVAL) {
+      // Too much for one push: each row alone, and one too large for any refused.
+      for (size_t i = 0; i < txns.size(); i++) {
+        PushExtras one;
+        one.inbox_claimer = claimer;
+        one.inbox.emplace_back(extras.inbox[i].first, 0);
+        st = push({txns[i]}, one);
+        if (st.code() == Code::kEINVAL) {
+          st = store->RefuseInbox(extras.inbox[i].first, claimer, st.message());
+        }
+        if (!st.ok()) break;
+      }
+    }
+    if (!st.ok()) {
+      // Left claimed: taken again (by any node) once the claim lapses.
+      Log("applying the SQL inbox failed: " + st.ToString());
+      return;
+    }
+  }
 }
 
 void SessionHub::RunTurn() {

@@ -7,6 +7,9 @@
 
 #include "base/strings.h"
 #include "protocol/batch_codec.h"
+#if defined(CAIRN_HAVE_POSTGRESQL)
+#include "server/pg/pg.h"
+#endif
 #include "rules/rules.h"
 #include "server/server_store.h"
 #include "server/write_judge.h"
@@ -56,7 +59,17 @@ class PushTest : public ::testing::Test {
     const auto* batch =
         flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
     return store_->ApplyPush(
-        origin_, *batch, limits, [](const Op&) { return Status::OK(); }, judge, key);
+        origin_, *batch, limits, [](const Op&) { return Status::OK(); }, judge,
+        key != nullptr ? &(extras_ = server::PushExtras{*key, {}, {}}) : nullptr);
+  }
+
+  // A batch of `ops`, kept until the next call.
+  const wire::OpBatch* Batch(const std::vector<Op>& ops) {
+    protocol::BatchEncoder enc;
+    for (const Op& op : ops) enc.Add(op);
+    batch_ = flatbuffers::FlatBufferBuilder();
+    enc.Finish(&batch_);
+    return flatbuffers::GetRoot<wire::Frame>(batch_.GetBufferPointer())->body_as_OpBatch();
   }
 
   // The fields of notes/k in the server's state.
@@ -74,6 +87,8 @@ class PushTest : public ::testing::Test {
 
   testing::TempDir dir_;
   testing::FakeClock clock_;
+  server::PushExtras extras_;
+  flatbuffers::FlatBufferBuilder batch_;
   ReplicaId origin_;
   std::unique_ptr<server::ServerStore> store_;
 };
@@ -387,7 +402,8 @@ TEST_F(PushTest, AWriteKeyIsTakenOnceAcrossNodes) {
   enc.Finish(&fbb);
   const auto* batch = flatbuffers::GetRoot<wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
   auto pushed = (*second)->ApplyPush(
-      other, *batch, {}, [](const Op&) { return Status::OK(); }, nullptr, &key);
+      other, *batch, {}, [](const Op&) { return Status::OK(); }, nullptr,
+      &(extras_ = server::PushExtras{key, {}, {}}));
   EXPECT_EQ(pushed.status().code(), Code::kEBUSY) << pushed.status().ToString();
   auto kept = (*second)->FindWrite("alice", "k");
   ASSERT_TRUE(kept.ok() && kept->has_value());
@@ -436,6 +452,59 @@ TEST_F(PushTest, RefusalsAreReadWithTheirLogEntries) {
   ASSERT_TRUE(read(0, store_->head(), 2).ok());
   EXPECT_EQ(got.size(), 2u);
 }
+
+#if defined(CAIRN_HAVE_POSTGRESQL)
+// The SQL inbox (docs/backend.md "Writing through SQL", PostgreSQL): a claimed row is applied
+// with the push that carries it, once; a claim that lapsed and was taken by another process
+// makes the first one's push fail whole (EBUSY, nothing applied), so the row is applied by the
+// process that holds it, once.
+TEST_F(PushTest, AnInboxRowIsAppliedOnlyUnderItsClaim) {
+  if (!testing::TestOnPostgres()) GTEST_SKIP() << "needs CAIRN_TEST_POSTGRES";
+  auto db = server::pg::Conn::Connect(testing::TestStoreUrl(dir_.File("server.db")));
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE(db.value()
+                  ->Query("INSERT INTO cairn_inbox(op, collection, key, field, delta) VALUES "
+                          "('inc', 'notes', 'k', 'n', 1), ('inc', 'notes', 'k', 'n', 2)")
+                  .ok());
+  auto mine = store_->ClaimInbox("A", 10);
+  ASSERT_TRUE(mine.ok()) << mine.status().ToString();
+  ASSERT_EQ(mine->size(), 2u);
+  EXPECT_EQ((*mine)[0].op, "inc");
+  EXPECT_EQ((*mine)[0].delta, std::optional<int64_t>(1));
+  EXPECT_TRUE(store_->ClaimInbox("B", 10).value().empty());  // (held)
+  clock_.Advance(server::kInboxClaimMs + 1);
+  auto theirs = store_->ClaimInbox("B", 1);
+  ASSERT_TRUE(theirs.ok());
+  ASSERT_EQ(theirs->size(), 1u);  // the first row, its claim lapsed
+  auto inc = [&](uint64_t seq, int64_t delta) {
+    Op op = Set(seq, "n", Value::Null());
+    op.kind = OpKind::kIncrement;
+    op.delta = delta;
+    return op;
+  };
+  server::PushExtras extras;
+  extras.inbox_claimer = "A";
+  extras.inbox = {{(*mine)[0].id, 1}, {(*mine)[1].id, 2}};
+  auto lost = store_->ApplyPush(
+      origin_, *Batch({inc(1, 1), inc(2, 2)}), {}, [](const Op&) { return Status::OK(); }, nullptr,
+      &extras);
+  EXPECT_EQ(lost.status().code(), Code::kEBUSY) << lost.status().ToString();
+  EXPECT_EQ(store_->state()->Through(origin_), 0u);
+  // The second row is still A's: pushed alone, it is applied and marked.
+  extras.inbox = {{(*mine)[1].id, 1}};
+  auto pushed = store_->ApplyPush(
+      origin_, *Batch({inc(1, 2)}), {}, [](const Op&) { return Status::OK(); }, nullptr, &extras);
+  ASSERT_TRUE(pushed.ok()) << "status: " << pushed.status().ToString();
+  auto rows = db.value()->Query(
+      "SELECT coalesce(applied_cursor::text, '-'), encode(claimed_by, 'escape') FROM cairn_inbox "
+      "ORDER BY id");
+  ASSERT_TRUE(rows.ok() && rows->size() == 2);
+  EXPECT_EQ(rows->Bytes(0, 0), "-");
+  EXPECT_EQ(rows->Bytes(0, 1), "B");
+  EXPECT_EQ(rows->Bytes(1, 0), std::to_string(pushed->cursor));
+  EXPECT_EQ(store_->state()->GetDoc("notes", "k").value()->at("n"), Value::Int(2));
+}
+#endif  // CAIRN_HAVE_POSTGRESQL
 
 }  // namespace
 }  // namespace cairn

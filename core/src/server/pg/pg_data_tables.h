@@ -42,6 +42,8 @@ class DataTables {
   // Inside the transaction: every table emptied, then every visible document of `state`
   // written (cursor `cursor`).
   Status Rebuild(Conn* db, store::ReplicaStore* state, uint64_t cursor);
+  // The transaction of a Write or Rebuild rolled back: what it made is not there.
+  void Forget() { tables_.clear(); }
 
  private:
   struct Table {

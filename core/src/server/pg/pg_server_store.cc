@@ -1,5 +1,6 @@
 #include "server/pg/pg_server_store.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "base/strings.h"
@@ -45,6 +46,13 @@ CREATE TABLE IF NOT EXISTS cairn_idempotency(
   code bigint NOT NULL, reason bytea NOT NULL, at_ms bigint NOT NULL,
   PRIMARY KEY (subject, key));
 CREATE INDEX IF NOT EXISTS cairn_idempotency_at ON cairn_idempotency(at_ms);
+CREATE TABLE IF NOT EXISTS cairn_inbox(
+  id bigserial PRIMARY KEY, op text NOT NULL, collection text NOT NULL, key text NOT NULL,
+  fields jsonb, field text, delta bigint,
+  created_ms bigint NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+  claimed_by bytea, claimed_ms bigint, applied_cursor bigint, refused text, done_ms bigint);
+CREATE INDEX IF NOT EXISTS cairn_inbox_todo ON cairn_inbox(id)
+  WHERE applied_cursor IS NULL AND refused IS NULL;
 -- format 1 databases: the columns of format 2
 ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS log_ops bigint NOT NULL DEFAULT 0;
@@ -89,7 +97,9 @@ class PgServerStore final : public ServerStore {
   int64_t NowMs() override { return copy_->NowMs(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
-                               const WriteKey* key) override;
+                               const PushExtras* extras) override;
+  Result<std::vector<InboxRow>> ClaimInbox(const std::string& claimer, size_t max) override;
+  Status RefuseInbox(int64_t id, const std::string& claimer, const std::string& reason) override;
   Result<std::optional<KeptWrite>> FindWrite(const std::string& subject,
                                              const std::string& key) override;
   Status ReadRefused(uint64_t after, uint64_t upto, size_t max_rows,
@@ -131,6 +141,9 @@ class PgServerStore final : public ServerStore {
   // Brings the SQL tables of the documents (data_) up to the log's head when they are behind
   // it (a database of an earlier version, or entries of a node of one), under the head's lock.
   Status SyncData();
+  Status SyncDataIn();
+  Status RefuseInboxIn(pg::Conn* db, int64_t id, const std::string& claimer,
+                       const std::string& reason);
 
   bool checkpoint_due_ = false;  // a push of this node took the log past the mark
   std::unique_ptr<pg::DataTables> data_;
@@ -146,7 +159,7 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   // The tables, when missing (making them needs CREATE on the schema; using them does not).
   CAIRN_ASSIGN_OR_RETURN(
       pg::Rows made,
-      s->db_->Exec("SELECT (to_regclass('cairn_idempotency') IS NOT NULL AND EXISTS (SELECT 1 "
+      s->db_->Exec("SELECT (to_regclass('cairn_inbox') IS NOT NULL AND EXISTS (SELECT 1 "
                    "FROM information_schema.columns WHERE table_schema = current_schema() "
                    "AND table_name = 'cairn_meta' AND column_name = 'data_cursor'))::int::bigint"));
   if (made.size() != 1 || made.Int(0, 0) == 0) {
@@ -265,6 +278,51 @@ Status PgServerStore::CatchUp() {
   return st;
 }
 
+Result<std::vector<InboxRow>> PgServerStore::ClaimInbox(const std::string& claimer, size_t max) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  const int64_t now = NowMs();
+  CAIRN_ASSIGN_OR_RETURN(
+      pg::Rows rows,
+      db->Exec("UPDATE cairn_inbox SET claimed_by = $1, claimed_ms = $2 WHERE id IN ("
+               "SELECT id FROM cairn_inbox WHERE applied_cursor IS NULL AND refused IS NULL "
+               "AND (claimed_ms IS NULL OR claimed_ms < $3) ORDER BY id LIMIT $4 "
+               "FOR UPDATE SKIP LOCKED) "
+               "RETURNING id, op, collection, key, fields::text, field, delta",
+               {pg::Param::Bytes(claimer), pg::Param(now), pg::Param(now - kInboxClaimMs),
+                pg::Param(static_cast<int64_t>(max))}));
+  std::vector<InboxRow> out;
+  for (int i = 0; i < rows.size(); i++) {
+    InboxRow r;
+    r.id = rows.Int(i, 0);
+    r.op = std::string(rows.Bytes(i, 1));
+    r.collection = std::string(rows.Bytes(i, 2));
+    r.key = std::string(rows.Bytes(i, 3));
+    if (!rows.IsNull(i, 4)) r.fields = std::string(rows.Bytes(i, 4));
+    if (!rows.IsNull(i, 5)) r.field = std::string(rows.Bytes(i, 5));
+    if (!rows.IsNull(i, 6)) r.delta = rows.Int(i, 6);
+    out.push_back(std::move(r));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const InboxRow& a, const InboxRow& b) { return a.id < b.id; });
+  return out;
+}
+
+Status PgServerStore::RefuseInboxIn(pg::Conn* db, int64_t id, const std::string& claimer,
+                                    const std::string& reason) {
+  return db
+      ->Exec(
+          "UPDATE cairn_inbox SET refused = $2, done_ms = $3 WHERE id = $1 AND claimed_by = $4 "
+          "AND applied_cursor IS NULL AND refused IS NULL",
+          {pg::Param(id), pg::Param::Text(reason), pg::Param(NowMs()), pg::Param::Bytes(claimer)})
+      .status();
+}
+
+Status PgServerStore::RefuseInbox(int64_t id, const std::string& claimer,
+                                  const std::string& reason) {
+  CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
+  return RefuseInboxIn(db, id, claimer, reason);
+}
+
 Result<std::optional<KeptWrite>> PgServerStore::FindWrite(const std::string& subject,
                                                           const std::string& key) {
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
@@ -328,6 +386,12 @@ Status PgServerStore::Maintain() {
 }
 
 Status PgServerStore::SyncData() {
+  Status st = SyncDataIn();
+  if (!st.ok()) data_->Forget();  // (its transaction rolled back)
+  return st;
+}
+
+Status PgServerStore::SyncDataIn() {
   CAIRN_RETURN_IF_ERROR(CatchUp());
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
   pg::Txn txn(db);
@@ -407,7 +471,8 @@ Status PgServerStore::TakeIn(pg::Conn* db, uint64_t upto, bool in_push) {
 
 Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                             const PushLimits& limits, const AdmitFn& admit,
-                                            TxnJudge* judge, const WriteKey* key) {
+                                            TxnJudge* judge, const PushExtras* extras) {
+  const WriteKey* key = extras != nullptr && extras->key ? &*extras->key : nullptr;
   // What others committed, taken in before the log's lock is held (a node behind by much, or
   // from a checkpoint, does not make every node's pushes wait for it).
   Status caught_up = CatchUp();
@@ -551,8 +616,37 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
       st = moved.status();
       if (st.ok() && moved->size() == 0) data_due_ = true;
     }
+    // SQL inbox rows: applied with this entry, or refused with their transaction, exactly once
+    // (still claimed by this process, not done by another since).
+    if (st.ok() && extras != nullptr && !extras->inbox.empty()) {
+      std::string applied = "{";
+      for (const auto& [id, first_seq] : extras->inbox) {
+        auto r = std::find_if(result.refused.begin(), result.refused.end(), [&](const Refused& x) {
+          return x.first_seq <= first_seq && first_seq <= x.last_seq;
+        });
+        if (r == result.refused.end()) {
+          applied += (applied.size() > 1 ? "," : "") + std::to_string(id);
+          continue;
+        }
+        if (st.ok()) st = RefuseInboxIn(db, id, extras->inbox_claimer, r->reason);
+      }
+      if (st.ok() && applied.size() > 1) {
+        Result<pg::Rows> marked = db->Exec(
+            "UPDATE cairn_inbox SET applied_cursor = $1, done_ms = $2 WHERE id = ANY($3::bigint[]) "
+            "AND claimed_by = $4 AND applied_cursor IS NULL AND refused IS NULL RETURNING 1",
+            {pg::Param(entry.cursor), pg::Param(now), pg::Param::Text(applied + "}"),
+             pg::Param::Bytes(extras->inbox_claimer)});
+        st = marked.status();
+        if (st.ok() &&
+            static_cast<size_t>(marked->size()) !=
+                static_cast<size_t>(std::count(applied.begin(), applied.end(), ',')) + 1) {
+          st = Status(Code::kEBUSY, "an SQL inbox row was claimed by another node meanwhile");
+        }
+      }
+    }
     if (!st.ok()) {
       copy_->AbortStaged();
+      data_->Forget();
       return st;
     }
     st = db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
@@ -566,6 +660,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     if (!st.ok()) {
       // Not committed (or not known to be: then the next catch-up finds it in the log).
       copy_->AbortStaged();
+      data_->Forget();
       return st;
     }
     // Durable from here: the Ack goes out whatever follows. Should the copy's commit fail, the
