@@ -18,7 +18,8 @@ PACKAGES=(cmake ninja-build g++ pkg-config python3 sqlite3 libsqlite3-dev libfla
           nlohmann-json3-dev libcli11-dev python3-cryptography python3-prometheus-client
           openjdk-17-jdk-headless junit5 junit4
           g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user dpkg-dev xz-utils tcl
-          shellcheck systemd android-libnativehelper-dev postgresql libpq-dev libhttp-parser-dev)
+          shellcheck systemd android-libnativehelper-dev postgresql libpq-dev libhttp-parser-dev
+          libcurl4-openssl-dev)
 
 install_deps() {
   local missing=()

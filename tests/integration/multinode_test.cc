@@ -230,7 +230,8 @@ TEST_F(MultiNode, SqlTablesShowTheDocumentsAfterRandomWritesThroughSeveralNodes)
         return Value::Double(static_cast<double>(rng() % 1000) / 8);
       case 2:
         return Value::String("s" + std::to_string(rng() % 50) +
-                             (rng() % 10 == 0 ? std::string("\0nul", 4) : std::string()));
+                             (rng() % 10 == 0 ? std::string("\0nul", 4) : std::string()) +
+                             (rng() % 5 == 0 ? "\ttab \\ back\nline\r\"q\"" : ""));
       case 3:
         return Value::Bool(rng() % 2 == 0);
       case 4:

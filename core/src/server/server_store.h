@@ -208,6 +208,9 @@ class ServerStore {
   // Cursors up to floor() were trimmed from the log.
   virtual uint64_t floor() const = 0;
   virtual int64_t NowMs() = 0;
+  // At least the highest stamp of any op merged here (the server's own writes are stamped
+  // after it: docs/backend.md "Writing").
+  virtual Hlc MaxHlc() const = 0;
 
   // Applies a batch pushed by `origin` (the authenticated replica) atomically. Every op must be
   // the origin's own (EINVAL otherwise, nothing applied); ops already received are
@@ -285,6 +288,7 @@ class SqliteServerStore final : public ServerStore {
   uint64_t head() const override { return head_; }
   uint64_t floor() const override { return floor_; }
   int64_t NowMs() override { return clock_source_->NowMs(); }
+  Hlc MaxHlc() const override { return clock_->last(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
                                const PushExtras* extras) override;

@@ -42,14 +42,9 @@ Result<PushResult> ServerWriter::Write(std::vector<std::vector<Op>> txns, const 
   if (total > kMaxTransactionOps) {
     return Status::Invalid("a push holds at most " + std::to_string(kMaxTransactionOps) + " ops");
   }
-  // Stamped after everything the documents hold: a write made after reading a document
+  // Stamped after every op the server holds: a write made after reading a document
   // supersedes what was read (docs/backend.md "Writing").
-  for (const std::vector<Op>& txn : txns) {
-    for (const Op& op : txn) {
-      CAIRN_ASSIGN_OR_RETURN(crdt::DocState doc, store->state()->CopyDoc(op.collection, op.key));
-      clock_.Observe(std::max(doc.MaxOp().hlc, doc.del.hlc));
-    }
-  }
+  clock_.Observe(store->MaxHlc());
   uint64_t seq = store->state()->Through(origin);
   protocol::BatchEncoder enc;
   for (size_t t = 0; t < txns.size(); t++) {

@@ -1,7 +1,7 @@
 // ServerWriter: the writes the server makes itself (docs/backend.md "Writing"): the HTTP
 // API's, and with a PostgreSQL store the SQL inbox's. They are transactions of the process's
 // own write origin (a random replica id made at its first write, so nodes of one database never
-// share seqs), stamped after everything the documents they write already hold, pushed through
+// share seqs), stamped after every op the server holds, pushed through
 // ServerStore::ApplyPush like a device's batch: the same checks, merge, log entry, and the
 // sessions told at once.
 //

@@ -183,6 +183,26 @@ Status Conn::ExecScript(const char* sql) {
   return Status::OK();
 }
 
+Status Conn::CopyIn(const std::string& copy, std::string_view data) {
+  {
+    Rows started(PQexec(conn_, copy.c_str()));
+    const PGresult* r = started.r_.get();
+    if (r == nullptr || PQresultStatus(r) != PGRES_COPY_IN) return Error(copy, r);
+  }
+  // (Sent whole: libpq takes up to 2^31 - 1 bytes a call; a push's rows are far less.)
+  int sent = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
+  if (sent == 1) sent = PQputCopyEnd(conn_, nullptr);
+  Status st;
+  while (PGresult* raw = PQgetResult(conn_)) {
+    Rows done(raw);
+    if (st.ok() && PQresultStatus(raw) != PGRES_COMMAND_OK) st = Error(copy, raw);
+  }
+  if (st.ok() && sent != 1) {
+    st = Status(Code::kENETWORK, "PostgreSQL: " + copy + ": " + Trimmed(PQerrorMessage(conn_)));
+  }
+  return st;
+}
+
 Result<int> Conn::TakeNotifications() {
   if (PQconsumeInput(conn_) == 0) {
     return Status(Code::kENETWORK,

@@ -73,6 +73,8 @@ class Conn {
   Result<Rows> Query(const std::string& sql);
   // Runs statements without parameters (several, separated by ';').
   Status ExecScript(const char* sql);
+  // Runs `copy` (COPY ... FROM STDIN) with `data`, in the COPY's text format, as its input.
+  Status CopyIn(const std::string& copy, std::string_view data);
   // The socket to poll for notifications (LISTEN), and what arrived: their count, their
   // payloads dropped (the store re-reads its log). EIO when the connection broke.
   int socket() const { return PQsocket(conn_); }

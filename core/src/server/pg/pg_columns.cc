@@ -60,25 +60,8 @@ ColType FromSqlType(std::string_view t) {
 Param ToParam(const Value& v, ColType t, std::deque<std::string>* arena) {
   if (v.type() == ValueType::kNull) return Param::Null();
   if (t == ColType::kText) {
-    switch (v.type()) {
-      case ValueType::kBool:
-        return Param::Text(v.as_bool() ? "true" : "false");
-      case ValueType::kInt:
-        arena->push_back(std::to_string(v.as_int()));
-        break;
-      case ValueType::kDouble: {
-        // The shortest form that reads back the same, as PostgreSQL writes a double.
-        char buf[32];
-        auto end = std::to_chars(buf, buf + sizeof buf, v.as_double()).ptr;
-        arena->push_back(std::string(buf, end));
-        break;
-      }
-      case ValueType::kBytes:
-        arena->push_back(HexEncode(v.as_string()));
-        break;
-      default:
-        return Param::Text(v.as_string());
-    }
+    if (v.type() == ValueType::kString) return Param::Text(v.as_string());
+    arena->push_back(TextOf(v, t));
     return Param::Text(arena->back());
   }
   switch (v.type()) {
@@ -94,6 +77,58 @@ Param ToParam(const Value& v, ColType t, std::deque<std::string>* arena) {
     default:
       return Param::Text(v.as_string());
   }
+}
+
+std::string TextOf(const Value& v, ColType t) {
+  char buf[32];
+  switch (v.type()) {
+    case ValueType::kBool:
+      return t == ColType::kText ? (v.as_bool() ? "true" : "false") : (v.as_bool() ? "t" : "f");
+    case ValueType::kInt:
+      return std::to_string(v.as_int());
+    case ValueType::kDouble:
+      // The shortest form that reads back the same, as PostgreSQL writes a double.
+      return std::string(buf, std::to_chars(buf, buf + sizeof buf, v.as_double()).ptr);
+    case ValueType::kBytes:
+      return t == ColType::kBytea ? "\\x" + HexEncode(v.as_string()) : HexEncode(v.as_string());
+    default:
+      return v.as_string();
+  }
+}
+
+void AppendCopyField(std::string* row, std::string_view text) {
+  for (char c : text) {
+    switch (c) {
+      case '\\':
+        *row += "\\\\";
+        break;
+      case '\t':
+        *row += "\\t";
+        break;
+      case '\n':
+        *row += "\\n";
+        break;
+      case '\r':
+        *row += "\\r";
+        break;
+      default:
+        *row += c;
+    }
+  }
+}
+
+std::string TextArray(const std::vector<const std::string*>& items) {
+  std::string out = "{";
+  for (const std::string* item : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (char c : *item) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
 }
 
 std::string WidenColumn(const std::string& column, ColType from, ColType to) {

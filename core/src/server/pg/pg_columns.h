@@ -10,6 +10,7 @@
 #include <deque>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "oplog/op.h"
 #include "server/pg/pg.h"
@@ -29,6 +30,13 @@ ColType FromSqlType(std::string_view t);
 // A value as a parameter for a column of type `t` (TypeOf(v) fits in `t`); text renderings
 // are kept in `arena` until the statement ran.
 Param ToParam(const Value& v, ColType t, std::deque<std::string>* arena);
+// `v` (not null) as a column of type `t` holds it, in PostgreSQL's text form (what ToParam
+// sends, in text): for COPY.
+std::string TextOf(const Value& v, ColType t);
+// Appends `text` to a COPY text-format row, escaped (backslash, tab, newline, return).
+void AppendCopyField(std::string* row, std::string_view text);
+// A text[] literal of `items` ('{"a","b"}'), for `= ANY($1::text[])`.
+std::string TextArray(const std::vector<const std::string*>& items);
 // The ALTER TABLE clause that widens `column` (quoted) from `from` to `to`.
 std::string WidenColumn(const std::string& column, ColType from, ColType to);
 

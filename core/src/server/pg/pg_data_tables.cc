@@ -1,7 +1,6 @@
 #include "server/pg/pg_data_tables.h"
 
 #include <algorithm>
-#include <deque>
 #include <vector>
 
 #include "base/strings.h"
@@ -11,8 +10,6 @@ namespace cairn::server::pg {
 
 namespace {
 
-// Parameters of one statement: PostgreSQL takes at most 65,535.
-constexpr size_t kMaxParams = 60000;
 // Documents read and written at a time by a rebuild.
 constexpr size_t kRebuildChunk = 1000;
 
@@ -123,59 +120,35 @@ Status DataTables::WriteCollection(Conn* db, const std::string& collection,
   CAIRN_RETURN_IF_ERROR(EnsureTable(db, collection, needs));
   const Table& t = tables_.at(collection);
   const std::string table = QuoteIdent(schema_) + "." + QuoteIdent(collection);
-  // The documents' rows go, then the visible ones come back whole: a field a document no
-  // longer has (deleted, then written again without it) leaves nothing behind.
+  // The documents' rows go, then the visible ones come back whole (COPY): a field a document
+  // no longer has (deleted, then written again without it) leaves nothing behind.
   std::vector<const std::string*> keys;
   for (const auto& entry : docs) keys.push_back(&entry.first);
-  for (size_t first = 0; first < keys.size(); first += kMaxParams) {
-    const size_t last = std::min(keys.size(), first + kMaxParams);
-    std::string sql = "DELETE FROM " + table + " WHERE key IN (";
-    std::vector<Param> params;
-    for (size_t i = first; i < last; i++) {
-      sql += (i == first ? "$" : ",$") + std::to_string(i - first + 1);
-      params.push_back(Param::Text(*keys[i]));
-    }
-    CAIRN_RETURN_IF_ERROR(db->Exec(sql + ")", params).status());
-  }
-  std::vector<std::string> fields;
-  std::string head = "INSERT INTO " + table + "(key, cairn_cursor";
-  for (const auto& [field, type] : needs) {
-    fields.push_back(field);
-    head += ", " + QuoteIdent(field);
-  }
-  head += ") VALUES ";
-  const size_t per_row = 2 + fields.size();
-  const size_t rows_per_insert = std::max<size_t>(1, std::min<size_t>(1000, kMaxParams / per_row));
-  std::vector<std::pair<const std::string*, const Fields*>> rows;
+  CAIRN_RETURN_IF_ERROR(
+      db->Exec("DELETE FROM " + table + " WHERE key IN (SELECT unnest($1::text[]))",
+               {Param::Text(TextArray(keys))})
+          .status());
+  std::string copy = "COPY " + table + "(key, cairn_cursor";
+  for (const auto& [field, type] : needs) copy += ", " + QuoteIdent(field);
+  copy += ") FROM STDIN";
+  std::string data;
+  const std::string cursor_text = "\t" + std::to_string(cursor);
   for (const auto& [key, visible] : docs) {
-    if (visible) rows.emplace_back(&key, &*visible);
-  }
-  for (size_t first = 0; first < rows.size(); first += rows_per_insert) {
-    const size_t last = std::min(rows.size(), first + rows_per_insert);
-    std::string sql = head;
-    std::vector<Param> params;
-    std::deque<std::string> arena;
-    std::deque<Value> texts;
-    for (size_t r = first; r < last; r++) {
-      sql += r == first ? "(" : ",(";
-      for (size_t c = 0; c < per_row; c++) {
-        sql += (c == 0 ? "$" : ",$") + std::to_string(params.size() + c + 1);
-      }
-      sql += ")";
-      params.push_back(Param::Text(*rows[r].first));
-      params.push_back(Param(cursor));
-      for (const std::string& field : fields) {
-        auto v = rows[r].second->find(field);
-        if (v == rows[r].second->end()) {
-          params.push_back(Param::Null());
-          continue;
-        }
-        texts.push_back(ForText(v->second));
-        params.push_back(ToParam(texts.back(), t.columns.at(field), &arena));
+    if (!visible) continue;
+    AppendCopyField(&data, key);
+    data += cursor_text;
+    for (const auto& [field, type] : needs) {
+      data += '\t';
+      auto v = visible->find(field);
+      if (v == visible->end() || v->second.type() == ValueType::kNull) {
+        data += "\\N";
+      } else {
+        AppendCopyField(&data, TextOf(ForText(v->second), t.columns.at(field)));
       }
     }
-    CAIRN_RETURN_IF_ERROR(db->Exec(sql, params).status());
+    data += '\n';
   }
+  if (!data.empty()) CAIRN_RETURN_IF_ERROR(db->CopyIn(copy, data));
   return Status::OK();
 }
 

@@ -95,6 +95,7 @@ class PgServerStore final : public ServerStore {
   uint64_t head() const override { return copy_->head(); }
   uint64_t floor() const override { return copy_->floor(); }
   int64_t NowMs() override { return copy_->NowMs(); }
+  Hlc MaxHlc() const override { return copy_->MaxHlc(); }
   Result<PushResult> ApplyPush(const ReplicaId& origin, const wire::OpBatch& batch,
                                const PushLimits& limits, const AdmitFn& admit, TxnJudge* judge,
                                const PushExtras* extras) override;
