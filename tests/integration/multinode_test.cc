@@ -396,6 +396,40 @@ TEST_F(MultiNode, SqlInboxRowsAreAppliedOnceWhileTwoNodesRace) {
   EXPECT_EQ(table["c"].fields["n"].second, "500");
 }
 
+// A backend's transaction reading a SQL table (docs/backend.md "SQL tables") does not stall
+// the pushes of every node: a push that must add a column to that table waits for it 2 s at
+// most, then fails (its client sends it again later) and frees the log's lock, so another
+// replica's push goes through meanwhile; once the reader is done the first push lands.
+TEST_F(MultiNode, AReaderOfASqlTableDoesNotStallOtherPushes) {
+  TempDir dir;
+  ServerThread n1(Node(dir, 1));
+  auto a = OpenReplica(dir.File("a")), b = OpenReplica(dir.File("b"));
+  ASSERT_TRUE(a->Put("tasks", "t1", {{"x", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(a.get(), n1.address()).ok());
+  auto reader = server::pg::Conn::Connect(testing::TestStoreUrl(dir.File("cluster")));
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  ASSERT_TRUE(reader.value()->ExecScript("BEGIN").ok());
+  auto read = reader.value()->Query(
+      "SELECT count(*) FROM \"" +
+      std::string(reader.value()->Query("SELECT current_schema()")->Bytes(0, 0)) + "_data\".tasks");
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  // A new field of tasks: its push needs the table to itself.
+  ASSERT_TRUE(a->Put("tasks", "t2", {{"y", Value::Int(2)}}).ok());
+  std::thread blocked([&] { (void)SyncOnce(a.get(), n1.address()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(b->Put("notes", "n1", {{"z", Value::Int(3)}}).ok());
+  const auto start = std::chrono::steady_clock::now();
+  Status other = SyncOnce(b.get(), n1.address());
+  const auto waited = std::chrono::steady_clock::now() - start;
+  blocked.join();
+  EXPECT_TRUE(other.ok()) << other.ToString();
+  EXPECT_LT(waited, std::chrono::seconds(10));  // (the server's lock_timeout is 30 s)
+  ASSERT_TRUE(reader.value()->ExecScript("COMMIT").ok());
+  ASSERT_TRUE(SyncOnce(a.get(), n1.address()).ok());
+  auto shown = SqlTable(reader.value().get(), "tasks");
+  EXPECT_EQ(shown["t2"].fields["y"].second, "2");
+}
+
 // A write pushed to one node reaches a live session on the other through the database's
 // notification: the nodes' periodic catch-up is an hour here, longer than the test waits.
 TEST_F(MultiNode, LiveWritesReachSessionsOnTheOtherNode) {

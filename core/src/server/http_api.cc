@@ -430,24 +430,22 @@ std::optional<HttpResponse> HttpApi::Changes(const Caller& caller, const net::Ht
   if (caller.claims && !caller.grants && caller.claims->read.empty()) {
     return HttpError(403, Code::kEPERM, "the token does not allow reading any collection");
   }
-  if (since < store->floor()) {
-    // Trimmed: the reader starts again from the documents (docs/backend.md "Change feed").
-    HttpResponse r =
-        HttpError(410, Code::kENOTFOUND,
-                  "the log before cursor " + std::to_string(store->floor()) +
-                      " was trimmed: read the documents again, then follow the feed from cursor " +
-                      std::to_string(store->head()) + " (the Cairn-Head header)");
-    r.headers.emplace_back("Cairn-Head", std::to_string(store->head()));
-    return r;
-  }
-  auto page = ReadChanges(caller, since, limit);
+  if (since < store->floor()) return Trimmed();
+  auto page = ReadChanges(caller, since, static_cast<size_t>(limit));  // (<= kMaxLimit)
   if (!page.ok()) {
     hub_->Log("reading the change feed failed: " + page.status().ToString());
     return HttpError(500, Code::kEINTERNAL, "server error reading its log");
   }
   if (!page->changes.empty() || wait_ms == 0) return FeedResponse(std::move(page.value()));
+  if (polls_.size() >= kMaxPolls) {
+    HttpResponse r = HttpError(
+        429, Code::kEBUSY,
+        "too many long polls wait on this server (" + std::to_string(kMaxPolls) + "): retry later");
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
   polls_.push_back(
-      Poll{caller, page->cursor, limit, SteadyMs() + static_cast<int64_t>(wait_ms), reply});
+      Poll{caller, page->cursor, static_cast<size_t>(limit), SteadyMs() + static_cast<int64_t>(wait_ms), reply});
   ArmWake();
   return std::nullopt;
 }
@@ -556,6 +554,18 @@ Result<HttpApi::FeedPage> HttpApi::ReadChanges(const Caller& caller, uint64_t si
   return page;
 }
 
+HttpResponse HttpApi::Trimmed() const {
+  // The reader starts again from the documents (docs/backend.md "Change feed").
+  const ServerStore* store = hub_->store.get();
+  HttpResponse r =
+      HttpError(410, Code::kENOTFOUND,
+                "the log before cursor " + std::to_string(store->floor()) +
+                    " was trimmed: read the documents again, then follow the feed from cursor " +
+                    std::to_string(store->head()) + " (the Cairn-Head header)");
+  r.headers.emplace_back("Cairn-Head", std::to_string(store->head()));
+  return r;
+}
+
 HttpResponse HttpApi::FeedResponse(FeedPage page) const {
   return JsonResponse(Json{{"changes", std::move(page.changes)}, {"cursor", page.cursor}});
 }
@@ -583,10 +593,11 @@ HttpResponse HttpApi::ListRefused(const Caller& caller, const net::HttpRequest& 
     rows.push_back(e);
     return Status::OK();
   };
-  Status st = store->ReadRefused(since, upto, limit + 1, keep);
+  const size_t most = static_cast<size_t>(limit);  // (<= kMaxLimit)
+  Status st = store->ReadRefused(since, upto, most + 1, keep);
   uint64_t cursor = upto;
-  if (st.ok() && rows.size() > limit) {
-    cursor = rows[limit].cursor;
+  if (st.ok() && rows.size() > most) {
+    cursor = rows[most].cursor;
     if (rows.front().cursor == cursor) {
       rows.clear();
       st = store->ReadRefused(since, cursor, SIZE_MAX, keep);
@@ -638,6 +649,11 @@ void HttpApi::Committed() {
   // request at once, which may wait (a new poll) or write (Committed again).
   std::vector<std::pair<net::HttpConn::Reply, HttpResponse>> due;
   for (auto it = polls_.begin(); it != polls_.end();) {
+    if (it->since < hub_->store->floor()) {  // (trimmed while it waited)
+      due.emplace_back(it->reply, Trimmed());
+      it = polls_.erase(it);
+      continue;
+    }
     auto page = ReadChanges(it->caller, it->since, it->limit);
     if (!page.ok()) {
       hub_->Log("reading the change feed failed: " + page.status().ToString());

@@ -39,6 +39,8 @@ class HttpApi {
   // kMaxFeedScan log entries; a long poll waits at most kMaxWaitMs.
   static constexpr size_t kMaxFeedScan = 10000;
   static constexpr uint64_t kMaxWaitMs = 60000;
+  // Long polls waiting at most (more are refused with 429): each is read again at every commit.
+  static constexpr size_t kMaxPolls = 1000;
   // GET /v1/refused reads at most this many log entries.
   static constexpr uint64_t kMaxRefusedScan = 100000;
 
@@ -93,6 +95,8 @@ class HttpApi {
   };
   Result<FeedPage> ReadChanges(const Caller& caller, uint64_t since, size_t limit);
   net::HttpResponse FeedResponse(FeedPage page) const;
+  // The 410 of a feed behind the log's floor, with Cairn-Head.
+  net::HttpResponse Trimmed() const;
   // A long poll waiting for changes.
   struct Poll {
     Caller caller;

@@ -403,7 +403,7 @@ Status SqliteServerStore::ReadRefused(uint64_t after, uint64_t upto, size_t max_
           "WHERE l.cursor > ? AND l.cursor <= ? ORDER BY l.cursor, r.first_seq LIMIT ?"));
   st.BindInt(1, I(after));
   st.BindInt(2, I(upto));
-  st.BindInt(3, static_cast<int64_t>(std::min<size_t>(max_rows, INT64_MAX)));
+  st.BindInt(3, static_cast<int64_t>(std::min<uint64_t>(max_rows, INT64_MAX)));
   return st.ForEachRow([&] {
     RefusalEntry e;
     e.cursor = U(st.Int(0));

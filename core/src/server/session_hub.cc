@@ -242,11 +242,14 @@ void SessionHub::CatchUp() {
 }
 
 void SessionHub::Maintain() {
+  const uint64_t head = impl_->store->head();
   Status st = Status::OK();
   {
     ScopedTimer timed(&impl_->metrics.store_seconds["maintain"]);
     st = impl_->store->Maintain();
   }
+  // (Maintenance may take in what other nodes committed: the sessions and polls hear of it.)
+  if (impl_->store->head() != head) impl_->Committed(head, nullptr);
   if (!st.ok() && !impl_->maintain_failing) impl_->Log("maintenance failed: " + st.ToString());
   if (st.ok() && impl_->maintain_failing) impl_->Log("maintenance works again");
   impl_->maintain_failing = !st.ok();
@@ -287,6 +290,15 @@ void SessionHub::Impl::DrainInbox() {
     return pushed.status();
   };
   for (int round = 0; round < kPushesPerTick; round++) {
+    // Stamped after everything committed before the rows are read (ServerWriter::Write): what
+    // other nodes committed first, taken in.
+    const uint64_t head = store->head();
+    Status caught_up = store->CatchUp();
+    if (store->head() != head) Committed(head, nullptr);
+    if (!caught_up.ok()) {
+      Log("catching up before the SQL inbox failed: " + caught_up.ToString());
+      return;
+    }
     Result<std::vector<InboxRow>> rows = store->ClaimInbox(claimer, kRowsPerPush);
     if (!rows.ok()) {
       Log("reading the SQL inbox failed: " + rows.status().ToString());

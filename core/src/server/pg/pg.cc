@@ -1,5 +1,6 @@
 #include "server/pg/pg.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -189,16 +190,25 @@ Status Conn::CopyIn(const std::string& copy, std::string_view data) {
     const PGresult* r = started.r_.get();
     if (r == nullptr || PQresultStatus(r) != PGRES_COPY_IN) return Error(copy, r);
   }
-  // (Sent whole: libpq takes up to 2^31 - 1 bytes a call; a push's rows are far less.)
-  int sent = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
-  if (sent == 1) sent = PQputCopyEnd(conn_, nullptr);
+  // In parts (a call takes at most 2^31 - 1 bytes); a failed send ends the COPY as failed.
+  constexpr size_t kPart = 1u << 20;
+  int sent = 1;
+  for (size_t at = 0; sent == 1 && at < data.size(); at += kPart) {
+    const size_t n = std::min(kPart, data.size() - at);
+    sent = PQputCopyData(conn_, data.data() + at, static_cast<int>(n));
+  }
+  const std::string lost = sent == 1 ? "" : Trimmed(PQerrorMessage(conn_));
+  sent = PQputCopyEnd(conn_, lost.empty() ? nullptr : "the data could not be sent");
   Status st;
+  if (sent != 1 || !lost.empty()) {
+    st = Status(Code::kENETWORK, "PostgreSQL: " + copy + ": " +
+                                     (lost.empty() ? Trimmed(PQerrorMessage(conn_)) : lost));
+  }
   while (PGresult* raw = PQgetResult(conn_)) {
     Rows done(raw);
-    if (st.ok() && PQresultStatus(raw) != PGRES_COMMAND_OK) st = Error(copy, raw);
-  }
-  if (st.ok() && sent != 1) {
-    st = Status(Code::kENETWORK, "PostgreSQL: " + copy + ": " + Trimmed(PQerrorMessage(conn_)));
+    const ExecStatusType rs = PQresultStatus(raw);
+    if (st.ok() && rs != PGRES_COMMAND_OK) st = Error(copy, raw);
+    if (rs == PGRES_COPY_IN) break;  // (the end could not be sent: the connection is broken)
   }
   return st;
 }

@@ -49,11 +49,12 @@ Status DataTables::Prepare(Conn* db) {
 
 Result<DataTables::Table> DataTables::ReadTable(Conn* db, const std::string& collection) {
   Table t;
+  // (The catalog, not information_schema: read at every push.)
   CAIRN_ASSIGN_OR_RETURN(
       Rows cols,
-      db->Exec("SELECT column_name::text, data_type::text FROM information_schema.columns "
-               "WHERE table_schema = $1 AND table_name = $2",
-               {Param::Text(schema_), Param::Text(collection)}));
+      db->Exec("SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+               "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+               {Param::Text(QuoteIdent(schema_) + "." + QuoteIdent(collection))}));
   for (int i = 0; i < cols.size(); i++) {
     t.exists = true;
     const std::string name(cols.Bytes(i, 0));
@@ -63,8 +64,8 @@ Result<DataTables::Table> DataTables::ReadTable(Conn* db, const std::string& col
   return t;
 }
 
-Status DataTables::EnsureTable(Conn* db, const std::string& collection,
-                               const std::map<std::string, ColType>& needs) {
+Result<DataTables::Table> DataTables::EnsureTable(Conn* db, const std::string& collection,
+                                                  const std::map<std::string, ColType>& needs) {
   const std::string table = QuoteIdent(schema_) + "." + QuoteIdent(collection);
   auto plan = [&](const Table& t, std::vector<std::string>* ddl) {
     Table out = t;
@@ -91,22 +92,23 @@ Status DataTables::EnsureTable(Conn* db, const std::string& collection,
     }
     return out;
   };
+  // The table as it is now (read every time: another node may have widened a column, and
+  // every writer of these tables holds the log's head lock, so nothing changes it meanwhile).
   std::vector<std::string> ddl;
-  auto known = tables_.find(collection);
-  if (known != tables_.end()) {
-    plan(known->second, &ddl);
-    if (ddl.empty()) return Status::OK();
-    ddl.clear();
+  CAIRN_ASSIGN_OR_RETURN(Table now, ReadTable(db, collection));
+  Table out = plan(now, &ddl);
+  if (ddl.empty()) return out;
+  // DDL needs the table to itself: a reader's open transaction on it would hold the push (and
+  // the log's lock) without end, so it waits 2 s at most, then the push fails (its client
+  // sends it again). Statements of this transaction after it: the server's usual timeout.
+  CAIRN_RETURN_IF_ERROR(db->ExecScript("SET LOCAL lock_timeout = '2s'"));
+  for (const std::string& statement : ddl) {
+    Status made = db->ExecScript(statement.c_str());
+    if (!made.ok()) return Status(Code::kEBUSY, "changing a SQL table: " + made.message());
   }
-  // Another node may be changing the same table: one at a time, and look again. (Taken while
-  // the log's head is locked, as every writer of these tables holds it: no lock cycle.)
-  CAIRN_RETURN_IF_ERROR(
-      db->Exec("SELECT pg_advisory_xact_lock(hashtext(current_schema()), 3)").status());
-  CAIRN_ASSIGN_OR_RETURN(Table t, ReadTable(db, collection));
-  Table out = plan(t, &ddl);
-  for (const std::string& statement : ddl) CAIRN_RETURN_IF_ERROR(db->ExecScript(statement.c_str()));
-  tables_[collection] = std::move(out);
-  return Status::OK();
+  return db->ExecScript("SET LOCAL lock_timeout = DEFAULT").ok()
+             ? Result<Table>(std::move(out))
+             : Result<Table>(Status(Code::kEBUSY, "resetting lock_timeout"));
 }
 
 Status DataTables::WriteCollection(Conn* db, const std::string& collection,
@@ -117,8 +119,7 @@ Status DataTables::WriteCollection(Conn* db, const std::string& collection,
     if (!fields) continue;
     for (const auto& [name, value] : *fields) needs[name] = Join(needs[name], TypeOf(value));
   }
-  CAIRN_RETURN_IF_ERROR(EnsureTable(db, collection, needs));
-  const Table& t = tables_.at(collection);
+  CAIRN_ASSIGN_OR_RETURN(const Table t, EnsureTable(db, collection, needs));
   const std::string table = QuoteIdent(schema_) + "." + QuoteIdent(collection);
   // The documents' rows go, then the visible ones come back whole (COPY): a field a document
   // no longer has (deleted, then written again without it) leaves nothing behind.
@@ -171,12 +172,11 @@ Status DataTables::Write(Conn* db, store::ReplicaStore* state, const DocRefs& do
     }
     if (st.ok()) st = WriteCollection(db, collection, rows, cursor);
   }
-  if (!st.ok()) tables_.clear();  // (the transaction rolls back what was made)
   return st;
 }
 
 Status DataTables::Rebuild(Conn* db, store::ReplicaStore* state, uint64_t cursor) {
-  Status st = [&]() -> Status {
+  return [&]() -> Status {
     CAIRN_ASSIGN_OR_RETURN(Rows tables,
                            db->Exec("SELECT table_name::text FROM information_schema.tables "
                                     "WHERE table_schema = $1 AND table_type = 'BASE TABLE'",
@@ -203,8 +203,6 @@ Status DataTables::Rebuild(Conn* db, store::ReplicaStore* state, uint64_t cursor
     }
     return Status::OK();
   }();
-  if (!st.ok()) tables_.clear();
-  return st;
 }
 
 }  // namespace cairn::server::pg

@@ -34,16 +34,15 @@ class DataTables {
 
   // Makes the schema when missing.
   Status Prepare(Conn* db);
-  // Inside the transaction open on `db`: the rows of `docs` as `state` holds them now (cursor
-  // `cursor`): replaced when visible, deleted otherwise. Tables and columns are made and widened
-  // as needed, under an advisory lock the nodes share. After a failure, the transaction must
-  // be rolled back (and what this remembers of the tables is forgotten).
+  // Inside the transaction open on `db`, which holds the log's head lock (so no other node
+  // changes these tables meanwhile): the rows of `docs` as `state` holds them now (cursor
+  // `cursor`): replaced when visible, deleted otherwise. Tables and columns are made and
+  // widened as needed (EBUSY when a reader's lock holds a table for over 2 s). After a
+  // failure, the transaction must be rolled back.
   Status Write(Conn* db, store::ReplicaStore* state, const DocRefs& docs, uint64_t cursor);
   // Inside the transaction: every table emptied, then every visible document of `state`
   // written (cursor `cursor`).
   Status Rebuild(Conn* db, store::ReplicaStore* state, uint64_t cursor);
-  // The transaction of a Write or Rebuild rolled back: what it made is not there.
-  void Forget() { tables_.clear(); }
 
  private:
   struct Table {
@@ -52,13 +51,12 @@ class DataTables {
   };
   Result<Table> ReadTable(Conn* db, const std::string& collection);
   // The table of `collection` with columns for `needs` (field -> type), made or widened.
-  Status EnsureTable(Conn* db, const std::string& collection,
-                     const std::map<std::string, ColType>& needs);
+  Result<Table> EnsureTable(Conn* db, const std::string& collection,
+                            const std::map<std::string, ColType>& needs);
   Status WriteCollection(Conn* db, const std::string& collection,
                          const std::map<std::string, std::optional<Fields>>& docs, uint64_t cursor);
 
   std::string schema_;
-  std::map<std::string, Table> tables_;  // what the database has, as last read or made
 };
 
 }  // namespace cairn::server::pg

@@ -142,7 +142,6 @@ class PgServerStore final : public ServerStore {
   // Brings the SQL tables of the documents (data_) up to the log's head when they are behind
   // it (a database of an earlier version, or entries of a node of one), under the head's lock.
   Status SyncData();
-  Status SyncDataIn();
   Status RefuseInboxIn(pg::Conn* db, int64_t id, const std::string& claimer,
                        const std::string& reason);
 
@@ -195,8 +194,14 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
   if (schema.size() != 1 || schema.IsNull(0, 0)) {
     return Status::Invalid("PostgreSQL: no current schema (search_path)");
   }
-  s->data_ =
-      std::make_unique<pg::DataTables>(pg::DataTables::SchemaFor(std::string(schema.Bytes(0, 0))));
+  const std::string store_schema(schema.Bytes(0, 0));
+  const std::string data_schema = pg::DataTables::SchemaFor(store_schema);
+  if (data_schema.size() > 63 || (store_schema != "public" && data_schema == "cairn_data")) {
+    return Status::Invalid("PostgreSQL: the store's schema '" + store_schema +
+                           "' cannot have its SQL tables in '" + data_schema +
+                           "' (over 63 bytes, or public's): pick another schema name");
+  }
+  s->data_ = std::make_unique<pg::DataTables>(data_schema);
   CAIRN_RETURN_IF_ERROR(s->data_->Prepare(s->db_.get()));
   CAIRN_RETURN_IF_ERROR(s->SyncData());
   return std::unique_ptr<ServerStore>(std::move(s));
@@ -353,7 +358,7 @@ Status PgServerStore::ReadRefused(uint64_t after, uint64_t upto, size_t max_rows
                "LEFT JOIN cairn_replicas p ON p.replica_id = l.origin "
                "WHERE l.cursor > $1 AND l.cursor <= $2 ORDER BY l.cursor, r.first_seq LIMIT $3",
                {pg::Param(after), pg::Param(upto),
-                pg::Param(static_cast<int64_t>(std::min<size_t>(max_rows, INT64_MAX)))}));
+                pg::Param(static_cast<int64_t>(std::min<uint64_t>(max_rows, INT64_MAX)))}));
   for (int i = 0; i < rows.size(); i++) {
     RefusalEntry e;
     e.cursor = U(rows.Int(i, 0));
@@ -387,12 +392,6 @@ Status PgServerStore::Maintain() {
 }
 
 Status PgServerStore::SyncData() {
-  Status st = SyncDataIn();
-  if (!st.ok()) data_->Forget();  // (its transaction rolled back)
-  return st;
-}
-
-Status PgServerStore::SyncDataIn() {
   CAIRN_RETURN_IF_ERROR(CatchUp());
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
   pg::Txn txn(db);
@@ -647,7 +646,6 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     }
     if (!st.ok()) {
       copy_->AbortStaged();
-      data_->Forget();
       return st;
     }
     st = db->Exec("INSERT INTO cairn_log VALUES ($1, $2, $3, $4, $5, $6)",
@@ -661,7 +659,6 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     if (!st.ok()) {
       // Not committed (or not known to be: then the next catch-up finds it in the log).
       copy_->AbortStaged();
-      data_->Forget();
       return st;
     }
     // Durable from here: the Ack goes out whatever follows. Should the copy's commit fail, the
