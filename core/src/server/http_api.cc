@@ -211,6 +211,13 @@ bool HttpApi::IsAdmin(const Caller& caller) {
   return !caller.claims || caller.claims->admin || (caller.grants && caller.grants->admin);
 }
 
+Status HttpApi::MayReadCollection(const Caller& caller, const std::string& collection) {
+  if (caller.claims && !caller.grants && !caller.claims->MayRead(collection)) {
+    return Status(Code::kEPERM, "the token does not allow reading '" + collection + "'");
+  }
+  return Status::OK();
+}
+
 bool HttpApi::MayRead(const Caller& caller, const std::string& collection, const std::string& key,
                       const Fields& fields) const {
   if (!caller.claims) return true;
@@ -332,10 +339,7 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
 
 HttpResponse HttpApi::GetDoc(const Caller& caller, const std::string& collection,
                              const std::string& key) {
-  if (caller.claims && !caller.grants && !caller.claims->MayRead(collection)) {
-    return ErrorResponse(
-        Status(Code::kEPERM, "the token does not allow reading '" + collection + "'"));
-  }
+  if (Status may = MayReadCollection(caller, collection); !may.ok()) return ErrorResponse(may);
   auto doc = hub_->store->state()->GetDoc(collection, key);
   if (!doc.ok()) {
     hub_->Log("reading " + collection + "/" + key + " failed: " + doc.status().ToString());
@@ -361,10 +365,7 @@ HttpResponse HttpApi::ListDocs(const Caller& caller, const std::string& collecti
     Status valid = ValidateKey(after);
     if (!valid.ok()) return ErrorResponse(valid);
   }
-  if (caller.claims && !caller.grants && !caller.claims->MayRead(collection)) {
-    return ErrorResponse(
-        Status(Code::kEPERM, "the token does not allow reading '" + collection + "'"));
-  }
+  if (Status may = MayReadCollection(caller, collection); !may.ok()) return ErrorResponse(may);
   // A page holds at most `limit` documents and about kMaxListBytes, and reads at most
   // kMaxListScan rows (documents the caller may not read, deleted ones): a request costs the
   // server's loop a bounded time. `next` is where to go on: the last key returned, or, when the
@@ -495,7 +496,7 @@ Result<HttpApi::FeedPage> HttpApi::ReadChanges(const Caller& caller, uint64_t si
       }
       for (auto& ref : touched) {
         const auto& [collection, key] = ref;
-        if (caller.claims && !caller.grants && !caller.claims->MayRead(collection)) continue;
+        if (!MayReadCollection(caller, collection).ok()) continue;
         CAIRN_ASSIGN_OR_RETURN(std::optional<Fields> fields,
                                store->state()->GetDoc(collection, key));
         if (fields && !MayRead(caller, collection, key, *fields)) {

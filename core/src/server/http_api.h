@@ -62,6 +62,8 @@ class HttpApi {
   // its grants are refused), if any.
   std::optional<net::HttpResponse> Authenticate(const net::HttpRequest& request,
                                                 Caller* caller) const;
+  // EPERM when the caller's token (without sync rules) may not read `collection` at all.
+  static Status MayReadCollection(const Caller& caller, const std::string& collection);
   // Whether the caller may read the document `collection`/`key` whose visible fields are
   // `fields` (with sync rules: one of its channels; without: the collection).
   bool MayRead(const Caller& caller, const std::string& collection, const std::string& key,

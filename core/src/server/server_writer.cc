@@ -1,7 +1,5 @@
 #include "server/server_writer.h"
 
-#include <algorithm>
-
 #include "oplog/validate.h"
 #include "port/port.h"
 #include "protocol/batch_codec.h"

@@ -176,33 +176,31 @@ Status DataTables::Write(Conn* db, store::ReplicaStore* state, const DocRefs& do
 }
 
 Status DataTables::Rebuild(Conn* db, store::ReplicaStore* state, uint64_t cursor) {
-  return [&]() -> Status {
-    CAIRN_ASSIGN_OR_RETURN(Rows tables,
-                           db->Exec("SELECT table_name::text FROM information_schema.tables "
-                                    "WHERE table_schema = $1 AND table_type = 'BASE TABLE'",
-                                    {Param::Text(schema_)}));
-    for (int i = 0; i < tables.size(); i++) {
-      CAIRN_RETURN_IF_ERROR(db->ExecScript(
-          ("TRUNCATE " + QuoteIdent(schema_) + "." + QuoteIdent(std::string(tables.Bytes(i, 0))))
-              .c_str()));
-    }
-    for (const std::string& collection : state->CollectionNames()) {
-      std::map<std::string, std::optional<Fields>> rows;
-      auto flush = [&]() -> Status {
-        Status written = WriteCollection(db, collection, rows, cursor);
-        rows.clear();
-        return written;
-      };
-      CAIRN_RETURN_IF_ERROR(state->ForEachDocFields(
-          collection, [&](const std::string& key, const Fields& fields) -> Status {
-            if (fields.empty()) return Status::OK();  // deleted
-            rows.emplace(key, fields);
-            return rows.size() == kRebuildChunk ? flush() : Status::OK();
-          }));
-      if (!rows.empty()) CAIRN_RETURN_IF_ERROR(flush());
-    }
-    return Status::OK();
-  }();
+  CAIRN_ASSIGN_OR_RETURN(Rows tables,
+                         db->Exec("SELECT table_name::text FROM information_schema.tables "
+                                  "WHERE table_schema = $1 AND table_type = 'BASE TABLE'",
+                                  {Param::Text(schema_)}));
+  for (int i = 0; i < tables.size(); i++) {
+    CAIRN_RETURN_IF_ERROR(db->ExecScript(
+        ("TRUNCATE " + QuoteIdent(schema_) + "." + QuoteIdent(std::string(tables.Bytes(i, 0))))
+            .c_str()));
+  }
+  for (const std::string& collection : state->CollectionNames()) {
+    std::map<std::string, std::optional<Fields>> rows;
+    auto flush = [&]() -> Status {
+      Status written = WriteCollection(db, collection, rows, cursor);
+      rows.clear();
+      return written;
+    };
+    CAIRN_RETURN_IF_ERROR(state->ForEachDocFields(
+        collection, [&](const std::string& key, const Fields& fields) -> Status {
+          if (fields.empty()) return Status::OK();  // deleted
+          rows.emplace(key, fields);
+          return rows.size() == kRebuildChunk ? flush() : Status::OK();
+        }));
+    if (!rows.empty()) CAIRN_RETURN_IF_ERROR(flush());
+  }
+  return Status::OK();
 }
 
 }  // namespace cairn::server::pg

@@ -3,8 +3,8 @@
 // tables are in another schema than `public`), one table per collection, named as it, with a
 // row per visible document:
 //   key text PRIMARY KEY, cairn_cursor bigint NOT NULL (the log entry that last changed it),
-//   then a column per field ever visible, typed and widened as pg_columns.h says (a field named
-//   `key` is in the column `cairn_key`: fields never start with "cairn").
+//   then a column per field ever visible, typed and widened as pg_columns.h says (no field is
+//   named `key` in any case, and none starts with "cairn": oplog/validate.h).
 // The node that commits a log entry writes the rows of the documents it changed in the same
 // transaction, from its copy's merged state at that entry, so the tables always show the state
 // at a committed cursor (cairn_meta.data_cursor) and every node sees the same.
@@ -47,7 +47,7 @@ class DataTables {
  private:
   struct Table {
     bool exists = false;
-    std::map<std::string, ColType> columns;  // by field name (`key`'s column is cairn_key)
+    std::map<std::string, ColType> columns;  // by field name (the column's)
   };
   Result<Table> ReadTable(Conn* db, const std::string& collection);
   // The table of `collection` with columns for `needs` (field -> type), made or widened.
