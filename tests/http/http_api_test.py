@@ -701,10 +701,10 @@ class HttpApiTest(unittest.TestCase):
             self.assertIn(str(got), served["paths"][path][method.lower()]["responses"],
                           (method, concrete))
         # Every reference resolves.
-        refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(served))
-        self.assertTrue(refs)
-        for name in refs:
-            self.assertIn(name, served["components"]["schemas"])
+        refs = re.findall(r'"\$ref": "#/components/(\w+)/(\w+)"', json.dumps(served))
+        self.assertEqual({kind for kind, _ in refs}, {"schemas", "responses"})
+        for kind, name in refs:
+            self.assertIn(name, served["components"][kind])
 
     def test_the_api_is_served_over_tls_when_the_server_has_a_certificate(self):
         certs = os.path.join(self.work, "certs")
@@ -948,6 +948,43 @@ class HttpApiTest(unittest.TestCase):
         out = s.raw(b"GET /healthz HTTP/1.0\r\n\r\n", responses=2)  # (one comes)
         self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out)
         self.assertIn(b"Connection: close", out)
+
+    def test_too_many_requests_from_one_address_get_429_and_change_nothing(self):
+        s = self.start("--http-rate", "4", "--http-burst", "6")
+        admin = token(self.secret, "ops", "--admin")
+        # A burst of 6 passes, then every request is refused with 429 until the address has
+        # earned more (4 a second): writes among them change nothing.
+        answers = []
+        for i in range(12):
+            answers.append(s.request("PATCH", "/v1/docs/tasks/t%d" % i, admin,
+                                     json.dumps({"fields": {"n": i}})))
+        statuses = [a[0] for a in answers]
+        self.assertEqual(statuses[:6], [200] * 6, answers)
+        self.assertGreaterEqual(statuses.count(429), 5, statuses)  # (one may be earned meanwhile)
+        refused = [i for i, a in enumerate(answers) if a[0] == 429]
+        for i in refused:
+            _, headers, body = answers[i]
+            self.assertEqual(error_of(body), "EBUSY")
+            self.assertIn("too many requests from 127.0.0.1", body["error"]["message"])
+            self.assertEqual(headers["retry-after"], "1")
+        # /healthz is not counted: a load balancer's check still passes.
+        self.assertEqual(s.request("GET", "/healthz")[0], 200)
+        for i in range(12):
+            time.sleep(0.3)  # (earns one request and more)
+            status, _, body = s.request("GET", "/v1/docs/tasks/t%d" % i, admin)
+            if i in refused:
+                self.assertEqual(status, 404, (i, body))  # the refused write changed nothing
+            else:
+                self.assertEqual((status, body["fields"]), (200, {"n": i}))
+        status, _, text = s.request("GET", "/metrics", admin)
+        self.assertEqual(status, 200, text)
+        m = re.search(r'cairn_http_responses_total\{status="429"\} (\d+)', text)
+        self.assertIsNotNone(m, text)
+        self.assertEqual(int(m.group(1)), len(refused))
+        # 0: no limit.
+        t = self.start("--http-rate", "0")
+        self.assertEqual({t.request("GET", "/v1/docs/tasks/x", admin)[0] for _ in range(200)},
+                         {404})
 
     def test_slow_requests_and_connection_limits(self):
         s = self.start("--frame-timeout-ms", "500", "--max-connections-per-address", "3")

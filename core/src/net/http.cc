@@ -158,6 +158,7 @@ struct HttpConn::Callbacks {
     HttpConn* c = Of(p);
     c->request_ = HttpRequest();
     c->request_.peer = c->link_->peer();
+    c->request_.peer_ip = c->link_->peer_ip();
     c->field_.clear();
     c->value_.clear();
     c->in_value_ = false;

@@ -40,7 +40,8 @@ struct HttpRequest {
   std::string query;   // after '?', as sent: HttpQuery decodes it
   std::map<std::string, std::string> headers;  // names in lower case; repeats joined by ", "
   std::string body;
-  std::string peer;  // "IP:PORT"
+  std::string peer;     // "IP:PORT"
+  std::string peer_ip;  // the IP alone
 
   const std::string* Header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);

@@ -174,7 +174,8 @@ HttpResponse Replay(const KeptWrite& kept, const WriteKey& key) {
 
 }  // namespace
 
-HttpApi::HttpApi(SessionHub::Impl* hub) : hub_(hub) {}
+HttpApi::HttpApi(SessionHub::Impl* hub)
+    : hub_(hub), rate_(hub->options.http_requests_per_second, hub->options.http_request_burst) {}
 
 std::optional<HttpResponse> HttpApi::Authenticate(const net::HttpRequest& request,
                                                   Caller* caller) const {
@@ -245,6 +246,17 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
   if (s.size() == 1 && s[0] == "healthz") {
     if (m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));
     return reply(JsonResponse(Json{{"ok", true}}));
+  }
+  // The rate limit per client address (docs/backend.md "Limits"); /healthz is not counted: a
+  // load balancer's checks must not take a busy node out.
+  int64_t retry_ms = 0;
+  if (!rate_.Take(AddressKey(request.peer_ip), SteadyMs(), &retry_ms)) {
+    HttpResponse r = HttpError(429, Code::kEBUSY,
+                               "too many requests from " + request.peer_ip + " (more than " +
+                                   std::to_string(hub_->options.http_requests_per_second) +
+                                   " a second): try again later");
+    r.headers.emplace_back("Retry-After", std::to_string((retry_ms + 999) / 1000));
+    return reply(std::move(r));
   }
   if (s.size() == 2 && s[0] == "v1" && s[1] == "openapi.json") {
     if (m != "GET") return reply(MethodNotAllowed(m, "GET, HEAD"));

@@ -18,6 +18,7 @@
 #include "base/result.h"
 #include "clock/hlc.h"
 #include "net/http.h"
+#include "net/rate_limit.h"
 #include "oplog/json_codec.h"
 #include "oplog/op.h"
 #include "rules/rules.h"
@@ -111,6 +112,7 @@ class HttpApi {
   void ArmWake();
 
   SessionHub::Impl* hub_;
+  net::RequestRate rate_;  // per client address (ServerOptions::http_requests_per_second)
   std::list<Poll> polls_;
 };
 

@@ -115,6 +115,13 @@ int Run(int argc, char** argv) {
                  "largest HTTP request body; larger ones are refused (413) before they are read "
                  "(default 8 MiB)")
       ->check(CLI::Range(size_t{1} << 10, size_t{1} << 30));
+  app.add_option("--http-rate", o.http_requests_per_second,
+                 "HTTP requests a second from one client address, after a burst of "
+                 "--http-burst; more are answered 429 (default 5000; 0: no limit)")
+      ->check(CLI::Range(0u, 10000000u));
+  app.add_option("--http-burst", o.http_request_burst,
+                 "HTTP requests one client address may make at once (default: --http-rate)")
+      ->check(CLI::Range(0u, 100000000u));
   app.add_option("--max-frame-bytes", o.conn.limits.max_frame_bytes,
                  "largest frame accepted and sent (default 16 MiB; 9 to 64 MiB)")
       ->check(CLI::Range(cairn::protocol::kMinMaxFrameBytes, cairn::protocol::kMaxMaxFrameBytes));

@@ -40,6 +40,11 @@ struct ServerOptions {
   std::string http_host = "127.0.0.1";
   uint16_t http_port = 0;
   net::HttpLimits http_limits;
+  // Requests each client address (AddressKey) may make on the HTTP port: a burst of
+  // http_request_burst (0: a second's worth), then http_requests_per_second; more are answered
+  // 429 (docs/backend.md "Limits"). 0 per second: no limit.
+  uint32_t http_requests_per_second = 5000;
+  uint32_t http_request_burst = 0;
   // Tokens (docs/protocol.md "Authentication and tokens"): an HS256 secret, public keys for
   // RS256 and ES256, and the issuer and audience they must name (empty: not checked). No secret
   // and no key: an open server (no authentication), said loudly.
