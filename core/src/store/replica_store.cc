@@ -246,7 +246,8 @@ Status ReplicaStore::Close() {
   streams_.reset();  // its statements go before the connection
   for (Stmt* s : {&begin_, &commit_, &rollback_, &find_doc_, &load_incs_, &insert_doc_,
                   &update_doc_, &put_inc_, &del_inc_, &del_incs_, &put_outbox_, &save_state_,
-                  &set_through_, &stage_op_, &data_version_stmt_, &outbox_after_, &set_sync_, &keep_outranked_}) {
+                  &set_through_, &stage_op_, &data_version_stmt_, &outbox_after_, &set_sync_, &keep_outranked_,
+                  &get_doc_}) {
     *s = Stmt();
   }
   materialize_.clear();

@@ -336,6 +336,7 @@ class ReplicaStore {
   // The first local seq not acknowledged (0: not known in this transaction).
   uint64_t unacked_from_ = 0;
   Stmt keep_outranked_;
+  Stmt get_doc_;  // GetDoc's, prepared at its first call
   Stmt outbox_after_, set_sync_;
   Stmt begin_, commit_, rollback_, find_doc_, load_incs_, insert_doc_, update_doc_, put_inc_,
       del_inc_, del_incs_, put_outbox_, save_state_, set_through_, stage_op_;

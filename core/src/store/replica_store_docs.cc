@@ -429,14 +429,21 @@ Result<std::optional<Fields>> ReplicaStore::GetDoc(const std::string& collection
                                                     const std::string& key) {
   auto c = collections_.find(collection);
   if (c == collections_.end()) return std::optional<Fields>();
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "SELECT cells FROM cairn_docs WHERE coll = ? AND key = ? AND cells IS NOT NULL"));
+  // (Prepared once: the change feed and the HTTP API read documents one by one.)
+  if (!get_doc_.valid()) {
+    CAIRN_ASSIGN_OR_RETURN(get_doc_, db_.Prepare(
+        "SELECT cells FROM cairn_docs WHERE coll = ? AND key = ? AND cells IS NOT NULL"));
+  }
+  Stmt& st = get_doc_;
   st.BindInt(1, c->second.idx);
-  st.BindText(2, key);
-  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (!row) return std::optional<Fields>();
+  st.BindStaticText(2, key);
+  Result<bool> row = st.Step();
   crdt::CellMap cells;
-  if (!DecodeCells(st.Blob(0), &cells)) return Status::Corrupt("malformed cells");
+  const bool decoded = row.ok() && row.value() && DecodeCells(st.Blob(0), &cells);
+  st.Reset();  // (no read left open)
+  if (!row.ok()) return row.status();
+  if (!row.value()) return std::optional<Fields>();
+  if (!decoded) return Status::Corrupt("malformed cells");
   return std::optional<Fields>(crdt::VisibleFields(cells));
 }
 
