@@ -3,7 +3,8 @@
 // server spends per idle TLS connection.
 //
 //   sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH] [--idle N]
-//              [--scenario e2e,bootstrap,idle,rules] [--store postgresql://... [--nodes 1|2]]
+//              [--scenario e2e,bootstrap,idle,rules]
+//              [--store postgresql://... [--nodes 1|2] [--sql-tables on|off]]
 //              [--clients N,N... --writes N --rate R]
 //
 // e2e   Replicas A, B and C each write their trace ops offline (transactions of 100 ops, not
@@ -18,7 +19,8 @@
 //       With --store, the server keeps its data in that PostgreSQL database (which must be
 //       empty: tests/support/postgres.sh starts a fresh one) and with --nodes 2 there are two
 //       server processes on it, A and C syncing through the first, B through the second; every
-//       node's copy must agree too.
+//       node's copy must agree too. --sql-tables off: without the documents' SQL tables
+//       (docs/backend.md "SQL tables"; on by default).
 // bootstrap  (after e2e, SQLite store) A new replica joins: the server restarted on e2e's file,
 //       the replica syncs once until it holds all 3 x N ops, first from the log, then (the
 //       server restarted with --keep-log 1000 and one write pushed so that it trims) from a
@@ -68,6 +70,7 @@ struct Args {
   std::string address, ca, store;
   size_t idle = 2000;
   int nodes = 1;
+  std::string sql_tables;  // with --store: cairn-server --sql-tables (empty: the default)
   RulesArgs rules;
 };
 
@@ -251,7 +254,7 @@ void Usage() {
   std::fprintf(stderr,
                "usage: sync_bench [--trace FILE | --scale S] [--dir DIR] [--server-bin PATH]\n"
                "                  [--idle N] [--scenario e2e,bootstrap,idle,rules] [--store URL "
-               "[--nodes 1|2]]\n"
+               "[--nodes 1|2] [--sql-tables on|off]]\n"
                "                  [--clients N,N... --writes N --rate R]\n");
 }
 
@@ -297,6 +300,9 @@ int main(int argc, char** argv) {
       a.ca = next();
     } else if (f == "--store") {
       a.store = next();
+    } else if (f == "--sql-tables") {
+      a.sql_tables = next();
+      if (a.sql_tables != "on" && a.sql_tables != "off") Die("--sql-tables takes on or off");
     } else if (f == "--nodes") {
       a.nodes = std::atoi(next().c_str());
       if (a.nodes < 1 || a.nodes > 2) Die("--nodes takes 1 or 2");
@@ -380,6 +386,10 @@ int main(int argc, char** argv) {
     if (a.nodes > 1 && a.store.empty()) Die("--nodes 2 needs --store postgresql://...");
     std::vector<std::string> store_args;
     if (!a.store.empty()) store_args = {"--store", a.store};
+    if (!a.sql_tables.empty()) {
+      if (a.store.empty()) Die("--sql-tables needs --store postgresql://...");
+      store_args.insert(store_args.end(), {"--sql-tables", a.sql_tables});
+    }
     std::vector<Server> servers;
     for (int n = 0; n < a.nodes; n++) {
       servers.push_back(StartServer(a.server_bin, a.dir, n == 0 ? "server" : "server2",

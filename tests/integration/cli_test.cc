@@ -427,6 +427,15 @@ TEST(ServerCliTest, UsageErrorsExitTwoAndCreateNothing) {
   EXPECT_EQ(run(base + "--jwks " + Quote(not_a_key)), 2);
   EXPECT_NE(err().find("not a JWKS"), std::string::npos) << err();
   EXPECT_FALSE(std::ifstream(db).good()) << "the store was created";
+  // --sql-tables: on or off, and only with a PostgreSQL store.
+  EXPECT_EQ(run(base + "--sql-tables off"), 2);
+  EXPECT_NE(err().find("--sql-tables needs a PostgreSQL store"), std::string::npos) << err();
+  EXPECT_EQ(run(base + "--store postgresql:///x --sql-tables maybe"), 2);
+  EXPECT_NE(err().find("--sql-tables"), std::string::npos) << err();
+  // --http-rate and --http-burst are whole numbers.
+  EXPECT_EQ(run(base + "--http-rate -1"), 2);
+  EXPECT_EQ(run(base + "--http-burst many"), 2);
+  EXPECT_FALSE(std::ifstream(db).good()) << "the store was created";
   // A claim without its name or value.
   EXPECT_EQ(run("--token-secret " + Quote(secret) + " token --sub dev --claim team"), 2);
   EXPECT_NE(err().find("NAME=VALUE"), std::string::npos) << err();

@@ -206,6 +206,51 @@ bool SqlShows(const std::string& type, const std::string& text, const Value& v) 
   return false;
 }
 
+// Expects the SQL tables of `collections` to show `replica`'s documents k0..k9 (every field
+// in its column, a row per visible document) at the log's head.
+void ExpectTablesShow(server::pg::Conn* db, Replica* replica,
+                      const std::vector<std::string>& collections, const char* when) {
+  for (const std::string& coll : collections) {
+    const auto table = SqlTable(db, coll);
+    size_t visible = 0;
+    for (int k = 0; k < 10; k++) {
+      const std::string key = "k" + std::to_string(k);
+      auto doc = replica->Get(coll, key);
+      ASSERT_TRUE(doc.ok());
+      auto row = table.find(key);
+      if (!doc->has_value()) {
+        EXPECT_TRUE(row == table.end()) << when << ": " << coll << "/" << key << " is deleted";
+        continue;
+      }
+      visible++;
+      ASSERT_TRUE(row != table.end()) << when << ": " << coll << "/" << key;
+      size_t non_null = 0;
+      for (const auto& [field, v] : **doc) {
+        if (v.type() == ValueType::kNull) continue;
+        non_null++;
+        auto cell = row->second.fields.find(field);
+        ASSERT_TRUE(cell != row->second.fields.end())
+            << when << ": " << coll << "/" << key << "." << field;
+        Value shown = v;
+        if (v.type() == ValueType::kString) {  // (U+0000 shows as U+FFFD)
+          std::string s = v.as_string();
+          for (size_t at; (at = s.find('\0')) != std::string::npos;)
+            s.replace(at, 1, "\xEF\xBF\xBD");
+          shown = Value::String(s);
+        }
+        EXPECT_TRUE(SqlShows(cell->second.first, cell->second.second, shown))
+            << when << ": " << coll << "/" << key << "." << field << " is " << cell->second.second
+            << " (" << cell->second.first << ")";
+      }
+      EXPECT_EQ(row->second.fields.size(), non_null) << when << ": " << coll << "/" << key;
+    }
+    EXPECT_EQ(table.size(), visible) << when << ": " << coll;
+  }
+  auto meta = db->Query("SELECT head = data_cursor FROM cairn_meta");
+  ASSERT_TRUE(meta.ok());
+  EXPECT_EQ(meta->Bytes(0, 0), "t") << when;
+}
+
 // The tables equal the documents after random writes of every value type (columns made and
 // widened) through two nodes, deletes and revivals included; and a node that starts on a
 // database whose tables are behind its log (written by an earlier version) brings them up
@@ -272,45 +317,7 @@ TEST_F(MultiNode, SqlTablesShowTheDocumentsAfterRandomWritesThroughSeveralNodes)
   auto db = server::pg::Conn::Connect(testing::TestStoreUrl(dir.File("cluster")));
   ASSERT_TRUE(db.ok()) << db.status().ToString();
   auto check = [&](const char* when) {
-    for (const std::string& coll : collections) {
-      const auto table = SqlTable(db.value().get(), coll);
-      size_t visible = 0;
-      for (int k = 0; k < 10; k++) {
-        const std::string key = "k" + std::to_string(k);
-        auto doc = replicas[0]->Get(coll, key);
-        ASSERT_TRUE(doc.ok());
-        auto row = table.find(key);
-        if (!doc->has_value()) {
-          EXPECT_TRUE(row == table.end()) << when << ": " << coll << "/" << key << " is deleted";
-          continue;
-        }
-        visible++;
-        ASSERT_TRUE(row != table.end()) << when << ": " << coll << "/" << key;
-        size_t non_null = 0;
-        for (const auto& [field, v] : **doc) {
-          if (v.type() == ValueType::kNull) continue;
-          non_null++;
-          auto cell = row->second.fields.find(field);
-          ASSERT_TRUE(cell != row->second.fields.end())
-              << when << ": " << coll << "/" << key << "." << field;
-          Value shown = v;
-          if (v.type() == ValueType::kString) {  // (U+0000 shows as U+FFFD)
-            std::string s = v.as_string();
-            for (size_t at; (at = s.find('\0')) != std::string::npos;)
-              s.replace(at, 1, "\xEF\xBF\xBD");
-            shown = Value::String(s);
-          }
-          EXPECT_TRUE(SqlShows(cell->second.first, cell->second.second, shown))
-              << when << ": " << coll << "/" << key << "." << field << " is " << cell->second.second
-              << " (" << cell->second.first << ")";
-        }
-        EXPECT_EQ(row->second.fields.size(), non_null) << when << ": " << coll << "/" << key;
-      }
-      EXPECT_EQ(table.size(), visible) << when << ": " << coll;
-    }
-    auto meta = db.value()->Query("SELECT head = data_cursor FROM cairn_meta");
-    ASSERT_TRUE(meta.ok());
-    EXPECT_EQ(meta->Bytes(0, 0), "t") << when;
+    ExpectTablesShow(db.value().get(), replicas[0].get(), collections, when);
   };
   check("written through two nodes");
   auto widened = db.value()->Query(
@@ -331,6 +338,68 @@ TEST_F(MultiNode, SqlTablesShowTheDocumentsAfterRandomWritesThroughSeveralNodes)
     ServerThread late(node(n, n == 4 ? 1 : 1000000));
     check(n == 3 ? "brought up from the log" : "rewritten whole");
   }
+}
+
+// cairn-server --sql-tables (docs/backend.md "SQL tables"): off is the database's setting, which
+// every node follows (its tables dropped, no push writes them, a node started without the flag
+// keeps it off); on again, the tables are written whole and pushes keep them up.
+TEST_F(MultiNode, SqlTablesCanBeTurnedOffAndOnForEveryNode) {
+  TempDir dir;
+  auto node = [&](int n, std::optional<bool> tables) {
+    server::ServerOptions o = Node(dir, n);
+    o.store.sql_tables = tables;
+    return o;
+  };
+  const std::vector<std::string> collections = {"tasks"};
+  auto db = server::pg::Conn::Connect(testing::TestStoreUrl(dir.File("cluster")));
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  auto replica = OpenReplica(dir.File("r"));
+  auto write = [&](int from, int to) {
+    for (int k = from; k < to; k++) {
+      ASSERT_TRUE(replica->Put("tasks", "k" + std::to_string(k), {{"n", Value::Int(k)}}).ok());
+    }
+  };
+  auto tables_in_schema = [&]() {
+    auto n = db.value()->Query(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() || '_data'");
+    EXPECT_TRUE(n.ok());
+    return n.ok() ? std::string(n->Bytes(0, 0)) : std::string("?");
+  };
+  auto setting = [&]() {
+    auto m = db.value()->Query("SELECT data_tables FROM cairn_meta");
+    EXPECT_TRUE(m.ok());
+    return m.ok() ? std::string(m->Bytes(0, 0)) : std::string("?");
+  };
+  {
+    ServerThread n1(node(1, std::nullopt));  // (a new database: on)
+    write(0, 3);
+    ASSERT_TRUE(SyncOnce(replica.get(), n1.address()).ok());
+    ExpectTablesShow(db.value().get(), replica.get(), collections, "on when new");
+  }
+  {
+    ServerThread n1(node(1, false)), n2(node(2, std::nullopt));
+    EXPECT_EQ(setting(), "f");
+    EXPECT_EQ(tables_in_schema(), "0");
+    write(3, 6);
+    ASSERT_TRUE(SyncOnce(replica.get(), n1.address()).ok());
+    ASSERT_TRUE(replica->Delete("tasks", "k0").ok());
+    ASSERT_TRUE(SyncOnce(replica.get(), n2.address()).ok());
+    EXPECT_EQ(tables_in_schema(), "0") << "a node wrote SQL tables while they were off";
+  }
+  {
+    ServerThread n2(node(2, std::nullopt));  // (no flag: still off)
+    write(6, 8);
+    ASSERT_TRUE(SyncOnce(replica.get(), n2.address()).ok());
+    EXPECT_EQ(setting(), "f");
+    EXPECT_EQ(tables_in_schema(), "0");
+  }
+  ServerThread n1(node(1, true)), n2(node(2, std::nullopt));
+  EXPECT_EQ(setting(), "t");
+  ExpectTablesShow(db.value().get(), replica.get(), collections, "on again");
+  write(8, 10);
+  ASSERT_TRUE(replica->Delete("tasks", "k3").ok());
+  ASSERT_TRUE(SyncOnce(replica.get(), n2.address()).ok());
+  ExpectTablesShow(db.value().get(), replica.get(), collections, "pushed to the other node");
 }
 
 // Writes through SQL (docs/backend.md "Writing through SQL"): rows inserted into cairn_inbox

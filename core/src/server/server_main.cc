@@ -77,6 +77,12 @@ int Run(int argc, char** argv) {
                  "with PostgreSQL: catch up with the other nodes at least this often "
                  "(default 1000)")
       ->check(CLI::Range(1u, 3600000u));
+  std::string sql_tables;
+  app.add_option("--sql-tables", sql_tables,
+                 "with PostgreSQL: on or off, the documents as SQL tables in cairn_data "
+                 "(docs/backend.md), for every node of the database (default: as the database "
+                 "has it, on when new)")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--streams", o.streams_db_path,
                  "SQLite file of the telemetry streams, a table per stream (default: DB.streams)");
   app.add_option("--listen", listen, "HOST:PORT to listen on (default 127.0.0.1:7420)");
@@ -234,6 +240,14 @@ int Run(int argc, char** argv) {
       return kExitUsage;
     }
     o.store.url = store;
+  }
+  if (!sql_tables.empty()) {
+    if (o.store.url.empty()) {
+      std::cerr
+          << "cairn-server: --sql-tables needs a PostgreSQL store (--store postgresql://...)\n";
+      return kExitUsage;
+    }
+    o.store.sql_tables = sql_tables == "on";
   }
   std::string host;
   uint16_t port = 0;

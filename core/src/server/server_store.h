@@ -37,6 +37,9 @@ struct ServerStoreOptions {
   // ("postgresql://..."), that database, shared by every node given it, the file being this
   // node's copy (server/pg/pg_server_store.h).
   std::string url;
+  // With a PostgreSQL store: turn the documents' SQL tables (docs/backend.md "SQL tables") on
+  // or off for the database, every node; nullopt: as the database has it (on when new).
+  std::optional<bool> sql_tables;
 };
 
 // A PostgreSQL URL ("postgresql://..." or "postgres://..."): what ServerStoreOptions::url and

@@ -34,17 +34,13 @@ std::string DataTables::SchemaFor(const std::string& store_schema) {
   return store_schema == "public" || store_schema.empty() ? "cairn_data" : store_schema + "_data";
 }
 
-Status DataTables::Prepare(Conn* db) {
+Status DataTables::EnsureSchema(Conn* db) {
   // Made by an administrator beforehand, the role needs no CREATE on the database.
   CAIRN_ASSIGN_OR_RETURN(
       Rows found,
       db->Exec("SELECT 1::bigint FROM pg_namespace WHERE nspname = $1", {Param::Text(schema_)}));
   if (found.size() > 0) return Status::OK();
-  // Under the lock the store's schema is made under: nodes starting together would race.
-  return db->ExecScript(("BEGIN; SELECT pg_advisory_xact_lock(hashtext(current_schema()), 1); "
-                         "CREATE SCHEMA IF NOT EXISTS " +
-                         QuoteIdent(schema_) + "; COMMIT;")
-                            .c_str());
+  return db->ExecScript(("CREATE SCHEMA " + QuoteIdent(schema_)).c_str());
 }
 
 Result<DataTables::Table> DataTables::ReadTable(Conn* db, const std::string& collection) {

@@ -32,8 +32,9 @@ class DataTables {
   explicit DataTables(std::string schema) : schema_(std::move(schema)) {}
   const std::string& schema() const { return schema_; }
 
-  // Makes the schema when missing.
-  Status Prepare(Conn* db);
+  // Makes the schema when missing, inside the transaction open on `db`, which holds the log's
+  // head lock (so no other node makes it meanwhile).
+  Status EnsureSchema(Conn* db);
   // Inside the transaction open on `db`, which holds the log's head lock (so no other node
   // changes these tables meanwhile): the rows of `docs` as `state` holds them now (cursor
   // `cursor`): replaced when visible, deleted otherwise. Tables and columns are made and

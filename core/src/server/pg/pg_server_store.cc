@@ -58,6 +58,8 @@ ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS floor bigint NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS log_ops bigint NOT NULL DEFAULT 0;
 -- the SQL tables of the documents (pg_data_tables.h) show the state at this cursor
 ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS data_cursor bigint NOT NULL DEFAULT 0;
+-- whether there are SQL tables (cairn-server --sql-tables: every node follows it)
+ALTER TABLE cairn_meta ADD COLUMN IF NOT EXISTS data_tables boolean NOT NULL DEFAULT true;
 UPDATE cairn_meta SET format = 2,
   log_ops = (SELECT coalesce(sum(op_count), 0) FROM cairn_log) WHERE format < 2;
 COMMIT;
@@ -142,6 +144,10 @@ class PgServerStore final : public ServerStore {
   // Brings the SQL tables of the documents (data_) up to the log's head when they are behind
   // it (a database of an earlier version, or entries of a node of one), under the head's lock.
   Status SyncData();
+  // At Open: cairn-server --sql-tables (docs/backend.md "SQL tables"), the database's setting,
+  // which every node follows, changed when `set` (off drops the tables, on has SyncData write
+  // them whole); their schema made when they are on.
+  Status PrepareSqlTables(std::optional<bool> set);
   Status RefuseInboxIn(pg::Conn* db, int64_t id, const std::string& claimer,
                        const std::string& reason);
 
@@ -161,7 +167,7 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
       pg::Rows made,
       s->db_->Exec("SELECT (to_regclass('cairn_inbox') IS NOT NULL AND EXISTS (SELECT 1 "
                    "FROM information_schema.columns WHERE table_schema = current_schema() "
-                   "AND table_name = 'cairn_meta' AND column_name = 'data_cursor'))::int::bigint"));
+                   "AND table_name = 'cairn_meta' AND column_name = 'data_tables'))::int::bigint"));
   if (made.size() != 1 || made.Int(0, 0) == 0) {
     CAIRN_RETURN_IF_ERROR(s->db_->ExecScript(kSchema));
   }
@@ -202,7 +208,7 @@ Result<std::unique_ptr<ServerStore>> PgServerStore::Open(const std::string& path
                            "' (over 63 bytes, or public's): pick another schema name");
   }
   s->data_ = std::make_unique<pg::DataTables>(data_schema);
-  CAIRN_RETURN_IF_ERROR(s->data_->Prepare(s->db_.get()));
+  CAIRN_RETURN_IF_ERROR(s->PrepareSqlTables(options.sql_tables));
   CAIRN_RETURN_IF_ERROR(s->SyncData());
   return std::unique_ptr<ServerStore>(std::move(s));
 }
@@ -391,16 +397,54 @@ Status PgServerStore::Maintain() {
   return Status::OK();
 }
 
+Status PgServerStore::PrepareSqlTables(std::optional<bool> set) {
+  pg::Conn* db = db_.get();
+  pg::Txn txn(db);
+  CAIRN_RETURN_IF_ERROR(txn.Begin());
+  // (The head's lock: no push of another node writes the tables meanwhile, and each reads the
+  // setting under it.)
+  CAIRN_ASSIGN_OR_RETURN(pg::Rows meta,
+                         db->Exec("SELECT data_tables::int::bigint FROM cairn_meta FOR UPDATE"));
+  if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
+  const bool was = meta.Int(0, 0) != 0, on = set.value_or(was);
+  if (on) CAIRN_RETURN_IF_ERROR(data_->EnsureSchema(db));
+  if (on == was) return txn.Commit();
+  if (!on) {
+    // Off: the tables go (they would show a state that no longer moves); the schema stays,
+    // which an administrator may have made. A reader's lock is waited for 10 s at most.
+    CAIRN_RETURN_IF_ERROR(db->ExecScript("SET LOCAL lock_timeout = '10s'"));
+    CAIRN_ASSIGN_OR_RETURN(pg::Rows names,
+                           db->Exec("SELECT tablename::text FROM pg_tables WHERE schemaname = $1",
+                                    {pg::Param::Text(data_->schema())}));
+    for (int i = 0; i < names.size(); i++) {
+      const std::string drop = "DROP TABLE " + QuoteIdent(data_->schema()) + "." +
+                               QuoteIdent(std::string(names.Bytes(i, 0)));
+      Status st = db->ExecScript(drop.c_str());
+      if (!st.ok()) {
+        return Status(st.code(), "PostgreSQL: turning the SQL tables off: " + st.message());
+      }
+    }
+  }
+  // On: data_cursor 0 makes SyncData write them whole.
+  CAIRN_RETURN_IF_ERROR(
+      db->Exec("UPDATE cairn_meta SET data_tables = $1::text::boolean, data_cursor = 0",
+               {pg::Param::Text(on ? "true" : "false")})
+          .status());
+  return txn.Commit();
+}
+
 Status PgServerStore::SyncData() {
   CAIRN_RETURN_IF_ERROR(CatchUp());
   CAIRN_ASSIGN_OR_RETURN(pg::Conn * db, Db());
   pg::Txn txn(db);
   CAIRN_RETURN_IF_ERROR(txn.Begin());
   CAIRN_ASSIGN_OR_RETURN(pg::Rows meta,
-                         db->Exec("SELECT head, data_cursor FROM cairn_meta FOR UPDATE"));
+                         db->Exec("SELECT head, data_cursor, data_tables::int::bigint "
+                                  "FROM cairn_meta FOR UPDATE"));
   if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
   const uint64_t head = U(meta.Int(0, 0)), shown = U(meta.Int(0, 1));
-  if (shown < head) {
+  if (meta.Int(0, 2) != 0 && shown < head) {
+    CAIRN_RETURN_IF_ERROR(data_->EnsureSchema(db));  // (turned on by a node since)
     CAIRN_RETURN_IF_ERROR(TakeIn(db, head, /*in_push=*/true));
     if (copy_->head() != head) return Status(Code::kEBUSY, "the copy is behind the log");
     if (shown >= copy_->floor()) {
@@ -576,11 +620,10 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
                               .status());
     // The cursor, last: the head row stays locked until COMMIT, so cursors follow commit
     // order (the header comment).
-    CAIRN_ASSIGN_OR_RETURN(
-        pg::Rows head,
-        db->Exec(
-            "UPDATE cairn_meta SET head = head + 1, log_ops = log_ops + $1 RETURNING head, log_ops",
-            {pg::Param(sort.applied)}));
+    CAIRN_ASSIGN_OR_RETURN(pg::Rows head,
+                           db->Exec("UPDATE cairn_meta SET head = head + 1, log_ops = log_ops + $1 "
+                                    "RETURNING head, log_ops, data_tables::int::bigint",
+                                    {pg::Param(sort.applied)}));
     if (head.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
     LogEntry entry;
     entry.cursor = U(head.Int(0, 0));
@@ -607,9 +650,11 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     }
     CAIRN_RETURN_IF_ERROR(copy_->StageEntry(entry));
     // The documents' rows, as the copy holds them with this entry (docs/backend.md "SQL
-    // tables"), and the cursor they show, when they showed the one before.
-    Status st = data_->Write(db, copy_->state(), touched, entry.cursor);
-    if (st.ok()) {
+    // tables"), and the cursor they show, when they showed the one before; unless the
+    // database has no SQL tables (read under the head's lock, as SetSqlTables changes it).
+    const bool tables = head.Int(0, 2) != 0;
+    Status st = tables ? data_->Write(db, copy_->state(), touched, entry.cursor) : Status::OK();
+    if (st.ok() && tables) {
       Result<pg::Rows> moved =
           db->Exec("UPDATE cairn_meta SET data_cursor = $1 WHERE data_cursor = $2 RETURNING 1",
                    {pg::Param(entry.cursor), pg::Param(entry.cursor - 1)});
