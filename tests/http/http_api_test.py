@@ -529,6 +529,54 @@ class HttpApiTest(unittest.TestCase):
         status, headers, body = s.request("POST", "/v1/changes", backend, "{}")
         self.assertEqual((status, error_of(body)), (405, "EINVAL"))
 
+    def test_a_long_poll_of_a_client_that_went_is_forgotten(self):
+        s = self.start()
+        admin = token(self.secret, "ops", "--admin")
+
+        def waiting():
+            status, _, text = s.request("GET", "/metrics", admin)
+            self.assertEqual(status, 200, text)
+            return int(float(re.search(r"^cairn_change_feed_polls (\S+)$", text, re.M).group(1)))
+
+        head = s.request("GET", "/v1/changes?since=0", admin)[2]["cursor"]
+        clients = []
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", s.http_port), timeout=10)
+            c.sendall(("GET /v1/changes?since=%d&wait_ms=60000 HTTP/1.1\r\nHost: x\r\n"
+                       "Authorization: Bearer %s\r\n\r\n" % (head, admin)).encode())
+            clients.append(c)
+        deadline = time.monotonic() + 10
+        while waiting() < 3:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        # Two clients go: their polls are dropped at once, not at their deadline a minute later
+        # (they would count against the 1,000 that may wait).
+        for c in clients[:2]:
+            c.close()
+        deadline = time.monotonic() + 10
+        while waiting() != 1:
+            self.assertLess(time.monotonic(), deadline, "the polls of closed connections wait on")
+            time.sleep(0.05)
+        # The one left is answered by the next write; behind it on its connection, pipelined, a
+        # write of its own, answered after it (on a later turn of the server's loop).
+        clients[2].sendall(("PATCH /v1/docs/tasks/b HTTP/1.1\r\nHost: x\r\n"
+                            "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                            "Content-Length: 18\r\n\r\n{\"fields\":{\"b\":1}}" % admin).encode())
+        self.assertEqual(s.request("PATCH", "/v1/docs/tasks/a", admin,
+                                   json.dumps({"fields": {"a": 1}}))[0], 200)
+        out = b""
+        clients[2].settimeout(10)
+        while whole_responses(out) < 2:
+            chunk = clients[2].recv(65536)
+            self.assertTrue(chunk, out)
+            out += chunk
+        clients[2].close()
+        first, second = out.split(b"\r\n\r\n", 1)[1], out.split(b"HTTP/1.1 ")[2]
+        self.assertIn(b'"key":"a"', first)
+        self.assertTrue(second.startswith(b"200 "), out)
+        self.assertEqual(s.request("GET", "/v1/docs/tasks/b", admin)[2]["fields"], {"b": 1})
+        self.assertEqual(waiting(), 0)
+
     def test_a_feed_behind_the_trimmed_log_is_told_where_to_start_again(self):
         s = self.start("--keep-log", "5")
         backend = token(self.secret, "backend")

@@ -334,6 +334,7 @@ void HttpConn::Dispatch() {
   link_->SetDeadline(0, "");
   ReleaseBody();  // (the handler has it now: requests are served one at a time)
   const uint64_t serial = ++served_;
+  request_.open = alive_;
   std::weak_ptr<bool> alive = alive_;
   handler_(std::move(request_), [this, alive, serial](HttpResponse response) {
     if (alive.expired() || !busy_ || serial != served_) return;

@@ -42,6 +42,8 @@ struct HttpRequest {
   std::string body;
   std::string peer;     // "IP:PORT"
   std::string peer_ip;  // the IP alone
+  // Expires once the connection closed (a long poll of a client that went is dropped).
+  std::weak_ptr<const bool> open;
 
   const std::string* Header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);

@@ -272,6 +272,7 @@ void HttpApi::Handle(const net::HttpRequest& request, const net::HttpConn::Reply
       return reply(HttpError(403, Code::kEPERM, "the metrics are for admin tokens"));
     }
     MetricGauges gauges = hub_->Gauges();
+    DropClosedPolls();
     gauges.feed_polls = polls_.size();
     HttpResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -450,6 +451,7 @@ std::optional<HttpResponse> HttpApi::Changes(const Caller& caller, const net::Ht
     return HttpError(500, Code::kEINTERNAL, "server error reading its log");
   }
   if (!page->changes.empty() || wait_ms == 0) return FeedResponse(std::move(page.value()));
+  DropClosedPolls();
   if (polls_.size() >= kMaxPolls) {
     HttpResponse r = HttpError(
         429, Code::kEBUSY,
@@ -457,8 +459,8 @@ std::optional<HttpResponse> HttpApi::Changes(const Caller& caller, const net::Ht
     r.headers.emplace_back("Retry-After", "1");
     return r;
   }
-  polls_.push_back(
-      Poll{caller, page->cursor, static_cast<size_t>(limit), SteadyMs() + static_cast<int64_t>(wait_ms), reply});
+  polls_.push_back(Poll{caller, page->cursor, static_cast<size_t>(limit),
+                        SteadyMs() + static_cast<int64_t>(wait_ms), reply, request.open});
   ArmWake();
   return std::nullopt;
 }
@@ -656,23 +658,27 @@ HttpResponse HttpApi::ListClients(const Caller& caller) {
   return JsonResponse(Json{{"clients", std::move(out)}, {"head", head}});
 }
 
+void HttpApi::DropClosedPolls() {
+  polls_.remove_if([](const Poll& p) { return p.open.expired(); });
+}
+
 void HttpApi::Committed() {
+  DropClosedPolls();
   if (polls_.empty()) return;
-  // The answers are sent once the list is settled: a reply may serve the connection's next
-  // request at once, which may wait (a new poll) or write (Committed again).
-  std::vector<std::pair<net::HttpConn::Reply, HttpResponse>> due;
+  // The answers wait in ready_ for the next wake (ready_'s comment).
   for (auto it = polls_.begin(); it != polls_.end();) {
     if (it->since < hub_->store->floor()) {  // (trimmed while it waited)
-      due.emplace_back(it->reply, Trimmed());
+      ready_.emplace_back(it->reply, Trimmed());
       it = polls_.erase(it);
       continue;
     }
     auto page = ReadChanges(it->caller, it->since, it->limit);
     if (!page.ok()) {
       hub_->Log("reading the change feed failed: " + page.status().ToString());
-      due.emplace_back(it->reply, HttpError(500, Code::kEINTERNAL, "server error reading its log"));
+      ready_.emplace_back(it->reply,
+                          HttpError(500, Code::kEINTERNAL, "server error reading its log"));
     } else if (!page->changes.empty()) {
-      due.emplace_back(it->reply, FeedResponse(std::move(page.value())));
+      ready_.emplace_back(it->reply, FeedResponse(std::move(page.value())));
     } else {
       it->since = page->cursor;  // (entries it may not see: not read again)
       ++it;
@@ -680,13 +686,19 @@ void HttpApi::Committed() {
     }
     it = polls_.erase(it);
   }
-  for (auto& [reply, response] : due) reply(std::move(response));
+  if (!hub_->set_wake_timer) {  // (no loop to wake: a hub without a server)
+    std::vector<std::pair<net::HttpConn::Reply, HttpResponse>> now;
+    now.swap(ready_);
+    for (auto& [reply, response] : now) reply(std::move(response));
+  }
   ArmWake();
 }
 
 void HttpApi::Wake() {
+  DropClosedPolls();
   const int64_t now = SteadyMs();
   std::vector<std::pair<net::HttpConn::Reply, HttpResponse>> due;
+  due.swap(ready_);
   for (auto it = polls_.begin(); it != polls_.end();) {
     if (it->deadline_ms > now) {
       ++it;
@@ -703,7 +715,9 @@ void HttpApi::Wake() {
 }
 
 void HttpApi::ArmWake() {
-  if (polls_.empty() || !hub_->set_wake_timer) return;
+  if (!hub_->set_wake_timer) return;
+  if (!ready_.empty()) return hub_->set_wake_timer(0);
+  if (polls_.empty()) return;
   int64_t first = polls_.front().deadline_ms;
   for (const Poll& p : polls_) first = std::min(first, p.deadline_ms);
   hub_->set_wake_timer(static_cast<uint64_t>(std::max<int64_t>(first - SteadyMs(), 0)));

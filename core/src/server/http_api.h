@@ -50,7 +50,8 @@ class HttpApi {
   void Handle(const net::HttpRequest& request, const net::HttpConn::Reply& reply);
   // The log grew: the long polls that have changes now are answered.
   void Committed();
-  // The hub's wake timer fired: the long polls past their deadline are answered (no changes).
+  // The hub's wake timer fired: the answers Committed made are sent, and the long polls past
+  // their deadline are answered (no changes).
   void Wake();
 
  private:
@@ -107,13 +108,22 @@ class HttpApi {
     size_t limit = 0;
     int64_t deadline_ms = 0;  // of a steady clock
     net::HttpConn::Reply reply;
+    std::weak_ptr<const bool> open;  // net::HttpRequest::open
   };
-  // Asks the hub for a wake at the earliest deadline of polls_.
+  // Forgets the polls whose connection closed: they are not read again, nor counted against
+  // kMaxPolls.
+  void DropClosedPolls();
+  // Asks the hub for a wake at once when answers are ready, else at the earliest deadline of
+  // polls_.
   void ArmWake();
 
   SessionHub::Impl* hub_;
   net::RequestRate rate_;  // per client address (ServerOptions::http_requests_per_second)
   std::list<Poll> polls_;
+  // Answers to long polls, sent at the next wake (on a turn of the loop of their own): a reply
+  // serves its connection's next request at once, which may write and so answer polls again;
+  // sent where they were made, a chain of such connections would nest without bound.
+  std::vector<std::pair<net::HttpConn::Reply, net::HttpResponse>> ready_;
 };
 
 }  // namespace cairn::server
