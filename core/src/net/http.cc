@@ -5,6 +5,8 @@
 #include <cctype>
 #include <nlohmann/json.hpp>
 
+#include "base/strings.h"
+
 namespace cairn::net {
 
 namespace {
@@ -51,17 +53,6 @@ int HexDigit(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-bool EqualsIgnoringCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); i++) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
 }
 
 std::optional<std::string> PercentDecode(std::string_view s, bool plus_is_space) {
@@ -210,7 +201,7 @@ struct HttpConn::Callbacks {
       return Refused(p);
     }
     const std::string* expect = r.Header("expect");
-    if (expect != nullptr && EqualsIgnoringCase(*expect, "100-continue")) {
+    if (expect != nullptr && EqualsIgnoreCase(*expect, "100-continue")) {
       c->link_->Send("HTTP/1.1 100 Continue\r\n\r\n");
     }
     return 0;

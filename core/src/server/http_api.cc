@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "base/sha256.h"
+#include "base/strings.h"
 #include "oplog/json_codec.h"
 #include "oplog/validate.h"
 #include "port/port.h"
@@ -183,14 +184,7 @@ std::optional<HttpResponse> HttpApi::Authenticate(const net::HttpRequest& reques
   if (!o.tokens().enabled()) return std::nullopt;  // an open server (said loudly at start)
   const std::string* auth = request.Header("authorization");
   constexpr std::string_view kBearer = "bearer ";  // (the scheme's case does not matter)
-  auto is_bearer = [&] {
-    if (auth == nullptr || auth->size() < kBearer.size()) return false;
-    for (size_t i = 0; i < kBearer.size(); i++) {
-      if (std::tolower(static_cast<unsigned char>((*auth)[i])) != kBearer[i]) return false;
-    }
-    return true;
-  };
-  if (!is_bearer()) {
+  if (auth == nullptr || !StartsWithIgnoreCase(*auth, kBearer)) {
     return Unauthorized(Code::kEPERM, "this server requires a token (Authorization: Bearer TOKEN)");
   }
   auto claims =
