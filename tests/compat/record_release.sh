@@ -15,8 +15,8 @@
 #   4 follow   replica b: pulls what is new from its cursor
 #   5 partial  replica c, new: only the collection "tasks" (--only tasks)
 #   6 stream   replica a: telemetry records of stream "temp" uploaded
-#   7 snapshot replica d, new, after the server was restarted with --keep-log 2 and a push
-#              trimmed its log: the state comes as a snapshot
+#   7 trim     replica a: two writes pushed to the server restarted with --keep-log 2
+#   8 snapshot replica d, new: the log was trimmed, the state comes as a snapshot
 # Then the files: replica a's, b's, c's and d's, the server's, and each one's `cairn dump`.
 set -eu
 bin=$1 out=$2
