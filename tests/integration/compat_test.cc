@@ -79,56 +79,60 @@ std::string Meaning(const wire::Frame* f) {
   s << wire::EnumNameBody(f->body_type());
   auto ops = [&](const wire::OpBatch* b) {
     if (b == nullptr) return;
-    s << " cursor=" << b->cursor() << " covers=" << (b->covers() ? b->covers()->size() : 0);
+    const auto* covers = b->covers();
+    s << " cursor=" << b->cursor() << " covers=" << (covers ? covers->size() : 0);
     Status st = protocol::DecodeBatch(*b, protocol::DecodeLimits{}, [&](const Op& op) {
       s << "\n  " << CanonicalJson(OpToJson(op));
       return Status::OK();
     });
     if (!st.ok()) s << " " << st.ToString();
   };
+  // (Each body read once and checked: a frame of another type has none.)
   switch (f->body_type()) {
     case wire::Body::Welcome:
-      s << " protocol=" << f->body_as_Welcome()->protocol_version();
+      if (const auto* w = f->body_as_Welcome()) s << " protocol=" << w->protocol_version();
       break;
     case wire::Body::OpBatch:
       ops(f->body_as_OpBatch());
       break;
-    case wire::Body::Ack: {
-      const wire::Ack* a = f->body_as_Ack();
-      s << " batch=" << a->batch_id();
-      if (a->entries()) {
-        for (const wire::AckEntry* e : *a->entries()) {
-          s << " " << protocol::FromWire(e->origin()).Hex() << ":" << e->through_seq();
+    case wire::Body::Ack:
+      if (const wire::Ack* a = f->body_as_Ack()) {
+        s << " batch=" << a->batch_id();
+        if (const auto* entries = a->entries()) {
+          for (const wire::AckEntry* e : *entries) {
+            s << " " << protocol::FromWire(e->origin()).Hex() << ":" << e->through_seq();
+          }
+        }
+        const auto* refused = a->refused();
+        s << " refused=" << (refused ? refused->size() : 0);
+      }
+      break;
+    case wire::Body::CaughtUp:
+      if (const auto* c = f->body_as_CaughtUp()) s << " cursor=" << c->cursor();
+      break;
+    case wire::Body::SnapshotBegin:
+      if (const wire::SnapshotBegin* b = f->body_as_SnapshotBegin()) {
+        s << " cursor=" << b->cursor() << " rebase=" << b->rebase() << " collections=";
+        if (const auto* collections = b->collections()) {
+          for (const auto* c : *collections) s << c->str() << ",";
         }
       }
-      s << " refused=" << (a->refused() ? a->refused()->size() : 0);
       break;
-    }
-    case wire::Body::CaughtUp:
-      s << " cursor=" << f->body_as_CaughtUp()->cursor();
-      break;
-    case wire::Body::SnapshotBegin: {
-      const wire::SnapshotBegin* b = f->body_as_SnapshotBegin();
-      s << " cursor=" << b->cursor() << " rebase=" << b->rebase() << " collections=";
-      if (b->collections()) {
-        for (const auto* c : *b->collections()) s << c->str() << ",";
-      }
-      break;
-    }
     case wire::Body::SnapshotChunk:
-      ops(f->body_as_SnapshotChunk()->batch());
+      if (const auto* c = f->body_as_SnapshotChunk()) ops(c->batch());
       break;
     case wire::Body::SnapshotEnd:
-      s << " cursor=" << f->body_as_SnapshotEnd()->cursor();
+      if (const auto* e = f->body_as_SnapshotEnd()) s << " cursor=" << e->cursor();
       break;
-    case wire::Body::StreamAck: {
-      const wire::StreamAck* a = f->body_as_StreamAck();
-      s << " " << (a->stream() ? a->stream()->str() : "") << " through=" << a->through_seq()
-        << " code=" << a->code();
+    case wire::Body::StreamAck:
+      if (const wire::StreamAck* a = f->body_as_StreamAck()) {
+        const auto* stream = a->stream();
+        s << " " << (stream ? stream->str() : "") << " through=" << a->through_seq()
+          << " code=" << a->code();
+      }
       break;
-    }
     case wire::Body::Error:
-      s << " code=" << f->body_as_Error()->code();
+      if (const auto* e = f->body_as_Error()) s << " code=" << e->code();
       break;
     default:
       break;
@@ -192,9 +196,11 @@ void Replay(const std::string& name, uint16_t port, std::map<std::string, std::s
         << "today's server sent nothing where the release's sent " << Meaning(want);
     const wire::Frame* got = Verified(got_bytes);
     EXPECT_EQ(Meaning(got), Meaning(want));
-    if (got != nullptr && want != nullptr && want->body_type() == wire::Body::Welcome) {
-      const auto* w = want->body_as_Welcome()->server_id();
-      const auto* g = got->body_as_Welcome()->server_id();
+    const wire::Welcome* want_welcome = want != nullptr ? want->body_as_Welcome() : nullptr;
+    const wire::Welcome* got_welcome = got != nullptr ? got->body_as_Welcome() : nullptr;
+    if (want_welcome != nullptr && got_welcome != nullptr) {
+      const auto* w = want_welcome->server_id();
+      const auto* g = got_welcome->server_id();
       ASSERT_TRUE(w != nullptr && g != nullptr);
       (*ids)[std::string(reinterpret_cast<const char*>(w->bytes()->data()), 16)] =
           std::string(reinterpret_cast<const char*>(g->bytes()->data()), 16);
