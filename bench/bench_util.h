@@ -52,6 +52,11 @@ inline void DieWithParent() {
 inline void Check(const cairn::Status& st, const std::string& what) {
   if (!st.ok()) Die(what + ": " + st.ToString());
 }
+// The same for a call that returns a Result (a write's receipt, which is not needed here).
+template <class T>
+void Check(const cairn::Result<T>& r, const std::string& what) {
+  Check(r.status(), what);
+}
 
 template <class T>
 T Must(cairn::Result<T> r, const std::string& what) {

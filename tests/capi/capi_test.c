@@ -70,6 +70,36 @@ static void test_crud(void) {
   cairn_replica_free(NULL); /* harmless */
 }
 
+/* Write receipts (docs/c-api.md "Write receipts"): each write's _seq variant gives the seq of
+ * its transaction's last op; a failed write gives none and uses none. */
+static void test_receipts(void) {
+  cairn_replica* r = NULL;
+  cairn_batch* batch = NULL;
+  uint64_t seq = 0;
+  const char* p = path_of("capi_receipts.db");
+  unlink(p);
+  CHECK(cairn_replica_open(&r, p, NULL) == CAIRN_OK);
+  CHECK(cairn_replica_put_json_seq(r, "t", "a", "{\"x\":1,\"y\":2}", &seq) == CAIRN_OK);
+  CHECK(seq == 2); /* two fields: ops 1 and 2 */
+  CHECK(cairn_replica_increment_seq(r, "t", "a", "n", 5, &seq) == CAIRN_OK && seq == 3);
+  CHECK(cairn_replica_delete_seq(r, "t", "a", &seq) == CAIRN_OK && seq == 4);
+  CHECK(cairn_replica_put_json_seq(r, "t", "b", "{\"x\":1}", NULL) == CAIRN_OK); /* 5 */
+  seq = 77;
+  CHECK(cairn_replica_put_json_seq(r, "t", "b", "{oops", &seq) == CAIRN_EINVAL && seq == 77);
+  CHECK(cairn_replica_increment_seq(r, "bad name!", "b", "n", 1, &seq) == CAIRN_EINVAL);
+  CHECK(seq == 77);
+  CHECK(cairn_batch_new(&batch) == CAIRN_OK);
+  CHECK(cairn_batch_set_int(batch, "t", "c", "n", 1) == CAIRN_OK);
+  CHECK(cairn_batch_increment(batch, "t", "c", "m", 2) == CAIRN_OK);
+  CHECK(cairn_batch_delete(batch, "t", "b") == CAIRN_OK);
+  CHECK(cairn_replica_write_seq(r, batch, &seq) == CAIRN_OK && seq == 8); /* 6, 7, 8 */
+  CHECK(cairn_replica_write(r, batch) == CAIRN_OK);                         /* 9, 10, 11 */
+  CHECK(cairn_replica_put_json_seq(r, "t", "d", "{\"x\":1}", &seq) == CAIRN_OK && seq == 12);
+  CHECK(cairn_replica_write_seq(NULL, batch, &seq) == CAIRN_EINVAL && seq == 12);
+  cairn_batch_free(batch);
+  cairn_replica_free(r);
+}
+
 static void test_errors(void) {
   cairn_replica* r = NULL;
   cairn_buf buf = {NULL, 0};
@@ -360,6 +390,15 @@ static int g_contexts_freed;
 static void on_durable(void* ctx, uint64_t through) {
   *(uint64_t*)ctx = through;
 }
+static void on_refused(void* ctx, uint64_t first_seq, uint64_t last_seq, int code,
+                       const char* reason) {
+  (void)ctx;
+  (void)first_seq;
+  (void)last_seq;
+  (void)code;
+  (void)reason;
+}
+
 static void free_context(void* ctx) {
   (void)ctx;
   g_contexts_freed++;
@@ -558,7 +597,16 @@ static void test_status_while_offline(void) {
   int before = g_contexts_freed;
   CHECK(cairn_sync_set_status_callback(NULL, on_offline_status, NULL, free_context) == CAIRN_EINVAL);
   CHECK(cairn_sync_set_durable_callback(NULL, on_durable, NULL, free_context) == CAIRN_EINVAL);
-  CHECK(g_contexts_freed == before + 2);
+  CHECK(cairn_sync_set_refused_callback(NULL, on_refused, NULL, free_context) == CAIRN_EINVAL);
+  CHECK(g_contexts_freed == before + 3);
+  /* The refusal callback's payload is freed once, when it is replaced and when removed (the
+   * refusals themselves: SyncAuth.RefusalsAreReportedBeforeTheWatermarkThatCoversThem, and
+   * the Java and Swift tests through this call). */
+  CHECK(cairn_sync_set_refused_callback(s, on_refused, NULL, free_context) == CAIRN_OK);
+  CHECK(cairn_sync_set_refused_callback(s, on_refused, NULL, free_context) == CAIRN_OK);
+  CHECK(g_contexts_freed == before + 4);
+  CHECK(cairn_sync_set_refused_callback(s, NULL, NULL, NULL) == CAIRN_OK);
+  CHECK(g_contexts_freed == before + 5);
   CHECK(cairn_sync_set_status_callback(s, on_offline_status, NULL, NULL) == CAIRN_OK);
   CHECK(cairn_sync_start(s) == CAIRN_OK);
   CHECK(cairn_replica_put_json(r, "notes", "n1", "{\"x\":1}") == CAIRN_OK);
@@ -575,6 +623,7 @@ static void test_status_while_offline(void) {
 int main(int argc, char** argv) {
   snprintf(g_dir, sizeof g_dir, "%s", argc > 1 ? argv[1] : ".");
   test_crud();
+  test_receipts();
   test_errors();
   test_batch_and_exchange();
   test_batch_reuse_and_initializers();

@@ -80,6 +80,18 @@ TEST_F(CliTest, QuickStartFlow) {
   EXPECT_NE(Cairn({"status"}).out.find("\"pending_ops\":5"), std::string::npos);
 }
 
+// put, inc and del --print-seq print the write's receipt (docs/cli.md "Write receipts"); without
+// the flag they print nothing; a refused write prints none.
+TEST_F(CliTest, WritesPrintTheirReceiptWhenAsked) {
+  EXPECT_EQ(Cairn({"put", "--print-seq", "notes", "n1", R"({"a":1,"b":2})"}).out, "2\n");
+  EXPECT_EQ(Cairn({"inc", "notes", "n1", "views", "3", "--print-seq"}).out, "3\n");
+  EXPECT_EQ(Cairn({"put", "notes", "n2", R"({"a":1})"}).out, "");
+  CliRun bad = Cairn({"put", "--print-seq", "notes", "n3", "{oops"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_EQ(bad.out, "");
+  EXPECT_EQ(Cairn({"del", "--print-seq", "notes", "n1"}).out, "5\n");
+}
+
 TEST_F(CliTest, UsageErrorsExitTwoAndChangeNothing) {
   ASSERT_EQ(Cairn({"put", "notes", "n1", R"({"a":1})"}).code, 0);
   std::string before = Digest();

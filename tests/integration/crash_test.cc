@@ -368,7 +368,7 @@ void WriteLoad(Replica* r, FakeClock* clock, int first_batch, int batches) {
         }
       }
     }
-    Status st = r->Write(batch);
+    Status st = r->Write(batch).status();
     ASSERT_TRUE(st.ok()) << st.ToString();
   }
 }

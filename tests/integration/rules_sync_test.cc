@@ -137,11 +137,12 @@ TEST(RulesSync, WritesAreJudgedOnTheirChannels) {
   // Since the server's Welcome named it one-way, such a write fails at once, whatever the
   // case of the name, offline and after a reopen too; nothing is queued.
   const int64_t pending = alice->PendingOps().value();
-  EXPECT_EQ(alice->Put("news", "n2", {{"text", Value::String("hi")}}).code(), Code::kEPERM);
-  EXPECT_EQ(alice->Delete("NEWS", "n1").code(), Code::kEPERM);
+  EXPECT_EQ(alice->Put("news", "n2", {{"text", Value::String("hi")}}).status().code(),
+            Code::kEPERM);
+  EXPECT_EQ(alice->Delete("NEWS", "n1").status().code(), Code::kEPERM);
   alice.reset();
   alice = OpenReplica(dir.File("alice.db"));
-  EXPECT_EQ(alice->Increment("News", "n1", "reads", 1).code(), Code::kEPERM);
+  EXPECT_EQ(alice->Increment("News", "n1", "reads", 1).status().code(), Code::kEPERM);
   EXPECT_EQ(alice->PendingOps().value(), pending);
   ASSERT_TRUE(alice->Put("tasks", "a1", Task("alice")).ok());                    // hers: taken
   ASSERT_TRUE(alice->Put("tasks", "b2", {{"title", Value::String("x")}}).ok());  // team: taken
@@ -1164,7 +1165,8 @@ class RulesModel {
     clock_.Advance(1);
     t.step = ++step_;
     Status st =
-        del ? u->replica->Delete("tasks", t.key) : u->replica->Put("tasks", t.key, t.fields);
+        (del ? u->replica->Delete("tasks", t.key) : u->replica->Put("tasks", t.key, t.fields))
+            .status();
     if (!st.ok()) {
       Fail(u->name + (del ? " delete " : " put ") + t.key + ": " + st.ToString());
       return;

@@ -125,7 +125,7 @@ class SecurityTest : public ::testing::Test {
   Status LegitimateSync(const ServerThread& server, const sync::SyncOptions& o = {}) {
     auto r = OpenReplica(dir_.File("legit" + std::to_string(++n_) + ".db"));
     if (!r) return Status::Internal("open");
-    Status st = r->Put("notes", "n" + std::to_string(n_), {{"v", Value::Int(n_)}});
+    Status st = r->Put("notes", "n" + std::to_string(n_), {{"v", Value::Int(n_)}}).status();
     if (!st.ok()) return st;
     return SyncOnce(r.get(), server.address(), o);
   }

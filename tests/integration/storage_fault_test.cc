@@ -250,7 +250,7 @@ TEST_P(StorageFaultTest, LocalWrite) {
                         b.Set("notes", "n2", "title", Value::String("two"))
                             .Increment("notes", "n1", "views", 2)
                             .Delete("tasks", "t1");
-                        return r->Write(b);
+                        return r->Write(b).status();
                       }));
 }
 

@@ -1278,6 +1278,51 @@ TEST(SyncAuth, WritesTheTokenDoesNotAllowAreRefusedAndUndone) {
   EXPECT_EQ(RejectedOps(a.get()).size(), 6u);
 }
 
+// Write receipts (docs/c-api.md "Write receipts"): each refused transaction is reported with
+// its seqs, code and reason before the durable watermark that covers it, and the watermark
+// never moves for refused transactions alone; the receipts the writes returned are the seqs
+// reported.
+TEST(SyncAuth, RefusalsAreReportedBeforeTheWatermarkThatCoversThem) {
+  TempDir dir;
+  server::ServerOptions so = Options(dir);
+  so.token_secret = kSecret;
+  ServerThread server(so);
+  sync::SyncOptions o;
+  o.server = server.address();
+  o.backoff_min_ms = 10;
+  o.token = Token("alice", 3600, {"*"}, {"notes"});
+  auto a = OpenReplica(dir.File("a.db"));
+  std::vector<std::string> events;
+  sync::SyncClient c(a.get(), o);
+  c.SetDurableCallback(
+      [&](uint64_t through) { events.push_back("durable " + std::to_string(through)); });
+  c.SetRefusedCallback([&](uint64_t first, uint64_t last, Code code, const std::string& reason) {
+    events.push_back("refused " + std::to_string(first) + ".." + std::to_string(last) + " " +
+                     CodeName(code) +
+                     (reason.find("writing 'prices'") != std::string::npos ? " (writing prices)"
+                                                                           : " " + reason));
+  });
+  EXPECT_EQ(a->Put("notes", "n1", {{"v", Value::Int(1)}}).value(), 1u);
+  WriteBatch two;
+  two.Set("prices", "p1", "v", Value::Int(1)).Set("prices", "p1", "w", Value::Int(2));
+  EXPECT_EQ(a->Write(two).value(), 3u);
+  EXPECT_EQ(a->Put("notes", "n2", {{"v", Value::Int(2)}}).value(), 4u);
+  EXPECT_EQ(a->Increment("prices", "p2", "n", 1).value(), 5u);
+  ASSERT_TRUE(c.SyncOnce(30000).ok());
+  EXPECT_EQ(events, (std::vector<std::string>{"refused 2..3 EPERM (writing prices)",
+                                              "refused 5..5 EPERM (writing prices)", "durable 4"}));
+  // Refused alone: reported, the watermark stays.
+  events.clear();
+  EXPECT_EQ(a->Delete("prices", "p1").value(), 6u);
+  ASSERT_TRUE(c.SyncOnce(30000).ok());
+  EXPECT_EQ(events, std::vector<std::string>{"refused 6..6 EPERM (writing prices)"});
+  events.clear();
+  EXPECT_EQ(a->Put("notes", "n3", {{"v", Value::Int(3)}}).value(), 7u);
+  ASSERT_TRUE(c.SyncOnce(30000).ok());
+  EXPECT_EQ(events, std::vector<std::string>{"durable 7"});
+  EXPECT_EQ(RejectedOps(a.get()).size(), 4u);  // p1's two sets, the increment, the delete
+}
+
 // The Ack that carries a refusal is lost: the client pushes the same ops again and the server,
 // which remembers what it refused, reports it again; the ops are recorded and undone once.
 TEST(SyncAuth, LostAckOfARefusalReportsItAgain) {
@@ -1360,7 +1405,9 @@ TEST(SyncAuth, ManyRefusalsComeInSeveralAcks) {
 
 // The same through pipelined pushes (three in flight, all judged before the cut): each retried
 // push's Acks repeat the refusals from its first seq, so their receipts go back and forth; the
-// durable callback never goes back (fails with each Ack's receipt as it comes: checked).
+// durable callback never goes back (fails with each Ack's receipt as it comes: checked), tells
+// only the watermarks that moved, each below the refusals told before it, and each refusal is
+// told once (docs/c-api.md "Write receipts").
 TEST(SyncAuth, DurableReceiptsNeverGoBackAcrossSplitAcks) {
   TempDir dir;
   server::ServerOptions so = Options(dir);
@@ -1388,19 +1435,19 @@ TEST(SyncAuth, DurableReceiptsNeverGoBackAcrossSplitAcks) {
   EXPECT_EQ(proxy.cuts(), 1);
   // Live: the client stays for every Ack (SyncOnce would end at the first CaughtUp).
   std::mutex mu;
-  std::vector<uint64_t> reported;
+  std::vector<uint64_t> reported, refused_firsts;
   sync::SyncClient c(a.get(), o);
   c.SetDurableCallback([&](uint64_t through) {
     std::lock_guard<std::mutex> lock(mu);
     reported.push_back(through);
   });
+  c.SetRefusedCallback([&](uint64_t first, uint64_t, Code, const std::string&) {
+    std::lock_guard<std::mutex> lock(mu);
+    refused_firsts.push_back(first);
+  });
   ASSERT_TRUE(c.Start().ok());
   // The retry's Acks: 5 refusals from seq 3, 3 from seq 7, 1 from seq 11, one an Ack.
-  for (int i = 0; i < 1000; i++) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (reported.size() >= 9) break;
-    }
+  for (int i = 0; i < 1000 && c.status().txns_refused < 9u; i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   c.Stop();
@@ -1411,8 +1458,9 @@ TEST(SyncAuth, DurableReceiptsNeverGoBackAcrossSplitAcks) {
   for (size_t i = 1; i < reported.size(); i++) {
     EXPECT_GE(reported[i], reported[i - 1]) << "report " << i;
   }
-  EXPECT_EQ(reported.back(), 12u);
-  EXPECT_EQ(reported.size(), 9u);
+  EXPECT_EQ(c.status().txns_refused, 9u);
+  EXPECT_EQ(reported, (std::vector<uint64_t>{4, 6, 8, 10, 12}));
+  EXPECT_EQ(refused_firsts, (std::vector<uint64_t>{3, 5, 7, 9, 11}));
 }
 
 // docs/crdt-semantics.md "Clock safety". A device whose clock runs a year ahead writes offline; the

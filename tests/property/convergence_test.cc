@@ -236,9 +236,16 @@ VersionVector NonZero(const VersionVector& vv) {
   return out;
 }
 
-#define ASSERT_OK(expr)                                      \
-  do {                                                       \
-    ::cairn::Status status_ = (expr);                                \
+// The Status of a call that returns one, or a Result (a write's receipt).
+const Status& StatusOf(const Status& s) { return s; }
+template <class T>
+const Status& StatusOf(const Result<T>& r) {
+  return r.status();
+}
+
+#define ASSERT_OK(expr)                                               \
+  do {                                                                \
+    ::cairn::Status status_ = StatusOf(expr);                         \
     ASSERT_TRUE(status_.ok()) << #expr << ": " << status_.ToString(); \
   } while (0)
 
@@ -422,7 +429,7 @@ class History {
       }
       std::string before = VALUE_OR_FAIL(node.replica->DumpString());
       VersionVector known = node.replica->Known();
-      Status st = node.replica->Write(batch);
+      Status st = node.replica->Write(batch).status();
       ASSERT_EQ(st.code(), Code::kEINVAL) << st.ToString();
       ASSERT_EQ(VALUE_OR_FAIL(node.replica->DumpString()), before);
       ASSERT_EQ(node.replica->Known(), known);

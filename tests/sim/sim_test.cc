@@ -571,7 +571,7 @@ void SimDevice::Write() {
     if (run_->rules) run_->known[static_cast<size_t>(index_)].insert(coll + "/" + key);
   }
   n += ops;
-  Status s = replica_->Write(batch);
+  Status s = replica_->Write(batch).status();
   if (!s.ok()) {
     run_->Fail("device " + std::to_string(index_) + " write failed: " + s.ToString());
     return;

@@ -51,6 +51,18 @@ CAIRN_API int cairn_replica_increment(cairn_replica* replica, const char* collec
 /** Deletes a document (later writes revive it with only their fields). */
 CAIRN_API int cairn_replica_delete(cairn_replica* replica, const char* collection,
                                    const char* key);
+/** The same three, each also giving the transaction's receipt: the seq of its last op into
+ *  `*seq` (NULL: not wanted; untouched on failure). The server made the write durable once the
+ *  durable watermark (cairn_sync_set_durable_callback) reaches it, unless it refused it
+ *  (docs/c-api.md "Write receipts"). */
+CAIRN_API int cairn_replica_put_json_seq(cairn_replica* replica, const char* collection,
+                                         const char* key, const char* fields_json,
+                                         uint64_t* CAIRN_NULLABLE seq);
+CAIRN_API int cairn_replica_increment_seq(cairn_replica* replica, const char* collection,
+                                          const char* key, const char* field, int64_t delta,
+                                          uint64_t* CAIRN_NULLABLE seq);
+CAIRN_API int cairn_replica_delete_seq(cairn_replica* replica, const char* collection,
+                                       const char* key, uint64_t* CAIRN_NULLABLE seq);
 
 /** The visible document as canonical JSON in `out` (NUL-terminated).
  *  @return CAIRN_OK, CAIRN_ENOTFOUND (not visible) or CAIRN_EINVAL. */
@@ -147,6 +159,9 @@ CAIRN_API int cairn_batch_delete(cairn_batch* b, const char* collection, const c
 /** Applies every change of `batch` in one transaction; the batch is left unchanged.
  *  @return CAIRN_OK or CAIRN_EINVAL (nothing written). */
 CAIRN_API int cairn_replica_write(cairn_replica* replica, const cairn_batch* batch);
+/** The same, with the transaction's receipt into `*seq` (as cairn_replica_put_json_seq). */
+CAIRN_API int cairn_replica_write_seq(cairn_replica* replica, const cairn_batch* batch,
+                                      uint64_t* CAIRN_NULLABLE seq);
 
 CAIRN_ASSUME_NONNULL_END
 CAIRN_END_DECLS

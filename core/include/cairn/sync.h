@@ -75,13 +75,27 @@ CAIRN_API int cairn_sync_set_token(cairn_sync* sync, const char* token);
  *  @return CAIRN_OK or CAIRN_EINVAL (NULL argument). */
 CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync);
 
-/** Called when the server made every local op up to `through_seq` durable. */
+/** Called when the server made every local op up to `through_seq` durable, but the
+ *  transactions the refused callback reported before this call (docs/c-api.md "Write
+ *  receipts"); never for an acknowledgement of refused transactions alone. */
 typedef void (*cairn_durable_fn)(void* CAIRN_NULLABLE ctx, uint64_t through_seq);
 /** Sets (or, with fn NULL, removes) the durable notification. `free_ctx`, if not NULL, is
  *  called on `ctx` once: when the callback is replaced, removed or the handle freed (after any
  *  call in progress), or when this call fails. @return CAIRN_OK or CAIRN_EINVAL (NULL sync). */
 CAIRN_API int cairn_sync_set_durable_callback(
     cairn_sync* sync, cairn_durable_fn CAIRN_NULLABLE fn, void* CAIRN_NULLABLE ctx,
+    void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));
+
+/** Called for each local transaction the server refused: its seqs (first_seq..last_seq, the
+ *  last one its write's receipt), the server's code (CAIRN_EPERM, CAIRN_ECLOCK, CAIRN_EINVAL...)
+ *  and reason (valid during the call only); before the durable callback that covers it. The
+ *  transaction is undone locally and kept in the rejected ops (cairn_replica_rejected_json). */
+typedef void (*cairn_refused_fn)(void* CAIRN_NULLABLE ctx, uint64_t first_seq, uint64_t last_seq,
+                                 int code, const char* reason);
+/** Sets (or, with fn NULL, removes) the refusal notification; `free_ctx` as for the durable
+ *  one. @return CAIRN_OK or CAIRN_EINVAL (NULL sync). */
+CAIRN_API int cairn_sync_set_refused_callback(
+    cairn_sync* sync, cairn_refused_fn CAIRN_NULLABLE fn, void* CAIRN_NULLABLE ctx,
     void (*CAIRN_NULLABLE free_ctx)(void* CAIRN_NULLABLE));
 
 /** Called when the state, the count of pending ops or the last error changed, with the status

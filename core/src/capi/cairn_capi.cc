@@ -16,6 +16,18 @@ using cairn::capi::SetError;
 using cairn::capi::ToC;
 using cairn::capi::t_error;
 
+namespace {
+
+// A write's code, and its receipt (docs/c-api.md "Write receipts") into *seq when asked for
+// and it succeeded.
+int WriteResult(const cairn::Result<uint64_t>& written, uint64_t* seq) {
+  if (!written.ok()) return ToC(written.status());
+  if (seq != nullptr) *seq = written.value();
+  return CAIRN_OK;
+}
+
+}  // namespace
+
 extern "C" {
 
 CAIRN_API void cairn_buf_dispose(cairn_buf* buf) {
@@ -111,8 +123,8 @@ CAIRN_API int cairn_replica_id(char out[33], cairn_replica* replica) {
   CAIRN_CAPI_END
 }
 
-CAIRN_API int cairn_replica_put_json(cairn_replica* replica, const char* collection,
-                                     const char* key, const char* fields_json) {
+CAIRN_API int cairn_replica_put_json_seq(cairn_replica* replica, const char* collection,
+                                         const char* key, const char* fields_json, uint64_t* seq) {
   CAIRN_CAPI_GUARD
   CHECK_ARG(replica);
   CHECK_ARG(collection);
@@ -120,29 +132,45 @@ CAIRN_API int cairn_replica_put_json(cairn_replica* replica, const char* collect
   CHECK_ARG(fields_json);
   auto fields = cairn::ParseFieldsJson(fields_json);
   if (!fields.ok()) return ToC(fields.status());
-  return ToC(replica->impl->Put(collection, key, fields.value()));
+  return WriteResult(replica->impl->Put(collection, key, fields.value()), seq);
   CAIRN_CAPI_END
 }
 
-CAIRN_API int cairn_replica_increment(cairn_replica* replica, const char* collection,
-                                      const char* key, const char* field, int64_t delta) {
+CAIRN_API int cairn_replica_put_json(cairn_replica* replica, const char* collection,
+                                     const char* key, const char* fields_json) {
+  return cairn_replica_put_json_seq(replica, collection, key, fields_json, nullptr);
+}
+
+CAIRN_API int cairn_replica_increment_seq(cairn_replica* replica, const char* collection,
+                                          const char* key, const char* field, int64_t delta,
+                                          uint64_t* seq) {
   CAIRN_CAPI_GUARD
   CHECK_ARG(replica);
   CHECK_ARG(collection);
   CHECK_ARG(key);
   CHECK_ARG(field);
-  return ToC(replica->impl->Increment(collection, key, field, delta));
+  return WriteResult(replica->impl->Increment(collection, key, field, delta), seq);
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_increment(cairn_replica* replica, const char* collection,
+                                      const char* key, const char* field, int64_t delta) {
+  return cairn_replica_increment_seq(replica, collection, key, field, delta, nullptr);
+}
+
+CAIRN_API int cairn_replica_delete_seq(cairn_replica* replica, const char* collection,
+                                       const char* key, uint64_t* seq) {
+  CAIRN_CAPI_GUARD
+  CHECK_ARG(replica);
+  CHECK_ARG(collection);
+  CHECK_ARG(key);
+  return WriteResult(replica->impl->Delete(collection, key), seq);
   CAIRN_CAPI_END
 }
 
 CAIRN_API int cairn_replica_delete(cairn_replica* replica, const char* collection,
                                    const char* key) {
-  CAIRN_CAPI_GUARD
-  CHECK_ARG(replica);
-  CHECK_ARG(collection);
-  CHECK_ARG(key);
-  return ToC(replica->impl->Delete(collection, key));
-  CAIRN_CAPI_END
+  return cairn_replica_delete_seq(replica, collection, key, nullptr);
 }
 
 CAIRN_API int cairn_replica_get_json(cairn_buf* out, cairn_replica* replica,
@@ -407,12 +435,17 @@ CAIRN_API int cairn_batch_delete(cairn_batch* b, const char* collection, const c
   CAIRN_CAPI_END
 }
 
-CAIRN_API int cairn_replica_write(cairn_replica* replica, const cairn_batch* batch) {
+CAIRN_API int cairn_replica_write_seq(cairn_replica* replica, const cairn_batch* batch,
+                                      uint64_t* seq) {
   CAIRN_CAPI_GUARD
   CHECK_ARG(replica);
   CHECK_ARG(batch);
-  return ToC(replica->impl->Write(batch->impl));
+  return WriteResult(replica->impl->Write(batch->impl), seq);
   CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_replica_write(cairn_replica* replica, const cairn_batch* batch) {
+  return cairn_replica_write_seq(replica, batch, nullptr);
 }
 
 }  // extern "C"

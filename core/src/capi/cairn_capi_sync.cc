@@ -18,6 +18,7 @@ namespace {
 
 using DurableHook = cairn::capi::Hook<cairn_durable_fn>;
 using StatusHook = cairn::capi::Hook<cairn_status_fn>;
+using RefusedHook = cairn::capi::Hook<cairn_refused_fn>;
 
 // The size of cairn_sync_options in `version` (0: unknown): version 1 ends before `channels`.
 size_t SyncOptionsSize(unsigned int version) {
@@ -43,6 +44,7 @@ struct cairn_sync {
   std::unique_ptr<cairn::sync::SyncClient> impl;
   std::shared_ptr<DurableHook> durable;
   std::shared_ptr<StatusHook> status;
+  std::shared_ptr<RefusedHook> refused;
 };
 
 extern "C" {
@@ -165,6 +167,26 @@ CAIRN_API int cairn_sync_set_durable_callback(cairn_sync* sync, cairn_durable_fn
   // The client holds the hook too, so a callback running while it is replaced stays valid.
   sync->impl->SetDurableCallback([hook](uint64_t through) { hook->fn(hook->ctx, through); });
   sync->durable = std::move(hook);
+  return CAIRN_OK;
+  CAIRN_CAPI_END
+}
+
+CAIRN_API int cairn_sync_set_refused_callback(cairn_sync* sync, cairn_refused_fn fn, void* ctx,
+                                              void (*free_ctx)(void*)) {
+  CAIRN_CAPI_GUARD
+  if (sync == nullptr) return NullSync(ctx, free_ctx);
+  if (fn == nullptr) {
+    sync->impl->SetRefusedCallback(nullptr);
+    sync->refused.reset();
+    if (free_ctx) free_ctx(ctx);
+    return CAIRN_OK;
+  }
+  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
+  sync->impl->SetRefusedCallback(
+      [hook](uint64_t first, uint64_t last, cairn::Code code, const std::string& reason) {
+        hook->fn(hook->ctx, first, last, static_cast<int>(code), reason.c_str());
+      });
+  sync->refused = std::move(hook);
   return CAIRN_OK;
   CAIRN_CAPI_END
 }

@@ -140,6 +140,12 @@ static int Run(int argc, char** argv) {
   auto* del = app.add_subcommand("del", "delete a document");
   del->add_option("COLLECTION", coll)->required();
   del->add_option("KEY", key)->required();
+  bool print_seq = false;  // the write's receipt (docs/cli.md "Write receipts")
+  for (CLI::App* write : {put, inc, del}) {
+    write->add_flag("--print-seq", print_seq,
+                    "print the transaction's receipt: the seq of its last op (docs/cli.md "
+                    "\"Write receipts\")");
+  }
   auto* get = app.add_subcommand("get", "print the visible document (exit 1 if not visible)");
   get->add_option("COLLECTION", coll)->required();
   get->add_option("KEY", key)->required();
@@ -304,12 +310,12 @@ static int Run(int argc, char** argv) {
   RemoveIfRefused remove_if_refused(created ? &opened.value() : nullptr, db, succeeded);
 
   cairn::Status st;
-  if (put->parsed()) {
-    st = r.Put(coll, key, fields);
-  } else if (inc->parsed()) {
-    st = r.Increment(coll, key, field, delta_value);
-  } else if (del->parsed()) {
-    st = r.Delete(coll, key);
+  if (put->parsed() || inc->parsed() || del->parsed()) {
+    cairn::Result<uint64_t> written = put->parsed()   ? r.Put(coll, key, fields)
+                                      : inc->parsed() ? r.Increment(coll, key, field, delta_value)
+                                                      : r.Delete(coll, key);
+    st = written.status();
+    if (st.ok() && print_seq) std::cout << written.value() << "\n";
   } else if (get->parsed()) {
     auto doc = r.Get(coll, key);
     if (!doc.ok()) return Fail(doc.status());

@@ -262,7 +262,7 @@ Status Replica::ValidateBatch(const WriteBatch& batch) {
   });
 }
 
-Status Replica::WriteLocked(const WriteBatch& batch) {
+Result<uint64_t> Replica::WriteLocked(const WriteBatch& batch) {
   Locked lock(this);
   CAIRN_RETURN_IF_ERROR(CheckOpen());
   CAIRN_RETURN_IF_ERROR(CheckWritable());
@@ -324,7 +324,9 @@ Status Replica::WriteLocked(const WriteBatch& batch) {
     store_->Rollback();
     return st;
   }
-  return store_->Commit(clock_->last());
+  const uint64_t last_seq = store_->last_seq();
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  return last_seq;
 }
 
 void Replica::DeliverChanges() noexcept {
@@ -393,10 +395,10 @@ bool Replica::RemoveChangeListener(uint64_t id) {
   return true;
 }
 
-Status Replica::Write(const WriteBatch& batch) {
-  CAIRN_RETURN_IF_ERROR(WriteLocked(batch));
+Result<uint64_t> Replica::Write(const WriteBatch& batch) {
+  CAIRN_ASSIGN_OR_RETURN(const uint64_t seq, WriteLocked(batch));
   NotifyWritten();
-  return Status::OK();
+  return seq;
 }
 
 void Replica::NotifyWritten() {
@@ -413,20 +415,21 @@ void Replica::SetWriteListener(std::function<void()> fn) {
   write_listener_ = std::move(fn);
 }
 
-Status Replica::Put(const std::string& collection, const std::string& key, const Fields& fields) {
+Result<uint64_t> Replica::Put(const std::string& collection, const std::string& key,
+                              const Fields& fields) {
   WriteBatch b;
   for (const auto& [name, value] : fields) b.Set(collection, key, name, value);
   return Write(b);
 }
 
-Status Replica::Increment(const std::string& collection, const std::string& key,
-                          const std::string& field, int64_t delta) {
+Result<uint64_t> Replica::Increment(const std::string& collection, const std::string& key,
+                                    const std::string& field, int64_t delta) {
   WriteBatch b;
   b.Increment(collection, key, field, delta);
   return Write(b);
 }
 
-Status Replica::Delete(const std::string& collection, const std::string& key) {
+Result<uint64_t> Replica::Delete(const std::string& collection, const std::string& key) {
   WriteBatch b;
   b.Delete(collection, key);
   return Write(b);

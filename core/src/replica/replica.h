@@ -145,12 +145,14 @@ class Replica {
   const ReplicaId& id() const { return id_; }
 
   // Applies the batch atomically. EINVAL (nothing written) for an empty batch, a bad name, key or
-  // value. Each entry becomes one op; together they form one transaction.
-  Status Write(const WriteBatch& batch);
-  Status Put(const std::string& collection, const std::string& key, const Fields& fields);
-  Status Increment(const std::string& collection, const std::string& key,
-                   const std::string& field, int64_t delta);
-  Status Delete(const std::string& collection, const std::string& key);
+  // value. Each entry becomes one op; together they form one transaction. Returns its receipt
+  // (docs/c-api.md "Write receipts"): the seq of its last op, which the server's durable
+  // watermark reaches once it made the transaction durable (unless it refused it).
+  Result<uint64_t> Write(const WriteBatch& batch);
+  Result<uint64_t> Put(const std::string& collection, const std::string& key, const Fields& fields);
+  Result<uint64_t> Increment(const std::string& collection, const std::string& key,
+                             const std::string& field, int64_t delta);
+  Result<uint64_t> Delete(const std::string& collection, const std::string& key);
 
   // The visible fields of a document, or nullopt when it is not visible.
   Result<std::optional<Fields>> Get(const std::string& collection, const std::string& key);
@@ -232,7 +234,7 @@ class Replica {
   // EREADONLY when opened read-only; EPERM for a cairn-server's own file (server_file_).
   Status CheckWritable() const;
   Status ValidateBatch(const WriteBatch& batch);
-  Status WriteLocked(const WriteBatch& batch);
+  Result<uint64_t> WriteLocked(const WriteBatch& batch);
   Result<ImportStats> ImportLocked(std::FILE* in);
   // Runs `body` in one write transaction under the lock; commits when it succeeds, else rolls
   // back.

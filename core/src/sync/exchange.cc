@@ -490,6 +490,28 @@ void Exchange::OnStreamAck(const wire::StreamAck& ack) {
   }
 }
 
+bool Exchange::RefusalKnown(uint64_t first_seq) const {
+  auto run = refused_above.upper_bound(first_seq);
+  return run != refused_above.begin() && std::prev(run)->second >= first_seq;
+}
+
+void Exchange::AddRefused(uint64_t first, uint64_t last) {
+  auto next = refused_above.upper_bound(first);
+  if (next != refused_above.begin() && std::prev(next)->second + 1 >= first) {
+    auto prev = std::prev(next);  // (adjacent or overlapping: merged)
+    prev->second = std::max(prev->second, last);
+    first = prev->first;
+  } else {
+    refused_above.emplace(first, last);
+  }
+  auto at = refused_above.find(first);
+  for (auto after = std::next(at);
+       after != refused_above.end() && after->first <= at->second + 1;) {
+    at->second = std::max(at->second, after->second);
+    after = refused_above.erase(after);
+  }
+}
+
 void Exchange::OnAck(const wire::Ack& ack) {
   uint64_t through = 0;
   if (ack.entries()) {
@@ -533,15 +555,34 @@ void Exchange::OnAck(const wire::Ack& ack) {
   }
   RefreshPending();
   DurableCallback cb;
+  RefusedCallback refused_fn;
   {
     std::lock_guard<std::mutex> lock(mu);
     cb = durable_cb;
+    refused_fn = refused_cb;
     st.txns_refused += refused.size();
   }
+  // The refusals first, then the watermark (docs/c-api.md "Write receipts"): the newest seq
+  // below `through` that ends a transaction the server took, so that an Ack of refused
+  // transactions alone moves nothing. (A refusal the server lists again, after a lost Ack, is
+  // reported again.)
+  // (Pushes retried in a pipeline each list the refusals again: told once.)
+  for (const RefusedTxn& r : refused) {
+    if (r.last_seq <= durable_through || RefusalKnown(r.first_seq)) continue;
+    if (refused_fn) refused_fn(r.first_seq, r.last_seq, r.code, r.reason);
+    AddRefused(r.first_seq, r.last_seq);
+  }
+  // The watermark: below the run of refused seqs `through` falls in, if any.
+  uint64_t saved = through;
+  auto run = refused_above.upper_bound(saved);
+  if (run != refused_above.begin() && (--run)->second >= saved) saved = run->first - 1;
   // Several Acks of pushes retried in a pipeline may come with lower receipts than one before
   // (each lists its part of the refusals): the callback never goes back.
-  durable_through = std::max(durable_through, through);
-  if (cb) cb(durable_through);
+  if (saved > durable_through) {
+    durable_through = saved;
+    refused_above.erase(refused_above.begin(), refused_above.upper_bound(durable_through));
+    if (cb) cb(durable_through);
+  }
   NotifyStatus();
   Push();
 }

@@ -82,11 +82,13 @@ struct Exchange : net::Link::Delegate {
   SyncOptions options;
   Owner* owner;
 
-  mutable std::mutex mu;  // guards st, durable_cb, status_cb, notified, token, token_renewed
+  // guards st, durable_cb, refused_cb, status_cb, notified, token, token_renewed
+  mutable std::mutex mu;
   SyncStatus st;
   std::string token;           // the newest token (options.token until SetToken)
   bool token_renewed = false;  // set since the session last sent it
   DurableCallback durable_cb;
+  RefusedCallback refused_cb;
   StatusCallback status_cb;
   std::string notified;  // what status_cb was last told (state, pending, error)
 
@@ -98,6 +100,10 @@ struct Exchange : net::Link::Delegate {
   std::optional<ReplicaId> known_server;
   uint64_t pushed_through = 0;    // highest local seq sent in this session
   uint64_t durable_through = 0;   // highest receipt the durable callback reported
+  // Refused transactions above durable_through, as runs of seqs (first -> last, adjacent ones
+  // merged): the watermark steps below them, and a refusal already told is not told again
+  // (OnAck).
+  std::map<uint64_t, uint64_t> refused_above;
   std::deque<uint64_t> inflight;  // last seq of each unacknowledged batch
   bool caught_up = false;         // a CaughtUp came after the last batch received or op pushed
   int renewals_unanswered = 0;    // Renew frames sent that no Renewed answered yet
@@ -135,6 +141,10 @@ struct Exchange : net::Link::Delegate {
   void PushStreams();
   void OnStreamAck(const wire::StreamAck& ack);
   void OnAck(const wire::Ack& ack);
+  // Whether the refused transaction starting at `first_seq` was told already (refused_above).
+  bool RefusalKnown(uint64_t first_seq) const;
+  // Adds a refused transaction's seqs to refused_above, merging adjacent runs.
+  void AddRefused(uint64_t first, uint64_t last);
   bool SessionGoesOn(const char* what);
   void OnBatch(const wire::OpBatch& batch);
   void OnSnapshotBegin(const wire::SnapshotBegin& b);

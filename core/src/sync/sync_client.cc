@@ -376,6 +376,11 @@ void SyncClient::SetDurableCallback(DurableCallback cb) {
   engine_->ex.durable_cb = std::move(cb);
 }
 
+void SyncClient::SetRefusedCallback(RefusedCallback cb) {
+  std::lock_guard<std::mutex> lock(engine_->ex.mu);
+  engine_->ex.refused_cb = std::move(cb);
+}
+
 void SyncClient::SetStatusCallback(StatusCallback cb) {
   std::lock_guard<std::mutex> lock(engine_->ex.mu);
   engine_->ex.status_cb = std::move(cb);

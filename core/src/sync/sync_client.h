@@ -2,8 +2,10 @@
 //
 //   Hello(cursor) -> Welcome(server time)      the clock offset is applied to the replica's HLC
 //   push: the outbox in batches, at most `window` unacknowledged; an op counts as durable on the
-//         server only when its Ack arrives (then it leaves the outbox and the durable callback
-//         fires); after a lost Ack the same ops are pushed again and the server skips them
+//         server only when its Ack arrives (then it leaves the outbox; the refused callback is
+//         told of each refused transaction, then the durable callback of the new watermark:
+//         docs/c-api.md "Write receipts"); after a lost Ack the same ops are pushed again and
+//         the server skips them
 //   pull: every batch the server sends is applied atomically with its cursor
 //   streams: after the outbox, each telemetry stream's queued records in seq order, highest
 //         priority first, at most `window` batches unacknowledged; a record leaves the replica
@@ -79,8 +81,14 @@ struct SyncStatus {
 };
 
 // Called on the sync thread when the server made the local ops up to `through_seq` durable
-// (refused transactions among them are in the replica's rejected-ops table instead).
+// (docs/c-api.md "Write receipts"): every local transaction up to it, but those the refused
+// callback reported before this call (they are in the replica's rejected-ops table). Never
+// called for an acknowledgement that covers refused transactions alone.
 using DurableCallback = std::function<void(uint64_t through_seq)>;
+// Called on the sync thread for each local transaction the server refused (its seqs, the
+// server's code and reason), before the durable callback whose watermark covers it.
+using RefusedCallback = std::function<void(uint64_t first_seq, uint64_t last_seq, Code code,
+                                           const std::string& reason)>;
 // Called on the sync thread when the state, the count of pending ops or the last error changed.
 using StatusCallback = std::function<void(const SyncStatus& status)>;
 
@@ -109,6 +117,7 @@ class SyncClient {
   void SetToken(std::string token);
   SyncStatus status() const;
   void SetDurableCallback(DurableCallback cb);
+  void SetRefusedCallback(RefusedCallback cb);
   void SetStatusCallback(StatusCallback cb);
 
   struct Engine;

@@ -81,11 +81,34 @@ TEST_F(ReplicaTest, PutGetAndPersistAcrossReopen) {
   EXPECT_EQ(Get(again.get(), "notes", "missing"), "<none>");
 }
 
+// Write receipts (docs/c-api.md "Write receipts"): a write returns the seq of its
+// transaction's last op; a refused write uses no seq; receipts go on after a reopen.
+TEST_F(ReplicaTest, WritesReturnTheSeqOfTheirLastOp) {
+  auto r = Open("a.db");
+  auto put = r->Put("notes", "n1", {{"title", Value::String("hi")}, {"n", Value::Int(2)}});
+  ASSERT_TRUE(put.ok());
+  EXPECT_EQ(put.value(), 2u);
+  EXPECT_EQ(r->Increment("notes", "n1", "views", 1).value(), 3u);
+  EXPECT_FALSE(r->Put("bad name", "k", {{"a", Value::Int(1)}}).ok());
+  EXPECT_EQ(r->Delete("notes", "n1").value(), 4u);
+  WriteBatch b;
+  b.Set("notes", "n2", "a", Value::Int(1)).Increment("notes", "n2", "c", 1).Delete("notes", "n3");
+  EXPECT_EQ(r->Write(b).value(), 7u);
+  EXPECT_FALSE(r->Write(WriteBatch()).ok());  // (empty)
+  ASSERT_TRUE(r->Close().ok());
+  auto again = Open("a.db");
+  EXPECT_EQ(again->Put("notes", "n4", {{"a", Value::Int(1)}}).value(), 8u);
+  auto status = again->GetStatus();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->last_seq, 8u);
+  EXPECT_EQ(status->pending_ops, 8);
+}
+
 TEST_F(ReplicaTest, BatchIsAtomicAndInvalidBatchWritesNothing) {
   auto r = Open("a.db");
   WriteBatch bad;
   bad.Set("notes", "a", "x", Value::Int(1)).Set("notes", "b", "bad-name", Value::Int(2));
-  EXPECT_EQ(r->Write(bad).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Write(bad).status().code(), Code::kEINVAL);
   EXPECT_EQ(Dump(r.get()), "{}");
   EXPECT_EQ(r->GetStatus().value().last_seq, 0u);
   WriteBatch good;
@@ -100,14 +123,16 @@ TEST_F(ReplicaTest, RejectsBadInputWithNothingChanged) {
   auto r = Open("a.db");
   ASSERT_TRUE(r->Put("notes", "a", {{"x", Value::Int(1)}}).ok());
   std::string before = r->Digest().value();
-  EXPECT_EQ(r->Put("cairn_meta", "a", {{"x", Value::Int(1)}}).code(), Code::kEINVAL);
-  EXPECT_EQ(r->Put("notes", std::string(1025, 'k'), {{"x", Value::Int(1)}}).code(), Code::kEINVAL);
-  EXPECT_EQ(r->Put("notes", "a", {{"key", Value::Int(1)}}).code(), Code::kEINVAL);
-  EXPECT_EQ(r->Put("notes", "a", {{"x", Value::Double(NAN)}}).code(), Code::kEINVAL);
-  EXPECT_EQ(r->Put("notes", "a", {{"x", Value::String("\xff")}}).code(), Code::kEINVAL);
-  EXPECT_EQ(r->Put("NOTES", "a", {{"x", Value::Int(1)}}).code(), Code::kEINVAL);  // case clash
-  EXPECT_EQ(r->Put("notes", "a", {{"X", Value::Int(1)}}).code(), Code::kEINVAL);
-  EXPECT_EQ(r->Put("notes", "a", {}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("cairn_meta", "a", {{"x", Value::Int(1)}}).status().code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", std::string(1025, 'k'), {{"x", Value::Int(1)}}).status().code(),
+            Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", "a", {{"key", Value::Int(1)}}).status().code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", "a", {{"x", Value::Double(NAN)}}).status().code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", "a", {{"x", Value::String("\xff")}}).status().code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("NOTES", "a", {{"x", Value::Int(1)}}).status().code(),
+            Code::kEINVAL);  // case clash
+  EXPECT_EQ(r->Put("notes", "a", {{"X", Value::Int(1)}}).status().code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("notes", "a", {}).status().code(), Code::kEINVAL);
   EXPECT_EQ(r->Digest().value(), before);
 }
 
@@ -696,7 +721,7 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
     EXPECT_EQ(SyncAccess(*r).QueuedRecords().value(), 1u);
     // Format 6: the collections the server keeps one-way.
     ASSERT_TRUE(SyncAccess(*r).SetReadOnlyCollections({"News"}).ok());
-    EXPECT_EQ(r->Put("news", "n", {{"v", Value::Int(1)}}).code(), Code::kEPERM);
+    EXPECT_EQ(r->Put("news", "n", {{"v", Value::Int(1)}}).status().code(), Code::kEPERM);
     // Format 7: the sync rules' digest, kept with the position.
     EXPECT_EQ(SyncAccess(*r).GetSyncPosition().value().rules_digest, "");
     store::SnapshotState rebase;
@@ -729,13 +754,13 @@ TEST_F(ReplicaTest, OneWayCollectionsRefuseLocalWrites) {
   WriteBatch batch;
   batch.Set("tasks", "t", "v", Value::Int(2));
   batch.Set("NEWS", "n", "v", Value::Int(2));
-  Status refused = r->Write(batch);
+  Status refused = r->Write(batch).status();
   EXPECT_EQ(refused.code(), Code::kEPERM);
   EXPECT_NE(refused.message().find("NEWS"), std::string::npos) << refused.ToString();
   EXPECT_EQ(r->Get("tasks", "t").value()->at("v").as_int(), 1);
   EXPECT_EQ(r->PendingOps().value(), 1);
-  EXPECT_EQ(other->Increment("alerts", "a", "n", 1).code(), Code::kEPERM);
-  EXPECT_EQ(other->Delete("news", "n").code(), Code::kEPERM);
+  EXPECT_EQ(other->Increment("alerts", "a", "n", 1).status().code(), Code::kEPERM);
+  EXPECT_EQ(other->Delete("news", "n").status().code(), Code::kEPERM);
   ASSERT_TRUE(other->Put("tasks", "t", {{"v", Value::Int(3)}}).ok());
   ASSERT_TRUE(SyncAccess(*other).SetReadOnlyCollections({}).ok());
   EXPECT_TRUE(r->Put("news", "n", {{"v", Value::Int(4)}}).ok());
@@ -785,16 +810,18 @@ TEST_F(ReplicaTest, SeesWhatAnotherConnectionCommitted) {
 
 TEST_F(ReplicaTest, ValueAndBatchLimits) {
   auto r = Open("a.db");
-  EXPECT_EQ(r->Put("c", "k", {{"big", Value::Bytes(std::string(kMaxValueBytes + 1, 'x'))}}).code(),
+  EXPECT_EQ(r->Put("c", "k", {{"big", Value::Bytes(std::string(kMaxValueBytes + 1, 'x'))}})
+                .status()
+                .code(),
             Code::kEINVAL);
   WriteBatch clash;
   clash.Set("Notes", "k", "a", Value::Int(1)).Set("notes", "k", "a", Value::Int(2));
-  EXPECT_EQ(r->Write(clash).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Write(clash).status().code(), Code::kEINVAL);
   WriteBatch field_clash;
   field_clash.Set("c", "k", "Title", Value::Int(1)).Set("c", "k", "title", Value::Int(2));
-  EXPECT_EQ(r->Write(field_clash).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Write(field_clash).status().code(), Code::kEINVAL);
   EXPECT_EQ(Dump(r.get()), "{}");
-  EXPECT_EQ(r->Put("sqlite_stat1", "k", {{"a", Value::Int(1)}}).code(), Code::kEINVAL);
+  EXPECT_EQ(r->Put("sqlite_stat1", "k", {{"a", Value::Int(1)}}).status().code(), Code::kEINVAL);
   ASSERT_TRUE(r->Put("c", "k", {{"a", Value::Int(1)}}).ok());  // still writable afterwards
 }
 
@@ -806,7 +833,7 @@ TEST_F(ReplicaTest, ATransactionLargerThanItsLimitIsRefusedWhole) {
   WriteBatch big;
   big.Set("c", "k", "a", Value::Bytes(three_mb)).Set("c", "k", "b", Value::Bytes(three_mb));
   big.Set("c", "k2", "a", Value::Bytes(three_mb));
-  Status st = r->Write(big);
+  Status st = r->Write(big).status();
   EXPECT_EQ(st.code(), Code::kEINVAL) << st.ToString();
   EXPECT_NE(st.message().find("exceeds the limit of " + std::to_string(kMaxTransactionBytes)),
             std::string::npos)
@@ -961,7 +988,7 @@ TEST_F(ReplicaTest, ChangeListenerMayWriteAndCallsAreSerialized) {
 TEST_F(ReplicaTest, ClosedReplicaFailsCleanly) {
   auto r = Open("a.db");
   ASSERT_TRUE(r->Close().ok());
-  EXPECT_EQ(r->Put("c", "k", {{"v", Value::Int(1)}}).code(), Code::kECLOSED);
+  EXPECT_EQ(r->Put("c", "k", {{"v", Value::Int(1)}}).status().code(), Code::kECLOSED);
   EXPECT_EQ(r->Digest().status().code(), Code::kECLOSED);
 }
 

@@ -106,24 +106,32 @@ public final class Replica: @unchecked Sendable {
     }
 
     /// Sets `fields` on a document in one transaction.
-    public func put(_ collection: String, _ key: String, _ fields: Fields) throws {
+    ///
+    /// Every write returns its receipt: the seq of its transaction's last op. The server made
+    /// the write durable once the durable watermark (`Sync.onDurable`) reaches it, unless it
+    /// refused it (docs/c-api.md "Write receipts").
+    @discardableResult
+    public func put(_ collection: String, _ key: String, _ fields: Fields) throws -> UInt64 {
         let b = WriteBatch()
         for (name, value) in fields { b.set(collection, key, name, value) }
-        try write(b)
+        return try write(b)
     }
 
     /// Adds `delta` to a counter field (concurrent increments add up).
-    public func increment(_ collection: String, _ key: String, _ field: String, by delta: Int64) throws {
+    @discardableResult
+    public func increment(_ collection: String, _ key: String, _ field: String, by delta: Int64) throws -> UInt64 {
         try write(WriteBatch().increment(collection, key, field, by: delta))
     }
 
     /// Deletes a document (a later write revives it with only its own fields).
-    public func delete(_ collection: String, _ key: String) throws {
+    @discardableResult
+    public func delete(_ collection: String, _ key: String) throws -> UInt64 {
         try write(WriteBatch().delete(collection, key))
     }
 
-    /// Applies every change of `batch` in one transaction.
-    public func write(_ batch: WriteBatch) throws {
+    /// Applies every change of `batch` in one transaction; its receipt, as `put`.
+    @discardableResult
+    public func write(_ batch: WriteBatch) throws -> UInt64 {
         var raw: OpaquePointer?
         try check(cairn_batch_new(&raw))
         guard let b = raw else { throw CairnError(code: CAIRN_ENOMEM.rawValue, message: "out of memory") }
@@ -153,7 +161,11 @@ public final class Replica: @unchecked Sendable {
             case let .delete(c, k): try check(cairn_batch_delete(b, c, k))
             }
         }
-        try withHandle { h in try check(cairn_replica_write(h, b)) }
+        return try withHandle { h in
+            var seq: UInt64 = 0
+            try check(cairn_replica_write_seq(h, b, &seq))
+            return seq
+        }
     }
 
     /// The visible document, or nil when there is none.

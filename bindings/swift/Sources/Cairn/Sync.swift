@@ -174,7 +174,8 @@ public final class Sync: @unchecked Sendable {
         }
     }
 
-    /// Called when the server made every local op up to the given seq durable (nil removes).
+    /// Called when the server made every local op up to the given seq durable, but the
+    /// transactions `onRefused` was told of before (docs/c-api.md "Write receipts"; nil removes).
     public func onDurable(_ handler: (@Sendable (UInt64) -> Void)?) throws {
         try withHandle { h in
             guard let handler else {
@@ -188,6 +189,32 @@ public final class Sync: @unchecked Sendable {
             }, box, releaseDurableHandler))
         }
     }
+
+    /// Called for each local transaction the server refused, before `onDurable` is told of a
+    /// watermark that covers it (nil removes). The write is undone locally.
+    public func onRefused(_ handler: (@Sendable (Refusal) -> Void)?) throws {
+        try withHandle { h in
+            guard let handler else {
+                try check(cairn_sync_set_refused_callback(h, nil, nil, nil))
+                return
+            }
+            let box = Unmanaged.passRetained(Handler(handler)).toOpaque()
+            try check(cairn_sync_set_refused_callback(h, { ctx, first, last, code, reason in
+                guard let ctx else { return }
+                Unmanaged<Handler<Refusal>>.fromOpaque(ctx).takeUnretainedValue().call(
+                    Refusal(firstSeq: first, lastSeq: last, code: code, reason: String(cString: reason)))
+            }, box, releaseRefusedHandler))
+        }
+    }
+}
+
+/// A local transaction the server refused: its seqs (`lastSeq` is its write's receipt), the
+/// server's code (as `CairnError.code`) and reason.
+public struct Refusal: Sendable, Equatable {
+    public let firstSeq: UInt64
+    public let lastSeq: UInt64
+    public let code: Int32
+    public let reason: String
 }
 
 /// A Swift closure behind a C callback's payload.
@@ -203,6 +230,10 @@ private func releaseStatusHandler(_ ctx: UnsafeMutableRawPointer?) {
 
 private func releaseDurableHandler(_ ctx: UnsafeMutableRawPointer?) {
     if let ctx { Unmanaged<Handler<UInt64>>.fromOpaque(ctx).release() }
+}
+
+private func releaseRefusedHandler(_ ctx: UnsafeMutableRawPointer?) {
+    if let ctx { Unmanaged<Handler<Refusal>>.fromOpaque(ctx).release() }
 }
 
 private func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) throws -> R) rethrows -> R {

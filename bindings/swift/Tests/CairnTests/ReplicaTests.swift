@@ -11,6 +11,17 @@ final class ReplicaTests: XCTestCase {
 
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
+    // Write receipts (docs/c-api.md "Write receipts"): the seq of each write's last op; a
+    // refused write takes none.
+    func testWritesReturnTheirReceipts() throws {
+        let r = try Replica(path: path("receipts.db"))
+        XCTAssertEqual(try r.put("t", "k", ["a": 1, "b": 2]), 2)
+        XCTAssertEqual(try r.increment("t", "k", "n", by: 1), 3)
+        XCTAssertThrowsError(try r.put("bad name", "k", ["a": 1]))
+        XCTAssertEqual(try r.delete("t", "k"), 4)
+        XCTAssertEqual(try r.write(WriteBatch().set("t", "j", "a", 1).delete("t", "k")), 6)
+    }
+
     func testPutGetTypedValuesAndReopen() throws {
         var id = ""
         do {

@@ -98,10 +98,16 @@ final class SyncTests: XCTestCase {
         let server = try TestServer(dir: dir)
         let r = try Replica(path: dir.appendingPathComponent("r.db").path)
         let s = try Sync(replica: r, options: server.options(token: try server.token("dave", write: "notes")))
-        try r.put("notes", "n1", ["x": 1])
-        try r.put("tasks", "t1", ["x": 1])  // dave may not write tasks
+        // The refusal is told with the write's receipt, before the watermark that covers it
+        // (docs/c-api.md "Write receipts").
+        let told = Recorder<String>()
+        try s.onRefused { told.add("refused \($0.firstSeq)..\($0.lastSeq) \($0.code == CairnError.permission)") }
+        try s.onDurable { told.add("durable \($0)") }
+        XCTAssertEqual(try r.put("notes", "n1", ["x": 1]), 1)
+        XCTAssertEqual(try r.put("tasks", "t1", ["x": 1]), 2)  // dave may not write tasks
         try s.syncOnce(timeoutMs: 20000)
         XCTAssertEqual(try s.status().txnsRefused, 1)
+        XCTAssertEqual(told.values, ["refused 2..2 true", "durable 1"])
         XCTAssertNil(try r.get("tasks", "t1"))
         let rejected = try r.rejected()
         XCTAssertEqual(rejected.count, 1)

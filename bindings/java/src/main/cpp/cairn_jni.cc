@@ -28,7 +28,7 @@ JavaVM* g_vm = nullptr;
 
 jclass g_cairn_exception, g_callbacks, g_long, g_double, g_boolean, g_map, g_list, g_string;
 jclass g_illegal_argument, g_illegal_state, g_out_of_memory, g_null_pointer;
-jmethodID g_cairn_exception_init, g_cb_change, g_cb_status, g_cb_durable, g_cb_log;
+jmethodID g_cairn_exception_init, g_cb_change, g_cb_status, g_cb_durable, g_cb_refused, g_cb_log;
 jmethodID g_long_value_of, g_long_value, g_double_value_of, g_double_value, g_boolean_value_of,
     g_boolean_value, g_map_init, g_map_put, g_list_init, g_list_add;
 
@@ -374,6 +374,18 @@ void OnDurable(void* ctx, uint64_t through) {
   CallCallbacks(env, g_cb_durable, static_cast<jobject>(ctx), static_cast<jlong>(through));
 }
 
+void OnRefused(void* ctx, uint64_t first, uint64_t last, int code, const char* reason) {
+  JNIEnv* env = CurrentEnv();
+  if (env == nullptr) return;
+  jstring s = FromUtf8(env, reason, std::strlen(reason));
+  if (s != nullptr) {
+    CallCallbacks(env, g_cb_refused, static_cast<jobject>(ctx), static_cast<jlong>(first),
+                  static_cast<jlong>(last), static_cast<jint>(code), s);
+    env->DeleteLocalRef(s);
+  }
+  env->ExceptionClear();
+}
+
 void OnLog(void* ctx, int level, const char* message) {
   JNIEnv* env = CurrentEnv();
   if (env == nullptr) return;
@@ -476,6 +488,8 @@ JNIEXPORT jint JNI_OnLoad(JavaVM* vm, void*) {
                                        "(Ldev/cairn/Sync$StatusListener;Ljava/lang/String;)V");
   g_cb_durable =
       env->GetStaticMethodID(g_callbacks, "durable", "(Ldev/cairn/Sync$DurableListener;J)V");
+  g_cb_refused = env->GetStaticMethodID(g_callbacks, "refused",
+                                        "(Ldev/cairn/Sync$RefusedListener;JJILjava/lang/String;)V");
   g_cb_log = env->GetStaticMethodID(g_callbacks, "log",
                                     "(Ldev/cairn/Cairn$Logger;ILjava/lang/String;)V");
   g_long_value_of = env->GetStaticMethodID(g_long, "valueOf", "(J)Ljava/lang/Long;");
@@ -555,25 +569,30 @@ JNIEXPORT jstring JNICALL Java_dev_cairn_Replica_nativeId(JNIEnv* env, jclass, j
   return env->NewStringUTF(id);
 }
 
-JNIEXPORT void JNICALL Java_dev_cairn_Replica_nativePutJson(JNIEnv* env, jclass, jlong h,
-                                                            jstring collection, jstring key,
-                                                            jstring json) {
-  Guarded<int>(env, 0, [&] {
+// The writes return their receipt (docs/c-api.md "Write receipts"), 0 with an exception
+// pending.
+JNIEXPORT jlong JNICALL Java_dev_cairn_Replica_nativePutJson(JNIEnv* env, jclass, jlong h,
+                                                             jstring collection, jstring key,
+                                                             jstring json) {
+  return Guarded<jlong>(env, 0, [&]() -> jlong {
     std::string c, k, j;
     if (!ToCString(env, collection, "collection", &c) || !ToCString(env, key, "key", &k) ||
         !ToCString(env, json, "fieldsJson", &j)) {
       return 0;
     }
-    Check(env, cairn_replica_put_json(R(h), c.c_str(), k.c_str(), j.c_str()));
-    return 0;
+    uint64_t seq = 0;
+    if (!Check(env, cairn_replica_put_json_seq(R(h), c.c_str(), k.c_str(), j.c_str(), &seq))) {
+      return 0;
+    }
+    return static_cast<jlong>(seq);
   });
 }
 
-JNIEXPORT void JNICALL Java_dev_cairn_Replica_nativeWrite(JNIEnv* env, jclass, jlong h,
-                                                          jintArray kinds, jobjectArray colls,
-                                                          jobjectArray keys, jobjectArray fields,
-                                                          jobjectArray values) {
-  Guarded<int>(env, 0, [&] {
+JNIEXPORT jlong JNICALL Java_dev_cairn_Replica_nativeWrite(JNIEnv* env, jclass, jlong h,
+                                                           jintArray kinds, jobjectArray colls,
+                                                           jobjectArray keys, jobjectArray fields,
+                                                           jobjectArray values) {
+  return Guarded<jlong>(env, 0, [&]() -> jlong {
     cairn_batch* raw = nullptr;
     if (!Check(env, cairn_batch_new(&raw))) return 0;
     std::unique_ptr<cairn_batch, void (*)(cairn_batch*)> batch(raw, cairn_batch_free);
@@ -624,8 +643,9 @@ JNIEXPORT void JNICALL Java_dev_cairn_Replica_nativeWrite(JNIEnv* env, jclass, j
       }
       if (!ok || env->ExceptionCheck() || !Check(env, rc)) return 0;
     }
-    Check(env, cairn_replica_write(R(h), batch.get()));
-    return 0;
+    uint64_t seq = 0;
+    if (!Check(env, cairn_replica_write_seq(R(h), batch.get(), &seq))) return 0;
+    return static_cast<jlong>(seq);
   });
 }
 
@@ -889,6 +909,11 @@ JNIEXPORT void JNICALL Java_dev_cairn_Sync_nativeSetStatusListener(JNIEnv* env, 
 JNIEXPORT void JNICALL Java_dev_cairn_Sync_nativeSetDurableListener(JNIEnv* env, jclass, jlong h,
                                                                     jobject l) {
   SetSyncListener(env, cairn_sync_set_durable_callback, S(h), l, OnDurable);
+}
+
+JNIEXPORT void JNICALL Java_dev_cairn_Sync_nativeSetRefusedListener(JNIEnv* env, jclass, jlong h,
+                                                                    jobject l) {
+  SetSyncListener(env, cairn_sync_set_refused_callback, S(h), l, OnRefused);
 }
 
 }  // extern "C"

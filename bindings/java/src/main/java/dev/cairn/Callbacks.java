@@ -25,6 +25,11 @@ final class Callbacks {
         guarded(() -> l.onDurable(throughSeq));
     }
 
+    static void refused(Sync.RefusedListener l, long firstSeq, long lastSeq, int code,
+            String reason) {
+        guarded(() -> l.onRefused(firstSeq, lastSeq, code, reason));
+    }
+
     /** Runs a listener, marked as inside a callback; what it throws is reported, not propagated. */
     private static void guarded(Runnable listener) {
         int[] depth = DEPTH.get();

@@ -50,41 +50,50 @@ public final class Replica implements AutoCloseable {
         }
     }
 
-    /** Sets fields of a document in one transaction (values as {@link WriteBatch#set}). */
-    public void put(String collection, String key, Map<String, ?> fields) {
+    /**
+     * Sets fields of a document in one transaction (values as {@link WriteBatch#set}).
+     *
+     * <p>Every write returns its receipt: the seq of its transaction's last op. The server made
+     * the write durable once the durable watermark ({@link Sync.DurableListener}) reaches it, unless it
+     * refused it (docs/c-api.md "Write receipts").
+     */
+    public long put(String collection, String key, Map<String, ?> fields) {
         Objects.requireNonNull(fields, "fields");
         WriteBatch b = new WriteBatch();
         for (Map.Entry<String, ?> e : fields.entrySet()) {
             b.set(collection, key, e.getKey(), e.getValue());
         }
-        write(b);
+        return write(b);
     }
 
     /** Sets the fields of a JSON object ({"$bytes":"base64"} for bytes) on a document. */
-    public void putJson(String collection, String key, String fieldsJson) {
+    public long putJson(String collection, String key, String fieldsJson) {
         Objects.requireNonNull(collection, "collection");
         Objects.requireNonNull(key, "key");
         Objects.requireNonNull(fieldsJson, "fieldsJson");
         try (Handle h = acquire()) {
-            nativePutJson(h.value, collection, key, fieldsJson);
+            return nativePutJson(h.value, collection, key, fieldsJson);
         }
     }
 
     /** Adds {@code delta} to a counter field (concurrent increments add up). */
-    public void increment(String collection, String key, String field, long delta) {
-        write(new WriteBatch().increment(collection, key, field, delta));
+    public long increment(String collection, String key, String field, long delta) {
+        return write(new WriteBatch().increment(collection, key, field, delta));
     }
 
     /** Deletes a document (a later write revives it with only its own fields). */
-    public void delete(String collection, String key) {
-        write(new WriteBatch().delete(collection, key));
+    public long delete(String collection, String key) {
+        return write(new WriteBatch().delete(collection, key));
     }
 
-    /** Applies every change of {@code batch} in one transaction; an empty batch is an error. */
-    public void write(WriteBatch batch) {
+    /**
+     * Applies every change of {@code batch} in one transaction; an empty batch is an error.
+     * Returns the write's receipt, as {@link #put}.
+     */
+    public long write(WriteBatch batch) {
         Objects.requireNonNull(batch, "batch");
         try (Handle h = acquire()) {
-            nativeWrite(h.value, batch.kinds.stream().mapToInt(Integer::intValue).toArray(),
+            return nativeWrite(h.value, batch.kinds.stream().mapToInt(Integer::intValue).toArray(),
                     batch.collections.toArray(new String[0]), batch.keys.toArray(new String[0]),
                     batch.fields.toArray(new String[0]), batch.values.toArray());
         }
@@ -337,9 +346,9 @@ public final class Replica implements AutoCloseable {
 
     private static native String nativeId(long h);
 
-    private static native void nativePutJson(long h, String collection, String key, String json);
+    private static native long nativePutJson(long h, String collection, String key, String json);
 
-    private static native void nativeWrite(long h, int[] kinds, String[] collections, String[] keys,
+    private static native long nativeWrite(long h, int[] kinds, String[] collections, String[] keys,
             String[] fields, Object[] values);
 
     private static native String nativeGetJson(long h, String collection, String key);

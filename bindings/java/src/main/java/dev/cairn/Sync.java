@@ -16,9 +16,21 @@ public final class Sync implements AutoCloseable {
         void onStatus(SyncStatus status);
     }
 
-    /** Told when the server made every local op up to {@code throughSeq} durable. */
+    /**
+     * Told when the server made every local op up to {@code throughSeq} durable, but the
+     * transactions a {@link RefusedListener} was told of before (docs/c-api.md "Write receipts").
+     */
     public interface DurableListener {
         void onDurable(long throughSeq);
+    }
+
+    /**
+     * Told of each local transaction the server refused (its seqs, the last one its write's
+     * receipt; the code as {@link CairnException}'s; the reason), before the durable listener
+     * is told of a watermark that covers it. The write is undone locally.
+     */
+    public interface RefusedListener {
+        void onRefused(long firstSeq, long lastSeq, int code, String reason);
     }
 
     /** Where and how to connect. */
@@ -152,6 +164,11 @@ public final class Sync implements AutoCloseable {
         run(h -> nativeSetDurableListener(h, l));
     }
 
+    /** Sets the refusal listener (null removes it). */
+    public void setRefusedListener(RefusedListener l) {
+        run(h -> nativeSetRefusedListener(h, l));
+    }
+
     /** Stops live sync and frees; idempotent. Not from one of its callbacks. */
     @Override
     public void close() {
@@ -200,4 +217,6 @@ public final class Sync implements AutoCloseable {
     private static native void nativeSetStatusListener(long h, StatusListener l);
 
     private static native void nativeSetDurableListener(long h, DurableListener l);
+
+    private static native void nativeSetRefusedListener(long h, RefusedListener l);
 }

@@ -29,6 +29,23 @@ class ReplicaTest {
         return Replica.open(dir.resolve(name).toString());
     }
 
+    // Write receipts (docs/c-api.md "Write receipts"): the seq of each write's last op; a
+    // refused write takes none.
+    @Test
+    void writesReturnTheirReceipts() {
+        try (Replica r = open("receipts.db")) {
+            Map<String, Object> two = new LinkedHashMap<>();
+            two.put("a", 1);
+            two.put("b", 2);
+            assertEquals(2L, r.put("t", "k", two));
+            assertEquals(3L, r.increment("t", "k", "n", 1));
+            assertEquals(4L, r.putJson("t", "k", "{\"c\":3}"));
+            assertThrows(CairnException.class, () -> r.putJson("t", "k", "{oops"));
+            assertEquals(5L, r.delete("t", "k"));
+            assertEquals(7L, r.write(new WriteBatch().set("t", "j", "a", 1L).delete("t", "k")));
+        }
+    }
+
     @Test
     void putGetTypedValuesAndReopen() {
         String id;

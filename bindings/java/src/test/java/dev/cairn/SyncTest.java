@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.List;
 import java.util.Map;
@@ -130,10 +131,18 @@ class SyncTest {
         try (TestServer server = new TestServer(dir);
                 Replica r = Replica.open(dir.resolve("r.db").toString())) {
             try (Sync s = new Sync(r, server.options(server.token("dave", "notes")))) {
-                r.put("notes", "n1", Collections.singletonMap("x", 1));
-                r.put("tasks", "t1", Collections.singletonMap("x", 1));  // dave may not write tasks
+                // The refusal is told with the write's receipt, before the watermark that
+                // covers it (docs/c-api.md "Write receipts").
+                List<String> told = new CopyOnWriteArrayList<>();
+                s.setRefusedListener((first, last, code, reason) ->
+                        told.add("refused " + first + ".." + last + " " + Cairn.codeName(code)));
+                s.setDurableListener(through -> told.add("durable " + through));
+                assertEquals(1L, r.put("notes", "n1", Collections.singletonMap("x", 1)));
+                // dave may not write tasks
+                assertEquals(2L, r.put("tasks", "t1", Collections.singletonMap("x", 1)));
                 s.syncOnce(20000);
                 assertEquals(1, s.status().transactionsRefused);
+                assertEquals(Arrays.asList("refused 2..2 EPERM", "durable 1"), told);
             }
             assertEquals(null, r.get("tasks", "t1"));
             List<Map<String, Object>> rejected = r.rejected();
