@@ -40,8 +40,11 @@ install)
            share/doc/cairn-server/examples/server.env; do
     has "$prefix/$f"
   done
-  grep -q "^ExecStart=$prefix/bin/cairn-server " "$prefix/lib/systemd/system/cairn-server.service" ||
+  grep -q "^ExecStart=\"$prefix/bin/cairn-server\" " "$prefix/lib/systemd/system/cairn-server.service" ||
     fail "the unit does not start the installed cairn-server"
+  # Installed like any file: in the manifest (what an uninstall removes).
+  grep -q "/lib/systemd/system/cairn-server.service$" "$build/install_manifest.txt" ||
+    fail "the unit is not in the install manifest"
   # Nothing of the build's own (static internal libraries, tests) is installed.
   extra=$(find "$prefix" -name '*.a' -o -name '*_test*' | head -1)
   [ -z "$extra" ] || fail "installed but not part of the product: $extra"
@@ -89,7 +92,7 @@ deb)
            usr/lib/systemd/system/cairn-server.service; do
     has "$root/$f"
   done
-  grep -q '^ExecStart=/usr/bin/cairn-server ' "$root/usr/lib/systemd/system/cairn-server.service" ||
+  grep -q '^ExecStart="/usr/bin/cairn-server" ' "$root/usr/lib/systemd/system/cairn-server.service" ||
     fail "the packaged unit does not start /usr/bin/cairn-server"
   "$root/usr/bin/cairn-server" --version | grep -q '^cairn-server 0\.1\.0$' ||
     fail "the packaged cairn-server does not run"

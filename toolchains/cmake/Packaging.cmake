@@ -18,33 +18,35 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/core/include/cairn DESTINATION ${CMAKE_I
 install(EXPORT CairnTargets NAMESPACE Cairn:: FILE CairnTargets.cmake DESTINATION ${CAIRN_CMAKE_DIR}
         COMPONENT dev)
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/CairnConfig.cmake.in
-                              ${CMAKE_BINARY_DIR}/CairnConfig.cmake
+                              ${PROJECT_BINARY_DIR}/CairnConfig.cmake
                               INSTALL_DESTINATION ${CAIRN_CMAKE_DIR})
 # 0.x: a minor version may change the C API (docs/c-api.md), so only the same minor matches.
-write_basic_package_version_file(${CMAKE_BINARY_DIR}/CairnConfigVersion.cmake
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/CairnConfigVersion.cmake
                                  COMPATIBILITY SameMinorVersion)
-install(FILES ${CMAKE_BINARY_DIR}/CairnConfig.cmake ${CMAKE_BINARY_DIR}/CairnConfigVersion.cmake
+install(FILES ${PROJECT_BINARY_DIR}/CairnConfig.cmake ${PROJECT_BINARY_DIR}/CairnConfigVersion.cmake
         DESTINATION ${CAIRN_CMAKE_DIR} COMPONENT dev)
 # cairn.pc finds the prefix from where it lies (pkg-config's ${pcfiledir}), so an install moved
 # elsewhere, or unpacked from a .deb into another root, still builds.
 file(RELATIVE_PATH CAIRN_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
-configure_file(${CMAKE_CURRENT_LIST_DIR}/cairn.pc.in ${CMAKE_BINARY_DIR}/cairn.pc @ONLY)
-install(FILES ${CMAKE_BINARY_DIR}/cairn.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
+configure_file(${CMAKE_CURRENT_LIST_DIR}/cairn.pc.in ${PROJECT_BINARY_DIR}/cairn.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/cairn.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
         COMPONENT dev)
 
 if(CAIRN_BUILD_TOOLS)
   install(TARGETS cairn_server_bin cairn_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
           COMPONENT server)
   # The unit, with ExecStart at the binary installed (the prefix is known at install time
-  # only: CPack installs with /usr).
+  # only: CPack installs with /usr): made in the build directory, then installed like any file
+  # (DESTDIR, the install manifest). The path is quoted and its '%' escaped for systemd.
   install(CODE "
     file(READ \"${PROJECT_SOURCE_DIR}/platforms/linux/cairn-server.service\" unit)
-    string(REPLACE \"ExecStart=/usr/local/bin/cairn-server\"
-           \"ExecStart=\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}/cairn-server\" unit \"\${unit}\")
-    set(dir \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/lib/systemd/system\")
-    message(STATUS \"Installing: \${dir}/cairn-server.service\")
-    file(MAKE_DIRECTORY \"\${dir}\")
-    file(WRITE \"\${dir}/cairn-server.service\" \"\${unit}\")
+    set(bin \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}/cairn-server\")
+    string(REPLACE \"%\" \"%%\" bin \"\${bin}\")
+    string(REPLACE \"ExecStart=/usr/local/bin/cairn-server\" \"ExecStart=\\\"\${bin}\\\"\"
+           unit \"\${unit}\")
+    file(WRITE \"${PROJECT_BINARY_DIR}/unit/cairn-server.service\" \"\${unit}\")
+    file(INSTALL DESTINATION \"\${CMAKE_INSTALL_PREFIX}/lib/systemd/system\" TYPE FILE
+         FILES \"${PROJECT_BINARY_DIR}/unit/cairn-server.service\")
   " COMPONENT server)
   install(FILES ${PROJECT_SOURCE_DIR}/platforms/linux/server.env
                 ${PROJECT_SOURCE_DIR}/platforms/linux/README.md
@@ -59,6 +61,7 @@ set(CPACK_PACKAGE_CONTACT "Cairn maintainers <cairn@localhost>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "offline-first sync engine")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_GENERATOR DEB)  # (the unit's ExecStart needs the generator that stages with DESTDIR)
 set(CPACK_COMPONENTS_ALL lib dev)
 if(CAIRN_BUILD_TOOLS)
   list(APPEND CPACK_COMPONENTS_ALL server)
@@ -66,6 +69,14 @@ endif()
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+if(CMAKE_CROSSCOMPILING)
+  # The target's architecture (the toolchain's Debian name), not the build machine's; the
+  # dependencies cannot be read from the build machine's dpkg for it: none are declared.
+  if(CAIRN_XARCH)
+    set(CPACK_DEBIAN_PACKAGE_ARCHITECTURE ${CAIRN_XARCH})
+  endif()
+  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
+endif()
 set(CPACK_DEBIAN_PACKAGE_SECTION libs)
 set(CPACK_DEBIAN_LIB_PACKAGE_NAME libcairn0)
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libcairn-dev)
@@ -80,4 +91,6 @@ set(CPACK_COMPONENT_SERVER_DESCRIPTION
     "cairn-server (the sync server, with its systemd unit) and the cairn tool")
 # The development files go with the library of their own version.
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libcairn0 (= ${PROJECT_VERSION})")
-include(CPack)
+if(PROJECT_IS_TOP_LEVEL)  # (not when Cairn is a subproject of another build)
+  include(CPack)
+endif()

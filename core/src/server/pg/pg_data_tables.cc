@@ -40,7 +40,8 @@ Status DataTables::EnsureSchema(Conn* db) {
       Rows found,
       db->Exec("SELECT 1::bigint FROM pg_namespace WHERE nspname = $1", {Param::Text(schema_)}));
   if (found.size() > 0) return Status::OK();
-  return db->ExecScript(("CREATE SCHEMA " + QuoteIdent(schema_)).c_str());
+  // (IF NOT EXISTS: a node of an earlier version may make it at the same moment.)
+  return db->ExecScript(("CREATE SCHEMA IF NOT EXISTS " + QuoteIdent(schema_)).c_str());
 }
 
 Result<DataTables::Table> DataTables::ReadTable(Conn* db, const std::string& collection) {
