@@ -47,6 +47,30 @@ struct cairn_sync {
   std::shared_ptr<RefusedHook> refused;
 };
 
+namespace {
+
+// What the callback setters share (docs/c-api.md "Callbacks"): a NULL handle fails and frees the
+// payload; fn NULL removes the callback (`set(nullptr)`) and frees the payload at once; else
+// the hook replaces the one in `slot` (the old payload freed once no call of it runs: the
+// client holds the hook too, through the callback `wrap` makes of it).
+template <class Fn, class Set, class Wrap>
+int SetHook(cairn_sync* sync, Fn fn, void* ctx, void (*free_ctx)(void*),
+            std::shared_ptr<cairn::capi::Hook<Fn>> cairn_sync::*slot, Set set, Wrap wrap) {
+  if (sync == nullptr) return NullSync(ctx, free_ctx);
+  if (fn == nullptr) {
+    set(nullptr);
+    (sync->*slot).reset();
+    if (free_ctx) free_ctx(ctx);
+    return CAIRN_OK;
+  }
+  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
+  set(wrap(hook));
+  sync->*slot = std::move(hook);
+  return CAIRN_OK;
+}
+
+}  // namespace
+
 extern "C" {
 
 CAIRN_API int cairn_sync_options_init(cairn_sync_options* opts, unsigned int version) {
@@ -156,58 +180,41 @@ CAIRN_API int cairn_sync_status_json(cairn_buf* out, cairn_sync* sync) {
 CAIRN_API int cairn_sync_set_durable_callback(cairn_sync* sync, cairn_durable_fn fn, void* ctx,
                                               void (*free_ctx)(void*)) {
   CAIRN_CAPI_GUARD
-  if (sync == nullptr) return NullSync(ctx, free_ctx);
-  if (fn == nullptr) {
-    sync->impl->SetDurableCallback(nullptr);
-    sync->durable.reset();
-    if (free_ctx) free_ctx(ctx);
-    return CAIRN_OK;
-  }
-  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
-  // The client holds the hook too, so a callback running while it is replaced stays valid.
-  sync->impl->SetDurableCallback([hook](uint64_t through) { hook->fn(hook->ctx, through); });
-  sync->durable = std::move(hook);
-  return CAIRN_OK;
+  return SetHook(
+      sync, fn, ctx, free_ctx, &cairn_sync::durable,
+      [&](cairn::sync::DurableCallback cb) { sync->impl->SetDurableCallback(std::move(cb)); },
+      [](std::shared_ptr<DurableHook> hook) -> cairn::sync::DurableCallback {
+        return [hook](uint64_t through) { hook->fn(hook->ctx, through); };
+      });
   CAIRN_CAPI_END
 }
 
 CAIRN_API int cairn_sync_set_refused_callback(cairn_sync* sync, cairn_refused_fn fn, void* ctx,
                                               void (*free_ctx)(void*)) {
   CAIRN_CAPI_GUARD
-  if (sync == nullptr) return NullSync(ctx, free_ctx);
-  if (fn == nullptr) {
-    sync->impl->SetRefusedCallback(nullptr);
-    sync->refused.reset();
-    if (free_ctx) free_ctx(ctx);
-    return CAIRN_OK;
-  }
-  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
-  sync->impl->SetRefusedCallback(
-      [hook](uint64_t first, uint64_t last, cairn::Code code, const std::string& reason) {
-        hook->fn(hook->ctx, first, last, static_cast<int>(code), reason.c_str());
+  return SetHook(
+      sync, fn, ctx, free_ctx, &cairn_sync::refused,
+      [&](cairn::sync::RefusedCallback cb) { sync->impl->SetRefusedCallback(std::move(cb)); },
+      [](std::shared_ptr<RefusedHook> hook) -> cairn::sync::RefusedCallback {
+        return [hook](uint64_t first, uint64_t last, cairn::Code code, const std::string& reason) {
+          hook->fn(hook->ctx, first, last, static_cast<int>(code), reason.c_str());
+        };
       });
-  sync->refused = std::move(hook);
-  return CAIRN_OK;
   CAIRN_CAPI_END
 }
 
 CAIRN_API int cairn_sync_set_status_callback(cairn_sync* sync, cairn_status_fn fn, void* ctx,
                                              void (*free_ctx)(void*)) {
   CAIRN_CAPI_GUARD
-  if (sync == nullptr) return NullSync(ctx, free_ctx);
-  if (fn == nullptr) {
-    sync->impl->SetStatusCallback(nullptr);
-    sync->status.reset();
-    if (free_ctx) free_ctx(ctx);
-    return CAIRN_OK;
-  }
-  auto hook = cairn::capi::MakeHook(fn, ctx, free_ctx);
-  sync->impl->SetStatusCallback([hook](const cairn::sync::SyncStatus& s) {
-    const std::string json = s.ToJson();
-    hook->fn(hook->ctx, json.c_str());
-  });
-  sync->status = std::move(hook);
-  return CAIRN_OK;
+  return SetHook(
+      sync, fn, ctx, free_ctx, &cairn_sync::status,
+      [&](cairn::sync::StatusCallback cb) { sync->impl->SetStatusCallback(std::move(cb)); },
+      [](std::shared_ptr<StatusHook> hook) -> cairn::sync::StatusCallback {
+        return [hook](const cairn::sync::SyncStatus& s) {
+          const std::string json = s.ToJson();
+          hook->fn(hook->ctx, json.c_str());
+        };
+      });
   CAIRN_CAPI_END
 }
 
