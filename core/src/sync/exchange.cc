@@ -564,9 +564,9 @@ void Exchange::OnAck(const wire::Ack& ack) {
   }
   // The refusals first, then the watermark (docs/c-api.md "Write receipts"): the newest seq
   // below `through` that ends a transaction the server took, so that an Ack of refused
-  // transactions alone moves nothing. (A refusal the server lists again, after a lost Ack, is
-  // reported again.)
-  // (Pushes retried in a pipeline each list the refusals again: told once.)
+  // transactions alone moves nothing. Each refusal is told once to this client: pushes retried
+  // in a pipeline list the refusals again (refused_above remembers them); after a lost Ack
+  // the client never saw it, so it is told then.
   for (const RefusedTxn& r : refused) {
     if (r.last_seq <= durable_through || RefusalKnown(r.first_seq)) continue;
     if (refused_fn) refused_fn(r.first_seq, r.last_seq, r.code, r.reason);

@@ -443,8 +443,9 @@ Status PgServerStore::SyncData() {
                                   "FROM cairn_meta FOR UPDATE"));
   if (meta.size() != 1) return Status::Corrupt("PostgreSQL: cairn_meta has no row");
   const uint64_t head = U(meta.Int(0, 0)), shown = U(meta.Int(0, 1));
+  // (With the tables on, their schema exists: the node that turned them on, or any node
+  // starting while they are on, made it in PrepareSqlTables.)
   if (meta.Int(0, 2) != 0 && shown < head) {
-    CAIRN_RETURN_IF_ERROR(data_->EnsureSchema(db));  // (turned on by a node since)
     CAIRN_RETURN_IF_ERROR(TakeIn(db, head, /*in_push=*/true));
     if (copy_->head() != head) return Status(Code::kEBUSY, "the copy is behind the log");
     if (shown >= copy_->floor()) {
@@ -651,7 +652,7 @@ Result<PushResult> PgServerStore::ApplyPush(const ReplicaId& origin, const wire:
     CAIRN_RETURN_IF_ERROR(copy_->StageEntry(entry));
     // The documents' rows, as the copy holds them with this entry (docs/backend.md "SQL
     // tables"), and the cursor they show, when they showed the one before; unless the
-    // database has no SQL tables (read under the head's lock, as SetSqlTables changes it).
+    // database has no SQL tables (read under the head's lock, as PrepareSqlTables changes it).
     const bool tables = head.Int(0, 2) != 0;
     Status st = tables ? data_->Write(db, copy_->state(), touched, entry.cursor) : Status::OK();
     if (st.ok() && tables) {
