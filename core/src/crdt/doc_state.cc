@@ -148,6 +148,49 @@ bool ApplyOp(DocState* doc, const Op& op) {
   return false;
 }
 
+bool FoldHistory(DocState* doc, Hlc horizon) {
+  assert(doc->incs_loaded);
+  bool changed = false;
+  if (!doc->del.none() && doc->del.hlc < horizon) {
+    doc->del = OpId();
+    doc->changes.del_changed = true;
+    changed = true;
+  }
+  for (auto it = doc->incs.begin(); it != doc->incs.end(); ++it) {
+    auto& incs = it->second;
+    IncEntry base;
+    size_t below = 0;
+    for (const IncEntry& e : incs) {
+      if (e.id.hlc >= horizon) continue;
+      base.id = std::max(base.id, e.id);
+      base.delta = WrappingAdd(base.delta, e.delta);
+      below++;
+    }
+    if (below < 2) continue;  // nothing to fold into one
+    auto cell = doc->cells.find(it->first);
+    assert(cell != doc->cells.end());
+    for (const IncEntry& e : incs) {
+      if (e.id.hlc < horizon) doc->changes.removed_incs.emplace_back(it->first, e.id);
+    }
+    incs.erase(std::remove_if(incs.begin(), incs.end(),
+                              [&](const IncEntry& e) { return e.id.hlc < horizon; }),
+               incs.end());
+    incs.push_back(base);
+    // One applied earlier in this batch is folded too: only the base is written back.
+    auto& added = doc->changes.added_incs;
+    added.erase(std::remove_if(added.begin(), added.end(),
+                               [&](const auto& a) {
+                                 return a.first == it->first && a.second.id.hlc < horizon;
+                               }),
+                added.end());
+    added.emplace_back(it->first, base);
+    cell->second.incs().count -= static_cast<int64_t>(below) - 1;
+    MarkDirty(doc, &cell->second);
+    changed = true;
+  }
+  return changed;
+}
+
 void StateOps(const std::string& collection, const std::string& key, const DocState& doc,
               std::vector<Op>* out) {
   Op op;

@@ -173,6 +173,15 @@ bool HasIncrement(const DocState& doc, const Op& op);
 // in doc->changes. Returns true when the CRDT state changed.
 bool ApplyOp(DocState* doc, const Op& op);
 
+// Folds the history below `horizon` (docs/crdt-semantics.md "History horizon"): a delete below
+// it is forgotten (every op the document still holds is larger than it), and per field the
+// increments below it become one entry, with the identity of the largest and the sum of their
+// deltas; the cell's counter and largest increment stay as they are, so what the document shows
+// does not change (REQUIRES: doc->incs_loaded). Sound only once no op below `horizon` will ever
+// be applied to the document again. Records what changed in doc->changes; returns true when the
+// state changed.
+bool FoldHistory(DocState* doc, Hlc horizon);
+
 // What outranks what, by the rules above; the store keeps these ops so that a refused local
 // transaction can be undone (docs/protocol.md "Refused ops"), and asks here rather than decide.
 //

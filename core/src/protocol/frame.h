@@ -19,6 +19,14 @@ namespace cairn::protocol {
 
 // 2: coverage, snapshots, partial holds; 3: refusals; 4: telemetry streams.
 constexpr uint16_t kProtocolVersion = 4;
+// Features negotiated in Hello/Welcome (docs/protocol.md "Versions and compatibility"): a
+// client sets those it has in Hello.features, the server answers those it has too, and the
+// session uses those. A feature is an addition an older peer would misread, so it is used only
+// with a peer that named it.
+//   kFeatureHistory: the client folds its state at Welcome.history_horizon and takes a
+//   snapshot with `replace` (docs/crdt-semantics.md "History horizon").
+constexpr uint64_t kFeatureHistory = 1;
+constexpr uint64_t kFeatures = kFeatureHistory;  // what this build has
 constexpr uint32_t kDefaultMaxFrameBytes = 16u << 20;
 // The frame limit a server may be given (docs/protocol.md "Limits"): at least the largest
 // transaction (kMaxTransactionBytes, oplog/validate.h) plus room, so every transaction travels

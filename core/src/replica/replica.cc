@@ -268,6 +268,13 @@ Result<uint64_t> Replica::WriteLocked(const WriteBatch& batch) {
   CAIRN_RETURN_IF_ERROR(CheckWritable());
   CAIRN_RETURN_IF_ERROR(store_->Begin());
   store::RollbackUnlessCommitted guard(store_.get());
+  CAIRN_RETURN_IF_ERROR(WriteInTxn(batch, 0));
+  const uint64_t last_seq = store_->last_seq();
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  return last_seq;
+}
+
+Status Replica::WriteInTxn(const WriteBatch& batch, Hlc stamp_from) {
   // Validated under the write lock, against the registry as it is now.
   CAIRN_RETURN_IF_ERROR(ValidateBatch(batch));
   // Every op goes through the merge rules and into one outbox row: the transaction's OpBatch,
@@ -280,8 +287,10 @@ Result<uint64_t> Replica::WriteLocked(const WriteBatch& batch) {
   Op op;
   op.id.origin = id_;
   const uint64_t first_seq = store_->last_seq() + 1;
+  Hlc max_hlc = 0;
   Status st = batch.ForEach([&](const WriteBatch::Entry& e) -> Status {
-    op.id.hlc = clock_->Now();
+    op.id.hlc = stamp_from != 0 ? stamp_from++ : clock_->Now();
+    max_hlc = std::max(max_hlc, op.id.hlc);
     op.id.seq = store_->last_seq() + 1;
     op.kind = e.kind;
     op.collection.assign(e.collection);
@@ -315,18 +324,13 @@ Result<uint64_t> Replica::WriteLocked(const WriteBatch& batch) {
     st = kept_frame.status();
     if (st.ok()) {
       st = store_->AppendOutbox(
-          first_seq, store_->last_seq(), clock_->last(),
+          first_seq, store_->last_seq(), max_hlc,
           std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()),
           std::string_view(reinterpret_cast<const char*>(kept_frame->data()), kept_frame->size()));
     }
   }
-  if (!st.ok()) {
-    store_->Rollback();
-    return st;
-  }
-  const uint64_t last_seq = store_->last_seq();
-  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
-  return last_seq;
+  if (!st.ok()) store_->Rollback();
+  return st;
 }
 
 void Replica::DeliverChanges() noexcept {

@@ -235,6 +235,10 @@ class Replica {
   Status CheckWritable() const;
   Status ValidateBatch(const WriteBatch& batch);
   Result<uint64_t> WriteLocked(const WriteBatch& batch);
+  // The body of a local write, inside a transaction the caller opened: the batch's ops stamped
+  // by the clock, or from `stamp_from` on (not 0: writes made again below the clock,
+  // SyncAccess::ReapplyExpired); rolled back on failure.
+  Status WriteInTxn(const WriteBatch& batch, Hlc stamp_from);
   Result<ImportStats> ImportLocked(std::FILE* in);
   // Runs `body` in one write transaction under the lock; commits when it succeeds, else rolls
   // back.

@@ -254,7 +254,10 @@ Status SyncAccess::UndoRefused(const std::vector<RefusedTxn>& refused) {
         [&](std::string_view batch, std::string_view superseded) -> Status {
           CAIRN_RETURN_IF_ERROR(DecodeOutboxOps(batch, [&](const Op& op) -> Status {
             docs[{op.collection, op.key}];
-            return r_->store_->RecordRejected(op, static_cast<int>(r.code), r.reason, now);
+            // Refused for the history horizon: written again once this replica has every op
+            // below it (ReapplyExpired).
+            return r_->store_->RecordRejected(op, static_cast<int>(r.code), r.reason, now,
+                                              r.code == Code::kEEXPIRED);
           }));
           if (superseded.empty()) return Status::OK();
           return DecodeOutboxOps(superseded, [&](const Op& op) -> Status {
@@ -357,9 +360,17 @@ Status SyncAccess::StageSnapshotChunk(const wire::OpBatch& batch,
   });
 }
 
+Result<std::vector<std::string>> SyncAccess::CollectionNames() {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  CAIRN_RETURN_IF_ERROR(r_->store_->Refresh());
+  return r_->store_->CollectionNames();
+}
+
 Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& coverage,
                                             const std::vector<std::string>* evict,
-                                            const std::string& rules_digest) {
+                                            const std::string& rules_digest,
+                                            const std::vector<std::string>* replace) {
   Replica::Locked lock(r_);
   CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
   if (r_->read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
@@ -367,6 +378,25 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
   store::RollbackUnlessCommitted guard(r_->store_.get());
   CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, r_->store_->GetSnapshot());
   if (!snap) return Status::Invalid("no snapshot to finish");
+  if (replace) {
+    // docs/crdt-semantics.md "History horizon": the folded state cannot be merged into history
+    // this replica holds (a folded increment may be one it has, under another's identity): what
+    // it has of these collections goes, but its own ops the server has not judged, and the
+    // snapshot, which brings its own judged ops too, takes its place.
+    uint64_t own_known = 0;
+    if (auto w = snap->watermarks.find(r_->id_); w != snap->watermarks.end()) own_known = w->second;
+    std::set<std::pair<std::string, std::string>> held;
+    for (const std::string& c : replace->empty() ? r_->store_->CollectionNames() : *replace) {
+      CAIRN_RETURN_IF_ERROR(
+          r_->store_->ForEachDocFields(c, [&](const std::string& key, const Fields&) -> Status {
+            held.emplace(c, key);
+            return Status::OK();
+          }));
+    }
+    CAIRN_RETURN_IF_ERROR(RemoveFromView(
+        held, [&](const OpId& id) { return id.origin != r_->id_ || id.seq <= own_known; }));
+  }
+  const bool replacing = replace != nullptr;
   uint64_t applied = 0;
   Hlc max_hlc = 0;
   std::set<std::pair<std::string, std::string>> brought;  // with `evict`: its documents
@@ -377,7 +407,7 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
         // "Restored replicas"). Evicting (sync rules), it may lack some of a document that
         // left its view and is back: those come again (merged as entering states are).
         if (op.id.origin == r_->id_ && op.id.seq <= r_->store_->last_seq()) {
-          return evict ? r_->store_->ApplyIdempotent(op) : Status::OK();
+          return evict || replacing ? r_->store_->ApplyIdempotent(op, replacing) : Status::OK();
         }
         // Ops above the limit come from the log that follows (a resumed snapshot reads a later
         // state): applying them here too would count an increment twice.
@@ -391,7 +421,7 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
         if (op.id.seq > limit) return Status::OK();
         max_hlc = std::max(max_hlc, op.id.hlc);
         applied++;
-        return r_->store_->ApplyIdempotent(op);
+        return r_->store_->ApplyIdempotent(op, replacing);
       }));
   if (evict) {
     // docs/sync-rules.md "Rules that change": of a document the snapshot did not bring, what
@@ -429,6 +459,83 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
   r_->clock_->Observe(max_hlc);
   CAIRN_RETURN_IF_ERROR(r_->store_->Commit(r_->clock_->last()));
   return applied;
+}
+
+Result<store::ReplicaStore::FoldStats> SyncAccess::FoldHistory(Hlc horizon) {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  if (r_->read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(r_->store_->Begin());
+  store::RollbackUnlessCommitted guard(r_->store_.get());
+  // Not past an op of its own the server may still refuse: its undo needs what lies below;
+  // nor past one to be written again: whether a delete came after it must still show.
+  CAIRN_ASSIGN_OR_RETURN(Hlc reapply, r_->store_->OldestToReapply());
+  if (reapply != 0) horizon = std::min(horizon, reapply);
+  CAIRN_RETURN_IF_ERROR(
+      r_->store_->ForEachOutbox([&](uint64_t, uint64_t, std::string_view batch) -> Status {
+        return protocol::DecodeBatchFrame(batch, "outbox row", [&](const Op& op) {
+          horizon = std::min(horizon, op.id.hlc);
+          return Status::OK();
+        });
+      }));
+  CAIRN_ASSIGN_OR_RETURN(auto stats, r_->store_->FoldHistory(horizon));
+  CAIRN_RETURN_IF_ERROR(r_->store_->Commit(r_->clock_->last()));
+  return stats;
+}
+
+Result<uint64_t> SyncAccess::ReapplyExpired(Hlc horizon) {
+  Replica::Locked lock(r_);
+  CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
+  if (r_->read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  CAIRN_RETURN_IF_ERROR(r_->store_->Begin());
+  store::RollbackUnlessCommitted guard(r_->store_.get());
+  std::vector<std::pair<int64_t, Op>> rows;
+  CAIRN_RETURN_IF_ERROR(r_->store_->ForEachToReapply([&](int64_t id, const Op& op) {
+    rows.emplace_back(id, op);
+    return Status::OK();
+  }));
+  if (rows.empty()) {
+    r_->store_->Rollback();
+    return uint64_t{0};
+  }
+  // docs/crdt-semantics.md "History horizon": each op again, but one whose document a delete
+  // made after it covers: the delete wins, as it would have (it stays refused, with why).
+  WriteBatch again;
+  uint64_t n = 0;
+  std::vector<int64_t> written;
+  for (const auto& [id, op] : rows) {
+    CAIRN_ASSIGN_OR_RETURN(crdt::DocState doc, r_->store_->CopyDoc(op.collection, op.key));
+    if (op.id < doc.del) {
+      CAIRN_RETURN_IF_ERROR(
+          r_->store_->SettleRejected(id, "; not written again: the document was deleted after it"));
+      continue;
+    }
+    switch (op.kind) {
+      case OpKind::kSet:
+        again.Set(op.collection, op.key, op.field, op.value);
+        break;
+      case OpKind::kIncrement:
+        again.Increment(op.collection, op.key, op.field, op.delta);
+        break;
+      case OpKind::kDelete:
+        again.Delete(op.collection, op.key);
+        break;
+    }
+    written.push_back(id);
+    n++;
+  }
+  if (n > 0) {
+    const uint64_t first = r_->store_->last_seq() + 1;
+    // Stamped at the horizon: taken by the server, and below every op made within it, so
+    // what came later still wins.
+    CAIRN_RETURN_IF_ERROR(r_->WriteInTxn(again, horizon));
+    const std::string note = "; written again as seqs " + std::to_string(first) + ".." +
+                             std::to_string(r_->store_->last_seq()) +
+                             ", stamped at the server's history horizon";
+    for (int64_t id : written) CAIRN_RETURN_IF_ERROR(r_->store_->SettleRejected(id, note));
+  }
+  CAIRN_RETURN_IF_ERROR(r_->store_->Commit(r_->clock_->last()));
+  return n;
 }
 
 Status SyncAccess::CorrectClock(int64_t server_time_ms, uint32_t max_drift_ms) {

@@ -77,6 +77,16 @@ class SyncAccess {
   // (each document they touched is recomputed without them, from its ops and those they
   // superseded).
   Status AckOutbox(uint64_t through, const std::vector<RefusedTxn>& refused = {});
+  // Folds this replica's history at `horizon` (docs/crdt-semantics.md "History horizon"), or
+  // below the oldest of its own unacknowledged ops when that is lower (a refusal may still undo
+  // it); one transaction. REQUIRES: every op below `horizon` this replica will ever merge is
+  // merged (its cursor is at or past the one its server declared the horizon at).
+  Result<store::ReplicaStore::FoldStats> FoldHistory(Hlc horizon);
+  // Writes again, as one new local transaction stamped from `horizon` on, the ops of its
+  // transactions a server refused for its history horizon (EEXPIRED), but those a delete made
+  // after them covers (they stay refused, with why); each refused op's reason says which.
+  // Returns how many were written. REQUIRES: as FoldHistory (a delete after them has arrived).
+  Result<uint64_t> ReapplyExpired(Hlc horizon);
   // Stores what this replica holds of the server's collections (SyncPosition::subscriptions:
   // nullopt = every collection; else a JSON object collection -> since-cursor, "*" = the rest).
   Status SetCoverage(const std::optional<std::string>& coverage);
@@ -104,9 +114,17 @@ class SyncAccess {
   // every collection) that the snapshot did not bring are removed in the same transaction
   // (not deleted; unsent writes to them stay in the outbox: docs/sync-rules.md "Rules that
   // change"). A rebase stores `rules_digest` (the server's sync rules) with its cursor.
+  // `replace` (SnapshotBegin.replace: the server's history is folded): what this replica has of
+  // these collections (empty: of every collection) is replaced by what the snapshot brings,
+  // but its own ops past the snapshot's receipt for it (the server has not judged them); the
+  // snapshot's increments are taken whatever this replica's horizon (docs/crdt-semantics.md
+  // "History horizon").
   Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage,
                                   const std::vector<std::string>* evict = nullptr,
-                                  const std::string& rules_digest = "");
+                                  const std::string& rules_digest = "",
+                                  const std::vector<std::string>* replace = nullptr);
+  // The collections this replica has, sorted.
+  Result<std::vector<std::string>> CollectionNames();
   // docs/crdt-semantics.md "Clock safety": from now on the HLC's physical time follows the server's
   // clock (`server_time_ms`, as the server reported it) instead of this replica's clock source; the
   // correction is stored, so it holds offline after a restart. A clock that already ran more than

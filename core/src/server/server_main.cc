@@ -108,6 +108,12 @@ int Run(int argc, char** argv) {
                  "(docs/sync-rules.md); needs tokens (--token-secret or public keys)");
   app.add_option("--keep-log", o.store.keep_log_ops,
                  "ops kept in the global log for resuming clients (default 1000000)");
+  int64_t horizon_days = 30;
+  app.add_option("--history-horizon-days", horizon_days,
+                 "fold counters' increments and forget deletes older than this many days "
+                 "(docs/crdt-semantics.md \"History horizon\"; default 30; 0: keep all history; "
+                 "SQLite store only for now)")
+      ->check(CLI::Range(int64_t{0}, int64_t{36500}));
   app.add_option("--idle-timeout-ms", o.conn.idle_timeout_ms,
                  "close a connection silent this long (default 60000)");
   app.add_option("--handshake-timeout-ms", o.handshake_timeout_ms,
@@ -241,6 +247,8 @@ int Run(int argc, char** argv) {
     }
     o.store.url = store;
   }
+  // With PostgreSQL the nodes keep all history for now (docs/scale-out.md).
+  if (o.store.url.empty()) o.store.history_horizon_ms = horizon_days * int64_t{86400000};
   if (!sql_tables.empty()) {
     if (o.store.url.empty()) {
       std::cerr

@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS cairn_server_log(
 CREATE INDEX IF NOT EXISTS cairn_server_log_origin ON cairn_server_log(origin, last_seq);
 CREATE TABLE IF NOT EXISTS cairn_server_meta(
   id INTEGER PRIMARY KEY CHECK (id = 1), floor INTEGER NOT NULL);
-INSERT OR IGNORE INTO cairn_server_meta VALUES (1, 0);
+INSERT OR IGNORE INTO cairn_server_meta(id, floor) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS cairn_server_refused(
   origin BLOB NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
   code INTEGER NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
@@ -104,6 +104,13 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
     }
     if (verdict.ok()) {
       verdict = ValidateValue(op.value);
+      if (verdict.ok() && op.id.hlc < limits.horizon) {
+        // Below it the state is folded: the op cannot be merged by the rules any more.
+        verdict = Status(Code::kEEXPIRED, "op stamped " + std::to_string(HlcPhysical(op.id.hlc)) +
+                                              " ms, before the server's history horizon (" +
+                                              std::to_string(HlcPhysical(limits.horizon)) +
+                                              " ms): docs/crdt-semantics.md \"History horizon\"");
+      }
       if (verdict.ok()) verdict = admit(op);
     }
     if (n == txn.size()) {
@@ -260,6 +267,26 @@ Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
     s->head_ = std::max({U(st.Int(1)), U(st.Int(3)), s->floor_});
     s->log_ops_ = U(st.Int(2));
   }
+  {
+    // (Added with the history horizon: a file of an earlier version gets the column here.)
+    CAIRN_ASSIGN_OR_RETURN(
+        store::Stmt has,
+        db->Prepare(
+            "SELECT 1 FROM pragma_table_info('cairn_server_meta') WHERE name = 'horizon_cursor'"));
+    CAIRN_ASSIGN_OR_RETURN(bool has_column, has.Step());
+    if (!has_column) {
+      CAIRN_RETURN_IF_ERROR(db->Exec(
+          "ALTER TABLE cairn_server_meta ADD COLUMN horizon_cursor INTEGER NOT NULL DEFAULT 0;"
+          "ALTER TABLE cairn_server_meta ADD COLUMN folded INTEGER NOT NULL DEFAULT 0;"));
+    }
+    CAIRN_ASSIGN_OR_RETURN(store::Stmt st,
+                           db->Prepare("SELECT horizon_cursor, folded FROM cairn_server_meta"));
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row) {
+      s->horizon_cursor_ = U(st.Int(0));
+      s->folded_ = st.Int(1) != 0;
+    }
+  }
   CAIRN_ASSIGN_OR_RETURN(s->put_log_, db->Prepare(
       "INSERT INTO cairn_server_log(cursor, origin, first_seq, last_seq, op_count, batch) "
       "VALUES (?,?,?,?,?,?)"));
@@ -284,8 +311,10 @@ Result<PushResult> SqliteServerStore::ApplyPush(const ReplicaId& origin, const w
   const uint64_t before = store_->Through(origin);
   protocol::BatchEncoder accepted;
   PushSort sort;
+  PushLimits within = limits;
+  within.horizon = std::max(limits.horizon, store_->horizon());
   CAIRN_RETURN_IF_ERROR(SortPush(
-      origin, batch, before, limits, admit, judge,
+      origin, batch, before, within, admit, judge,
       [&](const std::vector<Op>& txn, size_t n, const Status& verdict) -> Status {
         if (!verdict.ok()) {
           Refused r = RefusalOf(txn, n, verdict);
@@ -522,6 +551,41 @@ Status SqliteServerStore::StageEntry(const LogEntry& e) {
   }();
   if (!st.ok()) AbortStaged();
   return st;
+}
+
+Status SqliteServerStore::FoldHistory(Hlc horizon) {
+  if (horizon <= store_->horizon()) return Status::OK();
+  CAIRN_RETURN_IF_ERROR(store_->Begin());
+  store::RollbackUnlessCommitted guard(store_.get());
+  CAIRN_ASSIGN_OR_RETURN(store::ReplicaStore::FoldStats stats, store_->FoldHistory(horizon));
+  const bool folded =
+      folded_ || stats.increments > 0 || stats.tombstones > 0 || stats.deletes_cleared > 0;
+  CAIRN_ASSIGN_OR_RETURN(
+      store::Stmt st,
+      store_->db()->Prepare("UPDATE cairn_server_meta SET horizon_cursor = ?, folded = ?"));
+  st.BindInt(1, I(head_));
+  st.BindInt(2, folded ? 1 : 0);
+  CAIRN_RETURN_IF_ERROR(st.Run());
+  CAIRN_RETURN_IF_ERROR(store_->Commit(clock_->last()));
+  horizon_cursor_ = head_;
+  folded_ = folded;
+  return Status::OK();
+}
+
+Status SqliteServerStore::Maintain() {
+  const int64_t keep = options_.history_horizon_ms;
+  if (keep <= 0) return Status::OK();
+  const int64_t at = clock_source_->NowMs() - keep;
+  if (at <= 0) return Status::OK();
+  // Raised a step at a time (1/720 of the horizon: an hour for 30 days), not at every tick:
+  // each fold scans the state.
+  const int64_t step = std::max<int64_t>(keep / 720, 1000);
+  const Hlc now_horizon = MakeHlc(static_cast<uint64_t>(at), 0);
+  const Hlc current = store_->horizon();
+  if (current != 0 && now_horizon < current + MakeHlc(static_cast<uint64_t>(step), 0)) {
+    return Status::OK();
+  }
+  return FoldHistory(now_horizon);
 }
 
 Status SqliteServerStore::TrimLog(uint64_t* floor, uint64_t* log_ops) {

@@ -40,6 +40,10 @@ struct ServerStoreOptions {
   // With a PostgreSQL store: turn the documents' SQL tables (docs/backend.md "SQL tables") on
   // or off for the database, every node; nullopt: as the database has it (on when new).
   std::optional<bool> sql_tables;
+  // docs/crdt-semantics.md "History horizon": history older than this is folded (Maintain
+  // raises the horizon as the clock moves, an hour's worth at a time for 30 days); 0: kept
+  // forever. SQLite store only for now.
+  int64_t history_horizon_ms = 0;
 };
 
 // A PostgreSQL URL ("postgresql://..." or "postgres://..."): what ServerStoreOptions::url and
@@ -132,6 +136,9 @@ class TxnJudge {
 struct PushLimits {
   uint32_t max_ops = 8192;
   size_t max_bytes = protocol::BatchBudget(protocol::kDefaultMaxFrameBytes);
+  // The store's history horizon: a transaction with an op stamped below it is refused whole
+  // (EEXPIRED; docs/crdt-semantics.md "History horizon"). Each store sets its own.
+  Hlc horizon = 0;
 };
 
 // One entry of the global log: a batch pushed by `origin`, its ops first_seq..last_seq.
@@ -277,6 +284,14 @@ class ServerStore {
   // Housekeeping the server runs on its timer, off the way of pushes and Hellos (PostgreSQL:
   // a checkpoint and the log's trim, when due).
   virtual Status Maintain() { return Status::OK(); }
+  // The history horizon (docs/crdt-semantics.md "History horizon"): the state is folded below
+  // horizon() (0: never), and every op accepted after log entry horizon_cursor() is stamped at
+  // or above it.
+  virtual Hlc horizon() const { return 0; }
+  virtual uint64_t horizon_cursor() const { return 0; }
+  // Whether a fold changed the state (an increment or a delete was folded): from then on its
+  // snapshots replace what a client holds (docs/protocol.md "Snapshots").
+  virtual bool history_folded() const { return false; }
 };
 
 // The SQLite store: one file holds the state, the log and the receipts, a push commits all of
@@ -306,6 +321,15 @@ class SqliteServerStore final : public ServerStore {
   Status BindReplica(const ReplicaId& replica, const std::string& subject) override;
   Result<std::string> ReplicaView(const ReplicaId& replica) override;
   Status SetReplicaView(const ReplicaId& replica, const std::string& record) override;
+  // Raises the horizon when options' history_horizon_ms says it is due.
+  Status Maintain() override;
+  Hlc horizon() const override { return store_->horizon(); }
+  uint64_t horizon_cursor() const override { return horizon_cursor_; }
+  bool history_folded() const override { return folded_; }
+  // Folds the state at `horizon` (nothing when not above the current one) and records head()
+  // as horizon_cursor(), atomically; from then on a push with an op stamped below it is
+  // refused (EEXPIRED).
+  Status FoldHistory(Hlc horizon);
 
   // Takes in a log entry committed elsewhere (a PostgreSQL node's copy): its ops merged, the
   // origin's receipt raised to its last seq, the entry logged under its cursor, atomically.
@@ -338,6 +362,8 @@ class SqliteServerStore final : public ServerStore {
   std::unique_ptr<HybridClock> clock_;
   std::unique_ptr<store::ReplicaStore> store_;
   uint64_t head_ = 0, floor_ = 0, log_ops_ = 0;
+  uint64_t horizon_cursor_ = 0;  // cairn_server_meta.horizon_cursor
+  bool folded_ = false;          // cairn_server_meta.folded
   struct {
     uint64_t cursor = 0, floor = 0, log_ops = 0;
   } staged_;  // head_, floor_, log_ops_ once the staged transaction commits

@@ -194,6 +194,7 @@ void Session::OnHello(const wire::Hello& hello) {
     return;
   }
   replica_ = protocol::FromWire(*hello.replica_id());
+  features_ = hello.features() & protocol::kFeatures;
   ServerStore* store = server_->store.get();
   // Before anything else is read: ops under such an id would be taken for the server's own.
   if (IsReservedReplicaId(replica_) || replica_ == store->state()->replica_id()) {
@@ -308,6 +309,20 @@ void Session::OnHello(const wire::Hello& hello) {
     conn->SendErrorAndClose(planned.code(), planned.message());
     return;
   }
+  if (snapshot_ && store->history_folded()) {
+    if (features_ & protocol::kFeatureHistory) {
+      snapshot_->replace = true;
+    } else if (hello.cursor() != 0 || hello.partial()) {
+      // docs/crdt-semantics.md "History horizon": the folded state cannot be merged into
+      // history a client holds unless it replaces that history, which an older client
+      // cannot; a new replica of it (nothing received yet) takes the snapshot as it is.
+      conn->SendErrorAndClose(
+          Code::kEEXPIRED,
+          "this server folded its history older than its horizon and this client's copy must be "
+          "replaced, which its version cannot do: upgrade it (or sync a new replica)");
+      return;
+    }
+  }
   if (snapshot_ && snapshot_->rebase) cursor = snapshot_->cursor;
   sent_ = cursor;
   if (grants_) {
@@ -332,7 +347,8 @@ void Session::OnHello(const wire::Hello& hello) {
   auto welcome = wire::CreateWelcome(
       fbb, protocol::kProtocolVersion, &sid, store->NowMs(),
       server_->options.conn.limits.max_frame_bytes, server_->options.max_batch_ops,
-      server_->options.window_batches, server_->options.max_drift_ms, read_only, TokenExpiresMs());
+      server_->options.window_batches, server_->options.max_drift_ms, read_only, TokenExpiresMs(),
+      features_, store->horizon(), store->horizon_cursor());
   conn->Send(FinishFrame(&fbb, wire::Body::Welcome, welcome));
   server_->Log("session " + replica_.Hex() + " from " + conn->peer() + " at cursor " +
                std::to_string(cursor) + (claims_ ? " as " + claims_->subject : std::string()) +

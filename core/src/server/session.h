@@ -253,6 +253,9 @@ class Session : public net::Link::Delegate {
   // A snapshot being sent.
   struct Snapshot {
     bool begun = false, rebase = false, resumed = false;
+    // The server's history is folded: the client replaces what it holds of the collections
+    // brought, and gets its own ops too (SnapshotBegin.replace).
+    bool replace = false;
     uint64_t cursor = 0;
     std::vector<std::string> announced;   // SnapshotBegin.collections
     std::vector<std::string> collections;  // the collections read, sorted
@@ -309,6 +312,7 @@ class Session : public net::Link::Delegate {
   // The replica's own ops it has (Hello's own_seq): its later ones in the log (a file restored
   // from a backup lacks them) are sent back to it. nullopt: an older client, never sent back.
   std::optional<uint64_t> own_seq_;
+  uint64_t features_ = 0;  // negotiated (protocol::kFeature*)
 };
 
 }  // namespace cairn::server

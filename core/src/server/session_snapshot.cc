@@ -129,9 +129,9 @@ bool Session::PumpSnapshot() {
     }
     auto colls = fbb.CreateVectorOfStrings(snap.rebase ? snap.collections : snap.announced);
     auto digest = fbb.CreateString(snap.rebase ? RulesDigest() : std::string());
-    auto begin = wire::CreateSnapshotBegin(fbb, snap.cursor, snap.rebase, colls,
-                                           fbb.CreateVectorOfStructs(marks), snap.resumed,
-                                           snap.rebase && grants_.has_value(), digest);
+    auto begin = wire::CreateSnapshotBegin(
+        fbb, snap.cursor, snap.rebase, colls, fbb.CreateVectorOfStructs(marks), snap.resumed,
+        snap.rebase && grants_.has_value(), digest, snap.replace);
     conn->Send(FinishFrame(&fbb, wire::Body::SnapshotBegin, begin));
     snap.begun = true;
   }
@@ -201,9 +201,10 @@ bool Session::PumpSnapshot() {
             return Status::OK();
           }
           // Not the client's own ops it has (but when it evicts what the snapshot does not
-          // bring: they say the document is in its view); nothing past the snapshot's receipts
-          // (the log has them).
-          const bool evict = snap.rebase && grants_.has_value();
+          // bring: they say the document is in its view; nor when it replaces what it holds:
+          // a folded increment may be its own); nothing past the snapshot's receipts (the log
+          // has them).
+          const bool evict = (snap.rebase && grants_.has_value()) || snap.replace;
           size_t bytes = 0;
           for (Op& op : *ops) {
             auto w = snap.watermarks.find(op.id.origin);

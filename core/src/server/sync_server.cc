@@ -224,6 +224,15 @@ Result<std::unique_ptr<SyncServer>> SyncServer::Create(const ServerOptions& opti
       impl->hub->CatchUp();
       impl->hub->Maintain();
     }, every, every);
+  } else if (options.store.history_horizon_ms > 0) {
+    // One file: maintenance only folds history (docs/crdt-semantics.md "History horizon").
+    uv_timer_init(&i->loop, &i->catch_up_timer);
+    i->catch_up_timer.data = i;
+    i->catch_up_timer_on = true;
+    const uint64_t every = std::max<uint32_t>(options.maintain_ms, 1);
+    uv_timer_start(
+        &i->catch_up_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->hub->Maintain(); },
+        every, every);
   }
   if (options.handle_signals) {
     for (uv_signal_t* sig : {&i->sigterm, &i->sigint}) {

@@ -88,6 +88,9 @@ struct ServerOptions {
   // Several nodes on one PostgreSQL database (store.url): how often a node catches up with
   // the others' commits besides when notified (a lost notification costs at most this).
   uint32_t catch_up_ms = 1000;
+  // With one SQLite file and a history horizon (store.history_horizon_ms): how often the
+  // server checks whether the horizon is due to move (ServerStore::Maintain).
+  uint32_t maintain_ms = 60000;
   bool handle_signals = false;         // stop on SIGTERM / SIGINT
   // Where messages go; default: stderr, prefixed "cairn-server: ".
   std::function<void(const std::string&)> log;

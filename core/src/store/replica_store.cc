@@ -54,9 +54,17 @@ const char* const kRulesDigestSchema = R"sql(
 ALTER TABLE cairn_sync ADD COLUMN rules_digest TEXT;
 )sql";
 
-// Storage format 7 (docs/storage-format.md): format 1's tables, then kSyncSchema,
-// kSnapshotSchema, kRefusalSchema, kStreamSchema (store/stream_store.cc), kReadOnlySchema and
-// kRulesDigestSchema.
+// What format 8 added to format 7: the history horizon the state is folded at
+// (docs/crdt-semantics.md "History horizon"; 0: never folded), and which refused ops are to be
+// written again (refused for the horizon).
+const char* const kHorizonSchema = R"sql(
+ALTER TABLE cairn_state ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cairn_rejected ADD COLUMN reapply INTEGER NOT NULL DEFAULT 0;
+)sql";
+
+// Storage format 8 (docs/storage-format.md): format 1's tables, then kSyncSchema,
+// kSnapshotSchema, kRefusalSchema, kStreamSchema (store/stream_store.cc), kReadOnlySchema,
+// kRulesDigestSchema and kHorizonSchema.
 const char* const kSchema = R"sql(
 CREATE TABLE cairn_state(
   id INTEGER PRIMARY KEY CHECK (id = 1), replica_id BLOB NOT NULL, hlc INTEGER NOT NULL,
@@ -206,10 +214,12 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
   bool has_streams = version >= 5 || tables == 0;
   s->has_format6_ = version >= 6 || tables == 0;
   s->has_format7_ = version >= 7 || tables == 0;
+  s->has_format8_ = version >= 8 || tables == 0;
   if (version < kFormatVersion && tables > 0 && !options.read_only) {
     // Format 1 -> 2: the sync position; 2 -> 3: the snapshot being received; 3 -> 4: what
     // outbox transactions superseded, the clock offset; 4 -> 5: streams; 5 -> 6: the one-way
-    // collections; 6 -> 7: the sync rules' digest. One transaction; the version is read
+    // collections; 6 -> 7: the sync rules' digest; 7 -> 8: the history horizon. One
+    // transaction; the version is read
     // again under the write lock, in case another connection upgraded the file meanwhile.
     CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&s->db_));
     CAIRN_ASSIGN_OR_RETURN(version, pragma("PRAGMA user_version"));
@@ -221,12 +231,13 @@ Result<std::unique_ptr<ReplicaStore>> ReplicaStore::Open(const std::string& path
       if (version < 5) sql += kStreamSchema;
       if (version < 6) sql += kReadOnlySchema;
       if (version < 7) sql += kRulesDigestSchema;
+      if (version < 8) sql += kHorizonSchema;
       sql += "PRAGMA user_version=" + std::to_string(kFormatVersion) + ";";
       CAIRN_RETURN_IF_ERROR(s->db_.Exec(sql));
     }
     CAIRN_RETURN_IF_ERROR(txn->Commit());
     s->has_sync_table_ = s->has_snapshot_table_ = s->has_format4_ = s->has_format6_ =
-        s->has_format7_ = has_streams = true;
+        s->has_format7_ = s->has_format8_ = has_streams = true;
   }
   s->streams_ = std::make_unique<StreamStore>(&s->db_, has_streams, options.read_only);
   if (!options.read_only) {
@@ -259,10 +270,11 @@ Status ReplicaStore::InitSchema(const ReplicaId& new_id, int64_t now_ms) {
   CAIRN_ASSIGN_OR_RETURN(auto txn, Txn::Begin(&db_));
   CAIRN_RETURN_IF_ERROR(db_.Exec(std::string(kSchema) + kSyncSchema + kSnapshotSchema +
                                  kRefusalSchema + kStreamSchema + kReadOnlySchema +
-                                 kRulesDigestSchema));
+                                 kRulesDigestSchema + kHorizonSchema));
   CAIRN_RETURN_IF_ERROR(db_.Exec("PRAGMA application_id=" + std::to_string(kApplicationId) +
                                  "; PRAGMA user_version=" + std::to_string(kFormatVersion)));
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state VALUES (1, ?, 0, 0, ?)"));
+  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("INSERT INTO cairn_state(id, replica_id, hlc, "
+                                              "last_seq, created_ms) VALUES (1, ?, 0, 0, ?)"));
   st.BindBlob(1, new_id.Bytes());
   st.BindInt(2, now_ms);
   CAIRN_RETURN_IF_ERROR(st.Run());
@@ -283,10 +295,12 @@ Status ReplicaStore::LoadRegistry() {
   columns_lower_.clear();
   origin_index_.clear();
   origins_.clear();
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "SELECT replica_id, hlc, last_seq, "
-      "(SELECT max(max_hlc) FROM cairn_outbox), (SELECT max(last_seq) FROM cairn_outbox) "
-      "FROM cairn_state"));
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt st,
+      db_.Prepare(std::string("SELECT replica_id, hlc, last_seq, "
+                              "(SELECT max(max_hlc) FROM cairn_outbox), (SELECT max(last_seq) FROM "
+                              "cairn_outbox), ") +
+                  (has_format8_ ? "horizon" : "0") + " FROM cairn_state"));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row || !ReplicaId::FromBytes(st.Blob(0).data(), st.Blob(0).size(), &replica_id_)) {
     return Status::Corrupt("replica state row is missing or malformed");
@@ -297,6 +311,7 @@ Status ReplicaStore::LoadRegistry() {
   persisted_seq_ = std::max(U(st.Int(2)), U(st.Int(4)));
   hlc_ = persisted_hlc_;
   last_seq_ = persisted_seq_;
+  horizon_ = U(st.Int(5));
   CAIRN_ASSIGN_OR_RETURN(Stmt c, db_.Prepare("SELECT idx, name, materialized FROM cairn_collections"));
   for (;;) {
     CAIRN_ASSIGN_OR_RETURN(row, c.Step());

@@ -29,7 +29,7 @@
 namespace cairn::store {
 
 // Storage format version (PRAGMA user_version). A file with a larger number is refused.
-constexpr int kFormatVersion = 7;
+constexpr int kFormatVersion = 8;
 // PRAGMA application_id of a Cairn replica: "CRN1" as a big-endian 32-bit integer.
 constexpr int32_t kApplicationId = 0x43524E31;
 
@@ -174,10 +174,26 @@ class ReplicaStore {
   Status ForEachPendingOp(int64_t unit, const std::function<Status(const Op&)>& fn);
   // Applies a remote op whose identity may already be represented here (a snapshot's ops):
   // sets and deletes are idempotent by the merge rules; an increment already stored (or below
-  // the document's delete) is skipped (REQUIRES: inside Begin/Commit).
-  Status ApplyIdempotent(const Op& op);
+  // the document's delete) is skipped, and so is one below horizon() unless `replacing` (the
+  // state it would be counted in was removed first) (REQUIRES: inside Begin/Commit).
+  Status ApplyIdempotent(const Op& op, bool replacing = false);
   Result<std::optional<SnapshotState>> GetSnapshot();
   Status SetSnapshot(const SnapshotState& snap);  // REQUIRES: inside Begin/Commit
+  // History horizon (docs/crdt-semantics.md "History horizon"). The state is folded at
+  // horizon(): no op stamped below it is merged again (Apply skips a received one; a snapshot's
+  // increment below it is already counted). FoldHistory raises it to `horizon` (nothing when
+  // not above it): per document, increments of a field below it become one entry and a delete
+  // below it is forgotten (a deleted document's row goes); what the replica shows does not
+  // change. Sound only when every op below `horizon` this replica will ever merge is merged,
+  // and none of its own ops below it can still be undone (REQUIRES: inside Begin/Commit).
+  Hlc horizon() const { return horizon_; }
+  struct FoldStats {
+    int64_t docs = 0;             // documents whose increments were folded
+    int64_t increments = 0;       // increment rows removed
+    int64_t tombstones = 0;       // deleted documents' rows removed
+    int64_t deletes_cleared = 0;  // deletes forgotten in documents written since
+  };
+  Result<FoldStats> FoldHistory(Hlc horizon);
   // Records the last document staged; EINVAL when no snapshot is being received (REQUIRES:
   // inside Begin/Commit).
   Status SetSnapshotPosition(const std::string& after_collection, const std::string& after_key);
@@ -232,7 +248,14 @@ class ReplicaStore {
   Result<SyncPosition> GetSyncPosition();
   Status SetSyncPosition(const SyncPosition& pos);  // REQUIRES: inside Begin/Commit
   Status ForEachRejected(const std::function<Status(const RejectedOp&)>& fn);
-  Status RecordRejected(const Op& op, int code, const std::string& reason, int64_t now_ms);
+  // `reapply`: refused for the history horizon, to be written again (ForEachToReapply).
+  Status RecordRejected(const Op& op, int code, const std::string& reason, int64_t now_ms,
+                        bool reapply = false);
+  // The rejected ops to be written again, in seq order, with their row ids; SettleRejected
+  // marks one done, adding `note` to its reason; OldestToReapply: their lowest stamp (0: none).
+  Status ForEachToReapply(const std::function<Status(int64_t, const Op&)>& fn);
+  Status SettleRejected(int64_t id, const std::string& note);
+  Result<Hlc> OldestToReapply();
   std::vector<OriginInfo> Origins() const;
   Result<int64_t> OutboxCount();
   Result<int64_t> RejectedCount();
@@ -268,6 +291,7 @@ class ReplicaStore {
   Result<CachedDoc*> LoadDoc(int64_t coll, const std::string& key);
   Status LoadIncs(CachedDoc* doc);
   Status KeepIfOutranked(const crdt::DocState& state, const Op& op);
+  Status Merge(const Op& op, bool local, std::vector<Op>* superseded);  // Apply, unchecked
   // At commit: the transaction's changed documents join committed_changes_.
   void RecordChanges();
   Op ReadOpRow(const Stmt& st) const;
@@ -331,6 +355,8 @@ class ReplicaStore {
   bool has_format4_ = true;
   bool has_format6_ = true;
   bool has_format7_ = true;
+  bool has_format8_ = true;
+  Hlc horizon_ = 0;                  // cairn_state.horizon (format 8)
   std::set<std::string> read_only_;  // SyncPosition::read_only, as last read or written
   std::unique_ptr<StreamStore> streams_;
   // The first local seq not acknowledged (0: not known in this transaction).

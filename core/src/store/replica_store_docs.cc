@@ -174,6 +174,14 @@ Status ReplicaStore::KeepIfOutranked(const crdt::DocState& state, const Op& op) 
 }
 
 Status ReplicaStore::Apply(const Op& op, bool local, std::vector<Op>* superseded) {
+  // Below the horizon the state is folded: a new op stamped there cannot be merged by the
+  // rules any more (docs/crdt-semantics.md "History horizon"); a server refuses it, a replica
+  // skips it. (A state's ops, ApplyIdempotent's, may be older: a field's set can be.)
+  if (!local && op.id.hlc < horizon_) return Status::OK();
+  return Merge(op, local, superseded);
+}
+
+Status ReplicaStore::Merge(const Op& op, bool local, std::vector<Op>* superseded) {
   if (!in_txn_) return Status::Internal("Apply outside a transaction");
   if (op.collection != last_collection_ || last_coll_idx_ < 0) {
     CAIRN_ASSIGN_OR_RETURN(last_coll_idx_, EnsureCollection(op.collection));
@@ -616,8 +624,10 @@ Result<bool> ReplicaStore::HasOps(const std::string& collection, const std::stri
   return !ops.empty();
 }
 
-Status ReplicaStore::ApplyIdempotent(const Op& op) {
+Status ReplicaStore::ApplyIdempotent(const Op& op, bool replacing) {
   if (op.kind == OpKind::kIncrement) {
+    // Below the horizon: counted in a folded entry, or below a delete.
+    if (op.id.hlc < horizon_ && !replacing) return Status::OK();
     CAIRN_ASSIGN_OR_RETURN(int64_t coll, EnsureCollection(op.collection));
     CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(coll, op.key));
     if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));
@@ -626,7 +636,79 @@ Status ReplicaStore::ApplyIdempotent(const Op& op) {
       return op.id < doc->state.del ? KeepIfOutranked(doc->state, op) : Status::OK();
     }
   }
-  return Apply(op, /*local=*/false);
+  return Merge(op, /*local=*/false, nullptr);
+}
+
+Result<ReplicaStore::FoldStats> ReplicaStore::FoldHistory(Hlc horizon) {
+  if (!in_txn_) return Status::Internal("FoldHistory outside a transaction");
+  FoldStats stats;
+  // (An HLC past 2^63 is a broken clock's: stored negative, never folded.)
+  if (horizon <= horizon_ || horizon > static_cast<Hlc>(INT64_MAX)) return stats;
+  CAIRN_RETURN_IF_ERROR(WriteBack());
+  // Folding changes no document's visible state: nothing for change listeners.
+  const bool track = track_changes_;
+  track_changes_ = false;
+  // The documents with two or more increments of one field below the horizon, a run at a time
+  // in key order (each run folded and written back before the next is read).
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt find,
+      db_.Prepare(
+          "SELECT coll, key FROM cairn_incs WHERE hlc >= 0 AND hlc < ?1 AND (coll, key) > (?2, ?3) "
+          "GROUP BY coll, key, field HAVING count(*) > 1 ORDER BY coll, key LIMIT 512"));
+  std::pair<int64_t, std::string> after{-1, ""};
+  Status st;
+  for (;;) {
+    std::vector<std::pair<int64_t, std::string>> docs;
+    find.BindInt(1, I(horizon));
+    find.BindInt(2, after.first);
+    find.BindText(3, after.second);
+    st = find.ForEachRow([&] {
+      std::pair<int64_t, std::string> doc{find.Int(0), std::string(find.Text(1))};
+      if (docs.empty() || docs.back() != doc) docs.push_back(std::move(doc));
+      return Status::OK();
+    });
+    if (!st.ok() || docs.empty()) break;
+    for (const auto& [coll, key] : docs) {
+      auto doc = LoadDoc(coll, key);
+      if (!doc.ok()) {
+        st = doc.status();
+        break;
+      }
+      if (!(*doc)->state.incs_loaded) st = LoadIncs(*doc);
+      if (!st.ok()) break;
+      const crdt::DocState& state = (*doc)->state;
+      if (!state.del.none() && state.del.hlc < horizon) stats.deletes_cleared++;
+      crdt::FoldHistory(&(*doc)->state, horizon);
+      stats.docs++;
+      stats.increments += static_cast<int64_t>((*doc)->state.changes.removed_incs.size()) -
+                          static_cast<int64_t>((*doc)->state.changes.added_incs.size());
+    }
+    if (st.ok()) st = WriteBack();
+    if (!st.ok()) break;
+    after = std::move(docs.back());
+  }
+  track_changes_ = track;
+  CAIRN_RETURN_IF_ERROR(st);
+  // Deletes below the horizon: a deleted document's row goes (it has no cells and no
+  // increments); one written again since forgets its delete (everything it holds is above).
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt drop,
+      db_.Prepare("DELETE FROM cairn_docs WHERE cells IS NULL AND del_hlc >= 0 AND del_hlc < ?"));
+  drop.BindInt(1, I(horizon));
+  CAIRN_RETURN_IF_ERROR(drop.Run());
+  stats.tombstones = sqlite3_changes64(db_.raw());
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt clear,
+      db_.Prepare("UPDATE cairn_docs SET del_hlc = NULL, del_origin = NULL, del_seq = NULL "
+                  "WHERE cells IS NOT NULL AND del_hlc >= 0 AND del_hlc < ?"));
+  clear.BindInt(1, I(horizon));
+  CAIRN_RETURN_IF_ERROR(clear.Run());
+  stats.deletes_cleared += sqlite3_changes64(db_.raw());
+  CAIRN_ASSIGN_OR_RETURN(Stmt set, db_.Prepare("UPDATE cairn_state SET horizon = ? WHERE id = 1"));
+  set.BindInt(1, I(horizon));
+  CAIRN_RETURN_IF_ERROR(set.Run());
+  horizon_ = horizon;  // (a rollback reads it back from the file)
+  return stats;
 }
 
 std::vector<std::string> ReplicaStore::CollectionNames() const {

@@ -212,10 +212,12 @@ Status ReplicaStore::ForgetOutranked(const std::set<std::pair<std::string, std::
 }
 
 Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& reason,
-                                    int64_t now_ms) {
-  CAIRN_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(
-      "INSERT INTO cairn_rejected(origin, seq, hlc, kind, collection, key, field, vtype, value, "
-      "delta, code, reason, at_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+                                    int64_t now_ms, bool reapply) {
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt st,
+      db_.Prepare("INSERT INTO cairn_rejected(origin, seq, hlc, kind, collection, key, field, "
+                  "vtype, value, "
+                  "delta, code, reason, at_ms, reapply) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
   st.BindBlob(1, op.id.origin.Bytes());
   st.BindInt(2, I(op.id.seq));
   st.BindInt(3, I(op.id.hlc));
@@ -237,7 +239,48 @@ Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& r
   st.BindInt(11, code);
   st.BindText(12, reason);
   st.BindInt(13, now_ms);
+  st.BindInt(14, reapply ? 1 : 0);
   return st.Run();
+}
+
+Status ReplicaStore::ForEachToReapply(const std::function<Status(int64_t, const Op&)>& fn) {
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt st,
+      db_.Prepare("SELECT id, origin, seq, hlc, kind, collection, key, field, vtype, value, delta "
+                  "FROM cairn_rejected WHERE reapply = 1 ORDER BY seq"));
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    Op op;
+    ReplicaId::FromBytes(st.Blob(1).data(), st.Blob(1).size(), &op.id.origin);
+    op.id.seq = U(st.Int(2));
+    op.id.hlc = U(st.Int(3));
+    op.kind = static_cast<OpKind>(st.Int(4));
+    op.collection = std::string(st.Text(5));
+    op.key = std::string(st.Text(6));
+    op.field = std::string(st.Text(7));
+    if (op.kind == OpKind::kSet) op.value = rows::ReadValue(st, 8);
+    op.delta = st.Int(10);
+    CAIRN_RETURN_IF_ERROR(fn(st.Int(0), op));
+  }
+  return Status::OK();
+}
+
+Status ReplicaStore::SettleRejected(int64_t id, const std::string& note) {
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt st,
+      db_.Prepare("UPDATE cairn_rejected SET reapply = 0, reason = reason || ? WHERE id = ?"));
+  st.BindText(1, note);
+  st.BindInt(2, id);
+  return st.Run();
+}
+
+Result<Hlc> ReplicaStore::OldestToReapply() {
+  if (!has_format8_) return Hlc{0};
+  CAIRN_ASSIGN_OR_RETURN(
+      Stmt st, db_.Prepare("SELECT coalesce(min(hlc), 0) FROM cairn_rejected WHERE reapply = 1"));
+  CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? U(st.Int(0)) : Hlc{0};
 }
 
 Status ReplicaStore::ForEachRejected(const std::function<Status(const RejectedOp&)>& fn) {

@@ -190,6 +190,7 @@ void Exchange::OnOpen(net::Link* c) {
   hello.add_subscriptions(subs_vec);
   hello.add_channels(channels_vec);
   hello.add_rules_digest(digest_str);
+  hello.add_features(protocol::kFeatures);
   hello.add_client_time_ms(port::WallClockMs());
   hello.add_own_seq(own->last_seq);
   if (own->hlc) hello.add_own_hlc(*own->hlc);
@@ -264,6 +265,9 @@ void Exchange::OnWelcome(const wire::Welcome& w) {
   }
   welcomed = true;
   server_id = protocol::FromWire(*w.server_id());
+  features = w.features() & protocol::kFeatures;
+  history_horizon = w.history_horizon();
+  horizon_cursor = w.horizon_cursor();
   if (known_server && *known_server != server_id) cursor = 0;  // another server: start over
   // What this replica holds from now on: only the collections it asks for. (Those it asks
   // for and lacks come in a snapshot and are added when it completes.)
@@ -668,6 +672,7 @@ void Exchange::OnSnapshotBegin(const wire::SnapshotBegin& b) {
   stale_snapshot = false;
   snapshot_rebase = b.rebase();
   snapshot_evict = b.rebase() && b.evict();
+  snapshot_replace = b.replace() && (features & protocol::kFeatureHistory) != 0;
   snapshot_rules_digest = b.rules_digest() ? b.rules_digest()->str() : std::string();
   snapshot_cursor = b.cursor();
 }
@@ -702,10 +707,35 @@ void Exchange::OnSnapshotEnd(const wire::SnapshotEnd& end) {
     for (const auto& c : snapshot_collections) after.holds[c] = cursor;
   }
   KillPoint("client.snapshot.before_finish");
+  // A folded state replaces what this replica holds of what the snapshot brings: a rebase, all
+  // it syncs; else the collections added ("*": every one it did not hold).
+  std::vector<std::string> replaced;
+  if (snapshot_replace) {
+    if (snapshot_rebase) {
+      replaced = options.only;
+    } else {
+      for (const auto& c : snapshot_collections) {
+        if (c != "*") replaced.push_back(c);
+      }
+      if (std::find(snapshot_collections.begin(), snapshot_collections.end(), "*") !=
+          snapshot_collections.end()) {
+        auto names = SyncAccess(*replica).CollectionNames();
+        if (!names.ok()) {
+          link_->Close(names.status());
+          return;
+        }
+        for (const auto& c : *names) {
+          if (coverage.holds.count(c) == 0) replaced.push_back(c);
+        }
+      }
+      if (replaced.empty()) replaced.push_back("*");  // (no such collection here: nothing)
+    }
+  }
   // Sync rules: what the snapshot did not bring of what this replica syncs is not its to
   // keep (docs/sync-rules.md "Rules that change").
   auto applied = SyncAccess(*replica).FinishSnapshot(
-      CoverageText(after), snapshot_evict ? &options.only : nullptr, snapshot_rules_digest);
+      CoverageText(after), snapshot_evict ? &options.only : nullptr, snapshot_rules_digest,
+      snapshot_replace ? &replaced : nullptr);
   if (!applied.ok()) {
     link_->SendErrorAndClose(applied.status().code(),
                             "client could not apply a snapshot: " + applied.status().message());
@@ -730,7 +760,37 @@ void Exchange::OnCaughtUp(const wire::CaughtUp& cu) {
   }
   cursor = cu.cursor();
   caught_up = renewals_unanswered == 0;
+  FoldHistory();
+  if (link_ == nullptr || link_->closing()) return;
   CheckIdle();
+}
+
+void Exchange::FoldHistory() {
+  if ((features & protocol::kFeatureHistory) == 0 || history_horizon == 0 ||
+      cursor < horizon_cursor || in_snapshot) {
+    return;
+  }
+  // First what the server refused for the horizon, written again (it has every op below it
+  // now: a delete that covers one is here); then the fold.
+  auto again = SyncAccess(*replica).ReapplyExpired(history_horizon);
+  if (!again.ok()) {
+    link_->Close(again.status());
+    return;
+  }
+  if (*again > 0) {
+    RefreshPending();
+    NotifyStatus();
+    caught_up = false;  // (what it wrote goes out first)
+    Push();
+  } else if (history_horizon <= folded_horizon) {
+    return;  // (folded in this session, and nothing written again since)
+  }
+  auto folded = SyncAccess(*replica).FoldHistory(history_horizon);
+  if (!folded.ok()) {
+    link_->Close(folded.status());
+    return;
+  }
+  folded_horizon = history_horizon;  // (below its own unacknowledged ops: again next session)
 }
 
 // Idle: the server caught this replica up after its last push and batch, and nothing local

@@ -128,6 +128,14 @@ struct Exchange : net::Link::Delegate {
   bool stale_snapshot = false;    // a staged snapshot this session has not (yet) continued
   bool snapshot_rebase = false;
   bool snapshot_evict = false;        // SnapshotBegin.evict
+  bool snapshot_replace = false;      // SnapshotBegin.replace (with kFeatureHistory)
+  // From the Welcome: the features the session uses (protocol::kFeature*), and the server's
+  // history horizon and the cursor from which every op it accepted is at or above it
+  // (docs/crdt-semantics.md "History horizon").
+  uint64_t features = 0;
+  Hlc history_horizon = 0;
+  uint64_t horizon_cursor = 0;
+  Hlc folded_horizon = 0;             // folded at in this session
   std::string snapshot_rules_digest;  // SnapshotBegin.rules_digest
   std::string rules_digest;           // the stored position's (Hello.rules_digest)
   uint64_t snapshot_cursor = 0;
@@ -151,6 +159,9 @@ struct Exchange : net::Link::Delegate {
   void OnSnapshotChunk(const wire::SnapshotChunk& chunk);
   void OnSnapshotEnd(const wire::SnapshotEnd& end);
   void OnCaughtUp(const wire::CaughtUp& cu);
+  // Folds this replica's history at the server's horizon once its cursor reached the horizon's
+  // (it then has every op below it the server took).
+  void FoldHistory();
   void CheckIdle();
 };
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <random>
 #include <vector>
 
 namespace cairn::crdt {
@@ -239,6 +240,84 @@ TEST(OutrankTest, StateOpsListWhatTheStateKeeps) {
   EXPECT_EQ(Ids(out), Ids({del, set, inc}));
   // Rebuilt from those ops alone, the state is the same.
   EXPECT_EQ(Visible(ApplyAll(out)), Visible(d));
+}
+
+// History horizon (docs/crdt-semantics.md "History horizon").
+TEST(FoldTest, FoldingChangesNothingShownAndKeepsOneEntryPerField) {
+  DocState d =
+      ApplyAll({Del(5, 3, 1), Inc(10, 1, 1, "n", 5), Inc(11, 2, 1, "n", 7), Inc(12, 1, 2, "n", -2),
+                Inc(40, 2, 2, "n", 100), Set(13, 1, 3, "a", Value::Int(1)), Inc(14, 3, 2, "m", 1)});
+  const auto shown = Visible(d);
+  const OpId largest = Inc(12, 1, 2, "n", 0).id;
+  d.ClearChanges();
+  EXPECT_TRUE(FoldHistory(&d, MakeHlc(20, 0)));
+  EXPECT_EQ(Visible(d), shown);
+  EXPECT_TRUE(d.del.none());  // the delete below the horizon is forgotten
+  EXPECT_TRUE(d.changes.del_changed);
+  ASSERT_EQ(d.incs.at("n").size(), 2u);  // the entry above the horizon, and the base
+  EXPECT_EQ(d.incs.at("n")[1].id, largest);
+  EXPECT_EQ(d.incs.at("n")[1].delta, 10);
+  EXPECT_EQ(d.cells.find("n")->second.inc_count(), 2);
+  EXPECT_EQ(d.cells.find("n")->second.counter(), 110);
+  EXPECT_EQ(d.incs.at("m").size(), 1u);  // one alone: nothing to fold
+  EXPECT_EQ(d.changes.removed_incs.size(), 3u);
+  ASSERT_EQ(d.changes.added_incs.size(), 1u);
+  EXPECT_EQ(d.changes.added_incs[0].second.id, largest);
+  d.ClearChanges();
+  EXPECT_FALSE(FoldHistory(&d, MakeHlc(20, 0)));  // folding again: nothing left to fold
+  // A later delete that lands between ops takes the base with what it covers.
+  ApplyOp(&d, Del(30, 3, 3));
+  EXPECT_EQ(Visible(d).at("n"), Value::Int(100));
+  EXPECT_EQ(d.cells.find("n")->second.inc_count(), 1);
+  EXPECT_EQ(d.cells.count("a"), 0u);
+}
+
+TEST(FoldTest, IncrementsOfTheSameBatchAreWrittenBackOnce) {
+  DocState d = ApplyAll({Inc(10, 1, 1, "n", 5)});
+  d.ClearChanges();
+  ApplyOp(&d, Inc(11, 2, 1, "n", 7));  // not written back yet
+  FoldHistory(&d, MakeHlc(20, 0));
+  ASSERT_EQ(d.changes.added_incs.size(), 1u);  // the base only
+  EXPECT_EQ(d.changes.added_incs[0].second.delta, 12);
+}
+
+// Folding at any horizon and then applying only ops at or above it shows what applying
+// everything without folding shows: the rule every replica and the server apply the same way.
+TEST(FoldTest, FoldThenLaterOpsEqualsNoFold) {
+  std::mt19937 rng(23);
+  for (int round = 0; round < 2000; round++) {
+    std::vector<Op> before, after;
+    uint64_t seq = 0;
+    const uint64_t horizon = 50;
+    auto random_op = [&](uint64_t lo, uint64_t hi) {
+      const uint64_t t = lo + rng() % (hi - lo);
+      const auto origin = static_cast<uint8_t>(1 + rng() % 3);
+      const std::string field = rng() % 2 ? "a" : "b";
+      switch (rng() % 5) {
+        case 0:
+          return Del(t, origin, ++seq);
+        case 1:
+          return Set(t, origin, ++seq, field, Value::Int(static_cast<int64_t>(rng() % 9)));
+        default:
+          return Inc(t, origin, ++seq, field, static_cast<int64_t>(rng() % 21) - 10);
+      }
+    };
+    for (int i = 0, n = static_cast<int>(rng() % 12); i < n; i++)
+      before.push_back(random_op(1, horizon + 20));  // some above the horizon too
+    for (int i = 0, n = static_cast<int>(rng() % 8); i < n; i++)
+      after.push_back(random_op(horizon, horizon + 40));
+    DocState plain = ApplyAll(before), folded = ApplyAll(before);
+    FoldHistory(&folded, MakeHlc(horizon, 0));
+    ASSERT_EQ(Visible(folded), Visible(plain)) << "round " << round;
+    for (const Op& op : after) {
+      ApplyOp(&plain, op);
+      ApplyOp(&folded, op);
+    }
+    ASSERT_EQ(Visible(folded), Visible(plain)) << "round " << round;
+    for (const auto& [field, cell] : plain.cells) {
+      EXPECT_EQ(cell.Deciding(), folded.cells.find(field)->second.Deciding()) << "round " << round;
+    }
+  }
 }
 
 }  // namespace

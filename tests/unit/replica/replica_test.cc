@@ -187,6 +187,86 @@ TEST_F(ReplicaTest, ExchangeConvergesWithConflicts) {
   EXPECT_EQ(Get(a.get(), "c", "k"), R"({"n":5})");  // only the increment after the delete
 }
 
+// History horizon (docs/crdt-semantics.md "History horizon"): folding changes nothing a
+// replica shows, shrinks what it keeps, and later ops merge on the folded state as on the full
+// one; a new op stamped below the horizon is not merged.
+TEST_F(ReplicaTest, FoldingHistoryKeepsTheStateAndLaterOpsMergeAlike) {
+  FakeClock cw(1000), cz(1000);
+  auto w = Open("w.db", &cw);
+  auto folded = Open("a.db");
+  auto full = Open("b.db");
+  for (int i = 1; i <= 50; i++) {
+    cw.Advance(1);
+    ASSERT_TRUE(w->Increment("c", "k1", "n", i).ok());
+  }
+  ASSERT_TRUE(w->Put("c", "k2", {{"f", Value::Int(1)}}).ok());
+  ASSERT_TRUE(w->Delete("c", "k2").ok());
+  ASSERT_TRUE(w->Put("c", "k3", {{"f", Value::Int(1)}}).ok());
+  ASSERT_TRUE(w->Delete("c", "k3").ok());
+  cw.Advance(1);
+  ASSERT_TRUE(w->Put("c", "k3", {{"g", Value::Int(2)}}).ok());  // revived
+  ASSERT_TRUE(w->Increment("c", "k4", "n", 5).ok());
+  ASSERT_TRUE(w->Delete("c", "k4").ok());
+  cw.Advance(1);
+  ASSERT_TRUE(w->Increment("c", "k4", "n", 7).ok());
+  ASSERT_TRUE(w->Increment("c", "k4", "n", 8).ok());
+  Sync(w.get(), folded.get());
+  Sync(w.get(), full.get());
+  auto count = [&](Replica* r, const char* sql) { return Query(r, sql).at(0); };
+  EXPECT_EQ(count(folded.get(), "SELECT count(*) AS c FROM cairn_incs"), R"({"c":52})");
+  cw.Advance(1000);
+  const Hlc horizon = MakeHlc(static_cast<uint64_t>(cw.NowMs()), 0);
+  auto stats = SyncAccess(*folded).FoldHistory(horizon);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->docs, 2);             // k1 and k4
+  EXPECT_EQ(stats->increments, 50);      // 50 -> 1 of k1, 2 -> 1 of k4
+  EXPECT_EQ(stats->tombstones, 1);       // k2
+  EXPECT_EQ(stats->deletes_cleared, 2);  // k3, k4
+  EXPECT_EQ(count(folded.get(), "SELECT count(*) AS c FROM cairn_incs"), R"({"c":2})");
+  EXPECT_EQ(count(folded.get(), "SELECT count(*) AS c FROM cairn_docs"), R"({"c":3})");
+  EXPECT_EQ(Dump(folded.get()), Dump(full.get()));
+  EXPECT_EQ(Get(folded.get(), "c", "k1"), R"({"n":1275})");
+  // Later ops, above the horizon: a delete that lands between increments, revivals, more.
+  cw.Advance(1);
+  ASSERT_TRUE(w->Increment("c", "k1", "n", 1).ok());
+  ASSERT_TRUE(w->Put("c", "k2", {{"h", Value::Int(3)}}).ok());
+  ASSERT_TRUE(w->Increment("c", "k4", "n", 100).ok());
+  ASSERT_TRUE(w->Put("c", "k3", {{"f", Value::Int(9)}}).ok());
+  Sync(w.get(), folded.get());
+  Sync(w.get(), full.get());
+  EXPECT_EQ(Dump(folded.get()), Dump(full.get()));
+  EXPECT_EQ(Get(folded.get(), "c", "k1"), R"({"n":1276})");
+  cw.Advance(1);
+  ASSERT_TRUE(w->Delete("c", "k1").ok());
+  Sync(w.get(), folded.get());
+  Sync(w.get(), full.get());
+  EXPECT_EQ(Dump(folded.get()), Dump(full.get()));
+  EXPECT_EQ(folded->Digest().value(), full->Digest().value());
+  // A new op stamped below the horizon (a replica whose clock is far behind) is not merged.
+  auto z = Open("z.db", &cz);
+  ASSERT_TRUE(z->Increment("c", "k4", "n", 1000).ok());
+  Sync(z.get(), folded.get());
+  EXPECT_EQ(Get(folded.get(), "c", "k4"), R"({"n":115})");
+  // The horizon stays with the file: folding again at it does nothing.
+  ASSERT_TRUE(folded->Close().ok());
+  auto again = Open("a.db");
+  auto twice = SyncAccess(*again).FoldHistory(horizon);
+  ASSERT_TRUE(twice.ok());
+  EXPECT_EQ(twice->docs + twice->tombstones + twice->deletes_cleared, 0);
+}
+
+// Its own ops a server has not acknowledged are not folded: a refusal may still undo them.
+TEST_F(ReplicaTest, FoldingStopsBelowOwnUnacknowledgedOps) {
+  FakeClock c(1000);
+  auto r = Open("a.db", &c);
+  for (int i = 0; i < 3; i++) ASSERT_TRUE(r->Increment("c", "k", "n", 1).ok());
+  c.Advance(1000);
+  auto stats = SyncAccess(*r).FoldHistory(MakeHlc(static_cast<uint64_t>(c.NowMs()), 0));
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->increments, 0);
+  EXPECT_EQ(Query(r.get(), "SELECT count(*) AS c FROM cairn_incs").at(0), R"({"c":3})");
+}
+
 TEST_F(ReplicaTest, ImportIsIdempotent) {
   auto a = Open("a.db");
   auto b = Open("b.db");
@@ -661,9 +741,13 @@ TEST_F(ReplicaTest, RefusesNonReplicaAndNewerFormat) {
 // A file of storage format 1 (before the sync position existed) is migrated on open: its data
 // stays, it gains the cairn_sync table, and a read-only open of an unmigrated one still works.
 // Files of formats 1 (no sync tables), 2 (no snapshot table), 3 (no refusal tables), 4 (no
-// streams), 5 (no one-way collections) and 6 (no sync rules' digest) open and migrate.
+// streams), 5 (no one-way collections), 6 (no sync rules' digest) and 7 (no history horizon)
+// open and migrate.
 TEST_F(ReplicaTest, MigratesOlderFormats) {
-  const std::string to6 = "ALTER TABLE cairn_sync DROP COLUMN rules_digest; ";
+  const std::string to7 =
+      "ALTER TABLE cairn_state DROP COLUMN horizon; ALTER TABLE cairn_rejected DROP COLUMN "
+      "reapply; ";
+  const std::string to6 = to7 + "ALTER TABLE cairn_sync DROP COLUMN rules_digest; ";
   const std::string to5 = to6 + "ALTER TABLE cairn_sync DROP COLUMN read_only; ";
   const std::string to4 = to5 + "DROP TABLE cairn_stream_records; DROP TABLE cairn_streams; ";
   const std::string to3 = to4 +
@@ -675,8 +759,9 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
       to3 + "PRAGMA user_version=3",
       to4 + "PRAGMA user_version=4",
       to5 + "PRAGMA user_version=5",
-      to6 + "PRAGMA user_version=6"};
-  for (int version = 1; version <= 6; version++) {
+      to6 + "PRAGMA user_version=6",
+      to7 + "PRAGMA user_version=7"};
+  for (int version = 1; version <= 7; version++) {
     const std::string name = "old" + std::to_string(version) + ".db";
     {
       auto r = Open(name);
@@ -732,6 +817,11 @@ TEST_F(ReplicaTest, MigratesOlderFormats) {
     ASSERT_TRUE(SyncAccess(*r).FinishSnapshot(std::nullopt, nullptr, "d1gest").ok());
     EXPECT_EQ(SyncAccess(*r).GetSyncPosition().value().rules_digest, "d1gest");
     EXPECT_EQ(SyncAccess(*r).GetSyncPosition().value().cursor, 11u);
+    // Format 8: the history horizon, kept in the file.
+    ASSERT_TRUE(SyncAccess(*r).FoldHistory(MakeHlc(5000, 0)).ok());
+    ASSERT_TRUE(r->Close().ok());
+    r = Open(name);
+    EXPECT_EQ(Query(r.get(), "SELECT horizon >> 16 AS h FROM cairn_state").at(0), R"({"h":5000})");
     ASSERT_EQ(sqlite3_open(dir_.File(name).c_str(), &db), SQLITE_OK);
     sqlite3_stmt* st;
     sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);

@@ -17,6 +17,7 @@ public struct CairnError: Error, Equatable, Sendable, CustomStringConvertible {
     public static let full = CAIRN_EFULL.rawValue
     public static let forked = CAIRN_EFORKED.rawValue
     public static let tokenExpired = CAIRN_ETOKEN.rawValue
+    public static let expired = CAIRN_EEXPIRED.rawValue
 
     public init(code: Int32, message: String) {
         self.code = code
