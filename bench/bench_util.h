@@ -3,8 +3,8 @@
 #ifndef CAIRN_BENCH_BENCH_UTIL_H_
 #define CAIRN_BENCH_BENCH_UTIL_H_
 
-#include <sqlite3.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -195,6 +196,11 @@ inline Trace LoadTrace(const std::string& path, std::array<bool, 3> want) {
     tr.ops[static_cast<size_t>(r)].push_back(op);
   }
   return tr;
+}
+
+// Removes an SQLite database and its WAL and shared-memory files.
+inline void RemoveDbFiles(const std::string& path) {
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
 }
 
 inline std::string FileSha256(const std::string& path) {

@@ -87,10 +87,6 @@ cairn::sync::SyncOptions ReadyThenSyncOptions(const Args& a) {
 }
 
 // A SQLite file and its WAL and shared-memory files, gone.
-void RemoveDbFiles(const std::string& path) {
-  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);
-}
-
 // One replica of the trace: writes its ops offline, then syncs until it holds all three
 // replicas' ops.
 void ClientChild(const Args& a) {
