@@ -4,9 +4,12 @@
 // programs: CAIRN_SERVER_PATH (its cairn-server, for ServerProcess) and CAIRN_RELEASE_CLI.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 
+#include "port/port.h"
 #include "replica/replica.h"
 #include "support/server_process.h"
 #include "support/server_thread.h"
@@ -33,6 +36,18 @@ std::optional<std::string> ReleaseCli(const std::string& args) {
     ADD_FAILURE() << command << ": exit " << status << "\n" << out;
     return std::nullopt;
   }
+  return out;
+}
+
+// Runs the release's `cairn` with `args`, expecting it to fail: what it printed.
+std::string ReleaseCliFails(const std::string& args) {
+  const std::string command = std::string(CAIRN_RELEASE_CLI) + " " + args + " 2>&1";
+  FILE* p = popen(command.c_str(), "r");
+  if (p == nullptr) return "";
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  EXPECT_NE(pclose(p), 0) << command << " did not fail:\n" << out;
   return out;
 }
 
@@ -133,6 +148,63 @@ TEST(CompatLive, TheReleasesClientsSyncWithTodaysServer) {
   ASSERT_TRUE(ReleaseCli("--db " + partial + sync + " --only counters"));
   EXPECT_EQ(ReleaseCli("--db " + partial + " dump").value_or(""),
             "{\"counters\":{\"visits\":{\"n\":6}}}\n");
+}
+
+// docs/crdt-semantics.md "History horizon": the release's client cannot replace its copy by a
+// folded state, so once today's server folded history the release's replica that holds history
+// and needs a snapshot is refused (EEXPIRED, telling to upgrade) rather than served one it
+// would miscount; a new replica of the release takes the folded state as it is.
+TEST(CompatLive, TheReleasesClientsAndAFoldedHistory) {
+  TempDir dir;
+  testing::FakeClock clock(port::WallClockMs());
+  server::ServerOptions o = testing::Options(dir);
+  o.store.clock = &clock;
+  o.store.history_horizon_ms = int64_t{30} * 24 * 3600 * 1000;
+  o.store.keep_log_ops = 5;
+  o.maintain_ms = 20;
+  ServerThread server(o);
+  const std::string old_db = dir.File("old.db");
+  const std::string sync = " sync --once --server " + server.address();
+  for (int i = 0; i < 3; i++)
+    ASSERT_TRUE(ReleaseCli("--db " + old_db + " inc counters visits n 2"));
+  ASSERT_TRUE(ReleaseCli("--db " + old_db + " put tasks t1 '{\"title\":\"gone soon\"}'"));
+  ASSERT_TRUE(ReleaseCli("--db " + old_db + " del tasks t1"));
+  ASSERT_TRUE(ReleaseCli("--db " + old_db + sync));
+  // 31 days on: the server folds the counter's increments and forgets the delete.
+  clock.Advance(int64_t{31} * 24 * 3600 * 1000);
+  for (int i = 0; i < 500; i++) {
+    ReplicaOptions ro;
+    ro.read_only = true;
+    auto f = Replica::Open(o.db_path, ro);
+    ASSERT_TRUE(f.ok());
+    std::string rows;
+    ASSERT_TRUE(f.value()
+                    ->Query("SELECT count(*) AS n FROM cairn_incs",
+                            [&](const std::string& r) {
+                              rows = r;
+                              return Status::OK();
+                            })
+                    .ok());
+    if (rows == "{\"n\":1}") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ReplicaOptions ro;
+  ro.clock = &clock;
+  auto today = Replica::Open(dir.File("today.db"), ro);
+  ASSERT_TRUE(today.ok());
+  for (int round = 1; round <= 3; round++) {  // two log entries: the log is trimmed past the
+    Write(today.value().get(), round);        // release's replica's cursor
+    if (round != 2) {
+      ASSERT_TRUE(SyncOnce(today.value().get(), server.address()).ok());
+    }
+  }
+  const std::string refused = ReleaseCliFails("--db " + old_db + sync);
+  EXPECT_NE(refused.find("upgrade it"), std::string::npos) << refused;
+  EXPECT_EQ(ReleaseCli("--db " + old_db + " dump").value_or(""),
+            "{\"counters\":{\"visits\":{\"n\":6}}}\n");  // what it had, unchanged
+  const std::string fresh = dir.File("fresh.db");
+  ASSERT_TRUE(ReleaseCli("--db " + fresh + sync));
+  EXPECT_EQ(ReleaseCli("--db " + fresh + " dump").value_or(""), Dump(today.value().get()));
 }
 
 }  // namespace
