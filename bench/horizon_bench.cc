@@ -314,9 +314,11 @@ void BuildBootstrapServer(const std::string& db, size_t docs) {
     }
     flatbuffers::FlatBufferBuilder fbb(enc.ops_bytes() + 1024);
     enc.Finish(&fbb);
-    auto frame = flatbuffers::GetRoot<cairn::wire::Frame>(fbb.GetBufferPointer());
+    const cairn::wire::OpBatch* batch =
+        flatbuffers::GetRoot<cairn::wire::Frame>(fbb.GetBufferPointer())->body_as_OpBatch();
+    if (batch == nullptr) Die("not a batch");
     auto pushed = store->ApplyPush(
-        origin, *frame->body_as_OpBatch(), limits,
+        origin, *batch, limits,
         [](const cairn::Op&) { return cairn::Status::OK(); }, nullptr, nullptr);
     Check(pushed.status(), "push");
     if (!pushed->refused.empty()) Die("a push was refused: " + pushed->refused[0].reason);
