@@ -178,6 +178,33 @@ TEST_F(HorizonTest, FoldedHistoryServesEveryReplicaExactly) {
   }
 }
 
+// A partial replica adding a collection while its cursor is behind the last fold gets the
+// state at the head (a rebase), not the collection's state beside the log from its cursor: a
+// folded entry sums increments that log brings again, under one identity.
+TEST_F(HorizonTest, AddingACollectionBehindAFoldTakesTheWholeState) {
+  ServerThread server(ServerOpts());
+  auto w = Open(dir_.File("w.db"), &clock_);
+  auto p = Open(dir_.File("p.db"), &clock_);
+  sync::SyncOptions only_a;
+  only_a.only = {"a"};
+  for (int d = 1; d <= 3; d++) ASSERT_TRUE(w->Increment("b", "k", "n", d).ok());
+  ASSERT_TRUE(w->Put("a", "x", {{"f", Value::Int(1)}}).ok());
+  ASSERT_TRUE(SyncOnce(w.get(), server.address()).ok());
+  ASSERT_TRUE(SyncOnce(p.get(), server.address(), only_a).ok());
+  for (int d = 4; d <= 6; d++) ASSERT_TRUE(w->Increment("b", "k", "n", d).ok());
+  ASSERT_TRUE(SyncOnce(w.get(), server.address()).ok());
+  clock_.Advance(31 * kDayMs);
+  WaitFolded(clock_.NowMs() - 30 * kDayMs);
+  sync::SyncOptions both;
+  both.only = {"a", "b"};
+  ASSERT_TRUE(SyncOnce(p.get(), server.address(), both).ok());
+  auto k = p->Get("b", "k").value();
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->at("n").as_int(), 21);
+  ASSERT_TRUE(SyncOnce(w.get(), server.address()).ok());
+  EXPECT_EQ(p->Digest().value(), w->Digest().value());
+}
+
 // A transaction stamped below the horizon cannot be merged by the rules any more: the server
 // refuses it (EEXPIRED), its origin records and undoes it like any refusal, then writes it
 // again stamped at the horizon.
@@ -208,15 +235,16 @@ TEST_F(HorizonTest, AnOpStampedBeforeTheHorizonIsRefused) {
 }
 
 // A device offline for longer than the horizon: its writes from before it are refused
-// (EEXPIRED), then written again stamped at the horizon once it has every op below it, but a
-// write to a document deleted after it: that delete wins, as it would have. Writes made
-// within the horizon still win over the ones written again.
+// (EEXPIRED), then written again stamped at the horizon once it has every op below it, where
+// they would still have won: not under a delete made after them, not over a field written after
+// them, not a delete of a document written after it.
 TEST_F(HorizonTest, WritesOlderThanTheHorizonAreWrittenAgain) {
   ServerThread server(ServerOpts());
   auto a = Open(dir_.File("a.db"), &clock_);
   auto away = Open(dir_.File("away.db"), &clock_);
   ASSERT_TRUE(a->Put("c", "d1", {{"f", Value::String("first")}}).ok());
   ASSERT_TRUE(a->Put("c", "d2", {{"f", Value::String("first")}}).ok());
+  ASSERT_TRUE(a->Put("c", "d4", {{"f", Value::String("first")}}).ok());
   ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
   ASSERT_TRUE(SyncOnce(away.get(), server.address()).ok());
   // Offline: three writes.
@@ -226,8 +254,10 @@ TEST_F(HorizonTest, WritesOlderThanTheHorizonAreWrittenAgain) {
           .ok());
   ASSERT_TRUE(away->Increment("c", "d3", "n", 5).ok());
   ASSERT_TRUE(away->Put("c", "d2", {{"f", Value::String("offline")}}).ok());
+  ASSERT_TRUE(away->Delete("c", "d4").ok());
   clock_.Advance(1);
   ASSERT_TRUE(a->Delete("c", "d2").ok());  // after the offline write to it
+  ASSERT_TRUE(a->Put("c", "d4", {{"h", Value::String("online")}}).ok());  // after the delete
   ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
   clock_.Advance(31 * kDayMs);
   WaitFolded(clock_.NowMs() - 30 * kDayMs);
@@ -236,18 +266,19 @@ TEST_F(HorizonTest, WritesOlderThanTheHorizonAreWrittenAgain) {
   // Back online.
   ASSERT_TRUE(SyncOnce(away.get(), server.address()).ok());
   auto rejected = RejectedOps(away.get());
-  ASSERT_EQ(rejected.size(), 4u);
-  int again = 0, not_again = 0;
+  ASSERT_EQ(rejected.size(), 5u);
+  std::map<std::string, std::string> outcome;  // collection/key/field -> what became of it
   for (const auto& r : rejected) {
     EXPECT_EQ(r.code, static_cast<int>(Code::kEEXPIRED));
-    if (r.reason.find("; written again as seqs") != std::string::npos) again++;
-    if (r.reason.find("; not written again") != std::string::npos) {
-      not_again++;
-      EXPECT_EQ(r.op.key, "d2");
-    }
+    const size_t note = r.reason.find("; ");
+    ASSERT_NE(note, std::string::npos) << r.reason;
+    outcome[r.op.key + "/" + r.op.field] = r.reason.substr(note + 2, 20);
   }
-  EXPECT_EQ(again, 3);
-  EXPECT_EQ(not_again, 1);
+  EXPECT_EQ(outcome["d1/f"], "not written again: t");  // the field was written after it
+  EXPECT_EQ(outcome["d1/g"], "written again as seq");
+  EXPECT_EQ(outcome["d3/n"], "written again as seq");
+  EXPECT_EQ(outcome["d2/f"], "not written again: t");  // the document was deleted after it
+  EXPECT_EQ(outcome["d4/"], "not written again: t");   // the document was written after it
   EXPECT_EQ(away->GetStatus().value().pending_ops, 0);
   ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());
   EXPECT_EQ(a->Digest().value(), away->Digest().value());
@@ -257,6 +288,12 @@ TEST_F(HorizonTest, WritesOlderThanTheHorizonAreWrittenAgain) {
   EXPECT_EQ(d1->at("g").as_string(), "offline");        // written again
   EXPECT_EQ(Counter(a.get(), "d3"), 5);                 // counted once
   EXPECT_FALSE(a->Get("c", "d2").value().has_value());  // no deleted document back
+  // What was written after the delete stays; the delete, not written again (it would now wipe
+  // that too), leaves the older field as well: reported, for the app to redo.
+  auto d4 = a->Get("c", "d4").value();
+  ASSERT_TRUE(d4.has_value());
+  EXPECT_EQ(d4->at("h").as_string(), "online");
+  EXPECT_EQ(d4->at("f").as_string(), "first");
   // Nothing is written again twice.
   ASSERT_TRUE(SyncOnce(away.get(), server.address()).ok());
   ASSERT_TRUE(SyncOnce(a.get(), server.address()).ok());

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "base/coding.h"
@@ -255,9 +256,9 @@ Status SyncAccess::UndoRefused(const std::vector<RefusedTxn>& refused) {
           CAIRN_RETURN_IF_ERROR(DecodeOutboxOps(batch, [&](const Op& op) -> Status {
             docs[{op.collection, op.key}];
             // Refused for the history horizon: written again once this replica has every op
-            // below it (ReapplyExpired).
+            // below it (ReapplyExpired), as a transaction of its own again.
             return r_->store_->RecordRejected(op, static_cast<int>(r.code), r.reason, now,
-                                              r.code == Code::kEEXPIRED);
+                                              r.code == Code::kEEXPIRED ? r.first_seq : 0);
           }));
           if (superseded.empty()) return Status::OK();
           return DecodeOutboxOps(superseded, [&](const Op& op) -> Status {
@@ -407,7 +408,7 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
         // "Restored replicas"). Evicting (sync rules), it may lack some of a document that
         // left its view and is back: those come again (merged as entering states are).
         if (op.id.origin == r_->id_ && op.id.seq <= r_->store_->last_seq()) {
-          return evict || replacing ? r_->store_->ApplyIdempotent(op, replacing) : Status::OK();
+          return evict || replacing ? r_->store_->ApplyIdempotent(op) : Status::OK();
         }
         // Ops above the limit come from the log that follows (a resumed snapshot reads a later
         // state): applying them here too would count an increment twice.
@@ -421,7 +422,7 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
         if (op.id.seq > limit) return Status::OK();
         max_hlc = std::max(max_hlc, op.id.hlc);
         applied++;
-        return r_->store_->ApplyIdempotent(op, replacing);
+        return r_->store_->ApplyIdempotent(op);
       }));
   if (evict) {
     // docs/sync-rules.md "Rules that change": of a document the snapshot did not bring, what
@@ -489,49 +490,71 @@ Result<uint64_t> SyncAccess::ReapplyExpired(Hlc horizon) {
   if (r_->read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
   CAIRN_RETURN_IF_ERROR(r_->store_->Begin());
   store::RollbackUnlessCommitted guard(r_->store_.get());
-  std::vector<std::pair<int64_t, Op>> rows;
-  CAIRN_RETURN_IF_ERROR(r_->store_->ForEachToReapply([&](int64_t id, const Op& op) {
-    rows.emplace_back(id, op);
+  // The refused ops, per refused transaction (its first seq), in seq order; those stamped at or
+  // above `horizon` were refused for a later horizon than this session knows: the next one.
+  std::map<uint64_t, std::vector<std::pair<int64_t, Op>>> txns;
+  CAIRN_RETURN_IF_ERROR(r_->store_->ForEachToReapply([&](int64_t id, uint64_t txn, const Op& op) {
+    if (op.id.hlc < horizon) txns[txn].emplace_back(id, op);
     return Status::OK();
   }));
-  if (rows.empty()) {
+  if (txns.empty()) {
     r_->store_->Rollback();
     return uint64_t{0};
   }
-  // docs/crdt-semantics.md "History horizon": each op again, but one whose document a delete
-  // made after it covers: the delete wins, as it would have (it stays refused, with why).
-  WriteBatch again;
+  // docs/crdt-semantics.md "History horizon": each op again where it would still have won:
+  // not under a delete made after it, not a set of a field written after it, not a delete of a
+  // document written after it (it would wipe what others wrote since, now stamped below it).
   uint64_t n = 0;
-  std::vector<int64_t> written;
-  for (const auto& [id, op] : rows) {
-    CAIRN_ASSIGN_OR_RETURN(crdt::DocState doc, r_->store_->CopyDoc(op.collection, op.key));
-    if (op.id < doc.del) {
-      CAIRN_RETURN_IF_ERROR(
-          r_->store_->SettleRejected(id, "; not written again: the document was deleted after it"));
-      continue;
+  for (const auto& [txn, rows] : txns) {
+    WriteBatch again;
+    std::vector<int64_t> written;
+    for (const auto& [id, op] : rows) {
+      CAIRN_ASSIGN_OR_RETURN(crdt::DocState doc, r_->store_->CopyDoc(op.collection, op.key));
+      const char* why = nullptr;
+      if (op.id < doc.del) {
+        why = "the document was deleted after it";
+      } else if (op.kind == OpKind::kSet) {
+        auto cell = doc.cells.find(op.field);
+        if (cell != doc.cells.end() && op.id < cell->second.Deciding()) {
+          why = "the field was written after it";
+        }
+      } else if (op.kind == OpKind::kDelete && op.id < doc.MaxOp()) {
+        why = "the document was written after it";
+      }
+      if (why != nullptr) {
+        CAIRN_RETURN_IF_ERROR(
+            r_->store_->SettleRejected(id, std::string("; not written again: ") + why));
+        continue;
+      }
+      switch (op.kind) {
+        case OpKind::kSet:
+          again.Set(op.collection, op.key, op.field, op.value);
+          break;
+        case OpKind::kIncrement:
+          again.Increment(op.collection, op.key, op.field, op.delta);
+          break;
+        case OpKind::kDelete:
+          again.Delete(op.collection, op.key);
+          break;
+      }
+      written.push_back(id);
     }
-    switch (op.kind) {
-      case OpKind::kSet:
-        again.Set(op.collection, op.key, op.field, op.value);
-        break;
-      case OpKind::kIncrement:
-        again.Increment(op.collection, op.key, op.field, op.delta);
-        break;
-      case OpKind::kDelete:
-        again.Delete(op.collection, op.key);
-        break;
-    }
-    written.push_back(id);
-    n++;
-  }
-  if (n > 0) {
+    if (written.empty()) continue;
+    // One transaction again for each refused one, stamped from the horizon: taken by the
+    // server, and below every op made within it, so what came later still wins.
     const uint64_t first = r_->store_->last_seq() + 1;
-    // Stamped at the horizon: taken by the server, and below every op made within it, so
-    // what came later still wins.
-    CAIRN_RETURN_IF_ERROR(r_->WriteInTxn(again, horizon));
-    const std::string note = "; written again as seqs " + std::to_string(first) + ".." +
-                             std::to_string(r_->store_->last_seq()) +
-                             ", stamped at the server's history horizon";
+    Status st = r_->WriteInTxn(again, horizon);
+    std::string note;
+    if (st.ok()) {
+      note = "; written again as seqs " + std::to_string(first) + ".." +
+             std::to_string(r_->store_->last_seq()) + ", stamped at the server's history horizon";
+      n += written.size();
+    } else if (st.code() == Code::kEINVAL || st.code() == Code::kEPERM) {
+      // (Checked before anything was written: a name now clashing, a collection now one-way.)
+      note = "; not written again: " + st.ToString();
+    } else {
+      return st;
+    }
     for (int64_t id : written) CAIRN_RETURN_IF_ERROR(r_->store_->SettleRejected(id, note));
   }
   CAIRN_RETURN_IF_ERROR(r_->store_->Commit(r_->clock_->last()));

@@ -116,9 +116,8 @@ class SyncAccess {
   // change"). A rebase stores `rules_digest` (the server's sync rules) with its cursor.
   // `replace` (SnapshotBegin.replace: the server's history is folded): what this replica has of
   // these collections (empty: of every collection) is replaced by what the snapshot brings,
-  // but its own ops past the snapshot's receipt for it (the server has not judged them); the
-  // snapshot's increments are taken whatever this replica's horizon (docs/crdt-semantics.md
-  // "History horizon").
+  // but its own ops past the snapshot's receipt for it (the server has not judged them)
+  // (docs/crdt-semantics.md "History horizon").
   Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage,
                                   const std::vector<std::string>* evict = nullptr,
                                   const std::string& rules_digest = "",

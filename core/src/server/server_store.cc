@@ -104,6 +104,7 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
     }
     if (verdict.ok()) {
       verdict = ValidateValue(op.value);
+      if (verdict.ok()) verdict = admit(op);  // (first: a write the token may not make is EPERM)
       if (verdict.ok() && op.id.hlc < limits.horizon) {
         // Below it the state is folded: the op cannot be merged by the rules any more.
         verdict = Status(Code::kEEXPIRED, "op stamped " + std::to_string(HlcPhysical(op.id.hlc)) +
@@ -111,7 +112,6 @@ Status SortPush(const ReplicaId& origin, const wire::OpBatch& batch, uint64_t be
                                               std::to_string(HlcPhysical(limits.horizon)) +
                                               " ms): docs/crdt-semantics.md \"History horizon\"");
       }
-      if (verdict.ok()) verdict = admit(op);
     }
     if (n == txn.size()) {
       txn.push_back(op);
@@ -276,8 +276,10 @@ Result<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
     CAIRN_ASSIGN_OR_RETURN(bool has_column, has.Step());
     if (!has_column) {
       CAIRN_RETURN_IF_ERROR(db->Exec(
+          "BEGIN IMMEDIATE;"
           "ALTER TABLE cairn_server_meta ADD COLUMN horizon_cursor INTEGER NOT NULL DEFAULT 0;"
-          "ALTER TABLE cairn_server_meta ADD COLUMN folded INTEGER NOT NULL DEFAULT 0;"));
+          "ALTER TABLE cairn_server_meta ADD COLUMN folded INTEGER NOT NULL DEFAULT 0;"
+          "COMMIT;"));
     }
     CAIRN_ASSIGN_OR_RETURN(store::Stmt st,
                            db->Prepare("SELECT horizon_cursor, folded FROM cairn_server_meta"));

@@ -309,10 +309,8 @@ void Session::OnHello(const wire::Hello& hello) {
     conn->SendErrorAndClose(planned.code(), planned.message());
     return;
   }
-  if (snapshot_ && store->history_folded()) {
-    if (features_ & protocol::kFeatureHistory) {
-      snapshot_->replace = true;
-    } else if (hello.cursor() != 0 || hello.partial()) {
+  if (snapshot_ && store->history_folded() && !snapshot_->replace) {
+    if (hello.cursor() != 0 || hello.partial()) {
       // docs/crdt-semantics.md "History horizon": the folded state cannot be merged into
       // history a client holds unless it replaces that history, which an older client
       // cannot; a new replica of it (nothing received yet) takes the snapshot as it is.
@@ -707,12 +705,24 @@ void Session::Pump() {
          skippable < server_->store->floor() && (r = NextSkipped(skippable)) != nullptr;) {
       skippable = r->cursor;
     }
-    if (!snapshot_ && skippable < server_->store->floor()) {
+    // With sync rules, documents entering the view while the session is behind the cursor of
+    // the last fold are the same (rebase_for_fold_, set below).
+    const bool behind_fold = rebase_for_fold_;
+    rebase_for_fold_ = false;
+    if (!snapshot_ && (skippable < server_->store->floor() || behind_fold)) {
       // The log was trimmed past this session while it waited (a slow client, or one receiving
       // a snapshot): what it lacks is no longer in the log. A snapshot again, then the log.
       snapshot_ = RebaseSnapshot();
       sent_ = snapshot_->cursor;
       server_->Log("session " + replica_.Hex() + " fell behind the kept log: snapshot");
+      if (server_->store->history_folded() && !snapshot_->replace) {
+        // (As at Hello: a client that cannot replace its copy cannot take a folded state.)
+        conn->SendErrorAndClose(Code::kEEXPIRED,
+                                "this server folded its history older than its horizon and this "
+                                "client's copy must be replaced, which its version cannot do: "
+                                "upgrade it");
+        return;
+      }
     }
     if (!snapshot_) break;
     if (!PumpSnapshot()) return;
@@ -753,6 +763,14 @@ void Session::Pump() {
       continue;
     }
     if (!entering_.empty()) {
+      if (store->history_folded() && sent_ < store->horizon_cursor()) {
+        // docs/crdt-semantics.md "History horizon": their folded states may sum increments
+        // the log after the session's cursor brings again. The whole view at the head instead.
+        entering_.clear();
+        rebase_for_fold_ = true;
+        Pump();
+        return;
+      }
       // docs/sync-rules.md "Reading": the states of documents entering the view go before the
       // entry that moved them in, at the session's cursor, so that the client's cursor never
       // passes that entry while a state is missing (a cut connection would lose it).

@@ -249,6 +249,9 @@ class Session : public net::Link::Delegate {
   Snapshot RebaseSnapshot();
   // Sends the snapshot's frames while the write queue has room; true when it is complete.
   bool PumpSnapshot();
+  // Whether a snapshot replaces what the client holds: the history is folded and the client
+  // can (docs/crdt-semantics.md "History horizon").
+  bool Replaces() const;
 
   // A snapshot being sent.
   struct Snapshot {
@@ -256,6 +259,7 @@ class Session : public net::Link::Delegate {
     // The server's history is folded: the client replaces what it holds of the collections
     // brought, and gets its own ops too (SnapshotBegin.replace).
     bool replace = false;
+    Hlc horizon = 0;  // the server's history horizon when it was planned (a fold ends it)
     uint64_t cursor = 0;
     std::vector<std::string> announced;   // SnapshotBegin.collections
     std::vector<std::string> collections;  // the collections read, sorted
@@ -313,6 +317,9 @@ class Session : public net::Link::Delegate {
   // from a backup lacks them) are sent back to it. nullopt: an older client, never sent back.
   std::optional<uint64_t> own_seq_;
   uint64_t features_ = 0;  // negotiated (protocol::kFeature*)
+  // Documents entered the view while the session was behind the last fold: a rebase snapshot
+  // instead of their states (Pump).
+  bool rebase_for_fold_ = false;
 };
 
 }  // namespace cairn::server

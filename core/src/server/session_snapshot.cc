@@ -59,16 +59,24 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
       }
     }
     if (snap.announced.empty()) return Status::OK();
-    for (const auto& o : store->state()->Origins()) snap.watermarks[o.id] = o.through;
-    for (const std::string& c : snap.announced) holds_[c] = cursor;
+    if (store->history_folded() && cursor < store->horizon_cursor()) {
+      // docs/crdt-semantics.md "History horizon": a folded entry may sum increments the log
+      // after this client's cursor brings again: the state at the head, then the log from it.
+      snap = RebaseSnapshot();
+    } else {
+      for (const auto& o : store->state()->Origins()) snap.watermarks[o.id] = o.through;
+      for (const std::string& c : snap.announced) holds_[c] = cursor;
+    }
   } else {
     return Status::OK();
   }
   // A snapshot of the same kind cut earlier resumes where it stopped, if the log still covers
   // its cursor.
   const wire::SnapshotResume* resume = hello.resume();
+  // (Not across a fold of the history: the parts staged would not match the state read now.)
   bool resumable = resume && same_server && resume->rebase() == snap.rebase &&
-                   resume->cursor() >= store->floor() && resume->cursor() <= store->head();
+                   resume->cursor() >= store->floor() && resume->cursor() <= store->head() &&
+                   !(store->history_folded() && store->horizon_cursor() >= resume->cursor());
   if (resumable && grants_ && snap.rebase) {
     // docs/sync-rules.md "Rules that change": what a cut rebase staged was chosen by the view
     // and the rules of its session, and nothing here tells which session that was (the view
@@ -100,8 +108,14 @@ Status Session::PlanSnapshot(const wire::Hello& hello, bool same_server, uint64_
       snap.sent_key = snap.after_key;
     }
   }
+  snap.horizon = store->horizon();
+  snap.replace = Replaces();
   snapshot_ = std::move(snap);
   return Status::OK();
+}
+
+bool Session::Replaces() const {
+  return server_->store->history_folded() && (features_ & protocol::kFeatureHistory) != 0;
 }
 
 Session::Snapshot Session::RebaseSnapshot() {
@@ -114,11 +128,20 @@ Session::Snapshot Session::RebaseSnapshot() {
     if (Reads(c)) snap.collections.push_back(c);
   }
   for (const auto& o : store->state()->Origins()) snap.watermarks[o.id] = o.through;
+  snap.horizon = store->horizon();
+  snap.replace = Replaces();
   return snap;
 }
 
 bool Session::PumpSnapshot() {
   Snapshot& snap = *snapshot_;
+  if (server_->store->horizon() != snap.horizon) {
+    // The history was folded under it: its parts would not agree with each other (the client
+    // keeps nothing of a snapshot that does not end, and its next one starts afresh).
+    conn->SendErrorAndClose(Code::kEBUSY,
+                            "the server folded its history during the snapshot: sync again");
+    return false;
+  }
   const size_t max_queued = server_->options.max_queued_bytes;
   const uint32_t max_ops = server_->options.max_batch_ops;
   if (!snap.begun) {

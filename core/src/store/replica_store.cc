@@ -56,7 +56,7 @@ ALTER TABLE cairn_sync ADD COLUMN rules_digest TEXT;
 
 // What format 8 added to format 7: the history horizon the state is folded at
 // (docs/crdt-semantics.md "History horizon"; 0: never folded), and which refused ops are to be
-// written again (refused for the horizon).
+// written again (refused for the horizon: the first seq of their transaction; 0: not).
 const char* const kHorizonSchema = R"sql(
 ALTER TABLE cairn_state ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cairn_rejected ADD COLUMN reapply INTEGER NOT NULL DEFAULT 0;

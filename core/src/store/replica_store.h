@@ -174,18 +174,17 @@ class ReplicaStore {
   Status ForEachPendingOp(int64_t unit, const std::function<Status(const Op&)>& fn);
   // Applies a remote op whose identity may already be represented here (a snapshot's ops):
   // sets and deletes are idempotent by the merge rules; an increment already stored (or below
-  // the document's delete) is skipped, and so is one below horizon() unless `replacing` (the
-  // state it would be counted in was removed first) (REQUIRES: inside Begin/Commit).
-  Status ApplyIdempotent(const Op& op, bool replacing = false);
+  // the document's delete) is skipped (REQUIRES: inside Begin/Commit).
+  Status ApplyIdempotent(const Op& op);
   Result<std::optional<SnapshotState>> GetSnapshot();
   Status SetSnapshot(const SnapshotState& snap);  // REQUIRES: inside Begin/Commit
   // History horizon (docs/crdt-semantics.md "History horizon"). The state is folded at
-  // horizon(): no op stamped below it is merged again (Apply skips a received one; a snapshot's
-  // increment below it is already counted). FoldHistory raises it to `horizon` (nothing when
-  // not above it): per document, increments of a field below it become one entry and a delete
-  // below it is forgotten (a deleted document's row goes); what the replica shows does not
-  // change. Sound only when every op below `horizon` this replica will ever merge is merged,
-  // and none of its own ops below it can still be undone (REQUIRES: inside Begin/Commit).
+  // horizon(): no new op stamped below it is merged (Apply skips a received one). FoldHistory
+  // raises it to `horizon` (nothing when not above it): per document, increments of a field below
+  // it become one entry and a delete below it is forgotten (a deleted document's row goes); what
+  // the replica shows does not change. Sound only when every op below `horizon` this replica will
+  // ever merge is merged, and none of its own ops below it can still be undone (REQUIRES: inside
+  // Begin/Commit).
   Hlc horizon() const { return horizon_; }
   struct FoldStats {
     int64_t docs = 0;             // documents whose increments were folded
@@ -248,12 +247,14 @@ class ReplicaStore {
   Result<SyncPosition> GetSyncPosition();
   Status SetSyncPosition(const SyncPosition& pos);  // REQUIRES: inside Begin/Commit
   Status ForEachRejected(const std::function<Status(const RejectedOp&)>& fn);
-  // `reapply`: refused for the history horizon, to be written again (ForEachToReapply).
+  // `reapply_txn`: refused for the history horizon, to be written again (ForEachToReapply), as
+  // part of the refused transaction that starts at that seq (0: not to be written again).
   Status RecordRejected(const Op& op, int code, const std::string& reason, int64_t now_ms,
-                        bool reapply = false);
-  // The rejected ops to be written again, in seq order, with their row ids; SettleRejected
-  // marks one done, adding `note` to its reason; OldestToReapply: their lowest stamp (0: none).
-  Status ForEachToReapply(const std::function<Status(int64_t, const Op&)>& fn);
+                        uint64_t reapply_txn = 0);
+  // The rejected ops to be written again, in seq order, with their row ids and transactions;
+  // SettleRejected marks one done, adding `note` to its reason; OldestToReapply: their lowest
+  // stamp (0: none).
+  Status ForEachToReapply(const std::function<Status(int64_t, uint64_t, const Op&)>& fn);
   Status SettleRejected(int64_t id, const std::string& note);
   Result<Hlc> OldestToReapply();
   std::vector<OriginInfo> Origins() const;

@@ -624,10 +624,11 @@ Result<bool> ReplicaStore::HasOps(const std::string& collection, const std::stri
   return !ops.empty();
 }
 
-Status ReplicaStore::ApplyIdempotent(const Op& op, bool replacing) {
+Status ReplicaStore::ApplyIdempotent(const Op& op) {
+  // (No horizon check: a state's ops may be older than it, and are merged into what this
+  // replica holds of the document only when their identities are its own: docs/crdt-semantics.md
+  // "History horizon", 4.)
   if (op.kind == OpKind::kIncrement) {
-    // Below the horizon: counted in a folded entry, or below a delete.
-    if (op.id.hlc < horizon_ && !replacing) return Status::OK();
     CAIRN_ASSIGN_OR_RETURN(int64_t coll, EnsureCollection(op.collection));
     CAIRN_ASSIGN_OR_RETURN(CachedDoc * doc, LoadDoc(coll, op.key));
     if (!doc->state.incs_loaded) CAIRN_RETURN_IF_ERROR(LoadIncs(doc));

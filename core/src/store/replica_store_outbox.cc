@@ -212,7 +212,7 @@ Status ReplicaStore::ForgetOutranked(const std::set<std::pair<std::string, std::
 }
 
 Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& reason,
-                                    int64_t now_ms, bool reapply) {
+                                    int64_t now_ms, uint64_t reapply_txn) {
   CAIRN_ASSIGN_OR_RETURN(
       Stmt st,
       db_.Prepare("INSERT INTO cairn_rejected(origin, seq, hlc, kind, collection, key, field, "
@@ -239,15 +239,16 @@ Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& r
   st.BindInt(11, code);
   st.BindText(12, reason);
   st.BindInt(13, now_ms);
-  st.BindInt(14, reapply ? 1 : 0);
+  st.BindInt(14, I(reapply_txn));
   return st.Run();
 }
 
-Status ReplicaStore::ForEachToReapply(const std::function<Status(int64_t, const Op&)>& fn) {
+Status ReplicaStore::ForEachToReapply(
+    const std::function<Status(int64_t, uint64_t, const Op&)>& fn) {
   CAIRN_ASSIGN_OR_RETURN(
-      Stmt st,
-      db_.Prepare("SELECT id, origin, seq, hlc, kind, collection, key, field, vtype, value, delta "
-                  "FROM cairn_rejected WHERE reapply = 1 ORDER BY seq"));
+      Stmt st, db_.Prepare("SELECT id, origin, seq, hlc, kind, collection, key, field, vtype, "
+                           "value, delta, reapply FROM cairn_rejected WHERE reapply != 0 "
+                           "ORDER BY seq"));
   for (;;) {
     CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
@@ -261,7 +262,7 @@ Status ReplicaStore::ForEachToReapply(const std::function<Status(int64_t, const 
     op.field = std::string(st.Text(7));
     if (op.kind == OpKind::kSet) op.value = rows::ReadValue(st, 8);
     op.delta = st.Int(10);
-    CAIRN_RETURN_IF_ERROR(fn(st.Int(0), op));
+    CAIRN_RETURN_IF_ERROR(fn(st.Int(0), U(st.Int(11)), op));
   }
   return Status::OK();
 }
@@ -278,7 +279,7 @@ Status ReplicaStore::SettleRejected(int64_t id, const std::string& note) {
 Result<Hlc> ReplicaStore::OldestToReapply() {
   if (!has_format8_) return Hlc{0};
   CAIRN_ASSIGN_OR_RETURN(
-      Stmt st, db_.Prepare("SELECT coalesce(min(hlc), 0) FROM cairn_rejected WHERE reapply = 1"));
+      Stmt st, db_.Prepare("SELECT coalesce(min(hlc), 0) FROM cairn_rejected WHERE reapply != 0"));
   CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
   return row ? U(st.Int(0)) : Hlc{0};
 }

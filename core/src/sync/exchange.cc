@@ -707,12 +707,14 @@ void Exchange::OnSnapshotEnd(const wire::SnapshotEnd& end) {
     for (const auto& c : snapshot_collections) after.holds[c] = cursor;
   }
   KillPoint("client.snapshot.before_finish");
-  // A folded state replaces what this replica holds of what the snapshot brings: a rebase, all
-  // it syncs; else the collections added ("*": every one it did not hold).
+  // A folded state replaces what this replica holds of what the snapshot brings: a rebase, the
+  // collections it names (those this replica may read that the server has); else the
+  // collections added ("*": every one it did not hold).
   std::vector<std::string> replaced;
   if (snapshot_replace) {
     if (snapshot_rebase) {
-      replaced = options.only;
+      replaced = snapshot_collections;
+      if (replaced.empty()) replaced.push_back("*");  // (none: nothing to replace)
     } else {
       for (const auto& c : snapshot_collections) {
         if (c != "*") replaced.push_back(c);
