@@ -488,6 +488,10 @@ Result<uint64_t> SyncAccess::ReapplyExpired(Hlc horizon) {
   Replica::Locked lock(r_);
   CAIRN_RETURN_IF_ERROR(r_->CheckOpen());
   if (r_->read_only_) return Status(Code::kEREADONLY, "replica is open read-only");
+  // A read first: most calls (one per CaughtUp) find nothing, and take no write lock.
+  CAIRN_RETURN_IF_ERROR(r_->store_->Refresh());
+  CAIRN_ASSIGN_OR_RETURN(Hlc oldest, r_->store_->OldestToReapply());
+  if (oldest == 0 || oldest >= horizon) return uint64_t{0};
   CAIRN_RETURN_IF_ERROR(r_->store_->Begin());
   store::RollbackUnlessCommitted guard(r_->store_.get());
   // The refused ops, per refused transaction (its first seq), in seq order; those stamped at or
