@@ -198,6 +198,31 @@ inline Trace LoadTrace(const std::string& path, std::array<bool, 3> want) {
   return tr;
 }
 
+// The trace a benchmark reads: `path`, or else the generator's file of that workload and scale
+// (build/bench/trace-WORKLOAD-sSCALE.jsonl); made absolute.
+inline std::string TracePath(const std::string& path, const std::string& scale,
+                             const char* workload = "docs") {
+  std::string p = path;
+  if (p.empty()) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", std::strtod(scale.c_str(), nullptr));
+    p = std::string("build/bench/trace-") + workload + "-s" + buf + ".jsonl";
+  }
+  return std::filesystem::absolute(p).string();
+}
+
+// A benchmark's work directory: `dir` (made when missing), or else a new one under /tmp named
+// after `name`; absolute.
+inline std::string WorkDir(const std::string& dir, const std::string& name) {
+  if (dir.empty()) {
+    std::string tmpl = "/tmp/" + name + "-XXXXXX";
+    if (!mkdtemp(tmpl.data())) Die("mkdtemp");
+    return tmpl;
+  }
+  std::filesystem::create_directories(dir);
+  return std::filesystem::absolute(dir).string();
+}
+
 // Removes an SQLite database and its WAL and shared-memory files.
 inline void RemoveDbFiles(const std::string& path) {
   for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(path + ext);

@@ -406,21 +406,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  if (c.trace.empty()) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%g", std::strtod(scale.c_str(), nullptr));
-    c.trace = std::string("build/bench/trace-docs-s") + buf + ".jsonl";
-  }
-  c.trace = std::filesystem::absolute(c.trace).string();
+  c.trace = TracePath(c.trace, scale);
   bool temp_dir = c.dir.empty();
-  if (temp_dir) {
-    char tmpl[] = "/tmp/cairn-bench-XXXXXX";
-    if (!mkdtemp(tmpl)) Die("mkdtemp");
-    c.dir = tmpl;
-  } else {
-    std::filesystem::create_directories(c.dir);
-    c.dir = std::filesystem::absolute(c.dir).string();
-  }
+  c.dir = WorkDir(c.dir, "cairn-bench");
   std::array<bool, 5> run{};
   {
     std::stringstream ss(scenarios);

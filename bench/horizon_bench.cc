@@ -423,20 +423,8 @@ int main(int argc, char** argv) {
   }
   namespace fs = std::filesystem;
   const std::string self = fs::read_symlink("/proc/self/exe").string();
-  if (a.trace.empty()) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%g", std::strtod(scale.c_str(), nullptr));
-    a.trace = std::string("build/bench/trace-docs-s") + buf + ".jsonl";
-  }
-  a.trace = fs::absolute(a.trace).string();
-  if (a.dir.empty()) {
-    char tmpl[] = "/tmp/cairn-horizon-bench-XXXXXX";
-    if (!mkdtemp(tmpl)) Die("mkdtemp");
-    a.dir = tmpl;
-  } else {
-    fs::create_directories(a.dir);
-    a.dir = fs::absolute(a.dir).string();
-  }
+  a.trace = TracePath(a.trace, scale);
+  a.dir = WorkDir(a.dir, "cairn-horizon-bench");
   std::printf("\n## horizon_bench results\n");
   if (a.scenario.find("churn") != std::string::npos) {
     std::printf("\n- trace `%s`, sha256 `%s`\n", a.trace.c_str(), FileSha256(a.trace).c_str());

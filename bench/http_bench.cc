@@ -336,20 +336,8 @@ int main(int argc, char** argv) {
     a.server_bin = (self.parent_path().parent_path() / "core" / "cairn-server").string();
   }
   if (a.sync_bench.empty()) a.sync_bench = (self.parent_path() / "sync_bench").string();
-  if (a.trace.empty()) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%g", std::strtod(scale.c_str(), nullptr));
-    a.trace = std::string("build/bench/trace-docs-s") + buf + ".jsonl";
-  }
-  a.trace = fs::absolute(a.trace).string();
-  if (a.dir.empty()) {
-    char tmpl[] = "/tmp/cairn-http-bench-XXXXXX";
-    if (!mkdtemp(tmpl)) Die("mkdtemp");
-    a.dir = tmpl;
-  } else {
-    fs::create_directories(a.dir);
-    a.dir = fs::absolute(a.dir).string();
-  }
+  a.trace = TracePath(a.trace, scale);
+  a.dir = WorkDir(a.dir, "cairn-http-bench");
   MakeDevCerts(a.dir);
   RaiseFileLimit();
   curl_global_init(CURL_GLOBAL_DEFAULT);

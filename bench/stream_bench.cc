@@ -152,20 +152,9 @@ int main(int argc, char** argv) {
   if (server_bin.empty()) {
     server_bin = (fs::path(self).parent_path().parent_path() / "core" / "cairn-server").string();
   }
-  if (trace.empty()) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%g", std::strtod(scale.c_str(), nullptr));
-    trace = std::string("build/bench/trace-telemetry-s") + buf + ".jsonl";
-  }
+  trace = TracePath(trace, scale, "telemetry");
   const bool temp_dir = dir.empty();
-  if (temp_dir) {
-    char tmpl[] = "/tmp/cairn-stream-bench-XXXXXX";
-    if (!mkdtemp(tmpl)) Die("mkdtemp");
-    dir = tmpl;
-  } else {
-    fs::create_directories(dir);
-    dir = fs::absolute(dir).string();
-  }
+  dir = WorkDir(dir, "cairn-stream-bench");
   const std::vector<Reading> rs = LoadReadings(trace);
   const size_t n = rs.size();
   single = std::min(single, n);

@@ -344,21 +344,9 @@ int main(int argc, char** argv) {
   if (a.server_bin.empty()) {
     a.server_bin = (fs::path(self).parent_path().parent_path() / "core" / "cairn-server").string();
   }
-  if (a.trace.empty()) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%g", std::strtod(scale.c_str(), nullptr));
-    a.trace = std::string("build/bench/trace-docs-s") + buf + ".jsonl";
-  }
-  a.trace = fs::absolute(a.trace).string();
+  a.trace = TracePath(a.trace, scale);
   const bool temp_dir = a.dir.empty();
-  if (temp_dir) {
-    char tmpl[] = "/tmp/cairn-sync-bench-XXXXXX";
-    if (!mkdtemp(tmpl)) Die("mkdtemp");
-    a.dir = tmpl;
-  } else {
-    fs::create_directories(a.dir);
-    a.dir = fs::absolute(a.dir).string();
-  }
+  a.dir = WorkDir(a.dir, "cairn-sync-bench");
   a.ca = a.dir + "/ca.pem";
   MakeDevCerts(a.dir);
   RaiseFileLimit();

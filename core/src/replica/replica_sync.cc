@@ -379,23 +379,36 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
   store::RollbackUnlessCommitted guard(r_->store_.get());
   CAIRN_ASSIGN_OR_RETURN(std::optional<store::SnapshotState> snap, r_->store_->GetSnapshot());
   if (!snap) return Status::Invalid("no snapshot to finish");
+  // What the server had judged of this replica's own ops when it planned the snapshot; and the
+  // documents of `collections` that `keep` does not keep (replace and evict, below).
+  uint64_t own_known = 0;
+  if (auto w = snap->watermarks.find(r_->id_); w != snap->watermarks.end()) own_known = w->second;
+  const auto own_judged = [&](const OpId& id) {
+    return id.origin != r_->id_ || id.seq <= own_known;
+  };
+  const auto docs_of =
+      [&](const std::vector<std::string>& collections,
+          const std::function<bool(const std::pair<std::string, std::string>&)>& keep,
+          std::set<std::pair<std::string, std::string>>* out) -> Status {
+    for (const std::string& c : collections) {
+      CAIRN_RETURN_IF_ERROR(
+          r_->store_->ForEachDocFields(c, [&](const std::string& key, const Fields&) -> Status {
+            auto ref = std::make_pair(c, key);
+            if (!keep(ref)) out->insert(std::move(ref));
+            return Status::OK();
+          }));
+    }
+    return Status::OK();
+  };
   if (replace) {
     // docs/crdt-semantics.md "History horizon": the folded state cannot be merged into history
     // this replica holds (a folded increment may be one it has, under another's identity): what
     // it has of these collections goes, but its own ops the server has not judged, and the
     // snapshot, which brings its own judged ops too, takes its place.
-    uint64_t own_known = 0;
-    if (auto w = snap->watermarks.find(r_->id_); w != snap->watermarks.end()) own_known = w->second;
     std::set<std::pair<std::string, std::string>> held;
-    for (const std::string& c : replace->empty() ? r_->store_->CollectionNames() : *replace) {
-      CAIRN_RETURN_IF_ERROR(
-          r_->store_->ForEachDocFields(c, [&](const std::string& key, const Fields&) -> Status {
-            held.emplace(c, key);
-            return Status::OK();
-          }));
-    }
-    CAIRN_RETURN_IF_ERROR(RemoveFromView(
-        held, [&](const OpId& id) { return id.origin != r_->id_ || id.seq <= own_known; }));
+    CAIRN_RETURN_IF_ERROR(docs_of(
+        *replace, [](const auto&) { return false; }, &held));
+    CAIRN_RETURN_IF_ERROR(RemoveFromView(held, own_judged));
   }
   const bool replacing = replace != nullptr;
   uint64_t applied = 0;
@@ -429,19 +442,11 @@ Result<uint64_t> SyncAccess::FinishSnapshot(const std::optional<std::string>& co
     // the server knew when it planned the snapshot (every op but this replica's own past its
     // watermark) is outside the view: removed, not deleted. Its later writes stay (the server
     // had not judged them: pushed and judged as usual, one refused brings nothing back).
-    uint64_t own_known = 0;
-    if (auto w = snap->watermarks.find(r_->id_); w != snap->watermarks.end()) own_known = w->second;
     std::set<std::pair<std::string, std::string>> outside;
-    for (const std::string& c : evict->empty() ? r_->store_->CollectionNames() : *evict) {
-      CAIRN_RETURN_IF_ERROR(
-          r_->store_->ForEachDocFields(c, [&](const std::string& key, const Fields&) -> Status {
-            auto ref = std::make_pair(c, key);
-            if (brought.count(ref) == 0) outside.insert(std::move(ref));
-            return Status::OK();
-          }));
-    }
-    CAIRN_RETURN_IF_ERROR(RemoveFromView(
-        outside, [&](const OpId& id) { return id.origin != r_->id_ || id.seq <= own_known; }));
+    CAIRN_RETURN_IF_ERROR(docs_of(
+        evict->empty() ? r_->store_->CollectionNames() : *evict,
+        [&](const auto& ref) { return brought.count(ref) != 0; }, &outside));
+    CAIRN_RETURN_IF_ERROR(RemoveFromView(outside, own_judged));
   }
   CAIRN_ASSIGN_OR_RETURN(store::SyncPosition pos, r_->store_->GetSyncPosition());
   if (snap->rebase) {

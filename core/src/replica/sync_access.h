@@ -115,7 +115,7 @@ class SyncAccess {
   // (not deleted; unsent writes to them stay in the outbox: docs/sync-rules.md "Rules that
   // change"). A rebase stores `rules_digest` (the server's sync rules) with its cursor.
   // `replace` (SnapshotBegin.replace: the server's history is folded): what this replica has of
-  // these collections (empty: of every collection) is replaced by what the snapshot brings,
+  // these collections (exactly these) is replaced by what the snapshot brings,
   // but its own ops past the snapshot's receipt for it (the server has not judged them)
   // (docs/crdt-semantics.md "History horizon").
   Result<uint64_t> FinishSnapshot(const std::optional<std::string>& coverage,

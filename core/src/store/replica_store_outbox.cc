@@ -243,6 +243,22 @@ Status ReplicaStore::RecordRejected(const Op& op, int code, const std::string& r
   return st.Run();
 }
 
+// The op of a cairn_rejected row selected as (id, origin, seq, hlc, kind, collection, key,
+// field, vtype, value, delta, ...).
+static Op RejectedRowOp(const Stmt& st) {
+  Op op;
+  ReplicaId::FromBytes(st.Blob(1).data(), st.Blob(1).size(), &op.id.origin);
+  op.id.seq = U(st.Int(2));
+  op.id.hlc = U(st.Int(3));
+  op.kind = static_cast<OpKind>(st.Int(4));
+  op.collection = std::string(st.Text(5));
+  op.key = std::string(st.Text(6));
+  op.field = std::string(st.Text(7));
+  if (op.kind == OpKind::kSet) op.value = rows::ReadValue(st, 8);
+  op.delta = st.Int(10);
+  return op;
+}
+
 Status ReplicaStore::ForEachToReapply(
     const std::function<Status(int64_t, uint64_t, const Op&)>& fn) {
   CAIRN_ASSIGN_OR_RETURN(
@@ -252,17 +268,7 @@ Status ReplicaStore::ForEachToReapply(
   for (;;) {
     CAIRN_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
-    Op op;
-    ReplicaId::FromBytes(st.Blob(1).data(), st.Blob(1).size(), &op.id.origin);
-    op.id.seq = U(st.Int(2));
-    op.id.hlc = U(st.Int(3));
-    op.kind = static_cast<OpKind>(st.Int(4));
-    op.collection = std::string(st.Text(5));
-    op.key = std::string(st.Text(6));
-    op.field = std::string(st.Text(7));
-    if (op.kind == OpKind::kSet) op.value = rows::ReadValue(st, 8);
-    op.delta = st.Int(10);
-    CAIRN_RETURN_IF_ERROR(fn(st.Int(0), U(st.Int(11)), op));
+    CAIRN_RETURN_IF_ERROR(fn(st.Int(0), U(st.Int(11)), RejectedRowOp(st)));
   }
   return Status::OK();
 }
@@ -293,15 +299,7 @@ Status ReplicaStore::ForEachRejected(const std::function<Status(const RejectedOp
     if (!row) break;
     RejectedOp r;
     r.id = st.Int(0);
-    ReplicaId::FromBytes(st.Blob(1).data(), st.Blob(1).size(), &r.op.id.origin);
-    r.op.id.seq = U(st.Int(2));
-    r.op.id.hlc = U(st.Int(3));
-    r.op.kind = static_cast<OpKind>(st.Int(4));
-    r.op.collection = std::string(st.Text(5));
-    r.op.key = std::string(st.Text(6));
-    r.op.field = std::string(st.Text(7));
-    if (r.op.kind == OpKind::kSet) r.op.value = rows::ReadValue(st, 8);
-    r.op.delta = st.Int(10);
+    r.op = RejectedRowOp(st);
     r.code = static_cast<int>(st.Int(11));
     r.reason = std::string(st.Text(12));
     r.at_ms = st.Int(13);

@@ -714,7 +714,6 @@ void Exchange::OnSnapshotEnd(const wire::SnapshotEnd& end) {
   if (snapshot_replace) {
     if (snapshot_rebase) {
       replaced = snapshot_collections;
-      if (replaced.empty()) replaced.push_back("*");  // (none: nothing to replace)
     } else {
       for (const auto& c : snapshot_collections) {
         if (c != "*") replaced.push_back(c);
@@ -730,7 +729,6 @@ void Exchange::OnSnapshotEnd(const wire::SnapshotEnd& end) {
           if (coverage.holds.count(c) == 0) replaced.push_back(c);
         }
       }
-      if (replaced.empty()) replaced.push_back("*");  // (no such collection here: nothing)
     }
   }
   // Sync rules: what the snapshot did not bring of what this replica syncs is not its to
